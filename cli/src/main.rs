@@ -1,0 +1,3 @@
+//! The `qkd` command.
+#![forbid(unsafe_code)]
+fn main() {}

@@ -1,0 +1,2 @@
+//! Privacy amplification: finite-key secret length and Toeplitz hashing (issue: privacy
+//! amplification). Not yet implemented.

@@ -1,0 +1,1 @@
+//! Two-party error reconciliation. Not yet implemented.
