@@ -11,10 +11,12 @@
 pub mod amplify;
 pub mod bits;
 pub mod confirm;
+pub mod dataset;
 pub mod entropy;
 pub mod estimate;
 pub mod reconcile;
 pub mod rng;
 pub mod sim;
+pub mod store;
 
 pub use bits::{BitBlock, BitsError, Permutation};

@@ -1,0 +1,1 @@
+//! The durable key store. Placeholder: filled by its issue.
