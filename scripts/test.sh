@@ -1,0 +1,19 @@
+#!/usr/bin/env bash
+# The one test command: formatting, lints, and every test of the workspace.
+# Runs on a fresh machine (Rust, gcc, Python 3.11 and pip present); installs what else it needs.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+step() { printf '\n==> %s\n' "$*" >&2; }
+
+step "rustfmt"
+rustup component add rustfmt clippy >/dev/null 2>&1 || true
+cargo fmt --all -- --check
+
+step "clippy (-D warnings)"
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "cargo test"
+cargo test --workspace --locked
+
+step "all tests passed"
