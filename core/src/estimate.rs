@@ -610,7 +610,10 @@ mod tests {
         for (n, k, x) in [(1_000_000, 10_000, 300), (100_000, 5_000, 0), (200, 50, 5)] {
             let s = qber_upper_bound(n, k, x, 1e-6, Bound::Serfling).unwrap();
             let e = qber_upper_bound(n, k, x, 1e-6, Bound::Hypergeometric).unwrap();
-            assert!(e < s && e >= x as f64 / k as f64, "n={n}: exact {e} vs serfling {s}");
+            assert!(
+                e < s && e >= x as f64 / k as f64,
+                "n={n}: exact {e} vs serfling {s}"
+            );
         }
     }
 
@@ -633,7 +636,12 @@ mod tests {
     #[test]
     fn pmf_matches_log_sums_for_large_n() {
         let (n, k) = (10_000_000u64, 2_000u64);
-        for (w, x) in [(100_000u64, 20u64), (100_000, 0), (1_100_000, 200), (5_000_000, 1_000)] {
+        for (w, x) in [
+            (100_000u64, 20u64),
+            (100_000, 0),
+            (1_100_000, 200),
+            (5_000_000, 1_000),
+        ] {
             let r = reference::ln_binom_sum(w, x) + reference::ln_binom_sum(n - w, k - x)
                 - reference::ln_binom_sum(n, k);
             let got = hyper::ln_pmf(x, n, w, k);
@@ -713,7 +721,10 @@ mod tests {
                 hits[i] += 1;
             }
         }
-        assert!(hits.iter().all(|&h| (h as i64 - 1000).abs() < 165), "{hits:?}");
+        assert!(
+            hits.iter().all(|&h| (h as i64 - 1000).abs() < 165),
+            "{hits:?}"
+        );
     }
 
     #[test]
@@ -731,7 +742,10 @@ mod tests {
         ));
         assert!(matches!(
             split_sample(&key, &[1, 8]),
-            Err(EstimateError::Bits(BitsError::PositionOutOfRange { position: 8, .. }))
+            Err(EstimateError::Bits(BitsError::PositionOutOfRange {
+                position: 8,
+                ..
+            }))
         ));
     }
 

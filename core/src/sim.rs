@@ -492,16 +492,21 @@ impl<'a> WordStream<'a> {
     }
 
     /// Number of failures before the first success of a Bernoulli(p) sequence, where
-    /// `ln_q = ln(1 - p)` (< 0). Saturates at `u64::MAX`.
+    /// `inv_ln_q = 1 / ln(1 - p)` (< 0). Saturates at `u64::MAX`.
     #[inline]
-    fn geometric(&mut self, ln_q: f64) -> Result<u64, RngError> {
+    fn geometric(&mut self, inv_ln_q: f64) -> Result<u64, RngError> {
         // Inversion: P(G >= g) = (1-p)^g, so G = floor(ln U / ln(1-p)) for U uniform in (0, 1].
-        Ok((self.open01()?.ln() / ln_q) as u64)
+        Ok((self.open01()?.ln() * inv_ln_q) as u64)
     }
 }
 
-/// Sets `round(qber * n)` distinct uniformly chosen bits of the zeroed `words` (`qber <= 0.5`,
-/// so at most about half the bits: bitmap rejection needs at most 2 draws per error on average).
+/// Sets `round(qber * n)` distinct uniformly chosen bits of the zeroed `words` (`qber <= 0.5`).
+///
+/// Few errors (`k < n / 64`): draw positions and reject repeats (at most 2 draws per error on
+/// average). Otherwise, to avoid a cache miss per error: a Bernoulli(qber) pattern (sequential
+/// writes), then uniformly random zero bits set, or one bits cleared, until exactly `k` remain.
+/// A Bernoulli pattern with `c` ones is a uniform `c`-subset, and adding a uniform non-member
+/// (or removing a uniform member) keeps a subset uniform, so the result is a uniform `k`-subset.
 fn exact_errors(
     words: &mut [u64],
     n: usize,
@@ -509,15 +514,24 @@ fn exact_errors(
     w: &mut WordStream<'_>,
 ) -> Result<u64, RngError> {
     let k = ((qber * n as f64).round() as u64).min(n as u64);
-    let mut placed = 0u64;
-    while placed < k {
+    let mut placed = if k < (n / 64) as u64 {
+        0
+    } else {
+        bernoulli_range(words, 0, n, qber, w)?
+    };
+    while placed != k {
+        let add = placed < k;
         let p = w.below(n as u64)? as usize;
         let (wi, mask) = (p / 64, 1u64 << (p % 64));
         if let Some(word) = words.get_mut(wi)
-            && *word & mask == 0
+            && (*word & mask == 0) == add
         {
-            *word |= mask;
-            placed += 1;
+            *word ^= mask;
+            if add {
+                placed += 1;
+            } else {
+                placed -= 1;
+            }
         }
     }
     Ok(placed)
@@ -543,14 +557,7 @@ fn bernoulli_range(
         let mut count = 0u64;
         let (fw, lw) = (start / 64, (end - 1) / 64);
         for wi in fw..=lw {
-            let mut mask = u64::MAX;
-            if wi == fw {
-                mask &= u64::MAX << (start % 64);
-            }
-            if wi == lw && end % 64 != 0 {
-                mask &= (1u64 << (end % 64)) - 1;
-            }
-            let r = w.next()? & mask;
+            let r = w.next()? & range_mask(wi, start, end);
             if let Some(word) = words.get_mut(wi) {
                 *word |= r;
                 count += u64::from(r.count_ones());
@@ -563,11 +570,11 @@ fn bernoulli_range(
     if invert {
         fill_range(words, start, end, true);
     }
-    let ln_q = (-q).ln_1p();
+    let inv_ln_q = 1.0 / (-q).ln_1p();
     let mut pos = start;
     let mut marked = 0u64;
     loop {
-        let gap = w.geometric(ln_q)?;
+        let gap = w.geometric(inv_ln_q)?;
         let remaining = (end - pos) as u64;
         if gap >= remaining {
             break;
@@ -586,6 +593,19 @@ fn bernoulli_range(
     })
 }
 
+/// The bits of word `wi` that lie in `start..end` (`start < end`).
+#[inline]
+fn range_mask(wi: usize, start: usize, end: usize) -> u64 {
+    let mut mask = u64::MAX;
+    if wi == start / 64 {
+        mask &= u64::MAX << (start % 64);
+    }
+    if wi == (end - 1) / 64 && !end.is_multiple_of(64) {
+        mask &= (1u64 << (end % 64)) - 1;
+    }
+    mask
+}
+
 /// Sets (or clears) bits `start..end`; returns the number of bits in the range.
 fn fill_range(words: &mut [u64], start: usize, end: usize, value: bool) -> u64 {
     if start >= end {
@@ -593,13 +613,7 @@ fn fill_range(words: &mut [u64], start: usize, end: usize, value: bool) -> u64 {
     }
     let (fw, lw) = (start / 64, (end - 1) / 64);
     for wi in fw..=lw {
-        let mut mask = u64::MAX;
-        if wi == fw {
-            mask &= u64::MAX << (start % 64);
-        }
-        if wi == lw && end % 64 != 0 {
-            mask &= (1u64 << (end % 64)) - 1;
-        }
+        let mask = range_mask(wi, start, end);
         if let Some(word) = words.get_mut(wi) {
             if value {
                 *word |= mask;
@@ -635,7 +649,9 @@ fn gilbert_elliott(
         } else if leave >= 1.0 {
             1
         } else {
-            w.geometric((-leave).ln_1p())?.saturating_add(1).min(remaining)
+            w.geometric(1.0 / (-leave).ln_1p())?
+                .saturating_add(1)
+                .min(remaining)
         };
         let end = pos + len as usize;
         count += bernoulli_range(words, pos, end, err, w)?;
@@ -661,14 +677,39 @@ mod tests {
         assert_eq!(pair.report.rng, "seeded-chacha20");
         // round(0.5 * 3) = round(1.5) = 2 (half away from zero).
         assert_eq!(
-            simulate(3, 0.5, ErrorModel::IidExact, 1).unwrap().report.errors,
+            simulate(3, 0.5, ErrorModel::IidExact, 1)
+                .unwrap()
+                .report
+                .errors,
             2
         );
     }
 
     #[test]
+    fn exact_model_is_uniform_over_subsets() {
+        // n = 8, qber = 0.25: k = 2 (Bernoulli-and-adjust path). Each of the C(8,2) = 28 pairs
+        // should appear 2800/28 = 100 times in 2800 runs (sd ~ 9.8); allow 6 sd.
+        let mut counts = std::collections::HashMap::new();
+        for seed in 0..2800 {
+            let p = simulate(8, 0.25, ErrorModel::IidExact, seed).unwrap();
+            let e = p.alice.xor(&p.bob).unwrap().words()[0];
+            assert_eq!(e.count_ones(), 2);
+            *counts.entry(e).or_insert(0i32) += 1;
+        }
+        assert_eq!(counts.len(), 28);
+        assert!(counts.values().all(|&c| (c - 100).abs() < 60), "{counts:?}");
+        // Few errors (rejection path): round(0.001 * 100_000) = 100.
+        let p = simulate(100_000, 0.001, ErrorModel::IidExact, 4).unwrap();
+        assert_eq!(p.alice.hamming_distance(&p.bob).unwrap(), 100);
+    }
+
+    #[test]
     fn seeded_runs_are_reproducible_and_seeds_differ() {
-        for model in [ErrorModel::IidExact, ErrorModel::Bernoulli, ErrorModel::burst()] {
+        for model in [
+            ErrorModel::IidExact,
+            ErrorModel::Bernoulli,
+            ErrorModel::burst(),
+        ] {
             let a = simulate(5000, 0.03, model, 42).unwrap();
             let b = simulate(5000, 0.03, model, 42).unwrap();
             let c = simulate(5000, 0.03, model, 43).unwrap();
