@@ -131,6 +131,12 @@ pub enum DatasetError {
         /// The bit count.
         bits: u64,
     },
+    /// A bit count of zero was requested for a bare key file.
+    #[error("bit count 0 requested for {path}; expected at least 1 bit")]
+    ZeroBitCount {
+        /// The file.
+        path: PathBuf,
+    },
     /// A bare key file is empty and no bit count was given.
     #[error("{path} is empty; expected at least one byte of key")]
     EmptyFile {
@@ -481,12 +487,17 @@ pub fn load_named(dir: &Path, name: &str) -> Result<(Entry, BitBlock, BitBlock),
 pub fn read_key_file(path: &Path, bits: Option<u64>) -> Result<BitBlock, DatasetError> {
     let bytes = Zeroizing::new(fs::read(path).map_err(|e| io_error(path, e))?);
     let bits = match bits {
+        Some(0) => {
+            return Err(DatasetError::ZeroBitCount {
+                path: path.to_owned(),
+            });
+        }
         Some(b) => {
             let expected = b.div_ceil(8);
-            if bytes.len() as u64 != expected || b == 0 {
+            if bytes.len() as u64 != expected {
                 return Err(DatasetError::SizeMismatch {
                     path: path.to_owned(),
-                    expected: expected.max(1),
+                    expected,
                     actual: bytes.len() as u64,
                 });
             }
@@ -707,6 +718,10 @@ mod tests {
                 actual: 2,
                 ..
             })
+        ));
+        assert!(matches!(
+            read_key_file(&path, Some(0)),
+            Err(DatasetError::ZeroBitCount { .. })
         ));
         fs::write(&path, []).unwrap();
         assert!(matches!(
