@@ -233,7 +233,9 @@ pub fn byte_histogram(bytes: &[u8]) -> [u64; 256] {
     let mut h = Histogram::new();
     let mut chunks = bytes.chunks_exact(8);
     for c in &mut chunks {
-        h.add_word(u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]));
+        h.add_word(u64::from_le_bytes([
+            c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7],
+        ]));
     }
     for &b in chunks.remainder() {
         h.add(b);
@@ -282,7 +284,11 @@ pub fn shannon_from_histogram(hist: &[u64; 256]) -> f64 {
     }
     let nf = n as f64;
     // H = log2 N - (1/N) sum c log2 c
-    let s: f64 = hist.iter().filter(|&&c| c > 1).map(|&c| (c as f64) * (c as f64).log2()).sum();
+    let s: f64 = hist
+        .iter()
+        .filter(|&&c| c > 1)
+        .map(|&c| (c as f64) * (c as f64).log2())
+        .sum();
     (nf.log2() - s / nf).max(0.0)
 }
 
@@ -308,14 +314,24 @@ pub struct MinEntropy {
 
 /// The MCV estimate from a sample count and the count of its most common value.
 pub fn mcv_from_counts(samples: u64, max_count: u64) -> MinEntropy {
-    let p_max_hat = if samples == 0 { 1.0 } else { max_count as f64 / samples as f64 };
+    let p_max_hat = if samples == 0 {
+        1.0
+    } else {
+        max_count as f64 / samples as f64
+    };
     let p_upper = if samples < 2 {
         1.0
     } else {
         let l1 = (samples - 1) as f64;
         (p_max_hat + MCV_Z * (p_max_hat * (1.0 - p_max_hat) / l1).sqrt()).min(1.0)
     };
-    MinEntropy { samples, max_count, p_max_hat, p_upper, bits_per_sample: -p_upper.log2() + 0.0 }
+    MinEntropy {
+        samples,
+        max_count,
+        p_max_hat,
+        p_upper,
+        bits_per_sample: -p_upper.log2() + 0.0,
+    }
 }
 
 /// The MCV min-entropy estimate of `bytes` as 8-bit samples (SP 800-90B §6.3.1).
@@ -340,7 +356,11 @@ impl BitCounter {
         self.bits += u64::from(valid);
         self.ones += u64::from(w.count_ones());
         // Transitions between bit j and j+1 for j + 1 < valid.
-        let inner = if valid >= 64 { u64::MAX >> 1 } else { (1u64 << (valid - 1)) - 1 };
+        let inner = if valid >= 64 {
+            u64::MAX >> 1
+        } else {
+            (1u64 << (valid - 1)) - 1
+        };
         self.transitions += u64::from(((w ^ (w >> 1)) & inner).count_ones());
         if let Some(prev) = self.last {
             self.transitions += u64::from(prev != (w & 1 == 1));
@@ -361,7 +381,11 @@ impl BitCounter {
 
     /// Number of runs `V_n = transitions + 1` (0 for an empty stream).
     fn runs(&self) -> u64 {
-        if self.bits == 0 { 0 } else { self.transitions + 1 }
+        if self.bits == 0 {
+            0
+        } else {
+            self.transitions + 1
+        }
     }
 }
 
@@ -386,10 +410,22 @@ pub fn monobit_from_counts(n: u64, ones: u64) -> MonobitResult {
     let s_n = 2 * i128::from(ones) - i128::from(n);
     let s_n = i64::try_from(s_n).unwrap_or(if s_n < 0 { i64::MIN } else { i64::MAX });
     if n == 0 {
-        return MonobitResult { n, ones, s_n, s_obs: 0.0, p_value: 0.0 };
+        return MonobitResult {
+            n,
+            ones,
+            s_n,
+            s_obs: 0.0,
+            p_value: 0.0,
+        };
     }
     let s_obs = (s_n as f64).abs() / (n as f64).sqrt();
-    MonobitResult { n, ones, s_n, s_obs, p_value: erfc(s_obs / std::f64::consts::SQRT_2) }
+    MonobitResult {
+        n,
+        ones,
+        s_n,
+        s_obs,
+        p_value: erfc(s_obs / std::f64::consts::SQRT_2),
+    }
 }
 
 /// The SP 800-22 §2.1 frequency (monobit) test on a bit block.
@@ -418,7 +454,14 @@ pub struct RunsResult {
 /// The runs test from counts: `n` bits, `ones` of them 1, `runs` runs.
 pub fn runs_from_counts(n: u64, ones: u64, runs: u64) -> RunsResult {
     if n == 0 {
-        return RunsResult { n, pi: 0.0, tau: 0.0, prerequisite_met: false, runs, p_value: 0.0 };
+        return RunsResult {
+            n,
+            pi: 0.0,
+            tau: 0.0,
+            prerequisite_met: false,
+            runs,
+            p_value: 0.0,
+        };
     }
     let nf = n as f64;
     let pi = ones.min(n) as f64 / nf;
@@ -430,7 +473,14 @@ pub fn runs_from_counts(n: u64, ones: u64, runs: u64) -> RunsResult {
     } else {
         erfc((runs as f64 - 2.0 * nf * q).abs() / (2.0 * (2.0 * nf).sqrt() * q))
     };
-    RunsResult { n, pi, tau, prerequisite_met, runs, p_value }
+    RunsResult {
+        n,
+        pi,
+        tau,
+        prerequisite_met,
+        runs,
+        p_value,
+    }
 }
 
 /// The SP 800-22 §2.3 runs test on a bit block (bit order as stored: index 0 first).
@@ -495,12 +545,22 @@ impl Default for HealthConfig {
 impl HealthConfig {
     /// Byte samples with claimed min-entropy `h` bits per byte, `alpha = 2^-20`, window 512.
     pub fn bytes(h: f64) -> Self {
-        Self { kind: SampleKind::Byte, min_entropy: h, alpha: DEFAULT_ALPHA, window: 512 }
+        Self {
+            kind: SampleKind::Byte,
+            min_entropy: h,
+            alpha: DEFAULT_ALPHA,
+            window: 512,
+        }
     }
 
     /// Bit samples with claimed min-entropy `h` per bit, `alpha = 2^-20`, window 1024.
     pub fn binary(h: f64) -> Self {
-        Self { kind: SampleKind::Bit, min_entropy: h, alpha: DEFAULT_ALPHA, window: 1024 }
+        Self {
+            kind: SampleKind::Bit,
+            min_entropy: h,
+            alpha: DEFAULT_ALPHA,
+            window: 1024,
+        }
     }
 
     /// The same with another `alpha`.
@@ -512,11 +572,16 @@ impl HealthConfig {
     pub fn validate(&self) -> Result<(), EntropyError> {
         let max = f64::from(self.kind.bits());
         if !(self.min_entropy > 0.0 && self.min_entropy <= max) {
-            return Err(EntropyError::InvalidEntropy { value: self.min_entropy, max });
+            return Err(EntropyError::InvalidEntropy {
+                value: self.min_entropy,
+                max,
+            });
         }
         check_alpha(self.alpha)?;
         if !(2..=1 << 24).contains(&self.window) {
-            return Err(EntropyError::InvalidWindow { window: self.window });
+            return Err(EntropyError::InvalidWindow {
+                window: self.window,
+            });
         }
         Ok(())
     }
@@ -533,26 +598,38 @@ impl HealthConfig {
         self.validate()?;
         let tails = binomial_upper_tails(self.window as u32, (-self.min_entropy).exp2());
         // tails[j] = P(X >= j); smallest j >= 1 with P(X > j - 1) <= alpha is 1 + CRITBINOM.
-        let j = (1..tails.len()).find(|&j| tails[j] <= self.alpha).unwrap_or(tails.len() - 1);
+        let j = (1..tails.len())
+            .find(|&j| tails[j] <= self.alpha)
+            .unwrap_or(tails.len() - 1);
         Ok(j as u32)
     }
 }
 
 fn check_alpha(alpha: f64) -> Result<(), EntropyError> {
-    if alpha > 0.0 && alpha < 1.0 { Ok(()) } else { Err(EntropyError::InvalidAlpha(alpha)) }
+    if alpha > 0.0 && alpha < 1.0 {
+        Ok(())
+    } else {
+        Err(EntropyError::InvalidAlpha(alpha))
+    }
 }
 
 /// `1 + ceil(-log2(alpha) / h)`, saturating.
 fn rct_cutoff(h: f64, alpha: f64) -> u32 {
     let c = 1.0 + (-alpha.log2() / h).ceil();
-    if c >= f64::from(u32::MAX) { u32::MAX } else { c as u32 }
+    if c >= f64::from(u32::MAX) {
+        u32::MAX
+    } else {
+        c as u32
+    }
 }
 
 /// The smallest APT cutoff `C` whose false-alarm probability for the test as run (the first
 /// sample plus `W - 1` more) is at most `alpha`: `P(Binomial(W - 1, p) >= C - 1) <= alpha`.
 fn apt_cutoff_exact(window: u32, p: f64, alpha: f64) -> u32 {
     let tails = binomial_upper_tails(window.saturating_sub(1), p);
-    let j = (0..tails.len()).find(|&j| tails[j] <= alpha).unwrap_or(tails.len() - 1);
+    let j = (0..tails.len())
+        .find(|&j| tails[j] <= alpha)
+        .unwrap_or(tails.len() - 1);
     j as u32 + 1
 }
 
@@ -580,7 +657,13 @@ impl std::fmt::Debug for RepetitionCountTest {
 impl RepetitionCountTest {
     /// A test with cutoff `C` (runs of length `>= C` fail).
     pub fn new(cutoff: u32) -> Self {
-        Self { cutoff: cutoff.max(2), last: 0, run: 0, longest: 0, seen: 0 }
+        Self {
+            cutoff: cutoff.max(2),
+            last: 0,
+            run: 0,
+            longest: 0,
+            seen: 0,
+        }
     }
 
     /// The test for a configuration (cutoff from [`HealthConfig::rct_cutoff`]).
@@ -616,7 +699,11 @@ impl RepetitionCountTest {
         let offset = self.seen;
         self.seen += 1;
         if self.run >= self.cutoff {
-            return Err(HealthFailure::Repetition { run: self.run, cutoff: self.cutoff, offset });
+            return Err(HealthFailure::Repetition {
+                run: self.run,
+                cutoff: self.cutoff,
+                offset,
+            });
         }
         Ok(())
     }
@@ -768,9 +855,9 @@ impl HealthTests {
         }
         let result = match self.config.kind {
             SampleKind::Byte => bytes.iter().try_for_each(|&b| self.push(b)),
-            SampleKind::Bit => {
-                bytes.iter().try_for_each(|&b| (0..8).try_for_each(|i| self.push((b >> i) & 1)))
-            }
+            SampleKind::Bit => bytes
+                .iter()
+                .try_for_each(|&b| (0..8).try_for_each(|i| self.push((b >> i) & 1))),
         };
         if let Err(f) = &result {
             self.failed = Some(f.clone());
@@ -800,7 +887,9 @@ pub struct AssessConfig {
 
 impl Default for AssessConfig {
     fn default() -> Self {
-        Self { false_alarm: DEFAULT_ALPHA }
+        Self {
+            false_alarm: DEFAULT_ALPHA,
+        }
     }
 }
 
@@ -951,10 +1040,14 @@ fn shannon_threshold(n: u64, alpha: f64) -> (f64, &'static str) {
     let nf = n as f64;
     if n >= ASYMPTOTIC_SHANNON_BYTES as u64 {
         let q = chi_square_upper_quantile(255.0, alpha);
-        (8.0 - (q / nf).ln_1p() / std::f64::consts::LN_2, "chi_square")
+        (
+            8.0 - (q / nf).ln_1p() / std::f64::consts::LN_2,
+            "chi_square",
+        )
     } else {
         let mean_lower = 8.0 - (255.0 / nf).ln_1p() / std::f64::consts::LN_2;
-        let spread = (std::f64::consts::LOG2_E + nf.log2()) * ((1.0 / alpha).ln() / (2.0 * nf)).sqrt();
+        let spread =
+            (std::f64::consts::LOG2_E + nf.log2()) * ((1.0 / alpha).ln() / (2.0 * nf)).sqrt();
         (mean_lower - spread, "mcdiarmid")
     }
 }
@@ -968,7 +1061,11 @@ fn mcv_count_limit(n: u64, alpha: f64) -> u64 {
     let (mut lo, mut hi) = ((nf * p).ceil() as u64, n + 1); // bound_ok(hi) is true
     while lo < hi {
         let mid = lo + (hi - lo) / 2;
-        if bound_ok(mid) { hi = mid } else { lo = mid + 1 }
+        if bound_ok(mid) {
+            hi = mid
+        } else {
+            lo = mid + 1
+        }
     }
     lo
 }
@@ -1051,9 +1148,17 @@ fn assess_checked(bytes: &[u8], config: &AssessConfig) -> EntropyReport {
 
     // Monobit and runs.
     let mono = monobit_from_counts(bitc.bits, bitc.ones);
-    let monobit = PValueCheck { result: mono, threshold: alpha_i, passed: mono.p_value >= alpha_i };
+    let monobit = PValueCheck {
+        result: mono,
+        threshold: alpha_i,
+        passed: mono.p_value >= alpha_i,
+    };
     let runs_r = runs_from_counts(bitc.bits, bitc.ones, bitc.runs());
-    let runs = PValueCheck { result: runs_r, threshold: alpha_i, passed: runs_r.p_value >= alpha_i };
+    let runs = PValueCheck {
+        result: runs_r,
+        threshold: alpha_i,
+        passed: runs_r.p_value >= alpha_i,
+    };
 
     let repetition_count = RepetitionCheck {
         claimed_min_entropy: 8.0,
@@ -1139,7 +1244,6 @@ fn assess_checked(bytes: &[u8], config: &AssessConfig) -> EntropyReport {
     }
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -1177,7 +1281,10 @@ mod tests {
         ];
         for (x, want) in table {
             let got = erfc(x);
-            assert!(close(got, want, 1e-13), "erfc({x}) = {got:e}, want {want:e}");
+            assert!(
+                close(got, want, 1e-13),
+                "erfc({x}) = {got:e}, want {want:e}"
+            );
             assert!(close(erfc(-x), 2.0 - want, 1e-15), "erfc(-{x})");
         }
         // The two branches agree where they meet.
@@ -1227,7 +1334,12 @@ mod tests {
         let s = mcv_min_entropy(&[1; 50]);
         assert_eq!(s.bits_per_sample.to_bits(), 0.0f64.to_bits());
         assert_eq!(mcv_from_counts(1, 1).p_upper, 1.0);
-        assert_eq!(byte_histogram(&[1, 2, 2, 255, 2, 1, 0, 0, 0, 7, 7]).iter().sum::<u64>(), 11);
+        assert_eq!(
+            byte_histogram(&[1, 2, 2, 255, 2, 1, 0, 0, 0, 7, 7])
+                .iter()
+                .sum::<u64>(),
+            11
+        );
         let h = byte_histogram(&[1, 2, 2, 255, 2, 1, 0, 0, 0, 7, 7]);
         assert_eq!((h[0], h[1], h[2], h[7], h[255], h[3]), (3, 2, 3, 2, 1, 0));
     }
@@ -1290,7 +1402,10 @@ mod tests {
             let rep = assess(&bytes);
             let rr = runs_test(&BitBlock::from_all_bytes(&bytes));
             assert_eq!(rep.runs.result.runs, rr.runs);
-            assert_eq!(rep.monobit.result.ones, BitBlock::from_all_bytes(&bytes).count_ones() as u64);
+            assert_eq!(
+                rep.monobit.result.ones,
+                BitBlock::from_all_bytes(&bytes).count_ones() as u64
+            );
         }
     }
 
@@ -1301,7 +1416,13 @@ mod tests {
         assert_eq!(HealthConfig::bytes(2.0).rct_cutoff().unwrap(), 11);
         assert_eq!(HealthConfig::binary(1.0).rct_cutoff().unwrap(), 21);
         assert_eq!(HealthConfig::binary(0.5).rct_cutoff().unwrap(), 41);
-        assert_eq!(HealthConfig::bytes(8.0).with_alpha(2f64.powi(-40)).rct_cutoff().unwrap(), 6);
+        assert_eq!(
+            HealthConfig::bytes(8.0)
+                .with_alpha(2f64.powi(-40))
+                .rct_cutoff()
+                .unwrap(),
+            6
+        );
         // APT, non-binary W = 512, alpha = 2^-20: SP 800-90B Table 2 gives
         // H = 0.5 -> 410, 1 -> 311, 2 -> 177, 4 -> 62, 8 -> 13.
         for (h, c) in [(0.5, 410), (1.0, 311), (2.0, 177), (4.0, 62), (8.0, 13)] {
@@ -1321,8 +1442,14 @@ mod tests {
             HealthConfig::bytes(8.0).with_alpha(1.0).validate(),
             Err(EntropyError::InvalidAlpha(_))
         ));
-        let w = HealthConfig { window: 1, ..HealthConfig::default() };
-        assert!(matches!(w.validate(), Err(EntropyError::InvalidWindow { window: 1 })));
+        let w = HealthConfig {
+            window: 1,
+            ..HealthConfig::default()
+        };
+        assert!(matches!(
+            w.validate(),
+            Err(EntropyError::InvalidWindow { window: 1 })
+        ));
         assert!(assess_with(&[0; 100], &AssessConfig { false_alarm: 0.0 }).is_err());
     }
 
@@ -1335,7 +1462,11 @@ mod tests {
         assert!(rct.push(1).is_ok() && rct.push(1).is_ok());
         assert_eq!(
             rct.push(1),
-            Err(HealthFailure::Repetition { run: 4, cutoff: 4, offset: 9 })
+            Err(HealthFailure::Repetition {
+                run: 4,
+                cutoff: 4,
+                offset: 9
+            })
         );
         let mut apt = AdaptiveProportionTest::new(8, 3);
         // Window 1: first value 5 occurs twice; window 2: first value 9 occurs 3 times.
@@ -1344,7 +1475,12 @@ mod tests {
         }
         assert_eq!(
             apt.push(9),
-            Err(HealthFailure::Proportion { count: 3, cutoff: 3, window: 8, offset: 12 })
+            Err(HealthFailure::Proportion {
+                count: 3,
+                cutoff: 3,
+                window: 8,
+                offset: 12
+            })
         );
         // Latching in HealthTests, and bit samples.
         let mut t = HealthTests::new(HealthConfig::binary(1.0)).unwrap();
@@ -1388,11 +1524,16 @@ mod tests {
     fn expected_shannon_of_ideal_data_is_8_minus_255_over_2n_ln2() {
         let n = 4096usize;
         let runs = 64;
-        let mean: f64 =
-            (0..runs).map(|s| shannon_entropy(&chacha(1000 + s, n))).sum::<f64>() / runs as f64;
+        let mean: f64 = (0..runs)
+            .map(|s| shannon_entropy(&chacha(1000 + s, n)))
+            .sum::<f64>()
+            / runs as f64;
         let expected = 8.0 - 255.0 / (2.0 * n as f64 * std::f64::consts::LN_2);
         // sd of one estimate ~ sqrt(510) / (2 N ln 2) = 0.004; of the mean ~ 0.0005.
-        assert!((mean - expected).abs() < 0.003, "mean {mean}, expected {expected}");
+        assert!(
+            (mean - expected).abs() < 0.003,
+            "mean {mean}, expected {expected}"
+        );
         let r = assess(&chacha(1, n));
         assert!((r.shannon.expected_ideal - expected).abs() < 1e-12);
         // Thresholds rise with N and stay below the ideal mean.
@@ -1404,7 +1545,10 @@ mod tests {
         for n in sizes {
             assert!(thr(n) < 8.0 - 255.0 / (2.0 * n as f64 * std::f64::consts::LN_2));
         }
-        assert!(thr(4 << 20) > 7.999, "a fixed 7.9 would be far too lax at 4 MiB");
+        assert!(
+            thr(4 << 20) > 7.999,
+            "a fixed 7.9 would be far too lax at 4 MiB"
+        );
     }
 
     #[test]
@@ -1462,7 +1606,10 @@ mod tests {
         let r = assess(&data);
         assert_eq!(r.verdict, Verdict::Fail);
         assert!(!r.repetition_count.passed);
-        assert_eq!(r.repetition_count.first_failure, Some(1100 + u64::from(r.repetition_count.cutoff) - 1));
+        assert_eq!(
+            r.repetition_count.first_failure,
+            Some(1100 + u64::from(r.repetition_count.cutoff) - 1)
+        );
         assert!(r.repetition_count.longest_run >= 40);
         assert!(r.shannon.passed && r.min_entropy.passed && r.monobit.passed);
     }
