@@ -633,6 +633,22 @@ fn apt_cutoff_exact(window: u32, p: f64, alpha: f64) -> u32 {
     j as u32 + 1
 }
 
+const LO_BYTES: u64 = 0x0101_0101_0101_0101;
+const HI_BYTES: u64 = 0x8080_8080_8080_8080;
+
+/// Whether any byte of `x` is zero.
+#[inline(always)]
+fn has_zero_byte(x: u64) -> bool {
+    x.wrapping_sub(LO_BYTES) & !x & HI_BYTES != 0
+}
+
+/// Number of zero bytes of `x` (exact: no borrow between bytes).
+#[inline(always)]
+fn zero_bytes(x: u64) -> u32 {
+    let t = ((x & !HI_BYTES).wrapping_add(!HI_BYTES)) | x;
+    (!t & HI_BYTES).count_ones()
+}
+
 /// SP 800-90B §4.4.1 repetition count test: fails when one value repeats `cutoff` times in a row.
 #[derive(Clone)]
 pub struct RepetitionCountTest {
@@ -684,6 +700,21 @@ impl RepetitionCountTest {
     /// Longest run seen so far.
     pub fn longest_run(&self) -> u32 {
         self.longest
+    }
+
+    /// Whether the 8 byte samples of `w` (little-endian) can take the fast path: no sample
+    /// equals its predecessor, so every run ends at length 1 and nothing can fail.
+    #[inline(always)]
+    fn word_is_simple(&self, w: u64) -> bool {
+        self.run > 0 && !has_zero_byte(w ^ ((w << 8) | u64::from(self.last)))
+    }
+
+    /// The fast path for a word accepted by [`Self::word_is_simple`].
+    #[inline(always)]
+    fn push_simple_word(&mut self, w: u64) {
+        self.last = (w >> 56) as u8;
+        self.run = 1;
+        self.seen += 8;
     }
 
     /// Feeds one sample; fails while the current run is at least the cutoff.
@@ -772,6 +803,38 @@ impl AdaptiveProportionTest {
         self.max_count
     }
 
+    /// The count after the 8 byte samples of `w` (little-endian), when they lie in one window
+    /// starting at a multiple of 8 and do not reach the cutoff; `None` sends the caller to
+    /// [`Self::push`] byte by byte.
+    #[inline(always)]
+    fn simple_word_count(&self, w: u64) -> Option<u32> {
+        if !self.index.is_multiple_of(8) || self.index + 8 > self.window {
+            return None;
+        }
+        let (first, base) = if self.index == 0 {
+            (w as u8, 0)
+        } else {
+            (self.first, self.count)
+        };
+        let count = base + zero_bytes(w ^ (u64::from(first) * LO_BYTES));
+        (count < self.cutoff).then_some(count)
+    }
+
+    /// The fast path for a word with the count from [`Self::simple_word_count`].
+    #[inline(always)]
+    fn push_simple_word(&mut self, w: u64, count: u32) {
+        if self.index == 0 {
+            self.first = w as u8;
+        }
+        self.count = count;
+        self.max_count = self.max_count.max(count);
+        self.index += 8;
+        if self.index == self.window {
+            self.index = 0;
+        }
+        self.seen += 8;
+    }
+
     /// Feeds one sample; fails while the window's count is at least the cutoff.
     #[inline]
     pub fn push(&mut self, sample: u8) -> Result<(), HealthFailure> {
@@ -854,7 +917,7 @@ impl HealthTests {
             return Err(f.clone());
         }
         let result = match self.config.kind {
-            SampleKind::Byte => bytes.iter().try_for_each(|&b| self.push(b)),
+            SampleKind::Byte => self.feed_bytes(bytes),
             SampleKind::Bit => bytes
                 .iter()
                 .try_for_each(|&b| (0..8).try_for_each(|i| self.push((b >> i) & 1))),
@@ -863,6 +926,27 @@ impl HealthTests {
             self.failed = Some(f.clone());
         }
         result
+    }
+
+    fn feed_bytes(&mut self, bytes: &[u8]) -> Result<(), HealthFailure> {
+        // Byte by byte until the APT window position is a multiple of 8, then by words.
+        let lead = ((8 - self.apt.index % 8) % 8) as usize;
+        let (head, rest) = bytes.split_at(lead.min(bytes.len()));
+        head.iter().try_for_each(|&b| self.push(b))?;
+        let mut words = rest.chunks_exact(8);
+        for c in &mut words {
+            let w = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
+            if self.rct.word_is_simple(w)
+                && let Some(count) = self.apt.simple_word_count(w)
+            {
+                self.rct.push_simple_word(w);
+                self.apt.push_simple_word(w, count);
+                self.samples += 8;
+            } else {
+                c.iter().try_for_each(|&b| self.push(b))?;
+            }
+        }
+        words.remainder().iter().try_for_each(|&b| self.push(b))
     }
 
     #[inline]
@@ -1091,24 +1175,33 @@ fn assess_checked(bytes: &[u8], config: &AssessConfig) -> EntropyReport {
     let (mut rct_fail, mut rct_first) = (0u64, None);
     let (mut apt_fail, mut apt_first) = (0u64, None);
     let mut offset = 0u64;
-    let mut health = |b: u8, offset: u64| {
-        if rct.push(b).is_err() && rct.run() == rct.cutoff() {
-            rct_fail += 1;
-            rct_first.get_or_insert(offset);
-        }
-        if apt.push(b).is_err() && apt.count() == apt.cutoff() && b == apt.first {
-            apt_fail += 1;
-            apt_first.get_or_insert(offset);
-        }
-    };
+    let mut health =
+        |rct: &mut RepetitionCountTest, apt: &mut AdaptiveProportionTest, b: u8, offset: u64| {
+            if rct.push(b).is_err() && rct.run() == rct.cutoff() {
+                rct_fail += 1;
+                rct_first.get_or_insert(offset);
+            }
+            if apt.push(b).is_err() && apt.count() == apt.cutoff() && b == apt.first {
+                apt_fail += 1;
+                apt_first.get_or_insert(offset);
+            }
+        };
     let mut chunks = bytes.chunks_exact(8);
     for c in &mut chunks {
         let w = u64::from_le_bytes([c[0], c[1], c[2], c[3], c[4], c[5], c[6], c[7]]);
         hist.add_word(w);
         bitc.push_word(w, 64);
-        for &b in c {
-            health(b, offset);
-            offset += 1;
+        if rct.word_is_simple(w)
+            && let Some(count) = apt.simple_word_count(w)
+        {
+            rct.push_simple_word(w);
+            apt.push_simple_word(w, count);
+            offset += 8;
+        } else {
+            for &b in c {
+                health(&mut rct, &mut apt, b, offset);
+                offset += 1;
+            }
         }
     }
     let rest = chunks.remainder();
@@ -1117,7 +1210,7 @@ fn assess_checked(bytes: &[u8], config: &AssessConfig) -> EntropyReport {
         for (i, &b) in rest.iter().enumerate() {
             hist.add(b);
             w |= u64::from(b) << (8 * i);
-            health(b, offset);
+            health(&mut rct, &mut apt, b, offset);
             offset += 1;
         }
         bitc.push_word(w, 8 * rest.len() as u32);
@@ -1493,6 +1586,104 @@ mod tests {
         let mut r = RepetitionCountTest::new(4);
         r.push(0xAB).unwrap();
         assert!(!format!("{r:?}").contains("171"));
+    }
+
+    /// Data with structure for the health tests: random, then runs and low-alphabet stretches.
+    fn structured(seed: u64, n: usize) -> Vec<u8> {
+        let mut r = SeededRandom::from_u64(seed);
+        let mut v = Vec::with_capacity(n);
+        while v.len() < n {
+            match r.below(6) {
+                0 => {
+                    let b = r.below(256) as u8;
+                    v.extend(std::iter::repeat_n(b, 1 + r.below(12) as usize));
+                }
+                1 => v.extend((0..r.below(300)).map(|_| r.below(3) as u8)),
+                _ => v.extend((0..r.below(200)).map(|_| r.below(256) as u8)),
+            }
+        }
+        v.truncate(n);
+        v
+    }
+
+    #[test]
+    fn word_fast_path_matches_per_byte_reference() {
+        let (mut clean, mut tripped) = (0, 0);
+        for seed in 0..40u64 {
+            let data = structured(seed, 5000);
+            for (h, window, alpha) in [
+                (8.0, 512usize, 1e-30),
+                (8.0, 512, 1e-3),
+                (4.0, 100, 1e-12),
+                (1.0, 64, 1e-6),
+            ] {
+                let cfg = HealthConfig {
+                    window,
+                    ..HealthConfig::bytes(h)
+                }
+                .with_alpha(alpha);
+                // Reference: plain per-byte pushes.
+                let mut rct = RepetitionCountTest::from_config(&cfg).unwrap();
+                let mut apt = AdaptiveProportionTest::from_config(&cfg).unwrap();
+                let want = data
+                    .iter()
+                    .try_for_each(|&b| rct.push(b).and_then(|()| apt.push(b)))
+                    .err();
+                // Fast path, fed in random pieces.
+                let mut t = HealthTests::new(cfg).unwrap();
+                let mut r = SeededRandom::from_u64(seed);
+                let mut rest = &data[..];
+                let mut got = None;
+                while !rest.is_empty() && got.is_none() {
+                    let k = (r.below(40) as usize).min(rest.len());
+                    let (a, b) = rest.split_at(k);
+                    got = t.feed(a).err();
+                    rest = b;
+                }
+                assert_eq!(got, want, "seed {seed}, H {h}, W {window}");
+                if got.is_none() {
+                    assert_eq!(t.samples_seen(), 5000);
+                    clean += 1;
+                } else {
+                    tripped += 1;
+                }
+            }
+            // assess's scan against the same per-byte logic.
+            let rep = assess(&data);
+            let mut rct = RepetitionCountTest::new(rep.repetition_count.cutoff);
+            let mut apt = AdaptiveProportionTest::new(512, rep.adaptive_proportion.cutoff);
+            let (mut rf, mut af) = (0u64, 0u64);
+            for &b in &data {
+                rf += u64::from(rct.push(b).is_err() && rct.run() == rct.cutoff());
+                af += u64::from(
+                    apt.push(b).is_err() && apt.count() == apt.cutoff() && b == apt.first,
+                );
+            }
+            assert_eq!(rep.repetition_count.failures, rf, "seed {seed}");
+            assert_eq!(rep.repetition_count.longest_run, rct.longest_run());
+            assert_eq!(rep.adaptive_proportion.failed_windows, af);
+            assert_eq!(rep.adaptive_proportion.max_count, apt.max_count());
+        }
+        assert!(
+            clean >= 20 && tripped >= 20,
+            "clean {clean}, tripped {tripped}"
+        );
+    }
+
+    #[test]
+    fn swar_byte_helpers() {
+        let mut r = SeededRandom::from_u64(8);
+        for _ in 0..10_000 {
+            // Bytes biased towards 0, 0x80 and 0x01 to hit the borrow cases.
+            let w = (0..8).fold(0u64, |w, i| {
+                let b = [0u8, 0x80, 0x01, 0xff][r.below(4) as usize]
+                    ^ (r.below(2) as u8 * r.below(256) as u8);
+                w | u64::from(b) << (8 * i)
+            });
+            let zeros = w.to_le_bytes().iter().filter(|&&b| b == 0).count() as u32;
+            assert_eq!(zero_bytes(w), zeros, "{w:#x}");
+            assert_eq!(has_zero_byte(w), zeros > 0, "{w:#x}");
+        }
     }
 
     fn assert_passes(bytes: &[u8], what: &str) {
