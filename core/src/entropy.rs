@@ -30,7 +30,8 @@
 //!   the smallest `m` with that bound `<= alpha_i`, and the threshold is the MCV estimate at
 //!   `M = m* - 1`. Rigorous at every `N`.
 //! - **Monobit, runs.** Pass when the SP 800-22 p-value is `>= alpha_i` (not 0.01: a per-block
-//!   check must not quarantine one good block in a hundred). The runs p-value is computed even
+//!   check must not quarantine one good block in a hundred). Both p-values are SP 800-22's
+//!   normal approximations, accurate for the sizes judged here. The runs p-value is computed even
 //!   when SP 800-22's frequency prerequisite fails (that case is reported and left to monobit).
 //! - **Repetition count, adaptive proportion.** Run over the whole sample with claimed
 //!   min-entropy 8 bits per byte; the cutoffs are chosen for a per-sample (per-window) false
@@ -995,7 +996,9 @@ pub enum Verdict {
 pub struct ShannonCheck {
     /// Plug-in estimate, bits per byte.
     pub bits_per_byte: f64,
-    /// `8 - 255 / (2 N ln 2)`: the approximate mean for ideal data of this size.
+    /// `8 - 255 / (2 N ln 2)`: the approximate mean for ideal data of this size (a second-order
+    /// expansion: accurate from about 1 KiB, an underestimate below; e.g. 5.13 vs about 5.7 at
+    /// 64 bytes). Informational: the threshold does not rely on it.
     pub expected_ideal: f64,
     /// Fail below this.
     pub threshold: f64,
