@@ -94,24 +94,223 @@ fn red2(x: u32) -> u32 {
     x.min(x.wrapping_sub(P2))
 }
 
-/// The generic kernels; `#[inline(always)]` so each backend compiles its own copy.
+/// Sixteen-lane arithmetic mod `P`, one implementation per instruction set.
+mod lanes {
+    use super::{P, P_NEG_INV, P2, V, mont, red2};
+
+    /// Lane-wise operations on a [`V`] held in registers.
+    ///
+    /// # Safety
+    ///
+    /// Every method may use the instructions of its implementation: call them only when the
+    /// CPU supports them (the dispatch in `NttBackend` checks this once per plan).
+    pub(super) trait Lanes {
+        type R: Copy;
+        unsafe fn load(v: &V) -> Self::R;
+        unsafe fn store(v: &mut V, r: Self::R);
+        unsafe fn splat(x: u32) -> Self::R;
+        /// `red2(a + b)`, inputs in `[0, 2P)`.
+        unsafe fn add_red2(a: Self::R, b: Self::R) -> Self::R;
+        /// `a + 2P - b`, inputs in `[0, 2P)`, output in `(0, 4P)`.
+        unsafe fn sub_2p(a: Self::R, b: Self::R) -> Self::R;
+        /// Montgomery product, output in `[0, 2P)`.
+        unsafe fn mont(a: Self::R, b: Self::R) -> Self::R;
+    }
+
+    /// Plain Rust.
+    pub(super) struct Scalar;
+
+    impl Lanes for Scalar {
+        type R = V;
+        #[inline(always)]
+        unsafe fn load(v: &V) -> V {
+            *v
+        }
+        #[inline(always)]
+        unsafe fn store(v: &mut V, r: V) {
+            *v = r;
+        }
+        #[inline(always)]
+        unsafe fn splat(x: u32) -> V {
+            [x; 16]
+        }
+        #[inline(always)]
+        unsafe fn add_red2(a: V, b: V) -> V {
+            std::array::from_fn(|i| red2(a[i] + b[i]))
+        }
+        #[inline(always)]
+        unsafe fn sub_2p(a: V, b: V) -> V {
+            std::array::from_fn(|i| a[i] + P2 - b[i])
+        }
+        #[inline(always)]
+        unsafe fn mont(a: V, b: V) -> V {
+            std::array::from_fn(|i| mont(a[i], b[i]))
+        }
+    }
+
+    #[cfg(target_arch = "x86_64")]
+    pub(super) use x86::{X256, X512};
+
+    #[cfg(target_arch = "x86_64")]
+    mod x86 {
+        use super::{Lanes, P, P_NEG_INV, P2, V};
+        use std::arch::x86_64::*;
+
+        /// AVX-512F: one `__m512i`.
+        pub(in super::super) struct X512;
+
+        impl Lanes for X512 {
+            type R = __m512i;
+            #[inline(always)]
+            unsafe fn load(v: &V) -> __m512i {
+                // SAFETY: `v` is 64 readable bytes; unaligned load; AVX-512F per the trait.
+                unsafe { _mm512_loadu_si512(v.as_ptr().cast()) }
+            }
+            #[inline(always)]
+            unsafe fn store(v: &mut V, r: __m512i) {
+                // SAFETY: `v` is 64 writable bytes; unaligned store; AVX-512F per the trait.
+                unsafe { _mm512_storeu_si512(v.as_mut_ptr().cast(), r) }
+            }
+            #[inline(always)]
+            unsafe fn splat(x: u32) -> __m512i {
+                // SAFETY: AVX-512F per the trait contract.
+                unsafe { _mm512_set1_epi32(x as i32) }
+            }
+            #[inline(always)]
+            unsafe fn add_red2(a: __m512i, b: __m512i) -> __m512i {
+                // SAFETY: AVX-512F per the trait contract.
+                unsafe {
+                    let s = _mm512_add_epi32(a, b);
+                    _mm512_min_epu32(s, _mm512_sub_epi32(s, _mm512_set1_epi32(P2 as i32)))
+                }
+            }
+            #[inline(always)]
+            unsafe fn sub_2p(a: __m512i, b: __m512i) -> __m512i {
+                // SAFETY: AVX-512F per the trait contract.
+                unsafe { _mm512_sub_epi32(_mm512_add_epi32(a, _mm512_set1_epi32(P2 as i32)), b) }
+            }
+            #[inline(always)]
+            unsafe fn mont(a: __m512i, b: __m512i) -> __m512i {
+                // SAFETY: AVX-512F per the trait contract.
+                unsafe {
+                    let p = _mm512_set1_epi64(i64::from(P));
+                    let pn = _mm512_set1_epi64(i64::from(P_NEG_INV));
+                    // Even lanes in the low halves of 64-bit lanes, odd lanes shifted down.
+                    let te = _mm512_mul_epu32(a, b);
+                    let to = _mm512_mul_epu32(_mm512_srli_epi64(a, 32), _mm512_srli_epi64(b, 32));
+                    let me = _mm512_mul_epu32(te, pn);
+                    let mo = _mm512_mul_epu32(to, pn);
+                    let ue = _mm512_add_epi64(te, _mm512_mul_epu32(me, p));
+                    let uo = _mm512_add_epi64(to, _mm512_mul_epu32(mo, p));
+                    // Result = high 32 bits of each u: even ones shifted down, odd ones in place.
+                    _mm512_mask_blend_epi32(0xAAAA, _mm512_srli_epi64(ue, 32), uo)
+                }
+            }
+        }
+
+        /// AVX2: two `__m256i`.
+        pub(in super::super) struct X256;
+
+        #[inline(always)]
+        unsafe fn mont256(a: __m256i, b: __m256i) -> __m256i {
+            // SAFETY: AVX2 per the trait contract of the caller.
+            unsafe {
+                let p = _mm256_set1_epi64x(i64::from(P));
+                let pn = _mm256_set1_epi64x(i64::from(P_NEG_INV));
+                let te = _mm256_mul_epu32(a, b);
+                let to = _mm256_mul_epu32(_mm256_srli_epi64(a, 32), _mm256_srli_epi64(b, 32));
+                let me = _mm256_mul_epu32(te, pn);
+                let mo = _mm256_mul_epu32(to, pn);
+                let ue = _mm256_add_epi64(te, _mm256_mul_epu32(me, p));
+                let uo = _mm256_add_epi64(to, _mm256_mul_epu32(mo, p));
+                _mm256_blend_epi32::<0b1010_1010>(_mm256_srli_epi64(ue, 32), uo)
+            }
+        }
+
+        impl Lanes for X256 {
+            type R = [__m256i; 2];
+            #[inline(always)]
+            unsafe fn load(v: &V) -> [__m256i; 2] {
+                // SAFETY: `v` is 64 readable bytes; unaligned loads; AVX per the trait.
+                unsafe {
+                    let ptr: *const __m256i = v.as_ptr().cast();
+                    [_mm256_loadu_si256(ptr), _mm256_loadu_si256(ptr.add(1))]
+                }
+            }
+            #[inline(always)]
+            unsafe fn store(v: &mut V, r: [__m256i; 2]) {
+                // SAFETY: `v` is 64 writable bytes; unaligned stores; AVX per the trait.
+                unsafe {
+                    let ptr: *mut __m256i = v.as_mut_ptr().cast();
+                    _mm256_storeu_si256(ptr, r[0]);
+                    _mm256_storeu_si256(ptr.add(1), r[1]);
+                }
+            }
+            #[inline(always)]
+            unsafe fn splat(x: u32) -> [__m256i; 2] {
+                // SAFETY: AVX per the trait contract.
+                unsafe { [_mm256_set1_epi32(x as i32); 2] }
+            }
+            #[inline(always)]
+            unsafe fn add_red2(a: [__m256i; 2], b: [__m256i; 2]) -> [__m256i; 2] {
+                // SAFETY: AVX2 per the trait contract.
+                unsafe {
+                    let p2 = _mm256_set1_epi32(P2 as i32);
+                    let f = |x: __m256i, y: __m256i| {
+                        let s = _mm256_add_epi32(x, y);
+                        _mm256_min_epu32(s, _mm256_sub_epi32(s, p2))
+                    };
+                    [f(a[0], b[0]), f(a[1], b[1])]
+                }
+            }
+            #[inline(always)]
+            unsafe fn sub_2p(a: [__m256i; 2], b: [__m256i; 2]) -> [__m256i; 2] {
+                // SAFETY: AVX2 per the trait contract.
+                unsafe {
+                    let p2 = _mm256_set1_epi32(P2 as i32);
+                    [
+                        _mm256_sub_epi32(_mm256_add_epi32(a[0], p2), b[0]),
+                        _mm256_sub_epi32(_mm256_add_epi32(a[1], p2), b[1]),
+                    ]
+                }
+            }
+            #[inline(always)]
+            unsafe fn mont(a: [__m256i; 2], b: [__m256i; 2]) -> [__m256i; 2] {
+                // SAFETY: AVX2 per the trait contract.
+                unsafe { [mont256(a[0], b[0]), mont256(a[1], b[1])] }
+            }
+        }
+    }
+
+    #[allow(dead_code)]
+    const _: () = assert!(4 * (P as u64) < (1 << 32) && P_NEG_INV != 0);
+}
+
+/// The algorithms, generic over the lane arithmetic; `#[inline(always)]` so each backend
+/// compiles its own copy under its target features.
 mod generic {
-    use super::{P2, V, mont, red2};
+    use super::lanes::Lanes;
+    use super::{MONT_ONE, V};
 
     /// Radix-2 decimation-in-frequency transform across lanes; `tw[h + j]` is
     /// `w_(2h)^j` in Montgomery form. Inputs and outputs in `[0, 2P)`.
+    ///
+    /// # Safety
+    ///
+    /// The CPU supports `L`'s instructions.
     #[inline(always)]
-    pub(super) fn dif(x: &mut [V], tw: &[u32]) {
+    pub(super) unsafe fn dif<L: Lanes>(x: &mut [V], tw: &[u32]) {
         let mut h = x.len() / 2;
         while h >= 1 {
             let tws = &tw[h..2 * h];
             for blk in x.chunks_exact_mut(2 * h) {
                 let (lo, hi) = blk.split_at_mut(h);
                 for ((a, b), &w) in lo.iter_mut().zip(hi.iter_mut()).zip(tws) {
-                    for i in 0..16 {
-                        let (u, v) = (a[i], b[i]);
-                        a[i] = red2(u + v);
-                        b[i] = mont(u + P2 - v, w);
+                    // SAFETY: the caller guarantees `L`'s instructions.
+                    unsafe {
+                        let (u, v) = (L::load(a), L::load(b));
+                        L::store(a, L::add_red2(u, v));
+                        L::store(b, L::mont(L::sub_2p(u, v), L::splat(w)));
                     }
                 }
             }
@@ -121,8 +320,12 @@ mod generic {
 
     /// Radix-2 decimation-in-time transform across lanes (bit-reversed in, natural out) with
     /// the inverse table. Inputs and outputs in `[0, 2P)`.
+    ///
+    /// # Safety
+    ///
+    /// The CPU supports `L`'s instructions.
     #[inline(always)]
-    pub(super) fn dit(x: &mut [V], tw: &[u32]) {
+    pub(super) unsafe fn dit<L: Lanes>(x: &mut [V], tw: &[u32]) {
         let n = x.len();
         let mut h = 1;
         while h < n {
@@ -130,11 +333,13 @@ mod generic {
             for blk in x.chunks_exact_mut(2 * h) {
                 let (lo, hi) = blk.split_at_mut(h);
                 for ((a, b), &w) in lo.iter_mut().zip(hi.iter_mut()).zip(tws) {
-                    for i in 0..16 {
-                        let u = a[i];
-                        let t = mont(b[i], w);
-                        a[i] = red2(u + t);
-                        b[i] = red2(u + P2 - t);
+                    // SAFETY: the caller guarantees `L`'s instructions.
+                    unsafe {
+                        let u = L::load(a);
+                        let t = L::mont(L::load(b), L::splat(w));
+                        L::store(a, L::add_red2(u, t));
+                        // u + 2P - t < 4P; one more add_red2 with zero brings it below 2P.
+                        L::store(b, L::add_red2(L::sub_2p(u, t), L::splat(0)));
                     }
                 }
             }
@@ -142,57 +347,96 @@ mod generic {
         }
     }
 
-    /// Multiplies vector `c` of `x` lane-wise by `w^c` (running powers from `start`, a lane
-    /// vector of ones in Montgomery form, and `step`, lane-wise roots in Montgomery form).
+    /// Multiplies vector `c` of `x` lane-wise by `step^c` (`step` lane-wise roots in
+    /// Montgomery form).
+    ///
+    /// # Safety
+    ///
+    /// The CPU supports `L`'s instructions.
     #[inline(always)]
-    pub(super) fn twiddle(x: &mut [V], start: V, step: V) {
-        let mut w = start;
-        for v in x.iter_mut() {
-            for i in 0..16 {
-                v[i] = mont(v[i], w[i]);
-                w[i] = mont(w[i], step[i]);
+    pub(super) unsafe fn twiddle<L: Lanes>(x: &mut [V], step: V) {
+        // SAFETY: the caller guarantees `L`'s instructions.
+        unsafe {
+            let mut w = L::splat(MONT_ONE);
+            let s = L::load(&step);
+            for v in x.iter_mut() {
+                L::store(v, L::mont(L::load(v), w));
+                w = L::mont(w, s);
             }
         }
     }
 
     /// `acc += x * s * 2^-32`, all in `[0, 2P)`.
+    ///
+    /// # Safety
+    ///
+    /// The CPU supports `L`'s instructions.
     #[inline(always)]
-    pub(super) fn mul_acc(acc: &mut [V], x: &[V], s: &[V]) {
+    pub(super) unsafe fn mul_acc<L: Lanes>(acc: &mut [V], x: &[V], s: &[V]) {
         for ((a, u), v) in acc.iter_mut().zip(x).zip(s) {
-            for i in 0..16 {
-                a[i] = red2(a[i] + mont(u[i], v[i]));
+            // SAFETY: the caller guarantees `L`'s instructions.
+            unsafe {
+                let prod = L::mont(L::load(u), L::load(v));
+                L::store(a, L::add_red2(L::load(a), prod));
             }
         }
     }
 }
 
 macro_rules! backend_module {
-    ($name:ident, $features:literal) => {
+    ($name:ident, $lanes:ident, $features:literal) => {
         #[cfg(target_arch = "x86_64")]
         mod $name {
+            use super::lanes::$lanes;
             use super::{V, generic};
             #[target_feature(enable = $features)]
             pub(super) fn dif(x: &mut [V], tw: &[u32]) {
-                generic::dif(x, tw)
+                // SAFETY: this function only runs with the features enabled above.
+                unsafe { generic::dif::<$lanes>(x, tw) }
             }
             #[target_feature(enable = $features)]
             pub(super) fn dit(x: &mut [V], tw: &[u32]) {
-                generic::dit(x, tw)
+                // SAFETY: as above.
+                unsafe { generic::dit::<$lanes>(x, tw) }
             }
             #[target_feature(enable = $features)]
-            pub(super) fn twiddle(x: &mut [V], start: V, step: V) {
-                generic::twiddle(x, start, step)
+            pub(super) fn twiddle(x: &mut [V], step: V) {
+                // SAFETY: as above.
+                unsafe { generic::twiddle::<$lanes>(x, step) }
             }
             #[target_feature(enable = $features)]
             pub(super) fn mul_acc(acc: &mut [V], x: &[V], s: &[V]) {
-                generic::mul_acc(acc, x, s)
+                // SAFETY: as above.
+                unsafe { generic::mul_acc::<$lanes>(acc, x, s) }
             }
         }
     };
 }
 
-backend_module!(avx2, "avx2");
-backend_module!(avx512, "avx512f,avx512bw,avx512vl,avx512dq");
+backend_module!(avx2, X256, "avx2");
+backend_module!(avx512, X512, "avx512f,avx512bw,avx512vl,avx512dq");
+
+/// The portable backend: scalar lane arithmetic.
+mod portable {
+    use super::lanes::Scalar;
+    use super::{V, generic};
+    pub(super) fn dif(x: &mut [V], tw: &[u32]) {
+        // SAFETY: `Scalar` uses no special instructions.
+        unsafe { generic::dif::<Scalar>(x, tw) }
+    }
+    pub(super) fn dit(x: &mut [V], tw: &[u32]) {
+        // SAFETY: as above.
+        unsafe { generic::dit::<Scalar>(x, tw) }
+    }
+    pub(super) fn twiddle(x: &mut [V], step: V) {
+        // SAFETY: as above.
+        unsafe { generic::twiddle::<Scalar>(x, step) }
+    }
+    pub(super) fn mul_acc(acc: &mut [V], x: &[V], s: &[V]) {
+        // SAFETY: as above.
+        unsafe { generic::mul_acc::<Scalar>(acc, x, s) }
+    }
+}
 
 /// Instruction set of the NTT kernels.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -255,7 +499,7 @@ impl NttBackend {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: as above, AVX2 was detected at run time.
             NttBackend::Avx2 => unsafe { avx2::dif(x, tw) },
-            _ => generic::dif(x, tw),
+            _ => portable::dif(x, tw),
         }
     }
 
@@ -267,19 +511,19 @@ impl NttBackend {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: as above, AVX2 was detected at run time.
             NttBackend::Avx2 => unsafe { avx2::dit(x, tw) },
-            _ => generic::dit(x, tw),
+            _ => portable::dit(x, tw),
         }
     }
 
-    fn twiddle(self, x: &mut [V], start: V, step: V) {
+    fn twiddle(self, x: &mut [V], step: V) {
         match self {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: a `Plan` only holds a backend whose `is_supported()` returned true.
-            NttBackend::Avx512 => unsafe { avx512::twiddle(x, start, step) },
+            NttBackend::Avx512 => unsafe { avx512::twiddle(x, step) },
             #[cfg(target_arch = "x86_64")]
             // SAFETY: as above, AVX2 was detected at run time.
-            NttBackend::Avx2 => unsafe { avx2::twiddle(x, start, step) },
-            _ => generic::twiddle(x, start, step),
+            NttBackend::Avx2 => unsafe { avx2::twiddle(x, step) },
+            _ => portable::twiddle(x, step),
         }
     }
 
@@ -291,7 +535,7 @@ impl NttBackend {
             #[cfg(target_arch = "x86_64")]
             // SAFETY: as above, AVX2 was detected at run time.
             NttBackend::Avx2 => unsafe { avx2::mul_acc(acc, x, s) },
-            _ => generic::mul_acc(acc, x, s),
+            _ => portable::mul_acc(acc, x, s),
         }
     }
 }
@@ -472,11 +716,11 @@ impl Plan {
                     };
                 }
                 if forward {
-                    be.twiddle(scratch, [MONT_ONE; 16], step);
+                    be.twiddle(scratch, step);
                     be.dif(scratch, &self.tw_cols_fwd);
                 } else {
                     be.dit(scratch, &self.tw_cols_inv);
-                    be.twiddle(scratch, [MONT_ONE; 16], step);
+                    be.twiddle(scratch, step);
                 }
                 for (q, blk) in blocks.iter_mut().enumerate() {
                     for (j, v) in blk.iter_mut().enumerate() {
