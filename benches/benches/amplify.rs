@@ -4,7 +4,8 @@
 //! Larger blocks are too slow for criterion's sampling: run the plain timing mode instead,
 //! `QKD_AMPLIFY_PLAIN=100000000 cargo bench -p qkd-benches --bench amplify`, which prints one
 //! JSON line per method from `qkd_core::amplify::bench_toeplitz` (one run each, peak RSS
-//! included). `QKD_AMPLIFY_LOG_LEN=24,25,26` adds runs with forced transform lengths.
+//! included). `QKD_AMPLIFY_LOG_LEN=24,25,26` adds runs with forced transform lengths;
+//! `QKD_AMPLIFY_METHODS=ntt-avx512` restricts the methods (both modes).
 use criterion::{BenchmarkId, Criterion, Throughput};
 use qkd_core::BitBlock;
 use qkd_core::amplify::{
@@ -21,12 +22,18 @@ fn block(rng: &mut ChaCha20Rng, len: usize) -> BitBlock {
     BitBlock::from_words(words, len).expect("enough words")
 }
 
+/// Every supported NTT backend, or those named in `QKD_AMPLIFY_METHODS` (e.g. `ntt-avx512`).
 fn methods() -> Vec<ToeplitzMethod> {
-    NttBackend::ALL
+    let all = NttBackend::ALL
         .into_iter()
         .filter(|b| b.is_supported())
-        .map(ToeplitzMethod::NttWith)
-        .collect()
+        .map(ToeplitzMethod::NttWith);
+    match std::env::var("QKD_AMPLIFY_METHODS") {
+        Ok(list) => all
+            .filter(|m| list.split(',').any(|n| n.trim() == m.name()))
+            .collect(),
+        Err(_) => all.collect(),
+    }
 }
 
 fn toeplitz(c: &mut Criterion) {
