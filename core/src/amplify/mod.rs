@@ -1,2 +1,20 @@
-//! Privacy amplification: finite-key secret length and Toeplitz hashing (issue: privacy
-//! amplification). Not yet implemented.
+//! Privacy amplification: how long the final key may be ([`finite_key`]) and the hash that
+//! shortens the reconciled key to that length ([`toeplitz`]).
+//!
+//! Both parties hash their (identical) reconciled key with the same public random seed; the
+//! output length comes from a [`finite_key::SecretLengthModel`]. The Toeplitz convention is
+//! fixed by DESIGN §4 so that two implementations produce the same bits.
+
+pub mod finite_key;
+mod ntt;
+pub mod toeplitz;
+
+pub use finite_key::{
+    Bb84Tlgr2012, FiniteKeyError, FiniteKeyInput, SecretLength, SecretLengthModel, binary_entropy,
+};
+pub use ntt::NttBackend;
+pub use toeplitz::{
+    MAX_INPUT_BITS, ToeplitzBench, ToeplitzError, ToeplitzMethod, bench_toeplitz, peak_rss_bytes,
+    seed_bits_needed, toeplitz_hash, toeplitz_hash_ntt_log_len, toeplitz_hash_with,
+    toeplitz_reference,
+};

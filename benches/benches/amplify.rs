@@ -1,0 +1,108 @@
+//! Toeplitz privacy amplification on 10^6- and 10^7-bit blocks (m = n/2), for every exact
+//! method this CPU supports, plus the finite-key length.
+//!
+//! Larger blocks are too slow for criterion's sampling: run the plain timing mode instead,
+//! `QKD_AMPLIFY_PLAIN=100000000 cargo bench -p qkd-benches --bench amplify`, which prints one
+//! JSON line per method from `qkd_core::amplify::bench_toeplitz` (one run each, peak RSS
+//! included). `QKD_AMPLIFY_LOG_LEN=24,25,26` adds runs with forced transform lengths;
+//! `QKD_AMPLIFY_METHODS=ntt-avx512` restricts the methods (both modes).
+use criterion::{BenchmarkId, Criterion, Throughput};
+use qkd_core::BitBlock;
+use qkd_core::amplify::{
+    Bb84Tlgr2012, FiniteKeyInput, NttBackend, SecretLengthModel, ToeplitzMethod, bench_toeplitz,
+    seed_bits_needed, toeplitz_hash_ntt_log_len, toeplitz_hash_with,
+};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha20Rng;
+use std::hint::black_box;
+use std::time::Instant;
+
+fn block(rng: &mut ChaCha20Rng, len: usize) -> BitBlock {
+    let words = (0..len.div_ceil(64)).map(|_| rng.next_u64()).collect();
+    BitBlock::from_words(words, len).expect("enough words")
+}
+
+/// Every supported NTT backend, or those named in `QKD_AMPLIFY_METHODS` (e.g. `ntt-avx512`).
+fn methods() -> Vec<ToeplitzMethod> {
+    let all = NttBackend::ALL
+        .into_iter()
+        .filter(|b| b.is_supported())
+        .map(ToeplitzMethod::NttWith);
+    match std::env::var("QKD_AMPLIFY_METHODS") {
+        Ok(list) => all
+            .filter(|m| list.split(',').any(|n| n.trim() == m.name()))
+            .collect(),
+        Err(_) => all.collect(),
+    }
+}
+
+fn toeplitz(c: &mut Criterion) {
+    let mut rng = ChaCha20Rng::seed_from_u64(1);
+    for (label, n) in [("1e6", 1_000_000usize), ("1e7", 10_000_000)] {
+        let m = n / 2;
+        let x = block(&mut rng, n);
+        let s = block(&mut rng, seed_bits_needed(n, m));
+        let mut g = c.benchmark_group(format!("toeplitz_{label}"));
+        g.throughput(Throughput::Elements(n as u64));
+        g.sample_size(10);
+        for method in methods() {
+            g.bench_function(BenchmarkId::from_parameter(method.name()), |bn| {
+                bn.iter(|| toeplitz_hash_with(method, black_box(&x), black_box(&s), m))
+            });
+        }
+        g.finish();
+    }
+}
+
+fn finite_key(c: &mut Criterion) {
+    let input = FiniteKeyInput {
+        key_bits: 1_000_000,
+        sample_bits: 100_000,
+        qber: 0.02,
+        leak_ec_bits: 150_000,
+        eps_sec: 1e-10,
+        eps_cor: 1e-15,
+    };
+    c.bench_function("finite_key_bb84", |bn| {
+        bn.iter(|| Bb84Tlgr2012::default().secret_length(black_box(&input)))
+    });
+}
+
+fn plain(n: usize) {
+    for method in methods() {
+        match bench_toeplitz(n, 0.5, method) {
+            Ok(r) => println!("{}", serde_json::to_string(&r).unwrap_or_default()),
+            Err(e) => println!("{{\"error\": \"{e}\"}}"),
+        }
+    }
+    if let Ok(list) = std::env::var("QKD_AMPLIFY_LOG_LEN") {
+        let mut rng = ChaCha20Rng::seed_from_u64(2);
+        let m = n / 2;
+        let x = block(&mut rng, n);
+        let s = block(&mut rng, seed_bits_needed(n, m));
+        for log_len in list.split(',').filter_map(|v| v.trim().parse::<u32>().ok()) {
+            let t0 = Instant::now();
+            let out = toeplitz_hash_ntt_log_len(NttBackend::best(), log_len, &x, &s, m);
+            let secs = t0.elapsed().as_secs_f64();
+            black_box(&out);
+            println!(
+                "{{\"block_bits\": {n}, \"log_len\": {log_len}, \"seconds\": {secs:.4}, \"bits_per_second\": {:.4e}}}",
+                n as f64 / secs
+            );
+        }
+    }
+}
+
+fn main() {
+    if let Some(n) = std::env::var("QKD_AMPLIFY_PLAIN")
+        .ok()
+        .and_then(|v| v.parse::<f64>().ok())
+    {
+        plain(n as usize);
+        return;
+    }
+    let mut c = Criterion::default().configure_from_args();
+    toeplitz(&mut c);
+    finite_key(&mut c);
+    c.final_summary();
+}

@@ -1,0 +1,451 @@
+//! Toeplitz hashing: the two-universal family used for privacy amplification.
+//!
+//! **Convention (DESIGN §4).** For an input `x` of `n` bits and an output of `m` bits
+//! (`0 < m < n`), the seed `s` has `n + m - 1` bits and the matrix is
+//! `T[i][j] = s[i - j + n - 1]` (`0 <= i < m`, `0 <= j < n`); the output is `y = T x` over
+//! GF(2), that is `y[i] = XOR_j s[i - j + n - 1] & x[j]`. Bits are numbered as in
+//! [`BitBlock`]: bit `i` is bit `i % 64` of word `i / 64` (bit `i % 8` of byte `i / 8`). A seed
+//! longer than `n + m - 1` bits is accepted and only its first `n + m - 1` bits are used.
+//!
+//! **As a polynomial product.** With `s(X) = sum s[a] X^a` and `x(X) = sum x[j] X^j`, the
+//! coefficient of `X^(i + n - 1)` in `s(X) * x(X)` over GF(2) is
+//! `sum_{a + j = i + n - 1} s[a] x[j] = sum_j s[i - j + n - 1] x[j] = y[i]` (every `j` in
+//! `0..n` gives a seed index `a` in `i..=i + n - 1`, inside the seed). So `y` is the *middle
+//! product*: coefficients `n - 1 ..= n + m - 2` of `s * x`. A cyclic convolution of any length
+//! `N >= n + m - 1` computes it, because the terms that wrap around land on indices below
+//! `n - 1`.
+//!
+//! **Methods.** [`ToeplitzMethod::Reference`] follows the matrix definition row by row
+//! (`O(n m / 64)` word operations: for tests and small blocks). [`ToeplitzMethod::Ntt`] (the
+//! default) computes the middle product exactly with a number-theoretic transform mod the
+//! prime `7 * 2^26 + 1`, in `O(n log n)`: the input is cut into blocks of `L = N / 2` bits
+//! and the output into blocks of `L` bits; every (output block, input block) pair is a
+//! Toeplitz product whose seed segment depends only on the block-index difference, so the
+//! work is `T + (B + T - 1) + B` transforms of length `N` for `T` input and `B` output
+//! blocks, accumulated in the transform domain. Transforms run on both cores (rayon).
+
+use std::time::Instant;
+
+use serde::Serialize;
+use zeroize::Zeroizing;
+
+use super::ntt::{self, NttBackend, Plan};
+use crate::bits::BitBlock;
+use crate::rng::SeededRandom;
+
+/// Largest input accepted, `2^28` bits (about 2.7 * 10^8): the exactness bound of the NTT
+/// (every output bit is a sum of at most `n` products, which must stay below the prime).
+pub const MAX_INPUT_BITS: usize = 1 << 28;
+
+/// Errors from Toeplitz hashing: always a caller's mistake about lengths.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ToeplitzError {
+    /// The requested output is empty.
+    #[error("output length is 0 bits; expected 0 < output bits < input bits")]
+    EmptyOutput,
+    /// The output must be strictly shorter than the input (it is a compression).
+    #[error("output length {output_bits} bits is not shorter than the input ({input_bits} bits)")]
+    OutputNotShorter {
+        /// Requested output length.
+        output_bits: usize,
+        /// Input length.
+        input_bits: usize,
+    },
+    /// The seed holds fewer than `n + m - 1` bits.
+    #[error(
+        "seed holds {seed_bits} bits but {needed} are needed (input {input_bits} + output {output_bits} - 1)"
+    )]
+    SeedTooShort {
+        /// Bits in the seed.
+        seed_bits: usize,
+        /// Bits needed, `n + m - 1`.
+        needed: usize,
+        /// Input length `n`.
+        input_bits: usize,
+        /// Output length `m`.
+        output_bits: usize,
+    },
+    /// The input is longer than [`MAX_INPUT_BITS`].
+    #[error("input of {input_bits} bits exceeds the supported maximum of {max} bits")]
+    InputTooLong {
+        /// Input length.
+        input_bits: usize,
+        /// The maximum, [`MAX_INPUT_BITS`].
+        max: usize,
+    },
+    /// A benchmark parameter is out of range.
+    #[error("invalid benchmark parameter: {0}")]
+    InvalidBenchmark(String),
+}
+
+/// How to compute the Toeplitz product; every method gives the same bits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
+pub enum ToeplitzMethod {
+    /// Row by row from the matrix definition, `O(n m / 64)`: the reference for tests.
+    Reference,
+    /// Exact number-theoretic transform, `O(n log n)`, on the widest SIMD backend available:
+    /// the fastest exact method here, and the default.
+    #[default]
+    Ntt,
+    /// The NTT restricted to one backend (for tests and benchmarks); falls back to the
+    /// portable kernels when the CPU lacks the instructions.
+    NttWith(NttBackend),
+}
+
+impl ToeplitzMethod {
+    /// Short name, for reports and benchmarks.
+    pub fn name(self) -> String {
+        match self {
+            ToeplitzMethod::Reference => "reference".into(),
+            ToeplitzMethod::Ntt => format!("ntt-{}", NttBackend::best().name()),
+            ToeplitzMethod::NttWith(b) => format!("ntt-{}", b.name()),
+        }
+    }
+
+    /// Parses `reference`, `ntt`, `ntt-portable`, `ntt-avx2` or `ntt-avx512`.
+    pub fn from_name(name: &str) -> Option<Self> {
+        match name {
+            "reference" => Some(ToeplitzMethod::Reference),
+            "ntt" => Some(ToeplitzMethod::Ntt),
+            "ntt-portable" => Some(ToeplitzMethod::NttWith(NttBackend::Portable)),
+            "ntt-avx2" => Some(ToeplitzMethod::NttWith(NttBackend::Avx2)),
+            "ntt-avx512" => Some(ToeplitzMethod::NttWith(NttBackend::Avx512)),
+            _ => None,
+        }
+    }
+}
+
+/// Seed length needed to hash `input_bits` down to `output_bits`: `n + m - 1`.
+pub fn seed_bits_needed(input_bits: usize, output_bits: usize) -> usize {
+    (input_bits + output_bits).saturating_sub(1)
+}
+
+fn validate(input: &BitBlock, seed: &BitBlock, m: usize) -> Result<(), ToeplitzError> {
+    let n = input.len();
+    if m == 0 {
+        return Err(ToeplitzError::EmptyOutput);
+    }
+    if m >= n {
+        return Err(ToeplitzError::OutputNotShorter {
+            output_bits: m,
+            input_bits: n,
+        });
+    }
+    if n > MAX_INPUT_BITS {
+        return Err(ToeplitzError::InputTooLong {
+            input_bits: n,
+            max: MAX_INPUT_BITS,
+        });
+    }
+    let needed = seed_bits_needed(n, m);
+    if seed.len() < needed {
+        return Err(ToeplitzError::SeedTooShort {
+            seed_bits: seed.len(),
+            needed,
+            input_bits: n,
+            output_bits: m,
+        });
+    }
+    Ok(())
+}
+
+/// Toeplitz hash of `input` to `output_bits` bits with `seed` (convention in the module
+/// docs), by the default (fastest exact) method.
+pub fn toeplitz_hash(
+    input: &BitBlock,
+    seed: &BitBlock,
+    output_bits: usize,
+) -> Result<BitBlock, ToeplitzError> {
+    toeplitz_hash_with(ToeplitzMethod::default(), input, seed, output_bits)
+}
+
+/// Toeplitz hash by a chosen method; all methods return identical bits.
+pub fn toeplitz_hash_with(
+    method: ToeplitzMethod,
+    input: &BitBlock,
+    seed: &BitBlock,
+    output_bits: usize,
+) -> Result<BitBlock, ToeplitzError> {
+    validate(input, seed, output_bits)?;
+    Ok(match method {
+        ToeplitzMethod::Reference => reference_unchecked(input, seed, output_bits),
+        ToeplitzMethod::Ntt => ntt_hash(NttBackend::best(), input, seed, output_bits),
+        ToeplitzMethod::NttWith(b) => ntt_hash(b, input, seed, output_bits),
+    })
+}
+
+/// The reference: `y[i] = parity(s[i .. i + n] AND reverse(x))`, which is row `i` of `T`
+/// (`T[i][j] = s[i - j + n - 1]`, so reading row `i` from `j = n - 1` down to `0` walks the
+/// seed from `i` up to `i + n - 1`). `O(n m / 64)` word operations.
+pub fn toeplitz_reference(
+    input: &BitBlock,
+    seed: &BitBlock,
+    output_bits: usize,
+) -> Result<BitBlock, ToeplitzError> {
+    validate(input, seed, output_bits)?;
+    Ok(reference_unchecked(input, seed, output_bits))
+}
+
+fn reference_unchecked(input: &BitBlock, seed: &BitBlock, m: usize) -> BitBlock {
+    let n = input.len();
+    let mut rev = BitBlock::zeros(n);
+    rev.with_words_mut(|w| {
+        for j in 0..n {
+            let bit = (input.words()[j / 64] >> (j % 64)) & 1;
+            let k = n - 1 - j;
+            w[k / 64] |= bit << (k % 64);
+        }
+    });
+    let mut out = vec![0u64; m.div_ceil(64)];
+    let mut window = Zeroizing::new(vec![0u64; n.div_ceil(64)]);
+    let seed_words = seed.words();
+    for i in 0..m {
+        // window = seed bits i .. i + n (tail of the last word masked below by `rev`).
+        let (first, shift) = (i / 64, i % 64);
+        for (k, w) in window.iter_mut().enumerate() {
+            let lo = seed_words.get(first + k).copied().unwrap_or(0) >> shift;
+            let hi = if shift == 0 {
+                0
+            } else {
+                seed_words.get(first + k + 1).copied().unwrap_or(0) << (64 - shift)
+            };
+            *w = lo | hi;
+        }
+        let ones: u32 = window
+            .iter()
+            .zip(rev.words())
+            .map(|(a, b)| (a & b).count_ones())
+            .sum();
+        out[i / 64] |= u64::from(ones & 1) << (i % 64);
+    }
+    match BitBlock::from_words(out, m) {
+        Ok(b) => b,
+        Err(_) => unreachable!("exactly m.div_ceil(64) words"),
+    }
+}
+
+/// The block shape the NTT method uses: transform length `2^log_len`, block length
+/// `L = 2^(log_len - 1)`, `input_blocks` blocks of input and `output_blocks` of output.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Tiling {
+    log_len: u32,
+    input_blocks: usize,
+    output_blocks: usize,
+}
+
+impl Tiling {
+    fn block(&self) -> usize {
+        1 << (self.log_len - 1)
+    }
+}
+
+/// Buffers above this many bytes are avoided when a smaller transform can do the job.
+const MEMORY_BUDGET_BYTES: usize = 3 << 30;
+
+/// Picks the transform length minimising the modelled work within the memory budget: each
+/// of the `T + (B + T - 1) + B` transforms costs about `N (log2 N / 2 + 2)` element
+/// operations (butterflies plus loading and extraction), each of the `B T` pointwise
+/// products `N`.
+fn choose_tiling(n: usize, m: usize) -> Tiling {
+    let mut best: Option<(f64, Tiling)> = None;
+    for log_len in ntt::MIN_LOG_LEN..=ntt::MAX_LOG_LEN {
+        let len = 1usize << log_len;
+        let block = len / 2;
+        let t = n.div_ceil(block);
+        let b = m.div_ceil(block);
+        let memory = (t + b + 1) * len * 4;
+        let transforms = (2 * t + 2 * b - 1) as f64;
+        let cost = len as f64 * (transforms * (f64::from(log_len) / 2.0 + 2.0) + (t * b) as f64);
+        let tiling = Tiling {
+            log_len,
+            input_blocks: t,
+            output_blocks: b,
+        };
+        if memory > MEMORY_BUDGET_BYTES && best.is_some() {
+            continue;
+        }
+        if best.is_none_or(|(c, _)| cost < c) {
+            best = Some((cost, tiling));
+        }
+    }
+    match best {
+        Some((_, t)) => t,
+        None => unreachable!("the loop visits at least one length"),
+    }
+}
+
+/// The NTT method with a forced transform length `2^log_len` (clamped to the supported
+/// range and raised until one block pair fits): for tuning the block-size choice in
+/// benchmarks. Same bits as every other method.
+#[doc(hidden)]
+pub fn toeplitz_hash_ntt_log_len(
+    backend: NttBackend,
+    log_len: u32,
+    input: &BitBlock,
+    seed: &BitBlock,
+    output_bits: usize,
+) -> Result<BitBlock, ToeplitzError> {
+    validate(input, seed, output_bits)?;
+    let log_len = log_len.clamp(ntt::MIN_LOG_LEN, ntt::MAX_LOG_LEN);
+    let block = 1usize << (log_len - 1);
+    let tiling = Tiling {
+        log_len,
+        input_blocks: input.len().div_ceil(block),
+        output_blocks: output_bits.div_ceil(block),
+    };
+    Ok(ntt_hash_tiled(backend, input, seed, output_bits, tiling))
+}
+
+fn ntt_hash(backend: NttBackend, input: &BitBlock, seed: &BitBlock, m: usize) -> BitBlock {
+    ntt_hash_tiled(backend, input, seed, m, choose_tiling(input.len(), m))
+}
+
+fn ntt_hash_tiled(
+    backend: NttBackend,
+    input: &BitBlock,
+    seed: &BitBlock,
+    m: usize,
+    tiling: Tiling,
+) -> BitBlock {
+    let n = input.len();
+    debug_assert!(n as u64 <= ntt::MAX_SUM);
+    let plan = Plan::new(tiling.log_len, backend);
+    let block = tiling.block();
+    let (t_blocks, b_blocks) = (tiling.input_blocks, tiling.output_blocks);
+
+    // Transforms of the input blocks x_t = x[tL .. (t+1)L].
+    let mut xs = Vec::with_capacity(t_blocks);
+    for t in 0..t_blocks {
+        let mut buf = plan.alloc();
+        plan.load_bits(
+            &mut buf,
+            input.words(),
+            (t * block) as i64,
+            block.min(n - t * block),
+        );
+        plan.forward(&mut buf);
+        xs.push(buf);
+    }
+    let mut accs: Vec<_> = (0..b_blocks).map(|_| plan.alloc()).collect();
+    let mut seg = plan.alloc();
+    // Output block b and input block t form a Toeplitz product whose seed segment starts at
+    // bL - tL + n - L and has 2L - 1 bits: it depends on d = b - t only.
+    let needed = seed_bits_needed(n, m);
+    let seed_words = seed.words();
+    for d in -(t_blocks as i64 - 1)..=(b_blocks as i64 - 1) {
+        let start = d * block as i64 + n as i64 - block as i64;
+        // Bits past n + m - 1 only reach output rows >= m, bits before 0 only meet input
+        // padding; both are loaded as zero.
+        let end = (start + 2 * block as i64 - 1).min(needed as i64);
+        if end <= start.max(0) {
+            continue;
+        }
+        load_seed_segment(&plan, &mut seg, seed_words, start, end);
+        plan.forward(&mut seg);
+        for (b, acc) in accs.iter_mut().enumerate() {
+            let t = b as i64 - d;
+            if t < 0 || t >= t_blocks as i64 {
+                continue;
+            }
+            plan.mul_acc(acc, &xs[t as usize], &seg);
+        }
+    }
+    drop(xs);
+    let mut out = BitBlock::zeros(0);
+    for (b, acc) in accs.iter_mut().enumerate() {
+        plan.inverse(acc);
+        let parities = Zeroizing::new(plan.parities(acc));
+        let rows = (m - b * block).min(block);
+        let all = match BitBlock::from_words(parities.to_vec(), plan.len()) {
+            Ok(bb) => bb,
+            Err(_) => unreachable!("parities holds len bits"),
+        };
+        match all.slice(block - 1..block - 1 + rows) {
+            Ok(piece) => out.extend_from(&piece),
+            Err(_) => unreachable!("block - 1 + rows <= 2L - 1 < len"),
+        }
+    }
+    out
+}
+
+/// Loads seed bits `start..end` (absolute positions; negative ones read as zero) at offsets
+/// `0..end - start`, zero elsewhere.
+fn load_seed_segment(plan: &Plan, buf: &mut [ntt::V], words: &[u64], start: i64, end: i64) {
+    let len = (end - start) as usize;
+    let mut seg: Vec<u64> = (0..len.div_ceil(64))
+        .map(|k| ntt::read64(words, start + 64 * k as i64))
+        .collect();
+    if let Some(last) = seg.last_mut()
+        && !len.is_multiple_of(64)
+    {
+        *last &= (1u64 << (len % 64)) - 1;
+    }
+    plan.load_bits(buf, &seg, 0, len);
+}
+
+/// Result of one timed Toeplitz run, as `qkd bench amplify` prints it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ToeplitzBench {
+    /// Input length `n`.
+    pub block_bits: usize,
+    /// Output length `m`.
+    pub output_bits: usize,
+    /// Method used (e.g. `ntt-avx512`).
+    pub method: String,
+    /// Wall time of the hash alone, in seconds.
+    pub seconds: f64,
+    /// Input bits hashed per second.
+    pub bits_per_second: f64,
+    /// Peak resident set size of the process so far (`VmHWM`), when the OS reports it.
+    pub peak_rss_bytes: Option<u64>,
+}
+
+/// Hashes a random `block_bits`-bit input to `floor(ratio * block_bits)` bits with a random
+/// seed (both from a fixed ChaCha20 stream) and times the hash alone.
+pub fn bench_toeplitz(
+    block_bits: usize,
+    ratio: f64,
+    method: ToeplitzMethod,
+) -> Result<ToeplitzBench, ToeplitzError> {
+    if !(ratio > 0.0 && ratio < 1.0) {
+        return Err(ToeplitzError::InvalidBenchmark(format!(
+            "ratio {ratio} must lie strictly between 0 and 1"
+        )));
+    }
+    let m = (ratio * block_bits as f64).floor() as usize;
+    let mut rng = SeededRandom::from_u64(0x7e0b_1172);
+    let mut random_block = |len: usize| {
+        let words = (0..len.div_ceil(64)).map(|_| rng.u64()).collect();
+        match BitBlock::from_words(words, len) {
+            Ok(b) => b,
+            Err(_) => unreachable!("enough words"),
+        }
+    };
+    let input = random_block(block_bits);
+    let seed = random_block(seed_bits_needed(block_bits, m));
+    let t0 = Instant::now();
+    let out = toeplitz_hash_with(method, &input, &seed, m)?;
+    let seconds = t0.elapsed().as_secs_f64();
+    std::hint::black_box(&out);
+    Ok(ToeplitzBench {
+        block_bits,
+        output_bits: m,
+        method: method.name(),
+        seconds,
+        bits_per_second: block_bits as f64 / seconds.max(1e-12),
+        peak_rss_bytes: peak_rss_bytes(),
+    })
+}
+
+/// Peak resident set size of this process (`VmHWM` from `/proc/self/status`), if available.
+pub fn peak_rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb * 1024)
+}
+
+#[cfg(test)]
+mod tests;
