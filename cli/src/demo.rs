@@ -66,7 +66,10 @@ fn embedded() -> anyhow::Result<(Entry, BitBlock, BitBlock)> {
         .context("embedded manifest lacks the demo pair")?;
     for (info, bytes) in [(&entry.alice, EMBEDDED_ALICE), (&entry.bob, EMBEDDED_BOB)] {
         if blake3::hash(bytes).to_hex().as_str() != info.blake3 {
-            bail!("embedded file {} does not match its manifest digest", info.file);
+            bail!(
+                "embedded file {} does not match its manifest digest",
+                info.file
+            );
         }
     }
     let bits = entry.bits() as usize;
@@ -84,12 +87,19 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         _ => embedded()?,
     };
     if args.block_bits <= args.sample_bits {
-        bail!("--block-bits ({}) must exceed --sample-bits ({})", args.block_bits, args.sample_bits);
+        bail!(
+            "--block-bits ({}) must exceed --sample-bits ({})",
+            args.block_bits,
+            args.sample_bits
+        );
     }
     let n = alice.len();
     let blocks = n / args.block_bits;
     if blocks == 0 {
-        bail!("the pair holds {n} bits, fewer than one block of {} bits", args.block_bits);
+        bail!(
+            "the pair holds {n} bits, fewer than one block of {} bits",
+            args.block_bits
+        );
     }
     let bar = ui::progress(blocks as u64, "estimate");
     let mut estimates = Vec::with_capacity(blocks);
@@ -99,7 +109,8 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         let (a, o) = (alice.slice(range.clone())?, bob.slice(range)?);
         // Alice draws the public sampling seed and discloses her sample; Bob compares.
         let (msg, _alice_rest) = estimate::disclose_sample(&a, args.sample_bits, rng.seed32()?)?;
-        let (est, _bob_rest) = estimate::compare_sample(&o, &msg, args.eps_pe, Bound::Hypergeometric)?;
+        let (est, _bob_rest) =
+            estimate::compare_sample(&o, &msg, args.eps_pe, Bound::Hypergeometric)?;
         estimates.push(est);
         bar.inc(1);
     }
@@ -130,10 +141,22 @@ fn print_tables(r: &DemoReport) {
         ("nominal QBER".into(), ui::pct(r.nominal_qber, 2)),
         ("blocks".into(), r.blocks.len().to_string()),
         ("sampled bits".into(), sampled.to_string()),
-        ("observed QBER".into(), ui::pct(errors as f64 / sampled.max(1) as f64, 3)),
+        (
+            "observed QBER".into(),
+            ui::pct(errors as f64 / sampled.max(1) as f64, 3),
+        ),
         ("worst upper bound".into(), ui::pct(worst, 3)),
-        ("entropy verdict (Alice raw)".into(), format!("{:?}", r.entropy.verdict)),
-        ("Shannon bits/byte".into(), format!("{:.6} (threshold {:.6})", r.entropy.shannon.bits_per_byte, r.entropy.shannon.threshold)),
+        (
+            "entropy verdict (Alice raw)".into(),
+            format!("{:?}", r.entropy.verdict),
+        ),
+        (
+            "Shannon bits/byte".into(),
+            format!(
+                "{:.6} (threshold {:.6})",
+                r.entropy.shannon.bits_per_byte, r.entropy.shannon.threshold
+            ),
+        ),
         ("time".into(), format!("{:.3} s", r.seconds)),
     ];
     println!("{}", ui::table(["quantity", "value"], &rows));

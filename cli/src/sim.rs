@@ -45,7 +45,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     }
     .context("simulation failed")?;
     let name = args.name.unwrap_or_else(|| {
-        format!("{}-{}bits-qber{:.4}", args.model.name(), args.bits, args.qber)
+        format!(
+            "{}-{}bits-qber{:.4}",
+            args.model.name(),
+            args.bits,
+            args.qber
+        )
     });
     let entry = dataset::add_pair(&args.out, &name, &pair.alice, &pair.bob, &pair.report)
         .with_context(|| format!("writing the pair to {}", args.out.display()))?;
