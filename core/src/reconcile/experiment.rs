@@ -1,0 +1,1 @@
+//! Experiment harness (in progress).
