@@ -10,16 +10,17 @@
 //!
 //! Throughput `bits_per_second` is raw key bits over wall-clock time of the reconciliations
 //! only (both sides, encoding included, rayon over blocks on a local pool of `threads`
-//! threads); key-pair generation and confirmation are outside the timed sections. The shuffle
-//! plans are built once per configuration (at most [`PLANS`] of them, block `i` using plan
-//! `i % PLANS`): they are public and independent of the errors, so sharing them between blocks
-//! changes nothing in the statistics, and a real link would cache them the same way.
+//! threads); key-pair generation, plan building and confirmation are outside the timed
+//! sections. The shuffle plans are built once per configuration (`plans` of them, default 1,
+//! block `i` using plan `i % plans`): they are public and independent of the i.i.d. errors, so
+//! sharing them between blocks leaves the statistics unchanged, and a link that keeps one
+//! shuffle seed per session (rather than per block) caches its plan the same way.
 //!
 //! # Grid files
 //!
-//! A grid is a JSON object; every key but `runs`, `threads`, `seed`, `eps_cor` and `variants`
-//! may be a single value or a list, and the configurations are the Cartesian product in the
-//! order algorithm, qber, block_bits:
+//! A grid is a JSON object; every key but `runs`, `threads`, `seed`, `eps_cor`, `plans` and
+//! `variants` may be a single value or a list, and the configurations are the Cartesian
+//! product in the order algorithm, qber, block_bits, qber_estimate:
 //!
 //! ```json
 //! { "algorithm": ["yanetal", "option8"], "qber": [0.01, 0.02, 0.05, 0.1],
@@ -42,8 +43,8 @@ use super::testkit::{error_count, noisy_pair};
 use crate::confirm;
 use crate::rng::SeededRandom;
 
-/// Most distinct shuffle plans one configuration uses.
-pub const PLANS: usize = 8;
+/// Most distinct shuffle plans one configuration may use.
+pub const MAX_PLANS: usize = 64;
 
 /// Blocks generated, then reconciled, per timed batch.
 const BATCH: usize = 512;
@@ -81,6 +82,10 @@ fn default_threads() -> usize {
     1
 }
 
+fn default_plans() -> usize {
+    1
+}
+
 fn default_eps_cor() -> f64 {
     1e-12
 }
@@ -112,6 +117,9 @@ pub struct ExperimentConfig {
     /// A full variant definition (overrides the built-in lookup of `algorithm`).
     #[serde(default)]
     pub variant: Option<Variant>,
+    /// Distinct shuffle plans (seeds) used round-robin over the blocks (1..=[`MAX_PLANS`]).
+    #[serde(default = "default_plans")]
+    pub plans: usize,
 }
 
 impl ExperimentConfig {
@@ -127,6 +135,7 @@ impl ExperimentConfig {
             qber_estimate: None,
             eps_cor: default_eps_cor(),
             variant: None,
+            plans: 1,
         }
     }
 
@@ -223,10 +232,10 @@ pub fn run(cfg: &ExperimentConfig) -> Result<ExperimentResult, ExperimentError> 
             cfg.qber
         )));
     }
-    if cfg.runs == 0 || cfg.threads == 0 {
+    if cfg.runs == 0 || cfg.threads == 0 || cfg.plans == 0 || cfg.plans > MAX_PLANS {
         return Err(ExperimentError::BadConfig(format!(
-            "runs = {}, threads = {}; expected both at least 1",
-            cfg.runs, cfg.threads
+            "runs = {}, threads = {}, plans = {}; expected runs and threads at least 1, plans in 1..={MAX_PLANS}",
+            cfg.runs, cfg.threads, cfg.plans
         )));
     }
     let estimate = cfg.qber_estimate.unwrap_or(cfg.qber);
@@ -238,7 +247,7 @@ pub fn run(cfg: &ExperimentConfig) -> Result<ExperimentResult, ExperimentError> 
             threads: cfg.threads,
             error: e.to_string(),
         })?;
-    let plans: Vec<_> = (0..cfg.runs.min(PLANS))
+    let plans: Vec<_> = (0..cfg.runs.min(cfg.plans))
         .map(|i| {
             let mut seed = [0u8; 32];
             SeededRandom::from_u64(derive_seed(cfg.seed, 1, i as u64)).bytes(&mut seed);
@@ -372,6 +381,8 @@ struct GridFile {
     eps_cor: f64,
     #[serde(default)]
     variants: Vec<Variant>,
+    #[serde(default = "default_plans")]
+    plans: usize,
 }
 
 /// Parses a grid file (format in the module docs) into configurations.
@@ -409,6 +420,7 @@ pub fn parse_grid(json: &str) -> Result<Vec<ExperimentConfig>, ExperimentError> 
                         qber_estimate,
                         eps_cor: g.eps_cor,
                         variant: variant.clone(),
+                        plans: g.plans,
                     });
                 }
             }

@@ -635,6 +635,16 @@ impl Bob {
                 self.tasks.dedup_by_key(|t| (t.pass, t.block, t.node));
                 let mut questions = Vec::with_capacity(self.tasks.len());
                 self.asked.clear();
+                let factor = self.plan.params.variant.tweaks.smallest_first;
+                let mut waiting = Vec::new();
+                if factor > 0 {
+                    let min = self.tasks.iter().map(|t| t.e - t.s).min().unwrap_or(0);
+                    let limit = min.saturating_mul(factor);
+                    let (now, later): (Vec<Task>, Vec<Task>) =
+                        self.tasks.drain(..).partition(|t| t.e - t.s <= limit);
+                    self.tasks = now;
+                    waiting = later;
+                }
                 for t in self.tasks.drain(..) {
                     let m = t.s + (t.e - t.s).div_ceil(2);
                     questions.push(Question {
@@ -644,6 +654,7 @@ impl Bob {
                     });
                     self.asked.push(Asked::Left(t));
                 }
+                self.tasks = waiting;
                 return Ok(self.query(questions));
             }
             let plan = Arc::clone(&self.plan);
@@ -776,24 +787,23 @@ impl Bob {
         for i in 0..self.started.len() {
             let q = self.started[i];
             let pp = plan.pass(q);
-            let j = pp.pos(x);
             let bp = &mut self.passes[q];
             if let Some(c) = &mut bp.copy {
-                let _ = c.flip(j);
+                let _ = c.flip(pp.pos(x));
             }
-            let b = j / pp.k;
+            let b = pp.block_of(x);
             if b >= pp.used_blocks {
                 continue;
             }
             bp.bob_top[b] = !bp.bob_top[b];
             if cascade && q < plan.normal {
-                self.schedule(q, b, j);
+                self.schedule(q, b, x);
             }
         }
     }
 
-    /// The cascade step for pass `q`, top-level block `b`, after position `j` flipped.
-    fn schedule(&mut self, q: usize, b: usize, j: usize) {
+    /// The cascade step for pass `q`, top-level block `b`, after original bit `x` flipped.
+    fn schedule(&mut self, q: usize, b: usize, x: usize) {
         let pp = self.plan.pass(q);
         let bp = &self.passes[q];
         let (s, e) = pp.block_range(b, self.plan.n);
@@ -806,7 +816,8 @@ impl Bob {
             a: bp.alice_top[b],
         };
         let mut best = (bp.alice_top[b] != bp.bob_top[b]).then_some(root);
-        if self.plan.params.variant.sub_block_reuse {
+        if self.plan.params.variant.sub_block_reuse && !bp.known.is_empty() {
+            let j = pp.pos(x);
             let base = b * pp.stride;
             let mut t = root;
             while t.e - t.s > 1 {

@@ -66,6 +66,21 @@ impl PassPlan {
         }
     }
 
+    /// Top-level block holding original bit `i` (may be `>= used_blocks` in a BICONF round).
+    /// Uses the masks when the pass has them, which stay in cache better than `inv`.
+    #[inline]
+    pub fn block_of(&self, i: usize) -> usize {
+        if let Some(masks) = &self.masks {
+            for (b, m) in masks.iter().enumerate() {
+                if (m.words()[i / 64] >> (i % 64)) & 1 == 1 {
+                    return b;
+                }
+            }
+            return masks.len();
+        }
+        self.pos(i) / self.k
+    }
+
     /// Bits `start..end` of top-level block `b`.
     #[inline]
     pub fn block_range(&self, b: usize, n: usize) -> (usize, usize) {

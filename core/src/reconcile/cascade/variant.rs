@@ -15,6 +15,12 @@
 //! `p` is the QBER estimate given to the protocol and `n` the block length; every block size is
 //! clamped to `1..=n`. Extra variants that go beyond the paper carry [`Tweaks`] and are listed
 //! by [`Variant::extras`]; the paper's rows never set a tweak.
+//!
+//! How a run schedules its bisections is not part of the paper's rows: Bob asks, in each
+//! round, every bisection step that is pending (as cascade-cpp and cascade-python batch them).
+//! Parallel bisections sometimes chase an error that a cheaper one is about to fix, which
+//! costs efficiency compared with a one-block-at-a-time execution; `Tweaks::smallest_first`
+//! trades round trips for those bits.
 
 use serde::{Deserialize, Serialize};
 
@@ -69,10 +75,16 @@ pub struct Biconf {
 
 /// Departures from the paper, each off in the paper's variants.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(default)]
 pub struct Tweaks {
     /// Alice sends the parity of the whole key once; the last top-level block of every pass
     /// then needs no parity of its own (it is the whole-key parity XOR the others).
     pub infer_last_block: bool,
+    /// When nonzero, a round asks only for the bisections whose interval is at most this
+    /// factor times the smallest pending interval; larger ones wait (fewer parallel chases of
+    /// errors that a cheaper bisection is about to fix, at the price of more round trips).
+    #[serde(default)]
+    pub smallest_first: u32,
 }
 
 /// A Cascade variant: block-size rules, number of passes, sub-block reuse and BICONF.
@@ -221,16 +233,24 @@ impl Variant {
         ]
     }
 
-    /// Variants beyond the paper (named `*-x`): the paper's rows plus [`Tweaks`].
+    /// Variants beyond the paper, each a paper row plus [`Tweaks`]:
+    /// `yanetal-x` (whole-key parity, so the last block of every pass is free),
+    /// `option8-x` (that, and bisections strictly smallest-first: best efficiency, many round
+    /// trips) and `option8-xb` (smallest-first within a factor 8: a balance of the two).
     pub fn extras() -> Vec<Self> {
-        let mut out = Vec::new();
-        for base in [Self::yanetal(), Self::option7(), Self::option8()] {
-            let mut v = base;
-            v.name = format!("{}-x", v.name);
-            v.tweaks.infer_last_block = true;
-            out.push(v);
-        }
-        out
+        let tweak = |mut v: Self, name: &str, smallest_first: u32| {
+            v.name = name.to_owned();
+            v.tweaks = Tweaks {
+                infer_last_block: true,
+                smallest_first,
+            };
+            v
+        };
+        vec![
+            tweak(Self::yanetal(), "yanetal-x", 0),
+            tweak(Self::option8(), "option8-x", 1),
+            tweak(Self::option8(), "option8-xb", 8),
+        ]
     }
 
     /// Every built-in variant.
