@@ -44,7 +44,16 @@ impl Parities {
         p
     }
 
+    /// Empty, with room for `bits` bits.
+    pub fn with_capacity(bits: usize) -> Self {
+        Self {
+            count: 0,
+            bytes: Vec::with_capacity(bits.div_ceil(8)),
+        }
+    }
+
     /// Appends one bit.
+    #[inline]
     pub fn push(&mut self, bit: bool) {
         let i = self.count as usize;
         if i.is_multiple_of(8) {

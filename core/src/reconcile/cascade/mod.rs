@@ -79,14 +79,33 @@ fn shuffled_copy(key: &BitBlock, pp: &PassPlan) -> BitBlock {
     };
     let src = key.words();
     let mut out = BitBlock::zeros(key.len());
+    if perm.len() != key.len() {
+        // Never happens (both sides check the key length against the plan); stay safe.
+        return out;
+    }
     out.with_words_mut(|dst| {
+        let bit = |i: u32| -> u64 {
+            let i = i as usize;
+            // SAFETY: `perm` is a permutation of `0..n` (built by `Permutation::shuffled`) and
+            // `n == key.len()` (checked above), so `i / 64 < src.len()`. This gather is the
+            // hottest loop of Cascade and the bounds check a large part of it.
+            let word = unsafe { *src.get_unchecked(i >> 6) };
+            (word >> (i & 63)) & 1
+        };
         for (w, chunk) in dst.iter_mut().zip(perm.chunks(64)) {
-            let mut acc = 0u64;
-            for (b, &i) in chunk.iter().enumerate() {
-                let i = i as usize;
-                acc |= ((src[i >> 6] >> (i & 63)) & 1) << b;
+            // Four independent accumulators keep the OR chain from serializing the loads.
+            let mut acc = [0u64; 4];
+            let mut quads = chunk.chunks_exact(4);
+            for (q, c) in (&mut quads).enumerate() {
+                for (a, (&i, lane)) in acc.iter_mut().zip(c.iter().zip(0..)) {
+                    *a |= bit(i) << (4 * q + lane);
+                }
             }
-            *w = acc;
+            let base = chunk.len() - quads.remainder().len();
+            for (j, &i) in quads.remainder().iter().enumerate() {
+                acc[0] |= bit(i) << (base + j);
+            }
+            *w = acc[0] | acc[1] | acc[2] | acc[3];
         }
     });
     out
@@ -244,7 +263,7 @@ impl Alice {
                     });
                 };
                 let k = kernels::best();
-                let mut out = Parities::default();
+                let mut out = Parities::with_capacity(questions.len());
                 for q in &questions {
                     let pass = q.pass as usize;
                     let Some(pp) = plan.get_pass(pass) else {
