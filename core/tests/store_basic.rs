@@ -434,7 +434,7 @@ fn cor_import_is_ordered_and_idempotent() {
     let rb = import_cor_files(&b, "A", &[p2.clone(), p1.clone()]).unwrap();
     assert_eq!(ra.files[0].0, p2);
     assert_eq!(rb.files[0].0, p2);
-    let again = import_cor_files(&a, "B", &[p1.clone()]).unwrap();
+    let again = import_cor_files(&a, "B", std::slice::from_ref(&p1)).unwrap();
     assert!(matches!(
         again.files[0].1,
         ImportOutcome::AlreadyPresent { .. }

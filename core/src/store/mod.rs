@@ -276,7 +276,9 @@ pub(crate) fn validate_name(what: &str, s: &str) -> Result<(), StoreError> {
 /// Decides which blocks a side may allocate from. Both KMEs of a link compute the same rule, so
 /// each block is allocated by exactly one side and both directions work at once.
 #[derive(Clone)]
-pub struct BlockFilter(Option<Arc<dyn Fn(&BlockId) -> bool + Send + Sync>>);
+pub struct BlockFilter(Option<Arc<BlockPredicate>>);
+
+type BlockPredicate = dyn Fn(&BlockId) -> bool + Send + Sync;
 
 impl fmt::Debug for BlockFilter {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -825,7 +827,7 @@ fn check_names(master: &str, slaves: &[String], recipients: &[String]) -> Result
 }
 
 fn check_size(size_bits: u32) -> Result<(), StoreError> {
-    if !(MIN_KEY_BITS..=MAX_KEY_BITS).contains(&size_bits) || size_bits % 8 != 0 {
+    if !(MIN_KEY_BITS..=MAX_KEY_BITS).contains(&size_bits) || !size_bits.is_multiple_of(8) {
         return Err(StoreError::InvalidRequest(format!(
             "key size must be a multiple of 8 in {MIN_KEY_BITS}..={MAX_KEY_BITS} bits, got {size_bits}"
         )));
@@ -904,7 +906,7 @@ impl Store {
             )));
         }
         let mut block = block;
-        if block.len_bits % 8 != 0
+        if !block.len_bits.is_multiple_of(8)
             && let Some(last) = block.bytes.last_mut()
         {
             *last &= (1u8 << (block.len_bits % 8)) - 1;
@@ -976,7 +978,8 @@ impl Store {
                 )));
             }
             for m in &k.material {
-                if m.bit_len == 0 || m.bit_len % 8 != 0 || m.bit_offset % 8 != 0 {
+                if m.bit_len == 0 || !m.bit_len.is_multiple_of(8) || !m.bit_offset.is_multiple_of(8)
+                {
                     return Err(StoreError::InvalidRequest(format!(
                         "material range {}[{}..+{}] is not whole non-empty bytes",
                         m.block_id, m.bit_offset, m.bit_len

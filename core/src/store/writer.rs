@@ -144,8 +144,13 @@ pub(crate) struct State {
     deleted_segments: Vec<u64>,
     /// Dead material to overwrite after the commit: (segment, byte offset, byte length).
     scrub_new: Vec<(u64, u64, u64)>,
-    /// Overwritten ranges whose `SCRUB` rows the next batch removes.
+    /// Overwritten ranges not yet synced.
+    scrub_unsynced: Vec<(u64, u64)>,
+    last_scrub_sync: Instant,
+    /// Overwritten, synced ranges whose `SCRUB` rows the next batch removes.
     scrub_done: Vec<(u64, u64)>,
+    /// Requests in the last batch: the next one waits briefly for about as many.
+    last_batch: usize,
     last_expiry: Instant,
     broken: Option<StoreError>,
 }
@@ -231,6 +236,7 @@ pub(crate) fn open(dir: &Path, options: &StoreOptions) -> Result<(Database, Stat
     let pending = state.pending_scrub(&db).map_err(OpenError::Recovery)?;
     state.scrub_new = pending;
     state.do_scrub();
+    state.sync_scrub();
     Ok((db, state))
 }
 
@@ -343,7 +349,10 @@ impl State {
             dirty_segments: BTreeSet::new(),
             deleted_segments: Vec::new(),
             scrub_new: Vec::new(),
+            scrub_unsynced: Vec::new(),
+            last_scrub_sync: Instant::now(),
             scrub_done: Vec::new(),
+            last_batch: 0,
             last_expiry: Instant::now(),
             broken: None,
         })
@@ -533,10 +542,11 @@ impl State {
         self.do_scrub();
     }
 
-    /// Overwrites dead material with zeros and syncs it; ranges done are removed from `SCRUB` by
-    /// the next batch. Failures leave the rows, so the next open retries.
+    /// Overwrites dead material with zeros (page cache only; [`State::sync_scrub`] makes it
+    /// durable later, off the hot path). Failures leave the `SCRUB` rows, so the next open
+    /// retries.
     fn do_scrub(&mut self) {
-        const ZEROS: [u8; 65536] = [0; 65536];
+        static ZEROS: [u8; 65536] = [0; 65536];
         let mut touched = BTreeSet::new();
         let mut done = Vec::new();
         for (s, off, len) in std::mem::take(&mut self.scrub_new) {
@@ -559,6 +569,16 @@ impl State {
                 done.push((s, off));
             }
         }
+        let _ = touched;
+        self.scrub_unsynced.extend(done);
+        if self.scrub_unsynced.len() > 65536 {
+            self.sync_scrub();
+        }
+    }
+
+    /// Syncs the overwritten segments; their `SCRUB` rows go in the next batch.
+    fn sync_scrub(&mut self) {
+        let touched: BTreeSet<u64> = self.scrub_unsynced.iter().map(|&(s, _)| s).collect();
         let mut failed = HashSet::new();
         for s in touched {
             if let Some(seg) = self.segments.get(&s)
@@ -567,8 +587,12 @@ impl State {
                 failed.insert(s);
             }
         }
-        self.scrub_done
-            .extend(done.into_iter().filter(|(s, _)| !failed.contains(s)));
+        let done = std::mem::take(&mut self.scrub_unsynced);
+        self.scrub_done.extend(
+            done.into_iter()
+                .filter(|(s, _)| !failed.contains(s) && self.segments.contains_key(s)),
+        );
+        self.last_scrub_sync = Instant::now();
     }
 
     // ---- blocks and segments ----
@@ -1383,20 +1407,51 @@ impl State {
     }
 }
 
-/// The writer thread's loop: one batch per wake-up, an expiry pass about once a second.
+/// The writer thread's loop: one batch per wake-up, an expiry pass about once a second,
+/// overwrites synced when idle or once a second.
+///
+/// Group commit: after the first request arrives, the writer drains the queue; if that yields
+/// fewer requests than the previous batch had, it waits a little (at most 300 µs) for the rest,
+/// since callers answered by the last commit are still resubmitting. One caller never waits.
 pub(crate) fn run(db: Arc<Database>, mut state: State, rx: Receiver<Op>, max_batch: usize) {
+    const GATHER: Duration = Duration::from_micros(300);
     loop {
         let mut ops = Vec::new();
-        match rx.recv_timeout(Duration::from_secs(1)) {
+        let idle_wait = if state.scrub_unsynced.is_empty() {
+            Duration::from_secs(1)
+        } else {
+            Duration::from_millis(5)
+        };
+        match rx.recv_timeout(idle_wait) {
             Ok(op) => ops.push(op),
             Err(RecvTimeoutError::Timeout) => {}
             Err(RecvTimeoutError::Disconnected) => break,
         }
-        while ops.len() < max_batch {
-            match rx.try_recv() {
-                Ok(op) => ops.push(op),
-                Err(_) => break,
+        if !ops.is_empty() {
+            let want = state.last_batch.min(max_batch);
+            let deadline = Instant::now() + GATHER;
+            while ops.len() < max_batch {
+                match rx.try_recv() {
+                    Ok(op) => ops.push(op),
+                    Err(_) if ops.len() < want => {
+                        let left = deadline.saturating_duration_since(Instant::now());
+                        if left.is_zero() {
+                            break;
+                        }
+                        match rx.recv_timeout(left) {
+                            Ok(op) => ops.push(op),
+                            Err(_) => break,
+                        }
+                    }
+                    Err(_) => break,
+                }
             }
+            state.last_batch = ops.len();
+        }
+        if !state.scrub_unsynced.is_empty()
+            && (ops.is_empty() || state.last_scrub_sync.elapsed() >= Duration::from_secs(1))
+        {
+            state.sync_scrub();
         }
         let mut expire = state.last_expiry.elapsed() >= Duration::from_secs(1);
         if ops.is_empty() && expire && !state.expiry_due(&db) {
@@ -1408,4 +1463,5 @@ pub(crate) fn run(db: Arc<Database>, mut state: State, rx: Receiver<Op>, max_bat
         }
         state.batch(&db, ops, expire);
     }
+    state.sync_scrub();
 }
