@@ -567,3 +567,33 @@ fn corrupted_index_is_a_clear_error() {
     std::fs::write(&index, material(4, 8192)).unwrap();
     assert!(Store::open(dir.path()).is_err());
 }
+
+#[test]
+fn expired_reservations_are_destroyed_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    let id;
+    {
+        let store = Store::open_with(dir.path(), opts(16)).unwrap();
+        append(&store, "L", "b", &material(1, 64));
+        let soon = SystemTime::now() + Duration::from_millis(300);
+        let k = store
+            .allocate(&AllocateRequest::new("L", "M", &[], 1, 256, soon))
+            .unwrap();
+        id = k[0].key_id;
+    }
+    std::thread::sleep(Duration::from_millis(400));
+    let store = Store::open_with(dir.path(), opts(17)).unwrap();
+    assert_eq!(
+        store.key_info(id).unwrap().unwrap().state,
+        KeyState::Destroyed
+    );
+    assert!(matches!(
+        store.fetch(&[id], "M"),
+        Err(StoreError::Destroyed(_))
+    ));
+    // The destroyed key's material is not handed out again.
+    let k = store
+        .allocate(&AllocateRequest::new("L", "M", &[], 1, 256, later()))
+        .unwrap();
+    assert_eq!(k[0].material[0].bit_offset, 256);
+}
