@@ -135,10 +135,18 @@ pub enum Message {
 impl Message {
     /// The wire encoding: version byte, then postcard.
     pub fn encode(&self) -> Result<Vec<u8>, ReconcileError> {
-        let mut out = vec![WIRE_VERSION];
-        postcard::to_io(self, &mut out)
-            .map_err(|e| ReconcileError::Malformed(format!("cannot encode message: {e}")))?;
+        let mut out = Vec::new();
+        self.encode_into(&mut out)?;
         Ok(out)
+    }
+
+    /// Replaces the contents of `out` with the wire encoding (reuses its allocation).
+    pub fn encode_into(&self, out: &mut Vec<u8>) -> Result<(), ReconcileError> {
+        out.clear();
+        out.push(WIRE_VERSION);
+        postcard::to_io(self, out)
+            .map_err(|e| ReconcileError::Malformed(format!("cannot encode message: {e}")))?;
+        Ok(())
     }
 
     /// Decodes one message, rejecting another version, malformed bodies and trailing bytes.

@@ -1,27 +1,38 @@
 //! Cascade as two sans-IO state machines.
 //!
-//! Bob starts with [`Bob::start`] (a [`Message::Hello`] carrying the [`Params`]); Alice answers
-//! with the parities of every top-level block of every normal pass at once (those parities do
-//! not depend on Bob's corrections, and every pass discloses them anyway, so sending them
-//! up front costs no extra leakage and saves one round trip per pass). Bob then runs the
-//! passes in order; all bisection steps of one round travel in one [`Message::Query`] and
-//! Alice answers them in one [`Message::Answer`]. BICONF rounds ask their block parity in a
-//! query of its own. Bob ends with [`Message::Done`].
+//! Bob starts with [`Bob::start`] (a [`Message::Hello`] carrying the [`Params`]: variant,
+//! length, QBER estimate, public shuffle seed); Alice answers with the parities of every
+//! top-level block of every normal pass at once (those parities do not depend on Bob's
+//! corrections, and every pass discloses them anyway, so sending them up front costs no extra
+//! leakage and saves one round trip per pass). Bob then runs the passes in order; all
+//! bisection steps pending in one round travel in one [`Message::Query`] and Alice answers
+//! them in one [`Message::Answer`]. BICONF rounds ask their block parity in a query of their
+//! own. Bob ends with [`Message::Done`]. Neither side does I/O: a driver (such as
+//! [`LoopbackLink`](super::loopback::LoopbackLink)) moves the messages. Any malformed,
+//! out-of-order or inconsistent message is a [`ReconcileError`] and poisons the session.
 //!
 //! Bisection: a block with an odd number of errors is split in a left part of
 //! `ceil(len / 2)` bits and a right part; Bob asks the left parity and infers the right one.
-//! Every parity Alice disclosed is remembered per pass, so no parity is ever asked twice.
-//! After a correction, the top-level block containing the bit in every started pass (and,
-//! with sub-block reuse, the smallest known sub-block) is re-examined: the cascade step.
+//! Every parity Alice disclosed is remembered per pass (a binary tree of intervals per
+//! top-level block), so no parity is ever asked twice and a later bisection of the same block
+//! walks down through known parities without a round trip. After a correction, the top-level
+//! block containing the bit in every started pass (with sub-block reuse: the smallest known
+//! block containing it that became odd) is bisected again: the cascade step.
 //!
-//! Each pass keeps Bob's key in its shuffled order (built when first needed), so every block
-//! and every bisection interval is a contiguous bit range whose parity is a word-level range
-//! parity; a correction flips the bit in every copy through the inverse permutation.
+//! The [`Plan`] (block sizes and shuffles) is derived from the public parameters only, so one
+//! `Arc<Plan>` can serve many blocks; building it (a Fisher-Yates shuffle per pass) costs more
+//! than reconciling one block. Each side keeps, per pass, its key in that pass's shuffled
+//! order (built when first needed), so every block and every bisection interval is a
+//! contiguous bit range whose parity is a word-level range parity; a correction flips the bit
+//! in every copy through the inverse permutation. Passes with few blocks get their top-level
+//! parities from precomputed masks instead of a copy.
 
 mod plan;
 mod variant;
 
 use std::sync::Arc;
+
+use zeroize::Zeroizing;
 
 pub use plan::{MAX_BITS, Params, Plan};
 pub use variant::{Biconf, BlockRule, MIN_QBER, Tweaks, Variant};
@@ -365,7 +376,8 @@ enum Asked {
 struct BobPass {
     started: bool,
     alice_top: Vec<bool>,
-    bob_top: Vec<bool>,
+    /// Bob's own block parities: derived from his key, so wiped on drop.
+    bob_top: Zeroizing<Vec<bool>>,
     copy: Option<BitBlock>,
     known: Vec<u64>,
     kval: Vec<u64>,
@@ -605,7 +617,7 @@ impl Bob {
         let bp = &mut self.passes[q];
         bp.started = true;
         self.started.push(q);
-        bp.bob_top = top_parities(&self.key, bp.copy.as_ref(), pp, plan.n);
+        bp.bob_top = Zeroizing::new(top_parities(&self.key, bp.copy.as_ref(), pp, plan.n));
         for b in 0..pp.used_blocks {
             if bp.alice_top.get(b) != bp.bob_top.get(b) {
                 let (s, e) = pp.block_range(b, plan.n);
@@ -654,9 +666,16 @@ impl Bob {
                 self.tasks.dedup_by_key(|t| (t.pass, t.block, t.node));
                 let mut questions = Vec::with_capacity(self.tasks.len());
                 self.asked.clear();
-                let factor = self.plan.params.variant.tweaks.smallest_first;
+                let tweaks = self.plan.params.variant.tweaks;
+                let factor = tweaks.smallest_first;
                 let mut waiting = Vec::new();
-                if factor > 0 {
+                if tweaks.lowest_pass_first {
+                    let low = self.tasks.iter().map(|t| t.pass).min().unwrap_or(0);
+                    let (now, later): (Vec<Task>, Vec<Task>) =
+                        self.tasks.drain(..).partition(|t| t.pass == low);
+                    self.tasks = now;
+                    waiting = later;
+                } else if factor > 0 {
                     let min = self.tasks.iter().map(|t| t.e - t.s).min().unwrap_or(0);
                     let limit = min.saturating_mul(factor);
                     let (now, later): (Vec<Task>, Vec<Task>) =

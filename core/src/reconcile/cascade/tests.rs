@@ -42,7 +42,12 @@ fn run_counting(variant: &Variant, n: usize, qber: f64, seed: u64) -> (u64, u64,
 #[test]
 fn every_variant_corrects_everything_on_seeded_runs() {
     let n = 4096;
-    for v in Variant::all() {
+    let mut lowest = Variant::option8();
+    lowest.name = "option8-lowest-pass".into();
+    lowest.tweaks.lowest_pass_first = true;
+    let mut variants = Variant::all();
+    variants.push(lowest);
+    for v in variants {
         for (i, &q) in [0.005, 0.01, 0.03, 0.06, 0.09, 0.11].iter().enumerate() {
             for seed in 0..3u64 {
                 let (residual, disclosed, stats) = run_counting(&v, n, q, 100 * i as u64 + seed);
@@ -300,5 +305,34 @@ fn tiny_and_error_free_blocks() {
                 }
             }
         }
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn queries_and_answers_round_trip(
+        round in proptest::prelude::any::<u32>(),
+        qs in proptest::collection::vec(
+            (proptest::prelude::any::<u16>(), proptest::prelude::any::<u32>(), proptest::prelude::any::<u32>()),
+            0..50,
+        ),
+        bits in proptest::collection::vec(proptest::prelude::any::<bool>(), 0..200),
+    ) {
+        let q = Message::Query {
+            round,
+            questions: qs.iter().map(|&(pass, start, len)| Question { pass, start, len }).collect(),
+        };
+        proptest::prop_assert_eq!(Message::decode(&q.encode().unwrap()).unwrap(), q);
+        let a = Message::Answer { round, parities: Parities::from_bits(bits.iter().copied()) };
+        let back = Message::decode(&a.encode().unwrap()).unwrap();
+        if let Message::Answer { parities, .. } = &back {
+            proptest::prop_assert!(parities.check(bits.len()).is_ok());
+            for (i, &b) in bits.iter().enumerate() {
+                proptest::prop_assert_eq!(parities.get(i), b);
+            }
+        }
+        proptest::prop_assert_eq!(back, a);
     }
 }
