@@ -216,6 +216,13 @@ impl Alice {
     fn handle_inner(&mut self, msg: Message) -> Result<Option<Message>, ReconcileError> {
         match (self.state, msg) {
             (AliceState::AwaitHello, Message::Hello(params)) => {
+                // Check the cheap things before drawing any shuffle.
+                if params.n as usize != self.key.len() {
+                    return Err(ReconcileError::KeyLength {
+                        got: self.key.len(),
+                        expected: params.n as usize,
+                    });
+                }
                 let plan = match &self.expected_plan {
                     Some(p) => {
                         if p.params != params {

@@ -17,7 +17,7 @@ use crate::rng::SeededRandom;
 pub const MAX_BITS: usize = 1 << 31;
 
 /// Most BICONF rounds a variant may ask for.
-pub const MAX_BICONF_ROUNDS: usize = 1 << 16;
+pub const MAX_BICONF_ROUNDS: usize = 4096;
 
 /// Passes whose top-level blocks number at most this use precomputed masks for their block
 /// parities instead of a shuffled copy of the key.
