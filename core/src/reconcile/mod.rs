@@ -73,6 +73,9 @@ pub enum ReconcileError {
     /// A question outside the plan (pass or range out of bounds).
     #[error("invalid question: {0}")]
     BadQuestion(String),
+    /// The randomness source failed while drawing a seed.
+    #[error("cannot draw a seed: {0}")]
+    Randomness(String),
     /// The session failed earlier and accepts nothing more.
     #[error("session already failed")]
     Poisoned,

@@ -60,6 +60,19 @@ fn every_variant_corrects_everything_on_seeded_runs() {
 }
 
 #[test]
+fn fresh_seeds_differ_and_plans_follow_them() {
+    let mut rng = SeededRandom::from_u64(4);
+    let a = Params::with_fresh_seed(Variant::yanetal(), 1000, 0.02, &mut rng).unwrap();
+    let b = Params::with_fresh_seed(Variant::yanetal(), 1000, 0.02, &mut rng).unwrap();
+    assert_ne!(a.seed, b.seed);
+    assert_eq!(
+        Plan::new(a.clone()).unwrap().block_sizes(),
+        Plan::new(b).unwrap().block_sizes()
+    );
+    assert_eq!(Plan::new(a.clone()).unwrap().params(), &a);
+}
+
+#[test]
 fn block_sizes_match_the_paper_rules() {
     let n = 16384;
     assert_eq!(
