@@ -88,38 +88,86 @@ fn shuffled_copy(key: &BitBlock, pp: &PassPlan) -> BitBlock {
     let Some(perm) = &pp.perm else {
         return key.clone();
     };
-    let src = key.words();
     let mut out = BitBlock::zeros(key.len());
     if perm.len() != key.len() {
         // Never happens (both sides check the key length against the plan); stay safe.
         return out;
     }
-    out.with_words_mut(|dst| {
-        let bit = |i: u32| -> u64 {
-            let i = i as usize;
-            // SAFETY: `perm` is a permutation of `0..n` (built by `Permutation::shuffled`) and
-            // `n == key.len()` (checked above), so `i / 64 < src.len()`. This gather is the
-            // hottest loop of Cascade and the bounds check a large part of it.
-            let word = unsafe { *src.get_unchecked(i >> 6) };
-            (word >> (i & 63)) & 1
-        };
-        for (w, chunk) in dst.iter_mut().zip(perm.chunks(64)) {
-            // Four independent accumulators keep the OR chain from serializing the loads.
-            let mut acc = [0u64; 4];
-            let mut quads = chunk.chunks_exact(4);
-            for (q, c) in (&mut quads).enumerate() {
-                for (a, (&i, lane)) in acc.iter_mut().zip(c.iter().zip(0..)) {
-                    *a |= bit(i) << (4 * q + lane);
-                }
-            }
-            let base = chunk.len() - quads.remainder().len();
-            for (j, &i) in quads.remainder().iter().enumerate() {
-                acc[0] |= bit(i) << (base + j);
-            }
-            *w = acc[0] | acc[1] | acc[2] | acc[3];
-        }
-    });
+    out.with_words_mut(|dst| gather(key.words(), perm, dst, true));
     out
+}
+
+/// `dst` bit `j` = `src` bit `perm[j]`, where `perm` holds values below `64 * src.len()` and
+/// `dst` has `ceil(perm.len() / 64)` words. Uses AVX-512 gathers when allowed and available.
+fn gather(src: &[u64], perm: &[u32], dst: &mut [u64], simd: bool) {
+    debug_assert!(perm.iter().all(|&i| (i as usize) < 64 * src.len()));
+    #[cfg(target_arch = "x86_64")]
+    if simd && std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: AVX-512F is available (checked); the caller guarantees every index is
+        // below `64 * src.len()`, which is what `gather_avx512` needs.
+        unsafe { gather_avx512(src, perm, dst) };
+        return;
+    }
+    let _ = simd;
+    gather_scalar(src, perm, dst);
+}
+
+fn gather_scalar(src: &[u64], perm: &[u32], dst: &mut [u64]) {
+    let bit = |i: u32| -> u64 {
+        let i = i as usize;
+        // SAFETY: every index is below `64 * src.len()` (the caller's contract, checked in
+        // debug builds), so `i / 64 < src.len()`. This gather is the hottest loop of Cascade
+        // and the bounds check a large part of it.
+        let word = unsafe { *src.get_unchecked(i >> 6) };
+        (word >> (i & 63)) & 1
+    };
+    for (w, chunk) in dst.iter_mut().zip(perm.chunks(64)) {
+        // Four independent accumulators keep the OR chain from serializing the loads.
+        let mut acc = [0u64; 4];
+        let mut quads = chunk.chunks_exact(4);
+        for (q, c) in (&mut quads).enumerate() {
+            for (a, (&i, lane)) in acc.iter_mut().zip(c.iter().zip(0..)) {
+                *a |= bit(i) << (4 * q + lane);
+            }
+        }
+        let base = chunk.len() - quads.remainder().len();
+        for (j, &i) in quads.remainder().iter().enumerate() {
+            acc[0] |= bit(i) << (base + j);
+        }
+        *w = acc[0] | acc[1] | acc[2] | acc[3];
+    }
+}
+
+/// AVX-512 version of [`gather_scalar`]: 16 bits per gather of 32-bit words.
+///
+/// # Safety
+/// The CPU must support AVX-512F, and every index in `perm` must be below `64 * src.len()`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn gather_avx512(src: &[u64], perm: &[u32], dst: &mut [u64]) {
+    use std::arch::x86_64::*;
+    let base = src.as_ptr().cast::<i32>();
+    let low5 = _mm512_set1_epi32(31);
+    let one = _mm512_set1_epi32(1);
+    let full = perm.len() / 64;
+    for (w, chunk) in dst.iter_mut().zip(perm.chunks_exact(64)) {
+        let mut out = 0u64;
+        for q in 0..4 {
+            // SAFETY: `chunk` has 64 entries, so 16 u32 from `16 * q` are in bounds.
+            let idx = unsafe { _mm512_loadu_si512(chunk.as_ptr().add(16 * q).cast()) };
+            let word = _mm512_srli_epi32::<5>(idx);
+            // SAFETY: each index `i < 64 * src.len()`, so the 32-bit word `i / 32` lies
+            // within `src` viewed as `2 * src.len()` little-endian u32 words (x86 is
+            // little-endian, so bit `i % 32` of that word is bit `i` of the block).
+            let g = unsafe { _mm512_i32gather_epi32::<4>(word, base) };
+            let bits = _mm512_srlv_epi32(g, _mm512_and_si512(idx, low5));
+            out |= u64::from(_mm512_test_epi32_mask(bits, one)) << (16 * q);
+        }
+        *w = out;
+    }
+    if let (Some(tail), Some(last)) = (perm.get(full * 64..), dst.get_mut(full..)) {
+        gather_scalar(src, tail, last);
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -349,3 +349,19 @@ proptest::proptest! {
         proptest::prop_assert_eq!(back, a);
     }
 }
+
+#[test]
+fn gather_paths_agree_with_a_reference() {
+    let mut rng = SeededRandom::from_u64(12);
+    for n in [1usize, 63, 64, 65, 1000, 4096, 5000] {
+        let words: Vec<u64> = (0..n.div_ceil(64)).map(|_| rng.u64()).collect();
+        let src = BitBlock::from_words(words, n).unwrap();
+        let perm = crate::bits::Permutation::shuffled(n as u32, |b| rng.below(u64::from(b)) as u32);
+        let reference = src.permuted(&perm).unwrap();
+        for simd in [false, true] {
+            let mut dst = vec![0u64; n.div_ceil(64)];
+            gather(src.words(), perm.as_slice(), &mut dst, simd);
+            assert_eq!(dst, reference.words(), "n = {n}, simd = {simd}");
+        }
+    }
+}
