@@ -158,6 +158,20 @@ fn messages_round_trip_through_the_encoding() {
             Err(ReconcileError::WrongVersion { got: 2, .. })
         ));
     }
+    // A delta that overflows, a truncated varint, a pass beyond u16: errors, not panics.
+    let mut evil = vec![crate::reconcile::message::WIRE_VERSION, 2, 1, 7];
+    evil.extend_from_slice(&[
+        0, 5, 1, 0, 0xfe, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01, 1,
+    ]);
+    let _ = Message::decode(&evil);
+    for body in [
+        &[2u8, 1, 2, 0, 0x80][..],
+        &[2, 1, 4, 0xff, 0xff, 0x7f, 0, 1],
+    ] {
+        let mut b = vec![crate::reconcile::message::WIRE_VERSION];
+        b.extend_from_slice(body);
+        assert!(Message::decode(&b).is_err(), "{body:?}");
+    }
     let p = Parities::from_bits([true; 9]);
     assert_eq!(p.bytes, vec![0xff, 0x01]);
     assert!(p.check(9).is_ok());
