@@ -64,6 +64,8 @@ impl ClmulBackend {
             ClmulBackend::Vpclmul => {
                 std::arch::is_x86_feature_detected!("avx512f")
                     && std::arch::is_x86_feature_detected!("vpclmulqdq")
+                    && std::arch::is_x86_feature_detected!("pclmulqdq")
+                    && std::arch::is_x86_feature_detected!("sse4.1")
             }
             #[cfg(not(target_arch = "x86_64"))]
             _ => false,

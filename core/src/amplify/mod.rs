@@ -7,6 +7,7 @@
 
 mod clmul;
 pub mod finite_key;
+mod gf2fft;
 mod ntt;
 pub mod toeplitz;
 

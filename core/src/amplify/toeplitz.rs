@@ -32,6 +32,7 @@ use zeroize::Zeroizing;
 use rayon::prelude::*;
 
 use super::clmul::{self, ClmulBackend};
+use super::gf2fft;
 use super::ntt::{self, NttBackend, Plan};
 use crate::bits::BitBlock;
 use crate::rng::SeededRandom;
@@ -104,6 +105,12 @@ pub enum ToeplitzMethod {
     /// Karatsuba/carry-less multiplication restricted to one backend (for tests and
     /// benchmarks); falls back to the portable multiply when the CPU lacks the instructions.
     ClmulWith(ClmulBackend),
+    /// Additive FFT over GF(2^64) (32 bits per element, Cantor basis), `O(n log n)` on the
+    /// widest carry-less multiply available.
+    Fft,
+    /// The additive FFT restricted to one carry-less backend (for tests and benchmarks);
+    /// falls back to the portable multiply when the CPU lacks the instructions.
+    FftWith(ClmulBackend),
 }
 
 impl ToeplitzMethod {
@@ -117,11 +124,14 @@ impl ToeplitzMethod {
             ToeplitzMethod::NttWith(b) => format!("ntt-{}", b.name()),
             ToeplitzMethod::Clmul => format!("clmul-{}", ClmulBackend::best().name()),
             ToeplitzMethod::ClmulWith(b) => format!("clmul-{}", b.name()),
+            ToeplitzMethod::Fft => format!("fft-{}", ClmulBackend::best().name()),
+            ToeplitzMethod::FftWith(b) => format!("fft-{}", b.name()),
         }
     }
 
     /// Parses `auto`, `reference`, `ntt`, `ntt-portable`, `ntt-avx2`, `ntt-avx512`, `clmul`,
-    /// `clmul-portable`, `clmul-pclmul` or `clmul-vpclmul`.
+    /// `clmul-portable`, `clmul-pclmul`, `clmul-vpclmul`, `fft`, `fft-portable`, `fft-pclmul`
+    /// or `fft-vpclmul`.
     pub fn from_name(name: &str) -> Option<Self> {
         match name {
             "auto" => Some(ToeplitzMethod::Auto),
@@ -134,6 +144,10 @@ impl ToeplitzMethod {
             "clmul-portable" => Some(ToeplitzMethod::ClmulWith(ClmulBackend::Portable)),
             "clmul-pclmul" => Some(ToeplitzMethod::ClmulWith(ClmulBackend::Pclmul)),
             "clmul-vpclmul" => Some(ToeplitzMethod::ClmulWith(ClmulBackend::Vpclmul)),
+            "fft" => Some(ToeplitzMethod::Fft),
+            "fft-portable" => Some(ToeplitzMethod::FftWith(ClmulBackend::Portable)),
+            "fft-pclmul" => Some(ToeplitzMethod::FftWith(ClmulBackend::Pclmul)),
+            "fft-vpclmul" => Some(ToeplitzMethod::FftWith(ClmulBackend::Vpclmul)),
             _ => None,
         }
     }
@@ -209,6 +223,8 @@ pub fn toeplitz_hash_with(
         ToeplitzMethod::NttWith(b) => ntt_hash(b, input, seed, output_bits),
         ToeplitzMethod::Clmul => clmul_hash(ClmulBackend::best(), input, seed, output_bits),
         ToeplitzMethod::ClmulWith(b) => clmul_hash(b, input, seed, output_bits),
+        ToeplitzMethod::Fft => fft_hash(ClmulBackend::best(), input, seed, output_bits),
+        ToeplitzMethod::FftWith(b) => fft_hash(b, input, seed, output_bits),
     })
 }
 
@@ -450,6 +466,27 @@ pub fn toeplitz_hash_clmul_tuned(
         k,
         base,
     ))
+}
+
+/// The full binary product `s * x` of the `n + m - 1` seed bits and the input by the
+/// additive FFT; `y` is bits `n - 1 ..= n + m - 2` of it.
+fn fft_hash(backend: ClmulBackend, input: &BitBlock, seed: &BitBlock, m: usize) -> BitBlock {
+    let n = input.len();
+    let needed = seed_bits_needed(n, m);
+    let prod = gf2fft::multiply(
+        backend.or_portable(),
+        seed.words(),
+        needed,
+        input.words(),
+        n,
+    );
+    let words = (0..m.div_ceil(64))
+        .map(|i| ntt::read64(&prod, (n - 1 + 64 * i) as i64))
+        .collect();
+    match BitBlock::from_words(words, m) {
+        Ok(b) => b,
+        Err(_) => unreachable!("m.div_ceil(64) words"),
+    }
 }
 
 fn clmul_hash(backend: ClmulBackend, input: &BitBlock, seed: &BitBlock, m: usize) -> BitBlock {

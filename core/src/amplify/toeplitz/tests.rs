@@ -26,6 +26,7 @@ fn all_methods() -> Vec<ToeplitzMethod> {
         ToeplitzMethod::Reference,
         ToeplitzMethod::Ntt,
         ToeplitzMethod::Clmul,
+        ToeplitzMethod::Fft,
     ];
     v.extend(
         NttBackend::ALL
@@ -38,6 +39,12 @@ fn all_methods() -> Vec<ToeplitzMethod> {
             .into_iter()
             .filter(|b| b.is_supported())
             .map(ToeplitzMethod::ClmulWith),
+    );
+    v.extend(
+        ClmulBackend::ALL
+            .into_iter()
+            .filter(|b| b.is_supported())
+            .map(ToeplitzMethod::FftWith),
     );
     v
 }
@@ -235,7 +242,13 @@ fn tiling_choice_is_sane() {
 #[test]
 fn method_names_round_trip() {
     for m in all_methods() {
-        if m != ToeplitzMethod::Ntt && m != ToeplitzMethod::Clmul {
+        if ![
+            ToeplitzMethod::Ntt,
+            ToeplitzMethod::Clmul,
+            ToeplitzMethod::Fft,
+        ]
+        .contains(&m)
+        {
             assert_eq!(ToeplitzMethod::from_name(&m.name()), Some(m));
         }
     }
@@ -244,7 +257,8 @@ fn method_names_round_trip() {
         ToeplitzMethod::from_name("clmul"),
         Some(ToeplitzMethod::Clmul)
     );
-    assert_eq!(ToeplitzMethod::from_name("fft"), None);
+    assert_eq!(ToeplitzMethod::from_name("fft"), Some(ToeplitzMethod::Fft));
+    assert_eq!(ToeplitzMethod::from_name("fast"), None);
 }
 
 #[test]
@@ -292,5 +306,7 @@ fn clmul_matches_ntt_at_3e5_bits_with_parallel_karatsuba() {
         let ntt = toeplitz_hash_with(ToeplitzMethod::Ntt, &x, &s, m).unwrap();
         let fast = toeplitz_hash_with(ToeplitzMethod::Clmul, &x, &s, m).unwrap();
         assert_eq!(fast, ntt, "n={n} m={m}");
+        let fft = toeplitz_hash_with(ToeplitzMethod::Fft, &x, &s, m).unwrap();
+        assert_eq!(fft, ntt, "fft n={n} m={m}");
     }
 }
