@@ -36,13 +36,20 @@ fn methods() -> Vec<ToeplitzMethod> {
         .into_iter()
         .filter(|b| b.is_supported())
         .map(ToeplitzMethod::ClmulWith);
-    let all = ntt.chain(clmul);
+    let fft = ClmulBackend::ALL
+        .into_iter()
+        .filter(|b| b.is_supported())
+        .map(ToeplitzMethod::FftWith);
+    let all = ntt.chain(clmul).chain(fft);
     match std::env::var("QKD_AMPLIFY_METHODS") {
         Ok(list) => all
             .filter(|m| list.split(',').any(|n| n.trim() == m.name()))
             .collect(),
         Err(_) => all
-            .filter(|m| *m != ToeplitzMethod::ClmulWith(ClmulBackend::Portable))
+            .filter(|m| {
+                *m != ToeplitzMethod::ClmulWith(ClmulBackend::Portable)
+                    && *m != ToeplitzMethod::FftWith(ClmulBackend::Portable)
+            })
             .collect(),
     }
 }

@@ -399,12 +399,6 @@ fn inverse<K: Kernels>(d: &mut [u64], b: usize, lam: &[u64]) {
     pass::<K>(lo, hi, lam[b], true);
 }
 
-/// Exponents `j < i` of the lower terms `x^(2^j)` of `s_i = sum_{j subset of i} x^(2^j)`
-/// (Lucas: `s_i = (x^2 + x)^(composed i times)` has coefficient `C(i, j) mod 2` at `x^(2^j)`).
-fn lower_terms(i: u32) -> impl Iterator<Item = u32> {
-    (0..i).filter(move |j| j & i == *j)
-}
-
 /// `dst ^= src`, in parallel chunks when long.
 fn xor_slices(dst: &mut [u64], src: &[u64]) {
     if dst.len() >= 2 * CHUNK {
@@ -416,63 +410,86 @@ fn xor_slices(dst: &mut [u64], src: &[u64]) {
     }
 }
 
-/// One division step on `f` (length `2^(i+1)`): `f = f0 + s_i f1` with the quotient `f1` left
-/// in the upper half and the remainder `f0` in the lower one (`inverse` multiplies back).
-/// The step "`f[e - 2^i + 2^j] ^= f[e]` for `e` from the top down" moves every coefficient at
-/// least `2^(i-1)` places, so it runs on two chunks of `2^(i-1)` as slice XORs.
-fn divide_step(f: &mut [u64], i: u32, inverse: bool) {
-    if i == 0 {
-        return; // s_0 = x: nothing to do.
+/// Taylor expansion in `y = x^tau + x`, `tau = 2^b`, of a polynomial with `2^k` coefficients,
+/// each a row of `row` field elements (`f.len() = row << k`): afterwards block `i` (of `tau`
+/// coefficients) holds `g_i` with `f = sum_i g_i(x) y^i`, `deg g_i < tau`.
+///
+/// With `n = 2^k` and `m = n / (2 tau)` (a power of two), `y^m = x^(n/2) + x^m`; dividing by
+/// it ("`f[e - n/2 + m] ^= f[e]`" from the top down) leaves the remainder in the lower half
+/// and the quotient in the upper one, whose expansions are the low and high `y` powers. Every
+/// coefficient moves by at least `n/4`, so each quarter is one slice XOR.
+fn taylor(f: &mut [u64], k: u32, b: u32, row: usize, inverse: bool) {
+    if k <= b {
+        return;
     }
-    let half = 1usize << i;
-    let c = half / 2;
-    let starts = if inverse {
-        [half, half + c]
-    } else {
-        [half + c, half]
+    let n = 1usize << k;
+    let (q, m) = (n / 4, n >> (b + 1));
+    let dist = n / 2 - m;
+    let step = |f: &mut [u64], start: usize| {
+        let (below, from) = f.split_at_mut(start * row);
+        let t = (start - dist) * row;
+        xor_slices(&mut below[t..t + q * row], &from[..q * row]);
     };
-    for start in starts {
-        let (below, from) = f.split_at_mut(start);
-        let src = &from[..c];
-        for j in lower_terms(i) {
-            let dist = half - (1usize << j);
-            xor_slices(&mut below[start - dist..start - dist + c], src);
+    if !inverse {
+        step(f, 3 * q);
+        step(f, 2 * q);
+    }
+    let (lo, hi) = f.split_at_mut((n / 2) * row);
+    if lo.len() >= PARALLEL {
+        join(
+            || taylor(lo, k - 1, b, row, inverse),
+            || taylor(hi, k - 1, b, row, inverse),
+        );
+    } else {
+        taylor(lo, k - 1, b, row, inverse);
+        taylor(hi, k - 1, b, row, inverse);
+    }
+    if inverse {
+        step(f, 2 * q);
+        step(f, 3 * q);
+    }
+}
+
+/// Monomial basis to the novel basis `X_j` (`inverse`: back), in place, for a polynomial with
+/// `2^k` coefficients that are rows of `row` elements.
+///
+/// With `b` the largest power of two below `k` and `y = s_b(x) = x^(2^b) + x`: expand
+/// `f = sum_i g_i(x) y^i` ([`taylor`]), convert each `g_i` (`2^b` coefficients), then convert
+/// the polynomials in `y` formed by each coefficient position across the `g_i` (rows of
+/// `2^b` elements), because `X_(j + 2^b m)(x) = X_j(x) X_m(y)` (`s_(b+t) = s_t o s_b`).
+fn novel(f: &mut [u64], k: u32, row: usize, inverse: bool) {
+    if k <= 1 {
+        return; // X_0 = 1, X_1 = x: already the monomial basis.
+    }
+    let b = 1u32 << (31 - (k - 1).leading_zeros());
+    let block = row << b;
+    let blocks = |f: &mut [u64]| {
+        if f.len() >= 2 * PARALLEL && f.len() > block {
+            f.par_chunks_mut(block)
+                .for_each(|g| novel(g, b, row, inverse));
+        } else {
+            f.chunks_mut(block).for_each(|g| novel(g, b, row, inverse));
         }
+    };
+    if inverse {
+        novel(f, k - b, block, true);
+        blocks(f);
+        taylor(f, k, b, row, true);
+    } else {
+        taylor(f, k, b, row, false);
+        blocks(f);
+        novel(f, k - b, block, false);
     }
 }
 
 /// Monomial basis to the novel basis `X_j`, in place (length a power of two).
 fn to_novel(f: &mut [u64]) {
-    let len = f.len();
-    if len < 2 {
-        return;
-    }
-    let i = len.trailing_zeros() - 1;
-    divide_step(f, i, false);
-    let (lo, hi) = f.split_at_mut(len / 2);
-    if len >= PARALLEL {
-        join(|| to_novel(lo), || to_novel(hi));
-    } else {
-        to_novel(lo);
-        to_novel(hi);
-    }
+    novel(f, f.len().trailing_zeros(), 1, false);
 }
 
 /// Inverse of [`to_novel`].
 fn from_novel(f: &mut [u64]) {
-    let len = f.len();
-    if len < 2 {
-        return;
-    }
-    let i = len.trailing_zeros() - 1;
-    let (lo, hi) = f.split_at_mut(len / 2);
-    if len >= PARALLEL {
-        join(|| from_novel(lo), || from_novel(hi));
-    } else {
-        from_novel(lo);
-        from_novel(hi);
-    }
-    divide_step(f, i, true);
+    novel(f, f.len().trailing_zeros(), 1, true);
 }
 
 /// 32-bit chunks of the first `bits` bits of `words`, zero-padded to `len` elements.
