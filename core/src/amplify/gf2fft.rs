@@ -461,6 +461,26 @@ fn novel(f: &mut [u64], k: u32, row: usize, inverse: bool) {
     if k <= 1 {
         return; // X_0 = 1, X_1 = x: already the monomial basis.
     }
+    if k <= SMALL_LOG {
+        // The same XORs, replayed from a recorded list (no recursion on tiny slices).
+        for &(dst, src) in small_ops(k, inverse) {
+            let (d, s) = (usize::from(dst) * row, usize::from(src) * row);
+            if d < s {
+                let (lo, hi) = f.split_at_mut(s);
+                lo[d..d + row]
+                    .iter_mut()
+                    .zip(&hi[..row])
+                    .for_each(|(x, y)| *x ^= *y);
+            } else {
+                let (lo, hi) = f.split_at_mut(d);
+                hi[..row]
+                    .iter_mut()
+                    .zip(&lo[s..s + row])
+                    .for_each(|(x, y)| *x ^= *y);
+            }
+        }
+        return;
+    }
     let b = 1u32 << (31 - (k - 1).leading_zeros());
     let block = row << b;
     let blocks = |f: &mut [u64]| {
@@ -479,6 +499,79 @@ fn novel(f: &mut [u64], k: u32, row: usize, inverse: bool) {
         taylor(f, k, b, row, false);
         blocks(f);
         novel(f, k - b, block, false);
+    }
+}
+
+/// Conversions of at most `2^SMALL_LOG` coefficients replay a recorded XOR list.
+const SMALL_LOG: u32 = 6;
+
+/// The coefficient XORs `(dst, src)` that [`novel`] performs on `2^k` coefficients
+/// (`k <= SMALL_LOG`), in order, recorded once by running it symbolically.
+fn small_ops(k: u32, inverse: bool) -> &'static [(u8, u8)] {
+    static OPS: OnceLock<Vec<Vec<(u8, u8)>>> = OnceLock::new();
+    let all = OPS.get_or_init(|| {
+        let mut v = Vec::new();
+        for k in 0..=SMALL_LOG {
+            for inverse in [false, true] {
+                let mut ops = Vec::new();
+                record_novel(&mut ops, 0, k, 1, inverse);
+                v.push(ops);
+            }
+        }
+        v
+    });
+    let idx = (k.min(SMALL_LOG) as usize) * 2 + usize::from(inverse);
+    all.get(idx).map_or(&[], Vec::as_slice)
+}
+
+/// [`novel`] on coefficients `off + (0..2^k) * row`, emitting element XORs instead of doing
+/// them.
+fn record_novel(ops: &mut Vec<(u8, u8)>, off: usize, k: u32, row: usize, inverse: bool) {
+    if k <= 1 {
+        return;
+    }
+    let b = 1u32 << (31 - (k - 1).leading_zeros());
+    let block = row << b;
+    let blocks = |ops: &mut Vec<(u8, u8)>| {
+        for g in 0..1usize << (k - b) {
+            record_novel(ops, off + g * block, b, row, inverse);
+        }
+    };
+    if inverse {
+        record_novel(ops, off, k - b, block, true);
+        blocks(ops);
+        record_taylor(ops, off, k, b, row, true);
+    } else {
+        record_taylor(ops, off, k, b, row, false);
+        blocks(ops);
+        record_novel(ops, off, k - b, block, false);
+    }
+}
+
+/// [`taylor`], emitting element XORs.
+fn record_taylor(ops: &mut Vec<(u8, u8)>, off: usize, k: u32, b: u32, row: usize, inverse: bool) {
+    if k <= b {
+        return;
+    }
+    let n = 1usize << k;
+    let (q, m) = (n / 4, n >> (b + 1));
+    let dist = n / 2 - m;
+    let step = |ops: &mut Vec<(u8, u8)>, start: usize| {
+        for i in 0..q * row {
+            let src = off + start * row + i;
+            let dst = off + (start - dist) * row + i;
+            ops.push((dst as u8, src as u8));
+        }
+    };
+    if !inverse {
+        step(ops, 3 * q);
+        step(ops, 2 * q);
+    }
+    record_taylor(ops, off, k - 1, b, row, inverse);
+    record_taylor(ops, off + (n / 2) * row, k - 1, b, row, inverse);
+    if inverse {
+        step(ops, 2 * q);
+        step(ops, 3 * q);
     }
 }
 
