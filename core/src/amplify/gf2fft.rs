@@ -782,15 +782,15 @@ mod tests {
     fn products_match_schoolbook_for_every_backend() {
         let mut rng = SeededRandom::from_u64(24);
         for &(ab, bb) in &[
-            (1, 1),
+            (1usize, 1usize),
             (31, 33),
             (64, 64),
             (100, 7),
             (1000, 999),
             (5000, 3001),
         ] {
-            let a: Vec<u64> = (0..(ab as usize).div_ceil(64)).map(|_| rng.u64()).collect();
-            let b: Vec<u64> = (0..(bb as usize).div_ceil(64)).map(|_| rng.u64()).collect();
+            let a: Vec<u64> = (0..ab.div_ceil(64)).map(|_| rng.u64()).collect();
+            let b: Vec<u64> = (0..bb.div_ceil(64)).map(|_| rng.u64()).collect();
             let expect = mul_bitwise(&a, ab, &b, bb);
             for be in supported() {
                 let got = multiply(be, &a, ab, &b, bb);

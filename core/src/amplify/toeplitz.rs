@@ -15,14 +15,19 @@
 //! `N >= n + m - 1` computes it, because the terms that wrap around land on indices below
 //! `n - 1`.
 //!
-//! **Methods.** [`ToeplitzMethod::Reference`] follows the matrix definition row by row
-//! (`O(n m / 64)` word operations: for tests and small blocks). [`ToeplitzMethod::Ntt`] (the
-//! default) computes the middle product exactly with a number-theoretic transform mod the
-//! prime `7 * 2^26 + 1`, in `O(n log n)`: the input is cut into blocks of `L = N / 2` bits
-//! and the output into blocks of `L` bits; every (output block, input block) pair is a
-//! Toeplitz product whose seed segment depends only on the block-index difference, so the
-//! work is `T + (B + T - 1) + B` transforms of length `N` for `T` input and `B` output
-//! blocks, accumulated in the transform domain. Transforms run on both cores (rayon).
+//! **Methods** (all exact, all giving the same bits). [`ToeplitzMethod::Reference`] follows
+//! the matrix definition row by row (`O(n m / 64)` word operations: for tests).
+//! [`ToeplitzMethod::Clmul`] works on packed 64-bit words: the `m x n` matrix is tiled into
+//! square Toeplitz blocks whose products are computed by transposed Karatsuba down to a
+//! carry-less-multiplication base case (PCLMULQDQ, VPCLMULQDQ or portable; `O(n^1.58)`).
+//! [`ToeplitzMethod::Fft`] computes the full product `s * x` by an additive FFT over
+//! GF(2^64) with 32 bits per element (`O(n log n)`) and reads the middle bits.
+//! [`ToeplitzMethod::Ntt`] is the earlier number-theoretic transform mod `7 * 2^26 + 1` with
+//! one bit per 32-bit coefficient: the input is cut into blocks of `L = N / 2` bits, every
+//! (output block, input block) pair is a Toeplitz product whose seed segment depends only on
+//! the block-index difference, and the `T + (B + T - 1) + B` transforms of length `N` are
+//! accumulated in the transform domain. [`ToeplitzMethod::Auto`] (the default) picks
+//! Karatsuba for small and the FFT for large blocks. All of them run on both cores (rayon).
 
 use std::time::Instant;
 
@@ -40,6 +45,10 @@ use crate::rng::SeededRandom;
 /// Largest input accepted, `2^28` bits (about 2.7 * 10^8): the exactness bound of the NTT
 /// (every output bit is a sum of at most `n` products, which must stay below the prime).
 pub const MAX_INPUT_BITS: usize = 1 << 28;
+
+/// Input length from which [`ToeplitzMethod::Auto`] uses the additive FFT instead of
+/// Karatsuba.
+pub const AUTO_FFT_MIN_BITS: usize = 3_000_000;
 
 /// Errors from Toeplitz hashing: always a caller's mistake about lengths.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -154,10 +163,16 @@ impl ToeplitzMethod {
 
     /// The concrete method `Auto` stands for on an `input_bits`-bit input hashed to
     /// `output_bits` bits on this CPU (other methods resolve to themselves).
+    ///
+    /// `Auto` is [`ToeplitzMethod::Clmul`] below [`AUTO_FFT_MIN_BITS`] input bits and
+    /// [`ToeplitzMethod::Fft`] from there on: the crossover measured on the 2-core AVX-512
+    /// development machine (November 2026; Karatsuba's `n^1.58` against the FFT's padding to
+    /// a power of two). The NTT is slower than both at every size measured there.
     pub fn resolve(self, input_bits: usize, output_bits: usize) -> Self {
-        let _ = (input_bits, output_bits);
+        let _ = output_bits;
         match self {
-            ToeplitzMethod::Auto => ToeplitzMethod::Clmul,
+            ToeplitzMethod::Auto if input_bits < AUTO_FFT_MIN_BITS => ToeplitzMethod::Clmul,
+            ToeplitzMethod::Auto => ToeplitzMethod::Fft,
             other => other,
         }
     }

@@ -310,3 +310,19 @@ fn clmul_matches_ntt_at_3e5_bits_with_parallel_karatsuba() {
         assert_eq!(fft, ntt, "fft n={n} m={m}");
     }
 }
+
+#[test]
+fn auto_picks_karatsuba_then_fft() {
+    assert_eq!(
+        ToeplitzMethod::Auto.resolve(1_000_000, 500_000),
+        ToeplitzMethod::Clmul
+    );
+    assert_eq!(
+        ToeplitzMethod::Auto.resolve(AUTO_FFT_MIN_BITS, 1),
+        ToeplitzMethod::Fft
+    );
+    assert_eq!(
+        ToeplitzMethod::Ntt.resolve(100_000_000, 1),
+        ToeplitzMethod::Ntt
+    );
+}
