@@ -593,7 +593,7 @@ pub struct ToeplitzBench {
     pub block_bits: usize,
     /// Output length `m`.
     pub output_bits: usize,
-    /// Method used (e.g. `ntt-avx512`).
+    /// Method used, as resolved for this size (e.g. `fft-vpclmul`).
     pub method: String,
     /// Wall time of the hash alone, in seconds.
     pub seconds: f64,
@@ -633,7 +633,7 @@ pub fn bench_toeplitz(
     Ok(ToeplitzBench {
         block_bits,
         output_bits: m,
-        method: method.name(),
+        method: method.resolve(block_bits, m).name(),
         seconds,
         bits_per_second: block_bits as f64 / seconds.max(1e-12),
         peak_rss_bytes: peak_rss_bytes(),
