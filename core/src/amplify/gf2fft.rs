@@ -463,7 +463,16 @@ fn novel(f: &mut [u64], k: u32, row: usize, inverse: bool) {
     }
     if k <= SMALL_LOG {
         // The same XORs, replayed from a recorded list (no recursion on tiny slices).
-        for &(dst, src) in small_ops(k, inverse) {
+        let ops = small_ops(k, inverse);
+        if row == 1 {
+            for &(dst, src) in ops {
+                if let (Some(&v), true) = (f.get(usize::from(src)), usize::from(dst) < f.len()) {
+                    f[usize::from(dst)] ^= v;
+                }
+            }
+            return;
+        }
+        for &(dst, src) in ops {
             let (d, s) = (usize::from(dst) * row, usize::from(src) * row);
             if d < s {
                 let (lo, hi) = f.split_at_mut(s);
