@@ -70,7 +70,7 @@ impl Default for PipelineConfig {
         Self {
             block_bits: 1 << 20,
             sample_bits: 1 << 14,
-            algorithm: "option8".into(),
+            algorithm: "yanetal".into(),
             eps_pe: 1e-10,
             eps_sec: 1e-10,
             eps_cor: 1e-15,
@@ -291,12 +291,13 @@ pub struct Session {
     cfg: PipelineConfig,
     variant: Variant,
     shuffle_seed: [u8; 32],
-    plans: std::sync::Mutex<std::collections::HashMap<(u32, u32), Arc<Plan>>>,
+    plans: std::sync::Mutex<std::collections::HashMap<(u32, i32), Arc<Plan>>>,
 }
 
-/// QBER buckets of the plan cache: the estimate is rounded to this step (it is an estimate
-/// anyway; Cascade's block sizes move by a bit or two within a bucket).
-const QBER_BUCKET: f64 = 1e-3;
+/// QBER buckets of the plan cache are geometric with this ratio: the estimate is rounded to the
+/// nearest power of it (it is an estimate anyway; Cascade's block sizes, about 0.73/QBER, move by
+/// at most 2.5 % within a bucket).
+const QBER_BUCKET_RATIO: f64 = 1.05;
 
 impl Session {
     /// A session for `cfg`, with a shuffle seed drawn from `rng`.
@@ -319,7 +320,7 @@ impl Session {
     }
 
     fn plan(&self, n: u32, qber: f64) -> Result<Arc<Plan>, String> {
-        let bucket = ((qber / QBER_BUCKET).round() as u32).max(1);
+        let bucket = (qber.ln() / QBER_BUCKET_RATIO.ln()).round() as i32;
         let mut plans = self.plans.lock().unwrap_or_else(|p| p.into_inner());
         if let Some(p) = plans.get(&(n, bucket)) {
             return Ok(Arc::clone(p));
@@ -327,7 +328,7 @@ impl Session {
         let params = Params {
             variant: self.variant.clone(),
             n,
-            qber: f64::from(bucket) * QBER_BUCKET,
+            qber: QBER_BUCKET_RATIO.powi(bucket).min(0.5),
             seed: self.shuffle_seed,
         };
         let plan = Plan::new(params).map_err(|e| e.to_string())?;

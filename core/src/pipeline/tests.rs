@@ -162,7 +162,7 @@ fn session_reuses_plans_within_a_qber_bucket() {
     let c = cfg(1 << 14, 1 << 10);
     let s = Session::new(c, &mut SeededRandom::from_u64(1)).unwrap();
     let a = s.plan(15000, 0.0201).unwrap();
-    let b = s.plan(15000, 0.0204).unwrap();
+    let b = s.plan(15000, 0.0203).unwrap();
     let other_q = s.plan(15000, 0.03).unwrap();
     let other_n = s.plan(15001, 0.0201).unwrap();
     assert!(Arc::ptr_eq(&a, &b));
