@@ -19,9 +19,7 @@ use uuid::Uuid;
 use crate::config::Config;
 use crate::etsi::{ErrorBody, Key, KeyContainer, KeyIds, KeyRequest, Status, messages};
 use crate::monitor::{Event, Monitor, Route};
-use crate::pool::{
-    AllocRequest, KeyPool, LOCAL_POOL, MaterialAddr, PoolError, ReserveRequest, TakeError,
-};
+use crate::pool::{AllocRequest, FetchError, KeyPool, LOCAL_POOL, PoolError, ReserveRequest};
 use crate::tls::Peer;
 
 /// Milliseconds since the Unix epoch.
@@ -113,7 +111,7 @@ pub(crate) struct PeerReserve {
     pub(crate) master: String,
     pub(crate) slaves: Vec<String>,
     pub(crate) expires_at_ms: u64,
-    pub(crate) keys: Vec<(Uuid, MaterialAddr)>,
+    pub(crate) keys: Vec<qkd_core::store::KeyAllocation>,
 }
 
 impl Kme {
@@ -323,6 +321,18 @@ impl Kme {
                 "no local key pool is configured on this KME",
             ));
         }
+        if let Some(peer) = &remote
+            && self
+                .links
+                .get(peer)
+                .is_some_and(|l| !l.up.load(Ordering::Relaxed))
+        {
+            // Known down: refuse before any material is allocated.
+            return Err(
+                ApiError::unavailable("peer KME unreachable; no key was delivered")
+                    .detail(json!({"peer": peer, "reason": "link down"})),
+            );
+        }
         let ttl_ms = self.cfg.keys.reservation_ttl_secs.saturating_mul(1000);
         let alloc = AllocRequest {
             pool: pool.clone(),
@@ -330,23 +340,25 @@ impl Kme {
             slaves: slaves.clone(),
             local_slaves,
             number: number as usize,
-            size_bytes: (size / 8) as usize,
+            size_bits: size as u32,
             expires_at_ms: now_ms().saturating_add(ttl_ms),
-            master_pending: remote.is_some(),
         };
-        let (keys, commit) = self.pool.allocate(&alloc).map_err(|e| match e {
-            PoolError::Insufficient {
-                needed, available, ..
-            } => ApiError::unavailable("insufficient key material: no key was delivered")
-                .detail(json!({"requested_bits": needed * 8, "available_bits": available * 8})),
-            other => ApiError::unavailable(format!("key pool error: {other}")),
-        })?;
-        commit
-            .wait()
-            .await
-            .map_err(|e| ApiError::unavailable(format!("key pool error: {e}")))?;
-        self.check_watermark(&pool);
-        let ids: Vec<Uuid> = keys.iter().map(|k| k.id).collect();
+        let p = self.pool.clone();
+        let a2 = alloc.clone();
+        let allocs = blocking(move || p.allocate(&a2))
+            .await?
+            .map_err(|e| match e {
+                PoolError::Insufficient {
+                    needed_bits,
+                    available_bits,
+                    ..
+                } => ApiError::unavailable("insufficient key material: no key was delivered")
+                    .detail(
+                        json!({"requested_bits": needed_bits, "available_bits": available_bits}),
+                    ),
+                other => ApiError::unavailable(format!("key pool error: {other}")),
+            })?;
+        let ids: Vec<Uuid> = allocs.iter().map(|k| k.key_id).collect();
         if let Some(peer) = &remote {
             let remote_slaves: Vec<String> = slaves
                 .iter()
@@ -357,39 +369,31 @@ impl Kme {
                 master: master.to_string(),
                 slaves: remote_slaves,
                 expires_at_ms: alloc.expires_at_ms,
-                keys: keys.iter().map(|k| (k.id, k.addr)).collect(),
+                keys: allocs,
             };
-            match self.reserve_at_peer(peer, &msg).await {
-                Ok(()) => {
-                    let c = self
-                        .pool
-                        .confirm_master(&ids)
-                        .map_err(|e| ApiError::unavailable(e.to_string()))?;
-                    c.wait()
-                        .await
-                        .map_err(|e| ApiError::unavailable(e.to_string()))?;
-                }
-                Err(PeerFail::Conflict(m)) => {
-                    // The peer holds this material already (e.g. after our crash): burn it.
-                    if let Ok(c) = self.pool.destroy(&ids) {
-                        let _ = c.wait().await;
+            if let Err(fail) = self.reserve_at_peer(peer, &msg).await {
+                // Never delivered to anyone: destroy (the store cannot give material back).
+                let p = self.pool.clone();
+                let ids2 = ids.clone();
+                let _ = blocking(move || p.destroy(&ids2)).await;
+                let (message, reason) = match fail {
+                    PeerFail::Conflict(m) => {
+                        ("peer KME refused the reservation; no key was delivered", m)
                     }
-                    return Err(ApiError::unavailable(
-                        "peer KME refused the reservation; no key was delivered",
-                    )
-                    .detail(json!({"peer": peer, "reason": m})));
-                }
-                Err(PeerFail::Unreachable(m)) => {
-                    if let Ok(c) = self.pool.release(&ids) {
-                        let _ = c.wait().await;
-                    }
-                    return Err(ApiError::unavailable(
-                        "peer KME unreachable; no key was delivered",
-                    )
-                    .detail(json!({"peer": peer, "reason": m})));
-                }
+                    PeerFail::Unreachable(m) => ("peer KME unreachable; no key was delivered", m),
+                };
+                return Err(
+                    ApiError::unavailable(message).detail(json!({"peer": peer, "reason": reason}))
+                );
             }
         }
+        let p = self.pool.clone();
+        let m = master.to_string();
+        let ids2 = ids.clone();
+        let keys = blocking(move || p.fetch(&ids2, &m))
+            .await?
+            .map_err(|e| ApiError::unavailable(format!("key pool error: {e}")))?;
+        self.check_watermark(&pool);
         self.monitor.event(Event::Requested {
             master: master.to_string(),
             slaves: slaves.join(","),
@@ -481,20 +485,26 @@ impl Kme {
             }
             parsed.push(id);
         }
-        let (keys, commit) = self
-            .pool
-            .take(master, slave, &parsed)
-            .map_err(|e| match e {
-                TakeError::NotFound => ApiError::bad(messages::KEYS_NOT_FOUND),
-                TakeError::NotSlave(_) => ApiError::unauthorized(
-                    "the caller is not a slave SAE of one or more of the requested keys",
-                ),
-                other => ApiError::unavailable(other.to_string()),
-            })?;
-        commit
-            .wait()
-            .await
-            .map_err(|e| ApiError::unavailable(format!("key pool error: {e}")))?;
+        let p = self.pool.clone();
+        let (m, sl) = (master.to_string(), slave.to_string());
+        let keys = blocking(move || {
+            for id in &parsed {
+                match p.master_of(*id) {
+                    Some(km) if km == sl => return Err(FetchError::NotRecipient(sl.clone())),
+                    Some(km) if km == m => {}
+                    _ => return Err(FetchError::NotFound),
+                }
+            }
+            p.fetch(&parsed, &sl)
+        })
+        .await?
+        .map_err(|e| match e {
+            FetchError::NotFound => ApiError::bad(messages::KEYS_NOT_FOUND),
+            FetchError::NotRecipient(_) => ApiError::unauthorized(
+                "the caller is not a slave SAE of one or more of the requested keys",
+            ),
+            other => ApiError::unavailable(other.to_string()),
+        })?;
         self.monitor.keys_delivered(keys.len() as u64);
         let b64 = base64::engine::general_purpose::STANDARD;
         Ok(KeyContainer {
@@ -543,16 +553,14 @@ impl Kme {
             keys: msg.keys,
         };
         let n = req.keys.len();
-        let commit = self.pool.reserve_exact(&req).map_err(|e| match e {
-            PoolError::Conflict(_) | PoolError::DuplicateId(_) => {
-                (StatusCode::CONFLICT, e.to_string())
-            }
-            other => (StatusCode::SERVICE_UNAVAILABLE, other.to_string()),
-        })?;
-        commit
-            .wait()
+        let p = self.pool.clone();
+        blocking(move || p.reserve_exact(&req))
             .await
-            .map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+            .map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, e.body.message))?
+            .map_err(|e| match e {
+                PoolError::Conflict(_) => (StatusCode::CONFLICT, e.to_string()),
+                other => (StatusCode::SERVICE_UNAVAILABLE, other.to_string()),
+            })?;
         self.set_link_up(from, true);
         self.monitor.event(Event::Reserved {
             peer: from.to_string(),
@@ -561,6 +569,15 @@ impl Kme {
         self.check_watermark(from);
         Ok(())
     }
+}
+
+/// Runs a blocking store call off the async workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::unavailable(format!("key pool task failed: {e}")))
 }
 
 enum PeerFail {
@@ -827,17 +844,19 @@ pub(crate) async fn housekeeping(kme: AppState, mut stop: tokio::sync::watch::Re
             _ = stop.changed() => return,
         }
         n += 1;
-        if let Ok((ids, commit)) = kme.pool.expire(now_ms())
-            && !ids.is_empty()
+        let p = kme.pool.clone();
+        if let Ok(Ok(count)) = tokio::task::spawn_blocking(move || p.expire(now_ms())).await
+            && count > 0
         {
-            let _ = commit.wait().await;
-            kme.monitor.event(Event::Expired {
-                number: ids.len() as u64,
-            });
+            kme.monitor.event(Event::Expired { number: count });
         }
-        if n.is_multiple_of(8) {
+        {
             for (peer, link) in &kme.links {
                 let Some(client) = &link.client else { continue };
+                // Up links every 2 s; down links every tick, so service resumes quickly.
+                if link.up.load(Ordering::Relaxed) && !n.is_multiple_of(8) {
+                    continue;
+                }
                 let url = format!("{}/peer/v1/health", link.url.trim_end_matches('/'));
                 let ok = matches!(
                     tokio::time::timeout(Duration::from_secs(2), client.get(url).send()).await,

@@ -35,7 +35,7 @@ pub use config::Config;
 pub use kme::now_ms;
 use kme::{Kme, LinkState};
 use monitor::{LoggedEvent, Monitor};
-use pool::{JournalPool, KeyPool, LOCAL_POOL, PoolError};
+use pool::{KeyPool, LOCAL_POOL, PoolError, StorePool};
 
 /// Errors starting a KME.
 #[derive(Debug, thiserror::Error)]
@@ -104,16 +104,20 @@ impl ServerHandle {
         self.kme.pool.clone()
     }
 
-    /// Adds a block of key material to a pool (`peer` KME ID, or [`pool::LOCAL_POOL`]), durably.
-    /// Both KMEs of a link must add the same bytes under the same block ID.
+    /// Adds a block of key material to a pool (`peer` KME ID, or [`pool::LOCAL_POOL`]),
+    /// durably (`Ok(false)`: a block with this ID exists). Both KMEs of a link must add the same
+    /// bytes under the same block ID. This is the entry point of the built-in pipeline.
     pub async fn add_block(
         &self,
         pool: &str,
-        block: u64,
+        block: &str,
         data: Zeroizing<Vec<u8>>,
     ) -> Result<bool, PoolError> {
-        let (added, commit) = self.kme.pool.add_block(pool, block, data)?;
-        commit.wait().await?;
+        let p = self.kme.pool.clone();
+        let (pl, b) = (pool.to_string(), block.to_string());
+        let added = tokio::task::spawn_blocking(move || p.add_block(&pl, &b, data))
+            .await
+            .map_err(|e| PoolError::Store(e.to_string()))??;
         if added {
             self.kme.check_watermark(pool);
         }
@@ -148,10 +152,19 @@ fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, ServeError> {
 /// Starts a KME (listeners, key sources, housekeeping) on the current tokio runtime.
 pub async fn serve(config: Config) -> Result<ServerHandle, ServeError> {
     config.validate()?;
-    let pool: Arc<dyn KeyPool> = match &config.state_dir {
-        Some(dir) => JournalPool::open(dir, &config.kme_id)?,
-        None => Arc::new(JournalPool::in_memory(&config.kme_id)),
+    let dir = match &config.state_dir {
+        Some(dir) => dir.clone(),
+        None => {
+            let d = std::env::temp_dir().join(format!(
+                "qkd-kme-{}-{}",
+                config.kme_id,
+                uuid::Uuid::new_v4()
+            ));
+            tracing::warn!(dir = %d.display(), "no state_dir configured: keys kept in a temporary store");
+            d
+        }
     };
+    let pool: Arc<dyn KeyPool> = StorePool::open(&dir, &config.kme_id)?;
     serve_with_pool(config, pool).await
 }
 
@@ -185,7 +198,7 @@ pub async fn serve_with_pool(
                 saes: l.saes.clone(),
                 client: Some(client),
                 url: l.url.clone(),
-                up: AtomicBool::new(false),
+                up: AtomicBool::new(true),
                 low_watermark: l.low_watermark_bytes,
                 below_watermark: AtomicBool::new(false),
             },

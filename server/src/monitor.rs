@@ -17,7 +17,7 @@ pub enum Event {
         /// Pool name.
         pool: String,
         /// Block ID.
-        block: u64,
+        block: String,
         /// Bytes.
         bytes: u64,
     },

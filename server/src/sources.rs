@@ -13,15 +13,6 @@ use zeroize::Zeroizing;
 use crate::kme::Kme;
 use crate::monitor::Event;
 
-/// Block ID of a `.cor` file: the first 8 bytes of BLAKE3(file name), top bit cleared
-/// (IDs at and above 2^63 are reserved for the pool's own use).
-pub fn cor_block_id(file_name: &str) -> u64 {
-    let h = blake3::hash(file_name.as_bytes());
-    let mut b = [0u8; 8];
-    b.copy_from_slice(&h.as_bytes()[..8]);
-    u64::from_le_bytes(b) & !(1 << 63)
-}
-
 /// Bytes of block `n` of a simulated link with `seed` (identical on both KMEs).
 pub fn simulated_block(seed: &str, n: u64, len: usize) -> Zeroizing<Vec<u8>> {
     let mut h = blake3::Hasher::new_derive_key("qkd simulated link block v1");
@@ -33,13 +24,14 @@ pub fn simulated_block(seed: &str, n: u64, len: usize) -> Zeroizing<Vec<u8>> {
     out
 }
 
-async fn add(kme: &Kme, pool: &str, id: u64, data: Zeroizing<Vec<u8>>) -> Result<bool, String> {
+async fn add(kme: &Kme, pool: &str, id: String, data: Zeroizing<Vec<u8>>) -> Result<bool, String> {
     let bytes = data.len() as u64;
-    let (added, commit) = kme
-        .pool
-        .add_block(pool, id, data)
+    let p = kme.pool.clone();
+    let (pl, bid) = (pool.to_string(), id.clone());
+    let added = tokio::task::spawn_blocking(move || p.add_block(&pl, &bid, data))
+        .await
+        .map_err(|e| e.to_string())?
         .map_err(|e| e.to_string())?;
-    commit.wait().await.map_err(|e| e.to_string())?;
     if added {
         kme.monitor.event(Event::Activated {
             pool: pool.to_string(),
@@ -103,7 +95,7 @@ async fn ingest_cor(kme: &Kme, pool: &str, path: &Path) -> Result<(), String> {
         .file_name()
         .and_then(|n| n.to_str())
         .ok_or("file name is not UTF-8")?;
-    let id = cor_block_id(name);
+    let id = name.to_string();
     let data = Zeroizing::new(std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?);
     add(kme, pool, id, data).await?;
     std::fs::remove_file(path).map_err(|e| format!("{}: {e}", path.display()))?;
@@ -126,10 +118,11 @@ pub(crate) async fn simulated(
         pool,
         "INSECURE simulated key source: key material derived from a seed in the config"
     );
-    let mut n = kme.pool.max_block(&pool).map_or(0, |m| m + 1);
+    // Block IDs `sim-<n>`; after a restart the blocks already stored are skipped as duplicates.
+    let mut n = 0;
     while n < initial.min(max_blocks) {
         let data = simulated_block(&seed, n, block_bytes as usize);
-        if let Err(m) = add(&kme, &pool, n, data).await {
+        if let Err(m) = add(&kme, &pool, format!("sim-{n}"), data).await {
             kme.monitor.event(Event::SourceError {
                 pool: pool.clone(),
                 message: m,
@@ -143,17 +136,24 @@ pub(crate) async fn simulated(
     }
     let mut tick = tokio::time::interval(interval);
     tick.tick().await;
+    let mut catching_up = true;
     while n < max_blocks {
-        tokio::select! {
-            _ = tick.tick() => {}
-            _ = stop.changed() => return,
+        if !catching_up {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = stop.changed() => return,
+            }
         }
         let data = simulated_block(&seed, n, block_bytes as usize);
-        if let Err(m) = add(&kme, &pool, n, data).await {
-            kme.monitor.event(Event::SourceError {
-                pool: pool.clone(),
-                message: m,
-            });
+        match add(&kme, &pool, format!("sim-{n}"), data).await {
+            Ok(added) => catching_up = !added,
+            Err(m) => {
+                catching_up = false;
+                kme.monitor.event(Event::SourceError {
+                    pool: pool.clone(),
+                    message: m,
+                });
+            }
         }
         n += 1;
     }
@@ -168,7 +168,6 @@ pub(crate) async fn random_topup(
 ) {
     let block = target.clamp(4096, 1 << 20) as usize;
     let mut tick = tokio::time::interval(Duration::from_millis(20));
-    let mut n = kme.pool.max_block(&pool).map_or(0, |m| m + 1);
     loop {
         while kme.pool.stats(&pool).allocatable_bytes < target {
             let mut data = Zeroizing::new(vec![0u8; block]);
@@ -179,14 +178,14 @@ pub(crate) async fn random_topup(
                 });
                 break;
             }
-            if let Err(m) = add(&kme, &pool, n, data).await {
+            let id = format!("rnd-{}", uuid::Uuid::new_v4());
+            if let Err(m) = add(&kme, &pool, id, data).await {
                 kme.monitor.event(Event::SourceError {
                     pool: pool.clone(),
                     message: m,
                 });
                 break;
             }
-            n += 1;
         }
         tokio::select! {
             _ = tick.tick() => {}

@@ -517,6 +517,13 @@ async fn peer_down_spends_nothing() {
         .await
         .unwrap();
     b.shutdown().await;
+    // The first request finds out: its allocation is destroyed, never delivered.
+    let e = sae1
+        .enc_keys("SAE_2", &KeyRequest::default())
+        .await
+        .unwrap_err();
+    assert_eq!(api_status(&e).0, 503);
+    // While the link is known down, requests are refused before anything is allocated.
     let before = a.pool().stats("KME_B");
     let e = sae1
         .enc_keys(
@@ -545,8 +552,23 @@ async fn peer_down_spends_nothing() {
             .iter()
             .any(|e| serde_json::to_value(e).unwrap()["kind"] == "peer_down")
     );
-    // The peer comes back (same state dir): keys flow again.
+    // The peer comes back (same state dir): keys flow again once the link is seen up.
     let b = start(&lab.b).await;
+    let t0 = std::time::Instant::now();
+    while sae1
+        .status("SAE_2")
+        .await
+        .unwrap()
+        .status_extension
+        .unwrap()["link_state"]
+        != "up"
+    {
+        assert!(
+            t0.elapsed() < Duration::from_secs(3),
+            "link not seen up again"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let kc = sae1
         .enc_keys("SAE_2", &KeyRequest::default())
         .await
@@ -697,12 +719,14 @@ async fn cor_files_are_picked_up_within_a_second() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    // Exactly one of the two blocks is A's to allocate from (the other is B's).
-    let sa = a.pool().stats("KME_B");
-    let sb = b.pool().stats("KME_A");
-    assert_eq!(sa.allocatable_bytes + sa.peer_bytes, 2 * 8192);
-    assert_eq!(sa.allocatable_bytes, sb.peer_bytes);
-    let kc = lab
+    // Which side allocates from which block is the store's split rule, computed on both sides.
+    let owns = |me: &str, other: &str| {
+        ["block-0001.cor", "block-0002.cor"].iter().any(|n| {
+            qkd_core::store::BlockFilter::split(me, other)
+                .allows(&qkd_core::store::BlockId::new(*n).unwrap())
+        })
+    };
+    let ka = lab
         .client(&a, "SAE_1")
         .enc_keys("SAE_2", &KeyRequest::default())
         .await;
@@ -710,10 +734,9 @@ async fn cor_files_are_picked_up_within_a_second() {
         .client(&b, "SAE_2")
         .enc_keys("SAE_1", &KeyRequest::default())
         .await;
-    // Each side may allocate only from its own blocks; whichever owns a block serves.
-    assert!(kc.is_ok() || sa.allocatable_bytes == 0);
-    assert!(kb.is_ok() || sb.allocatable_bytes == 0);
-    let kc = kc.unwrap_or_else(|_| kb.unwrap());
+    assert_eq!(ka.is_ok(), owns("KME_A", "KME_B"));
+    assert_eq!(kb.is_ok(), owns("KME_B", "KME_A"));
+    let kc = ka.unwrap_or_else(|_| kb.unwrap());
     assert!(
         bytes
             .windows(32)
