@@ -1,9 +1,10 @@
 //! Load generator: starts KMEs in process on loopback (fresh dev PKI, durable stores in a temp
 //! dir) and drives enc_keys over mutual TLS from N keep-alive connections.
 //!
-//! cargo run --release -p qkd-server --example load -- [local|two-kme] [connections] [seconds]
+//! cargo run --release -p qkd-server --example load -- [local|status|two-kme] [connections] [seconds]
 //!
 //! `local`: SAE_1 -> SAE_3, both on KME_A (local pool), one 256-bit key per request.
+//! `status`: GET status only (TLS + HTTP + store read, no key delivery): the transport ceiling.
 //! `two-kme`: SAE_1@KME_A -> SAE_2@KME_B (peer reservation on every request), and every key is
 //! then fetched by SAE_2 with dec_keys at KME_B (one enc + one dec per iteration).
 
@@ -111,9 +112,14 @@ async fn main() {
                 ("SAE_3", "{}")
             };
             let url = format!("{base_a}/{slave}/enc_keys");
+            let status_url = format!("{base_a}/SAE_3/status");
             while !stop.load(Ordering::Relaxed) {
                 let t = Instant::now();
-                let r = ca.post(&url).body(body).send().await;
+                let r = if mode == "status" {
+                    ca.get(&status_url).send().await
+                } else {
+                    ca.post(&url).body(body).send().await
+                };
                 let ok = match r {
                     Ok(r) if r.status().is_success() => r.bytes().await.ok(),
                     _ => None,
