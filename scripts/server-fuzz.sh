@@ -19,7 +19,7 @@ LAB="$(mktemp -d)"
 PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
 target/debug/examples/kme "$LAB" "$PORT" >"$LAB/server.log" 2>&1 &
 SERVER=$!
-cleanup() { kill -INT "$SERVER" 2>/dev/null || true; wait "$SERVER" 2>/dev/null || true; rm -rf "$LAB"; }
+cleanup() { kill -INT "$SERVER" 2>/dev/null || true; wait "$SERVER" 2>/dev/null || true; rm -rf "$LAB" .schemathesis; }
 trap cleanup EXIT
 
 for _ in $(seq 1 100); do
