@@ -308,3 +308,70 @@ where
         self.inner.call(req)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sae_identity_by_cn_serial_and_fingerprint() {
+        let dir = tempfile::tempdir().unwrap();
+        crate::pki::init(
+            dir.path(),
+            &["K".into()],
+            &[("SAE_X".into(), "K".into())],
+            9000,
+            &[],
+        )
+        .unwrap();
+        let der = load_certs(&dir.path().join("SAE_X.pem")).unwrap().remove(0);
+        let id = parse_identity(der.as_ref()).unwrap();
+        assert_eq!(id.cn.as_deref(), Some("SAE_X"));
+        assert_eq!(id.issuer, "CN=qkd dev CA, O=qkd dev PKI");
+        assert_eq!(id.spki_sha256.len(), 64);
+        let sae = |matcher, value: Option<String>, issuer: Option<String>| SaeConfig {
+            id: "ID".into(),
+            matcher,
+            value,
+            issuer,
+        };
+        let yes = |s: SaeConfig| SaeResolver(vec![s]).resolve(&id) == Some("ID".into());
+        assert!(yes(sae(SaeMatch::Cn, Some("SAE_X".into()), None)));
+        assert!(
+            !yes(sae(SaeMatch::Cn, None, None)),
+            "cn defaults to the SAE ID"
+        );
+        // Serial with colons and upper case, and the issuer.
+        let colons: Vec<String> = id
+            .serial
+            .as_bytes()
+            .chunks(2)
+            .map(|c| String::from_utf8_lossy(c).to_uppercase())
+            .collect();
+        let serial = colons.join(":");
+        assert!(yes(sae(
+            SaeMatch::Serial,
+            Some(serial.clone()),
+            Some(id.issuer.clone())
+        )));
+        assert!(!yes(sae(
+            SaeMatch::Serial,
+            Some(serial),
+            Some("CN=other".into())
+        )));
+        assert!(yes(sae(
+            SaeMatch::Fingerprint,
+            Some(id.spki_sha256.to_uppercase()),
+            None
+        )));
+        assert!(!yes(sae(
+            SaeMatch::Fingerprint,
+            Some("00".repeat(32)),
+            None
+        )));
+        assert_eq!(
+            KmeResolver(vec!["SAE_X".into()]).resolve(&id),
+            Some("SAE_X".into())
+        );
+    }
+}
