@@ -4,7 +4,9 @@ Raw sifted keys go in as numpy arrays, final keys come out. Submodules:
 
 - :func:`qkd.simulate`: simulated raw key pairs (i.i.d., Bernoulli or burst errors).
 - :mod:`qkd.estimate`: QBER from a disclosed random sample, with a confidence bound.
+- :mod:`qkd.cascade`: Cascade reconciliation (one call, or the Alice/Bob parties).
 - :mod:`qkd.amplify`: finite-key secret length and Toeplitz hashing.
+- :mod:`qkd.pipeline`: the whole pipeline over many blocks, with a report per block.
 - :mod:`qkd.entropy`: entropy estimates and the health verdict on final keys.
 - :mod:`qkd.etsi`: ETSI GS QKD 014 client (mutual TLS).
 - :mod:`qkd.errors`: the exception hierarchy (:class:`QkdError` and subclasses).
@@ -19,7 +21,7 @@ the GIL.
 Key material handed to Python lives in ordinary numpy buffers: it is not zeroized when freed.
 """
 
-from . import amplify, entropy, errors, estimate, etsi
+from . import amplify, cascade, entropy, errors, estimate, etsi, pipeline
 from ._qkd import pack_bits, simulate, unpack_bits
 from .errors import EtsiError, InputError, ProtocolError, QkdError, StoreError
 
@@ -37,10 +39,12 @@ __all__ = [
     "QkdError",
     "StoreError",
     "amplify",
+    "cascade",
     "entropy",
     "errors",
     "estimate",
     "etsi",
+    "pipeline",
     "pack_bits",
     "simulate",
     "unpack_bits",

@@ -12,11 +12,13 @@
 
 mod api;
 mod convert;
+mod protocol;
 
 use pyo3::prelude::*;
 
 /// The native module `qkd._qkd`. Import `qkd` instead.
 #[pymodule(name = "_qkd")]
 fn qkd_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
-    api::register(m)
+    api::register(m)?;
+    protocol::register(m)
 }
