@@ -7,8 +7,7 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 use qkd_core::BitBlock;
 use qkd_core::amplify::{
-    Bb84Tlgr2012, FiniteKeyError, FiniteKeyInput, SecretLengthModel, ToeplitzError,
-    ToeplitzMethod,
+    Bb84Tlgr2012, FiniteKeyError, FiniteKeyInput, SecretLengthModel, ToeplitzError, ToeplitzMethod,
 };
 use qkd_core::entropy::{self, AssessConfig, EntropyError};
 use qkd_core::estimate::{self, Bound as QberBound, EstimateError, SampleMessage};
@@ -76,8 +75,11 @@ fn entropy_err(e: EntropyError) -> PyErr {
 
 /// A size argument: a non-negative integer that fits the platform.
 fn size(name: &str, v: i64) -> PyResult<usize> {
-    usize::try_from(v)
-        .map_err(|_| input_error(format!("{name} = {v} is negative; expected an integer >= 0")))
+    usize::try_from(v).map_err(|_| {
+        input_error(format!(
+            "{name} = {v} is negative; expected an integer >= 0"
+        ))
+    })
 }
 
 fn parse_bound(bound: &str) -> PyResult<QberBound> {
@@ -116,7 +118,6 @@ fn parse_bound(bound: &str) -> PyResult<QberBound> {
 ///     InputError: n == 0, qber outside [0, 0.5], an unknown model, a bad burst shape.
 #[pyfunction]
 #[pyo3(signature = (n, qber, model="iid", seed=None, *, mean_burst_len=None, error_bad=None, burst_fraction=None, packed=true))]
-#[allow(clippy::too_many_arguments)]
 fn simulate<'py>(
     py: Python<'py>,
     n: i64,
@@ -235,7 +236,10 @@ fn disclose_sample<'py>(
     let (msg, rest) = py
         .detach(|| estimate::disclose_sample(&key, k, seed))
         .map_err(estimate_err)?;
-    Ok((PyBytes::new(py, &msg.to_bytes()), key_to_py(py, &rest, packed)?))
+    Ok((
+        PyBytes::new(py, &msg.to_bytes()),
+        key_to_py(py, &rest, packed)?,
+    ))
 }
 
 /// Bob's side of QBER estimation: compare Alice's disclosed sample with his key.
@@ -287,7 +291,6 @@ fn compare_sample<'py>(
 ///     InputError: keys of different lengths, bad k, eps, bound or seed.
 #[pyfunction]
 #[pyo3(signature = (alice, bob, k, eps=1e-10, bound="hypergeometric", seed=None, *, bits=None, packed=true))]
-#[allow(clippy::too_many_arguments)]
 fn estimate_qber<'py>(
     py: Python<'py>,
     alice: &Bound<'py, PyAny>,
@@ -350,7 +353,6 @@ fn estimate_qber<'py>(
 ///     InputError: m out of range, a seed that is too short, an unknown method, bad arrays.
 #[pyfunction]
 #[pyo3(signature = (x, seed, m, *, bits=None, seed_bits=None, method="ntt", packed=true))]
-#[allow(clippy::too_many_arguments)]
 fn toeplitz<'py>(
     py: Python<'py>,
     x: &Bound<'py, PyAny>,

@@ -9,6 +9,8 @@
 //! `i / 8`, DESIGN §4) or `bool`, one element per bit. Long work runs with the GIL released.
 #![deny(unsafe_code)]
 #![deny(missing_docs)]
+// Python keyword arguments are Rust parameters: long signatures are the API, not a smell.
+#![allow(clippy::too_many_arguments)]
 
 mod api;
 mod convert;

@@ -104,7 +104,6 @@ fn variants() -> Vec<String> {
 ///     InputError: keys of different lengths, an unknown algorithm, qber out of range.
 #[pyfunction]
 #[pyo3(signature = (alice, bob, algorithm="option8", qber=None, seed=None, *, bits=None, packed=true))]
-#[allow(clippy::too_many_arguments)]
 fn reconcile<'py>(
     py: Python<'py>,
     alice: &Bound<'py, PyAny>,
@@ -127,7 +126,9 @@ fn reconcile<'py>(
     let qber = match qber {
         Some(q) => q,
         None => {
-            let e = a.hamming_distance(&b).map_err(|e| input_error(e.to_string()))?;
+            let e = a
+                .hamming_distance(&b)
+                .map_err(|e| input_error(e.to_string()))?;
             (e as f64 / a.len().max(1) as f64).clamp(MIN_QBER, 0.49)
         }
     };
@@ -337,7 +338,6 @@ impl Bob {
 ///     ProtocolError: a stage failed on a block.
 #[pyfunction]
 #[pyo3(signature = (alice, bob, *, block_bits=1<<20, sample_bits=1<<14, algorithm="option8", eps_pe=1e-10, eps_sec=1e-10, eps_cor=1e-15, max_qber=0.11, toeplitz="ntt", bits=None, packed=true))]
-#[allow(clippy::too_many_arguments)]
 fn process<'py>(
     py: Python<'py>,
     alice: &Bound<'py, PyAny>,
@@ -361,7 +361,9 @@ fn process<'py>(
         ))
     })?;
     if block_bits == 0 {
-        return Err(input_error("block_bits = 0; expected a positive block size"));
+        return Err(input_error(
+            "block_bits = 0; expected a positive block size",
+        ));
     }
     let cfg = PipelineConfig {
         block_bits,
