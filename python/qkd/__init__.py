@@ -8,6 +8,7 @@ Raw sifted keys go in as numpy arrays, final keys come out. Submodules:
 - :mod:`qkd.amplify`: finite-key secret length and Toeplitz hashing.
 - :mod:`qkd.pipeline`: the whole pipeline over many blocks, with a report per block.
 - :mod:`qkd.entropy`: entropy estimates and the health verdict on final keys.
+- :mod:`qkd.store`: the durable key store (append, allocate, reserve, fetch, ledger).
 - :mod:`qkd.etsi`: ETSI GS QKD 014 client (mutual TLS).
 - :mod:`qkd.errors`: the exception hierarchy (:class:`QkdError` and subclasses).
 
@@ -21,7 +22,7 @@ the GIL.
 Key material handed to Python lives in ordinary numpy buffers: it is not zeroized when freed.
 """
 
-from . import amplify, cascade, entropy, errors, estimate, etsi, pipeline
+from . import amplify, cascade, entropy, errors, estimate, etsi, pipeline, store
 from ._qkd import pack_bits, simulate, unpack_bits
 from .errors import EtsiError, InputError, ProtocolError, QkdError, StoreError
 
@@ -47,5 +48,6 @@ __all__ = [
     "pipeline",
     "pack_bits",
     "simulate",
+    "store",
     "unpack_bits",
 ]

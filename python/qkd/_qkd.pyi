@@ -1,6 +1,7 @@
 # Type stubs for the native extension qkd._qkd (built from python/src/*.rs).
 # The public names are re-exported by qkd, qkd.estimate, qkd.cascade, qkd.amplify,
 # qkd.entropy and qkd.pipeline; docstrings live on the functions themselves (help()).
+import os
 from typing import Any, Final, Literal, TypeAlias
 
 import numpy as np
@@ -144,3 +145,51 @@ def process(
     bits: int | None = None,
     packed: bool = True,
 ) -> tuple[list[KeyOut | None], list[Report], Report]: ...
+
+# key store
+class Store:
+    def __init__(self, path: str | os.PathLike[str]) -> None: ...
+    def close(self) -> None: ...
+    def __enter__(self) -> Store: ...
+    def __exit__(self, *exc: object) -> bool: ...
+    def append(
+        self,
+        link: str,
+        block_id: str,
+        key: KeyIn,
+        *,
+        bits: int | None = None,
+        qber: float | None = None,
+        leaked_bits: int | None = None,
+    ) -> Report: ...
+    def allocate(
+        self,
+        link: str,
+        master: str,
+        slaves: list[str] = ...,
+        count: int = 1,
+        size_bits: int = 256,
+        *,
+        ttl: float = 60.0,
+        recipients: list[str] | None = None,
+    ) -> list[Report]: ...
+    def reserve_exact(
+        self,
+        link: str,
+        master: str,
+        slaves: list[str],
+        keys: list[Report],
+        recipients: list[str],
+        *,
+        ttl: float = 60.0,
+        actor: str = "peer",
+    ) -> None: ...
+    def fetch(
+        self, key_ids: list[str], recipient: str, *, packed: bool = True
+    ) -> list[tuple[str, KeyOut]]: ...
+    def destroy(self, key_ids: list[str], actor: str = "python") -> int: ...
+    def expire(self, after: float = 0.0) -> int: ...
+    def key_info(self, key_id: str) -> Report | None: ...
+    def link_status(self, link: str) -> Report: ...
+    def status(self) -> Report: ...
+    def ledger(self, start: int = 0, limit: int = 1000) -> list[Report]: ...

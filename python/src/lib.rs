@@ -15,6 +15,7 @@
 mod api;
 mod convert;
 mod protocol;
+mod store;
 
 use pyo3::prelude::*;
 
@@ -22,5 +23,6 @@ use pyo3::prelude::*;
 #[pymodule(name = "_qkd")]
 fn qkd_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     api::register(m)?;
-    protocol::register(m)
+    protocol::register(m)?;
+    store::register(m)
 }
