@@ -1,0 +1,114 @@
+import math
+
+import numpy as np
+import pytest
+
+import qkd
+from qkd import amplify
+
+
+def toeplitz_by_hand(x: np.ndarray, s: np.ndarray, m: int) -> np.ndarray:
+    """y[i] = XOR_j s[i - j + n - 1] & x[j] (DESIGN §4), straight from the definition."""
+    n = len(x)
+    y = np.zeros(m, dtype=bool)
+    for i in range(m):
+        row = s[i + n - 1 - np.arange(n)]
+        y[i] = np.logical_and(row, x).sum() % 2 == 1
+    return y
+
+
+@pytest.mark.parametrize("n, m", [(2, 1), (64, 63), (200, 50), (1000, 333)])
+def test_toeplitz_matches_definition(rng, n, m):
+    x = rng.integers(0, 2, n).astype(bool)
+    s = rng.integers(0, 2, n + m - 1).astype(bool)
+    want = toeplitz_by_hand(x, s, m)
+    got = amplify.toeplitz(x, s, m, packed=False)
+    np.testing.assert_array_equal(got, want)
+    got_ref = amplify.toeplitz(x, s, m, method="reference", packed=False)
+    np.testing.assert_array_equal(got_ref, want)
+    packed = amplify.toeplitz(qkd.pack_bits(x), qkd.pack_bits(s), m, bits=n, seed_bits=n + m - 1)
+    np.testing.assert_array_equal(qkd.unpack_bits(packed, bits=m), want)
+
+
+def test_toeplitz_large_ntt_equals_reference(rng):
+    n, m = 40_000, 10_000
+    x = rng.integers(0, 256, n // 8, dtype=np.uint8)
+    s = rng.integers(0, 256, (n + m) // 8, dtype=np.uint8)
+    a = amplify.toeplitz(x, s, m)
+    b = amplify.toeplitz(x, s, m, method="reference")
+    assert a.shape == (m // 8,)
+    np.testing.assert_array_equal(a, b)
+
+
+def test_toeplitz_is_linear(rng):
+    n, m = 4096, 1024
+    x1 = rng.integers(0, 256, n // 8, dtype=np.uint8)
+    x2 = rng.integers(0, 256, n // 8, dtype=np.uint8)
+    s = rng.integers(0, 256, (n + m) // 8, dtype=np.uint8)
+    lhs = amplify.toeplitz(x1 ^ x2, s, m)
+    np.testing.assert_array_equal(lhs, amplify.toeplitz(x1, s, m) ^ amplify.toeplitz(x2, s, m))
+
+
+def test_toeplitz_bad_input():
+    x = np.zeros(100, dtype=np.uint8)
+    s = np.zeros(200, dtype=np.uint8)
+    assert amplify.seed_bits_needed(800, 100) == 899
+    with pytest.raises(qkd.InputError, match="output length is 0"):
+        amplify.toeplitz(x, s, 0)
+    with pytest.raises(qkd.InputError, match="not shorter than the input"):
+        amplify.toeplitz(x, s, 800)
+    with pytest.raises(qkd.InputError, match="seed"):
+        amplify.toeplitz(x, s[:10], 100)
+    with pytest.raises(qkd.InputError, match="unknown method"):
+        amplify.toeplitz(x, s, 10, method="fft")
+    with pytest.raises(qkd.InputError, match="dtype"):
+        amplify.toeplitz(x.astype(np.int16), s, 10)
+    with pytest.raises(TypeError):
+        amplify.toeplitz(x, None, 10)
+
+
+def h(p):
+    return 0.0 if p in (0.0, 1.0) else -p * math.log2(p) - (1 - p) * math.log2(1 - p)
+
+
+def test_secret_length_formula_by_hand():
+    n, k, q, leak, es, ec = 1_000_000, 100_000, 0.02, 150_000, 1e-10, 1e-15
+    r = amplify.secret_length(n, k, q, leak, eps_sec=es, eps_cor=ec)
+    mu = math.sqrt((n + k) / (n * k) * (k + 1) / k * math.log(2 / es))
+    cost = math.log2(2 / (es**2 * ec))
+    raw = n * (1 - h(q + mu)) - leak - cost
+    assert r["qber_deviation"] == pytest.approx(mu, rel=1e-12)
+    assert r["pa_cost_bits"] == pytest.approx(cost, rel=1e-12)
+    assert r["raw_bits"] == pytest.approx(raw, rel=1e-9)
+    assert r["bits"] == math.floor(r["raw_bits"])
+    assert r["asymptotic_bits"] == pytest.approx(n * (1 - h(q)) - leak, rel=1e-12)
+    assert r["model"] == "bb84-tlgr2012"
+
+
+def test_secret_length_zero_is_not_an_error():
+    r = amplify.secret_length(1000, 100, 0.1, 900)
+    assert r["bits"] == 0 and r["raw_bits"] < 0
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(eps_sec=0.0), "eps_sec"),
+        (dict(eps_cor=1.5), "eps_cor"),
+        (dict(qber=0.7), "QBER"),
+        (dict(sample_bits=0), "sample size"),
+        (dict(key_bits=0), "key length"),
+        (dict(preparation_quality=-1.0), "preparation_quality"),
+    ],
+)
+def test_secret_length_bad_input(kwargs, match):
+    args = dict(key_bits=1000, sample_bits=100, qber=0.01, leak_ec_bits=10)
+    args.update(kwargs)
+    with pytest.raises(qkd.InputError, match=match):
+        amplify.secret_length(**args)
+
+
+def test_binary_entropy():
+    assert amplify.binary_entropy(0.5) == 1.0
+    assert amplify.binary_entropy(0.0) == 0.0
+    assert amplify.binary_entropy(0.11) == pytest.approx(h(0.11), rel=1e-14)

@@ -1,0 +1,58 @@
+import numpy as np
+import pytest
+
+import qkd
+from qkd import amplify, pipeline
+
+BLOCK = 1 << 16
+SAMPLE = 1 << 12
+
+
+@pytest.fixture(scope="module")
+def run():
+    a, b, _ = qkd.simulate(4 * BLOCK + 100, 0.02, seed=9)
+    return pipeline.process(a, b, block_bits=BLOCK, sample_bits=SAMPLE, bits=None)
+
+
+def test_process_keys_and_reports(run):
+    keys, reports, summary = run
+    assert len(keys) == len(reports) == 4 == summary["blocks"]
+    for i, (k, r) in enumerate(zip(keys, reports)):
+        assert r["index"] == i and r["raw_bits"] == BLOCK and r["sample_bits"] == SAMPLE
+        assert r["outcome"] == "key" and r["residual_errors"] == 0 and r["confirmed"]
+        assert k.dtype == np.uint8 and len(k) == (r["final_bits"] + 7) // 8
+        # The finite-key length is the formula on the report's own numbers.
+        sl = amplify.secret_length(
+            r["reconciled_bits"],
+            r["sample_bits"],
+            r["qber"],
+            r["parity_bits"] + r["confirm_tag_bits"],
+        )
+        assert r["final_bits"] == sl["bits"] == r["secret_bits"]
+        assert all(np.isscalar(v) or v is None for v in r.values())
+    assert summary["final_bits"] == sum(r["final_bits"] for r in reports)
+    assert 0 < summary["secret_fraction"] < 1
+
+
+def test_process_discards_high_qber():
+    a, b, _ = qkd.simulate(BLOCK, 0.2, seed=1)
+    keys, reports, summary = pipeline.process(a, b, block_bits=BLOCK, sample_bits=SAMPLE)
+    assert keys == [None]
+    assert reports[0]["outcome"] == "discarded" and reports[0]["final_bits"] == 0
+    assert summary["blocks_discarded"] == 1
+
+
+def test_process_bad_input():
+    a, b, _ = qkd.simulate(BLOCK, 0.02, seed=1)
+    with pytest.raises(qkd.InputError, match="sample bits"):
+        pipeline.process(a, b, block_bits=BLOCK, sample_bits=BLOCK)
+    with pytest.raises(qkd.InputError, match="unknown algorithm"):
+        pipeline.process(a, b, block_bits=BLOCK, sample_bits=SAMPLE, algorithm="nope")
+    with pytest.raises(qkd.InputError, match="Alice's input has"):
+        pipeline.process(a, b[:-1], block_bits=BLOCK, sample_bits=SAMPLE)
+    with pytest.raises(qkd.InputError, match="block_bits = 0"):
+        pipeline.process(a, b, block_bits=0)
+    with pytest.raises(qkd.InputError, match="eps_sec"):
+        pipeline.process(a, b, block_bits=BLOCK, sample_bits=SAMPLE, eps_sec=2.0)
+    with pytest.raises(TypeError):
+        pipeline.process(None, b)
