@@ -16,4 +16,10 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "cargo test"
 cargo test --workspace --locked
 
+step "Python module (pytest + notebook)"
+./scripts/test-python.sh
+
+step "live-server fuzzing from docs/openapi.yaml (schemathesis, mTLS)"
+MAX_EXAMPLES="${MAX_EXAMPLES:-20}" ./scripts/server-fuzz.sh
+
 step "all tests passed"

@@ -8,6 +8,7 @@
 mod amplify;
 mod bench;
 mod demo;
+mod kme;
 mod process;
 mod report;
 mod sim;
@@ -37,6 +38,14 @@ enum Command {
     /// Import key files into a key store, or show its state.
     #[command(subcommand)]
     Store(store::Command),
+    /// Run a KME: ETSI GS QKD 014 key delivery over mutual TLS.
+    Serve(kme::ServeArgs),
+    /// Development PKI: a CA, KME and SAE certificates, and KME configs.
+    #[command(subcommand)]
+    Pki(kme::PkiCommand),
+    /// An ETSI 014 client, as an encryptor would call the KME.
+    #[command(subcommand)]
+    Client(kme::ClientCommand),
     /// Measure the throughput of one stage.
     #[command(subcommand)]
     Bench(bench::Command),
@@ -51,6 +60,9 @@ fn main() -> std::process::ExitCode {
         Command::Amplify(args) => amplify::run(args),
         Command::Bench(cmd) => bench::run(cmd),
         Command::Store(cmd) => store::run(cmd),
+        Command::Serve(args) => kme::serve(args),
+        Command::Pki(cmd) => kme::pki(cmd),
+        Command::Client(cmd) => kme::client(cmd),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
