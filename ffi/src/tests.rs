@@ -1,0 +1,350 @@
+//! Tests of the C surface called from Rust: codes, out-parameters, handle checks, and
+//! agreement with qkd-core (the reference) on every wrapped operation.
+
+use std::ffi::CStr;
+use std::ptr::{null, null_mut};
+
+use qkd_core::BitBlock;
+use qkd_core::rng::SeededRandom;
+
+use crate::result::qkd_result::*;
+use crate::*;
+
+fn last_error() -> String {
+    let mut buf = [0 as std::ffi::c_char; 512];
+    let mut len = 0usize;
+    // SAFETY: buffer and length are valid locals.
+    let r = unsafe { qkd_last_error_message(buf.as_mut_ptr(), buf.len(), &mut len) };
+    assert_eq!(r, QKD_OK);
+    // SAFETY: the call wrote a NUL-terminated string into `buf`.
+    let s = unsafe { CStr::from_ptr(buf.as_ptr()) }.to_str().unwrap().to_owned();
+    assert_eq!(s.len(), len);
+    s
+}
+
+fn block_from(bytes: &[u8], bits: usize) -> *mut qkd_block {
+    let mut b = null_mut();
+    // SAFETY: valid slice and out-pointer.
+    assert_eq!(unsafe { qkd_block_from_bytes(bytes.as_ptr(), bytes.len(), bits, &mut b) }, QKD_OK);
+    assert!(!b.is_null());
+    b
+}
+
+fn bytes_of(b: *const qkd_block) -> Vec<u8> {
+    let mut len = 0usize;
+    // SAFETY: size query with a NULL buffer and zero capacity.
+    let r = unsafe { qkd_block_to_bytes(b, null_mut(), 0, &mut len) };
+    let mut out = vec![0u8; len];
+    if len > 0 {
+        assert_eq!(r, QKD_ERR_BUFFER_TOO_SHORT);
+    }
+    let mut len2 = 0usize;
+    // SAFETY: buffer of `len` bytes.
+    assert_eq!(unsafe { qkd_block_to_bytes(b, out.as_mut_ptr(), out.len(), &mut len2) }, QKD_OK);
+    assert_eq!(len2, len);
+    out
+}
+
+fn to_block(b: *const qkd_block) -> BitBlock {
+    let mut bits = 0usize;
+    // SAFETY: live handle, valid out-pointer.
+    assert_eq!(unsafe { qkd_block_len(b, &mut bits) }, QKD_OK);
+    BitBlock::from_bytes(&bytes_of(b), bits).unwrap()
+}
+
+#[test]
+fn every_code_has_a_distinct_message_and_unknown_codes_are_named() {
+    let mut seen = std::collections::HashSet::new();
+    for code in crate::result::qkd_result::ALL {
+        // SAFETY: qkd_result_message returns a static C string.
+        let m = unsafe { CStr::from_ptr(qkd_result_message(code as u32)) };
+        assert!(!m.is_empty());
+        assert!(seen.insert(m.to_owned()), "duplicate message for {code:?}");
+    }
+    // SAFETY: as above.
+    let unknown = unsafe { CStr::from_ptr(qkd_result_message(9999)) };
+    assert_eq!(unknown.to_str().unwrap(), "unknown result code");
+    // The numbering is part of the ABI.
+    assert_eq!(QKD_ERR_BUFFER_TOO_SHORT as u32, 3);
+    assert_eq!(QKD_ERR_PANIC as u32, 8);
+}
+
+#[test]
+fn version_matches_the_crate() {
+    // SAFETY: static C string.
+    let v = unsafe { CStr::from_ptr(qkd_version()) };
+    assert_eq!(v.to_str().unwrap(), env!("CARGO_PKG_VERSION"));
+}
+
+#[test]
+fn a_panic_becomes_a_code_with_a_detail() {
+    let r = crate::result::guard(|| panic!("boom in test"));
+    assert_eq!(r, QKD_ERR_PANIC);
+    let e = last_error();
+    assert!(e.contains("panic") && e.contains("boom in test"), "{e}");
+    // A successful call clears the detail.
+    let mut bits = 0usize;
+    let b = block_from(&[1], 3);
+    // SAFETY: live handle.
+    assert_eq!(unsafe { qkd_block_len(b, &mut bits) }, QKD_OK);
+    assert_eq!(last_error(), "");
+    // SAFETY: live handle, freed once.
+    unsafe { qkd_block_free(b) };
+}
+
+#[test]
+fn last_error_reports_the_needed_capacity() {
+    // SAFETY: NULL out-parameter on purpose.
+    assert_eq!(unsafe { qkd_block_len(null(), null_mut()) }, QKD_ERR_NULL_ARGUMENT);
+    let full = last_error();
+    assert_eq!(full, "argument `out_bits` is NULL");
+    let mut len = 0usize;
+    let mut small = [0 as std::ffi::c_char; 4];
+    // SAFETY: 4-byte buffer.
+    let r = unsafe { qkd_last_error_message(small.as_mut_ptr(), small.len(), &mut len) };
+    assert_eq!(r, QKD_ERR_BUFFER_TOO_SHORT);
+    assert_eq!(len, full.len() + 1);
+    // Reading it did not change it.
+    assert_eq!(last_error(), full);
+}
+
+#[test]
+fn bytes_round_trip_with_tail_bits_masked() {
+    // 12 bits of 0xA5, 0xFF: the upper nibble of the second byte is past the end.
+    let b = block_from(&[0xA5, 0xFF], 12);
+    assert_eq!(bytes_of(b), vec![0xA5, 0x0F]);
+    let core = to_block(b);
+    assert_eq!(core.len(), 12);
+    assert!(core.get(0).unwrap() && !core.get(1).unwrap() && core.get(11).unwrap());
+    let mut small = [0u8; 1];
+    let mut len = 0usize;
+    // SAFETY: 1-byte buffer.
+    let r = unsafe { qkd_block_to_bytes(b, small.as_mut_ptr(), 1, &mut len) };
+    assert_eq!((r, len, small[0]), (QKD_ERR_BUFFER_TOO_SHORT, 2, 0));
+    // SAFETY: live handle, freed once.
+    unsafe { qkd_block_free(b) };
+}
+
+#[test]
+fn bad_arguments_give_codes() {
+    let mut out = null_mut();
+    // SAFETY: each call passes an invalid argument on purpose; pointers that are non-NULL are
+    // valid.
+    unsafe {
+        assert_eq!(qkd_block_from_bytes(null(), 4, 8, &mut out), QKD_ERR_NULL_ARGUMENT);
+        assert_eq!(qkd_block_from_bytes([0u8].as_ptr(), 1, 9, &mut out), QKD_ERR_LENGTH_MISMATCH);
+        assert!(out.is_null());
+        assert_eq!(qkd_block_from_bytes([0u8].as_ptr(), 1, 8, null_mut()), QKD_ERR_NULL_ARGUMENT);
+        assert_eq!(qkd_block_from_seed(null(), 8, &mut out), QKD_ERR_NULL_ARGUMENT);
+        assert_eq!(qkd_random_seed(null_mut()), QKD_ERR_NULL_ARGUMENT);
+        let mut a = null_mut();
+        let mut b = null_mut();
+        assert_eq!(qkd_simulate(100, 0.7, 0, &1, &mut a, &mut b, null_mut()), QKD_ERR_INVALID_ARGUMENT);
+        assert_eq!(qkd_simulate(100, 0.1, 7, &1, &mut a, &mut b, null_mut()), QKD_ERR_INVALID_ARGUMENT);
+        assert!(a.is_null() && b.is_null());
+        let x = block_from(&[1, 2], 16);
+        let y = block_from(&[1], 8);
+        let mut d = 0usize;
+        assert_eq!(qkd_block_hamming_distance(x, y, &mut d), QKD_ERR_LENGTH_MISMATCH);
+        assert!(last_error().contains("16 and 8"));
+        let mut est = std::mem::zeroed();
+        assert_eq!(qkd_qber_estimate_from_counts(10, 10, 0, 0.1, 0, &mut est), QKD_ERR_INVALID_ARGUMENT);
+        assert_eq!(qkd_qber_upper_bound(100, 10, 1, 0.1, 2, &mut 0.0), QKD_ERR_INVALID_ARGUMENT);
+        qkd_block_free(x);
+        qkd_block_free(y);
+        qkd_block_free(null_mut());
+    }
+}
+
+#[test]
+fn a_handle_of_another_kind_is_refused() {
+    // Something laid out like a handle (a tag first) but of no kind this library made.
+    #[repr(C)]
+    struct Fake {
+        tag: u64,
+        payload: [u64; 4],
+    }
+    let mut fake = Fake {
+        tag: u64::from_be_bytes(*b"qkdALICE"),
+        payload: [0; 4],
+    };
+    let p = (&mut fake as *mut Fake).cast::<qkd_block>();
+    let mut bits = 0usize;
+    // SAFETY: `p` points to a live, aligned struct whose first field is a u64.
+    assert_eq!(unsafe { qkd_block_len(p, &mut bits) }, QKD_ERR_WRONG_HANDLE);
+    assert!(last_error().contains("not a qkd_block"));
+    // Freeing it is refused too: nothing happens to the foreign memory.
+    // SAFETY: as above.
+    unsafe { qkd_block_free(p) };
+    assert_eq!(fake.tag, u64::from_be_bytes(*b"qkdALICE"));
+    assert_eq!(fake.payload, [0; 4]);
+    // A misaligned pointer is refused before anything is read.
+    let misaligned = (&mut fake.payload as *mut [u64; 4]).cast::<u8>().wrapping_add(1);
+    // SAFETY: checked for alignment before any read.
+    assert_eq!(unsafe { qkd_block_len(misaligned.cast(), &mut bits) }, QKD_ERR_WRONG_HANDLE);
+}
+
+#[test]
+fn seed_expansion_is_the_chacha_word_stream() {
+    let seed = [7u8; 32];
+    let mut b = null_mut();
+    // SAFETY: 32-byte seed, valid out-pointer.
+    assert_eq!(unsafe { qkd_block_from_seed(seed.as_ptr(), 130, &mut b) }, QKD_OK);
+    let mut rng = SeededRandom::from_seed(seed);
+    let words: Vec<u64> = (0..3).map(|_| rng.u64()).collect();
+    assert_eq!(to_block(b), BitBlock::from_words(words, 130).unwrap());
+    // SAFETY: freed once.
+    unsafe { qkd_block_free(b) };
+}
+
+#[test]
+fn sim_and_two_party_estimation_agree_with_core() {
+    let (mut a, mut b) = (null_mut(), null_mut());
+    let mut rep: qkd_sim_report = unsafe { std::mem::zeroed() };
+    // SAFETY: valid out-pointers and seed.
+    assert_eq!(unsafe { qkd_simulate(20_000, 0.05, 0, &42, &mut a, &mut b, &mut rep) }, QKD_OK);
+    let reference = qkd_core::sim::simulate(20_000, 0.05, qkd_core::sim::ErrorModel::IidExact, 42).unwrap();
+    assert_eq!(to_block(a), reference.alice);
+    assert_eq!(to_block(b), reference.bob);
+    assert_eq!((rep.bits, rep.errors), (20_000, 1_000));
+    assert_eq!(rep.model, qkd_error_model::QKD_ERROR_MODEL_IID);
+
+    let seed = [3u8; 32];
+    let mut msg = vec![0u8; 8];
+    let (mut len, mut a_rest, mut b_rest) = (0usize, null_mut(), null_mut());
+    // SAFETY: valid handles, buffers and out-pointers throughout.
+    unsafe {
+        let r = qkd_sample_disclose(a, 2_000, seed.as_ptr(), msg.as_mut_ptr(), msg.len(), &mut len, &mut a_rest);
+        assert_eq!(r, QKD_ERR_BUFFER_TOO_SHORT);
+        assert!(a_rest.is_null());
+        msg.resize(len, 0);
+        let r = qkd_sample_disclose(a, 2_000, seed.as_ptr(), msg.as_mut_ptr(), msg.len(), &mut len, &mut a_rest);
+        assert_eq!(r, QKD_OK);
+        let mut est = std::mem::zeroed();
+        let r = qkd_sample_compare(b, msg.as_ptr(), len, 1e-10, 0, &mut est, &mut b_rest);
+        assert_eq!(r, QKD_OK);
+        let (core_msg, core_a) = qkd_core::estimate::disclose_sample(&reference.alice, 2_000, seed).unwrap();
+        assert_eq!(core_msg.to_bytes(), msg);
+        let (core_est, core_b) = qkd_core::estimate::compare_sample(
+            &reference.bob, &core_msg, 1e-10, qkd_core::estimate::Bound::Hypergeometric).unwrap();
+        assert_eq!(to_block(a_rest), core_a);
+        assert_eq!(to_block(b_rest), core_b);
+        assert_eq!((est.n, est.k, est.errors, est.remaining_bits), (20_000, 2_000, core_est.errors, 18_000));
+        assert_eq!(est.qber_upper, core_est.qber_upper);
+        assert!(est.qber_upper > est.observed_qber);
+        let mut from_counts = std::mem::zeroed();
+        assert_eq!(qkd_qber_estimate_from_counts(20_000, 2_000, est.errors, 1e-10, 0, &mut from_counts), QKD_OK);
+        assert_eq!(from_counts.qber_upper, est.qber_upper);
+
+        // Garbage and truncated messages are refused with codes, never a crash.
+        let mut junk = null_mut();
+        for bad in [&[0xFFu8; 3][..], &msg[..msg.len() - 1], &[]] {
+            let r = qkd_sample_compare(b, bad.as_ptr(), bad.len(), 1e-10, 0, &mut est, &mut junk);
+            assert_eq!(r, QKD_ERR_MALFORMED_MESSAGE, "{bad:?}");
+            assert!(junk.is_null());
+        }
+        // A message for a key of another length.
+        let r = qkd_sample_compare(b_rest, msg.as_ptr(), len, 1e-10, 0, &mut est, &mut junk);
+        assert_eq!(r, QKD_ERR_LENGTH_MISMATCH);
+        for h in [a, b, a_rest, b_rest] {
+            qkd_block_free(h);
+        }
+    }
+}
+
+#[test]
+fn secret_length_and_toeplitz_agree_with_core() {
+    use qkd_core::amplify::{Bb84Tlgr2012, FiniteKeyInput, SecretLengthModel, toeplitz_reference};
+    let input = qkd_finite_key_input {
+        key_bits: 1_000_000,
+        sample_bits: 100_000,
+        qber: 0.02,
+        leak_ec_bits: 160_000,
+        eps_sec: 1e-10,
+        eps_cor: 1e-15,
+        preparation_quality: 1.0,
+    };
+    let mut out: qkd_secret_length = unsafe { std::mem::zeroed() };
+    // SAFETY: valid pointers.
+    assert_eq!(unsafe { qkd_secret_length_bb84(&input, &mut out) }, QKD_OK);
+    let core = Bb84Tlgr2012::default()
+        .secret_length(&FiniteKeyInput {
+            key_bits: 1_000_000,
+            sample_bits: 100_000,
+            qber: 0.02,
+            leak_ec_bits: 160_000,
+            eps_sec: 1e-10,
+            eps_cor: 1e-15,
+        })
+        .unwrap();
+    assert_eq!(out.bits, core.bits);
+    assert!(out.bits > 0);
+    let bad = qkd_finite_key_input { preparation_quality: f64::NAN, ..input };
+    // SAFETY: valid pointers.
+    assert_eq!(unsafe { qkd_secret_length_bb84(&bad, &mut out) }, QKD_ERR_INVALID_ARGUMENT);
+    let bad = qkd_finite_key_input { eps_sec: 0.0, ..input };
+    // SAFETY: valid pointers.
+    assert_eq!(unsafe { qkd_secret_length_bb84(&bad, &mut out) }, QKD_ERR_INVALID_ARGUMENT);
+    assert!((qkd_binary_entropy(0.25) - 0.811_278_124_459_133).abs() < 1e-12);
+    assert_eq!(qkd_toeplitz_seed_bits(1000, 300), 1299);
+
+    // A 3-bit input hashed to 2 bits with seed s = s0..s3: T = [[s2 s1 s0], [s3 s2 s1]].
+    // x = (1, 0, 1), s = (1, 1, 0, 1): y0 = s2 ^ s0 = 0 ^ 1 = 1, y1 = s3 ^ s1 = 1 ^ 1 = 0.
+    let x = block_from(&[0b101], 3);
+    let s = block_from(&[0b1011], 4);
+    let mut y = null_mut();
+    // SAFETY: live handles, valid out-pointer.
+    assert_eq!(unsafe { qkd_toeplitz_hash(x, s, 2, &mut y) }, QKD_OK);
+    assert_eq!(bytes_of(y), vec![0b01]);
+    let mut z = null_mut();
+    // SAFETY: as above; a too-short seed and an output not shorter than the input.
+    unsafe {
+        assert_eq!(qkd_toeplitz_hash(x, x, 2, &mut z), QKD_ERR_LENGTH_MISMATCH);
+        assert_eq!(qkd_toeplitz_hash(x, s, 3, &mut z), QKD_ERR_INVALID_ARGUMENT);
+        assert!(z.is_null());
+        for h in [x, s, y] {
+            qkd_block_free(h);
+        }
+    }
+
+    // Larger: the default (NTT) method through the C API equals the row-by-row reference.
+    let mut rng = SeededRandom::from_u64(5);
+    let input: Vec<u8> = (0..1250).map(|_| rng.u64() as u8).collect();
+    let seed_bytes: Vec<u8> = (0..2000).map(|_| rng.u64() as u8).collect();
+    let (xi, si) = (block_from(&input, 10_000), block_from(&seed_bytes, 15_999));
+    let mut yi = null_mut();
+    // SAFETY: live handles.
+    assert_eq!(unsafe { qkd_toeplitz_hash(xi, si, 6_000, &mut yi) }, QKD_OK);
+    let want = toeplitz_reference(&to_block(xi), &to_block(si), 6_000).unwrap();
+    assert_eq!(to_block(yi), want);
+    // SAFETY: freed once each.
+    unsafe {
+        for h in [xi, si, yi] {
+            qkd_block_free(h);
+        }
+    }
+}
+
+#[test]
+fn entropy_verdicts() {
+    let mut rep: qkd_entropy_report = unsafe { std::mem::zeroed() };
+    let zeros = vec![0u8; 4096];
+    // SAFETY: valid buffers.
+    unsafe {
+        assert_eq!(qkd_entropy_assess(zeros.as_ptr(), zeros.len(), QKD_ENTROPY_DEFAULT_FALSE_ALARM, &mut rep), QKD_OK);
+        assert_eq!(rep.verdict, qkd_verdict::QKD_VERDICT_FAIL);
+        assert!(!rep.shannon_passed && !rep.monobit_passed && !rep.repetition_passed);
+        assert_eq!(rep.n_bytes, 4096);
+        assert_eq!(qkd_entropy_assess(zeros.as_ptr(), 10, QKD_ENTROPY_DEFAULT_FALSE_ALARM, &mut rep), QKD_OK);
+        assert_eq!(rep.verdict, qkd_verdict::QKD_VERDICT_INSUFFICIENT_DATA);
+        assert_eq!(qkd_entropy_assess(zeros.as_ptr(), 100, 1.5, &mut rep), QKD_ERR_INVALID_ARGUMENT);
+        let mut b = null_mut();
+        assert_eq!(qkd_block_from_seed([9u8; 32].as_ptr(), 8 * 8192, &mut b), QKD_OK);
+        assert_eq!(qkd_entropy_assess_block(b, QKD_ENTROPY_DEFAULT_FALSE_ALARM, &mut rep), QKD_OK);
+        assert_eq!(rep.verdict, qkd_verdict::QKD_VERDICT_PASS);
+        let core = qkd_core::entropy::assess(&to_block(b).to_bytes());
+        assert_eq!(rep.shannon_bits_per_byte, core.shannon.bits_per_byte);
+        assert_eq!(rep.runs_p_value, core.runs.result.p_value);
+        qkd_block_free(b);
+    }
+}
