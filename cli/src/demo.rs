@@ -125,14 +125,12 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         seconds: start.elapsed().as_secs_f64(),
     };
     if args.json {
-        println!("{}", serde_json::to_string(&report)?);
-        return Ok(());
+        return ui::print(serde_json::to_string(&report)?);
     }
-    print_tables(&report);
-    Ok(())
+    print_tables(&report)
 }
 
-fn print_tables(r: &DemoReport) {
+fn print_tables(r: &DemoReport) -> anyhow::Result<()> {
     let errors: u64 = r.blocks.iter().map(|e| e.errors).sum();
     let sampled: u64 = r.blocks.iter().map(|e| e.k).sum();
     let worst = r.blocks.iter().map(|e| e.qber_upper).fold(0.0, f64::max);
@@ -159,8 +157,9 @@ fn print_tables(r: &DemoReport) {
         ),
         ("time".into(), format!("{:.3} s", r.seconds)),
     ];
-    println!("{}", ui::table(["quantity", "value"], &rows));
+    ui::print(ui::table(["quantity", "value"], &rows))?;
     for reason in &r.entropy.reasons {
-        println!("entropy: {reason}");
+        ui::print(format!("entropy: {reason}"))?;
     }
+    Ok(())
 }

@@ -5,6 +5,8 @@
 //! and stdout respectively otherwise.
 #![forbid(unsafe_code)]
 
+mod amplify;
+mod bench;
 mod demo;
 mod sim;
 mod ui;
@@ -25,6 +27,11 @@ enum Command {
     Demo(demo::Args),
     /// Simulate a QKD link: write a raw-key pair (Alice, Bob) and a JSON manifest.
     Sim(sim::Args),
+    /// Toeplitz-hash a key file with a seed file (privacy amplification, DESIGN §4 convention).
+    Amplify(amplify::Args),
+    /// Measure the throughput of one stage.
+    #[command(subcommand)]
+    Bench(bench::Command),
 }
 
 fn main() -> std::process::ExitCode {
@@ -32,9 +39,12 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Demo(args) => demo::run(args),
         Command::Sim(args) => sim::run(args),
+        Command::Amplify(args) => amplify::run(args),
+        Command::Bench(cmd) => bench::run(cmd),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) if ui::is_broken_pipe(&e) => std::process::ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             std::process::ExitCode::FAILURE

@@ -7,6 +7,8 @@ use qkd_core::dataset;
 use qkd_core::rng::OsRandom;
 use qkd_core::sim::{ErrorModel, SimConfig};
 
+use crate::ui;
+
 /// Arguments of `qkd sim`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
@@ -55,9 +57,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let entry = dataset::add_pair(&args.out, &name, &pair.alice, &pair.bob, &pair.report)
         .with_context(|| format!("writing the pair to {}", args.out.display()))?;
     if args.json {
-        println!("{}", serde_json::to_string_pretty(&entry)?);
+        ui::print(serde_json::to_string_pretty(&entry)?)?;
     } else {
-        println!(
+        ui::print(format!(
             "wrote {} and {} in {} ({} bits, {} errors, actual QBER {:.4} %, model {})",
             entry.alice.file,
             entry.bob.file,
@@ -66,7 +68,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
             pair.report.errors,
             100.0 * pair.report.actual_qber(),
             pair.report.model.name(),
-        );
+        ))?;
     }
     Ok(())
 }

@@ -42,3 +42,21 @@ pub fn rate(bits_per_second: f64) -> String {
     };
     format!("{v:.2} {unit}")
 }
+
+/// Writes `s` and a newline to stdout; a closed pipe (`qkd ... | head`) ends the program
+/// quietly in `main` instead of panicking.
+pub fn print(s: impl std::fmt::Display) -> anyhow::Result<()> {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{s}")?;
+    out.flush()?;
+    Ok(())
+}
+
+/// True when `e` is a broken pipe on stdout.
+pub fn is_broken_pipe(e: &anyhow::Error) -> bool {
+    e.chain().any(|c| {
+        c.downcast_ref::<std::io::Error>()
+            .is_some_and(|io| io.kind() == std::io::ErrorKind::BrokenPipe)
+    })
+}

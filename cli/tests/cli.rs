@@ -1,0 +1,186 @@
+//! End-to-end tests of the `qkd` binary.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+use qkd_core::BitBlock;
+use qkd_core::amplify::toeplitz_reference;
+use qkd_core::dataset::Manifest;
+
+fn qkd(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_qkd"))
+        .args(args)
+        .output()
+        .expect("qkd runs")
+}
+
+fn ok(args: &[&str]) -> String {
+    let out = qkd(args);
+    assert!(
+        out.status.success(),
+        "qkd {args:?} failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).expect("utf-8 stdout")
+}
+
+#[test]
+fn sim_writes_a_pair_and_manifest() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    let json = ok(&[
+        "sim", "--bits", "10000", "--qber", "0.05", "--seed", "3", "--out", d, "--name", "p",
+        "--json",
+    ]);
+    let entry: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(entry["bits"], 10000);
+    assert_eq!(entry["errors"], 500);
+    let manifest = Manifest::load(dir.path()).unwrap();
+    let e = manifest.get("p").unwrap();
+    let (a, b) = qkd_core::dataset::load_pair(dir.path(), e).unwrap();
+    assert_eq!(a.hamming_distance(&b).unwrap(), 500);
+    // Without a seed the OS CSPRNG is used and recorded.
+    ok(&[
+        "sim", "--bits", "1000", "--qber", "0.1", "--model", "burst", "--out", d, "--name", "q",
+    ]);
+    let manifest = Manifest::load(dir.path()).unwrap();
+    assert_eq!(manifest.get("q").unwrap().simulation.rng, "os");
+    assert_eq!(manifest.get("q").unwrap().simulation.seed, None);
+}
+
+#[test]
+fn sim_rejects_bad_input_with_a_message() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = qkd(&[
+        "sim",
+        "--bits",
+        "100",
+        "--qber",
+        "0.7",
+        "--out",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("0.7"), "{err}");
+    assert!(!err.contains("panicked"), "{err}");
+}
+
+#[test]
+fn demo_json_on_the_embedded_dataset() {
+    let json = ok(&["demo", "--json"]);
+    let v: serde_json::Value =
+        serde_json::from_str(json.trim()).expect("stdout is one JSON object");
+    assert_eq!(v["dataset"], "iid-2pct");
+    let blocks = v["blocks"].as_array().unwrap();
+    assert_eq!(blocks.len(), 4);
+    for b in blocks {
+        let q = b["observed_qber"].as_f64().unwrap();
+        assert!(
+            q > 0.005 && q < 0.04,
+            "observed {q} far from the dataset's 2 %"
+        );
+        assert!(b["qber_upper"].as_f64().unwrap() >= q);
+    }
+    assert_eq!(v["entropy"]["verdict"], "pass");
+}
+
+#[test]
+fn demo_on_a_named_dataset_and_a_missing_one() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("../datasets");
+    let json = ok(&[
+        "demo",
+        "--dataset",
+        root.to_str().unwrap(),
+        "--name",
+        "burst-8pct",
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
+    assert_eq!(v["dataset"], "burst-8pct");
+    let out = qkd(&[
+        "demo",
+        "--dataset",
+        root.to_str().unwrap(),
+        "--name",
+        "nope",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("nope"));
+}
+
+#[test]
+fn amplify_matches_the_reference_and_checks_the_seed() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |f: &str| dir.path().join(f).to_str().unwrap().to_owned();
+    let x: Vec<u8> = (0..125u32).map(|i| (i * 37 + 11) as u8).collect(); // 1000 bits
+    let s: Vec<u8> = (0..200u32).map(|i| (i * 101 + 7) as u8).collect(); // 1600 bits
+    std::fs::write(p("x"), &x).unwrap();
+    std::fs::write(p("s"), &s).unwrap();
+    ok(&[
+        "amplify",
+        "--input",
+        &p("x"),
+        "--seed",
+        &p("s"),
+        "--output-bits",
+        "300",
+        "--out",
+        &p("y"),
+    ]);
+    let y = std::fs::read(p("y")).unwrap();
+    assert_eq!(y.len(), 38);
+    let expect = toeplitz_reference(
+        &BitBlock::from_all_bytes(&x),
+        &BitBlock::from_bytes(&s, 1299).unwrap(),
+        300,
+    )
+    .unwrap();
+    assert_eq!(&y[..], &expect.to_bytes()[..]);
+    // --input-bits shorter than the file; the seed then needs only N+M-1 bits.
+    ok(&[
+        "amplify",
+        "--input",
+        &p("x"),
+        "--input-bits",
+        "999",
+        "--seed",
+        &p("s"),
+        "--output-bits",
+        "601",
+        "--out",
+        &p("y2"),
+    ]);
+    // A seed one bit short of N+M-1 is refused with the count.
+    let out = qkd(&[
+        "amplify",
+        "--input",
+        &p("x"),
+        "--seed",
+        &p("s"),
+        "--output-bits",
+        "700",
+        "--out",
+        &p("y3"),
+    ]);
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("1699"), "{err}");
+}
+
+#[test]
+fn bench_amplify_json_has_the_fields() {
+    let json = ok(&[
+        "bench",
+        "amplify",
+        "--block-bits",
+        "20000",
+        "--ratio",
+        "0.25",
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
+    assert_eq!(v["block_bits"], 20000);
+    assert_eq!(v["output_bits"], 5000);
+    assert!(v["bits_per_second"].as_f64().unwrap() > 0.0);
+}

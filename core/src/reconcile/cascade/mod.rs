@@ -1,0 +1,869 @@
+//! Cascade as two sans-IO state machines.
+//!
+//! Bob starts with [`Bob::start`] (a [`Message::Hello`] carrying the [`Params`]); Alice answers
+//! with the parities of every top-level block of every normal pass at once (those parities do
+//! not depend on Bob's corrections, and every pass discloses them anyway, so sending them
+//! up front costs no extra leakage and saves one round trip per pass). Bob then runs the
+//! passes in order; all bisection steps of one round travel in one [`Message::Query`] and
+//! Alice answers them in one [`Message::Answer`]. BICONF rounds ask their block parity in a
+//! query of its own. Bob ends with [`Message::Done`].
+//!
+//! Bisection: a block with an odd number of errors is split in a left part of
+//! `ceil(len / 2)` bits and a right part; Bob asks the left parity and infers the right one.
+//! Every parity Alice disclosed is remembered per pass, so no parity is ever asked twice.
+//! After a correction, the top-level block containing the bit in every started pass (and,
+//! with sub-block reuse, the smallest known sub-block) is re-examined: the cascade step.
+//!
+//! Each pass keeps Bob's key in its shuffled order (built when first needed), so every block
+//! and every bisection interval is a contiguous bit range whose parity is a word-level range
+//! parity; a correction flips the bit in every copy through the inverse permutation.
+
+mod plan;
+mod variant;
+
+use std::sync::Arc;
+
+pub use plan::{MAX_BITS, Params, Plan};
+pub use variant::{Biconf, BlockRule, MIN_QBER, Tweaks, Variant};
+
+use super::ReconcileError;
+use super::message::{Message, Parities, Question};
+use crate::bits::{BitBlock, kernels, range_parity};
+use plan::PassPlan;
+
+#[cfg(test)]
+mod tests;
+
+/// Parity of every used top-level block of pass `pp` of `key`, in block order.
+fn top_parities(key: &BitBlock, copy: Option<&BitBlock>, pp: &PassPlan, n: usize) -> Vec<bool> {
+    let k = kernels::best();
+    let words = match (&pp.perm, copy) {
+        (None, _) => Some(key.words()),
+        (Some(_), Some(c)) => Some(c.words()),
+        _ => None,
+    };
+    if let Some(words) = words {
+        return (0..pp.used_blocks)
+            .map(|b| {
+                let (s, e) = pp.block_range(b, n);
+                range_parity(k, words, s, e)
+            })
+            .collect();
+    }
+    if let Some(masks) = &pp.masks {
+        let mut out: Vec<bool> = masks
+            .iter()
+            .map(|m| {
+                let acc = key
+                    .words()
+                    .iter()
+                    .zip(m.words())
+                    .fold(0u64, |acc, (a, b)| acc ^ (a & b));
+                acc.count_ones() & 1 == 1
+            })
+            .collect();
+        if out.len() < pp.used_blocks {
+            let rest = out.iter().fold(key.parity_all(), |acc, &p| acc ^ p);
+            out.push(rest);
+        }
+        return out;
+    }
+    let c = shuffled_copy(key, pp);
+    top_parities(key, Some(&c), pp, n)
+}
+
+/// `key` in the order of pass `pp`: bit `j` of the result is bit `perm[j]` of `key`.
+fn shuffled_copy(key: &BitBlock, pp: &PassPlan) -> BitBlock {
+    let Some(perm) = &pp.perm else {
+        return key.clone();
+    };
+    let src = key.words();
+    let mut out = BitBlock::zeros(key.len());
+    if perm.len() != key.len() {
+        // Never happens (both sides check the key length against the plan); stay safe.
+        return out;
+    }
+    out.with_words_mut(|dst| {
+        let bit = |i: u32| -> u64 {
+            let i = i as usize;
+            // SAFETY: `perm` is a permutation of `0..n` (built by `Permutation::shuffled`) and
+            // `n == key.len()` (checked above), so `i / 64 < src.len()`. This gather is the
+            // hottest loop of Cascade and the bounds check a large part of it.
+            let word = unsafe { *src.get_unchecked(i >> 6) };
+            (word >> (i & 63)) & 1
+        };
+        for (w, chunk) in dst.iter_mut().zip(perm.chunks(64)) {
+            // Four independent accumulators keep the OR chain from serializing the loads.
+            let mut acc = [0u64; 4];
+            let mut quads = chunk.chunks_exact(4);
+            for (q, c) in (&mut quads).enumerate() {
+                for (a, (&i, lane)) in acc.iter_mut().zip(c.iter().zip(0..)) {
+                    *a |= bit(i) << (4 * q + lane);
+                }
+            }
+            let base = chunk.len() - quads.remainder().len();
+            for (j, &i) in quads.remainder().iter().enumerate() {
+                acc[0] |= bit(i) << (base + j);
+            }
+            *w = acc[0] | acc[1] | acc[2] | acc[3];
+        }
+    });
+    out
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum AliceState {
+    AwaitHello,
+    Answering,
+    Done,
+    Failed,
+}
+
+/// Alice: holds the reference key and answers Bob's parity questions. Her key never changes.
+pub struct Alice {
+    key: BitBlock,
+    expected_plan: Option<Arc<Plan>>,
+    plan: Option<Arc<Plan>>,
+    copies: Vec<Option<BitBlock>>,
+    state: AliceState,
+    next_round: u32,
+    disclosed: u64,
+}
+
+impl std::fmt::Debug for Alice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Alice")
+            .field("key_bits", &self.key.len())
+            .field("state", &self.state)
+            .field("disclosed", &self.disclosed)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Alice {
+    /// Alice with her key; she builds the plan from Bob's hello.
+    pub fn new(key: BitBlock) -> Self {
+        Self {
+            key,
+            expected_plan: None,
+            plan: None,
+            copies: Vec::new(),
+            state: AliceState::AwaitHello,
+            next_round: 1,
+            disclosed: 0,
+        }
+    }
+
+    /// Alice with a plan agreed beforehand (or cached); Bob's hello must match it.
+    pub fn with_plan(key: BitBlock, plan: Arc<Plan>) -> Self {
+        let mut a = Self::new(key);
+        a.expected_plan = Some(plan);
+        a
+    }
+
+    /// Alice's key.
+    pub fn key(&self) -> &BitBlock {
+        &self.key
+    }
+
+    /// Takes the key back.
+    pub fn into_key(self) -> BitBlock {
+        self.key
+    }
+
+    /// Parity bits disclosed so far (the leakage of the run).
+    pub fn disclosed_bits(&self) -> u64 {
+        self.disclosed
+    }
+
+    /// True once Bob's `Done` arrived.
+    pub fn is_done(&self) -> bool {
+        self.state == AliceState::Done
+    }
+
+    /// Decodes `bytes`, handles the message and encodes the reply, if any.
+    pub fn handle_bytes(&mut self, bytes: &[u8]) -> Result<Option<Vec<u8>>, ReconcileError> {
+        let msg = Message::decode(bytes).inspect_err(|_| self.state = AliceState::Failed)?;
+        match self.handle(msg)? {
+            Some(reply) => reply.encode().map(Some),
+            None => Ok(None),
+        }
+    }
+
+    /// Handles one message from Bob; returns the reply (`None` after `Done`).
+    pub fn handle(&mut self, msg: Message) -> Result<Option<Message>, ReconcileError> {
+        if self.state == AliceState::Failed {
+            return Err(ReconcileError::Poisoned);
+        }
+        let r = self.handle_inner(msg);
+        if r.is_err() {
+            self.state = AliceState::Failed;
+        }
+        r
+    }
+
+    fn handle_inner(&mut self, msg: Message) -> Result<Option<Message>, ReconcileError> {
+        match (self.state, msg) {
+            (AliceState::AwaitHello, Message::Hello(params)) => {
+                let plan = match &self.expected_plan {
+                    Some(p) => {
+                        if p.params != params {
+                            return Err(ReconcileError::ParamsMismatch(format!(
+                                "hello for variant '{}', n = {}, qber = {}; plan has '{}', n = {}, qber = {} (or another seed)",
+                                params.variant.name,
+                                params.n,
+                                params.qber,
+                                p.params.variant.name,
+                                p.params.n,
+                                p.params.qber
+                            )));
+                        }
+                        Arc::clone(p)
+                    }
+                    None => Plan::new(params)?,
+                };
+                if plan.n != self.key.len() {
+                    return Err(ReconcileError::KeyLength {
+                        got: self.key.len(),
+                        expected: plan.n,
+                    });
+                }
+                self.copies = (0..plan.normal).map(|_| None).collect();
+                let infer = plan.params.variant.tweaks.infer_last_block;
+                let mut out = Parities::default();
+                if infer {
+                    out.push(self.key.parity_all());
+                }
+                for (pp, slot) in plan.passes[..plan.normal].iter().zip(&mut self.copies) {
+                    if pp.perm.is_some() && pp.masks.is_none() {
+                        *slot = Some(shuffled_copy(&self.key, pp));
+                    }
+                    let par = top_parities(&self.key, slot.as_ref(), pp, plan.n);
+                    let keep = par.len() - usize::from(infer);
+                    for &p in &par[..keep] {
+                        out.push(p);
+                    }
+                }
+                self.disclosed += u64::from(out.count);
+                self.plan = Some(plan);
+                self.state = AliceState::Answering;
+                Ok(Some(Message::TopParities(out)))
+            }
+            (AliceState::Answering, Message::Query { round, questions }) => {
+                if round != self.next_round {
+                    return Err(ReconcileError::OutOfOrder {
+                        got: round,
+                        expected: self.next_round,
+                    });
+                }
+                let Some(plan) = self.plan.clone() else {
+                    return Err(ReconcileError::Unexpected {
+                        got: "Query",
+                        state: "waiting for Hello",
+                    });
+                };
+                let k = kernels::best();
+                let mut out = Parities::with_capacity(questions.len());
+                for q in &questions {
+                    let pass = q.pass as usize;
+                    let Some(pp) = plan.get_pass(pass) else {
+                        return Err(ReconcileError::BadQuestion(format!(
+                            "pass {pass}; the plan has {} passes",
+                            plan.total_passes()
+                        )));
+                    };
+                    let (s, len) = (q.start as usize, q.len as usize);
+                    let e = s.saturating_add(len);
+                    if len == 0 || e > plan.n {
+                        return Err(ReconcileError::BadQuestion(format!(
+                            "range {s}+{len} in pass {pass}; expected a non-empty range within 0..{}",
+                            plan.n
+                        )));
+                    }
+                    let words = if pp.perm.is_none() {
+                        self.key.words()
+                    } else {
+                        if self.copies.len() <= pass {
+                            self.copies.resize_with(pass + 1, || None);
+                        }
+                        let slot = &mut self.copies[pass];
+                        if slot.is_none() {
+                            *slot = Some(shuffled_copy(&self.key, pp));
+                        }
+                        match slot {
+                            Some(c) => c.words(),
+                            None => unreachable!("just filled"),
+                        }
+                    };
+                    out.push(range_parity(k, words, s, e));
+                }
+                self.disclosed += u64::from(out.count);
+                self.next_round += 1;
+                Ok(Some(Message::Answer {
+                    round,
+                    parities: out,
+                }))
+            }
+            (AliceState::Answering, Message::Done { rounds }) => {
+                if rounds + 1 != self.next_round {
+                    return Err(ReconcileError::OutOfOrder {
+                        got: rounds,
+                        expected: self.next_round - 1,
+                    });
+                }
+                self.state = AliceState::Done;
+                self.copies.clear();
+                Ok(None)
+            }
+            (state, msg) => Err(ReconcileError::Unexpected {
+                got: msg.kind(),
+                state: match state {
+                    AliceState::AwaitHello => "waiting for Hello",
+                    AliceState::Answering => "answering queries",
+                    _ => "finished",
+                },
+            }),
+        }
+    }
+}
+
+/// What Bob counted during a run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, serde::Serialize)]
+pub struct BobStats {
+    /// Parity bits Alice disclosed (all answers received).
+    pub disclosed_bits: u64,
+    /// Bits Bob flipped.
+    pub corrected: u64,
+    /// Round trips (hello plus queries).
+    pub round_trips: u32,
+    /// Messages sent by either side (hello, top parities, queries, answers, done).
+    pub messages: u32,
+    /// Passes run, BICONF rounds included.
+    pub passes: u32,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Task {
+    pass: u32,
+    block: u32,
+    node: u32,
+    s: u32,
+    e: u32,
+    /// Alice's parity of `s..e`.
+    a: bool,
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Asked {
+    /// Left child of the task's node.
+    Left(Task),
+    /// The single block of a BICONF round.
+    Top(usize),
+}
+
+#[derive(Debug, Default)]
+struct BobPass {
+    started: bool,
+    alice_top: Vec<bool>,
+    bob_top: Vec<bool>,
+    copy: Option<BitBlock>,
+    known: Vec<u64>,
+    kval: Vec<u64>,
+}
+
+impl BobPass {
+    #[inline]
+    fn known(&self, slot: usize) -> Option<bool> {
+        let w = *self.known.get(slot / 64)?;
+        if (w >> (slot % 64)) & 1 == 1 {
+            Some((self.kval[slot / 64] >> (slot % 64)) & 1 == 1)
+        } else {
+            None
+        }
+    }
+
+    #[inline]
+    fn learn(&mut self, pp: &PassPlan, slot: usize, value: bool) {
+        if self.known.is_empty() {
+            let words = (pp.nblocks * pp.stride).div_ceil(64);
+            self.known = vec![0; words];
+            self.kval = vec![0; words];
+        }
+        self.known[slot / 64] |= 1 << (slot % 64);
+        let bit = 1u64 << (slot % 64);
+        if value {
+            self.kval[slot / 64] |= bit;
+        } else {
+            self.kval[slot / 64] &= !bit;
+        }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BobState {
+    Start,
+    AwaitTop,
+    AwaitAnswer,
+    Done,
+    Failed,
+}
+
+enum Step {
+    Drop,
+    Flip(usize),
+    Ask,
+}
+
+/// Bob: holds the noisy key, asks parity questions and corrects his key.
+pub struct Bob {
+    plan: Arc<Plan>,
+    key: BitBlock,
+    passes: Vec<BobPass>,
+    started: Vec<usize>,
+    tasks: Vec<Task>,
+    asked: Vec<Asked>,
+    current: usize,
+    round: u32,
+    state: BobState,
+    biconf_streak: u32,
+    flips_in_pass: u64,
+    stats: BobStats,
+}
+
+impl std::fmt::Debug for Bob {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Bob")
+            .field("key_bits", &self.key.len())
+            .field("state", &self.state)
+            .field("stats", &self.stats)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Bob {
+    /// Bob with his noisy key and the plan of the run.
+    pub fn new(plan: Arc<Plan>, key: BitBlock) -> Result<Self, ReconcileError> {
+        if key.len() != plan.n {
+            return Err(ReconcileError::KeyLength {
+                got: key.len(),
+                expected: plan.n,
+            });
+        }
+        let passes = (0..plan.normal).map(|_| BobPass::default()).collect();
+        Ok(Self {
+            plan,
+            key,
+            passes,
+            started: Vec::new(),
+            tasks: Vec::new(),
+            asked: Vec::new(),
+            current: 0,
+            round: 0,
+            state: BobState::Start,
+            biconf_streak: 0,
+            flips_in_pass: 0,
+            stats: BobStats::default(),
+        })
+    }
+
+    /// Bob's key (corrected as far as the run got).
+    pub fn key(&self) -> &BitBlock {
+        &self.key
+    }
+
+    /// Takes the key back.
+    pub fn into_key(self) -> BitBlock {
+        self.key
+    }
+
+    /// What Bob counted so far.
+    pub fn stats(&self) -> BobStats {
+        self.stats
+    }
+
+    /// True once Bob sent `Done`.
+    pub fn is_done(&self) -> bool {
+        self.state == BobState::Done
+    }
+
+    /// The first message: the hello with the run's parameters.
+    pub fn start(&mut self) -> Result<Message, ReconcileError> {
+        if self.state != BobState::Start {
+            self.state = BobState::Failed;
+            return Err(ReconcileError::Unexpected {
+                got: "start",
+                state: "already started",
+            });
+        }
+        self.state = BobState::AwaitTop;
+        self.stats.round_trips = 1;
+        self.stats.messages = 1;
+        Ok(Message::Hello(self.plan.params.clone()))
+    }
+
+    /// Decodes `bytes`, handles the message and encodes Bob's next message.
+    pub fn handle_bytes(&mut self, bytes: &[u8]) -> Result<Vec<u8>, ReconcileError> {
+        let msg = Message::decode(bytes).inspect_err(|_| self.state = BobState::Failed)?;
+        self.handle(msg)?.encode()
+    }
+
+    /// Handles one message from Alice; returns Bob's next message (a query, or `Done`).
+    pub fn handle(&mut self, msg: Message) -> Result<Message, ReconcileError> {
+        if self.state == BobState::Failed {
+            return Err(ReconcileError::Poisoned);
+        }
+        let r = self.handle_inner(msg);
+        if r.is_err() {
+            self.state = BobState::Failed;
+        }
+        r
+    }
+
+    fn handle_inner(&mut self, msg: Message) -> Result<Message, ReconcileError> {
+        self.stats.messages += 1;
+        match (self.state, msg) {
+            (BobState::AwaitTop, Message::TopParities(p)) => {
+                let plan = Arc::clone(&self.plan);
+                p.check(plan.top_parity_count())?;
+                let infer = plan.params.variant.tweaks.infer_last_block;
+                let mut i = 0;
+                let total = if infer {
+                    i = 1;
+                    p.get(0)
+                } else {
+                    false
+                };
+                for (pp, bp) in plan.passes[..plan.normal].iter().zip(&mut self.passes) {
+                    let keep = pp.nblocks - usize::from(infer);
+                    bp.alice_top = (i..i + keep).map(|j| p.get(j)).collect();
+                    i += keep;
+                    if infer {
+                        let last = bp.alice_top.iter().fold(total, |acc, &x| acc ^ x);
+                        bp.alice_top.push(last);
+                    }
+                }
+                self.stats.disclosed_bits += u64::from(p.count);
+                self.start_pass(0);
+                self.advance()
+            }
+            (BobState::AwaitAnswer, Message::Answer { round, parities }) => {
+                if round != self.round {
+                    return Err(ReconcileError::OutOfOrder {
+                        got: round,
+                        expected: self.round,
+                    });
+                }
+                parities.check(self.asked.len())?;
+                self.stats.disclosed_bits += u64::from(parities.count);
+                let asked = std::mem::take(&mut self.asked);
+                for (i, q) in asked.iter().enumerate() {
+                    let al = parities.get(i);
+                    match *q {
+                        Asked::Left(t) => {
+                            let pp = self.plan.pass(t.pass as usize);
+                            let base = t.block as usize * pp.stride;
+                            let left = 2 * t.node as usize;
+                            let bp = &mut self.passes[t.pass as usize];
+                            bp.learn(pp, base + left, al);
+                            bp.learn(pp, base + left + 1, al ^ t.a);
+                            self.tasks.push(t);
+                        }
+                        Asked::Top(pass) => {
+                            self.passes[pass].alice_top = vec![al];
+                            self.start_pass(pass);
+                        }
+                    }
+                }
+                self.asked = asked;
+                self.asked.clear();
+                self.advance()
+            }
+            (state, msg) => Err(ReconcileError::Unexpected {
+                got: msg.kind(),
+                state: match state {
+                    BobState::Start => "not started",
+                    BobState::AwaitTop => "waiting for TopParities",
+                    BobState::AwaitAnswer => "waiting for an Answer",
+                    _ => "finished",
+                },
+            }),
+        }
+    }
+
+    fn start_pass(&mut self, q: usize) {
+        let plan = Arc::clone(&self.plan);
+        let pp = plan.pass(q);
+        if self.passes.len() <= q {
+            self.passes.resize_with(q + 1, BobPass::default);
+        }
+        self.current = q;
+        self.flips_in_pass = 0;
+        self.stats.passes += 1;
+        if pp.masks.is_none() {
+            self.ensure_copy(q);
+        }
+        let bp = &mut self.passes[q];
+        bp.started = true;
+        self.started.push(q);
+        bp.bob_top = top_parities(&self.key, bp.copy.as_ref(), pp, plan.n);
+        for b in 0..pp.used_blocks {
+            if bp.alice_top.get(b) != bp.bob_top.get(b) {
+                let (s, e) = pp.block_range(b, plan.n);
+                self.tasks.push(Task {
+                    pass: q as u32,
+                    block: b as u32,
+                    node: 1,
+                    s: s as u32,
+                    e: e as u32,
+                    a: bp.alice_top[b],
+                });
+            }
+        }
+        if !self.tasks.is_empty() {
+            self.ensure_copy(q);
+        }
+    }
+
+    fn ensure_copy(&mut self, q: usize) {
+        let pp = self.plan.pass(q);
+        if self.passes.len() <= q {
+            self.passes.resize_with(q + 1, BobPass::default);
+        }
+        if pp.perm.is_some() && self.passes[q].copy.is_none() {
+            self.passes[q].copy = Some(shuffled_copy(&self.key, pp));
+        }
+    }
+
+    #[inline]
+    fn bob_parity(&self, q: usize, s: usize, e: usize) -> bool {
+        let words = match &self.passes[q].copy {
+            Some(c) => c.words(),
+            None => self.key.words(),
+        };
+        range_parity(kernels::best(), words, s, e)
+    }
+
+    /// Resolves tasks as far as known parities allow, then asks, moves to the next pass, or
+    /// finishes.
+    fn advance(&mut self) -> Result<Message, ReconcileError> {
+        loop {
+            self.resolve();
+            if !self.tasks.is_empty() {
+                self.tasks
+                    .sort_unstable_by_key(|t| (t.pass, t.block, t.node));
+                self.tasks.dedup_by_key(|t| (t.pass, t.block, t.node));
+                let mut questions = Vec::with_capacity(self.tasks.len());
+                self.asked.clear();
+                let factor = self.plan.params.variant.tweaks.smallest_first;
+                let mut waiting = Vec::new();
+                if factor > 0 {
+                    let min = self.tasks.iter().map(|t| t.e - t.s).min().unwrap_or(0);
+                    let limit = min.saturating_mul(factor);
+                    let (now, later): (Vec<Task>, Vec<Task>) =
+                        self.tasks.drain(..).partition(|t| t.e - t.s <= limit);
+                    self.tasks = now;
+                    waiting = later;
+                }
+                for t in self.tasks.drain(..) {
+                    let m = t.s + (t.e - t.s).div_ceil(2);
+                    questions.push(Question {
+                        pass: t.pass as u16,
+                        start: t.s,
+                        len: m - t.s,
+                    });
+                    self.asked.push(Asked::Left(t));
+                }
+                self.tasks = waiting;
+                return Ok(self.query(questions));
+            }
+            let plan = Arc::clone(&self.plan);
+            let was_biconf = self.current >= plan.normal;
+            if was_biconf {
+                if self.flips_in_pass == 0 {
+                    self.biconf_streak += 1;
+                } else {
+                    self.biconf_streak = 0;
+                }
+            }
+            let next = self.current + 1;
+            if next < plan.normal {
+                self.start_pass(next);
+                continue;
+            }
+            let more_biconf = match plan.params.variant.biconf {
+                Some(b) if next < plan.total_passes() => {
+                    if b.error_free_streak {
+                        self.biconf_streak < b.rounds
+                    } else {
+                        next - plan.normal < b.rounds as usize
+                    }
+                }
+                _ => false,
+            };
+            if more_biconf {
+                self.current = next;
+                self.asked.clear();
+                self.asked.push(Asked::Top(next));
+                let pp = plan.pass(next);
+                let q = Question {
+                    pass: next as u16,
+                    start: 0,
+                    len: pp.k as u32,
+                };
+                self.ensure_copy(next);
+                return Ok(self.query(vec![q]));
+            }
+            self.state = BobState::Done;
+            self.stats.messages += 1;
+            return Ok(Message::Done { rounds: self.round });
+        }
+    }
+
+    fn query(&mut self, questions: Vec<Question>) -> Message {
+        self.round += 1;
+        self.stats.round_trips += 1;
+        self.stats.messages += 1;
+        self.state = BobState::AwaitAnswer;
+        Message::Query {
+            round: self.round,
+            questions,
+        }
+    }
+
+    fn resolve(&mut self) {
+        loop {
+            let mut flipped = false;
+            let mut i = 0;
+            while i < self.tasks.len() {
+                let mut t = self.tasks[i];
+                match self.step(&mut t) {
+                    Step::Drop => {
+                        self.tasks.swap_remove(i);
+                    }
+                    Step::Flip(x) => {
+                        self.tasks.swap_remove(i);
+                        self.flip(x);
+                        flipped = true;
+                    }
+                    Step::Ask => {
+                        self.tasks[i] = t;
+                        i += 1;
+                    }
+                }
+            }
+            if !flipped {
+                return;
+            }
+        }
+    }
+
+    /// Walks task `t` down through known parities.
+    fn step(&self, t: &mut Task) -> Step {
+        let q = t.pass as usize;
+        let pp = self.plan.pass(q);
+        let bp = &self.passes[q];
+        let base = t.block as usize * pp.stride;
+        let mut bob = self.bob_parity(q, t.s as usize, t.e as usize);
+        loop {
+            if bob == t.a {
+                return Step::Drop;
+            }
+            if t.e - t.s == 1 {
+                let j = t.s as usize;
+                let x = match &pp.perm {
+                    Some(perm) => perm[j] as usize,
+                    None => j,
+                };
+                return Step::Flip(x);
+            }
+            let m = t.s + (t.e - t.s).div_ceil(2);
+            let left = 2 * t.node;
+            let Some(al) = bp.known(base + left as usize) else {
+                return Step::Ask;
+            };
+            let bl = self.bob_parity(q, t.s as usize, m as usize);
+            if al != bl {
+                t.node = left;
+                t.e = m;
+                t.a = al;
+                bob = bl;
+            } else {
+                t.node = left + 1;
+                t.s = m;
+                t.a ^= al;
+                bob ^= bl;
+            }
+        }
+    }
+
+    /// Flips original bit `x` everywhere and schedules the cascade step.
+    fn flip(&mut self, x: usize) {
+        let plan = Arc::clone(&self.plan);
+        let _ = self.key.flip(x);
+        self.stats.corrected += 1;
+        self.flips_in_pass += 1;
+        let cascade = self.current < plan.normal;
+        for i in 0..self.started.len() {
+            let q = self.started[i];
+            let pp = plan.pass(q);
+            let bp = &mut self.passes[q];
+            if let Some(c) = &mut bp.copy {
+                let _ = c.flip(pp.pos(x));
+            }
+            let b = pp.block_of(x);
+            if b >= pp.used_blocks {
+                continue;
+            }
+            bp.bob_top[b] = !bp.bob_top[b];
+            if cascade && q < plan.normal {
+                self.schedule(q, b, x);
+            }
+        }
+    }
+
+    /// The cascade step for pass `q`, top-level block `b`, after original bit `x` flipped.
+    fn schedule(&mut self, q: usize, b: usize, x: usize) {
+        let pp = self.plan.pass(q);
+        let bp = &self.passes[q];
+        let (s, e) = pp.block_range(b, self.plan.n);
+        let root = Task {
+            pass: q as u32,
+            block: b as u32,
+            node: 1,
+            s: s as u32,
+            e: e as u32,
+            a: bp.alice_top[b],
+        };
+        let mut best = (bp.alice_top[b] != bp.bob_top[b]).then_some(root);
+        if self.plan.params.variant.sub_block_reuse && !bp.known.is_empty() {
+            let j = pp.pos(x);
+            let base = b * pp.stride;
+            let mut t = root;
+            while t.e - t.s > 1 {
+                let m = t.s + (t.e - t.s).div_ceil(2);
+                let (child, cs, ce) = if (j as u32) < m {
+                    (2 * t.node, t.s, m)
+                } else {
+                    (2 * t.node + 1, m, t.e)
+                };
+                let Some(a) = bp.known(base + child as usize) else {
+                    break;
+                };
+                t = Task {
+                    node: child,
+                    s: cs,
+                    e: ce,
+                    a,
+                    ..t
+                };
+                if self.bob_parity(q, cs as usize, ce as usize) != a {
+                    best = Some(t);
+                }
+            }
+        }
+        if let Some(t) = best {
+            self.tasks.push(t);
+            self.ensure_copy(q);
+        }
+    }
+}

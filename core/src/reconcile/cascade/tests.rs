@@ -1,0 +1,304 @@
+use super::*;
+use crate::reconcile::loopback::LoopbackLink;
+use crate::reconcile::testkit::{error_count, noisy_pair};
+use crate::rng::SeededRandom;
+
+fn params(variant: Variant, n: usize, qber: f64, seed: u64) -> Params {
+    let mut s = [0u8; 32];
+    SeededRandom::from_u64(seed).bytes(&mut s);
+    Params {
+        variant,
+        n: n as u32,
+        qber,
+        seed: s,
+    }
+}
+
+/// Runs one block through the wire encoding, counting parity bits in Alice's encoded replies.
+fn run_counting(variant: &Variant, n: usize, qber: f64, seed: u64) -> (u64, u64, BobStats) {
+    let (a_key, b_key) = noisy_pair(n, error_count(n, qber), seed);
+    let plan = Plan::new(params(variant.clone(), n, qber, seed)).unwrap();
+    let mut alice = Alice::new(a_key.clone());
+    let mut bob = Bob::new(plan, b_key).unwrap();
+    let mut msg = bob.start().unwrap().encode().unwrap();
+    let mut counted = 0u64;
+    while let Some(reply) = alice.handle_bytes(&msg).unwrap() {
+        match Message::decode(&reply).unwrap() {
+            Message::TopParities(p) | Message::Answer { parities: p, .. } => {
+                counted += u64::from(p.count)
+            }
+            other => panic!("Alice sent {other:?}"),
+        }
+        msg = bob.handle_bytes(&reply).unwrap();
+    }
+    assert!(bob.is_done() && alice.is_done());
+    assert_eq!(alice.key(), &a_key, "Alice's key changed");
+    assert_eq!(alice.disclosed_bits(), counted);
+    assert_eq!(bob.stats().disclosed_bits, counted);
+    let residual = a_key.hamming_distance(bob.key()).unwrap() as u64;
+    (residual, counted, bob.stats())
+}
+
+#[test]
+fn every_variant_corrects_everything_on_seeded_runs() {
+    let n = 4096;
+    for v in Variant::all() {
+        for (i, &q) in [0.005, 0.01, 0.03, 0.06, 0.09, 0.11].iter().enumerate() {
+            for seed in 0..3u64 {
+                let (residual, disclosed, stats) = run_counting(&v, n, q, 100 * i as u64 + seed);
+                assert_eq!(residual, 0, "{} at {q} seed {seed}", v.name);
+                assert_eq!(stats.corrected, error_count(n, q) as u64, "{}", v.name);
+                assert!(disclosed > 0);
+            }
+        }
+    }
+}
+
+#[test]
+fn block_sizes_match_the_paper_rules() {
+    let n = 16384;
+    assert_eq!(
+        Variant::original().block_sizes(n, 0.01),
+        vec![73, 146, 292, 584]
+    );
+    assert_eq!(Variant::biconf().block_sizes(n, 0.02), vec![46, 138]);
+    let y = Variant::yanetal().block_sizes(n, 0.02);
+    assert_eq!(&y[..3], &[40, 200, 8192]);
+    assert_eq!(y.len(), 10);
+    let o3 = Variant::option3().block_sizes(n, 0.02);
+    assert_eq!((o3[0], o3[1], o3[15], o3.len()), (50, 100, 8192, 16));
+    // option 7: 2^ceil(log2(1/0.03)) = 2^ceil(5.06) = 64; then 256.
+    assert_eq!(
+        &Variant::option7().block_sizes(n, 0.03)[..3],
+        &[64, 256, 8192]
+    );
+    // option 8 at 2 %: a = log2(50) - 0.5 = 5.14 -> 64; (5.14 + 12) / 2 = 8.57 -> 512; 4096.
+    let o8 = Variant::option8().block_sizes(n, 0.02);
+    assert_eq!(&o8[..4], &[64, 512, 4096, 8192]);
+    assert_eq!(o8.len(), 14);
+    // Clamped to the key length.
+    assert_eq!(Variant::original().block_sizes(100, 0.001)[0], 100);
+}
+
+#[test]
+fn loopback_reports_consistent_counts() {
+    let n = 8192;
+    let (a, b) = noisy_pair(n, error_count(n, 0.03), 5);
+    let plan = Plan::new(params(Variant::yanetal(), n, 0.03, 5)).unwrap();
+    let mut alice = Alice::with_plan(a, Arc::clone(&plan));
+    let mut bob = Bob::new(plan, b).unwrap();
+    let r = LoopbackLink::run(&mut alice, &mut bob).unwrap();
+    assert_eq!(r.residual_errors, 0);
+    assert_eq!(r.initial_errors, 246);
+    assert_eq!(r.alice_disclosed_bits, r.bob.disclosed_bits);
+    // hello + top parities + (query + answer) per round + done
+    assert_eq!(r.bob.messages, 2 * r.bob.round_trips + 1);
+    assert!(
+        r.efficiency() > 1.0 && r.efficiency() < 1.5,
+        "{}",
+        r.efficiency()
+    );
+}
+
+#[test]
+fn messages_round_trip_through_the_encoding() {
+    let msgs = vec![
+        Message::Hello(params(Variant::option8(), 1000, 0.02, 1)),
+        Message::TopParities(Parities::from_bits([true, false, true])),
+        Message::Query {
+            round: 7,
+            questions: vec![
+                Question {
+                    pass: 3,
+                    start: 100,
+                    len: 50,
+                },
+                Question {
+                    pass: 0,
+                    start: 0,
+                    len: 1,
+                },
+            ],
+        },
+        Message::Answer {
+            round: 7,
+            parities: Parities::from_bits((0..17).map(|i| i % 3 == 0)),
+        },
+        Message::Done { rounds: 9 },
+    ];
+    for m in msgs {
+        let bytes = m.encode().unwrap();
+        assert_eq!(Message::decode(&bytes).unwrap(), m);
+        // Trailing garbage and another version are rejected.
+        let mut longer = bytes.clone();
+        longer.push(0);
+        assert!(Message::decode(&longer).is_err());
+        let mut other = bytes.clone();
+        other[0] = 2;
+        assert!(matches!(
+            Message::decode(&other),
+            Err(ReconcileError::WrongVersion { got: 2, .. })
+        ));
+    }
+    let p = Parities::from_bits([true; 9]);
+    assert_eq!(p.bytes, vec![0xff, 0x01]);
+    assert!(p.check(9).is_ok());
+    assert!(p.check(8).is_err());
+    let bad = Parities {
+        count: 9,
+        bytes: vec![0xff, 0x03],
+    };
+    assert!(bad.check(9).is_err());
+}
+
+/// A Bob and an Alice advanced to the middle of a run, plus Bob's pending query.
+fn mid_run() -> (Alice, Bob, Vec<u8>) {
+    let n = 2048;
+    let (a, b) = noisy_pair(n, 60, 3);
+    let plan = Plan::new(params(Variant::option8(), n, 0.03, 3)).unwrap();
+    let mut alice = Alice::new(a);
+    let mut bob = Bob::new(plan, b).unwrap();
+    let hello = bob.start().unwrap().encode().unwrap();
+    let top = alice.handle_bytes(&hello).unwrap().unwrap();
+    let query = bob.handle_bytes(&top).unwrap();
+    (alice, bob, query)
+}
+
+#[test]
+fn random_bytes_never_panic_either_side() {
+    let mut rng = SeededRandom::from_u64(77);
+    for i in 0..3000 {
+        let len = rng.below(64) as usize;
+        let mut bytes = vec![0u8; len];
+        rng.bytes(&mut bytes);
+        if i % 2 == 0 && !bytes.is_empty() {
+            bytes[0] = crate::reconcile::message::WIRE_VERSION;
+        }
+        // Fresh Alice (waiting for hello), Alice mid-run, Bob waiting for top parities, Bob
+        // mid-run: garbage is an error or, rarely, a valid message, never a panic.
+        let _ = Alice::new(BitBlock::zeros(64)).handle_bytes(&bytes);
+        let (mut alice, mut bob, _) = mid_run();
+        let _ = alice.handle_bytes(&bytes);
+        let _ = bob.handle_bytes(&bytes);
+        let plan = Plan::new(params(Variant::yanetal(), 64, 0.05, 1)).unwrap();
+        let mut b2 = Bob::new(plan, BitBlock::zeros(64)).unwrap();
+        let _ = b2.start();
+        let _ = b2.handle_bytes(&bytes);
+        if i > 200 {
+            break;
+        }
+    }
+}
+
+#[test]
+fn wrong_messages_are_errors_and_poison_the_session() {
+    let (mut alice, mut bob, query) = mid_run();
+    let Message::Query { round, questions } = Message::decode(&query).unwrap() else {
+        panic!("expected a query");
+    };
+    // Answer with the wrong round, the wrong length, or a Done: errors.
+    let wrong_round = Message::Answer {
+        round: round + 1,
+        parities: Parities::from_bits(vec![false; questions.len()]),
+    };
+    assert!(matches!(
+        bob.handle(wrong_round),
+        Err(ReconcileError::OutOfOrder { .. })
+    ));
+    assert_eq!(
+        bob.handle(Message::Done { rounds: 0 }),
+        Err(ReconcileError::Poisoned)
+    );
+    let (_, mut bob, _) = mid_run();
+    let short = Message::Answer {
+        round,
+        parities: Parities::from_bits(vec![false; questions.len() - 1]),
+    };
+    assert!(matches!(
+        bob.handle(short),
+        Err(ReconcileError::WrongLength { .. })
+    ));
+    // Alice: a query out of range, a replayed hello, a query for another round.
+    let bad = Message::Query {
+        round,
+        questions: vec![Question {
+            pass: 0,
+            start: 2040,
+            len: 9,
+        }],
+    };
+    assert!(matches!(
+        alice.handle(bad),
+        Err(ReconcileError::BadQuestion(_))
+    ));
+    let (mut alice, _, _) = mid_run();
+    let bad_pass = Message::Query {
+        round,
+        questions: vec![Question {
+            pass: 99,
+            start: 0,
+            len: 1,
+        }],
+    };
+    assert!(matches!(
+        alice.handle(bad_pass),
+        Err(ReconcileError::BadQuestion(_))
+    ));
+    let (mut alice, _, _) = mid_run();
+    let hello = Message::Hello(params(Variant::option8(), 2048, 0.03, 3));
+    assert!(matches!(
+        alice.handle(hello),
+        Err(ReconcileError::Unexpected { .. })
+    ));
+    let (mut alice, _, _) = mid_run();
+    assert!(matches!(
+        alice.handle(Message::Query {
+            round: round + 5,
+            questions: vec![]
+        }),
+        Err(ReconcileError::OutOfOrder { .. })
+    ));
+    // Hello for a key of another length, or not matching Alice's plan.
+    let mut a = Alice::new(BitBlock::zeros(100));
+    assert!(matches!(
+        a.handle(Message::Hello(params(Variant::yanetal(), 101, 0.02, 1))),
+        Err(ReconcileError::KeyLength { .. })
+    ));
+    let plan = Plan::new(params(Variant::yanetal(), 100, 0.02, 1)).unwrap();
+    let mut a = Alice::with_plan(BitBlock::zeros(100), plan);
+    assert!(matches!(
+        a.handle(Message::Hello(params(Variant::yanetal(), 100, 0.02, 2))),
+        Err(ReconcileError::ParamsMismatch(_))
+    ));
+    // Bad parameters.
+    assert!(Plan::new(params(Variant::yanetal(), 100, 0.7, 1)).is_err());
+    assert!(Plan::new(params(Variant::yanetal(), 0, 0.02, 1)).is_err());
+    assert!(
+        Bob::new(
+            Plan::new(params(Variant::yanetal(), 100, 0.02, 1)).unwrap(),
+            BitBlock::zeros(99)
+        )
+        .is_err()
+    );
+}
+
+#[test]
+fn tiny_and_error_free_blocks() {
+    for n in [1usize, 2, 3, 63, 64, 65, 130] {
+        for e in [0, 1, n.min(3)] {
+            for v in [Variant::original(), Variant::biconf(), Variant::option8()] {
+                let (a, b) = noisy_pair(n, e, n as u64 * 31 + e as u64);
+                let plan = Plan::new(params(v.clone(), n, 0.05, 1)).unwrap();
+                let mut alice = Alice::new(a.clone());
+                let mut bob = Bob::new(plan, b).unwrap();
+                let r = LoopbackLink::run(&mut alice, &mut bob).unwrap();
+                // A few errors in a tiny block can be an even number in every block; the
+                // protocol must still terminate and never make things worse than e.
+                assert!(r.residual_errors <= e as u64, "{} n={n} e={e}", v.name);
+                if e <= 1 {
+                    assert_eq!(r.residual_errors, 0, "{} n={n} e={e}", v.name);
+                }
+            }
+        }
+    }
+}

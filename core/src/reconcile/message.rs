@@ -1,0 +1,176 @@
+//! Messages between Alice and Bob, and their wire encoding.
+//!
+//! On the wire a message is one version byte ([`WIRE_VERSION`]) followed by the postcard
+//! (compact serde binary, varint integers) encoding of [`Message`]. Decoding rejects another
+//! version, malformed bodies and trailing bytes. Parity answers are packed bits
+//! ([`Parities`]), LSB first, with a count; their length and tail bits are checked.
+
+use serde::{Deserialize, Serialize};
+
+use super::ReconcileError;
+use super::cascade::Params;
+
+/// Version byte of the encoding; bumped on any incompatible change.
+pub const WIRE_VERSION: u8 = 1;
+
+/// One parity question: Alice's parity of positions `start..start + len` of pass `pass`
+/// (positions in that pass's shuffled order).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+pub struct Question {
+    /// Pass index (normal passes first, then BICONF rounds).
+    pub pass: u16,
+    /// First position.
+    pub start: u32,
+    /// Number of positions (at least 1).
+    pub len: u32,
+}
+
+/// Packed parity bits: bit `i` is bit `i % 8` of `bytes[i / 8]`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Parities {
+    /// Number of parity bits.
+    pub count: u32,
+    /// `ceil(count / 8)` bytes, unused high bits of the last byte zero.
+    pub bytes: Vec<u8>,
+}
+
+impl Parities {
+    /// Packs `bits`.
+    pub fn from_bits(bits: impl IntoIterator<Item = bool>) -> Self {
+        let mut p = Self::default();
+        for b in bits {
+            p.push(b);
+        }
+        p
+    }
+
+    /// Empty, with room for `bits` bits.
+    pub fn with_capacity(bits: usize) -> Self {
+        Self {
+            count: 0,
+            bytes: Vec::with_capacity(bits.div_ceil(8)),
+        }
+    }
+
+    /// Appends one bit.
+    #[inline]
+    pub fn push(&mut self, bit: bool) {
+        let i = self.count as usize;
+        if i.is_multiple_of(8) {
+            self.bytes.push(0);
+        }
+        if bit && let Some(last) = self.bytes.last_mut() {
+            *last |= 1 << (i % 8);
+        }
+        self.count += 1;
+    }
+
+    /// Bit `i` (false past the end).
+    #[inline]
+    pub fn get(&self, i: usize) -> bool {
+        self.bytes
+            .get(i / 8)
+            .is_some_and(|b| (b >> (i % 8)) & 1 == 1)
+    }
+
+    /// Checks that the packing is canonical and holds exactly `expected` bits.
+    pub fn check(&self, expected: usize) -> Result<(), ReconcileError> {
+        let count = self.count as usize;
+        if count != expected {
+            return Err(ReconcileError::WrongLength {
+                what: "parity answer",
+                got: count,
+                expected,
+            });
+        }
+        if self.bytes.len() != count.div_ceil(8) {
+            return Err(ReconcileError::Malformed(format!(
+                "{} parity bytes for {count} bits; expected {}",
+                self.bytes.len(),
+                count.div_ceil(8)
+            )));
+        }
+        if !count.is_multiple_of(8)
+            && let Some(&last) = self.bytes.last()
+            && last >> (count % 8) != 0
+        {
+            return Err(ReconcileError::Malformed(
+                "parity padding bits are not zero".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// A Cascade message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum Message {
+    /// Bob -> Alice: the parameters of the run (variant, length, QBER estimate, shuffle seed).
+    Hello(Params),
+    /// Alice -> Bob: the parities of every top-level block of every normal pass, in pass and
+    /// block order (with the whole-key parity first when the variant infers last blocks).
+    TopParities(Parities),
+    /// Bob -> Alice: all questions of one round.
+    Query {
+        /// Round number, from 1, incremented by every query.
+        round: u32,
+        /// The questions.
+        questions: Vec<Question>,
+    },
+    /// Alice -> Bob: the answers to the query of the same round, in order.
+    Answer {
+        /// Round number of the query answered.
+        round: u32,
+        /// One parity per question.
+        parities: Parities,
+    },
+    /// Bob -> Alice: reconciliation finished after `rounds` queries.
+    Done {
+        /// Number of queries Bob sent.
+        rounds: u32,
+    },
+}
+
+impl Message {
+    /// The wire encoding: version byte, then postcard.
+    pub fn encode(&self) -> Result<Vec<u8>, ReconcileError> {
+        let mut out = vec![WIRE_VERSION];
+        postcard::to_io(self, &mut out)
+            .map_err(|e| ReconcileError::Malformed(format!("cannot encode message: {e}")))?;
+        Ok(out)
+    }
+
+    /// Decodes one message, rejecting another version, malformed bodies and trailing bytes.
+    pub fn decode(bytes: &[u8]) -> Result<Self, ReconcileError> {
+        let Some((&version, body)) = bytes.split_first() else {
+            return Err(ReconcileError::Malformed("empty message".into()));
+        };
+        if version != WIRE_VERSION {
+            return Err(ReconcileError::WrongVersion {
+                got: version,
+                expected: WIRE_VERSION,
+            });
+        }
+        let (msg, rest) = postcard::take_from_bytes::<Self>(body)
+            .map_err(|e| ReconcileError::Malformed(format!("undecodable message: {e}")))?;
+        if !rest.is_empty() {
+            return Err(ReconcileError::Malformed(format!(
+                "{} trailing bytes after the message",
+                rest.len()
+            )));
+        }
+        Ok(msg)
+    }
+
+    /// Short name of the message kind, for errors.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Message::Hello(_) => "Hello",
+            Message::TopParities(_) => "TopParities",
+            Message::Query { .. } => "Query",
+            Message::Answer { .. } => "Answer",
+            Message::Done { .. } => "Done",
+        }
+    }
+}
