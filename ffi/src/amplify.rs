@@ -15,8 +15,9 @@ use crate::buffer::{in_ref, out_ref};
 use crate::handle;
 use crate::result::{Error, guard, guard_value, qkd_result};
 
-/// Largest Toeplitz input accepted, in bits (2^28).
-pub const QKD_TOEPLITZ_MAX_INPUT_BITS: usize = qkd_core::amplify::MAX_INPUT_BITS;
+/// Largest Toeplitz input accepted, in bits (2^28; qkd-core's `MAX_INPUT_BITS`, checked equal by
+/// a test).
+pub const QKD_TOEPLITZ_MAX_INPUT_BITS: usize = 268_435_456;
 
 /// What the finite-key bound needs to know about one block.
 #[repr(C)]
@@ -131,8 +132,13 @@ pub unsafe extern "C" fn qkd_toeplitz_hash(
 ) -> qkd_result {
     guard(|| {
         // SAFETY: caller contract on `out`, `input` and `seed`.
-        let (out, input, seed) =
-            unsafe { (block_out(out, "out")?, block(input, "input")?, block(seed, "seed")?) };
+        let (out, input, seed) = unsafe {
+            (
+                block_out(out, "out")?,
+                block(input, "input")?,
+                block(seed, "seed")?,
+            )
+        };
         let hashed: BitBlock = toeplitz_hash(input, seed, output_bits).map_err(|e| {
             let code = match e {
                 ToeplitzError::SeedTooShort { .. } => qkd_result::QKD_ERR_LENGTH_MISMATCH,

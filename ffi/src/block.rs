@@ -101,9 +101,9 @@ pub unsafe extern "C" fn qkd_block_random(bits: usize, out: *mut *mut qkd_block)
     guard(|| {
         // SAFETY: caller contract on `out`.
         let out = unsafe { block_out(out, "out") }?;
-        let mut seed = OsRandom.seed32().map_err(|e| {
-            Error::new(qkd_result::QKD_ERR_RANDOM_SOURCE, e.to_string())
-        })?;
+        let mut seed = OsRandom
+            .seed32()
+            .map_err(|e| Error::new(qkd_result::QKD_ERR_RANDOM_SOURCE, e.to_string()))?;
         let b = expand_seed(seed, bits);
         zeroize_seed(&mut seed);
         handle::put(out, b?);
@@ -185,7 +185,10 @@ pub unsafe extern "C" fn qkd_block_clone(
 /// `block` must be NULL or a live handle; `out_bits` must be NULL or point to a writable
 /// `size_t`.
 #[unsafe(no_mangle)]
-pub unsafe extern "C" fn qkd_block_len(block: *const qkd_block, out_bits: *mut usize) -> qkd_result {
+pub unsafe extern "C" fn qkd_block_len(
+    block: *const qkd_block,
+    out_bits: *mut usize,
+) -> qkd_result {
     guard(|| {
         // SAFETY: caller contract on `out_bits`.
         let out = unsafe { out_ref(out_bits, "out_bits") }?;
@@ -239,7 +242,11 @@ pub unsafe extern "C" fn qkd_block_hamming_distance(
         *out = a.hamming_distance(b).map_err(|_| {
             Error::new(
                 qkd_result::QKD_ERR_LENGTH_MISMATCH,
-                format!("blocks have {} and {} bits; expected equal lengths", a.len(), b.len()),
+                format!(
+                    "blocks have {} and {} bits; expected equal lengths",
+                    a.len(),
+                    b.len()
+                ),
             )
         })?;
         Ok(())

@@ -71,10 +71,7 @@ pub(crate) unsafe fn write_bytes(
         *out_len = src.len();
         return Err(Error::new(
             qkd_result::QKD_ERR_BUFFER_TOO_SHORT,
-            format!(
-                "output buffer holds {cap} bytes; {} are needed",
-                src.len()
-            ),
+            format!("output buffer holds {cap} bytes; {} are needed", src.len()),
         ));
     }
     if !src.is_empty() {

@@ -1,17 +1,18 @@
 //! Entropy verdict on final keys: Shannon, min-entropy (MCV), SP 800-22 monobit and runs, and
 //! the SP 800-90B repetition-count and adaptive-proportion tests, with one overall verdict.
 
-use qkd_core::entropy::{AssessConfig, DEFAULT_ALPHA, EntropyReport, Verdict, assess_with};
+use qkd_core::entropy::{AssessConfig, EntropyReport, Verdict, assess_with};
 
 use crate::block::{block, qkd_block};
 use crate::buffer::{in_slice, out_ref};
 use crate::result::{Error, FfiResult, guard, qkd_result};
 
-/// Default total false-alarm probability of the verdict: 2^-20.
-pub const QKD_ENTROPY_DEFAULT_FALSE_ALARM: f64 = DEFAULT_ALPHA;
+/// Default total false-alarm probability of the verdict: 2^-20 (qkd-core's `DEFAULT_ALPHA`;
+/// a literal so that cbindgen can export it, checked equal by a test).
+pub const QKD_ENTROPY_DEFAULT_FALSE_ALARM: f64 = 9.5367431640625e-7;
 
 /// Fewer bytes than this give QKD_VERDICT_INSUFFICIENT_DATA.
-pub const QKD_ENTROPY_MIN_BYTES: usize = qkd_core::entropy::MIN_ASSESS_BYTES;
+pub const QKD_ENTROPY_MIN_BYTES: usize = 64;
 
 /// The overall outcome of an assessment.
 #[repr(u32)]
@@ -129,8 +130,12 @@ pub unsafe extern "C" fn qkd_entropy_assess(
 ) -> qkd_result {
     guard(|| {
         // SAFETY: caller contract on `report_out` and `bytes`.
-        let (out, data) =
-            unsafe { (out_ref(report_out, "report_out")?, in_slice(bytes, len, "bytes")?) };
+        let (out, data) = unsafe {
+            (
+                out_ref(report_out, "report_out")?,
+                in_slice(bytes, len, "bytes")?,
+            )
+        };
         assess_into(data, false_alarm, out)
     })
 }
@@ -149,7 +154,12 @@ pub unsafe extern "C" fn qkd_entropy_assess_block(
 ) -> qkd_result {
     guard(|| {
         // SAFETY: caller contract on `report_out` and `block`.
-        let (out, b) = unsafe { (out_ref(report_out, "report_out")?, self::block(block, "block")?) };
+        let (out, b) = unsafe {
+            (
+                out_ref(report_out, "report_out")?,
+                self::block(block, "block")?,
+            )
+        };
         assess_into(&b.to_bytes(), false_alarm, out)
     })
 }

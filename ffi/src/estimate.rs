@@ -108,8 +108,12 @@ pub unsafe extern "C" fn qkd_sample_disclose(
 ) -> qkd_result {
     guard(|| {
         // SAFETY: caller contract on the out-parameters.
-        let (rest_out, msg_len) =
-            unsafe { (block_out(rest_out, "rest_out")?, out_ref(msg_len, "msg_len")?) };
+        let (rest_out, msg_len) = unsafe {
+            (
+                block_out(rest_out, "rest_out")?,
+                out_ref(msg_len, "msg_len")?,
+            )
+        };
         // SAFETY: caller contract on `key` and `seed`.
         let (key, seed) = unsafe { (block(key, "key")?, in_seed(seed, "seed")?) };
         let (msg, rest) = disclose_sample(key, k, seed).map_err(estimate_error)?;
@@ -178,7 +182,8 @@ pub unsafe extern "C" fn qkd_qber_estimate_from_counts(
         // SAFETY: caller contract on `estimate_out`.
         let out = unsafe { out_ref(estimate_out, "estimate_out") }?;
         to_usize(n, "n")?;
-        let est = QberEstimate::new(n, k, errors, eps, bound_from(bound)?).map_err(estimate_error)?;
+        let est =
+            QberEstimate::new(n, k, errors, eps, bound_from(bound)?).map_err(estimate_error)?;
         *out = est.into();
         Ok(())
     })

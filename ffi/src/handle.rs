@@ -29,7 +29,12 @@ struct Tagged<T> {
 }
 
 /// Known tags and their names, for error details.
-const KINDS: &[(u64, &str)] = &[(crate::block::BLOCK_TAG, "qkd_block")];
+const KINDS: &[(u64, &str)] = &[
+    (crate::block::BLOCK_TAG, "qkd_block"),
+    (crate::cascade::ALICE_TAG, "qkd_cascade_alice"),
+    (crate::cascade::BOB_TAG, "qkd_cascade_bob"),
+    (crate::confirm::CONFIRM_TAG, "qkd_confirm"),
+];
 
 fn kind_name(tag: u64) -> &'static str {
     if tag == FREED {
@@ -93,8 +98,10 @@ pub(crate) unsafe fn get<'a, T: Handle>(ptr: *const T::Opaque, arg: &str) -> Ffi
 ///
 /// # Safety
 /// `ptr` must be NULL or a live libqkd handle not used by another thread during `'a`.
-#[allow(dead_code)] // for the mutable handles (Cascade parties) still to come
-pub(crate) unsafe fn get_mut<'a, T: Handle>(ptr: *mut T::Opaque, arg: &str) -> FfiResult<&'a mut T> {
+pub(crate) unsafe fn get_mut<'a, T: Handle>(
+    ptr: *mut T::Opaque,
+    arg: &str,
+) -> FfiResult<&'a mut T> {
     // SAFETY: forwarded caller contract.
     let p = unsafe { checked::<T>(ptr, arg) }?;
     // SAFETY: the tag says this is a live `Tagged<T>` created by `into_raw`; the caller gives

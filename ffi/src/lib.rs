@@ -14,6 +14,8 @@
 mod amplify;
 mod block;
 mod buffer;
+mod cascade;
+mod confirm;
 mod entropy;
 mod estimate;
 mod handle;
@@ -32,6 +34,17 @@ pub use block::{
     qkd_block_from_seed, qkd_block_hamming_distance, qkd_block_len, qkd_block_random,
     qkd_block_to_bytes, qkd_random_seed,
 };
+pub use cascade::{
+    qkd_cascade_alice, qkd_cascade_alice_free, qkd_cascade_alice_is_done, qkd_cascade_alice_new,
+    qkd_cascade_alice_receive, qkd_cascade_alice_take_message, qkd_cascade_bob,
+    qkd_cascade_bob_free, qkd_cascade_bob_key, qkd_cascade_bob_new, qkd_cascade_bob_receive,
+    qkd_cascade_bob_stats, qkd_cascade_bob_take_message, qkd_cascade_loopback, qkd_cascade_report,
+    qkd_cascade_stats,
+};
+pub use confirm::{
+    qkd_confirm, qkd_confirm_finish, qkd_confirm_free, qkd_confirm_outcome, qkd_confirm_respond,
+    qkd_confirm_start, qkd_confirm_tag_bits,
+};
 pub use entropy::{
     QKD_ENTROPY_DEFAULT_FALSE_ALARM, QKD_ENTROPY_MIN_BYTES, qkd_entropy_assess,
     qkd_entropy_assess_block, qkd_entropy_report, qkd_verdict,
@@ -46,10 +59,11 @@ pub use sim::{qkd_error_model, qkd_sim_report, qkd_simulate};
 /// The library version ("0.1.0"), a static NUL-terminated string. Never NULL; do not free.
 #[unsafe(no_mangle)]
 pub extern "C" fn qkd_version() -> *const std::ffi::c_char {
-    const VERSION: &std::ffi::CStr =
-        match std::ffi::CStr::from_bytes_with_nul(concat!(env!("CARGO_PKG_VERSION"), "\0").as_bytes()) {
-            Ok(v) => v,
-            Err(_) => panic!("the package version contains a NUL byte"),
-        };
+    const VERSION: &std::ffi::CStr = match std::ffi::CStr::from_bytes_with_nul(
+        concat!(env!("CARGO_PKG_VERSION"), "\0").as_bytes(),
+    ) {
+        Ok(v) => v,
+        Err(_) => panic!("the package version contains a NUL byte"),
+    };
     VERSION.as_ptr()
 }

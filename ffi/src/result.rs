@@ -32,13 +32,15 @@ pub enum qkd_result {
     /// A bug inside the library (a Rust panic) was caught at the boundary. The handles passed
     /// to the failing call should be freed and not used otherwise.
     QKD_ERR_PANIC = 8,
+    /// A protocol message arrived out of turn (or the party failed earlier and is poisoned).
+    QKD_ERR_UNEXPECTED_MESSAGE = 9,
 }
 
 use qkd_result::*;
 
 impl qkd_result {
     /// Every code, for tests and the message table.
-    pub(crate) const ALL: [qkd_result; 9] = [
+    pub(crate) const ALL: [qkd_result; 10] = [
         QKD_OK,
         QKD_ERR_NULL_ARGUMENT,
         QKD_ERR_WRONG_HANDLE,
@@ -48,6 +50,7 @@ impl qkd_result {
         QKD_ERR_MALFORMED_MESSAGE,
         QKD_ERR_RANDOM_SOURCE,
         QKD_ERR_PANIC,
+        QKD_ERR_UNEXPECTED_MESSAGE,
     ];
 
     fn message(self) -> &'static std::ffi::CStr {
@@ -61,6 +64,7 @@ impl qkd_result {
             QKD_ERR_MALFORMED_MESSAGE => c"the peer message is malformed",
             QKD_ERR_RANDOM_SOURCE => c"the random number generator failed",
             QKD_ERR_PANIC => c"internal error (a panic was caught)",
+            QKD_ERR_UNEXPECTED_MESSAGE => c"the message is not expected in this protocol state",
         }
     }
 }

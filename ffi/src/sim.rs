@@ -78,8 +78,12 @@ pub unsafe extern "C" fn qkd_simulate(
 ) -> qkd_result {
     guard(|| {
         // SAFETY: caller contract on the out-parameters.
-        let (alice_out, bob_out) =
-            unsafe { (block_out(alice_out, "alice_out")?, block_out(bob_out, "bob_out")?) };
+        let (alice_out, bob_out) = unsafe {
+            (
+                block_out(alice_out, "alice_out")?,
+                block_out(bob_out, "bob_out")?,
+            )
+        };
         let config = SimConfig::new(bits, qber, model_from(model)?);
         let pair = if seed.is_null() {
             config.run(&mut OsRandom)

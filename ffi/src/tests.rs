@@ -17,7 +17,10 @@ fn last_error() -> String {
     let r = unsafe { qkd_last_error_message(buf.as_mut_ptr(), buf.len(), &mut len) };
     assert_eq!(r, QKD_OK);
     // SAFETY: the call wrote a NUL-terminated string into `buf`.
-    let s = unsafe { CStr::from_ptr(buf.as_ptr()) }.to_str().unwrap().to_owned();
+    let s = unsafe { CStr::from_ptr(buf.as_ptr()) }
+        .to_str()
+        .unwrap()
+        .to_owned();
     assert_eq!(s.len(), len);
     s
 }
@@ -25,7 +28,10 @@ fn last_error() -> String {
 fn block_from(bytes: &[u8], bits: usize) -> *mut qkd_block {
     let mut b = null_mut();
     // SAFETY: valid slice and out-pointer.
-    assert_eq!(unsafe { qkd_block_from_bytes(bytes.as_ptr(), bytes.len(), bits, &mut b) }, QKD_OK);
+    assert_eq!(
+        unsafe { qkd_block_from_bytes(bytes.as_ptr(), bytes.len(), bits, &mut b) },
+        QKD_OK
+    );
     assert!(!b.is_null());
     b
 }
@@ -40,7 +46,10 @@ fn bytes_of(b: *const qkd_block) -> Vec<u8> {
     }
     let mut len2 = 0usize;
     // SAFETY: buffer of `len` bytes.
-    assert_eq!(unsafe { qkd_block_to_bytes(b, out.as_mut_ptr(), out.len(), &mut len2) }, QKD_OK);
+    assert_eq!(
+        unsafe { qkd_block_to_bytes(b, out.as_mut_ptr(), out.len(), &mut len2) },
+        QKD_OK
+    );
     assert_eq!(len2, len);
     out
 }
@@ -95,7 +104,10 @@ fn a_panic_becomes_a_code_with_a_detail() {
 #[test]
 fn last_error_reports_the_needed_capacity() {
     // SAFETY: NULL out-parameter on purpose.
-    assert_eq!(unsafe { qkd_block_len(null(), null_mut()) }, QKD_ERR_NULL_ARGUMENT);
+    assert_eq!(
+        unsafe { qkd_block_len(null(), null_mut()) },
+        QKD_ERR_NULL_ARGUMENT
+    );
     let full = last_error();
     assert_eq!(full, "argument `out_bits` is NULL");
     let mut len = 0usize;
@@ -131,25 +143,52 @@ fn bad_arguments_give_codes() {
     // SAFETY: each call passes an invalid argument on purpose; pointers that are non-NULL are
     // valid.
     unsafe {
-        assert_eq!(qkd_block_from_bytes(null(), 4, 8, &mut out), QKD_ERR_NULL_ARGUMENT);
-        assert_eq!(qkd_block_from_bytes([0u8].as_ptr(), 1, 9, &mut out), QKD_ERR_LENGTH_MISMATCH);
+        assert_eq!(
+            qkd_block_from_bytes(null(), 4, 8, &mut out),
+            QKD_ERR_NULL_ARGUMENT
+        );
+        assert_eq!(
+            qkd_block_from_bytes([0u8].as_ptr(), 1, 9, &mut out),
+            QKD_ERR_LENGTH_MISMATCH
+        );
         assert!(out.is_null());
-        assert_eq!(qkd_block_from_bytes([0u8].as_ptr(), 1, 8, null_mut()), QKD_ERR_NULL_ARGUMENT);
-        assert_eq!(qkd_block_from_seed(null(), 8, &mut out), QKD_ERR_NULL_ARGUMENT);
+        assert_eq!(
+            qkd_block_from_bytes([0u8].as_ptr(), 1, 8, null_mut()),
+            QKD_ERR_NULL_ARGUMENT
+        );
+        assert_eq!(
+            qkd_block_from_seed(null(), 8, &mut out),
+            QKD_ERR_NULL_ARGUMENT
+        );
         assert_eq!(qkd_random_seed(null_mut()), QKD_ERR_NULL_ARGUMENT);
         let mut a = null_mut();
         let mut b = null_mut();
-        assert_eq!(qkd_simulate(100, 0.7, 0, &1, &mut a, &mut b, null_mut()), QKD_ERR_INVALID_ARGUMENT);
-        assert_eq!(qkd_simulate(100, 0.1, 7, &1, &mut a, &mut b, null_mut()), QKD_ERR_INVALID_ARGUMENT);
+        assert_eq!(
+            qkd_simulate(100, 0.7, 0, &1, &mut a, &mut b, null_mut()),
+            QKD_ERR_INVALID_ARGUMENT
+        );
+        assert_eq!(
+            qkd_simulate(100, 0.1, 7, &1, &mut a, &mut b, null_mut()),
+            QKD_ERR_INVALID_ARGUMENT
+        );
         assert!(a.is_null() && b.is_null());
         let x = block_from(&[1, 2], 16);
         let y = block_from(&[1], 8);
         let mut d = 0usize;
-        assert_eq!(qkd_block_hamming_distance(x, y, &mut d), QKD_ERR_LENGTH_MISMATCH);
+        assert_eq!(
+            qkd_block_hamming_distance(x, y, &mut d),
+            QKD_ERR_LENGTH_MISMATCH
+        );
         assert!(last_error().contains("16 and 8"));
         let mut est = std::mem::zeroed();
-        assert_eq!(qkd_qber_estimate_from_counts(10, 10, 0, 0.1, 0, &mut est), QKD_ERR_INVALID_ARGUMENT);
-        assert_eq!(qkd_qber_upper_bound(100, 10, 1, 0.1, 2, &mut 0.0), QKD_ERR_INVALID_ARGUMENT);
+        assert_eq!(
+            qkd_qber_estimate_from_counts(10, 10, 0, 0.1, 0, &mut est),
+            QKD_ERR_INVALID_ARGUMENT
+        );
+        assert_eq!(
+            qkd_qber_upper_bound(100, 10, 1, 0.1, 2, &mut 0.0),
+            QKD_ERR_INVALID_ARGUMENT
+        );
         qkd_block_free(x);
         qkd_block_free(y);
         qkd_block_free(null_mut());
@@ -179,9 +218,14 @@ fn a_handle_of_another_kind_is_refused() {
     assert_eq!(fake.tag, u64::from_be_bytes(*b"qkdALICE"));
     assert_eq!(fake.payload, [0; 4]);
     // A misaligned pointer is refused before anything is read.
-    let misaligned = (&mut fake.payload as *mut [u64; 4]).cast::<u8>().wrapping_add(1);
+    let misaligned = (&mut fake.payload as *mut [u64; 4])
+        .cast::<u8>()
+        .wrapping_add(1);
     // SAFETY: checked for alignment before any read.
-    assert_eq!(unsafe { qkd_block_len(misaligned.cast(), &mut bits) }, QKD_ERR_WRONG_HANDLE);
+    assert_eq!(
+        unsafe { qkd_block_len(misaligned.cast(), &mut bits) },
+        QKD_ERR_WRONG_HANDLE
+    );
 }
 
 #[test]
@@ -189,7 +233,10 @@ fn seed_expansion_is_the_chacha_word_stream() {
     let seed = [7u8; 32];
     let mut b = null_mut();
     // SAFETY: 32-byte seed, valid out-pointer.
-    assert_eq!(unsafe { qkd_block_from_seed(seed.as_ptr(), 130, &mut b) }, QKD_OK);
+    assert_eq!(
+        unsafe { qkd_block_from_seed(seed.as_ptr(), 130, &mut b) },
+        QKD_OK
+    );
     let mut rng = SeededRandom::from_seed(seed);
     let words: Vec<u64> = (0..3).map(|_| rng.u64()).collect();
     assert_eq!(to_block(b), BitBlock::from_words(words, 130).unwrap());
@@ -202,8 +249,12 @@ fn sim_and_two_party_estimation_agree_with_core() {
     let (mut a, mut b) = (null_mut(), null_mut());
     let mut rep: qkd_sim_report = unsafe { std::mem::zeroed() };
     // SAFETY: valid out-pointers and seed.
-    assert_eq!(unsafe { qkd_simulate(20_000, 0.05, 0, &42, &mut a, &mut b, &mut rep) }, QKD_OK);
-    let reference = qkd_core::sim::simulate(20_000, 0.05, qkd_core::sim::ErrorModel::IidExact, 42).unwrap();
+    assert_eq!(
+        unsafe { qkd_simulate(20_000, 0.05, 0, &42, &mut a, &mut b, &mut rep) },
+        QKD_OK
+    );
+    let reference =
+        qkd_core::sim::simulate(20_000, 0.05, qkd_core::sim::ErrorModel::IidExact, 42).unwrap();
     assert_eq!(to_block(a), reference.alice);
     assert_eq!(to_block(b), reference.bob);
     assert_eq!((rep.bits, rep.errors), (20_000, 1_000));
@@ -214,26 +265,54 @@ fn sim_and_two_party_estimation_agree_with_core() {
     let (mut len, mut a_rest, mut b_rest) = (0usize, null_mut(), null_mut());
     // SAFETY: valid handles, buffers and out-pointers throughout.
     unsafe {
-        let r = qkd_sample_disclose(a, 2_000, seed.as_ptr(), msg.as_mut_ptr(), msg.len(), &mut len, &mut a_rest);
+        let r = qkd_sample_disclose(
+            a,
+            2_000,
+            seed.as_ptr(),
+            msg.as_mut_ptr(),
+            msg.len(),
+            &mut len,
+            &mut a_rest,
+        );
         assert_eq!(r, QKD_ERR_BUFFER_TOO_SHORT);
         assert!(a_rest.is_null());
         msg.resize(len, 0);
-        let r = qkd_sample_disclose(a, 2_000, seed.as_ptr(), msg.as_mut_ptr(), msg.len(), &mut len, &mut a_rest);
+        let r = qkd_sample_disclose(
+            a,
+            2_000,
+            seed.as_ptr(),
+            msg.as_mut_ptr(),
+            msg.len(),
+            &mut len,
+            &mut a_rest,
+        );
         assert_eq!(r, QKD_OK);
         let mut est = std::mem::zeroed();
         let r = qkd_sample_compare(b, msg.as_ptr(), len, 1e-10, 0, &mut est, &mut b_rest);
         assert_eq!(r, QKD_OK);
-        let (core_msg, core_a) = qkd_core::estimate::disclose_sample(&reference.alice, 2_000, seed).unwrap();
+        let (core_msg, core_a) =
+            qkd_core::estimate::disclose_sample(&reference.alice, 2_000, seed).unwrap();
         assert_eq!(core_msg.to_bytes(), msg);
         let (core_est, core_b) = qkd_core::estimate::compare_sample(
-            &reference.bob, &core_msg, 1e-10, qkd_core::estimate::Bound::Hypergeometric).unwrap();
+            &reference.bob,
+            &core_msg,
+            1e-10,
+            qkd_core::estimate::Bound::Hypergeometric,
+        )
+        .unwrap();
         assert_eq!(to_block(a_rest), core_a);
         assert_eq!(to_block(b_rest), core_b);
-        assert_eq!((est.n, est.k, est.errors, est.remaining_bits), (20_000, 2_000, core_est.errors, 18_000));
+        assert_eq!(
+            (est.n, est.k, est.errors, est.remaining_bits),
+            (20_000, 2_000, core_est.errors, 18_000)
+        );
         assert_eq!(est.qber_upper, core_est.qber_upper);
         assert!(est.qber_upper > est.observed_qber);
         let mut from_counts = std::mem::zeroed();
-        assert_eq!(qkd_qber_estimate_from_counts(20_000, 2_000, est.errors, 1e-10, 0, &mut from_counts), QKD_OK);
+        assert_eq!(
+            qkd_qber_estimate_from_counts(20_000, 2_000, est.errors, 1e-10, 0, &mut from_counts),
+            QKD_OK
+        );
         assert_eq!(from_counts.qber_upper, est.qber_upper);
 
         // Garbage and truncated messages are refused with codes, never a crash.
@@ -279,12 +358,24 @@ fn secret_length_and_toeplitz_agree_with_core() {
         .unwrap();
     assert_eq!(out.bits, core.bits);
     assert!(out.bits > 0);
-    let bad = qkd_finite_key_input { preparation_quality: f64::NAN, ..input };
+    let bad = qkd_finite_key_input {
+        preparation_quality: f64::NAN,
+        ..input
+    };
     // SAFETY: valid pointers.
-    assert_eq!(unsafe { qkd_secret_length_bb84(&bad, &mut out) }, QKD_ERR_INVALID_ARGUMENT);
-    let bad = qkd_finite_key_input { eps_sec: 0.0, ..input };
+    assert_eq!(
+        unsafe { qkd_secret_length_bb84(&bad, &mut out) },
+        QKD_ERR_INVALID_ARGUMENT
+    );
+    let bad = qkd_finite_key_input {
+        eps_sec: 0.0,
+        ..input
+    };
     // SAFETY: valid pointers.
-    assert_eq!(unsafe { qkd_secret_length_bb84(&bad, &mut out) }, QKD_ERR_INVALID_ARGUMENT);
+    assert_eq!(
+        unsafe { qkd_secret_length_bb84(&bad, &mut out) },
+        QKD_ERR_INVALID_ARGUMENT
+    );
     assert!((qkd_binary_entropy(0.25) - 0.811_278_124_459_133).abs() < 1e-12);
     assert_eq!(qkd_toeplitz_seed_bits(1000, 300), 1299);
 
@@ -331,20 +422,58 @@ fn entropy_verdicts() {
     let zeros = vec![0u8; 4096];
     // SAFETY: valid buffers.
     unsafe {
-        assert_eq!(qkd_entropy_assess(zeros.as_ptr(), zeros.len(), QKD_ENTROPY_DEFAULT_FALSE_ALARM, &mut rep), QKD_OK);
+        assert_eq!(
+            qkd_entropy_assess(
+                zeros.as_ptr(),
+                zeros.len(),
+                QKD_ENTROPY_DEFAULT_FALSE_ALARM,
+                &mut rep
+            ),
+            QKD_OK
+        );
         assert_eq!(rep.verdict, qkd_verdict::QKD_VERDICT_FAIL);
         assert!(!rep.shannon_passed && !rep.monobit_passed && !rep.repetition_passed);
         assert_eq!(rep.n_bytes, 4096);
-        assert_eq!(qkd_entropy_assess(zeros.as_ptr(), 10, QKD_ENTROPY_DEFAULT_FALSE_ALARM, &mut rep), QKD_OK);
+        assert_eq!(
+            qkd_entropy_assess(
+                zeros.as_ptr(),
+                10,
+                QKD_ENTROPY_DEFAULT_FALSE_ALARM,
+                &mut rep
+            ),
+            QKD_OK
+        );
         assert_eq!(rep.verdict, qkd_verdict::QKD_VERDICT_INSUFFICIENT_DATA);
-        assert_eq!(qkd_entropy_assess(zeros.as_ptr(), 100, 1.5, &mut rep), QKD_ERR_INVALID_ARGUMENT);
+        assert_eq!(
+            qkd_entropy_assess(zeros.as_ptr(), 100, 1.5, &mut rep),
+            QKD_ERR_INVALID_ARGUMENT
+        );
         let mut b = null_mut();
-        assert_eq!(qkd_block_from_seed([9u8; 32].as_ptr(), 8 * 8192, &mut b), QKD_OK);
-        assert_eq!(qkd_entropy_assess_block(b, QKD_ENTROPY_DEFAULT_FALSE_ALARM, &mut rep), QKD_OK);
+        assert_eq!(
+            qkd_block_from_seed([9u8; 32].as_ptr(), 8 * 8192, &mut b),
+            QKD_OK
+        );
+        assert_eq!(
+            qkd_entropy_assess_block(b, QKD_ENTROPY_DEFAULT_FALSE_ALARM, &mut rep),
+            QKD_OK
+        );
         assert_eq!(rep.verdict, qkd_verdict::QKD_VERDICT_PASS);
         let core = qkd_core::entropy::assess(&to_block(b).to_bytes());
         assert_eq!(rep.shannon_bits_per_byte, core.shannon.bits_per_byte);
         assert_eq!(rep.runs_p_value, core.runs.result.p_value);
         qkd_block_free(b);
     }
+}
+
+#[test]
+fn exported_constants_equal_the_core_values() {
+    assert_eq!(
+        QKD_ENTROPY_DEFAULT_FALSE_ALARM,
+        qkd_core::entropy::DEFAULT_ALPHA
+    );
+    assert_eq!(QKD_ENTROPY_MIN_BYTES, qkd_core::entropy::MIN_ASSESS_BYTES);
+    assert_eq!(
+        QKD_TOEPLITZ_MAX_INPUT_BITS,
+        qkd_core::amplify::MAX_INPUT_BITS
+    );
 }

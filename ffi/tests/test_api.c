@@ -1,0 +1,529 @@
+/* C tests of libqkd: bad arguments (NULL, short buffers, wrong handle kinds, garbage message
+ * bytes) must give result codes, never a crash; and a full run through the C API must give
+ * equal final keys on both sides. Built with -std=c11 -Wall -Wextra -Werror and run under
+ * AddressSanitizer/UBSan and valgrind by scripts/test-c.sh. */
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "qkd.h"
+
+static int passed, failed;
+
+static const char *detail(void) {
+    static char buf[1024];
+    size_t len = 0;
+    if (qkd_last_error_message(buf, sizeof buf, &len) != QKD_OK) return "(detail too long)";
+    return buf;
+}
+
+#define CHECK(cond)                                                                       \
+    do {                                                                                  \
+        if (cond) {                                                                       \
+            passed++;                                                                     \
+        } else {                                                                          \
+            failed++;                                                                     \
+            fprintf(stderr, "%s:%d: CHECK failed: %s\n", __FILE__, __LINE__, #cond);      \
+        }                                                                                 \
+    } while (0)
+
+#define CHECK_RC(call, want)                                                              \
+    do {                                                                                  \
+        qkd_result rc_ = (call);                                                          \
+        if (rc_ == (qkd_result)(want)) {                                                  \
+            passed++;                                                                     \
+        } else {                                                                          \
+            failed++;                                                                     \
+            fprintf(stderr, "%s:%d: %s returned %u (%s), expected %s; detail: %s\n",      \
+                    __FILE__, __LINE__, #call, (unsigned)rc_, qkd_result_message(rc_),    \
+                    #want, detail());                                                     \
+        }                                                                                 \
+    } while (0)
+
+/* xorshift64*: deterministic garbage. */
+static uint64_t rng_state = 0x9E3779B97F4A7C15ull;
+static uint64_t next_u64(void) {
+    rng_state ^= rng_state >> 12;
+    rng_state ^= rng_state << 25;
+    rng_state ^= rng_state >> 27;
+    return rng_state * 0x2545F4914F6CDD1Dull;
+}
+
+static const uint8_t SEED_A[QKD_SEED_LEN] = {1, 2, 3};
+static const uint8_t SEED_B[QKD_SEED_LEN] = {4, 5, 6};
+
+static qkd_block *block_of(const uint8_t *bytes, size_t len, size_t bits) {
+    qkd_block *b = NULL;
+    CHECK_RC(qkd_block_from_bytes(bytes, len, bits, &b), QKD_OK);
+    return b;
+}
+
+static void test_version_and_messages(void) {
+    CHECK(qkd_version() != NULL && strcmp(qkd_version(), "0.1.0") == 0);
+    CHECK(strcmp(qkd_result_message(QKD_OK), "success") == 0);
+    for (unsigned code = 0; code <= QKD_ERR_UNEXPECTED_MESSAGE; code++) {
+        const char *m = qkd_result_message(code);
+        CHECK(m != NULL && strlen(m) > 0 && strcmp(m, "unknown result code") != 0);
+    }
+    CHECK(strcmp(qkd_result_message(12345), "unknown result code") == 0);
+}
+
+static void test_null_arguments(void) {
+    qkd_block *b = NULL, *a = NULL;
+    size_t n = 0;
+    uint8_t buf[64];
+    qkd_qber_estimate est;
+    qkd_entropy_report rep;
+    qkd_secret_length sl;
+    qkd_finite_key_input in = {1000, 100, 0.01, 100, 1e-10, 1e-15, 1.0};
+    qkd_cascade_alice *alice = NULL;
+    qkd_cascade_bob *bob = NULL;
+    qkd_confirm *conf = NULL;
+    qkd_confirm_outcome outcome;
+    qkd_cascade_stats stats;
+    bool done = false;
+    uint32_t t = 0;
+    double d = 0;
+
+    CHECK_RC(qkd_block_from_bytes(NULL, 1, 8, &b), QKD_ERR_NULL_ARGUMENT);
+    CHECK_RC(qkd_block_from_bytes(buf, 1, 8, NULL), QKD_ERR_NULL_ARGUMENT);
+    CHECK(strstr(detail(), "out") != NULL);
+    CHECK_RC(qkd_block_from_bytes(NULL, 0, 0, &b), QKD_OK); /* empty block */
+    CHECK_RC(qkd_block_len(b, &n), QKD_OK);
+    CHECK(n == 0);
+    qkd_block_free(b);
+    b = NULL;
+    CHECK_RC(qkd_block_len(NULL, &n), QKD_ERR_NULL_ARGUMENT);
+    CHECK_RC(qkd_block_to_bytes(NULL, buf, sizeof buf, &n), QKD_ERR_NULL_ARGUMENT);
+    CHECK_RC(qkd_block_random(8, NULL), QKD_ERR_NULL_ARGUMENT);
+    CHECK_RC(qkd_block_from_seed(NULL, 8, &b), QKD_ERR_NULL_ARGUMENT);
+    CHECK_RC(qkd_block_clone(NULL, &b), QKD_ERR_NULL_ARGUMENT);
+    CHECK_RC(qkd_block_hamming_distance(NULL, NULL, &n), QKD_ERR_NULL_ARGUMENT);
+    CHECK_RC(qkd_random_seed(NULL), QKD_ERR_NULL_ARGUMENT);
+    CHECK_RC(qkd_simulate(100, 0.1, QKD_ERROR_MODEL_IID, NULL, NULL, &b, NULL), QKD_ERR_NULL_ARGUMENT);
+    CHECK_RC(qkd_sample_disclose(NULL, 10, SEED_A, buf, sizeof buf, &n, &b), QKD_ERR_NULL_ARGUMENT);
+    CHECK_RC(qkd_sample_compare(NULL, buf, 4, 0.1, QKD_BOUND_HYPERGEOMETRIC, &est, &b), QKD_ERR_NULL_ARGUMENT);
+    CHECK_RC(qkd_qber_upper_bound(100, 10, 1, 0.1, QKD_BOUND_SERFLING, NULL), QKD_ERR_NULL_ARGUMENT);
+    CHECK_RC(qkd_qber_estimate_from_counts(100, 10, 1, 0.1, QKD_BOUND_SERFLING, NULL), QKD_ERR_NULL_ARGUMENT);
+    CHECK_RC(qkd_entropy_assess(NULL, 100, QKD_ENTROPY_DEFAULT_FALSE_ALARM, &rep), QKD_ERR_NULL_ARGUMENT);
+    CHECK_RC(qkd_entropy_assess(buf, sizeof buf, QKD_ENTROPY_DEFAULT_FALSE_ALARM, NULL), QKD_ERR_NULL_ARGUMENT);
+    CHECK_RC(qkd_entropy_assess_block(NULL, QKD_ENTROPY_DEFAULT_FALSE_ALARM, &rep), QKD_ERR_NULL_ARGUMENT);
+    CHECK_RC(qkd_secret_length_bb84(NULL, &sl), QKD_ERR_NULL_ARGUMENT);
+    CHECK_RC(qkd_secret_length_bb84(&in, NULL), QKD_ERR_NULL_ARGUMENT);
+    CHECK_RC(qkd_toeplitz_hash(NULL, NULL, 1, &b), QKD_ERR_NULL_ARGUMENT);
+    CHECK_RC(qkd_cascade_alice_new(NULL, &alice), QKD_ERR_NULL_ARGUMENT);
+    CHECK_RC(qkd_cascade_bob_new(NULL, NULL, 0.05, SEED_A, &bob), QKD_ERR_NULL_ARGUMENT);
+    a = block_of(buf, sizeof buf, 512);
+    CHECK_RC(qkd_cascade_bob_new(a, NULL, 0.05, NULL, &bob), QKD_ERR_NULL_ARGUMENT);
+    CHECK_RC(qkd_cascade_bob_new(a, NULL, 0.05, SEED_A, NULL), QKD_ERR_NULL_ARGUMENT);
+    CHECK_RC(qkd_cascade_alice_receive(NULL, buf, 4), QKD_ERR_NULL_ARGUMENT);
+    CHECK_RC(qkd_cascade_bob_receive(NULL, buf, 4), QKD_ERR_NULL_ARGUMENT);
+    CHECK_RC(qkd_cascade_alice_take_message(NULL, buf, sizeof buf, &n), QKD_ERR_NULL_ARGUMENT);
+    CHECK_RC(qkd_cascade_bob_take_message(NULL, buf, sizeof buf, &n), QKD_ERR_NULL_ARGUMENT);
+    CHECK_RC(qkd_cascade_alice_is_done(NULL, &done, NULL), QKD_ERR_NULL_ARGUMENT);
+    CHECK_RC(qkd_cascade_bob_stats(NULL, &stats), QKD_ERR_NULL_ARGUMENT);
+    CHECK_RC(qkd_cascade_bob_key(NULL, &b), QKD_ERR_NULL_ARGUMENT);
+    CHECK_RC(qkd_cascade_loopback(a, NULL, NULL, 0.05, SEED_A, &b, NULL), QKD_ERR_NULL_ARGUMENT);
+    CHECK_RC(qkd_confirm_tag_bits(1e-10, 1000, NULL), QKD_ERR_NULL_ARGUMENT);
+    CHECK_RC(qkd_confirm_start(NULL, 1e-10, buf, sizeof buf, &n, &conf), QKD_ERR_NULL_ARGUMENT);
+    CHECK_RC(qkd_confirm_finish(NULL, buf, 4, &outcome), QKD_ERR_NULL_ARGUMENT);
+    CHECK_RC(qkd_confirm_respond(a, 1e-10, NULL, 4, buf, sizeof buf, &n, &outcome), QKD_ERR_NULL_ARGUMENT);
+    CHECK_RC(qkd_last_error_message(NULL, 0, NULL), QKD_ERR_NULL_ARGUMENT);
+    CHECK(b == NULL && alice == NULL && bob == NULL && conf == NULL);
+    (void)t;
+    (void)d;
+    qkd_block_free(a);
+    /* Freeing NULL is a no-op. */
+    qkd_block_free(NULL);
+    qkd_cascade_alice_free(NULL);
+    qkd_cascade_bob_free(NULL);
+    qkd_confirm_free(NULL);
+}
+
+static void test_invalid_values(void) {
+    qkd_block *a = NULL, *b = NULL;
+    uint8_t bytes[4] = {0xff, 0, 0, 0};
+    double d = 0;
+    qkd_secret_length sl;
+    qkd_finite_key_input in = {1000000, 100000, 0.02, 160000, 1e-10, 1e-15, 1.0};
+    uint32_t t = 0;
+    CHECK_RC(qkd_block_from_bytes(bytes, 1, 9, &a), QKD_ERR_LENGTH_MISMATCH);
+    CHECK_RC(qkd_simulate(1000, 0.6, QKD_ERROR_MODEL_IID, NULL, &a, &b, NULL), QKD_ERR_INVALID_ARGUMENT);
+    CHECK_RC(qkd_simulate(1000, 0.1, 99, NULL, &a, &b, NULL), QKD_ERR_INVALID_ARGUMENT);
+    CHECK_RC(qkd_simulate(0, 0.1, QKD_ERROR_MODEL_IID, NULL, &a, &b, NULL), QKD_ERR_INVALID_ARGUMENT);
+    CHECK(a == NULL && b == NULL);
+    CHECK_RC(qkd_qber_upper_bound(100, 100, 1, 0.1, QKD_BOUND_SERFLING, &d), QKD_ERR_INVALID_ARGUMENT);
+    CHECK_RC(qkd_qber_upper_bound(100, 10, 11, 0.1, QKD_BOUND_SERFLING, &d), QKD_ERR_INVALID_ARGUMENT);
+    CHECK_RC(qkd_qber_upper_bound(100, 10, 1, 1.5, QKD_BOUND_SERFLING, &d), QKD_ERR_INVALID_ARGUMENT);
+    CHECK_RC(qkd_qber_upper_bound(100, 10, 1, 0.1, 7, &d), QKD_ERR_INVALID_ARGUMENT);
+    CHECK_RC(qkd_secret_length_bb84(&in, &sl), QKD_OK);
+    CHECK(sl.bits > 0 && sl.raw_bits >= (double)sl.bits);
+    in.qber = 0.7;
+    CHECK_RC(qkd_secret_length_bb84(&in, &sl), QKD_ERR_INVALID_ARGUMENT);
+    in.qber = 0.02;
+    in.preparation_quality = 0.0;
+    CHECK_RC(qkd_secret_length_bb84(&in, &sl), QKD_ERR_INVALID_ARGUMENT);
+    CHECK_RC(qkd_confirm_tag_bits(0.0, 1000, &t), QKD_ERR_INVALID_ARGUMENT);
+    CHECK_RC(qkd_confirm_tag_bits(1e-10, 1000, &t), QKD_OK);
+    CHECK(t > 30 && t <= 64);
+    a = block_of(bytes, 4, 32);
+    CHECK_RC(qkd_cascade_bob_new(a, "no-such-variant", 0.05, SEED_A, (qkd_cascade_bob **)&b), QKD_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(detail(), "option8") != NULL); /* the detail lists the known variants */
+    CHECK_RC(qkd_cascade_bob_new(a, NULL, 0.0, SEED_A, (qkd_cascade_bob **)&b), QKD_ERR_INVALID_ARGUMENT);
+    CHECK_RC(qkd_toeplitz_hash(a, a, 32, &b), QKD_ERR_INVALID_ARGUMENT);
+    CHECK_RC(qkd_toeplitz_hash(a, a, 16, &b), QKD_ERR_LENGTH_MISMATCH);
+    CHECK(b == NULL);
+    CHECK(qkd_toeplitz_seed_bits(32, 16) == 47);
+    qkd_block_free(a);
+}
+
+static void test_short_buffers(void) {
+    uint8_t bytes[3] = {0xA5, 0x5A, 0xFF};
+    uint8_t out[8] = {0};
+    size_t n = 0;
+    char small[4];
+    qkd_block *key = NULL, *rest = NULL, *a = NULL, *b = NULL;
+    qkd_cascade_bob *bob = NULL;
+    qkd_confirm *conf = NULL;
+    uint64_t seed = 7;
+
+    qkd_block *blk = block_of(bytes, 3, 20);
+    CHECK_RC(qkd_block_to_bytes(blk, out, 2, &n), QKD_ERR_BUFFER_TOO_SHORT);
+    CHECK(n == 3 && out[0] == 0);
+    CHECK_RC(qkd_block_to_bytes(blk, NULL, 0, &n), QKD_ERR_BUFFER_TOO_SHORT);
+    CHECK(n == 3);
+    CHECK_RC(qkd_block_to_bytes(blk, out, sizeof out, &n), QKD_OK);
+    CHECK(n == 3 && out[0] == 0xA5 && out[1] == 0x5A && out[2] == 0x0F);
+    qkd_block_free(blk);
+
+    /* The detail string: too short a buffer reports length + 1. */
+    CHECK_RC(qkd_block_len(NULL, &n), QKD_ERR_NULL_ARGUMENT);
+    CHECK_RC(qkd_last_error_message(small, sizeof small, &n), QKD_ERR_BUFFER_TOO_SHORT);
+    CHECK(n == strlen("argument `block` is NULL") + 1);
+
+    CHECK_RC(qkd_simulate(4096, 0.05, QKD_ERROR_MODEL_IID, &seed, &a, &b, NULL), QKD_OK);
+    CHECK_RC(qkd_sample_disclose(a, 400, SEED_A, out, sizeof out, &n, &rest), QKD_ERR_BUFFER_TOO_SHORT);
+    CHECK(n > sizeof out && rest == NULL);
+
+    CHECK_RC(qkd_cascade_bob_new(b, NULL, 0.05, SEED_B, &bob), QKD_OK);
+    CHECK_RC(qkd_cascade_bob_take_message(bob, out, 1, &n), QKD_ERR_BUFFER_TOO_SHORT);
+    {
+        size_t need = n;
+        uint8_t *hello = malloc(need);
+        CHECK_RC(qkd_cascade_bob_take_message(bob, hello, need, &n), QKD_OK); /* still queued */
+        CHECK(n == need);
+        CHECK_RC(qkd_cascade_bob_take_message(bob, hello, need, &n), QKD_OK); /* now empty */
+        CHECK(n == 0);
+        free(hello);
+    }
+    CHECK_RC(qkd_confirm_start(a, 1e-12, out, 2, &n, &conf), QKD_ERR_BUFFER_TOO_SHORT);
+    CHECK(conf == NULL && n > 2);
+    qkd_cascade_bob_free(bob);
+    qkd_block_free(key);
+    qkd_block_free(a);
+    qkd_block_free(b);
+}
+
+static void test_wrong_handles(void) {
+    uint8_t bytes[8] = {1, 2, 3, 4, 5, 6, 7, 8};
+    uint8_t buf[256];
+    size_t n = 0;
+    bool done = false;
+    qkd_cascade_stats stats;
+    qkd_block *blk = block_of(bytes, 8, 64), *out = NULL;
+    qkd_cascade_alice *alice = NULL;
+    qkd_cascade_bob *bob = NULL;
+    qkd_confirm *conf = NULL;
+    CHECK_RC(qkd_cascade_alice_new(blk, &alice), QKD_OK);
+    CHECK_RC(qkd_cascade_bob_new(blk, "option7", 0.05, SEED_A, &bob), QKD_OK);
+    CHECK_RC(qkd_confirm_start(blk, 1e-10, buf, sizeof buf, &n, &conf), QKD_OK);
+
+    /* A Bob where an Alice is expected, and every other mix-up. */
+    CHECK_RC(qkd_cascade_alice_receive((qkd_cascade_alice *)bob, buf, n), QKD_ERR_WRONG_HANDLE);
+    CHECK(strstr(detail(), "qkd_cascade_bob") != NULL);
+    CHECK_RC(qkd_cascade_alice_take_message((qkd_cascade_alice *)bob, buf, sizeof buf, &n), QKD_ERR_WRONG_HANDLE);
+    CHECK_RC(qkd_cascade_alice_is_done((qkd_cascade_alice *)blk, &done, NULL), QKD_ERR_WRONG_HANDLE);
+    CHECK_RC(qkd_cascade_bob_receive((qkd_cascade_bob *)alice, buf, 4), QKD_ERR_WRONG_HANDLE);
+    CHECK_RC(qkd_cascade_bob_stats((qkd_cascade_bob *)conf, &stats), QKD_ERR_WRONG_HANDLE);
+    CHECK_RC(qkd_cascade_bob_key((qkd_cascade_bob *)blk, &out), QKD_ERR_WRONG_HANDLE);
+    CHECK_RC(qkd_block_len((qkd_block *)alice, &n), QKD_ERR_WRONG_HANDLE);
+    CHECK(strstr(detail(), "qkd_cascade_alice") != NULL);
+    CHECK_RC(qkd_block_to_bytes((qkd_block *)bob, buf, sizeof buf, &n), QKD_ERR_WRONG_HANDLE);
+    CHECK_RC(qkd_toeplitz_hash(blk, (qkd_block *)conf, 8, &out), QKD_ERR_WRONG_HANDLE);
+    CHECK_RC(qkd_entropy_assess_block((qkd_block *)conf, QKD_ENTROPY_DEFAULT_FALSE_ALARM, NULL), QKD_ERR_NULL_ARGUMENT);
+    CHECK_RC(qkd_confirm_finish((qkd_confirm *)alice, buf, 4, NULL), QKD_ERR_NULL_ARGUMENT);
+    {
+        qkd_confirm_outcome o;
+        CHECK_RC(qkd_confirm_finish((qkd_confirm *)alice, buf, 4, &o), QKD_ERR_WRONG_HANDLE);
+    }
+    /* A pointer to something that is not a handle at all (aligned, readable). */
+    {
+        uint64_t fake[4] = {0x0123456789abcdefull, 0, 0, 0};
+        CHECK_RC(qkd_block_len((qkd_block *)fake, &n), QKD_ERR_WRONG_HANDLE);
+        CHECK(strstr(detail(), "not a live qkd handle") != NULL);
+        qkd_block_free((qkd_block *)fake); /* refused: nothing happens */
+        CHECK(fake[0] == 0x0123456789abcdefull);
+    }
+    /* Freeing with the wrong free function does nothing; the right one frees. */
+    qkd_block_free((qkd_block *)alice);
+    qkd_cascade_alice_free((qkd_cascade_alice *)bob);
+    qkd_cascade_bob_free((qkd_cascade_bob *)conf);
+    qkd_confirm_free((qkd_confirm *)blk);
+    CHECK_RC(qkd_cascade_alice_is_done(alice, &done, NULL), QKD_OK);
+    CHECK(out == NULL);
+    qkd_cascade_alice_free(alice);
+    qkd_cascade_bob_free(bob);
+    qkd_confirm_free(conf);
+    qkd_block_free(blk);
+}
+
+static void fill_garbage(uint8_t *buf, size_t len) {
+    for (size_t i = 0; i < len; i++) buf[i] = (uint8_t)next_u64();
+}
+
+static int is_protocol_error(qkd_result r) {
+    return r == QKD_ERR_MALFORMED_MESSAGE || r == QKD_ERR_UNEXPECTED_MESSAGE ||
+           r == QKD_ERR_LENGTH_MISMATCH || r == QKD_ERR_INVALID_ARGUMENT;
+}
+
+static void test_garbage_messages(void) {
+    uint64_t seed = 11;
+    qkd_block *a = NULL, *b = NULL, *rest = NULL;
+    uint8_t garbage[300], msg[4096], hello[4096];
+    size_t n = 0, hello_len = 0, msg_len = 0;
+    qkd_qber_estimate est;
+    qkd_confirm_outcome o;
+    int crashes_avoided = 0;
+    CHECK_RC(qkd_simulate(2048, 0.05, QKD_ERROR_MODEL_IID, &seed, &a, &b, NULL), QKD_OK);
+
+    /* Valid messages to mutate. */
+    {
+        qkd_cascade_bob *bob = NULL;
+        CHECK_RC(qkd_cascade_bob_new(b, NULL, 0.05, SEED_B, &bob), QKD_OK);
+        CHECK_RC(qkd_cascade_bob_take_message(bob, hello, sizeof hello, &hello_len), QKD_OK);
+        qkd_cascade_bob_free(bob);
+        CHECK_RC(qkd_sample_disclose(a, 200, SEED_A, msg, sizeof msg, &msg_len, &rest), QKD_OK);
+        qkd_block_free(rest);
+        rest = NULL;
+    }
+
+    for (int iter = 0; iter < 300; iter++) {
+        size_t len = (size_t)(next_u64() % sizeof garbage);
+        qkd_result r;
+        qkd_cascade_alice *alice = NULL;
+        qkd_cascade_bob *bob = NULL;
+        fill_garbage(garbage, len);
+        /* Alice fed garbage as Bob's first message. */
+        CHECK_RC(qkd_cascade_alice_new(a, &alice), QKD_OK);
+        r = qkd_cascade_alice_receive(alice, garbage, len);
+        CHECK(is_protocol_error(r));
+        /* Poisoned afterwards: even the valid hello is refused. */
+        CHECK_RC(qkd_cascade_alice_receive(alice, hello, hello_len), QKD_ERR_UNEXPECTED_MESSAGE);
+        qkd_cascade_alice_free(alice);
+        /* Bob fed garbage instead of Alice's parities. */
+        CHECK_RC(qkd_cascade_bob_new(b, NULL, 0.05, SEED_B, &bob), QKD_OK);
+        CHECK_RC(qkd_cascade_bob_take_message(bob, garbage + 0, 0, &n), QKD_ERR_BUFFER_TOO_SHORT);
+        {
+            uint8_t tmp[4096];
+            CHECK_RC(qkd_cascade_bob_take_message(bob, tmp, sizeof tmp, &n), QKD_OK);
+        }
+        r = qkd_cascade_bob_receive(bob, garbage, len);
+        CHECK(is_protocol_error(r));
+        qkd_cascade_bob_free(bob);
+        /* Estimation and confirmation. */
+        CHECK(is_protocol_error(qkd_sample_compare(b, garbage, len, 1e-10, QKD_BOUND_HYPERGEOMETRIC, &est, &rest)));
+        CHECK(rest == NULL);
+        CHECK(is_protocol_error(qkd_confirm_respond(b, 1e-10, garbage, len, msg + 0, 0, &n, &o)));
+        crashes_avoided++;
+    }
+    /* Bit flips of valid messages: any outcome but a crash; what is accepted is consistent. */
+    for (int iter = 0; iter < 300; iter++) {
+        uint8_t m1[4096], m2[4096];
+        qkd_cascade_alice *alice = NULL;
+        qkd_result r;
+        memcpy(m1, hello, hello_len);
+        memcpy(m2, msg, msg_len);
+        m1[next_u64() % hello_len] ^= (uint8_t)(1u << (next_u64() % 8));
+        m2[next_u64() % msg_len] ^= (uint8_t)(1u << (next_u64() % 8));
+        CHECK_RC(qkd_cascade_alice_new(a, &alice), QKD_OK);
+        r = qkd_cascade_alice_receive(alice, m1, hello_len);
+        CHECK(r == QKD_OK || is_protocol_error(r));
+        qkd_cascade_alice_free(alice);
+        r = qkd_sample_compare(b, m2, msg_len, 1e-10, QKD_BOUND_HYPERGEOMETRIC, &est, &rest);
+        CHECK(r == QKD_OK || is_protocol_error(r));
+        CHECK((r == QKD_OK) == (rest != NULL));
+        if (r == QKD_OK) CHECK(est.errors <= est.k);
+        qkd_block_free(rest);
+        rest = NULL;
+    }
+    CHECK(crashes_avoided == 300);
+    qkd_block_free(a);
+    qkd_block_free(b);
+}
+
+static void test_protocol_order(void) {
+    uint64_t seed = 3;
+    qkd_block *a = NULL, *b = NULL;
+    qkd_cascade_alice *alice = NULL;
+    qkd_cascade_bob *bob = NULL;
+    uint8_t hello[4096], reply[1 << 16];
+    size_t hello_len = 0, reply_len = 0;
+    CHECK_RC(qkd_simulate(4096, 0.03, QKD_ERROR_MODEL_IID, &seed, &a, &b, NULL), QKD_OK);
+    CHECK_RC(qkd_cascade_alice_new(a, &alice), QKD_OK);
+    CHECK_RC(qkd_cascade_bob_new(b, NULL, 0.03, SEED_A, &bob), QKD_OK);
+    /* Bob must send his hello before receiving. */
+    CHECK_RC(qkd_cascade_bob_receive(bob, hello, 1), QKD_ERR_UNEXPECTED_MESSAGE);
+    CHECK_RC(qkd_cascade_bob_take_message(bob, hello, sizeof hello, &hello_len), QKD_OK);
+    CHECK_RC(qkd_cascade_alice_receive(alice, hello, hello_len), QKD_OK);
+    /* A second message before Alice's reply was taken. */
+    CHECK_RC(qkd_cascade_alice_receive(alice, hello, hello_len), QKD_ERR_UNEXPECTED_MESSAGE);
+    CHECK_RC(qkd_cascade_alice_take_message(alice, reply, sizeof reply, &reply_len), QKD_OK);
+    CHECK(reply_len > 0);
+    /* The hello again, now out of turn: protocol error, Alice poisoned. */
+    CHECK_RC(qkd_cascade_alice_receive(alice, hello, hello_len), QKD_ERR_UNEXPECTED_MESSAGE);
+    CHECK_RC(qkd_cascade_alice_receive(alice, hello, hello_len), QKD_ERR_UNEXPECTED_MESSAGE);
+    CHECK(strstr(detail(), "already failed") != NULL);
+    /* Bob's hello to an Alice with a key of another length. */
+    {
+        qkd_cascade_alice *other = NULL;
+        uint8_t k[16] = {0};
+        qkd_block *short_key = block_of(k, 16, 128);
+        CHECK_RC(qkd_cascade_alice_new(short_key, &other), QKD_OK);
+        CHECK_RC(qkd_cascade_alice_receive(other, hello, hello_len), QKD_ERR_LENGTH_MISMATCH);
+        qkd_cascade_alice_free(other);
+        qkd_block_free(short_key);
+    }
+    qkd_cascade_alice_free(alice);
+    qkd_cascade_bob_free(bob);
+    qkd_block_free(a);
+    qkd_block_free(b);
+}
+
+/* Runs Cascade between two handles in this process through C buffers. */
+static int run_cascade(qkd_cascade_alice *alice, qkd_cascade_bob *bob) {
+    static uint8_t buf[1 << 20];
+    size_t len = 0;
+    qkd_cascade_stats stats;
+    bool done = false;
+    for (int guard = 0; guard < 100000; guard++) {
+        if (qkd_cascade_bob_take_message(bob, buf, sizeof buf, &len) != QKD_OK) return -1;
+        if (qkd_cascade_alice_receive(alice, buf, len) != QKD_OK) return -2;
+        if (qkd_cascade_bob_stats(bob, &stats) != QKD_OK) return -3;
+        if (stats.done) {
+            if (qkd_cascade_alice_is_done(alice, &done, NULL) != QKD_OK || !done) return -4;
+            return 0;
+        }
+        if (qkd_cascade_alice_take_message(alice, buf, sizeof buf, &len) != QKD_OK) return -5;
+        if (qkd_cascade_bob_receive(bob, buf, len) != QKD_OK) return -6;
+    }
+    return -7;
+}
+
+static void test_end_to_end(void) {
+    const size_t n = 100000, k = 10000;
+    uint64_t seed = 2026;
+    qkd_sim_report sim;
+    qkd_block *a = NULL, *b = NULL, *ar = NULL, *br = NULL, *bc = NULL, *loop_key = NULL;
+    qkd_block *pa_seed = NULL, *fa = NULL, *fb = NULL;
+    uint8_t *msg = NULL;
+    size_t len = 0, diff = 99;
+    qkd_qber_estimate est;
+    qkd_cascade_alice *alice = NULL;
+    qkd_cascade_bob *bob = NULL;
+    qkd_cascade_stats stats;
+    qkd_cascade_report loop;
+    uint64_t alice_disclosed = 0;
+    bool done = false;
+    qkd_confirm *conf = NULL;
+    qkd_confirm_outcome oa, ob;
+    uint8_t cmsg[64], creply[64];
+    size_t clen = 0, rlen = 0;
+    qkd_secret_length sl;
+    qkd_entropy_report rep;
+
+    CHECK_RC(qkd_simulate(n, 0.03, QKD_ERROR_MODEL_IID, &seed, &a, &b, &sim), QKD_OK);
+    CHECK(sim.bits == n && sim.errors == 3000 && sim.model == QKD_ERROR_MODEL_IID);
+
+    CHECK_RC(qkd_sample_disclose(a, k, SEED_A, NULL, 0, &len, &ar), QKD_ERR_BUFFER_TOO_SHORT);
+    msg = malloc(len);
+    CHECK_RC(qkd_sample_disclose(a, k, SEED_A, msg, len, &len, &ar), QKD_OK);
+    CHECK_RC(qkd_sample_compare(b, msg, len, 1e-10, QKD_BOUND_HYPERGEOMETRIC, &est, &br), QKD_OK);
+    free(msg);
+    CHECK(est.n == n && est.k == k && est.remaining_bits == n - k);
+    CHECK(est.observed_qber > 0.02 && est.observed_qber < 0.04);
+    CHECK(est.qber_upper > est.observed_qber && est.qber_upper < 0.05);
+
+    CHECK_RC(qkd_cascade_alice_new(ar, &alice), QKD_OK);
+    CHECK_RC(qkd_cascade_bob_new(br, NULL, est.qber_upper, SEED_B, &bob), QKD_OK);
+    CHECK(run_cascade(alice, bob) == 0);
+    CHECK_RC(qkd_cascade_bob_stats(bob, &stats), QKD_OK);
+    CHECK_RC(qkd_cascade_alice_is_done(alice, &done, &alice_disclosed), QKD_OK);
+    CHECK(done && stats.done && alice_disclosed == stats.disclosed_bits);
+    CHECK_RC(qkd_cascade_bob_key(bob, &bc), QKD_OK);
+    CHECK_RC(qkd_block_hamming_distance(ar, bc, &diff), QKD_OK);
+    CHECK(diff == 0);
+    /* After Done, Bob accepts nothing more. */
+    CHECK_RC(qkd_cascade_bob_receive(bob, cmsg, 1), QKD_ERR_UNEXPECTED_MESSAGE);
+
+    /* The loopback convenience gives the same run. */
+    CHECK_RC(qkd_cascade_loopback(ar, br, NULL, est.qber_upper, SEED_B, &loop_key, &loop), QKD_OK);
+    CHECK(loop.stats.disclosed_bits == stats.disclosed_bits && loop.residual_errors == 0);
+    CHECK(loop.stats.round_trips == stats.round_trips && loop.n == n - k);
+    CHECK(loop.efficiency > 1.0 && loop.efficiency < 1.5);
+    CHECK_RC(qkd_block_hamming_distance(loop_key, bc, &diff), QKD_OK);
+    CHECK(diff == 0);
+
+    /* Confirmation. */
+    CHECK_RC(qkd_confirm_start(ar, 1e-15, cmsg, sizeof cmsg, &clen, &conf), QKD_OK);
+    CHECK_RC(qkd_confirm_respond(bc, 1e-15, cmsg, clen, creply, sizeof creply, &rlen, &ob), QKD_OK);
+    CHECK_RC(qkd_confirm_finish(conf, creply, rlen, &oa), QKD_OK);
+    CHECK(oa.matched && ob.matched && oa.leaked_bits == ob.leaked_bits);
+    /* A second verdict is out of turn. */
+    CHECK_RC(qkd_confirm_finish(conf, creply, rlen, &oa), QKD_ERR_UNEXPECTED_MESSAGE);
+    /* Bob's unreconciled key does not confirm. */
+    {
+        qkd_confirm_outcome bad;
+        CHECK_RC(qkd_confirm_respond(br, 1e-15, cmsg, clen, creply, sizeof creply, &rlen, &bad), QKD_OK);
+        CHECK(!bad.matched);
+    }
+
+    /* Secret length and amplification with a seed expanded on both sides. */
+    {
+        qkd_finite_key_input in = {n - k, k, est.observed_qber, stats.disclosed_bits + oa.leaked_bits,
+                                   1e-10, 1e-15, 1.0};
+        uint8_t shared[QKD_SEED_LEN];
+        size_t flen = 0;
+        CHECK_RC(qkd_secret_length_bb84(&in, &sl), QKD_OK);
+        CHECK(sl.bits > 10000 && sl.bits < n - k);
+        CHECK_RC(qkd_random_seed(shared), QKD_OK);
+        CHECK_RC(qkd_block_from_seed(shared, qkd_toeplitz_seed_bits(n - k, sl.bits), &pa_seed), QKD_OK);
+        CHECK_RC(qkd_toeplitz_hash(ar, pa_seed, sl.bits, &fa), QKD_OK);
+        CHECK_RC(qkd_toeplitz_hash(bc, pa_seed, sl.bits, &fb), QKD_OK);
+        CHECK_RC(qkd_block_hamming_distance(fa, fb, &diff), QKD_OK);
+        CHECK(diff == 0);
+        CHECK_RC(qkd_block_len(fa, &flen), QKD_OK);
+        CHECK(flen == sl.bits);
+    }
+    CHECK_RC(qkd_entropy_assess_block(fa, QKD_ENTROPY_DEFAULT_FALSE_ALARM, &rep), QKD_OK);
+    CHECK(rep.verdict == QKD_VERDICT_PASS && rep.shannon_passed && rep.min_entropy_passed);
+
+    qkd_confirm_free(conf);
+    qkd_cascade_alice_free(alice);
+    qkd_cascade_bob_free(bob);
+    qkd_block *all[] = {a, b, ar, br, bc, loop_key, pa_seed, fa, fb};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) qkd_block_free(all[i]);
+}
+
+int main(void) {
+    test_version_and_messages();
+    test_null_arguments();
+    test_invalid_values();
+    test_short_buffers();
+    test_wrong_handles();
+    test_garbage_messages();
+    test_protocol_order();
+    test_end_to_end();
+    printf("%d passed, %d failed\n", passed, failed);
+    return failed == 0 ? 0 : 1;
+}
