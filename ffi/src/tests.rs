@@ -27,8 +27,8 @@ fn last_error() -> String {
 
 fn block_from(bytes: &[u8], bits: usize) -> *mut qkd_block {
     let mut b = null_mut();
-    // SAFETY: valid slice and out-pointer.
     assert_eq!(
+        // SAFETY: valid slice and out-pointer.
         unsafe { qkd_block_from_bytes(bytes.as_ptr(), bytes.len(), bits, &mut b) },
         QKD_OK
     );
@@ -45,8 +45,8 @@ fn bytes_of(b: *const qkd_block) -> Vec<u8> {
         assert_eq!(r, QKD_ERR_BUFFER_TOO_SHORT);
     }
     let mut len2 = 0usize;
-    // SAFETY: buffer of `len` bytes.
     assert_eq!(
+        // SAFETY: buffer of `len` bytes.
         unsafe { qkd_block_to_bytes(b, out.as_mut_ptr(), out.len(), &mut len2) },
         QKD_OK
     );
@@ -103,8 +103,8 @@ fn a_panic_becomes_a_code_with_a_detail() {
 
 #[test]
 fn last_error_reports_the_needed_capacity() {
-    // SAFETY: NULL out-parameter on purpose.
     assert_eq!(
+        // SAFETY: NULL out-parameter on purpose.
         unsafe { qkd_block_len(null(), null_mut()) },
         QKD_ERR_NULL_ARGUMENT
     );
@@ -221,8 +221,8 @@ fn a_handle_of_another_kind_is_refused() {
     let misaligned = (&mut fake.payload as *mut [u64; 4])
         .cast::<u8>()
         .wrapping_add(1);
-    // SAFETY: checked for alignment before any read.
     assert_eq!(
+        // SAFETY: checked for alignment before any read.
         unsafe { qkd_block_len(misaligned.cast(), &mut bits) },
         QKD_ERR_WRONG_HANDLE
     );
@@ -232,8 +232,8 @@ fn a_handle_of_another_kind_is_refused() {
 fn seed_expansion_is_the_chacha_word_stream() {
     let seed = [7u8; 32];
     let mut b = null_mut();
-    // SAFETY: 32-byte seed, valid out-pointer.
     assert_eq!(
+        // SAFETY: 32-byte seed, valid out-pointer.
         unsafe { qkd_block_from_seed(seed.as_ptr(), 130, &mut b) },
         QKD_OK
     );
@@ -247,9 +247,11 @@ fn seed_expansion_is_the_chacha_word_stream() {
 #[test]
 fn sim_and_two_party_estimation_agree_with_core() {
     let (mut a, mut b) = (null_mut(), null_mut());
+    // SAFETY: a repr(C) struct of integers, floats, bools and fieldless enums with a 0
+    // variant: all zero bytes is a valid value.
     let mut rep: qkd_sim_report = unsafe { std::mem::zeroed() };
-    // SAFETY: valid out-pointers and seed.
     assert_eq!(
+        // SAFETY: valid out-pointers and seed.
         unsafe { qkd_simulate(20_000, 0.05, 0, &42, &mut a, &mut b, &mut rep) },
         QKD_OK
     );
@@ -343,6 +345,8 @@ fn secret_length_and_toeplitz_agree_with_core() {
         eps_cor: 1e-15,
         preparation_quality: 1.0,
     };
+    // SAFETY: a repr(C) struct of integers, floats, bools and fieldless enums with a 0
+    // variant: all zero bytes is a valid value.
     let mut out: qkd_secret_length = unsafe { std::mem::zeroed() };
     // SAFETY: valid pointers.
     assert_eq!(unsafe { qkd_secret_length_bb84(&input, &mut out) }, QKD_OK);
@@ -362,8 +366,8 @@ fn secret_length_and_toeplitz_agree_with_core() {
         preparation_quality: f64::NAN,
         ..input
     };
-    // SAFETY: valid pointers.
     assert_eq!(
+        // SAFETY: valid pointers.
         unsafe { qkd_secret_length_bb84(&bad, &mut out) },
         QKD_ERR_INVALID_ARGUMENT
     );
@@ -371,8 +375,8 @@ fn secret_length_and_toeplitz_agree_with_core() {
         eps_sec: 0.0,
         ..input
     };
-    // SAFETY: valid pointers.
     assert_eq!(
+        // SAFETY: valid pointers.
         unsafe { qkd_secret_length_bb84(&bad, &mut out) },
         QKD_ERR_INVALID_ARGUMENT
     );
@@ -418,6 +422,8 @@ fn secret_length_and_toeplitz_agree_with_core() {
 
 #[test]
 fn entropy_verdicts() {
+    // SAFETY: a repr(C) struct of integers, floats, bools and fieldless enums with a 0
+    // variant: all zero bytes is a valid value.
     let mut rep: qkd_entropy_report = unsafe { std::mem::zeroed() };
     let zeros = vec![0u8; 4096];
     // SAFETY: valid buffers.
