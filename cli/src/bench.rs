@@ -1,7 +1,10 @@
 //! `qkd bench`: throughput of single stages, printed as a table or one JSON object.
 
-use anyhow::Context;
+use std::path::PathBuf;
+
+use anyhow::{Context, bail};
 use qkd_core::amplify::{ToeplitzMethod, bench_toeplitz};
+use qkd_core::reconcile::experiment::{self, ExperimentConfig, ExperimentResult};
 
 use crate::ui;
 
@@ -10,6 +13,39 @@ use crate::ui;
 pub enum Command {
     /// Toeplitz privacy amplification on a random block.
     Amplify(AmplifyArgs),
+    /// Cascade reconciliation, both parties in process, over many seeded blocks.
+    Reconcile(ReconcileArgs),
+}
+
+/// Arguments of `qkd bench reconcile`.
+#[derive(Debug, clap::Args)]
+pub struct ReconcileArgs {
+    /// Cascade variant: original, biconf, yanetal, option3, option4, option7, option8, or an
+    /// extra variant (see the core docs).
+    #[arg(long, default_value = "yanetal", conflicts_with = "grid")]
+    algorithm: String,
+    /// True error rate of the simulated key pairs.
+    #[arg(long, default_value_t = 0.02)]
+    qber: f64,
+    /// Block length in bits.
+    #[arg(long, default_value_t = 1 << 14)]
+    block_bits: usize,
+    /// Number of blocks.
+    #[arg(long, default_value_t = 1000)]
+    runs: usize,
+    /// Worker threads (rayon over blocks).
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Seed of keys, errors and shuffles (the experiment is reproducible).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// A JSON sweep file (format: `qkd_core::reconcile::experiment` docs); prints one JSON object
+    /// per configuration and line.
+    #[arg(long)]
+    grid: Option<PathBuf>,
+    /// Print JSON on stdout and nothing else.
+    #[arg(long)]
+    json: bool,
 }
 
 /// Arguments of `qkd bench amplify`.
@@ -33,7 +69,75 @@ pub struct AmplifyArgs {
 pub fn run(cmd: Command) -> anyhow::Result<()> {
     match cmd {
         Command::Amplify(args) => amplify(args),
+        Command::Reconcile(args) => reconcile(args),
     }
+}
+
+fn reconcile(args: ReconcileArgs) -> anyhow::Result<()> {
+    if let Some(path) = &args.grid {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading the grid file {}", path.display()))?;
+        let configs = experiment::parse_grid(&text)
+            .with_context(|| format!("parsing the grid file {}", path.display()))?;
+        let bar = (!args.json).then(|| ui::progress(configs.len() as u64, "configs"));
+        for cfg in &configs {
+            let r = experiment::run(cfg)?;
+            if args.json {
+                ui::print(serde_json::to_string(&r)?)?;
+            } else {
+                if let Some(b) = &bar {
+                    b.suspend(|| print_reconcile(&r))?;
+                    b.inc(1);
+                }
+            }
+        }
+        if let Some(b) = bar {
+            b.finish_and_clear();
+        }
+        return Ok(());
+    }
+    if args.threads == 0 {
+        bail!("--threads must be at least 1");
+    }
+    let mut cfg = ExperimentConfig::new(&args.algorithm, args.qber, args.block_bits, args.runs);
+    cfg.threads = args.threads;
+    cfg.seed = args.seed;
+    let r = experiment::run(&cfg)?;
+    if args.json {
+        return ui::print(serde_json::to_string(&r)?);
+    }
+    print_reconcile(&r)
+}
+
+fn print_reconcile(r: &ExperimentResult) -> anyhow::Result<()> {
+    let rows = vec![
+        ("algorithm".into(), r.algorithm.clone()),
+        ("QBER".into(), ui::pct(r.qber, 2)),
+        ("block bits".into(), r.block_bits.to_string()),
+        (
+            "runs / threads".into(),
+            format!("{} / {}", r.runs, r.threads),
+        ),
+        (
+            "efficiency f".into(),
+            format!("{:.4} ± {:.4}", r.efficiency_mean, r.efficiency_std),
+        ),
+        (
+            "frame error rate".into(),
+            format!("{:.2e}", r.frame_error_rate),
+        ),
+        (
+            "round trips (mean / max)".into(),
+            format!("{:.1} / {}", r.round_trips_mean, r.round_trips_max),
+        ),
+        ("messages (mean)".into(), format!("{:.1}", r.messages_mean)),
+        (
+            "confirmation tag bits".into(),
+            r.confirm_tag_bits.to_string(),
+        ),
+        ("throughput (raw key)".into(), ui::rate(r.bits_per_second)),
+    ];
+    ui::print(ui::table(["quantity", "value"], &rows))
 }
 
 fn amplify(args: AmplifyArgs) -> anyhow::Result<()> {

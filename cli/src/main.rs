@@ -8,6 +8,8 @@
 mod amplify;
 mod bench;
 mod demo;
+mod process;
+mod report;
 mod sim;
 mod ui;
 
@@ -27,6 +29,8 @@ enum Command {
     Demo(demo::Args),
     /// Simulate a QKD link: write a raw-key pair (Alice, Bob) and a JSON manifest.
     Sim(sim::Args),
+    /// Run the post-processing pipeline on a raw key pair: final keys and block reports.
+    Process(process::Args),
     /// Toeplitz-hash a key file with a seed file (privacy amplification, DESIGN §4 convention).
     Amplify(amplify::Args),
     /// Measure the throughput of one stage.
@@ -39,6 +43,7 @@ fn main() -> std::process::ExitCode {
     let result = match cli.command {
         Command::Demo(args) => demo::run(args),
         Command::Sim(args) => sim::run(args),
+        Command::Process(args) => process::run(args),
         Command::Amplify(args) => amplify::run(args),
         Command::Bench(cmd) => bench::run(cmd),
     };

@@ -68,21 +68,143 @@ fn sim_rejects_bad_input_with_a_message() {
 
 #[test]
 fn demo_json_on_the_embedded_dataset() {
-    let json = ok(&["demo", "--json"]);
+    let dir = tempfile::tempdir().unwrap();
+    let json = ok(&["demo", "--json", "--out", dir.path().to_str().unwrap()]);
     let v: serde_json::Value =
         serde_json::from_str(json.trim()).expect("stdout is one JSON object");
     assert_eq!(v["dataset"], "iid-2pct");
     let blocks = v["blocks"].as_array().unwrap();
     assert_eq!(blocks.len(), 4);
+    let mut final_bits = 0;
     for b in blocks {
-        let q = b["observed_qber"].as_f64().unwrap();
+        let q = b["qber"].as_f64().unwrap();
         assert!(
             q > 0.005 && q < 0.04,
             "observed {q} far from the dataset's 2 %"
         );
         assert!(b["qber_upper"].as_f64().unwrap() >= q);
+        assert_eq!(b["residual_errors"], 0);
+        assert_eq!(b["outcome"]["kind"], "key");
+        assert_eq!(b["entropy"], "pass");
+        let bits = b["final_bits"].as_u64().unwrap();
+        let file = dir
+            .path()
+            .join(format!("block-{:06}.key", b["index"].as_u64().unwrap()));
+        assert_eq!(std::fs::metadata(&file).unwrap().len(), bits.div_ceil(8));
+        final_bits += bits;
     }
-    assert_eq!(v["entropy"]["verdict"], "pass");
+    assert_eq!(v["summary"]["final_bits"].as_u64().unwrap(), final_bits);
+}
+
+#[test]
+fn process_writes_keys_reports_and_summary() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().to_str().unwrap();
+    ok(&[
+        "sim", "--bits", "200000", "--qber", "0.03", "--seed", "4", "--out", d, "--name", "p",
+    ]);
+    let out = dir.path().join("out");
+    let a = dir.path().join("p.alice.bin");
+    let b = dir.path().join("p.bob.bin");
+    let json = ok(&[
+        "process",
+        "--alice",
+        a.to_str().unwrap(),
+        "--bob",
+        b.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--block-bits",
+        "65536",
+        "--sample-bits",
+        "2048",
+        "--algorithm",
+        "yanetal",
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
+    assert_eq!(v["blocks"], 3);
+    assert_eq!(v["ignored_tail_bits"], 200000 - 3 * 65536);
+    let lines = std::fs::read_to_string(out.join("reports.jsonl")).unwrap();
+    assert_eq!(lines.lines().count(), 3);
+    let keys = std::fs::read_dir(&out).unwrap().filter(|e| {
+        e.as_ref()
+            .unwrap()
+            .file_name()
+            .to_string_lossy()
+            .ends_with(".key")
+    });
+    assert_eq!(keys.count() as u64, v["blocks_with_key"].as_u64().unwrap());
+    // Unequal inputs are refused before anything is processed.
+    std::fs::write(dir.path().join("short.bin"), [0u8; 100]).unwrap();
+    let o = qkd(&[
+        "process",
+        "--alice",
+        a.to_str().unwrap(),
+        "--bob",
+        dir.path().join("short.bin").to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+    ]);
+    assert!(!o.status.success());
+    assert!(String::from_utf8_lossy(&o.stderr).contains("must be equal"));
+}
+
+#[test]
+fn bench_reconcile_json_and_grid() {
+    let json = ok(&[
+        "bench",
+        "reconcile",
+        "--algorithm",
+        "yanetal",
+        "--qber",
+        "0.05",
+        "--block-bits",
+        "4096",
+        "--runs",
+        "8",
+        "--threads",
+        "2",
+        "--json",
+    ]);
+    let lines: Vec<&str> = json.lines().collect();
+    assert_eq!(lines.len(), 1, "--json prints one object and nothing else");
+    let v: serde_json::Value = serde_json::from_str(lines[0]).unwrap();
+    for field in [
+        "algorithm",
+        "qber",
+        "block_bits",
+        "runs",
+        "efficiency_mean",
+        "efficiency_std",
+        "frame_error_rate",
+        "round_trips_mean",
+        "messages_mean",
+        "bits_per_second",
+    ] {
+        assert!(v.get(field).is_some(), "missing {field}");
+    }
+    assert_eq!(v["runs"], 8);
+    assert_eq!(v["frame_error_rate"], 0.0);
+    let dir = tempfile::tempdir().unwrap();
+    let grid = dir.path().join("grid.json");
+    std::fs::write(
+        &grid,
+        r#"{"algorithm": ["original", "option7"], "qber": [0.01, 0.1], "block_bits": 2048, "runs": 4}"#,
+    )
+    .unwrap();
+    let out = ok(&[
+        "bench",
+        "reconcile",
+        "--grid",
+        grid.to_str().unwrap(),
+        "--json",
+    ]);
+    assert_eq!(out.lines().count(), 4);
+    for l in out.lines() {
+        let v: serde_json::Value = serde_json::from_str(l).unwrap();
+        assert_eq!(v["block_bits"], 2048);
+    }
 }
 
 #[test]

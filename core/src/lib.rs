@@ -3,7 +3,7 @@
 //! Raw sifted key blocks go in; final secret keys come out. The stages, in order:
 //! [`estimate`] (QBER from a disclosed sample), [`reconcile`] (Cascade, as two sans-IO parties),
 //! [`confirm`] (universal-hash tag compare), [`amplify`] (finite-key secret length and Toeplitz
-//! hashing), [`entropy`] (health of the output), stitched together by `pipeline`; final keys
+//! hashing), [`entropy`] (health of the output), stitched together by [`pipeline`]; final keys
 //! go to the [`store`]. Every key bit lives in a [`bits::BitBlock`]. Randomness comes from a
 //! [`rng::RandomSource`]: the OS CSPRNG unless configured otherwise.
 #![deny(missing_docs)]
@@ -14,6 +14,7 @@ pub mod confirm;
 pub mod dataset;
 pub mod entropy;
 pub mod estimate;
+pub mod pipeline;
 pub mod reconcile;
 pub mod rng;
 pub mod sim;

@@ -1,0 +1,166 @@
+//! `qkd process`: raw key pair in, final keys and block reports out.
+
+use std::fs::{self, File};
+use std::io::{BufReader, BufWriter, Write};
+use std::path::{Path, PathBuf};
+
+use anyhow::{Context, bail};
+use qkd_core::amplify::ToeplitzMethod;
+use qkd_core::pipeline::{self, BlockReport, PipelineConfig, PipelineError, StreamSummary};
+
+use crate::{report, ui};
+
+/// Arguments of `qkd process`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Alice's raw key file (packed bytes, DESIGN §4 bit order).
+    #[arg(long)]
+    pub alice: PathBuf,
+    /// Bob's raw key file, same length.
+    #[arg(long)]
+    pub bob: PathBuf,
+    /// Output directory: `block-<index>.key` per block with key (mode 0600), `reports.jsonl`,
+    /// `summary.json`.
+    #[arg(long)]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub pipeline: PipelineArgs,
+    /// Blocks read and processed in parallel at a time (bounds memory).
+    #[arg(long, default_value_t = 8)]
+    pub batch_blocks: usize,
+    /// Print one JSON object (the summary) on stdout and nothing else.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Pipeline settings shared by `qkd process` and `qkd demo`.
+#[derive(Debug, Clone, clap::Args)]
+pub struct PipelineArgs {
+    /// Raw bits per block (a multiple of 8).
+    #[arg(long, default_value_t = Self::DEFAULT_BLOCK_BITS)]
+    pub block_bits: usize,
+    /// Bits per block disclosed for QBER estimation.
+    #[arg(long, default_value_t = 1 << 14)]
+    pub sample_bits: usize,
+    /// Cascade variant.
+    #[arg(long, default_value = "option8")]
+    pub algorithm: String,
+    /// Secrecy parameter.
+    #[arg(long, default_value_t = 1e-10)]
+    pub eps_sec: f64,
+    /// Correctness parameter.
+    #[arg(long, default_value_t = 1e-15)]
+    pub eps_cor: f64,
+    /// Discard blocks whose QBER upper bound exceeds this.
+    #[arg(long, default_value_t = 0.11)]
+    pub max_qber: f64,
+    /// Toeplitz method (ntt, reference, ...).
+    #[arg(long, default_value = "ntt")]
+    pub toeplitz: String,
+}
+
+impl PipelineArgs {
+    /// Default of `--block-bits`.
+    pub const DEFAULT_BLOCK_BITS: usize = 1 << 20;
+
+    /// The core configuration.
+    pub fn config(&self) -> anyhow::Result<PipelineConfig> {
+        let toeplitz = ToeplitzMethod::from_name(&self.toeplitz)
+            .with_context(|| format!("unknown Toeplitz method '{}'", self.toeplitz))?;
+        let cfg = PipelineConfig {
+            block_bits: self.block_bits,
+            sample_bits: self.sample_bits,
+            algorithm: self.algorithm.clone(),
+            eps_sec: self.eps_sec,
+            eps_cor: self.eps_cor,
+            max_qber: self.max_qber,
+            toeplitz,
+            ..PipelineConfig::default()
+        };
+        cfg.validate()?;
+        Ok(cfg)
+    }
+}
+
+/// Writes a final key file readable by the owner only.
+pub fn write_key(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let mut opts = fs::OpenOptions::new();
+    opts.write(true).create(true).truncate(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    let mut f = opts.open(path)?;
+    f.write_all(bytes)?;
+    f.sync_data()
+}
+
+/// Runs `qkd process`.
+pub fn run(args: Args) -> anyhow::Result<()> {
+    let cfg = args.pipeline.config()?;
+    let open = |p: &PathBuf, side: &str| -> anyhow::Result<(File, u64)> {
+        let f = File::open(p).with_context(|| format!("opening {side}'s key {}", p.display()))?;
+        let len = f.metadata()?.len();
+        Ok((f, len))
+    };
+    let (fa, la) = open(&args.alice, "Alice")?;
+    let (fb, lb) = open(&args.bob, "Bob")?;
+    if la != lb {
+        bail!("Alice's key has {la} bytes but Bob's has {lb}; they must be equal");
+    }
+    let blocks = la * 8 / cfg.block_bits as u64;
+    if blocks == 0 {
+        bail!(
+            "the inputs hold {} bits, fewer than one block of {} bits",
+            la * 8,
+            cfg.block_bits
+        );
+    }
+    fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    let mut reports_file = BufWriter::new(
+        File::create(args.out.join("reports.jsonl")).context("creating reports.jsonl")?,
+    );
+    let bar = ui::progress(blocks, "process");
+    let mut reports: Vec<BlockReport> = Vec::new();
+    let out = args.out.clone();
+    let summary = pipeline::process_stream(
+        BufReader::new(fa),
+        BufReader::new(fb),
+        &cfg,
+        args.batch_blocks,
+        |r| {
+            let io = |error: std::io::Error| PipelineError::Io {
+                side: "output",
+                error,
+            };
+            if let Some(key) = &r.key {
+                write_key(
+                    &out.join(format!("block-{:06}.key", r.report.index)),
+                    &key.to_bytes(),
+                )
+                .map_err(io)?;
+            }
+            let line = serde_json::to_string(&r.report).map_err(|e| io(e.into()))?;
+            writeln!(reports_file, "{line}").map_err(io)?;
+            reports.push(r.report);
+            bar.inc(1);
+            Ok(())
+        },
+    )?;
+    bar.finish_and_clear();
+    reports_file.flush()?;
+    fs::write(
+        args.out.join("summary.json"),
+        serde_json::to_string_pretty(&summary)?,
+    )?;
+    print_run(&summary, &reports, args.json)
+}
+
+/// Prints a run: JSON summary, or the block and summary tables.
+pub fn print_run(s: &StreamSummary, reports: &[BlockReport], json: bool) -> anyhow::Result<()> {
+    if json {
+        return ui::print(serde_json::to_string(s)?);
+    }
+    if reports.len() <= 32 {
+        ui::print(report::blocks_table(reports))?;
+    }
+    ui::print(report::summary_table(&s.summary))
+}

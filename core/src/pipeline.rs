@@ -1,0 +1,673 @@
+//! Block in, final key out: estimate -> reconcile -> confirm -> secret length -> amplify ->
+//! entropy check, with one [`BlockReport`] per block (DESIGN §2).
+//!
+//! [`process_block`] runs both parties of every protocol in this process through their wire
+//! encodings (the same state machines a two-site deployment drives over the network):
+//!
+//! 1. **Estimate**: Alice draws a public seed, discloses `sample_bits` bits at the positions it
+//!    selects; Bob compares, bounds the QBER, and both drop the sample. A block whose upper
+//!    bound exceeds `max_qber` is discarded before any parity is disclosed.
+//! 2. **Reconcile**: Cascade ([`crate::reconcile::cascade`]) with the configured variant and a
+//!    fresh public shuffle seed; the observed QBER sets the block sizes.
+//! 3. **Confirm**: a universal-hash tag of the reconciled keys ([`crate::confirm`]); a mismatch
+//!    discards the block.
+//! 4. **Secret length**: the finite-key bound ([`crate::amplify::finite_key`]) from the key
+//!    length, sample size, observed QBER and leakage (Cascade parities plus the tag).
+//! 5. **Amplify**: each side Toeplitz-hashes its key with the same fresh public seed; the two
+//!    final keys are compared (the simulation knows both) and must be identical.
+//! 6. **Check**: the entropy verdict on the final key; a failure quarantines the block.
+//!
+//! [`process`] runs many blocks in parallel (rayon) and [`process_stream`] feeds them from a
+//! reader in bounded batches, so memory stays proportional to the batch, not the input.
+
+use std::io::Read;
+use std::time::Instant;
+
+use rayon::prelude::*;
+use serde::Serialize;
+
+use crate::BitBlock;
+use crate::amplify::{
+    Bb84Tlgr2012, FiniteKeyInput, SecretLength, SecretLengthModel, ToeplitzMethod,
+    seed_bits_needed, toeplitz_hash_with,
+};
+use crate::confirm::{self, ConfirmInitiator};
+use crate::entropy::{self, Verdict};
+use crate::estimate::{self, Bound};
+use crate::reconcile::cascade::{Alice, Bob, Params, Plan, Variant};
+use crate::reconcile::loopback::LoopbackLink;
+use crate::rng::{OsRandom, RandomSource, RngError};
+
+/// Settings of the pipeline; [`PipelineConfig::default`] is a sensible start.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct PipelineConfig {
+    /// Raw bits per block, sample included.
+    pub block_bits: usize,
+    /// Bits disclosed per block to estimate the QBER.
+    pub sample_bits: usize,
+    /// Cascade variant name ([`Variant::by_name`]).
+    pub algorithm: String,
+    /// Failure probability of the reported QBER upper bound (parameter estimation).
+    pub eps_pe: f64,
+    /// Secrecy parameter of the final key.
+    pub eps_sec: f64,
+    /// Correctness parameter (confirmation tag length).
+    pub eps_cor: f64,
+    /// Blocks whose QBER upper bound exceeds this are discarded before reconciliation.
+    pub max_qber: f64,
+    /// Toeplitz method.
+    #[serde(serialize_with = "ser_method")]
+    pub toeplitz: ToeplitzMethod,
+}
+
+fn ser_method<S: serde::Serializer>(m: &ToeplitzMethod, s: S) -> Result<S::Ok, S::Error> {
+    s.serialize_str(&m.name())
+}
+
+impl Default for PipelineConfig {
+    fn default() -> Self {
+        Self {
+            block_bits: 1 << 20,
+            sample_bits: 1 << 14,
+            algorithm: "option8".into(),
+            eps_pe: 1e-10,
+            eps_sec: 1e-10,
+            eps_cor: 1e-15,
+            max_qber: 0.11,
+            toeplitz: ToeplitzMethod::default(),
+        }
+    }
+}
+
+/// Why the pipeline cannot run at all (bad configuration or input), as opposed to a block that
+/// yields no key, which is a normal [`BlockOutcome`].
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PipelineError {
+    /// A setting is out of range.
+    #[error("invalid pipeline configuration: {0}")]
+    Config(String),
+    /// Alice's and Bob's inputs differ in length.
+    #[error("Alice's input has {alice} bits but Bob's has {bob}")]
+    LengthMismatch {
+        /// Alice's bits.
+        alice: u64,
+        /// Bob's bits.
+        bob: u64,
+    },
+    /// Reading an input failed.
+    #[error("reading {side}'s input: {error}")]
+    Io {
+        /// `alice` or `bob`.
+        side: &'static str,
+        /// The I/O error.
+        error: std::io::Error,
+    },
+    /// The randomness source failed.
+    #[error(transparent)]
+    Rng(#[from] RngError),
+    /// A stage failed on a block (a protocol error: a bug or a corrupted message).
+    #[error("block {block}: {stage} failed: {message}")]
+    Stage {
+        /// Block index.
+        block: u64,
+        /// Stage name.
+        stage: &'static str,
+        /// The stage's error.
+        message: String,
+    },
+}
+
+impl PipelineConfig {
+    /// Checks the settings.
+    pub fn validate(&self) -> Result<(), PipelineError> {
+        let bad = |m: String| Err(PipelineError::Config(m));
+        if self.sample_bits == 0 || self.sample_bits >= self.block_bits / 2 {
+            return bad(format!(
+                "sample bits ({}) must be positive and under half the block ({} bits)",
+                self.sample_bits, self.block_bits
+            ));
+        }
+        if self.block_bits > u32::MAX as usize {
+            return bad(format!(
+                "block bits ({}) must be below 2^32",
+                self.block_bits
+            ));
+        }
+        for (name, v) in [
+            ("eps_pe", self.eps_pe),
+            ("eps_sec", self.eps_sec),
+            ("eps_cor", self.eps_cor),
+        ] {
+            if !(v > 0.0 && v < 1.0) {
+                return bad(format!("{name} ({v}) must lie strictly between 0 and 1"));
+            }
+        }
+        if !(self.max_qber > 0.0 && self.max_qber <= 0.5) {
+            return bad(format!("max_qber ({}) must lie in (0, 0.5]", self.max_qber));
+        }
+        if Variant::by_name(&self.algorithm).is_none() {
+            let names: Vec<String> = Variant::all()
+                .into_iter()
+                .map(|v| v.name.to_string())
+                .collect();
+            return bad(format!(
+                "unknown algorithm '{}'; known: {}",
+                self.algorithm,
+                names.join(", ")
+            ));
+        }
+        Ok(())
+    }
+}
+
+/// What happened to a block.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case", tag = "kind", content = "reason")]
+pub enum BlockOutcome {
+    /// Final key produced and delivered.
+    Key,
+    /// No key: QBER too high, confirmation mismatch, or a secret length of zero.
+    Discarded(String),
+    /// A final key was produced but failed the entropy check; it is withheld.
+    Quarantined(String),
+}
+
+/// Seconds spent in each stage of one block (both parties together).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct StageTimes {
+    /// Sampling and QBER bound.
+    pub estimate: f64,
+    /// Cascade, both sides, encoding included.
+    pub reconcile: f64,
+    /// Confirmation tags.
+    pub confirm: f64,
+    /// Toeplitz hashing, both sides.
+    pub amplify: f64,
+    /// Entropy verdict.
+    pub check: f64,
+}
+
+impl StageTimes {
+    /// Sum of the stages.
+    pub fn total(&self) -> f64 {
+        self.estimate + self.reconcile + self.confirm + self.amplify + self.check
+    }
+
+    fn add(&mut self, o: &StageTimes) {
+        self.estimate += o.estimate;
+        self.reconcile += o.reconcile;
+        self.confirm += o.confirm;
+        self.amplify += o.amplify;
+        self.check += o.check;
+    }
+}
+
+/// Everything one block went through (DESIGN §2): what the CLI, benchmarks, Python and C read.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct BlockReport {
+    /// Block index in the input.
+    pub index: u64,
+    /// Raw bits in.
+    pub raw_bits: u64,
+    /// Bits disclosed for estimation.
+    pub sample_bits: u64,
+    /// Errors in the sample.
+    pub sample_errors: u64,
+    /// QBER observed on the sample.
+    pub qber: f64,
+    /// Upper bound on the QBER of the rest at `eps_pe`.
+    pub qber_upper: f64,
+    /// Bits reconciled (raw minus sample).
+    pub reconciled_bits: u64,
+    /// Cascade parity bits disclosed.
+    pub parity_bits: u64,
+    /// Cascade round trips.
+    pub round_trips: u32,
+    /// Cascade messages.
+    pub messages: u32,
+    /// Errors Cascade corrected.
+    pub errors_corrected: u64,
+    /// Errors left after Cascade (the simulation knows both keys).
+    pub residual_errors: u64,
+    /// Errors actually present before reconciliation (simulation only).
+    pub true_errors: u64,
+    /// Reconciliation efficiency `f` with the block's true error rate (DESIGN §4); `None` when
+    /// there was nothing to correct or reconciliation did not run.
+    pub efficiency: Option<f64>,
+    /// Confirmation tag bits (leaked, reported apart from `f`).
+    pub confirm_tag_bits: u32,
+    /// Whether the confirmation tags matched.
+    pub confirmed: bool,
+    /// The finite-key computation, when it ran.
+    pub secret: Option<SecretLength>,
+    /// Final key bits delivered (0 unless `outcome` is `Key`).
+    pub final_bits: u64,
+    /// Entropy verdict of the final key, when one was made.
+    pub entropy: Option<Verdict>,
+    /// What happened.
+    pub outcome: BlockOutcome,
+    /// Time per stage.
+    pub times: StageTimes,
+}
+
+/// A processed block: its report and, if it yielded key, the final key (identical for Alice
+/// and Bob, checked).
+#[derive(Debug)]
+pub struct BlockResult {
+    /// The report.
+    pub report: BlockReport,
+    /// The final key, when `report.outcome` is [`BlockOutcome::Key`].
+    pub key: Option<BitBlock>,
+}
+
+fn stage_err(block: u64, stage: &'static str) -> impl Fn(String) -> PipelineError {
+    move |message| PipelineError::Stage {
+        block,
+        stage,
+        message,
+    }
+}
+
+/// Runs one block pair through every stage. `rng` supplies the public seeds (sampling, shuffle,
+/// hash and Toeplitz seeds); use [`OsRandom`] outside tests.
+pub fn process_block(
+    index: u64,
+    alice_raw: &BitBlock,
+    bob_raw: &BitBlock,
+    cfg: &PipelineConfig,
+    rng: &mut dyn RandomSource,
+) -> Result<BlockResult, PipelineError> {
+    cfg.validate()?;
+    if alice_raw.len() != bob_raw.len() {
+        return Err(PipelineError::LengthMismatch {
+            alice: alice_raw.len() as u64,
+            bob: bob_raw.len() as u64,
+        });
+    }
+    let n_raw = alice_raw.len();
+    if n_raw <= 2 * cfg.sample_bits {
+        return Err(PipelineError::Config(format!(
+            "block {index} has {n_raw} bits, too few for a {}-bit sample",
+            cfg.sample_bits
+        )));
+    }
+    let mut times = StageTimes::default();
+    let mut report = BlockReport {
+        index,
+        raw_bits: n_raw as u64,
+        sample_bits: cfg.sample_bits as u64,
+        sample_errors: 0,
+        qber: 0.0,
+        qber_upper: 0.0,
+        reconciled_bits: (n_raw - cfg.sample_bits) as u64,
+        parity_bits: 0,
+        round_trips: 0,
+        messages: 0,
+        errors_corrected: 0,
+        residual_errors: 0,
+        true_errors: 0,
+        efficiency: None,
+        confirm_tag_bits: 0,
+        confirmed: false,
+        secret: None,
+        final_bits: 0,
+        entropy: None,
+        outcome: BlockOutcome::Key,
+        times,
+    };
+    let done = |mut report: BlockReport, times: StageTimes, outcome: BlockOutcome| {
+        report.times = times;
+        report.outcome = outcome;
+        Ok(BlockResult { report, key: None })
+    };
+
+    // 1. Estimate.
+    let t = Instant::now();
+    let sample_seed = rng.seed32()?;
+    let err = stage_err(index, "estimate");
+    let (msg, alice_key) = estimate::disclose_sample(alice_raw, cfg.sample_bits, sample_seed)
+        .map_err(|e| err(e.to_string()))?;
+    let msg =
+        estimate::SampleMessage::from_bytes(&msg.to_bytes()).map_err(|e| err(e.to_string()))?;
+    let (est, bob_key) = estimate::compare_sample(bob_raw, &msg, cfg.eps_pe, Bound::Hypergeometric)
+        .map_err(|e| err(e.to_string()))?;
+    times.estimate = t.elapsed().as_secs_f64();
+    report.sample_errors = est.errors;
+    report.qber = est.observed_qber;
+    report.qber_upper = est.qber_upper;
+    report.true_errors = alice_key
+        .hamming_distance(&bob_key)
+        .map_err(|e| err(e.to_string()))? as u64;
+    if est.qber_upper > cfg.max_qber {
+        let why = format!(
+            "QBER upper bound {:.4} exceeds the limit {:.4}",
+            est.qber_upper, cfg.max_qber
+        );
+        return done(report, times, BlockOutcome::Discarded(why));
+    }
+
+    // 2. Reconcile (Bob asks with the variant and a fresh public shuffle seed).
+    let t = Instant::now();
+    let err = stage_err(index, "reconcile");
+    let variant = Variant::by_name(&cfg.algorithm)
+        .ok_or_else(|| err(format!("unknown algorithm '{}'", cfg.algorithm)))?;
+    // Cascade sizes its blocks from the QBER; zero observed errors still needs a positive rate.
+    let qber_for_plan = est.observed_qber.max(1.0 / cfg.sample_bits as f64).min(0.5);
+    let params = Params {
+        variant,
+        n: alice_key.len() as u32,
+        qber: qber_for_plan,
+        seed: rng.seed32()?,
+    };
+    let plan = Plan::new(params).map_err(|e| err(e.to_string()))?;
+    let mut alice = Alice::new(alice_key);
+    let mut bob = Bob::new(plan, bob_key).map_err(|e| err(e.to_string()))?;
+    let lb = LoopbackLink::run(&mut alice, &mut bob).map_err(|e| err(e.to_string()))?;
+    times.reconcile = t.elapsed().as_secs_f64();
+    report.parity_bits = lb.alice_disclosed_bits;
+    report.round_trips = lb.bob.round_trips;
+    report.messages = lb.bob.messages;
+    report.errors_corrected = lb.bob.corrected;
+    report.residual_errors = lb.residual_errors;
+    if lb.initial_errors > 0 {
+        report.efficiency = Some(lb.efficiency());
+    }
+    let alice_key = alice.into_key();
+    let bob_key = bob.into_key();
+
+    // 3. Confirm.
+    let t = Instant::now();
+    let err = stage_err(index, "confirm");
+    let (mut initiator, challenge) =
+        ConfirmInitiator::start(&alice_key, cfg.eps_cor, rng).map_err(|e| err(e.to_string()))?;
+    let challenge =
+        confirm::ConfirmMessage::decode(&challenge.encode()).map_err(|e| err(e.to_string()))?;
+    let (verdict, _) =
+        confirm::respond(&bob_key, cfg.eps_cor, challenge).map_err(|e| err(e.to_string()))?;
+    let outcome = initiator.finish(verdict).map_err(|e| err(e.to_string()))?;
+    times.confirm = t.elapsed().as_secs_f64();
+    report.confirm_tag_bits = outcome.leaked_bits;
+    report.confirmed = outcome.matched;
+    if !outcome.matched {
+        return done(
+            report,
+            times,
+            BlockOutcome::Discarded("confirmation tags differ".into()),
+        );
+    }
+
+    // 4. Secret length.
+    let input = FiniteKeyInput {
+        key_bits: alice_key.len() as u64,
+        sample_bits: cfg.sample_bits as u64,
+        qber: est.observed_qber,
+        leak_ec_bits: report.parity_bits + u64::from(report.confirm_tag_bits),
+        eps_sec: cfg.eps_sec,
+        eps_cor: cfg.eps_cor,
+    };
+    let secret = Bb84Tlgr2012::default()
+        .secret_length(&input)
+        .map_err(|e| stage_err(index, "secret length")(e.to_string()))?;
+    report.secret = Some(secret);
+    let m = secret.bits as usize;
+    if m == 0 {
+        return done(
+            report,
+            times,
+            BlockOutcome::Discarded("secret length is zero".into()),
+        );
+    }
+
+    // 5. Amplify: both sides hash with the same public seed.
+    let t = Instant::now();
+    let err = stage_err(index, "amplify");
+    let seed_len = seed_bits_needed(alice_key.len(), m);
+    let mut seed_words = vec![0u64; seed_len.div_ceil(64)];
+    rng.fill(bytemuck_words(&mut seed_words))?;
+    let seed = BitBlock::from_words(seed_words, seed_len).map_err(|e| err(e.to_string()))?;
+    let (ka, kb) = rayon::join(
+        || toeplitz_hash_with(cfg.toeplitz, &alice_key, &seed, m),
+        || toeplitz_hash_with(cfg.toeplitz, &bob_key, &seed, m),
+    );
+    let (ka, kb) = (
+        ka.map_err(|e| err(e.to_string()))?,
+        kb.map_err(|e| err(e.to_string()))?,
+    );
+    times.amplify = t.elapsed().as_secs_f64();
+    if ka != kb {
+        return done(
+            report,
+            times,
+            BlockOutcome::Discarded("final keys differ despite matching tags".into()),
+        );
+    }
+
+    // 6. Check.
+    let t = Instant::now();
+    let verdict = entropy::assess(&ka.to_bytes());
+    times.check = t.elapsed().as_secs_f64();
+    report.entropy = Some(verdict.verdict);
+    // Keys too short for a verdict are delivered: the hash output of a uniform seed needs no
+    // statistics; only an actual failure quarantines.
+    if verdict.verdict == Verdict::Fail {
+        let why = verdict.reasons.join("; ");
+        return done(report, times, BlockOutcome::Quarantined(why));
+    }
+    report.final_bits = m as u64;
+    report.times = times;
+    Ok(BlockResult {
+        report,
+        key: Some(ka),
+    })
+}
+
+/// Views `u64` words as bytes for filling with random data (any byte pattern is a valid word).
+fn bytemuck_words(words: &mut [u64]) -> &mut [u8] {
+    let len = std::mem::size_of_val(words);
+    // SAFETY: `u64` has no padding and every bit pattern is valid; the byte slice covers
+    // exactly the words' memory, borrows it mutably for its lifetime, and u8 has alignment 1.
+    unsafe { std::slice::from_raw_parts_mut(words.as_mut_ptr().cast::<u8>(), len) }
+}
+
+/// Totals over many blocks, for summaries.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct Summary {
+    /// Blocks processed.
+    pub blocks: u64,
+    /// Blocks that yielded key.
+    pub blocks_with_key: u64,
+    /// Blocks discarded (QBER, confirmation, zero length).
+    pub blocks_discarded: u64,
+    /// Blocks quarantined by the entropy check.
+    pub blocks_quarantined: u64,
+    /// Raw bits in.
+    pub raw_bits: u64,
+    /// Final bits out.
+    pub final_bits: u64,
+    /// Final bits per raw bit.
+    pub secret_fraction: f64,
+    /// Mean observed QBER over blocks.
+    pub qber_mean: f64,
+    /// Mean efficiency over blocks that had errors to correct.
+    pub efficiency_mean: Option<f64>,
+    /// Number of blocks in `efficiency_mean`.
+    pub efficiency_blocks: u64,
+    /// Stage times summed over blocks (CPU-side sums; stages of different blocks overlap).
+    pub times: StageTimes,
+    /// Wall-clock seconds of the whole run.
+    pub wall_seconds: f64,
+    /// Raw bits per wall-clock second.
+    pub raw_bits_per_second: f64,
+}
+
+impl Summary {
+    /// Adds one block's report.
+    pub fn add(&mut self, r: &BlockReport) {
+        let prev = self.blocks as f64;
+        self.blocks += 1;
+        match r.outcome {
+            BlockOutcome::Key => self.blocks_with_key += 1,
+            BlockOutcome::Discarded(_) => self.blocks_discarded += 1,
+            BlockOutcome::Quarantined(_) => self.blocks_quarantined += 1,
+        }
+        self.raw_bits += r.raw_bits;
+        self.final_bits += r.final_bits;
+        self.secret_fraction = self.final_bits as f64 / self.raw_bits.max(1) as f64;
+        self.qber_mean = (self.qber_mean * prev + r.qber) / self.blocks as f64;
+        if let Some(f) = r.efficiency {
+            let k = self.efficiency_blocks as f64;
+            self.efficiency_mean =
+                Some(self.efficiency_mean.map_or(f, |m| (m * k + f) / (k + 1.0)));
+            self.efficiency_blocks += 1;
+        }
+        self.times.add(&r.times);
+    }
+
+    /// Records the wall-clock time and derives the throughput.
+    pub fn finish(&mut self, wall_seconds: f64) {
+        self.wall_seconds = wall_seconds;
+        self.raw_bits_per_second = self.raw_bits as f64 / wall_seconds.max(1e-9);
+    }
+}
+
+/// Processes `alice` and `bob` (equal length) cut into `cfg.block_bits`-bit blocks (a shorter
+/// tail is dropped), in parallel over blocks; `on_block` sees every result in block order.
+/// Public seeds come from the OS CSPRNG.
+pub fn process(
+    alice: &BitBlock,
+    bob: &BitBlock,
+    cfg: &PipelineConfig,
+    mut on_block: impl FnMut(BlockResult) -> Result<(), PipelineError>,
+) -> Result<Summary, PipelineError> {
+    cfg.validate()?;
+    if alice.len() != bob.len() {
+        return Err(PipelineError::LengthMismatch {
+            alice: alice.len() as u64,
+            bob: bob.len() as u64,
+        });
+    }
+    let t0 = Instant::now();
+    let blocks = alice.len() / cfg.block_bits;
+    let mut summary = Summary::default();
+    let results: Vec<Result<BlockResult, PipelineError>> = (0..blocks)
+        .into_par_iter()
+        .map(|b| {
+            let range = b * cfg.block_bits..(b + 1) * cfg.block_bits;
+            let a = alice
+                .slice(range.clone())
+                .map_err(|e| stage_err(b as u64, "split")(e.to_string()))?;
+            let o = bob
+                .slice(range)
+                .map_err(|e| stage_err(b as u64, "split")(e.to_string()))?;
+            process_block(b as u64, &a, &o, cfg, &mut OsRandom)
+        })
+        .collect();
+    for r in results {
+        let r = r?;
+        summary.add(&r.report);
+        on_block(r)?;
+    }
+    summary.finish(t0.elapsed().as_secs_f64());
+    Ok(summary)
+}
+
+/// Streams two readers of packed key bytes (DESIGN §4 order) through the pipeline in batches of
+/// `batch_blocks` blocks processed in parallel, so memory is bounded by the batch whatever the
+/// input size. `cfg.block_bits` must be a multiple of 8. A trailing partial block is ignored
+/// (reported in [`StreamSummary::ignored_tail_bits`]).
+pub fn process_stream(
+    mut alice: impl Read,
+    mut bob: impl Read,
+    cfg: &PipelineConfig,
+    batch_blocks: usize,
+    mut on_block: impl FnMut(BlockResult) -> Result<(), PipelineError>,
+) -> Result<StreamSummary, PipelineError> {
+    cfg.validate()?;
+    if !cfg.block_bits.is_multiple_of(8) {
+        return Err(PipelineError::Config(format!(
+            "streaming needs a block size in whole bytes; {} bits is not a multiple of 8",
+            cfg.block_bits
+        )));
+    }
+    let block_bytes = cfg.block_bits / 8;
+    let batch = batch_blocks.max(1);
+    let t0 = Instant::now();
+    let mut summary = Summary::default();
+    let mut next_index = 0u64;
+    let mut ignored_tail_bits = 0u64;
+    let mut buf_a = zeroize::Zeroizing::new(vec![0u8; block_bytes * batch]);
+    let mut buf_b = zeroize::Zeroizing::new(vec![0u8; block_bytes * batch]);
+    loop {
+        let got_a = read_full(&mut alice, &mut buf_a).map_err(|error| PipelineError::Io {
+            side: "alice",
+            error,
+        })?;
+        let got_b = read_full(&mut bob, &mut buf_b)
+            .map_err(|error| PipelineError::Io { side: "bob", error })?;
+        if got_a != got_b {
+            let (a, b) = (
+                next_index * block_bytes as u64 + got_a as u64,
+                next_index * block_bytes as u64 + got_b as u64,
+            );
+            return Err(PipelineError::LengthMismatch {
+                alice: a * 8,
+                bob: b * 8,
+            });
+        }
+        let whole = got_a / block_bytes;
+        ignored_tail_bits += ((got_a % block_bytes) * 8) as u64;
+        let results: Vec<Result<BlockResult, PipelineError>> = (0..whole)
+            .into_par_iter()
+            .map(|i| {
+                let r = i * block_bytes..(i + 1) * block_bytes;
+                let idx = next_index + i as u64;
+                let split = |e: crate::BitsError| stage_err(idx, "split")(e.to_string());
+                let a = BitBlock::from_bytes(&buf_a[r.clone()], cfg.block_bits).map_err(split)?;
+                let o = BitBlock::from_bytes(&buf_b[r], cfg.block_bits).map_err(split)?;
+                process_block(idx, &a, &o, cfg, &mut OsRandom)
+            })
+            .collect();
+        for r in results {
+            let r = r?;
+            summary.add(&r.report);
+            on_block(r)?;
+        }
+        next_index += whole as u64;
+        if got_a < buf_a.len() {
+            break;
+        }
+    }
+    summary.finish(t0.elapsed().as_secs_f64());
+    Ok(StreamSummary {
+        summary,
+        ignored_tail_bits,
+    })
+}
+
+/// A streamed run's summary plus the bits of a trailing partial block that were not used.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StreamSummary {
+    /// Totals.
+    #[serde(flatten)]
+    pub summary: Summary,
+    /// Bits at the end of the input that did not fill a block.
+    pub ignored_tail_bits: u64,
+}
+
+/// Reads until `buf` is full or the reader ends; returns the bytes read.
+fn read_full(r: &mut impl Read, buf: &mut [u8]) -> std::io::Result<usize> {
+    let mut got = 0;
+    while got < buf.len() {
+        match r.read(&mut buf[got..]) {
+            Ok(0) => break,
+            Ok(k) => got += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(got)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,158 @@
+use super::*;
+use crate::rng::SeededRandom;
+use crate::sim::{ErrorModel, simulate};
+
+fn cfg(block_bits: usize, sample_bits: usize) -> PipelineConfig {
+    PipelineConfig {
+        block_bits,
+        sample_bits,
+        ..PipelineConfig::default()
+    }
+}
+
+#[test]
+fn one_block_at_two_percent_yields_identical_final_keys() {
+    let p = simulate(1 << 18, 0.02, ErrorModel::IidExact, 1).unwrap();
+    let c = cfg(1 << 18, 1 << 12);
+    let mut rng = SeededRandom::from_u64(2);
+    let r = process_block(0, &p.alice, &p.bob, &c, &mut rng).unwrap();
+    let rep = &r.report;
+    assert_eq!(rep.outcome, BlockOutcome::Key, "{rep:?}");
+    assert_eq!(rep.residual_errors, 0);
+    assert!(rep.confirmed);
+    assert_eq!(rep.reconciled_bits, (1 << 18) - (1 << 12));
+    // The sample removed some of the 5243 errors; Cascade corrected all that remained.
+    assert_eq!(rep.errors_corrected, rep.true_errors);
+    assert!(rep.true_errors + rep.sample_errors == 5243);
+    let f = rep.efficiency.unwrap();
+    assert!(f > 1.0 && f < 1.3, "efficiency {f}");
+    let secret = rep.secret.unwrap();
+    assert_eq!(rep.final_bits, secret.bits);
+    // The length obeys the finite-key bound with the leakage the block reported.
+    assert!(secret.bits < rep.reconciled_bits - rep.parity_bits - u64::from(rep.confirm_tag_bits));
+    // ... and is exactly the model's answer for the block's figures.
+    let expect = Bb84Tlgr2012::default()
+        .secret_length(&FiniteKeyInput {
+            key_bits: rep.reconciled_bits,
+            sample_bits: rep.sample_bits,
+            qber: rep.qber,
+            leak_ec_bits: rep.parity_bits + u64::from(rep.confirm_tag_bits),
+            eps_sec: c.eps_sec,
+            eps_cor: c.eps_cor,
+        })
+        .unwrap();
+    assert_eq!(secret, expect);
+    assert!(secret.bits > 50_000, "{secret:?}");
+    let key = r.key.unwrap();
+    assert_eq!(key.len() as u64, rep.final_bits);
+    assert_eq!(rep.entropy, Some(Verdict::Pass));
+}
+
+#[test]
+fn same_seeds_give_the_same_key_and_other_seeds_another() {
+    let p = simulate(1 << 16, 0.03, ErrorModel::IidExact, 5).unwrap();
+    let c = cfg(1 << 16, 1 << 11);
+    let run = |s| process_block(0, &p.alice, &p.bob, &c, &mut SeededRandom::from_u64(s)).unwrap();
+    let (a, b, d) = (run(9), run(9), run(10));
+    assert_eq!(a.key, b.key);
+    assert!(a.key.is_some());
+    assert_ne!(a.key, d.key);
+}
+
+#[test]
+fn high_qber_block_is_discarded_before_reconciliation() {
+    let p = simulate(1 << 16, 0.2, ErrorModel::IidExact, 3).unwrap();
+    let c = cfg(1 << 16, 1 << 11);
+    let r = process_block(7, &p.alice, &p.bob, &c, &mut SeededRandom::from_u64(1)).unwrap();
+    assert!(r.key.is_none());
+    assert_eq!(r.report.index, 7);
+    assert_eq!(r.report.parity_bits, 0, "nothing may be disclosed");
+    match &r.report.outcome {
+        BlockOutcome::Discarded(why) => assert!(why.contains("QBER"), "{why}"),
+        o => panic!("expected a discard, got {o:?}"),
+    }
+}
+
+#[test]
+fn small_block_gives_no_key_but_no_error() {
+    // 4096 bits at 8 %: the finite-key penalty exceeds what is left.
+    let p = simulate(4096, 0.08, ErrorModel::IidExact, 4).unwrap();
+    let c = cfg(4096, 512);
+    let r = process_block(0, &p.alice, &p.bob, &c, &mut SeededRandom::from_u64(1)).unwrap();
+    assert!(r.key.is_none());
+    assert!(
+        matches!(r.report.outcome, BlockOutcome::Discarded(_)),
+        "{:?}",
+        r.report.outcome
+    );
+}
+
+#[test]
+fn process_runs_blocks_in_order_and_sums_them() {
+    let p = simulate(
+        5 * (1 << 15) + 100,
+        0.02,
+        ErrorModel::Burst(Default::default()),
+        6,
+    )
+    .unwrap();
+    let c = cfg(1 << 15, 1 << 10);
+    let mut seen = Vec::new();
+    let s = process(&p.alice, &p.bob, &c, |r| {
+        if let Some(k) = &r.key {
+            assert_eq!(k.len() as u64, r.report.final_bits);
+        }
+        seen.push(r.report.index);
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(seen, vec![0, 1, 2, 3, 4]);
+    assert_eq!(s.blocks, 5);
+    assert_eq!(s.raw_bits, 5 * (1 << 15));
+    assert_eq!(
+        s.blocks_with_key + s.blocks_discarded + s.blocks_quarantined,
+        5
+    );
+}
+
+#[test]
+fn stream_matches_block_count_and_reports_the_tail() {
+    let p = simulate(3 * (1 << 15) + 800, 0.02, ErrorModel::IidExact, 8).unwrap();
+    let (a, b) = (p.alice.to_bytes(), p.bob.to_bytes());
+    let c = cfg(1 << 15, 1 << 10);
+    let mut n = 0;
+    let s = process_stream(&a[..], &b[..], &c, 2, |_| {
+        n += 1;
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(n, 3);
+    assert_eq!(s.summary.blocks, 3);
+    assert_eq!(s.ignored_tail_bits, 800);
+    // Bob's stream one byte short: a precise length error, not a silent truncation.
+    let err = process_stream(&a[..], &b[..b.len() - 1], &c, 2, |_| Ok(())).unwrap_err();
+    assert!(matches!(err, PipelineError::LengthMismatch { .. }), "{err}");
+    let odd = cfg((1 << 15) + 3, 1 << 10);
+    assert!(matches!(
+        process_stream(&a[..], &b[..], &odd, 2, |_| Ok(())),
+        Err(PipelineError::Config(_))
+    ));
+}
+
+#[test]
+fn bad_configuration_is_an_error() {
+    let p = simulate(1 << 14, 0.02, ErrorModel::IidExact, 1).unwrap();
+    let mut c = cfg(1 << 14, 1 << 10);
+    c.algorithm = "nope".into();
+    let e = process_block(0, &p.alice, &p.bob, &c, &mut SeededRandom::from_u64(1)).unwrap_err();
+    assert!(e.to_string().contains("nope"), "{e}");
+    let c = cfg(1 << 14, 1 << 13);
+    assert!(matches!(c.validate(), Err(PipelineError::Config(_))));
+    let mut c = cfg(1 << 14, 1 << 10);
+    c.eps_sec = 0.0;
+    assert!(c.validate().is_err());
+    let short = p.bob.slice(0..1000).unwrap();
+    let c = cfg(1 << 14, 1 << 10);
+    let e = process_block(0, &p.alice, &short, &c, &mut SeededRandom::from_u64(1)).unwrap_err();
+    assert!(matches!(e, PipelineError::LengthMismatch { .. }));
+}
