@@ -43,6 +43,9 @@
 // Fewer bytes than this give QKD_VERDICT_INSUFFICIENT_DATA.
 #define QKD_ENTROPY_MIN_BYTES 64
 
+// Capacity of `qkd_block_report.outcome_reason`, NUL included.
+#define QKD_REASON_LEN 160
+
 // The outcome of a call. Values are stable: they never change meaning, and new codes are only
 // appended.
 enum qkd_result
@@ -71,6 +74,9 @@ enum qkd_result
   QKD_ERR_PANIC = 8,
   // A protocol message arrived out of turn (or the party failed earlier and is poisoned).
   QKD_ERR_UNEXPECTED_MESSAGE = 9,
+  // An internal protocol step failed where it cannot on valid input (a bug; details in
+  // qkd_last_error_message).
+  QKD_ERR_INTERNAL = 10,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -117,6 +123,27 @@ enum qkd_bound
 typedef enum qkd_bound qkd_bound;
 #else
 typedef uint32_t qkd_bound;
+#endif // __STDC_VERSION__ >= 202311L
+#endif // __cplusplus
+
+// What happened to a block.
+enum qkd_block_outcome
+#if defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+  : uint32_t
+#endif // defined(__cplusplus) || __STDC_VERSION__ >= 202311L
+ {
+  // A final key was produced.
+  QKD_OUTCOME_KEY = 0,
+  // No key: QBER too high, confirmation mismatch, or a secret length of zero.
+  QKD_OUTCOME_DISCARDED = 1,
+  // A final key was produced but failed the entropy check; it is withheld.
+  QKD_OUTCOME_QUARANTINED = 2,
+};
+#ifndef __cplusplus
+#if __STDC_VERSION__ >= 202311L
+typedef enum qkd_block_outcome qkd_block_outcome;
+#else
+typedef uint32_t qkd_block_outcome;
 #endif // __STDC_VERSION__ >= 202311L
 #endif // __cplusplus
 
@@ -300,6 +327,84 @@ typedef struct {
   // Upper bound on the error rate of the remaining bits, except with probability eps.
   double qber_upper;
 } qkd_qber_estimate;
+
+// Settings of the pipeline; fill with qkd_pipeline_config_default, then adjust.
+typedef struct {
+  // Bits disclosed per block to estimate the QBER (0 < sample_bits < block length / 2).
+  uint64_t sample_bits;
+  // Cascade variant name, NUL-terminated (NULL: "option8"). Must stay valid during the call.
+  const char *variant;
+  // Failure probability of the QBER upper bound (parameter estimation), in (0, 1).
+  double eps_pe;
+  // Secrecy parameter of the final key, in (0, 1).
+  double eps_sec;
+  // Correctness parameter (confirmation tag length), in (0, 1).
+  double eps_cor;
+  // Blocks whose QBER upper bound exceeds this are discarded before reconciliation; in
+  // (0, 0.5].
+  double max_qber;
+} qkd_pipeline_config;
+
+// Everything one block went through (DESIGN §2). Floating-point fields that did not apply are
+// NaN.
+typedef struct {
+  // What happened (a qkd_block_outcome value).
+  qkd_block_outcome outcome;
+  // Why the block was discarded or quarantined (empty for a key), NUL-terminated, truncated
+  // to fit.
+  char outcome_reason[QKD_REASON_LEN];
+  // Raw bits in.
+  uint64_t raw_bits;
+  // Bits disclosed for estimation.
+  uint64_t sample_bits;
+  // Errors in the sample.
+  uint64_t sample_errors;
+  // QBER observed on the sample.
+  double qber;
+  // Upper bound on the QBER of the rest at eps_pe.
+  double qber_upper;
+  // Bits reconciled (raw minus sample).
+  uint64_t reconciled_bits;
+  // Cascade parity bits disclosed.
+  uint64_t parity_bits;
+  // Cascade round trips.
+  uint32_t round_trips;
+  // Cascade messages.
+  uint32_t messages;
+  // Errors Cascade corrected.
+  uint64_t errors_corrected;
+  // Errors left after Cascade (this in-process run knows both keys).
+  uint64_t residual_errors;
+  // Errors present before reconciliation.
+  uint64_t true_errors;
+  // Reconciliation efficiency f (DESIGN §4); NaN when nothing was corrected or Cascade did
+  // not run.
+  double efficiency;
+  // Confirmation tag bits (leaked; reported apart from f).
+  uint32_t confirm_tag_bits;
+  // Whether the confirmation tags matched.
+  bool confirmed;
+  // Secret length from the finite-key bound (0 when it did not run).
+  uint64_t secret_bits;
+  // The bound before rounding (NaN when it did not run).
+  double secret_raw_bits;
+  // Final key bits delivered (0 unless the outcome is QKD_OUTCOME_KEY).
+  uint64_t final_bits;
+  // Whether an entropy verdict was made (then `entropy` holds it).
+  bool entropy_checked;
+  // The entropy verdict of the final key (a qkd_verdict value), if entropy_checked.
+  qkd_verdict entropy;
+  // Seconds in estimation.
+  double seconds_estimate;
+  // Seconds in Cascade (both sides).
+  double seconds_reconcile;
+  // Seconds in confirmation.
+  double seconds_confirm;
+  // Seconds in Toeplitz hashing (both sides).
+  double seconds_amplify;
+  // Seconds in the entropy check.
+  double seconds_check;
+} qkd_block_report;
 
 // What a simulation produced.
 typedef struct {
@@ -674,6 +779,29 @@ qkd_result qkd_qber_upper_bound(uint64_t n,
                                 double eps,
                                 uint32_t bound,
                                 double *out);
+
+// Fills `*config` with the defaults: a 16384-bit sample, "option8", eps_pe = eps_sec =
+// 1e-10, eps_cor = 1e-15, max_qber = 0.11.
+//
+// # Safety
+// `config` must be NULL or point to a writable `qkd_pipeline_config`.
+qkd_result qkd_pipeline_config_default(qkd_pipeline_config *config);
+
+// Runs the whole pipeline on one block pair in this process (public seeds from the OS CSPRNG)
+// and fills `*report_out`. When the outcome is QKD_OUTCOME_KEY, `*final_key_out` is the final
+// key (identical on both sides, checked); otherwise it is NULL. A discarded or quarantined
+// block is an outcome, not an error: the call returns QKD_OK. `config` NULL uses the
+// defaults.
+//
+// # Safety
+// `alice`, `bob` must be NULL or live handles; `config` NULL or a readable
+// `qkd_pipeline_config` whose `variant` is NULL or NUL-terminated; `report_out` NULL or a
+// writable `qkd_block_report`; `final_key_out` NULL or a writable `qkd_block *`.
+qkd_result qkd_pipeline_process_block(const qkd_block *alice,
+                                      const qkd_block *bob,
+                                      const qkd_pipeline_config *config,
+                                      qkd_block_report *report_out,
+                                      qkd_block **final_key_out);
 
 // A static, NUL-terminated description of a result code ("unknown result code" for values
 // this library does not define). Never NULL; do not free.

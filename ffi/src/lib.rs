@@ -19,6 +19,7 @@ mod confirm;
 mod entropy;
 mod estimate;
 mod handle;
+mod pipeline;
 mod result;
 mod sim;
 
@@ -52,6 +53,10 @@ pub use entropy::{
 pub use estimate::{
     qkd_bound, qkd_qber_estimate, qkd_qber_estimate_from_counts, qkd_qber_upper_bound,
     qkd_sample_compare, qkd_sample_disclose,
+};
+pub use pipeline::{
+    QKD_REASON_LEN, qkd_block_outcome, qkd_block_report, qkd_pipeline_config,
+    qkd_pipeline_config_default, qkd_pipeline_process_block,
 };
 pub use result::{qkd_last_error_message, qkd_result, qkd_result_message};
 pub use sim::{qkd_error_model, qkd_sim_report, qkd_simulate};

@@ -34,13 +34,16 @@ pub enum qkd_result {
     QKD_ERR_PANIC = 8,
     /// A protocol message arrived out of turn (or the party failed earlier and is poisoned).
     QKD_ERR_UNEXPECTED_MESSAGE = 9,
+    /// An internal protocol step failed where it cannot on valid input (a bug; details in
+    /// qkd_last_error_message).
+    QKD_ERR_INTERNAL = 10,
 }
 
 use qkd_result::*;
 
 impl qkd_result {
     /// Every code, for tests and the message table.
-    pub(crate) const ALL: [qkd_result; 10] = [
+    pub(crate) const ALL: [qkd_result; 11] = [
         QKD_OK,
         QKD_ERR_NULL_ARGUMENT,
         QKD_ERR_WRONG_HANDLE,
@@ -51,6 +54,7 @@ impl qkd_result {
         QKD_ERR_RANDOM_SOURCE,
         QKD_ERR_PANIC,
         QKD_ERR_UNEXPECTED_MESSAGE,
+        QKD_ERR_INTERNAL,
     ];
 
     fn message(self) -> &'static std::ffi::CStr {
@@ -65,6 +69,7 @@ impl qkd_result {
             QKD_ERR_RANDOM_SOURCE => c"the random number generator failed",
             QKD_ERR_PANIC => c"internal error (a panic was caught)",
             QKD_ERR_UNEXPECTED_MESSAGE => c"the message is not expected in this protocol state",
+            QKD_ERR_INTERNAL => c"internal error in a protocol step",
         }
     }
 }

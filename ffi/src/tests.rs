@@ -483,3 +483,100 @@ fn exported_constants_equal_the_core_values() {
         qkd_core::amplify::MAX_INPUT_BITS
     );
 }
+
+#[test]
+fn pipeline_on_a_block_pair() {
+    let (mut a, mut b) = (null_mut(), null_mut());
+    let mut cfg: qkd_pipeline_config = qkd_pipeline_config {
+        sample_bits: 0,
+        variant: null(),
+        eps_pe: 0.0,
+        eps_sec: 0.0,
+        eps_cor: 0.0,
+        max_qber: 0.0,
+    };
+    // SAFETY: a repr(C) struct of integers, floats, bools, fieldless enums with a 0 variant and
+    // a char array: all zero bytes is a valid value.
+    let mut rep: qkd_block_report = unsafe { std::mem::zeroed() };
+    let mut key = null_mut();
+    // SAFETY: valid pointers throughout; handles freed once at the end.
+    unsafe {
+        assert_eq!(qkd_pipeline_config_default(&mut cfg), QKD_OK);
+        assert_eq!(cfg.sample_bits, 16_384);
+        cfg.sample_bits = 4_000;
+        cfg.variant = c"option7".as_ptr();
+        assert_eq!(
+            qkd_simulate(100_000, 0.03, 0, &9, &mut a, &mut b, null_mut()),
+            QKD_OK
+        );
+        assert_eq!(
+            qkd_pipeline_process_block(a, b, &cfg, &mut rep, &mut key),
+            QKD_OK
+        );
+        assert_eq!(rep.outcome, qkd_block_outcome::QKD_OUTCOME_KEY);
+        assert_eq!(
+            (rep.raw_bits, rep.sample_bits, rep.reconciled_bits),
+            (100_000, 4_000, 96_000)
+        );
+        assert_eq!(rep.residual_errors, 0);
+        assert_eq!(rep.errors_corrected + rep.sample_errors, 3_000);
+        assert!(rep.confirmed && rep.entropy_checked);
+        assert_eq!(rep.entropy, qkd_verdict::QKD_VERDICT_PASS);
+        assert!(rep.final_bits > 0 && rep.final_bits == rep.secret_bits);
+        assert_eq!(rep.outcome_reason[0], 0);
+        assert_eq!(to_block(key).len() as u64, rep.final_bits);
+        qkd_block_free(key);
+
+        // A QBER above max_qber: discarded with a reason, no key, still QKD_OK.
+        let (mut c, mut d) = (null_mut(), null_mut());
+        assert_eq!(
+            qkd_simulate(100_000, 0.2, 0, &9, &mut c, &mut d, null_mut()),
+            QKD_OK
+        );
+        assert_eq!(
+            qkd_pipeline_process_block(c, d, &cfg, &mut rep, &mut key),
+            QKD_OK
+        );
+        assert_eq!(rep.outcome, qkd_block_outcome::QKD_OUTCOME_DISCARDED);
+        assert!(key.is_null());
+        let reason = CStr::from_ptr(rep.outcome_reason.as_ptr())
+            .to_str()
+            .unwrap();
+        assert!(!reason.is_empty(), "{reason}");
+        assert!(rep.efficiency.is_nan());
+
+        // Bad settings and mismatched blocks are errors.
+        cfg.variant = c"nope".as_ptr();
+        assert_eq!(
+            qkd_pipeline_process_block(a, b, &cfg, &mut rep, &mut key),
+            QKD_ERR_INVALID_ARGUMENT
+        );
+        assert!(last_error().contains("unknown algorithm"));
+        cfg.variant = null();
+        assert_eq!(
+            qkd_pipeline_process_block(a, d, &cfg, &mut rep, &mut key),
+            QKD_OK
+        );
+        let short = block_from(&[0u8; 100], 800);
+        assert_eq!(
+            qkd_pipeline_process_block(a, short, &cfg, &mut rep, &mut key),
+            QKD_ERR_LENGTH_MISMATCH
+        );
+        for h in [a, b, c, d, short, key] {
+            qkd_block_free(h);
+        }
+    }
+}
+
+#[test]
+fn reasons_are_truncated_on_a_character_boundary() {
+    let long = "é".repeat(200);
+    let arr = crate::pipeline::reason_array_for_tests(&long);
+    let bytes: Vec<u8> = arr
+        .iter()
+        .take_while(|&&c| c != 0)
+        .map(|&c| c as u8)
+        .collect();
+    assert_eq!(bytes.len(), 158); // 79 two-byte characters fit before the NUL
+    assert!(std::str::from_utf8(&bytes).is_ok());
+}
