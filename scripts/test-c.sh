@@ -12,6 +12,20 @@ cd "$(dirname "$0")/.."
 
 step() { printf '\n==> %s\n' "$*" >&2; }
 
+# gcc, g++ and valgrind come with the machine image; pkg-config may not: install it if we can.
+need() {
+    command -v "$1" >/dev/null && return 0
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        step "installing $2 (for $1)"
+        (apt-get install -y -qq "$2" >/dev/null 2>&1 ||
+            { apt-get update -qq >/dev/null && apt-get install -y -qq "$2" >/dev/null; }) || true
+    fi
+    command -v "$1" >/dev/null || { echo "test-c.sh needs $1 (package $2)" >&2; exit 1; }
+}
+need gcc gcc
+need g++ g++
+need pkg-config pkgconf
+
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
 # The test profile (opt-level 2, debug assertions on) builds into target/debug.
 LIBDIR=$TARGET_DIR/debug
