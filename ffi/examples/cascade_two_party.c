@@ -142,6 +142,13 @@ static int alice_main(int fd, size_t bits, double qber) {
     /* Estimation: disclose a sample chosen by a fresh public seed. */
     TRY("alice", qkd_random_seed(seed));
     qkd_result rc = qkd_sample_disclose(mine, bits / 10, seed, buf, cap, &len, &key);
+    if (rc == QKD_ERR_BUFFER_TOO_SHORT) { /* len holds the size needed */
+        uint8_t *grown = realloc(buf, len);
+        if (grown == NULL) return 1;
+        buf = grown;
+        cap = len;
+        rc = qkd_sample_disclose(mine, bits / 10, seed, buf, cap, &len, &key);
+    }
     if (rc != QKD_OK) return fail("alice", "qkd_sample_disclose", rc);
     if (send_msg(fd, buf, len)) return 1;
     if (recv_msg(fd, &buf, &cap) != 8) return 1;

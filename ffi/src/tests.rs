@@ -580,3 +580,105 @@ fn reasons_are_truncated_on_a_character_boundary() {
     assert_eq!(bytes.len(), 158); // 79 two-byte characters fit before the NUL
     assert!(std::str::from_utf8(&bytes).is_ok());
 }
+
+#[test]
+fn a_hello_for_a_huge_key_is_refused_before_any_plan_is_built() {
+    use qkd_core::reconcile::cascade::{Params, Variant};
+    use qkd_core::reconcile::message::Message;
+    // Without the length check first, Alice would draw shuffles for 2^31 bits per pass.
+    let hello = Message::Hello(Params {
+        variant: Variant::by_name("option8").unwrap(),
+        n: 1 << 31,
+        qber: 0.01,
+        seed: [0; 32],
+    })
+    .encode()
+    .unwrap();
+    let key = block_from(&[0u8; 128], 1024);
+    let mut alice = null_mut();
+    // SAFETY: valid handles, buffers and out-pointers; each handle freed once.
+    unsafe {
+        assert_eq!(qkd_cascade_alice_new(key, &mut alice), QKD_OK);
+        let r = qkd_cascade_alice_receive(alice, hello.as_ptr(), hello.len());
+        assert_eq!(r, QKD_ERR_LENGTH_MISMATCH);
+        assert!(last_error().contains("2147483648"), "{}", last_error());
+        // Poisoned from now on.
+        let r = qkd_cascade_alice_receive(alice, hello.as_ptr(), hello.len());
+        assert_eq!(r, QKD_ERR_UNEXPECTED_MESSAGE);
+        qkd_cascade_alice_free(alice);
+        qkd_block_free(key);
+    }
+}
+
+#[test]
+fn two_party_cascade_through_the_c_api_equals_loopback() {
+    let (mut a, mut b) = (null_mut(), null_mut());
+    let seed = [8u8; 32];
+    // SAFETY: valid handles, buffers and out-pointers; each handle freed once.
+    unsafe {
+        assert_eq!(
+            qkd_simulate(20_000, 0.04, 0, &3, &mut a, &mut b, null_mut()),
+            QKD_OK
+        );
+        let (mut alice, mut bob) = (null_mut(), null_mut());
+        assert_eq!(qkd_cascade_alice_new(a, &mut alice), QKD_OK);
+        assert_eq!(
+            qkd_cascade_bob_new(b, c"option7".as_ptr(), 0.04, seed.as_ptr(), &mut bob),
+            QKD_OK
+        );
+        let mut buf = vec![0u8; 1 << 16];
+        let mut len = 0usize;
+        let mut stats: qkd_cascade_stats = std::mem::zeroed();
+        let mut done = false;
+        let mut disclosed = 0u64;
+        loop {
+            assert_eq!(
+                qkd_cascade_bob_take_message(bob, buf.as_mut_ptr(), buf.len(), &mut len),
+                QKD_OK
+            );
+            assert!(len > 0);
+            assert_eq!(qkd_cascade_alice_receive(alice, buf.as_ptr(), len), QKD_OK);
+            assert_eq!(qkd_cascade_bob_stats(bob, &mut stats), QKD_OK);
+            if stats.done {
+                break;
+            }
+            assert_eq!(
+                qkd_cascade_alice_take_message(alice, buf.as_mut_ptr(), buf.len(), &mut len),
+                QKD_OK
+            );
+            assert_eq!(qkd_cascade_bob_receive(bob, buf.as_ptr(), len), QKD_OK);
+        }
+        assert_eq!(
+            qkd_cascade_alice_is_done(alice, &mut done, &mut disclosed),
+            QKD_OK
+        );
+        assert!(done);
+        assert_eq!(disclosed, stats.disclosed_bits);
+        let mut fixed = null_mut();
+        assert_eq!(qkd_cascade_bob_key(bob, &mut fixed), QKD_OK);
+        assert_eq!(to_block(fixed), to_block(a));
+
+        let mut looped = null_mut();
+        let mut rep: qkd_cascade_report = std::mem::zeroed();
+        let r = qkd_cascade_loopback(
+            a,
+            b,
+            c"option7".as_ptr(),
+            0.04,
+            seed.as_ptr(),
+            &mut looped,
+            &mut rep,
+        );
+        assert_eq!(r, QKD_OK);
+        assert_eq!(to_block(looped), to_block(a));
+        assert_eq!(rep.stats.disclosed_bits, stats.disclosed_bits);
+        assert_eq!(rep.stats.round_trips, stats.round_trips);
+        assert_eq!((rep.initial_errors, rep.residual_errors), (800, 0));
+        assert_eq!(rep.stats.corrected, 800);
+        for h in [a, b, fixed, looped] {
+            qkd_block_free(h);
+        }
+        qkd_cascade_alice_free(alice);
+        qkd_cascade_bob_free(bob);
+    }
+}
