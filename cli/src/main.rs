@@ -11,6 +11,7 @@ mod demo;
 mod process;
 mod report;
 mod sim;
+mod store;
 mod ui;
 
 use clap::{Parser, Subcommand};
@@ -33,6 +34,9 @@ enum Command {
     Process(process::Args),
     /// Toeplitz-hash a key file with a seed file (privacy amplification, DESIGN §4 convention).
     Amplify(amplify::Args),
+    /// Import key files into a key store, or show its state.
+    #[command(subcommand)]
+    Store(store::Command),
     /// Measure the throughput of one stage.
     #[command(subcommand)]
     Bench(bench::Command),
@@ -46,6 +50,7 @@ fn main() -> std::process::ExitCode {
         Command::Process(args) => process::run(args),
         Command::Amplify(args) => amplify::run(args),
         Command::Bench(cmd) => bench::run(cmd),
+        Command::Store(cmd) => store::run(cmd),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

@@ -7,6 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use qkd_core::amplify::ToeplitzMethod;
 use qkd_core::pipeline::{self, BlockReport, PipelineConfig, PipelineError, StreamSummary};
+use qkd_core::store::{BlockId, NewBlock, Store};
 
 use crate::{report, ui};
 
@@ -25,6 +26,16 @@ pub struct Args {
     pub out: PathBuf,
     #[command(flatten)]
     pub pipeline: PipelineArgs,
+    /// Also append every final key to this key store (as a block of the link `--link`).
+    #[arg(long, requires = "link")]
+    pub store: Option<PathBuf>,
+    /// The link (peer KME ID) the keys belong to in the store.
+    #[arg(long)]
+    pub link: Option<String>,
+    /// Block IDs in the store are `<prefix>-<index>`; default: Alice's file name without
+    /// extension. Both KMEs must use the same prefix.
+    #[arg(long)]
+    pub block_prefix: Option<String>,
     /// Blocks read and processed in parallel at a time (bounds memory).
     #[arg(long, default_value_t = 8)]
     pub batch_blocks: usize,
@@ -115,6 +126,21 @@ pub fn run(args: Args) -> anyhow::Result<()> {
         );
     }
     fs::create_dir_all(&args.out).with_context(|| format!("creating {}", args.out.display()))?;
+    let store = match &args.store {
+        Some(dir) => {
+            Some(Store::open(dir).with_context(|| format!("opening the store {}", dir.display()))?)
+        }
+        None => None,
+    };
+    let link = args.link.clone().unwrap_or_default();
+    let prefix = match &args.block_prefix {
+        Some(p) => p.clone(),
+        None => args
+            .alice
+            .file_stem()
+            .map(|s| s.to_string_lossy().into_owned())
+            .unwrap_or_else(|| "block".into()),
+    };
     let mut reports_file = BufWriter::new(
         File::create(args.out.join("reports.jsonl")).context("creating reports.jsonl")?,
     );
@@ -137,6 +163,21 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     &key.to_bytes(),
                 )
                 .map_err(io)?;
+                if let Some(store) = &store {
+                    let stage = |message: String| PipelineError::Stage {
+                        block: r.report.index,
+                        stage: "store",
+                        message,
+                    };
+                    let id = BlockId::new(format!("{prefix}-{:06}", r.report.index))
+                        .map_err(|e| stage(e.to_string()))?;
+                    let leaked = r.report.parity_bits + u64::from(r.report.confirm_tag_bits);
+                    let block = NewBlock::from_bits(&link, id, key)
+                        .qber(r.report.qber)
+                        .leaked_bits(leaked)
+                        .actor("qkd process");
+                    store.append(block).map_err(|e| stage(e.to_string()))?;
+                }
             }
             let line = serde_json::to_string(&r.report).map_err(|e| io(e.into()))?;
             writeln!(reports_file, "{line}").map_err(io)?;

@@ -306,3 +306,71 @@ fn bench_amplify_json_has_the_fields() {
     assert_eq!(v["output_bits"], 5000);
     assert!(v["bits_per_second"].as_f64().unwrap() > 0.0);
 }
+
+#[test]
+fn process_into_a_store_then_import_and_status() {
+    let dir = tempfile::tempdir().unwrap();
+    let p = |f: &str| dir.path().join(f).to_str().unwrap().to_owned();
+    ok(&[
+        "sim",
+        "--bits",
+        "140000",
+        "--qber",
+        "0.02",
+        "--seed",
+        "9",
+        "--out",
+        &p(""),
+        "--name",
+        "x",
+    ]);
+    let json = ok(&[
+        "process",
+        "--alice",
+        &p("x.alice.bin"),
+        "--bob",
+        &p("x.bob.bin"),
+        "--out",
+        &p("out"),
+        "--block-bits",
+        "65536",
+        "--sample-bits",
+        "2048",
+        "--store",
+        &p("st"),
+        "--link",
+        "KME_B",
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
+    let with_key = v["blocks_with_key"].as_u64().unwrap();
+    assert!(with_key >= 1);
+    let s: serde_json::Value =
+        serde_json::from_str(ok(&["store", "status", "--store", &p("st"), "--json"]).trim())
+            .unwrap();
+    assert_eq!(s["links"][0]["link"], "KME_B");
+    assert_eq!(s["links"][0]["blocks"].as_u64().unwrap(), with_key);
+    // The same key files imported as .cor files into another store; the second import is a no-op.
+    let key = p("out/block-000000.key");
+    ok(&[
+        "store",
+        "import",
+        "--store",
+        &p("st2"),
+        "--link",
+        "KME_A",
+        &key,
+    ]);
+    let again = ok(&[
+        "store",
+        "import",
+        "--store",
+        &p("st2"),
+        "--link",
+        "KME_A",
+        &key,
+    ]);
+    assert!(again.contains("already present"), "{again}");
+    let missing = qkd(&["store", "status", "--store", &p("nope")]);
+    assert!(!missing.status.success());
+}

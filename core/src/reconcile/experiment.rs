@@ -433,6 +433,22 @@ pub fn parse_grid(json: &str) -> Result<Vec<ExperimentConfig>, ExperimentError> 
 mod tests {
     use super::*;
 
+    /// Runs the grid file named by `QKD_GRID` and prints one JSON result per line (a stand-in
+    /// for `qkd bench reconcile --grid` until the CLI is wired):
+    /// `QKD_GRID=grid.json cargo test --release -p qkd-core --lib run_grid_from_env -- --ignored --nocapture`
+    #[test]
+    #[ignore = "measurement driver, run by hand"]
+    fn run_grid_from_env() {
+        let Some(path) = std::env::var_os("QKD_GRID") else {
+            return;
+        };
+        let grid = std::fs::read_to_string(path).unwrap();
+        for cfg in parse_grid(&grid).unwrap() {
+            let r = run(&cfg).unwrap();
+            println!("{}", serde_json::to_string(&r).unwrap());
+        }
+    }
+
     #[test]
     fn grid_expands_the_product() {
         let g = r#"{"algorithm": ["yanetal", "option8"], "qber": [0.01, 0.05],

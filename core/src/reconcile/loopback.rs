@@ -6,6 +6,7 @@ use serde::Serialize;
 
 use super::ReconcileError;
 use super::cascade::{Alice, Bob, BobStats};
+use super::message::Message;
 
 /// In-process driver: moves encoded messages between an [`Alice`] and a [`Bob`].
 #[derive(Debug, Default, Clone, Copy)]
@@ -59,14 +60,17 @@ impl LoopbackLink {
                 })? as u64;
         let t0 = Instant::now();
         let (mut to_alice, mut to_bob) = (0u64, 0u64);
-        let mut msg = bob.start()?.encode()?;
+        let (mut msg, mut reply) = (Vec::new(), Vec::new());
+        bob.start()?.encode_into(&mut msg)?;
         loop {
             to_alice += msg.len() as u64;
-            let Some(reply) = alice.handle_bytes(&msg)? else {
+            let Some(answer) = alice.handle(Message::decode(&msg)?)? else {
                 break;
             };
+            answer.encode_into(&mut reply)?;
             to_bob += reply.len() as u64;
-            msg = bob.handle_bytes(&reply)?;
+            bob.handle(Message::decode(&reply)?)?
+                .encode_into(&mut msg)?;
         }
         let elapsed = t0.elapsed();
         let residual = alice.key().hamming_distance(bob.key()).unwrap_or(n) as u64;

@@ -102,6 +102,95 @@ impl Parities {
     }
 }
 
+/// Questions as one byte string: per question `varint(pass)`, then the start (as a zigzag
+/// varint of the difference to the previous start when the pass repeats, else a plain
+/// varint), then `varint(len)`. Cheaper to write and read than a serde sequence of structs,
+/// and shorter, since Bob sends questions sorted by pass and position.
+mod packed_questions {
+    use super::Question;
+    use serde::de::{Error, Visitor};
+    use serde::{Deserializer, Serializer};
+
+    fn put(buf: &mut Vec<u8>, mut v: u64) {
+        while v >= 0x80 {
+            buf.push((v as u8) | 0x80);
+            v >>= 7;
+        }
+        buf.push(v as u8);
+    }
+
+    fn get(bytes: &[u8], at: &mut usize) -> Option<u64> {
+        let mut v = 0u64;
+        for shift in (0..64).step_by(7) {
+            let b = *bytes.get(*at)?;
+            *at += 1;
+            v |= u64::from(b & 0x7f) << shift;
+            if b & 0x80 == 0 {
+                return Some(v);
+            }
+        }
+        None
+    }
+
+    pub(super) fn serialize<S: Serializer>(qs: &[Question], s: S) -> Result<S::Ok, S::Error> {
+        let mut buf = Vec::with_capacity(qs.len() * 5);
+        let mut prev: Option<(u16, u32)> = None;
+        for q in qs {
+            put(&mut buf, u64::from(q.pass));
+            match prev {
+                Some((p, start)) if p == q.pass => {
+                    let d = i64::from(q.start) - i64::from(start);
+                    put(&mut buf, ((d << 1) ^ (d >> 63)) as u64);
+                }
+                _ => put(&mut buf, u64::from(q.start)),
+            }
+            put(&mut buf, u64::from(q.len));
+            prev = Some((q.pass, q.start));
+        }
+        s.serialize_bytes(&buf)
+    }
+
+    struct V;
+
+    impl Visitor<'_> for V {
+        type Value = Vec<Question>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+            f.write_str("packed questions")
+        }
+
+        fn visit_bytes<E: Error>(self, bytes: &[u8]) -> Result<Self::Value, E> {
+            let mut out = Vec::with_capacity(bytes.len() / 3);
+            let mut at = 0;
+            let mut prev: Option<(u16, u32)> = None;
+            let bad = || E::custom("malformed packed questions");
+            while at < bytes.len() {
+                let pass =
+                    u16::try_from(get(bytes, &mut at).ok_or_else(bad)?).map_err(|_| bad())?;
+                let raw = get(bytes, &mut at).ok_or_else(bad)?;
+                let start = match prev {
+                    Some((p, s)) if p == pass => {
+                        let d = ((raw >> 1) as i64) ^ -((raw & 1) as i64);
+                        i64::from(s)
+                            .checked_add(d)
+                            .and_then(|v| u32::try_from(v).ok())
+                            .ok_or_else(bad)?
+                    }
+                    _ => u32::try_from(raw).map_err(|_| bad())?,
+                };
+                let len = u32::try_from(get(bytes, &mut at).ok_or_else(bad)?).map_err(|_| bad())?;
+                out.push(Question { pass, start, len });
+                prev = Some((pass, start));
+            }
+            Ok(out)
+        }
+    }
+
+    pub(super) fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<Question>, D::Error> {
+        d.deserialize_bytes(V)
+    }
+}
+
 /// A Cascade message.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[non_exhaustive]
@@ -115,7 +204,9 @@ pub enum Message {
     Query {
         /// Round number, from 1, incremented by every query.
         round: u32,
-        /// The questions.
+        /// The questions (on the wire: one byte string of varints, starts delta-coded
+        /// within a pass; see [`Question`]).
+        #[serde(with = "packed_questions")]
         questions: Vec<Question>,
     },
     /// Alice -> Bob: the answers to the query of the same round, in order.
@@ -135,10 +226,18 @@ pub enum Message {
 impl Message {
     /// The wire encoding: version byte, then postcard.
     pub fn encode(&self) -> Result<Vec<u8>, ReconcileError> {
-        let mut out = vec![WIRE_VERSION];
-        postcard::to_io(self, &mut out)
-            .map_err(|e| ReconcileError::Malformed(format!("cannot encode message: {e}")))?;
+        let mut out = Vec::new();
+        self.encode_into(&mut out)?;
         Ok(out)
+    }
+
+    /// Replaces the contents of `out` with the wire encoding (reuses its allocation).
+    pub fn encode_into(&self, out: &mut Vec<u8>) -> Result<(), ReconcileError> {
+        out.clear();
+        out.push(WIRE_VERSION);
+        postcard::to_io(self, out)
+            .map_err(|e| ReconcileError::Malformed(format!("cannot encode message: {e}")))?;
+        Ok(())
     }
 
     /// Decodes one message, rejecting another version, malformed bodies and trailing bytes.

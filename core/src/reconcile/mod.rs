@@ -5,7 +5,8 @@
 //! corrects), exchanging [`message::Message`] values. [`loopback::LoopbackLink`] runs both in
 //! one process; [`experiment`] sweeps variants, QBERs and block sizes and reports efficiency,
 //! frame error rate, round trips and throughput. [`testkit`] makes seeded key pairs with an
-//! exact number of errors for tests, benchmarks and the harness.
+//! exact number of errors for tests, benchmarks and the harness. Key confirmation after
+//! reconciliation lives in [`crate::confirm`].
 
 pub mod cascade;
 pub mod experiment;
@@ -72,6 +73,9 @@ pub enum ReconcileError {
     /// A question outside the plan (pass or range out of bounds).
     #[error("invalid question: {0}")]
     BadQuestion(String),
+    /// The randomness source failed while drawing a seed.
+    #[error("cannot draw a seed: {0}")]
+    Randomness(String),
     /// The session failed earlier and accepts nothing more.
     #[error("session already failed")]
     Poisoned,

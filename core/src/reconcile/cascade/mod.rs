@@ -1,27 +1,38 @@
 //! Cascade as two sans-IO state machines.
 //!
-//! Bob starts with [`Bob::start`] (a [`Message::Hello`] carrying the [`Params`]); Alice answers
-//! with the parities of every top-level block of every normal pass at once (those parities do
-//! not depend on Bob's corrections, and every pass discloses them anyway, so sending them
-//! up front costs no extra leakage and saves one round trip per pass). Bob then runs the
-//! passes in order; all bisection steps of one round travel in one [`Message::Query`] and
-//! Alice answers them in one [`Message::Answer`]. BICONF rounds ask their block parity in a
-//! query of its own. Bob ends with [`Message::Done`].
+//! Bob starts with [`Bob::start`] (a [`Message::Hello`] carrying the [`Params`]: variant,
+//! length, QBER estimate, public shuffle seed); Alice answers with the parities of every
+//! top-level block of every normal pass at once (those parities do not depend on Bob's
+//! corrections, and every pass discloses them anyway, so sending them up front costs no extra
+//! leakage and saves one round trip per pass). Bob then runs the passes in order; all
+//! bisection steps pending in one round travel in one [`Message::Query`] and Alice answers
+//! them in one [`Message::Answer`]. BICONF rounds ask their block parity in a query of their
+//! own. Bob ends with [`Message::Done`]. Neither side does I/O: a driver (such as
+//! [`LoopbackLink`](super::loopback::LoopbackLink)) moves the messages. Any malformed,
+//! out-of-order or inconsistent message is a [`ReconcileError`] and poisons the session.
 //!
 //! Bisection: a block with an odd number of errors is split in a left part of
 //! `ceil(len / 2)` bits and a right part; Bob asks the left parity and infers the right one.
-//! Every parity Alice disclosed is remembered per pass, so no parity is ever asked twice.
-//! After a correction, the top-level block containing the bit in every started pass (and,
-//! with sub-block reuse, the smallest known sub-block) is re-examined: the cascade step.
+//! Every parity Alice disclosed is remembered per pass (a binary tree of intervals per
+//! top-level block), so no parity is ever asked twice and a later bisection of the same block
+//! walks down through known parities without a round trip. After a correction, the top-level
+//! block containing the bit in every started pass (with sub-block reuse: the smallest known
+//! block containing it that became odd) is bisected again: the cascade step.
 //!
-//! Each pass keeps Bob's key in its shuffled order (built when first needed), so every block
-//! and every bisection interval is a contiguous bit range whose parity is a word-level range
-//! parity; a correction flips the bit in every copy through the inverse permutation.
+//! The [`Plan`] (block sizes and shuffles) is derived from the public parameters only, so one
+//! `Arc<Plan>` can serve many blocks; building it (a Fisher-Yates shuffle per pass) costs more
+//! than reconciling one block. Each side keeps, per pass, its key in that pass's shuffled
+//! order (built when first needed), so every block and every bisection interval is a
+//! contiguous bit range whose parity is a word-level range parity; a correction flips the bit
+//! in every copy through the inverse permutation. Passes with few blocks get their top-level
+//! parities from precomputed masks instead of a copy.
 
 mod plan;
 mod variant;
 
 use std::sync::Arc;
+
+use zeroize::Zeroizing;
 
 pub use plan::{MAX_BITS, Params, Plan};
 pub use variant::{Biconf, BlockRule, MIN_QBER, Tweaks, Variant};
@@ -77,38 +88,86 @@ fn shuffled_copy(key: &BitBlock, pp: &PassPlan) -> BitBlock {
     let Some(perm) = &pp.perm else {
         return key.clone();
     };
-    let src = key.words();
     let mut out = BitBlock::zeros(key.len());
     if perm.len() != key.len() {
         // Never happens (both sides check the key length against the plan); stay safe.
         return out;
     }
-    out.with_words_mut(|dst| {
-        let bit = |i: u32| -> u64 {
-            let i = i as usize;
-            // SAFETY: `perm` is a permutation of `0..n` (built by `Permutation::shuffled`) and
-            // `n == key.len()` (checked above), so `i / 64 < src.len()`. This gather is the
-            // hottest loop of Cascade and the bounds check a large part of it.
-            let word = unsafe { *src.get_unchecked(i >> 6) };
-            (word >> (i & 63)) & 1
-        };
-        for (w, chunk) in dst.iter_mut().zip(perm.chunks(64)) {
-            // Four independent accumulators keep the OR chain from serializing the loads.
-            let mut acc = [0u64; 4];
-            let mut quads = chunk.chunks_exact(4);
-            for (q, c) in (&mut quads).enumerate() {
-                for (a, (&i, lane)) in acc.iter_mut().zip(c.iter().zip(0..)) {
-                    *a |= bit(i) << (4 * q + lane);
-                }
-            }
-            let base = chunk.len() - quads.remainder().len();
-            for (j, &i) in quads.remainder().iter().enumerate() {
-                acc[0] |= bit(i) << (base + j);
-            }
-            *w = acc[0] | acc[1] | acc[2] | acc[3];
-        }
-    });
+    out.with_words_mut(|dst| gather(key.words(), perm, dst, true));
     out
+}
+
+/// `dst` bit `j` = `src` bit `perm[j]`, where `perm` holds values below `64 * src.len()` and
+/// `dst` has `ceil(perm.len() / 64)` words. Uses AVX-512 gathers when allowed and available.
+fn gather(src: &[u64], perm: &[u32], dst: &mut [u64], simd: bool) {
+    debug_assert!(perm.iter().all(|&i| (i as usize) < 64 * src.len()));
+    #[cfg(target_arch = "x86_64")]
+    if simd && std::arch::is_x86_feature_detected!("avx512f") {
+        // SAFETY: AVX-512F is available (checked); the caller guarantees every index is
+        // below `64 * src.len()`, which is what `gather_avx512` needs.
+        unsafe { gather_avx512(src, perm, dst) };
+        return;
+    }
+    let _ = simd;
+    gather_scalar(src, perm, dst);
+}
+
+fn gather_scalar(src: &[u64], perm: &[u32], dst: &mut [u64]) {
+    let bit = |i: u32| -> u64 {
+        let i = i as usize;
+        // SAFETY: every index is below `64 * src.len()` (the caller's contract, checked in
+        // debug builds), so `i / 64 < src.len()`. This gather is the hottest loop of Cascade
+        // and the bounds check a large part of it.
+        let word = unsafe { *src.get_unchecked(i >> 6) };
+        (word >> (i & 63)) & 1
+    };
+    for (w, chunk) in dst.iter_mut().zip(perm.chunks(64)) {
+        // Four independent accumulators keep the OR chain from serializing the loads.
+        let mut acc = [0u64; 4];
+        let mut quads = chunk.chunks_exact(4);
+        for (q, c) in (&mut quads).enumerate() {
+            for (a, (&i, lane)) in acc.iter_mut().zip(c.iter().zip(0..)) {
+                *a |= bit(i) << (4 * q + lane);
+            }
+        }
+        let base = chunk.len() - quads.remainder().len();
+        for (j, &i) in quads.remainder().iter().enumerate() {
+            acc[0] |= bit(i) << (base + j);
+        }
+        *w = acc[0] | acc[1] | acc[2] | acc[3];
+    }
+}
+
+/// AVX-512 version of [`gather_scalar`]: 16 bits per gather of 32-bit words.
+///
+/// # Safety
+/// The CPU must support AVX-512F, and every index in `perm` must be below `64 * src.len()`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn gather_avx512(src: &[u64], perm: &[u32], dst: &mut [u64]) {
+    use std::arch::x86_64::*;
+    let base = src.as_ptr().cast::<i32>();
+    let low5 = _mm512_set1_epi32(31);
+    let one = _mm512_set1_epi32(1);
+    let full = perm.len() / 64;
+    for (w, chunk) in dst.iter_mut().zip(perm.chunks_exact(64)) {
+        let mut out = 0u64;
+        for q in 0..4 {
+            // SAFETY: `chunk` has 64 entries, so 16 u32 from `16 * q` are in bounds.
+            let idx = unsafe { _mm512_loadu_si512(chunk.as_ptr().add(16 * q).cast()) };
+            let word = _mm512_srli_epi32::<5>(idx);
+            // SAFETY: each index `i < 64 * src.len()`, so the 32-bit word `i / 32` lies
+            // within `src` viewed as `2 * src.len()` little-endian u32 words (x86 is
+            // little-endian, so bit `i % 32` of that word is bit `i` of the block).
+            let g = unsafe { _mm512_i32gather_epi32::<4>(word, base) };
+            let bits = _mm512_srlv_epi32(g, _mm512_and_si512(idx, low5));
+            out |= u64::from(_mm512_test_epi32_mask(bits, one)) << (16 * q);
+        }
+        *w = out;
+    }
+    if let (Some(tail), Some(last)) = (perm.get(full * 64..), dst.get_mut(full..)) {
+        gather_scalar(src, tail, last);
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -205,6 +264,13 @@ impl Alice {
     fn handle_inner(&mut self, msg: Message) -> Result<Option<Message>, ReconcileError> {
         match (self.state, msg) {
             (AliceState::AwaitHello, Message::Hello(params)) => {
+                // Check the cheap things before drawing any shuffle.
+                if params.n as usize != self.key.len() {
+                    return Err(ReconcileError::KeyLength {
+                        got: self.key.len(),
+                        expected: params.n as usize,
+                    });
+                }
                 let plan = match &self.expected_plan {
                     Some(p) => {
                         if p.params != params {
@@ -365,7 +431,8 @@ enum Asked {
 struct BobPass {
     started: bool,
     alice_top: Vec<bool>,
-    bob_top: Vec<bool>,
+    /// Bob's own block parities: derived from his key, so wiped on drop.
+    bob_top: Zeroizing<Vec<bool>>,
     copy: Option<BitBlock>,
     known: Vec<u64>,
     kval: Vec<u64>,
@@ -605,7 +672,7 @@ impl Bob {
         let bp = &mut self.passes[q];
         bp.started = true;
         self.started.push(q);
-        bp.bob_top = top_parities(&self.key, bp.copy.as_ref(), pp, plan.n);
+        bp.bob_top = Zeroizing::new(top_parities(&self.key, bp.copy.as_ref(), pp, plan.n));
         for b in 0..pp.used_blocks {
             if bp.alice_top.get(b) != bp.bob_top.get(b) {
                 let (s, e) = pp.block_range(b, plan.n);
@@ -654,9 +721,16 @@ impl Bob {
                 self.tasks.dedup_by_key(|t| (t.pass, t.block, t.node));
                 let mut questions = Vec::with_capacity(self.tasks.len());
                 self.asked.clear();
-                let factor = self.plan.params.variant.tweaks.smallest_first;
+                let tweaks = self.plan.params.variant.tweaks;
+                let factor = tweaks.smallest_first;
                 let mut waiting = Vec::new();
-                if factor > 0 {
+                if tweaks.lowest_pass_first {
+                    let low = self.tasks.iter().map(|t| t.pass).min().unwrap_or(0);
+                    let (now, later): (Vec<Task>, Vec<Task>) =
+                        self.tasks.drain(..).partition(|t| t.pass == low);
+                    self.tasks = now;
+                    waiting = later;
+                } else if factor > 0 {
                     let min = self.tasks.iter().map(|t| t.e - t.s).min().unwrap_or(0);
                     let limit = min.saturating_mul(factor);
                     let (now, later): (Vec<Task>, Vec<Task>) =

@@ -11,13 +11,13 @@ use serde::{Deserialize, Serialize};
 use super::variant::Variant;
 use crate::bits::BitBlock;
 use crate::reconcile::ReconcileError;
-use crate::rng::SeededRandom;
+use crate::rng::{RandomSource, SeededRandom};
 
 /// Largest block Cascade accepts (shuffles use `u32` indices).
 pub const MAX_BITS: usize = 1 << 31;
 
 /// Most BICONF rounds a variant may ask for.
-pub const MAX_BICONF_ROUNDS: usize = 1 << 16;
+pub const MAX_BICONF_ROUNDS: usize = 4096;
 
 /// Passes whose top-level blocks number at most this use precomputed masks for their block
 /// parities instead of a shuffled copy of the key.
@@ -34,6 +34,35 @@ pub struct Params {
     pub qber: f64,
     /// Public seed of the shuffles (expanded with [`SeededRandom::from_seed`]).
     pub seed: [u8; 32],
+}
+
+impl Params {
+    /// Parameters with a fresh shuffle seed drawn from `rng` (Bob draws it; it is public and
+    /// travels in the hello).
+    pub fn with_fresh_seed(
+        variant: Variant,
+        n: usize,
+        qber: f64,
+        rng: &mut dyn RandomSource,
+    ) -> Result<Self, ReconcileError> {
+        let n = u32::try_from(n)
+            .ok()
+            .filter(|&n| n as usize <= MAX_BITS)
+            .ok_or_else(|| {
+                ReconcileError::BadParams(format!(
+                    "key length {n} bits; expected at most {MAX_BITS}"
+                ))
+            })?;
+        let seed = rng
+            .seed32()
+            .map_err(|e| ReconcileError::Randomness(e.to_string()))?;
+        Ok(Self {
+            variant,
+            n,
+            qber,
+            seed,
+        })
+    }
 }
 
 /// One pass of a plan.

@@ -42,7 +42,12 @@ fn run_counting(variant: &Variant, n: usize, qber: f64, seed: u64) -> (u64, u64,
 #[test]
 fn every_variant_corrects_everything_on_seeded_runs() {
     let n = 4096;
-    for v in Variant::all() {
+    let mut lowest = Variant::option8();
+    lowest.name = "option8-lowest-pass".into();
+    lowest.tweaks.lowest_pass_first = true;
+    let mut variants = Variant::all();
+    variants.push(lowest);
+    for v in variants {
         for (i, &q) in [0.005, 0.01, 0.03, 0.06, 0.09, 0.11].iter().enumerate() {
             for seed in 0..3u64 {
                 let (residual, disclosed, stats) = run_counting(&v, n, q, 100 * i as u64 + seed);
@@ -52,6 +57,19 @@ fn every_variant_corrects_everything_on_seeded_runs() {
             }
         }
     }
+}
+
+#[test]
+fn fresh_seeds_differ_and_plans_follow_them() {
+    let mut rng = SeededRandom::from_u64(4);
+    let a = Params::with_fresh_seed(Variant::yanetal(), 1000, 0.02, &mut rng).unwrap();
+    let b = Params::with_fresh_seed(Variant::yanetal(), 1000, 0.02, &mut rng).unwrap();
+    assert_ne!(a.seed, b.seed);
+    assert_eq!(
+        Plan::new(a.clone()).unwrap().block_sizes(),
+        Plan::new(b).unwrap().block_sizes()
+    );
+    assert_eq!(Plan::new(a.clone()).unwrap().params(), &a);
 }
 
 #[test]
@@ -139,6 +157,20 @@ fn messages_round_trip_through_the_encoding() {
             Message::decode(&other),
             Err(ReconcileError::WrongVersion { got: 2, .. })
         ));
+    }
+    // A delta that overflows, a truncated varint, a pass beyond u16: errors, not panics.
+    let mut evil = vec![crate::reconcile::message::WIRE_VERSION, 2, 1, 7];
+    evil.extend_from_slice(&[
+        0, 5, 1, 0, 0xfe, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0xff, 0x01, 1,
+    ]);
+    let _ = Message::decode(&evil);
+    for body in [
+        &[2u8, 1, 2, 0, 0x80][..],
+        &[2, 1, 4, 0xff, 0xff, 0x7f, 0, 1],
+    ] {
+        let mut b = vec![crate::reconcile::message::WIRE_VERSION];
+        b.extend_from_slice(body);
+        assert!(Message::decode(&b).is_err(), "{body:?}");
     }
     let p = Parities::from_bits([true; 9]);
     assert_eq!(p.bytes, vec![0xff, 0x01]);
@@ -299,6 +331,51 @@ fn tiny_and_error_free_blocks() {
                     assert_eq!(r.residual_errors, 0, "{} n={n} e={e}", v.name);
                 }
             }
+        }
+    }
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+    #[test]
+    fn queries_and_answers_round_trip(
+        round in proptest::prelude::any::<u32>(),
+        qs in proptest::collection::vec(
+            (proptest::prelude::any::<u16>(), proptest::prelude::any::<u32>(), proptest::prelude::any::<u32>()),
+            0..50,
+        ),
+        bits in proptest::collection::vec(proptest::prelude::any::<bool>(), 0..200),
+    ) {
+        let q = Message::Query {
+            round,
+            questions: qs.iter().map(|&(pass, start, len)| Question { pass, start, len }).collect(),
+        };
+        proptest::prop_assert_eq!(Message::decode(&q.encode().unwrap()).unwrap(), q);
+        let a = Message::Answer { round, parities: Parities::from_bits(bits.iter().copied()) };
+        let back = Message::decode(&a.encode().unwrap()).unwrap();
+        if let Message::Answer { parities, .. } = &back {
+            proptest::prop_assert!(parities.check(bits.len()).is_ok());
+            for (i, &b) in bits.iter().enumerate() {
+                proptest::prop_assert_eq!(parities.get(i), b);
+            }
+        }
+        proptest::prop_assert_eq!(back, a);
+    }
+}
+
+#[test]
+fn gather_paths_agree_with_a_reference() {
+    let mut rng = SeededRandom::from_u64(12);
+    for n in [1usize, 63, 64, 65, 1000, 4096, 5000] {
+        let words: Vec<u64> = (0..n.div_ceil(64)).map(|_| rng.u64()).collect();
+        let src = BitBlock::from_words(words, n).unwrap();
+        let perm = crate::bits::Permutation::shuffled(n as u32, |b| rng.below(u64::from(b)) as u32);
+        let reference = src.permuted(&perm).unwrap();
+        for simd in [false, true] {
+            let mut dst = vec![0u64; n.div_ceil(64)];
+            gather(src.words(), perm.as_slice(), &mut dst, simd);
+            assert_eq!(dst, reference.words(), "n = {n}, simd = {simd}");
         }
     }
 }

@@ -83,8 +83,11 @@ pub struct Tweaks {
     /// When nonzero, a round asks only for the bisections whose interval is at most this
     /// factor times the smallest pending interval; larger ones wait (fewer parallel chases of
     /// errors that a cheaper bisection is about to fix, at the price of more round trips).
-    #[serde(default)]
     pub smallest_first: u32,
+    /// A round asks only for the bisections of the lowest-numbered pass that has any (blocks
+    /// of one pass are disjoint, so no two of them chase the same error); others wait.
+    /// Takes precedence over `smallest_first`.
+    pub lowest_pass_first: bool,
 }
 
 /// A Cascade variant: block-size rules, number of passes, sub-block reuse and BICONF.
@@ -243,6 +246,7 @@ impl Variant {
             v.tweaks = Tweaks {
                 infer_last_block: true,
                 smallest_first,
+                lowest_pass_first: false,
             };
             v
         };
