@@ -12,8 +12,9 @@
  *   the call returns QKD_ERR_BUFFER_TOO_SHORT, writes the needed capacity to out_len and changes
  *   nothing else; buf may be NULL when capacity is 0 (a size query).
  * - Threads: a handle may be used by one thread at a time (hand it over freely, but do not call
- *   functions on the same handle concurrently). Different handles are independent. Free
- *   functions (no handle) are thread-safe. The last-error detail is per thread.
+ *   functions on the same handle concurrently), except qkd_store, which any number of threads
+ *   may use at once. Different handles are independent. Functions without a handle are
+ *   thread-safe. The last-error detail is per thread.
  * - Key material held by the library (blocks, Cascade parties) is zeroized when freed. Bytes
  *   you copy out are yours to wipe. Protocol messages are public by design.
  * - No Rust panic crosses this boundary: it is caught and returned as QKD_ERR_PANIC.
@@ -46,6 +47,9 @@
 // Capacity of `qkd_block_report.outcome_reason`, NUL included.
 #define QKD_REASON_LEN 160
 
+// Length of a key ID as text (36 characters plus the NUL).
+#define QKD_KEY_ID_STR_LEN 37
+
 // The outcome of a call. Values are stable: they never change meaning, and new codes are only
 // appended.
 enum qkd_result
@@ -77,6 +81,16 @@ enum qkd_result
   // An internal protocol step failed where it cannot on valid input (a bug; details in
   // qkd_last_error_message).
   QKD_ERR_INTERNAL = 10,
+  // The key store failed: I/O, its index database, damaged material, or the store is
+  // already open elsewhere (details in qkd_last_error_message).
+  QKD_ERR_STORE = 11,
+  // No key or block with this ID exists.
+  QKD_ERR_NOT_FOUND = 12,
+  // The link has less key material than requested; nothing was spent.
+  QKD_ERR_INSUFFICIENT_KEY_MATERIAL = 13,
+  // The key (or material) exists but cannot be had: fetched already by this recipient,
+  // expired, destroyed, not for this recipient, or a duplicate.
+  QKD_ERR_KEY_UNAVAILABLE = 14,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -182,6 +196,10 @@ typedef struct qkd_cascade_bob qkd_cascade_bob;
 // Alice's pending confirmation (waiting for Bob's verdict). Opaque; free with
 // qkd_confirm_free.
 typedef struct qkd_confirm qkd_confirm;
+
+// A key store opened on a directory. Opaque and thread-safe; close with qkd_store_free (no
+// other thread may use it then).
+typedef struct qkd_store qkd_store;
 
 // What the finite-key bound needs to know about one block.
 typedef struct {
@@ -419,6 +437,22 @@ typedef struct {
   // The error model (a qkd_error_model value).
   qkd_error_model model;
 } qkd_sim_report;
+
+// What the store recorded for an appended block.
+typedef struct {
+  // Length in bits.
+  uint64_t len_bits;
+  // Bits usable for keys (the length rounded down to whole bytes).
+  uint64_t usable_bits;
+  // BLAKE3 digest of the packed bytes (compare with the peer KME's).
+  uint8_t digest[32];
+} qkd_store_block_info;
+
+// A key ID: a UUID (version 4, random), its 16 bytes in RFC 4122 order.
+typedef struct {
+  // The UUID's bytes, most significant first.
+  uint8_t bytes[16];
+} qkd_key_id;
 
 #ifdef __cplusplus
 extern "C" {
@@ -833,6 +867,95 @@ qkd_result qkd_simulate(size_t bits,
                         qkd_block **alice_out,
                         qkd_block **bob_out,
                         qkd_sim_report *report_out);
+
+// Opens (creating if needed) the store in directory `dir`, recovering from any crash. A
+// store is opened by one handle at a time (QKD_ERR_STORE otherwise, "already open").
+//
+// # Safety
+// `dir` must be NULL or a NUL-terminated path; `out` NULL or a writable `qkd_store *`.
+qkd_result qkd_store_open(const char *dir, qkd_store **out);
+
+// Appends a final key as block `block_id` (1..255 bytes of UTF-8, the same ID at both KMEs)
+// of link `link` (the peer KME's ID). Durable when this returns. `qber` is recorded unless it
+// is NaN. `info_out` may be NULL.
+//
+// # Safety
+// `store` must be NULL or a live handle; `link`, `block_id` NULL or NUL-terminated strings;
+// `key` NULL or a live block; `info_out` NULL or a writable `qkd_store_block_info`.
+qkd_result qkd_store_append(const qkd_store *store,
+                            const char *link,
+                            const char *block_id,
+                            const qkd_block *key,
+                            double qber,
+                            qkd_store_block_info *info_out);
+
+// Stores in `*bits` the key material still available on `link` (0 for an unknown link).
+//
+// # Safety
+// `store` must be NULL or a live handle; `link` NULL or a NUL-terminated string; `bits` NULL
+// or a writable `uint64_t`.
+qkd_result qkd_store_available_bits(const qkd_store *store, const char *link, uint64_t *bits);
+
+// Allocates `count` keys of `size_bits` bits (a multiple of 8, 8..=2^20) from `link`'s
+// material for master SAE `master` and the `slaves_len` slave SAEs in `slaves`, all or none
+// (QKD_ERR_INSUFFICIENT_KEY_MATERIAL). The keys expire `ttl_seconds` from now; the master is
+// the recipient who may fetch them from this store. Their fresh random IDs go to `ids_out`
+// (`*ids_len` = count); `ids_cap` must be at least `count` (QKD_ERR_BUFFER_TOO_SHORT before
+// anything is allocated otherwise). Durable when this returns.
+//
+// # Safety
+// `store` must be NULL or a live handle; `link`, `master` NULL or NUL-terminated strings;
+// `slaves` NULL or `slaves_len` pointers to NUL-terminated strings; `ids_out` NULL or
+// `ids_cap` writable `qkd_key_id`; `ids_len` NULL or a writable `size_t`.
+qkd_result qkd_store_allocate(const qkd_store *store,
+                              const char *link,
+                              const char *master,
+                              const char *const *slaves,
+                              size_t slaves_len,
+                              size_t count,
+                              uint32_t size_bits,
+                              uint64_t ttl_seconds,
+                              qkd_key_id *ids_out,
+                              size_t ids_cap,
+                              size_t *ids_len);
+
+// Fetches key `key_id` for `recipient` (each recipient gets a key at most once; the delivery
+// is committed before the bytes are returned) into `buf` (`size_bits / 8` bytes;
+// `*out_len` = that). The capacity is checked before the delivery: with too small a buffer,
+// QKD_ERR_BUFFER_TOO_SHORT and nothing is spent. Unknown IDs give QKD_ERR_NOT_FOUND; a key
+// already fetched by this recipient, expired, destroyed or not for it QKD_ERR_KEY_UNAVAILABLE.
+// The bytes are key material: wipe them when done.
+//
+// # Safety
+// `store` must be NULL or a live handle; `key_id` NULL or a readable `qkd_key_id`;
+// `recipient` NULL or a NUL-terminated string; `buf` NULL or `cap` writable bytes; `out_len`
+// NULL or a writable `size_t`.
+qkd_result qkd_store_fetch(const qkd_store *store,
+                           const qkd_key_id *key_id,
+                           const char *recipient,
+                           uint8_t *buf,
+                           size_t cap,
+                           size_t *out_len);
+
+// Writes `id` as text (`xxxxxxxx-xxxx-xxxx-xxxx-xxxxxxxxxxxx`, lower case, NUL-terminated)
+// into `buf`, which must hold QKD_KEY_ID_STR_LEN bytes.
+//
+// # Safety
+// `id` must be NULL or a readable `qkd_key_id`; `buf` NULL or `cap` writable bytes.
+qkd_result qkd_key_id_to_string(const qkd_key_id *id, char *buf, size_t cap);
+
+// Parses a key ID from text (hyphenated, simple or braced UUID forms).
+//
+// # Safety
+// `text` must be NULL or a NUL-terminated string; `out` NULL or a writable `qkd_key_id`.
+qkd_result qkd_key_id_parse(const char *text, qkd_key_id *out);
+
+// Closes the store (waits for its writer thread). NULL and handles of another kind are
+// ignored. No other thread may be using the store.
+//
+// # Safety
+// `store` must be NULL or a live handle, not used again afterwards by any thread.
+void qkd_store_free(qkd_store *store);
 
 #ifdef __cplusplus
 }  // extern "C"

@@ -34,6 +34,7 @@ const KINDS: &[(u64, &str)] = &[
     (crate::cascade::ALICE_TAG, "qkd_cascade_alice"),
     (crate::cascade::BOB_TAG, "qkd_cascade_bob"),
     (crate::confirm::CONFIRM_TAG, "qkd_confirm"),
+    (crate::store::STORE_TAG, "qkd_store"),
 ];
 
 fn kind_name(tag: u64) -> &'static str {

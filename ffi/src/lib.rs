@@ -22,6 +22,7 @@ mod handle;
 mod pipeline;
 mod result;
 mod sim;
+mod store;
 
 #[cfg(test)]
 mod tests;
@@ -60,6 +61,11 @@ pub use pipeline::{
 };
 pub use result::{qkd_last_error_message, qkd_result, qkd_result_message};
 pub use sim::{qkd_error_model, qkd_sim_report, qkd_simulate};
+pub use store::{
+    QKD_KEY_ID_STR_LEN, qkd_key_id, qkd_key_id_parse, qkd_key_id_to_string, qkd_store,
+    qkd_store_allocate, qkd_store_append, qkd_store_available_bits, qkd_store_block_info,
+    qkd_store_fetch, qkd_store_free, qkd_store_open,
+};
 
 /// The library version ("0.1.0"), a static NUL-terminated string. Never NULL; do not free.
 #[unsafe(no_mangle)]

@@ -37,13 +37,23 @@ pub enum qkd_result {
     /// An internal protocol step failed where it cannot on valid input (a bug; details in
     /// qkd_last_error_message).
     QKD_ERR_INTERNAL = 10,
+    /// The key store failed: I/O, its index database, damaged material, or the store is
+    /// already open elsewhere (details in qkd_last_error_message).
+    QKD_ERR_STORE = 11,
+    /// No key or block with this ID exists.
+    QKD_ERR_NOT_FOUND = 12,
+    /// The link has less key material than requested; nothing was spent.
+    QKD_ERR_INSUFFICIENT_KEY_MATERIAL = 13,
+    /// The key (or material) exists but cannot be had: fetched already by this recipient,
+    /// expired, destroyed, not for this recipient, or a duplicate.
+    QKD_ERR_KEY_UNAVAILABLE = 14,
 }
 
 use qkd_result::*;
 
 impl qkd_result {
     /// Every code, for tests and the message table.
-    pub(crate) const ALL: [qkd_result; 11] = [
+    pub(crate) const ALL: [qkd_result; 15] = [
         QKD_OK,
         QKD_ERR_NULL_ARGUMENT,
         QKD_ERR_WRONG_HANDLE,
@@ -55,6 +65,10 @@ impl qkd_result {
         QKD_ERR_PANIC,
         QKD_ERR_UNEXPECTED_MESSAGE,
         QKD_ERR_INTERNAL,
+        QKD_ERR_STORE,
+        QKD_ERR_NOT_FOUND,
+        QKD_ERR_INSUFFICIENT_KEY_MATERIAL,
+        QKD_ERR_KEY_UNAVAILABLE,
     ];
 
     fn message(self) -> &'static std::ffi::CStr {
@@ -70,6 +84,10 @@ impl qkd_result {
             QKD_ERR_PANIC => c"internal error (a panic was caught)",
             QKD_ERR_UNEXPECTED_MESSAGE => c"the message is not expected in this protocol state",
             QKD_ERR_INTERNAL => c"internal error in a protocol step",
+            QKD_ERR_STORE => c"the key store failed",
+            QKD_ERR_NOT_FOUND => c"no such key or block",
+            QKD_ERR_INSUFFICIENT_KEY_MATERIAL => c"not enough key material",
+            QKD_ERR_KEY_UNAVAILABLE => c"the key is not available to this recipient",
         }
     }
 }

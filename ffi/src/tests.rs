@@ -682,3 +682,221 @@ fn two_party_cascade_through_the_c_api_equals_loopback() {
         qkd_cascade_bob_free(bob);
     }
 }
+
+#[test]
+fn store_open_append_allocate_fetch() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = std::ffi::CString::new(dir.path().to_str().unwrap()).unwrap();
+    let mut store = null_mut();
+    let mut other = null_mut();
+    let mut key = null_mut();
+    let material: Vec<u8> = (0..512u32).map(|i| (i * 7 + 3) as u8).collect();
+    let block = block_from(&material, 4096);
+    // SAFETY: valid handles, strings, buffers and out-pointers; each handle freed once.
+    unsafe {
+        assert_eq!(qkd_store_open(path.as_ptr(), &mut store), QKD_OK);
+        // One handle per store at a time.
+        assert_eq!(qkd_store_open(path.as_ptr(), &mut other), QKD_ERR_STORE);
+        assert!(other.is_null());
+        let mut info: qkd_store_block_info = std::mem::zeroed();
+        let r = qkd_store_append(
+            store,
+            c"KME_B".as_ptr(),
+            c"block-1".as_ptr(),
+            block,
+            0.02,
+            &mut info,
+        );
+        assert_eq!(r, QKD_OK);
+        assert_eq!((info.len_bits, info.usable_bits), (4096, 4096));
+        assert_eq!(&info.digest, blake3_of(&material).as_slice());
+        // The same block ID again is refused.
+        let r = qkd_store_append(
+            store,
+            c"KME_B".as_ptr(),
+            c"block-1".as_ptr(),
+            block,
+            f64::NAN,
+            null_mut(),
+        );
+        assert_eq!(r, QKD_ERR_KEY_UNAVAILABLE);
+        let mut avail = 0u64;
+        assert_eq!(
+            qkd_store_available_bits(store, c"KME_B".as_ptr(), &mut avail),
+            QKD_OK
+        );
+        assert_eq!(avail, 4096);
+
+        let slaves = [c"SAE_B".as_ptr()];
+        let mut ids = [qkd_key_id { bytes: [0; 16] }; 2];
+        let mut n = 0usize;
+        let r = qkd_store_allocate(
+            store,
+            c"KME_B".as_ptr(),
+            c"SAE_A".as_ptr(),
+            slaves.as_ptr(),
+            1,
+            3,
+            256,
+            60,
+            ids.as_mut_ptr(),
+            2,
+            &mut n,
+        );
+        assert_eq!((r, n), (QKD_ERR_BUFFER_TOO_SHORT, 3));
+        assert_eq!(
+            qkd_store_available_bits(store, c"KME_B".as_ptr(), &mut avail),
+            QKD_OK
+        );
+        assert_eq!(avail, 4096, "nothing spent by a refused allocation");
+        let r = qkd_store_allocate(
+            store,
+            c"KME_B".as_ptr(),
+            c"SAE_A".as_ptr(),
+            slaves.as_ptr(),
+            1,
+            2,
+            256,
+            60,
+            ids.as_mut_ptr(),
+            2,
+            &mut n,
+        );
+        assert_eq!((r, n), (QKD_OK, 2));
+        assert_ne!(ids[0], ids[1]);
+        assert_eq!(ids[0].bytes[6] >> 4, 4, "UUID version 4");
+        let r = qkd_store_allocate(
+            store,
+            c"KME_B".as_ptr(),
+            c"SAE_A".as_ptr(),
+            null(),
+            0,
+            100,
+            256,
+            60,
+            ids.as_mut_ptr(),
+            0,
+            &mut n,
+        );
+        assert_eq!(r, QKD_ERR_BUFFER_TOO_SHORT);
+        let mut many = vec![qkd_key_id { bytes: [0; 16] }; 100];
+        let r = qkd_store_allocate(
+            store,
+            c"KME_B".as_ptr(),
+            c"SAE_A".as_ptr(),
+            null(),
+            0,
+            100,
+            256,
+            60,
+            many.as_mut_ptr(),
+            100,
+            &mut n,
+        );
+        assert_eq!(r, QKD_ERR_INSUFFICIENT_KEY_MATERIAL);
+
+        let mut buf = [0u8; 64];
+        let mut len = 0usize;
+        let r = qkd_store_fetch(
+            store,
+            &ids[0],
+            c"SAE_A".as_ptr(),
+            buf.as_mut_ptr(),
+            16,
+            &mut len,
+        );
+        assert_eq!((r, len), (QKD_ERR_BUFFER_TOO_SHORT, 32));
+        let r = qkd_store_fetch(
+            store,
+            &ids[0],
+            c"SAE_A".as_ptr(),
+            buf.as_mut_ptr(),
+            64,
+            &mut len,
+        );
+        assert_eq!((r, len), (QKD_OK, 32));
+        let first = buf[..32].to_vec();
+        assert_eq!(
+            qkd_store_fetch(
+                store,
+                &ids[1],
+                c"SAE_A".as_ptr(),
+                buf.as_mut_ptr(),
+                64,
+                &mut len
+            ),
+            QKD_OK
+        );
+        let second = buf[..32].to_vec();
+        // The keys are two distinct 32-byte windows of the appended material.
+        let windows: Vec<&[u8]> = material.chunks(32).collect();
+        assert!(windows.contains(&first.as_slice()) && windows.contains(&second.as_slice()));
+        assert_ne!(first, second);
+        // Single use per recipient; the slave is not a recipient at this store.
+        let r = qkd_store_fetch(
+            store,
+            &ids[0],
+            c"SAE_A".as_ptr(),
+            buf.as_mut_ptr(),
+            64,
+            &mut len,
+        );
+        assert_eq!(r, QKD_ERR_KEY_UNAVAILABLE);
+        let unknown = qkd_key_id { bytes: [0x42; 16] };
+        let r = qkd_store_fetch(
+            store,
+            &unknown,
+            c"SAE_A".as_ptr(),
+            buf.as_mut_ptr(),
+            64,
+            &mut len,
+        );
+        assert_eq!(r, QKD_ERR_NOT_FOUND);
+        // Wrong handle kinds.
+        let r = qkd_store_available_bits(block.cast(), c"KME_B".as_ptr(), &mut avail);
+        assert_eq!(r, QKD_ERR_WRONG_HANDLE);
+        assert_eq!(qkd_block_len(store.cast(), &mut len), QKD_ERR_WRONG_HANDLE);
+
+        // Key IDs as text.
+        let mut text = [0 as std::ffi::c_char; QKD_KEY_ID_STR_LEN];
+        assert_eq!(
+            qkd_key_id_to_string(&ids[0], text.as_mut_ptr(), text.len()),
+            QKD_OK
+        );
+        let s = CStr::from_ptr(text.as_ptr()).to_str().unwrap().to_owned();
+        assert_eq!(s, uuid::Uuid::from_bytes(ids[0].bytes).to_string());
+        let mut back = qkd_key_id { bytes: [0; 16] };
+        assert_eq!(qkd_key_id_parse(text.as_ptr(), &mut back), QKD_OK);
+        assert_eq!(back, ids[0]);
+        assert_eq!(
+            qkd_key_id_parse(c"not-a-uuid".as_ptr(), &mut back),
+            QKD_ERR_INVALID_ARGUMENT
+        );
+        assert_eq!(
+            qkd_key_id_to_string(&ids[0], text.as_mut_ptr(), 36),
+            QKD_ERR_BUFFER_TOO_SHORT
+        );
+
+        qkd_store_free(store);
+        // Closed: it opens again, and the fetched key stays fetched.
+        assert_eq!(qkd_store_open(path.as_ptr(), &mut store), QKD_OK);
+        let r = qkd_store_fetch(
+            store,
+            &ids[1],
+            c"SAE_A".as_ptr(),
+            buf.as_mut_ptr(),
+            64,
+            &mut len,
+        );
+        assert_eq!(r, QKD_ERR_KEY_UNAVAILABLE);
+        qkd_store_free(store);
+        qkd_block_free(block);
+        qkd_block_free(key);
+        key = null_mut();
+    }
+    assert!(key.is_null());
+}
+
+fn blake3_of(bytes: &[u8]) -> [u8; 32] {
+    *blake3::hash(bytes).as_bytes()
+}

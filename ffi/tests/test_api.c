@@ -2,10 +2,13 @@
  * bytes) must give result codes, never a crash; and a full run through the C API must give
  * equal final keys on both sides. Built with -std=c11 -Wall -Wextra -Werror and run under
  * AddressSanitizer/UBSan and valgrind by scripts/test-c.sh. */
+#define _POSIX_C_SOURCE 200809L
+#include <pthread.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "qkd.h"
 
@@ -62,7 +65,7 @@ static qkd_block *block_of(const uint8_t *bytes, size_t len, size_t bits) {
 static void test_version_and_messages(void) {
     CHECK(qkd_version() != NULL && strcmp(qkd_version(), "0.1.0") == 0);
     CHECK(strcmp(qkd_result_message(QKD_OK), "success") == 0);
-    for (unsigned code = 0; code <= QKD_ERR_INTERNAL; code++) {
+    for (unsigned code = 0; code <= QKD_ERR_KEY_UNAVAILABLE; code++) {
         const char *m = qkd_result_message(code);
         CHECK(m != NULL && strlen(m) > 0 && strcmp(m, "unknown result code") != 0);
     }
@@ -559,6 +562,123 @@ static void test_pipeline(void) {
     qkd_block_free(b);
 }
 
+struct fetch_job {
+    qkd_store *store;
+    int ok;
+};
+
+/* Each thread allocates and fetches its own keys from the shared store. */
+static void *fetch_worker(void *arg) {
+    struct fetch_job *job = arg;
+    qkd_key_id ids[8];
+    size_t n = 0, len = 0;
+    uint8_t key[16];
+    job->ok = 0;
+    for (int round = 0; round < 4; round++) {
+        if (qkd_store_allocate(job->store, "KME_B", "SAE_A", NULL, 0, 8, 128, 60, ids, 8, &n) != QKD_OK ||
+            n != 8)
+            return NULL;
+        for (size_t i = 0; i < n; i++) {
+            if (qkd_store_fetch(job->store, &ids[i], "SAE_A", key, sizeof key, &len) != QKD_OK ||
+                len != 16)
+                return NULL;
+        }
+    }
+    job->ok = 1;
+    return NULL;
+}
+
+static void test_store(void) {
+    char dir[] = "/tmp/qkd-c-test-XXXXXX";
+    qkd_store *store = NULL, *again = NULL;
+    qkd_block *material = NULL;
+    qkd_store_block_info info;
+    qkd_key_id ids[4], parsed;
+    size_t n = 0, len = 0;
+    uint64_t avail = 0;
+    uint8_t all[1024], key[64];
+    char text[QKD_KEY_ID_STR_LEN];
+    const char *slaves[] = {"SAE_B", "SAE_C"};
+    CHECK(mkdtemp(dir) != NULL);
+    CHECK_RC(qkd_store_open(NULL, &store), QKD_ERR_NULL_ARGUMENT);
+    CHECK_RC(qkd_store_open(dir, NULL), QKD_ERR_NULL_ARGUMENT);
+    CHECK_RC(qkd_store_open(dir, &store), QKD_OK);
+    CHECK_RC(qkd_store_open(dir, &again), QKD_ERR_STORE);
+    CHECK(again == NULL && strstr(detail(), "already open") != NULL);
+
+    CHECK_RC(qkd_block_from_seed(SEED_A, 8192, &material), QKD_OK);
+    CHECK_RC(qkd_block_to_bytes(material, all, sizeof all, &len), QKD_OK);
+    CHECK_RC(qkd_store_append(store, "KME_B", "b1", material, 0.03, &info), QKD_OK);
+    CHECK(info.len_bits == 8192 && info.usable_bits == 8192);
+    CHECK_RC(qkd_store_append(store, "KME_B", "b1", material, 0.03, NULL), QKD_ERR_KEY_UNAVAILABLE);
+    CHECK_RC(qkd_store_append(store, "", "b2", material, 0.03, NULL), QKD_ERR_INVALID_ARGUMENT);
+    CHECK_RC(qkd_store_append(store, "KME_B", NULL, material, 0.03, NULL), QKD_ERR_NULL_ARGUMENT);
+    CHECK_RC(qkd_store_available_bits(store, "KME_B", &avail), QKD_OK);
+    CHECK(avail == 8192);
+
+    CHECK_RC(qkd_store_allocate(store, "KME_B", "SAE_A", slaves, 2, 4, 256, 60, ids, 3, &n), QKD_ERR_BUFFER_TOO_SHORT);
+    CHECK(n == 4);
+    CHECK_RC(qkd_store_allocate(store, "KME_B", "SAE_A", NULL, 2, 4, 256, 60, ids, 4, &n), QKD_ERR_NULL_ARGUMENT);
+    CHECK_RC(qkd_store_allocate(store, "KME_B", "SAE_A", slaves, 2, 4, 100, 60, ids, 4, &n), QKD_ERR_INVALID_ARGUMENT);
+    CHECK_RC(qkd_store_allocate(store, "KME_B", "SAE_A", slaves, 2, 1000, 256, 60, NULL, 0, &n), QKD_ERR_BUFFER_TOO_SHORT);
+    CHECK_RC(qkd_store_allocate(store, "KME_B", "SAE_A", slaves, 2, 4, 256, 60, ids, 4, &n), QKD_OK);
+    CHECK(n == 4);
+    CHECK_RC(qkd_store_available_bits(store, "KME_B", &avail), QKD_OK);
+    CHECK(avail == 8192 - 4 * 256);
+    for (size_t i = 0; i < n; i++) {
+        int found = 0;
+        CHECK_RC(qkd_store_fetch(store, &ids[i], "SAE_A", key, 8, &len), QKD_ERR_BUFFER_TOO_SHORT);
+        CHECK(len == 32);
+        CHECK_RC(qkd_store_fetch(store, &ids[i], "SAE_A", key, sizeof key, &len), QKD_OK);
+        CHECK(len == 32);
+        for (size_t w = 0; w + 32 <= sizeof all; w += 32) found |= memcmp(all + w, key, 32) == 0;
+        CHECK(found); /* a 32-byte window of the appended material */
+        CHECK_RC(qkd_store_fetch(store, &ids[i], "SAE_A", key, sizeof key, &len), QKD_ERR_KEY_UNAVAILABLE);
+        CHECK_RC(qkd_store_fetch(store, &ids[i], "SAE_B", key, sizeof key, &len), QKD_ERR_KEY_UNAVAILABLE);
+    }
+    CHECK_RC(qkd_key_id_to_string(&ids[0], text, sizeof text), QKD_OK);
+    CHECK(strlen(text) == 36 && text[8] == '-' && text[14] == '4');
+    CHECK_RC(qkd_key_id_parse(text, &parsed), QKD_OK);
+    CHECK(memcmp(&parsed, &ids[0], sizeof parsed) == 0);
+    CHECK_RC(qkd_key_id_parse("zz", &parsed), QKD_ERR_INVALID_ARGUMENT);
+    memset(&parsed, 0x42, sizeof parsed);
+    CHECK_RC(qkd_store_fetch(store, &parsed, "SAE_A", key, sizeof key, &len), QKD_ERR_NOT_FOUND);
+    CHECK_RC(qkd_store_available_bits((qkd_store *)material, "KME_B", &avail), QKD_ERR_WRONG_HANDLE);
+    CHECK_RC(qkd_block_len((qkd_block *)store, &len), QKD_ERR_WRONG_HANDLE);
+    qkd_store_free((qkd_store *)material); /* wrong kind: ignored */
+
+    /* The store handle is thread-safe: four threads allocate and fetch at once. */
+    {
+        pthread_t t[4];
+        struct fetch_job jobs[4];
+        qkd_block *more = NULL;
+        CHECK_RC(qkd_block_from_seed(SEED_B, 32768, &more), QKD_OK);
+        CHECK_RC(qkd_store_append(store, "KME_B", "b2", more, 0.03, NULL), QKD_OK);
+        qkd_block_free(more);
+        for (int i = 0; i < 4; i++) {
+            jobs[i].store = store;
+            CHECK(pthread_create(&t[i], NULL, fetch_worker, &jobs[i]) == 0);
+        }
+        for (int i = 0; i < 4; i++) {
+            CHECK(pthread_join(t[i], NULL) == 0);
+            CHECK(jobs[i].ok);
+        }
+        CHECK_RC(qkd_store_available_bits(store, "KME_B", &avail), QKD_OK);
+        CHECK(avail == (uint64_t)(8192 + 32768 - 4 * 256 - 4 * 4 * 8 * 128));
+    }
+    qkd_store_free(store);
+    /* Reopened: what was fetched stays fetched. */
+    CHECK_RC(qkd_store_open(dir, &store), QKD_OK);
+    CHECK_RC(qkd_store_fetch(store, &ids[0], "SAE_A", key, sizeof key, &len), QKD_ERR_KEY_UNAVAILABLE);
+    qkd_store_free(store);
+    qkd_block_free(material);
+    {
+        char cmd[64];
+        snprintf(cmd, sizeof cmd, "rm -rf '%s'", dir);
+        CHECK(system(cmd) == 0);
+    }
+}
+
 int main(void) {
     test_version_and_messages();
     test_null_arguments();
@@ -569,6 +689,7 @@ int main(void) {
     test_protocol_order();
     test_end_to_end();
     test_pipeline();
+    test_store();
     printf("%d passed, %d failed\n", passed, failed);
     return failed == 0 ? 0 : 1;
 }
