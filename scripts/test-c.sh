@@ -36,7 +36,7 @@ step "build libqkd (cdylib + staticlib)"
 cargo build -p qkd-ffi --profile test --locked
 
 step "include/qkd.h is current"
-cargo run -q -p qkd-ffi-gen-header --locked -- "$WORK/qkd.h"
+cargo run -q --profile test -p qkd-ffi-gen-header --locked -- "$WORK/qkd.h"
 if ! diff -u include/qkd.h "$WORK/qkd.h"; then
     echo "include/qkd.h is stale: run 'cargo run -p qkd-ffi-gen-header' and commit it" >&2
     exit 1
