@@ -900,3 +900,93 @@ fn store_open_append_allocate_fetch() {
 fn blake3_of(bytes: &[u8]) -> [u8; 32] {
     *blake3::hash(bytes).as_bytes()
 }
+
+/// One bit of one Cascade message flipped in transit: every run ends (an error code, or a
+/// finished run whose key confirmation tells the truth), never a hang. Before the consistency
+/// check in `Bob::resolve`, some of these runs made Bob flip bits back and forth forever.
+#[test]
+fn cascade_messages_corrupted_in_transit_end_with_a_code() {
+    let mut state = 0x9E37_79B9_7F4A_7C15u64;
+    let mut next = move || {
+        state ^= state >> 12;
+        state ^= state << 25;
+        state ^= state >> 27;
+        state.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    };
+    let (mut a, mut b) = (null_mut(), null_mut());
+    let mut buf = vec![0u8; 1 << 16];
+    let (mut refused, mut finished) = (0, 0);
+    // SAFETY: valid handles, buffers and out-pointers; each handle freed once.
+    unsafe {
+        assert_eq!(
+            qkd_simulate(4096, 0.04, 0, &21, &mut a, &mut b, null_mut()),
+            QKD_OK
+        );
+        for run in 0..40u8 {
+            let (mut alice, mut bob) = (null_mut(), null_mut());
+            let mut seed = [0u8; 32];
+            seed[0] = run;
+            assert_eq!(qkd_cascade_alice_new(a, &mut alice), QKD_OK);
+            assert_eq!(
+                qkd_cascade_bob_new(b, c"option7".as_ptr(), 0.04, seed.as_ptr(), &mut bob),
+                QKD_OK
+            );
+            let flip_at = next() % 12;
+            let (mut step, mut len) = (0u64, 0usize);
+            let mut stats: qkd_cascade_stats = std::mem::zeroed();
+            let mut corrupt = |buf: &mut [u8], len: usize, step: &mut u64| {
+                if *step == flip_at && len > 0 {
+                    buf[(next() % len as u64) as usize] ^= 1 << (next() % 8);
+                }
+                *step += 1;
+            };
+            let ok = loop {
+                assert_eq!(
+                    qkd_cascade_bob_take_message(bob, buf.as_mut_ptr(), buf.len(), &mut len),
+                    QKD_OK
+                );
+                corrupt(&mut buf, len, &mut step);
+                if qkd_cascade_alice_receive(alice, buf.as_ptr(), len) != QKD_OK {
+                    break false;
+                }
+                assert_eq!(qkd_cascade_bob_stats(bob, &mut stats), QKD_OK);
+                if stats.done {
+                    break true;
+                }
+                assert_eq!(
+                    qkd_cascade_alice_take_message(alice, buf.as_mut_ptr(), buf.len(), &mut len),
+                    QKD_OK
+                );
+                corrupt(&mut buf, len, &mut step);
+                let r = qkd_cascade_bob_receive(bob, buf.as_ptr(), len);
+                if r != QKD_OK {
+                    assert!(
+                        matches!(
+                            r,
+                            QKD_ERR_MALFORMED_MESSAGE
+                                | QKD_ERR_UNEXPECTED_MESSAGE
+                                | QKD_ERR_LENGTH_MISMATCH
+                        ),
+                        "{r:?}: {}",
+                        last_error()
+                    );
+                    break false;
+                }
+            };
+            if ok {
+                finished += 1
+            } else {
+                refused += 1
+            }
+            qkd_cascade_alice_free(alice);
+            qkd_cascade_bob_free(bob);
+        }
+        qkd_block_free(a);
+        qkd_block_free(b);
+    }
+    assert_eq!(refused + finished, 40);
+    assert!(
+        refused > 0 && finished > 0,
+        "{refused} refused, {finished} finished"
+    );
+}

@@ -365,6 +365,71 @@ static void test_garbage_messages(void) {
     qkd_block_free(b);
 }
 
+/* Cascade with one bit of one message flipped in transit, at a random point of the run: every
+ * call returns a code (never a crash), and a run that still completes without an error either
+ * leaves Bob's key equal to Alice's or is caught by confirmation. */
+static void test_corrupted_in_transit(void) {
+    uint64_t seed = 21;
+    qkd_block *a = NULL, *b = NULL;
+    static uint8_t buf[1 << 16];
+    int completed = 0, refused = 0;
+    CHECK_RC(qkd_simulate(4096, 0.04, QKD_ERROR_MODEL_IID, &seed, &a, &b, NULL), QKD_OK);
+    for (int run = 0; run < 40; run++) {
+        qkd_cascade_alice *alice = NULL;
+        qkd_cascade_bob *bob = NULL;
+        qkd_cascade_stats stats;
+        size_t len = 0;
+        int step = 0, flip_at = (int)(next_u64() % 12), failed_run = 0;
+        uint8_t cseed[QKD_SEED_LEN] = {(uint8_t)run};
+        CHECK_RC(qkd_cascade_alice_new(a, &alice), QKD_OK);
+        CHECK_RC(qkd_cascade_bob_new(b, "option7", 0.04, cseed, &bob), QKD_OK);
+        for (;;) {
+            qkd_result r;
+            if (qkd_cascade_bob_take_message(bob, buf, sizeof buf, &len) != QKD_OK) break;
+            if (step++ == flip_at && len > 0) buf[next_u64() % len] ^= (uint8_t)(1u << (next_u64() % 8));
+            r = qkd_cascade_alice_receive(alice, buf, len);
+            if (r != QKD_OK) {
+                CHECK(is_protocol_error(r));
+                failed_run = 1;
+                break;
+            }
+            CHECK_RC(qkd_cascade_bob_stats(bob, &stats), QKD_OK);
+            if (stats.done) break;
+            CHECK_RC(qkd_cascade_alice_take_message(alice, buf, sizeof buf, &len), QKD_OK);
+            if (step++ == flip_at && len > 0) buf[next_u64() % len] ^= (uint8_t)(1u << (next_u64() % 8));
+            r = qkd_cascade_bob_receive(bob, buf, len);
+            if (r != QKD_OK) {
+                CHECK(is_protocol_error(r));
+                failed_run = 1;
+                break;
+            }
+        }
+        if (failed_run) {
+            refused++;
+        } else {
+            qkd_block *fixed = NULL;
+            qkd_confirm *conf = NULL;
+            qkd_confirm_outcome oa, ob;
+            uint8_t cmsg[64], creply[64];
+            size_t clen = 0, rlen = 0, diff = 0;
+            CHECK_RC(qkd_cascade_bob_key(bob, &fixed), QKD_OK);
+            CHECK_RC(qkd_block_hamming_distance(a, fixed, &diff), QKD_OK);
+            CHECK_RC(qkd_confirm_start(a, 1e-12, cmsg, sizeof cmsg, &clen, &conf), QKD_OK);
+            CHECK_RC(qkd_confirm_respond(fixed, 1e-12, cmsg, clen, creply, sizeof creply, &rlen, &ob), QKD_OK);
+            CHECK_RC(qkd_confirm_finish(conf, creply, rlen, &oa), QKD_OK);
+            CHECK(oa.matched == (diff == 0) && oa.matched == ob.matched);
+            completed++;
+            qkd_confirm_free(conf);
+            qkd_block_free(fixed);
+        }
+        qkd_cascade_alice_free(alice);
+        qkd_cascade_bob_free(bob);
+    }
+    CHECK(completed + refused == 40);
+    qkd_block_free(a);
+    qkd_block_free(b);
+}
+
 static void test_protocol_order(void) {
     uint64_t seed = 3;
     qkd_block *a = NULL, *b = NULL;
@@ -687,6 +752,7 @@ int main(void) {
     test_wrong_handles();
     test_garbage_messages();
     test_protocol_order();
+    test_corrupted_in_transit();
     test_end_to_end();
     test_pipeline();
     test_store();
