@@ -5,12 +5,15 @@
 //! `QKD_AMPLIFY_PLAIN=100000000 cargo bench -p qkd-benches --bench amplify`, which prints one
 //! JSON line per method from `qkd_core::amplify::bench_toeplitz` (one run each, peak RSS
 //! included). `QKD_AMPLIFY_LOG_LEN=24,25,26` adds runs with forced transform lengths;
-//! `QKD_AMPLIFY_METHODS=ntt-avx512` restricts the methods (both modes).
+//! `QKD_AMPLIFY_CLMUL=K:B,K:B` adds carry-less runs with forced block (`K`) and base-case
+//! (`B`) sizes in words; `QKD_AMPLIFY_METHODS=ntt-avx512,clmul-vpclmul` restricts the
+//! methods (both modes).
 use criterion::{BenchmarkId, Criterion, Throughput};
 use qkd_core::BitBlock;
 use qkd_core::amplify::{
-    Bb84Tlgr2012, FiniteKeyInput, NttBackend, SecretLengthModel, ToeplitzMethod, bench_toeplitz,
-    seed_bits_needed, toeplitz_hash_ntt_log_len, toeplitz_hash_with,
+    Bb84Tlgr2012, ClmulBackend, FiniteKeyInput, NttBackend, SecretLengthModel, ToeplitzMethod,
+    bench_toeplitz, seed_bits_needed, toeplitz_hash_clmul_tuned, toeplitz_hash_ntt_log_len,
+    toeplitz_hash_with,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
@@ -22,17 +25,32 @@ fn block(rng: &mut ChaCha20Rng, len: usize) -> BitBlock {
     BitBlock::from_words(words, len).expect("enough words")
 }
 
-/// Every supported NTT backend, or those named in `QKD_AMPLIFY_METHODS` (e.g. `ntt-avx512`).
+/// Every supported NTT and carry-less backend (the portable carry-less multiply only on
+/// request), or those named in `QKD_AMPLIFY_METHODS` (e.g. `ntt-avx512,clmul-vpclmul`).
 fn methods() -> Vec<ToeplitzMethod> {
-    let all = NttBackend::ALL
+    let ntt = NttBackend::ALL
         .into_iter()
         .filter(|b| b.is_supported())
         .map(ToeplitzMethod::NttWith);
+    let clmul = ClmulBackend::ALL
+        .into_iter()
+        .filter(|b| b.is_supported())
+        .map(ToeplitzMethod::ClmulWith);
+    let fft = ClmulBackend::ALL
+        .into_iter()
+        .filter(|b| b.is_supported())
+        .map(ToeplitzMethod::FftWith);
+    let all = ntt.chain(clmul).chain(fft);
     match std::env::var("QKD_AMPLIFY_METHODS") {
         Ok(list) => all
             .filter(|m| list.split(',').any(|n| n.trim() == m.name()))
             .collect(),
-        Err(_) => all.collect(),
+        Err(_) => all
+            .filter(|m| {
+                *m != ToeplitzMethod::ClmulWith(ClmulBackend::Portable)
+                    && *m != ToeplitzMethod::FftWith(ClmulBackend::Portable)
+            })
+            .collect(),
     }
 }
 
@@ -93,12 +111,40 @@ fn plain(n: usize) {
     }
 }
 
+/// Forced carry-less block/base sizes from `QKD_AMPLIFY_CLMUL=K:B,...`.
+fn clmul_tuning(n: usize) {
+    let Ok(list) = std::env::var("QKD_AMPLIFY_CLMUL") else {
+        return;
+    };
+    let mut rng = ChaCha20Rng::seed_from_u64(3);
+    let m = n / 2;
+    let x = block(&mut rng, n);
+    let s = block(&mut rng, seed_bits_needed(n, m));
+    for item in list.split(',') {
+        let mut parts = item
+            .split(':')
+            .filter_map(|v| v.trim().parse::<usize>().ok());
+        let (Some(k), Some(base)) = (parts.next(), parts.next()) else {
+            continue;
+        };
+        let t0 = Instant::now();
+        let out = toeplitz_hash_clmul_tuned(ClmulBackend::best(), k, base, &x, &s, m);
+        let secs = t0.elapsed().as_secs_f64();
+        black_box(&out);
+        println!(
+            "{{\"block_bits\": {n}, \"clmul_block_words\": {k}, \"base_words\": {base}, \"seconds\": {secs:.4}, \"bits_per_second\": {:.4e}}}",
+            n as f64 / secs
+        );
+    }
+}
+
 fn main() {
     if let Some(n) = std::env::var("QKD_AMPLIFY_PLAIN")
         .ok()
         .and_then(|v| v.parse::<f64>().ok())
     {
         plain(n as usize);
+        clmul_tuning(n as usize);
         return;
     }
     let mut c = Criterion::default().configure_from_args();

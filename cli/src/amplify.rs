@@ -25,8 +25,9 @@ pub struct Args {
     /// Output file: ceil(M/8) bytes, tail bits zero.
     #[arg(long)]
     out: PathBuf,
-    /// Method: ntt (default, fastest exact), reference (naive O(nm)), or a named backend.
-    #[arg(long, default_value = "ntt")]
+    /// Method: auto (default: the fastest exact method for the size), clmul, fft, ntt, reference
+    /// (naive O(nm)), or a named backend such as fft-vpclmul.
+    #[arg(long, default_value = "auto")]
     method: String,
 }
 

@@ -57,8 +57,8 @@ pub struct AmplifyArgs {
     /// Output length as a fraction of n (0 < R < 1).
     #[arg(long, default_value_t = 0.5)]
     ratio: f64,
-    /// Method (ntt, reference, or a named backend).
-    #[arg(long, default_value = "ntt")]
+    /// Method: auto (default), clmul, fft, ntt, reference, or a named backend.
+    #[arg(long, default_value = "auto")]
     method: String,
     /// Print one JSON object on stdout and nothing else.
     #[arg(long)]

@@ -54,7 +54,7 @@ pub struct PipelineArgs {
     #[arg(long, default_value_t = 1 << 14)]
     pub sample_bits: usize,
     /// Cascade variant.
-    #[arg(long, default_value = "option8")]
+    #[arg(long, default_value = "yanetal")]
     pub algorithm: String,
     /// Secrecy parameter.
     #[arg(long, default_value_t = 1e-10)]
@@ -65,8 +65,8 @@ pub struct PipelineArgs {
     /// Discard blocks whose QBER upper bound exceeds this.
     #[arg(long, default_value_t = 0.11)]
     pub max_qber: f64,
-    /// Toeplitz method (ntt, reference, ...).
-    #[arg(long, default_value = "ntt")]
+    /// Toeplitz method: auto (default), clmul, fft, ntt, reference.
+    #[arg(long, default_value = "auto")]
     pub toeplitz: String,
 }
 

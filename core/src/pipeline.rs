@@ -21,6 +21,7 @@
 //! reader in bounded batches, so memory stays proportional to the batch, not the input.
 
 use std::io::Read;
+use std::sync::Arc;
 use std::time::Instant;
 
 use rayon::prelude::*;
@@ -69,7 +70,7 @@ impl Default for PipelineConfig {
         Self {
             block_bits: 1 << 20,
             sample_bits: 1 << 14,
-            algorithm: "option8".into(),
+            algorithm: "yanetal".into(),
             eps_pe: 1e-10,
             eps_sec: 1e-10,
             eps_cor: 1e-15,
@@ -269,8 +270,8 @@ fn stage_err(block: u64, stage: &'static str) -> impl Fn(String) -> PipelineErro
     }
 }
 
-/// Runs one block pair through every stage. `rng` supplies the public seeds (sampling, shuffle,
-/// hash and Toeplitz seeds); use [`OsRandom`] outside tests.
+/// Runs one block pair through every stage with a one-off [`Session`]. `rng` supplies the public
+/// seeds (sampling, shuffle, hash and Toeplitz seeds); use [`OsRandom`] outside tests.
 pub fn process_block(
     index: u64,
     alice_raw: &BitBlock,
@@ -278,188 +279,249 @@ pub fn process_block(
     cfg: &PipelineConfig,
     rng: &mut dyn RandomSource,
 ) -> Result<BlockResult, PipelineError> {
-    cfg.validate()?;
-    if alice_raw.len() != bob_raw.len() {
-        return Err(PipelineError::LengthMismatch {
-            alice: alice_raw.len() as u64,
-            bob: bob_raw.len() as u64,
-        });
+    Session::new(cfg.clone(), rng)?.process_block(index, alice_raw, bob_raw, rng)
+}
+
+/// Cascade shuffles are public and independent of the errors, so a session draws one shuffle
+/// seed and reuses each plan (permutations and block sizes) for every block of the same length
+/// and QBER bucket: building a plan costs about as much as reconciling a block. Everything else
+/// (sample positions, confirmation and Toeplitz seeds) stays fresh per block.
+#[derive(Debug)]
+pub struct Session {
+    cfg: PipelineConfig,
+    variant: Variant,
+    shuffle_seed: [u8; 32],
+    plans: std::sync::Mutex<std::collections::HashMap<(u32, i32), Arc<Plan>>>,
+}
+
+/// QBER buckets of the plan cache are geometric with this ratio: the estimate is rounded to the
+/// nearest power of it (it is an estimate anyway; Cascade's block sizes, about 0.73/QBER, move by
+/// at most 2.5 % within a bucket).
+const QBER_BUCKET_RATIO: f64 = 1.05;
+
+impl Session {
+    /// A session for `cfg`, with a shuffle seed drawn from `rng`.
+    pub fn new(cfg: PipelineConfig, rng: &mut dyn RandomSource) -> Result<Self, PipelineError> {
+        cfg.validate()?;
+        let variant = Variant::by_name(&cfg.algorithm).ok_or_else(|| {
+            PipelineError::Config(format!("unknown algorithm '{}'", cfg.algorithm))
+        })?;
+        Ok(Self {
+            cfg,
+            variant,
+            shuffle_seed: rng.seed32()?,
+            plans: Default::default(),
+        })
     }
-    let n_raw = alice_raw.len();
-    if n_raw <= 2 * cfg.sample_bits {
-        return Err(PipelineError::Config(format!(
-            "block {index} has {n_raw} bits, too few for a {}-bit sample",
-            cfg.sample_bits
-        )));
+
+    /// The configuration.
+    pub fn config(&self) -> &PipelineConfig {
+        &self.cfg
     }
-    let mut times = StageTimes::default();
-    let mut report = BlockReport {
-        index,
-        raw_bits: n_raw as u64,
-        sample_bits: cfg.sample_bits as u64,
-        sample_errors: 0,
-        qber: 0.0,
-        qber_upper: 0.0,
-        reconciled_bits: (n_raw - cfg.sample_bits) as u64,
-        parity_bits: 0,
-        round_trips: 0,
-        messages: 0,
-        errors_corrected: 0,
-        residual_errors: 0,
-        true_errors: 0,
-        efficiency: None,
-        confirm_tag_bits: 0,
-        confirmed: false,
-        secret: None,
-        final_bits: 0,
-        entropy: None,
-        outcome: BlockOutcome::Key,
-        times,
-    };
-    let done = |mut report: BlockReport, times: StageTimes, outcome: BlockOutcome| {
+
+    fn plan(&self, n: u32, qber: f64) -> Result<Arc<Plan>, String> {
+        let bucket = (qber.ln() / QBER_BUCKET_RATIO.ln()).round() as i32;
+        let mut plans = self.plans.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(p) = plans.get(&(n, bucket)) {
+            return Ok(Arc::clone(p));
+        }
+        let params = Params {
+            variant: self.variant.clone(),
+            n,
+            qber: QBER_BUCKET_RATIO.powi(bucket).min(0.5),
+            seed: self.shuffle_seed,
+        };
+        let plan = Plan::new(params).map_err(|e| e.to_string())?;
+        plans.insert((n, bucket), Arc::clone(&plan));
+        Ok(plan)
+    }
+
+    /// Runs one block pair through every stage.
+    pub fn process_block(
+        &self,
+        index: u64,
+        alice_raw: &BitBlock,
+        bob_raw: &BitBlock,
+        rng: &mut dyn RandomSource,
+    ) -> Result<BlockResult, PipelineError> {
+        let cfg = &self.cfg;
+        if alice_raw.len() != bob_raw.len() {
+            return Err(PipelineError::LengthMismatch {
+                alice: alice_raw.len() as u64,
+                bob: bob_raw.len() as u64,
+            });
+        }
+        let n_raw = alice_raw.len();
+        if n_raw <= 2 * cfg.sample_bits {
+            return Err(PipelineError::Config(format!(
+                "block {index} has {n_raw} bits, too few for a {}-bit sample",
+                cfg.sample_bits
+            )));
+        }
+        let mut times = StageTimes::default();
+        let mut report = BlockReport {
+            index,
+            raw_bits: n_raw as u64,
+            sample_bits: cfg.sample_bits as u64,
+            sample_errors: 0,
+            qber: 0.0,
+            qber_upper: 0.0,
+            reconciled_bits: (n_raw - cfg.sample_bits) as u64,
+            parity_bits: 0,
+            round_trips: 0,
+            messages: 0,
+            errors_corrected: 0,
+            residual_errors: 0,
+            true_errors: 0,
+            efficiency: None,
+            confirm_tag_bits: 0,
+            confirmed: false,
+            secret: None,
+            final_bits: 0,
+            entropy: None,
+            outcome: BlockOutcome::Key,
+            times,
+        };
+        let done = |mut report: BlockReport, times: StageTimes, outcome: BlockOutcome| {
+            report.times = times;
+            report.outcome = outcome;
+            Ok(BlockResult { report, key: None })
+        };
+
+        // 1. Estimate.
+        let t = Instant::now();
+        let sample_seed = rng.seed32()?;
+        let err = stage_err(index, "estimate");
+        let (msg, alice_key) = estimate::disclose_sample(alice_raw, cfg.sample_bits, sample_seed)
+            .map_err(|e| err(e.to_string()))?;
+        let msg =
+            estimate::SampleMessage::from_bytes(&msg.to_bytes()).map_err(|e| err(e.to_string()))?;
+        let (est, bob_key) =
+            estimate::compare_sample(bob_raw, &msg, cfg.eps_pe, Bound::Hypergeometric)
+                .map_err(|e| err(e.to_string()))?;
+        times.estimate = t.elapsed().as_secs_f64();
+        report.sample_errors = est.errors;
+        report.qber = est.observed_qber;
+        report.qber_upper = est.qber_upper;
+        report.true_errors = alice_key
+            .hamming_distance(&bob_key)
+            .map_err(|e| err(e.to_string()))? as u64;
+        if est.qber_upper > cfg.max_qber {
+            let why = format!(
+                "QBER upper bound {:.4} exceeds the limit {:.4}",
+                est.qber_upper, cfg.max_qber
+            );
+            return done(report, times, BlockOutcome::Discarded(why));
+        }
+
+        // 2. Reconcile (Bob asks with the variant and a fresh public shuffle seed).
+        let t = Instant::now();
+        let err = stage_err(index, "reconcile");
+        // Cascade sizes its blocks from the QBER; zero observed errors still needs a positive rate.
+        let qber_for_plan = est.observed_qber.max(1.0 / cfg.sample_bits as f64).min(0.5);
+        let plan = self
+            .plan(alice_key.len() as u32, qber_for_plan)
+            .map_err(&err)?;
+        let mut alice = Alice::with_plan(alice_key, Arc::clone(&plan));
+        let mut bob = Bob::new(plan, bob_key).map_err(|e| err(e.to_string()))?;
+        let lb = LoopbackLink::run(&mut alice, &mut bob).map_err(|e| err(e.to_string()))?;
+        times.reconcile = t.elapsed().as_secs_f64();
+        report.parity_bits = lb.alice_disclosed_bits;
+        report.round_trips = lb.bob.round_trips;
+        report.messages = lb.bob.messages;
+        report.errors_corrected = lb.bob.corrected;
+        report.residual_errors = lb.residual_errors;
+        if lb.initial_errors > 0 {
+            report.efficiency = Some(lb.efficiency());
+        }
+        let alice_key = alice.into_key();
+        let bob_key = bob.into_key();
+
+        // 3. Confirm.
+        let t = Instant::now();
+        let err = stage_err(index, "confirm");
+        let (mut initiator, challenge) = ConfirmInitiator::start(&alice_key, cfg.eps_cor, rng)
+            .map_err(|e| err(e.to_string()))?;
+        let challenge =
+            confirm::ConfirmMessage::decode(&challenge.encode()).map_err(|e| err(e.to_string()))?;
+        let (verdict, _) =
+            confirm::respond(&bob_key, cfg.eps_cor, challenge).map_err(|e| err(e.to_string()))?;
+        let outcome = initiator.finish(verdict).map_err(|e| err(e.to_string()))?;
+        times.confirm = t.elapsed().as_secs_f64();
+        report.confirm_tag_bits = outcome.leaked_bits;
+        report.confirmed = outcome.matched;
+        if !outcome.matched {
+            return done(
+                report,
+                times,
+                BlockOutcome::Discarded("confirmation tags differ".into()),
+            );
+        }
+
+        // 4. Secret length.
+        let input = FiniteKeyInput {
+            key_bits: alice_key.len() as u64,
+            sample_bits: cfg.sample_bits as u64,
+            qber: est.observed_qber,
+            leak_ec_bits: report.parity_bits + u64::from(report.confirm_tag_bits),
+            eps_sec: cfg.eps_sec,
+            eps_cor: cfg.eps_cor,
+        };
+        let secret = Bb84Tlgr2012::default()
+            .secret_length(&input)
+            .map_err(|e| stage_err(index, "secret length")(e.to_string()))?;
+        report.secret = Some(secret);
+        let m = secret.bits as usize;
+        if m == 0 {
+            return done(
+                report,
+                times,
+                BlockOutcome::Discarded("secret length is zero".into()),
+            );
+        }
+
+        // 5. Amplify: both sides hash with the same public seed.
+        let t = Instant::now();
+        let err = stage_err(index, "amplify");
+        let seed_len = seed_bits_needed(alice_key.len(), m);
+        let mut seed_words = vec![0u64; seed_len.div_ceil(64)];
+        rng.fill(bytemuck_words(&mut seed_words))?;
+        let seed = BitBlock::from_words(seed_words, seed_len).map_err(|e| err(e.to_string()))?;
+        let (ka, kb) = rayon::join(
+            || toeplitz_hash_with(cfg.toeplitz, &alice_key, &seed, m),
+            || toeplitz_hash_with(cfg.toeplitz, &bob_key, &seed, m),
+        );
+        let (ka, kb) = (
+            ka.map_err(|e| err(e.to_string()))?,
+            kb.map_err(|e| err(e.to_string()))?,
+        );
+        times.amplify = t.elapsed().as_secs_f64();
+        if ka != kb {
+            return done(
+                report,
+                times,
+                BlockOutcome::Discarded("final keys differ despite matching tags".into()),
+            );
+        }
+
+        // 6. Check.
+        let t = Instant::now();
+        let verdict = entropy::assess(&ka.to_bytes());
+        times.check = t.elapsed().as_secs_f64();
+        report.entropy = Some(verdict.verdict);
+        // Keys too short for a verdict are delivered: the hash output of a uniform seed needs no
+        // statistics; only an actual failure quarantines.
+        if verdict.verdict == Verdict::Fail {
+            let why = verdict.reasons.join("; ");
+            return done(report, times, BlockOutcome::Quarantined(why));
+        }
+        report.final_bits = m as u64;
         report.times = times;
-        report.outcome = outcome;
-        Ok(BlockResult { report, key: None })
-    };
-
-    // 1. Estimate.
-    let t = Instant::now();
-    let sample_seed = rng.seed32()?;
-    let err = stage_err(index, "estimate");
-    let (msg, alice_key) = estimate::disclose_sample(alice_raw, cfg.sample_bits, sample_seed)
-        .map_err(|e| err(e.to_string()))?;
-    let msg =
-        estimate::SampleMessage::from_bytes(&msg.to_bytes()).map_err(|e| err(e.to_string()))?;
-    let (est, bob_key) = estimate::compare_sample(bob_raw, &msg, cfg.eps_pe, Bound::Hypergeometric)
-        .map_err(|e| err(e.to_string()))?;
-    times.estimate = t.elapsed().as_secs_f64();
-    report.sample_errors = est.errors;
-    report.qber = est.observed_qber;
-    report.qber_upper = est.qber_upper;
-    report.true_errors = alice_key
-        .hamming_distance(&bob_key)
-        .map_err(|e| err(e.to_string()))? as u64;
-    if est.qber_upper > cfg.max_qber {
-        let why = format!(
-            "QBER upper bound {:.4} exceeds the limit {:.4}",
-            est.qber_upper, cfg.max_qber
-        );
-        return done(report, times, BlockOutcome::Discarded(why));
-    }
-
-    // 2. Reconcile (Bob asks with the variant and a fresh public shuffle seed).
-    let t = Instant::now();
-    let err = stage_err(index, "reconcile");
-    let variant = Variant::by_name(&cfg.algorithm)
-        .ok_or_else(|| err(format!("unknown algorithm '{}'", cfg.algorithm)))?;
-    // Cascade sizes its blocks from the QBER; zero observed errors still needs a positive rate.
-    let qber_for_plan = est.observed_qber.max(1.0 / cfg.sample_bits as f64).min(0.5);
-    let params = Params {
-        variant,
-        n: alice_key.len() as u32,
-        qber: qber_for_plan,
-        seed: rng.seed32()?,
-    };
-    let plan = Plan::new(params).map_err(|e| err(e.to_string()))?;
-    let mut alice = Alice::new(alice_key);
-    let mut bob = Bob::new(plan, bob_key).map_err(|e| err(e.to_string()))?;
-    let lb = LoopbackLink::run(&mut alice, &mut bob).map_err(|e| err(e.to_string()))?;
-    times.reconcile = t.elapsed().as_secs_f64();
-    report.parity_bits = lb.alice_disclosed_bits;
-    report.round_trips = lb.bob.round_trips;
-    report.messages = lb.bob.messages;
-    report.errors_corrected = lb.bob.corrected;
-    report.residual_errors = lb.residual_errors;
-    if lb.initial_errors > 0 {
-        report.efficiency = Some(lb.efficiency());
-    }
-    let alice_key = alice.into_key();
-    let bob_key = bob.into_key();
-
-    // 3. Confirm.
-    let t = Instant::now();
-    let err = stage_err(index, "confirm");
-    let (mut initiator, challenge) =
-        ConfirmInitiator::start(&alice_key, cfg.eps_cor, rng).map_err(|e| err(e.to_string()))?;
-    let challenge =
-        confirm::ConfirmMessage::decode(&challenge.encode()).map_err(|e| err(e.to_string()))?;
-    let (verdict, _) =
-        confirm::respond(&bob_key, cfg.eps_cor, challenge).map_err(|e| err(e.to_string()))?;
-    let outcome = initiator.finish(verdict).map_err(|e| err(e.to_string()))?;
-    times.confirm = t.elapsed().as_secs_f64();
-    report.confirm_tag_bits = outcome.leaked_bits;
-    report.confirmed = outcome.matched;
-    if !outcome.matched {
-        return done(
+        Ok(BlockResult {
             report,
-            times,
-            BlockOutcome::Discarded("confirmation tags differ".into()),
-        );
+            key: Some(ka),
+        })
     }
-
-    // 4. Secret length.
-    let input = FiniteKeyInput {
-        key_bits: alice_key.len() as u64,
-        sample_bits: cfg.sample_bits as u64,
-        qber: est.observed_qber,
-        leak_ec_bits: report.parity_bits + u64::from(report.confirm_tag_bits),
-        eps_sec: cfg.eps_sec,
-        eps_cor: cfg.eps_cor,
-    };
-    let secret = Bb84Tlgr2012::default()
-        .secret_length(&input)
-        .map_err(|e| stage_err(index, "secret length")(e.to_string()))?;
-    report.secret = Some(secret);
-    let m = secret.bits as usize;
-    if m == 0 {
-        return done(
-            report,
-            times,
-            BlockOutcome::Discarded("secret length is zero".into()),
-        );
-    }
-
-    // 5. Amplify: both sides hash with the same public seed.
-    let t = Instant::now();
-    let err = stage_err(index, "amplify");
-    let seed_len = seed_bits_needed(alice_key.len(), m);
-    let mut seed_words = vec![0u64; seed_len.div_ceil(64)];
-    rng.fill(bytemuck_words(&mut seed_words))?;
-    let seed = BitBlock::from_words(seed_words, seed_len).map_err(|e| err(e.to_string()))?;
-    let (ka, kb) = rayon::join(
-        || toeplitz_hash_with(cfg.toeplitz, &alice_key, &seed, m),
-        || toeplitz_hash_with(cfg.toeplitz, &bob_key, &seed, m),
-    );
-    let (ka, kb) = (
-        ka.map_err(|e| err(e.to_string()))?,
-        kb.map_err(|e| err(e.to_string()))?,
-    );
-    times.amplify = t.elapsed().as_secs_f64();
-    if ka != kb {
-        return done(
-            report,
-            times,
-            BlockOutcome::Discarded("final keys differ despite matching tags".into()),
-        );
-    }
-
-    // 6. Check.
-    let t = Instant::now();
-    let verdict = entropy::assess(&ka.to_bytes());
-    times.check = t.elapsed().as_secs_f64();
-    report.entropy = Some(verdict.verdict);
-    // Keys too short for a verdict are delivered: the hash output of a uniform seed needs no
-    // statistics; only an actual failure quarantines.
-    if verdict.verdict == Verdict::Fail {
-        let why = verdict.reasons.join("; ");
-        return done(report, times, BlockOutcome::Quarantined(why));
-    }
-    report.final_bits = m as u64;
-    report.times = times;
-    Ok(BlockResult {
-        report,
-        key: Some(ka),
-    })
 }
 
 /// Views `u64` words as bytes for filling with random data (any byte pattern is a valid word).
@@ -548,6 +610,7 @@ pub fn process(
         });
     }
     let t0 = Instant::now();
+    let session = Session::new(cfg.clone(), &mut OsRandom)?;
     let blocks = alice.len() / cfg.block_bits;
     let mut summary = Summary::default();
     let results: Vec<Result<BlockResult, PipelineError>> = (0..blocks)
@@ -560,7 +623,7 @@ pub fn process(
             let o = bob
                 .slice(range)
                 .map_err(|e| stage_err(b as u64, "split")(e.to_string()))?;
-            process_block(b as u64, &a, &o, cfg, &mut OsRandom)
+            session.process_block(b as u64, &a, &o, &mut OsRandom)
         })
         .collect();
     for r in results {
@@ -592,6 +655,7 @@ pub fn process_stream(
     }
     let block_bytes = cfg.block_bits / 8;
     let batch = batch_blocks.max(1);
+    let session = Session::new(cfg.clone(), &mut OsRandom)?;
     let t0 = Instant::now();
     let mut summary = Summary::default();
     let mut next_index = 0u64;
@@ -625,7 +689,7 @@ pub fn process_stream(
                 let split = |e: crate::BitsError| stage_err(idx, "split")(e.to_string());
                 let a = BitBlock::from_bytes(&buf_a[r.clone()], cfg.block_bits).map_err(split)?;
                 let o = BitBlock::from_bytes(&buf_b[r], cfg.block_bits).map_err(split)?;
-                process_block(idx, &a, &o, cfg, &mut OsRandom)
+                session.process_block(idx, &a, &o, &mut OsRandom)
             })
             .collect();
         for r in results {

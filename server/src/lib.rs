@@ -1,4 +1,403 @@
-//! qkd-server: the key management entity (KME) serving ETSI GS QKD 014 over mutual TLS.
-//! Built by its own issue; this crate exists so the workspace layout is complete.
+//! qkd-server: the key management entity (KME) serving ETSI GS QKD 014 V1.1.1 over mutual TLS.
+//!
+//! - [`serve`] starts a KME from a [`Config`] and returns a [`ServerHandle`] (bound addresses,
+//!   shutdown), so tests and `qkd demo` can run two KMEs in one process.
+//! - [`client::Client`] is an ETSI 014 client (mutual TLS) the way an encryptor calls a KME.
+//! - [`pki`] writes a development PKI and ready configurations.
+//! - [`pool::KeyPool`] is what the server needs from a key store.
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
+
+pub mod client;
+pub mod config;
+pub mod etsi;
+mod kme;
+pub mod monitor;
+pub mod pki;
+pub mod pool;
+pub mod sources;
+pub mod tls;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::sync::atomic::AtomicBool;
+use std::time::Duration;
+
+use axum::Router;
+use axum::routing::get;
+use serde_json::json;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use zeroize::Zeroizing;
+
+pub use config::Config;
+pub use kme::now_ms;
+use kme::{Kme, LinkState};
+use monitor::{LoggedEvent, Monitor};
+use pool::{KeyPool, LOCAL_POOL, PoolError, StorePool};
+
+/// Errors starting a KME.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ServeError {
+    /// Bad configuration.
+    #[error(transparent)]
+    Config(#[from] config::ConfigError),
+    /// TLS material unusable.
+    #[error(transparent)]
+    Tls(#[from] tls::TlsError),
+    /// The key pool could not be opened.
+    #[error(transparent)]
+    Pool(#[from] PoolError),
+    /// A listener could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The HTTP client towards a peer could not be built.
+    #[error("peer client for {peer}: {message}")]
+    PeerClient {
+        /// Peer KME.
+        peer: String,
+        /// What failed.
+        message: String,
+    },
+}
+
+/// A running KME.
+pub struct ServerHandle {
+    /// Address of the ETSI 014 (SAE) listener.
+    pub sae_addr: SocketAddr,
+    /// Address of the peer-KME listener.
+    pub peer_addr: Option<SocketAddr>,
+    /// Address of the monitoring listener.
+    pub monitor_addr: Option<SocketAddr>,
+    kme: Arc<Kme>,
+    handles: Vec<axum_server::Handle<SocketAddr>>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+impl std::fmt::Debug for ServerHandle {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("ServerHandle")
+            .field("kme_id", &self.kme.cfg.kme_id)
+            .field("sae_addr", &self.sae_addr)
+            .field("peer_addr", &self.peer_addr)
+            .field("monitor_addr", &self.monitor_addr)
+            .finish()
+    }
+}
+
+impl ServerHandle {
+    /// This KME's ID.
+    pub fn kme_id(&self) -> &str {
+        &self.kme.cfg.kme_id
+    }
+
+    /// The key pool (counts, or feeding blocks from an `external` source such as the pipeline).
+    pub fn pool(&self) -> Arc<dyn KeyPool> {
+        self.kme.pool.clone()
+    }
+
+    /// Adds a block of key material to a pool (`peer` KME ID, or [`pool::LOCAL_POOL`]),
+    /// durably (`Ok(false)`: a block with this ID exists). Both KMEs of a link must add the same
+    /// bytes under the same block ID. This is the entry point of the built-in pipeline.
+    pub async fn add_block(
+        &self,
+        pool: &str,
+        block: &str,
+        data: Zeroizing<Vec<u8>>,
+    ) -> Result<bool, PoolError> {
+        let p = self.kme.pool.clone();
+        let (pl, b) = (pool.to_string(), block.to_string());
+        let added = tokio::task::spawn_blocking(move || p.add_block(&pl, &b, data))
+            .await
+            .map_err(|e| PoolError::Store(e.to_string()))??;
+        if added {
+            self.kme.check_watermark(pool);
+        }
+        Ok(added)
+    }
+
+    /// Recent events, oldest first.
+    pub fn events(&self) -> Vec<LoggedEvent> {
+        self.kme.monitor.recent()
+    }
+
+    /// Stops listeners and background tasks; waits for in-flight requests up to one second.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        for h in &self.handles {
+            h.graceful_shutdown(Some(Duration::from_secs(1)));
+        }
+        for t in self.tasks {
+            let _ = t.await;
+        }
+    }
+}
+
+fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, ServeError> {
+    let l =
+        std::net::TcpListener::bind(addr).map_err(|source| ServeError::Bind { addr, source })?;
+    l.set_nonblocking(true)
+        .map_err(|source| ServeError::Bind { addr, source })?;
+    Ok(l)
+}
+
+/// Starts a KME (listeners, key sources, housekeeping) on the current tokio runtime.
+pub async fn serve(config: Config) -> Result<ServerHandle, ServeError> {
+    config.validate()?;
+    let dir = match &config.state_dir {
+        Some(dir) => dir.clone(),
+        None => {
+            let d = std::env::temp_dir().join(format!(
+                "qkd-kme-{}-{}",
+                config.kme_id,
+                uuid::Uuid::new_v4()
+            ));
+            tracing::warn!(dir = %d.display(), "no state_dir configured: keys kept in a temporary store");
+            d
+        }
+    };
+    let pool: Arc<dyn KeyPool> = StorePool::open(&dir, &config.kme_id)?;
+    serve_with_pool(config, pool).await
+}
+
+/// Like [`serve`] with a key pool of the caller's choosing.
+pub async fn serve_with_pool(
+    config: Config,
+    pool: Arc<dyn KeyPool>,
+) -> Result<ServerHandle, ServeError> {
+    config.validate()?;
+    let ca = tls::load_certs(&config.tls.ca)?;
+    let chain = tls::load_certs(&config.tls.cert)?;
+    let key = tls::load_key(&config.tls.key)?;
+    let min = config.tls.min_version.clone();
+
+    let mut links = HashMap::new();
+    for l in &config.links {
+        let client_tls = tls::client_config(&ca, chain.clone(), key.clone_key(), &min)?;
+        let client = reqwest::Client::builder()
+            .tls_backend_preconfigured(client_tls)
+            .timeout(Duration::from_secs(5))
+            .connect_timeout(Duration::from_secs(2))
+            .pool_idle_timeout(Duration::from_secs(30))
+            .build()
+            .map_err(|e| ServeError::PeerClient {
+                peer: l.peer.clone(),
+                message: e.to_string(),
+            })?;
+        links.insert(
+            l.peer.clone(),
+            LinkState {
+                saes: l.saes.clone(),
+                client: Some(client),
+                url: l.url.clone(),
+                up: AtomicBool::new(true),
+                low_watermark: l.low_watermark_bytes,
+                below_watermark: AtomicBool::new(false),
+            },
+        );
+    }
+    let monitor = Arc::new(Monitor::default());
+    let kme = Arc::new(Kme::new(config.clone(), pool, links, monitor));
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let mut handles = Vec::new();
+    let mut tasks = Vec::new();
+
+    // SAE listener.
+    let sae_cfg = tls::server_config(&ca, chain.clone(), key.clone_key(), &min)?;
+    let sae_resolver: Arc<dyn tls::Resolver> = Arc::new(tls::SaeResolver(config.saes.clone()));
+    let listener = bind(config.listen)?;
+    let sae_addr = listener.local_addr().map_err(|source| ServeError::Bind {
+        addr: config.listen,
+        source,
+    })?;
+    let h = axum_server::Handle::new();
+    let server = axum_server::from_tcp(listener)
+        .map_err(|source| ServeError::Bind {
+            addr: config.listen,
+            source,
+        })?
+        .acceptor(tls::MtlsAcceptor::new(sae_cfg, sae_resolver))
+        .handle(h.clone());
+    let app = kme::sae_router(kme.clone());
+    tasks.push(tokio::spawn(async move {
+        if let Err(e) = server.serve(app.into_make_service()).await {
+            tracing::error!(%e, "SAE listener stopped");
+        }
+    }));
+    handles.push(h);
+
+    // Peer listener.
+    let mut peer_addr = None;
+    if let Some(addr) = config.peer_listen {
+        let peer_cfg = tls::server_config(&ca, chain.clone(), key.clone_key(), &min)?;
+        let resolver: Arc<dyn tls::Resolver> = Arc::new(tls::KmeResolver(
+            config.links.iter().map(|l| l.peer.clone()).collect(),
+        ));
+        let listener = bind(addr)?;
+        peer_addr = Some(
+            listener
+                .local_addr()
+                .map_err(|source| ServeError::Bind { addr, source })?,
+        );
+        let h = axum_server::Handle::new();
+        let server = axum_server::from_tcp(listener)
+            .map_err(|source| ServeError::Bind { addr, source })?
+            .acceptor(tls::MtlsAcceptor::new(peer_cfg, resolver))
+            .handle(h.clone());
+        let app = kme::peer_router(kme.clone());
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = server.serve(app.into_make_service()).await {
+                tracing::error!(%e, "peer listener stopped");
+            }
+        }));
+        handles.push(h);
+    }
+
+    // Monitoring listener (plain HTTP; keep it on localhost).
+    let mut monitor_addr = None;
+    if let Some(addr) = config.monitor_listen {
+        let listener = bind(addr)?;
+        monitor_addr = Some(
+            listener
+                .local_addr()
+                .map_err(|source| ServeError::Bind { addr, source })?,
+        );
+        let h = axum_server::Handle::new();
+        let server = axum_server::from_tcp(listener)
+            .map_err(|source| ServeError::Bind { addr, source })?
+            .handle(h.clone());
+        let app = monitor_router(kme.clone());
+        tasks.push(tokio::spawn(async move {
+            if let Err(e) = server.serve(app.into_make_service()).await {
+                tracing::error!(%e, "monitor listener stopped");
+            }
+        }));
+        handles.push(h);
+    }
+
+    // Sources.
+    let mut sources: Vec<(String, config::SourceConfig)> = config
+        .links
+        .iter()
+        .map(|l| (l.peer.clone(), l.source.clone()))
+        .collect();
+    if let Some(lp) = &config.local_pool {
+        sources.push((LOCAL_POOL.to_string(), lp.source.clone()));
+    }
+    for (pool, src) in sources {
+        let kme = kme.clone();
+        let stop = stop_rx.clone();
+        match src {
+            config::SourceConfig::Cor { dir, poll_ms } => {
+                let _ = std::fs::create_dir_all(&dir);
+                tasks.push(tokio::spawn(sources::watch_cor(
+                    kme,
+                    pool,
+                    dir,
+                    Duration::from_millis(poll_ms.max(10)),
+                    stop,
+                )));
+            }
+            config::SourceConfig::Simulated {
+                seed,
+                block_bytes,
+                initial_blocks,
+                interval_ms,
+                max_blocks,
+            } => {
+                tasks.push(tokio::spawn(sources::simulated(
+                    kme,
+                    pool,
+                    seed,
+                    block_bytes,
+                    initial_blocks,
+                    Duration::from_millis(interval_ms),
+                    max_blocks,
+                    stop,
+                )));
+            }
+            config::SourceConfig::Random { target_bytes } => {
+                tasks.push(tokio::spawn(sources::random_topup(
+                    kme,
+                    pool,
+                    target_bytes,
+                    stop,
+                )));
+            }
+            config::SourceConfig::External => {}
+        }
+    }
+    tasks.push(tokio::spawn(kme::housekeeping(
+        kme.clone(),
+        stop_rx.clone(),
+    )));
+
+    Ok(ServerHandle {
+        sae_addr,
+        peer_addr,
+        monitor_addr,
+        kme,
+        handles,
+        stop: stop_tx,
+        tasks,
+    })
+}
+
+fn pool_rows(kme: &Kme) -> Vec<(String, u64, u64, Option<bool>)> {
+    let mut names: Vec<String> = kme.links.keys().cloned().collect();
+    names.sort();
+    if kme.cfg.local_pool.is_some() {
+        names.insert(0, LOCAL_POOL.to_string());
+    }
+    names
+        .into_iter()
+        .map(|n| {
+            let s = kme.pool.stats(&n);
+            let up = kme
+                .links
+                .get(&n)
+                .map(|l| l.up.load(std::sync::atomic::Ordering::Relaxed));
+            (n, s.allocatable_bytes, s.reserved_keys, up)
+        })
+        .collect()
+}
+
+fn monitor_router(kme: Arc<Kme>) -> Router {
+    let k1 = kme.clone();
+    let k2 = kme.clone();
+    Router::new()
+        .route(
+            "/metrics",
+            get(move || {
+                let kme = k1.clone();
+                async move {
+                    (
+                        [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+                        kme.monitor.prometheus(&kme.cfg.kme_id, &pool_rows(&kme)),
+                    )
+                }
+            }),
+        )
+        .route(
+            "/api/state",
+            get(move || {
+                let kme = k2.clone();
+                async move {
+                    let pools: Vec<_> = pool_rows(&kme)
+                        .into_iter()
+                        .map(|(p, b, r, up)| json!({"pool": p, "allocatable_bytes": b, "reserved_keys": r, "link_up": up}))
+                        .collect();
+                    axum::Json(json!({"kme_id": kme.cfg.kme_id, "pools": pools, "events": kme.monitor.recent()}))
+                }
+            }),
+        )
+        .route("/", get(|| async { axum::response::Html(monitor::DASHBOARD_HTML) }))
+}

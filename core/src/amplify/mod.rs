@@ -5,16 +5,19 @@
 //! output length comes from a [`finite_key::SecretLengthModel`]. The Toeplitz convention is
 //! fixed by DESIGN §4 so that two implementations produce the same bits.
 
+mod clmul;
 pub mod finite_key;
+mod gf2fft;
 mod ntt;
 pub mod toeplitz;
 
+pub use clmul::ClmulBackend;
 pub use finite_key::{
     Bb84Tlgr2012, FiniteKeyError, FiniteKeyInput, SecretLength, SecretLengthModel, binary_entropy,
 };
 pub use ntt::NttBackend;
 pub use toeplitz::{
-    MAX_INPUT_BITS, ToeplitzBench, ToeplitzError, ToeplitzMethod, bench_toeplitz, peak_rss_bytes,
-    seed_bits_needed, toeplitz_hash, toeplitz_hash_ntt_log_len, toeplitz_hash_with,
-    toeplitz_reference,
+    AUTO_FFT_MIN_BITS, MAX_INPUT_BITS, ToeplitzBench, ToeplitzError, ToeplitzMethod,
+    bench_toeplitz, peak_rss_bytes, seed_bits_needed, toeplitz_hash, toeplitz_hash_clmul_tuned,
+    toeplitz_hash_ntt_log_len, toeplitz_hash_with, toeplitz_reference,
 };

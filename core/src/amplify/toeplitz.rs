@@ -15,20 +15,29 @@
 //! `N >= n + m - 1` computes it, because the terms that wrap around land on indices below
 //! `n - 1`.
 //!
-//! **Methods.** [`ToeplitzMethod::Reference`] follows the matrix definition row by row
-//! (`O(n m / 64)` word operations: for tests and small blocks). [`ToeplitzMethod::Ntt`] (the
-//! default) computes the middle product exactly with a number-theoretic transform mod the
-//! prime `7 * 2^26 + 1`, in `O(n log n)`: the input is cut into blocks of `L = N / 2` bits
-//! and the output into blocks of `L` bits; every (output block, input block) pair is a
-//! Toeplitz product whose seed segment depends only on the block-index difference, so the
-//! work is `T + (B + T - 1) + B` transforms of length `N` for `T` input and `B` output
-//! blocks, accumulated in the transform domain. Transforms run on both cores (rayon).
+//! **Methods** (all exact, all giving the same bits). [`ToeplitzMethod::Reference`] follows
+//! the matrix definition row by row (`O(n m / 64)` word operations: for tests).
+//! [`ToeplitzMethod::Clmul`] works on packed 64-bit words: the `m x n` matrix is tiled into
+//! square Toeplitz blocks whose products are computed by transposed Karatsuba down to a
+//! carry-less-multiplication base case (PCLMULQDQ, VPCLMULQDQ or portable; `O(n^1.58)`).
+//! [`ToeplitzMethod::Fft`] computes the full product `s * x` by an additive FFT over
+//! GF(2^64) with 32 bits per element (`O(n log n)`) and reads the middle bits.
+//! [`ToeplitzMethod::Ntt`] is the earlier number-theoretic transform mod `7 * 2^26 + 1` with
+//! one bit per 32-bit coefficient: the input is cut into blocks of `L = N / 2` bits, every
+//! (output block, input block) pair is a Toeplitz product whose seed segment depends only on
+//! the block-index difference, and the `T + (B + T - 1) + B` transforms of length `N` are
+//! accumulated in the transform domain. [`ToeplitzMethod::Auto`] (the default) picks
+//! Karatsuba for small and the FFT for large blocks. All of them run on both cores (rayon).
 
 use std::time::Instant;
 
 use serde::Serialize;
 use zeroize::Zeroizing;
 
+use rayon::prelude::*;
+
+use super::clmul::{self, ClmulBackend};
+use super::gf2fft;
 use super::ntt::{self, NttBackend, Plan};
 use crate::bits::BitBlock;
 use crate::rng::SeededRandom;
@@ -36,6 +45,10 @@ use crate::rng::SeededRandom;
 /// Largest input accepted, `2^28` bits (about 2.7 * 10^8): the exactness bound of the NTT
 /// (every output bit is a sum of at most `n` products, which must stay below the prime).
 pub const MAX_INPUT_BITS: usize = 1 << 28;
+
+/// Input length from which [`ToeplitzMethod::Auto`] uses the additive FFT instead of
+/// Karatsuba.
+pub const AUTO_FFT_MIN_BITS: usize = 3_000_000;
 
 /// Errors from Toeplitz hashing: always a caller's mistake about lengths.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -83,36 +96,84 @@ pub enum ToeplitzError {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
 #[non_exhaustive]
 pub enum ToeplitzMethod {
+    /// The fastest exact method for the size at hand (see [`ToeplitzMethod::resolve`]): the
+    /// default.
+    #[default]
+    Auto,
     /// Row by row from the matrix definition, `O(n m / 64)`: the reference for tests.
     Reference,
-    /// Exact number-theoretic transform, `O(n log n)`, on the widest SIMD backend available:
-    /// the fastest exact method here, and the default.
-    #[default]
+    /// Exact number-theoretic transform, `O(n log n)` with one bit per 32-bit coefficient, on
+    /// the widest SIMD backend available.
     Ntt,
     /// The NTT restricted to one backend (for tests and benchmarks); falls back to the
     /// portable kernels when the CPU lacks the instructions.
     NttWith(NttBackend),
+    /// Transposed Karatsuba on packed 64-bit words over carry-less multiplication,
+    /// `O(n^1.58)` word operations, on the widest carry-less multiply available.
+    Clmul,
+    /// Karatsuba/carry-less multiplication restricted to one backend (for tests and
+    /// benchmarks); falls back to the portable multiply when the CPU lacks the instructions.
+    ClmulWith(ClmulBackend),
+    /// Additive FFT over GF(2^64) (32 bits per element, Cantor basis), `O(n log n)` on the
+    /// widest carry-less multiply available.
+    Fft,
+    /// The additive FFT restricted to one carry-less backend (for tests and benchmarks);
+    /// falls back to the portable multiply when the CPU lacks the instructions.
+    FftWith(ClmulBackend),
 }
 
 impl ToeplitzMethod {
-    /// Short name, for reports and benchmarks.
+    /// Short name, for reports and benchmarks (`Auto` reports the method it resolves to
+    /// for a 10^6-bit block; use [`ToeplitzMethod::resolve`] for a given size).
     pub fn name(self) -> String {
         match self {
+            ToeplitzMethod::Auto => "auto".into(),
             ToeplitzMethod::Reference => "reference".into(),
             ToeplitzMethod::Ntt => format!("ntt-{}", NttBackend::best().name()),
             ToeplitzMethod::NttWith(b) => format!("ntt-{}", b.name()),
+            ToeplitzMethod::Clmul => format!("clmul-{}", ClmulBackend::best().name()),
+            ToeplitzMethod::ClmulWith(b) => format!("clmul-{}", b.name()),
+            ToeplitzMethod::Fft => format!("fft-{}", ClmulBackend::best().name()),
+            ToeplitzMethod::FftWith(b) => format!("fft-{}", b.name()),
         }
     }
 
-    /// Parses `reference`, `ntt`, `ntt-portable`, `ntt-avx2` or `ntt-avx512`.
+    /// Parses `auto`, `reference`, `ntt`, `ntt-portable`, `ntt-avx2`, `ntt-avx512`, `clmul`,
+    /// `clmul-portable`, `clmul-pclmul`, `clmul-vpclmul`, `fft`, `fft-portable`, `fft-pclmul`
+    /// or `fft-vpclmul`.
     pub fn from_name(name: &str) -> Option<Self> {
         match name {
+            "auto" => Some(ToeplitzMethod::Auto),
             "reference" => Some(ToeplitzMethod::Reference),
             "ntt" => Some(ToeplitzMethod::Ntt),
             "ntt-portable" => Some(ToeplitzMethod::NttWith(NttBackend::Portable)),
             "ntt-avx2" => Some(ToeplitzMethod::NttWith(NttBackend::Avx2)),
             "ntt-avx512" => Some(ToeplitzMethod::NttWith(NttBackend::Avx512)),
+            "clmul" => Some(ToeplitzMethod::Clmul),
+            "clmul-portable" => Some(ToeplitzMethod::ClmulWith(ClmulBackend::Portable)),
+            "clmul-pclmul" => Some(ToeplitzMethod::ClmulWith(ClmulBackend::Pclmul)),
+            "clmul-vpclmul" => Some(ToeplitzMethod::ClmulWith(ClmulBackend::Vpclmul)),
+            "fft" => Some(ToeplitzMethod::Fft),
+            "fft-portable" => Some(ToeplitzMethod::FftWith(ClmulBackend::Portable)),
+            "fft-pclmul" => Some(ToeplitzMethod::FftWith(ClmulBackend::Pclmul)),
+            "fft-vpclmul" => Some(ToeplitzMethod::FftWith(ClmulBackend::Vpclmul)),
             _ => None,
+        }
+    }
+
+    /// The concrete method `Auto` stands for on an `input_bits`-bit input hashed to
+    /// `output_bits` bits on this CPU (other methods resolve to themselves).
+    ///
+    /// `Auto` is [`ToeplitzMethod::Clmul`] below [`AUTO_FFT_MIN_BITS`] input bits and
+    /// [`ToeplitzMethod::Fft`] from there on: the crossover measured on the 2-core AVX-512
+    /// development machine (November 2026; Karatsuba's `n^1.58` against the FFT's padding to
+    /// a power of two). The NTT is slower than both at every size measured there.
+    pub fn resolve(self, input_bits: usize, output_bits: usize) -> Self {
+        let _ = output_bits;
+        match self {
+            ToeplitzMethod::Auto if input_bits < AUTO_FFT_MIN_BITS => ToeplitzMethod::Clmul,
+            ToeplitzMethod::Auto => ToeplitzMethod::Fft,
+            other => other,
         }
     }
 }
@@ -169,10 +230,16 @@ pub fn toeplitz_hash_with(
     output_bits: usize,
 ) -> Result<BitBlock, ToeplitzError> {
     validate(input, seed, output_bits)?;
-    Ok(match method {
+    Ok(match method.resolve(input.len(), output_bits) {
         ToeplitzMethod::Reference => reference_unchecked(input, seed, output_bits),
-        ToeplitzMethod::Ntt => ntt_hash(NttBackend::best(), input, seed, output_bits),
+        ToeplitzMethod::Ntt | ToeplitzMethod::Auto => {
+            ntt_hash(NttBackend::best(), input, seed, output_bits)
+        }
         ToeplitzMethod::NttWith(b) => ntt_hash(b, input, seed, output_bits),
+        ToeplitzMethod::Clmul => clmul_hash(ClmulBackend::best(), input, seed, output_bits),
+        ToeplitzMethod::ClmulWith(b) => clmul_hash(b, input, seed, output_bits),
+        ToeplitzMethod::Fft => fft_hash(ClmulBackend::best(), input, seed, output_bits),
+        ToeplitzMethod::FftWith(b) => fft_hash(b, input, seed, output_bits),
     })
 }
 
@@ -385,6 +452,140 @@ fn load_seed_segment(plan: &Plan, buf: &mut [ntt::V], words: &[u64], start: i64,
     plan.load_bits(buf, &seg, 0, len);
 }
 
+/// The carry-less method with a forced square block of `block_words` words and Karatsuba
+/// base case of `base_words` words (both clamped to sane ranges): for tuning in benchmarks.
+/// Same bits as every other method.
+#[doc(hidden)]
+pub fn toeplitz_hash_clmul_tuned(
+    backend: ClmulBackend,
+    block_words: usize,
+    base_words: usize,
+    input: &BitBlock,
+    seed: &BitBlock,
+    output_bits: usize,
+) -> Result<BitBlock, ToeplitzError> {
+    validate(input, seed, output_bits)?;
+    let k = block_words.clamp(1, input.len().div_ceil(64));
+    let base = base_words.clamp(1, clmul::MAX_BASE_WORDS);
+    // Karatsuba needs the block to halve down to at most MAX_BASE_WORDS words.
+    let k = if k >> k.trailing_zeros() > clmul::MAX_BASE_WORDS {
+        clmul::choose_block_words(input.len(), output_bits)
+    } else {
+        k
+    };
+    Ok(clmul_hash_blocks(
+        backend,
+        input,
+        seed,
+        output_bits,
+        k,
+        base,
+    ))
+}
+
+/// The full binary product `s * x` of the `n + m - 1` seed bits and the input by the
+/// additive FFT; `y` is bits `n - 1 ..= n + m - 2` of it.
+fn fft_hash(backend: ClmulBackend, input: &BitBlock, seed: &BitBlock, m: usize) -> BitBlock {
+    let n = input.len();
+    let needed = seed_bits_needed(n, m);
+    let prod = gf2fft::multiply(
+        backend.or_portable(),
+        seed.words(),
+        needed,
+        input.words(),
+        n,
+    );
+    let words = (0..m.div_ceil(64))
+        .map(|i| ntt::read64(&prod, (n - 1 + 64 * i) as i64))
+        .collect();
+    match BitBlock::from_words(words, m) {
+        Ok(b) => b,
+        Err(_) => unreachable!("m.div_ceil(64) words"),
+    }
+}
+
+fn clmul_hash(backend: ClmulBackend, input: &BitBlock, seed: &BitBlock, m: usize) -> BitBlock {
+    let k = clmul::choose_block_words(input.len(), m);
+    clmul_hash_blocks(backend, input, seed, m, k, clmul::BASE_WORDS)
+}
+
+/// Tiles the `m x n` matrix into square Toeplitz blocks of `k` words (`L = 64k` bits):
+/// output block `b` and input block `t` form a TMVP whose seed starts at seed bit
+/// `(b - t) L + n - L`, so all block seeds are word ranges of one extended seed `E` with
+/// `E[e] = s[e + n - T L]` (zero outside the seed's `n + m - 1` bits: those bits only meet
+/// input padding or output rows past `m`).
+fn clmul_hash_blocks(
+    backend: ClmulBackend,
+    input: &BitBlock,
+    seed: &BitBlock,
+    m: usize,
+    k: usize,
+    base: usize,
+) -> BitBlock {
+    let backend = backend.or_portable();
+    let n = input.len();
+    let l = 64 * k;
+    let (t_blocks, b_blocks) = (n.div_ceil(l), m.div_ceil(l));
+    let needed = seed_bits_needed(n, m);
+    let e0 = n as i64 - (t_blocks * l) as i64;
+    let cut = (needed as i64 - e0) as usize;
+    let seed_words = seed.words();
+    let ext: Vec<u64> = (0..(t_blocks + b_blocks) * k)
+        .map(|w| {
+            let pos = 64 * w;
+            let v = ntt::read64(seed_words, e0 + pos as i64);
+            if pos + 64 <= cut {
+                v
+            } else if pos >= cut {
+                0
+            } else {
+                v & ((1u64 << (cut - pos)) - 1)
+            }
+        })
+        .collect();
+    let mut x = Zeroizing::new(vec![0u64; t_blocks * k]);
+    x[..input.words().len()].copy_from_slice(input.words());
+    let mut y = Zeroizing::new(vec![0u64; b_blocks * k]);
+    let kern = crate::bits::kernels::best();
+    y.par_chunks_mut(k).enumerate().for_each(|(b, yb)| {
+        let acc = (0..t_blocks)
+            .into_par_iter()
+            .fold(
+                || {
+                    (
+                        Zeroizing::new(vec![0u64; k]),
+                        Zeroizing::new(vec![0u64; 4 * k]),
+                    )
+                },
+                |(mut acc, mut scratch), t| {
+                    let s0 = (b + t_blocks - 1 - t) * k;
+                    clmul::tmvp_acc(
+                        backend,
+                        base,
+                        &ext[s0..s0 + 2 * k],
+                        &x[t * k..(t + 1) * k],
+                        &mut acc,
+                        &mut scratch,
+                    );
+                    (acc, scratch)
+                },
+            )
+            .map(|(acc, _)| acc)
+            .reduce(
+                || Zeroizing::new(vec![0u64; k]),
+                |mut a, b| {
+                    kern.xor_into(&mut a, &b);
+                    a
+                },
+            );
+        yb.copy_from_slice(&acc);
+    });
+    match BitBlock::from_words(std::mem::take(&mut *y), m) {
+        Ok(b) => b,
+        Err(_) => unreachable!("b_blocks * k words hold at least m bits"),
+    }
+}
+
 /// Result of one timed Toeplitz run, as `qkd bench amplify` prints it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ToeplitzBench {
@@ -392,7 +593,7 @@ pub struct ToeplitzBench {
     pub block_bits: usize,
     /// Output length `m`.
     pub output_bits: usize,
-    /// Method used (e.g. `ntt-avx512`).
+    /// Method used, as resolved for this size (e.g. `fft-vpclmul`).
     pub method: String,
     /// Wall time of the hash alone, in seconds.
     pub seconds: f64,
@@ -432,7 +633,7 @@ pub fn bench_toeplitz(
     Ok(ToeplitzBench {
         block_bits,
         output_bits: m,
-        method: method.name(),
+        method: method.resolve(block_bits, m).name(),
         seconds,
         bits_per_second: block_bits as f64 / seconds.max(1e-12),
         peak_rss_bytes: peak_rss_bytes(),

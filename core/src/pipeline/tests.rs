@@ -156,3 +156,22 @@ fn bad_configuration_is_an_error() {
     let e = process_block(0, &p.alice, &short, &c, &mut SeededRandom::from_u64(1)).unwrap_err();
     assert!(matches!(e, PipelineError::LengthMismatch { .. }));
 }
+
+#[test]
+fn session_reuses_plans_within_a_qber_bucket() {
+    let c = cfg(1 << 14, 1 << 10);
+    let s = Session::new(c, &mut SeededRandom::from_u64(1)).unwrap();
+    let a = s.plan(15000, 0.0201).unwrap();
+    let b = s.plan(15000, 0.0203).unwrap();
+    let other_q = s.plan(15000, 0.03).unwrap();
+    let other_n = s.plan(15001, 0.0201).unwrap();
+    assert!(Arc::ptr_eq(&a, &b));
+    assert!(!Arc::ptr_eq(&a, &other_q));
+    assert!(!Arc::ptr_eq(&a, &other_n));
+    // Blocks through one session still reconcile exactly.
+    for seed in 0..3 {
+        let p = simulate(1 << 14, 0.02, ErrorModel::IidExact, seed).unwrap();
+        let r = s.process_block(seed, &p.alice, &p.bob, &mut SeededRandom::from_u64(seed)).unwrap();
+        assert_eq!(r.report.residual_errors, 0);
+    }
+}

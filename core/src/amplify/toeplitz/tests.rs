@@ -1,5 +1,5 @@
 use super::*;
-use crate::amplify::NttBackend;
+use crate::amplify::{ClmulBackend, NttBackend};
 
 /// `y[i] = XOR_j s[i - j + n - 1] & x[j]`, bit by bit, straight from DESIGN §4.
 fn by_definition(x: &BitBlock, s: &BitBlock, m: usize) -> BitBlock {
@@ -21,12 +21,30 @@ fn random_block(rng: &mut SeededRandom, len: usize) -> BitBlock {
 }
 
 fn all_methods() -> Vec<ToeplitzMethod> {
-    let mut v = vec![ToeplitzMethod::Reference, ToeplitzMethod::Ntt];
+    let mut v = vec![
+        ToeplitzMethod::Auto,
+        ToeplitzMethod::Reference,
+        ToeplitzMethod::Ntt,
+        ToeplitzMethod::Clmul,
+        ToeplitzMethod::Fft,
+    ];
     v.extend(
         NttBackend::ALL
             .into_iter()
             .filter(|b| b.is_supported())
             .map(ToeplitzMethod::NttWith),
+    );
+    v.extend(
+        ClmulBackend::ALL
+            .into_iter()
+            .filter(|b| b.is_supported())
+            .map(ToeplitzMethod::ClmulWith),
+    );
+    v.extend(
+        ClmulBackend::ALL
+            .into_iter()
+            .filter(|b| b.is_supported())
+            .map(ToeplitzMethod::FftWith),
     );
     v
 }
@@ -224,12 +242,23 @@ fn tiling_choice_is_sane() {
 #[test]
 fn method_names_round_trip() {
     for m in all_methods() {
-        if m != ToeplitzMethod::Ntt {
+        if ![
+            ToeplitzMethod::Ntt,
+            ToeplitzMethod::Clmul,
+            ToeplitzMethod::Fft,
+        ]
+        .contains(&m)
+        {
             assert_eq!(ToeplitzMethod::from_name(&m.name()), Some(m));
         }
     }
     assert_eq!(ToeplitzMethod::from_name("ntt"), Some(ToeplitzMethod::Ntt));
-    assert_eq!(ToeplitzMethod::from_name("fft"), None);
+    assert_eq!(
+        ToeplitzMethod::from_name("clmul"),
+        Some(ToeplitzMethod::Clmul)
+    );
+    assert_eq!(ToeplitzMethod::from_name("fft"), Some(ToeplitzMethod::Fft));
+    assert_eq!(ToeplitzMethod::from_name("fast"), None);
 }
 
 #[test]
@@ -240,4 +269,60 @@ fn bench_helper_reports_consistent_numbers() {
     assert!(bench_toeplitz(10_000, 1.0, ToeplitzMethod::Ntt).is_err());
     let json = serde_json::to_string(&r).unwrap();
     assert!(json.contains("\"bits_per_second\""));
+}
+
+#[test]
+fn clmul_block_tilings_match_reference() {
+    // Forced block sizes: one word (many blocks in both directions), odd sizes, sizes that
+    // halve through Karatsuba, and every backend including the portable multiply.
+    let mut rng = SeededRandom::from_u64(9);
+    let (n, m) = (9_000, 5_000);
+    let x = random_block(&mut rng, n);
+    let s = random_block(&mut rng, n + m - 1);
+    let expect = toeplitz_reference(&x, &s, m).unwrap();
+    for backend in ClmulBackend::ALL {
+        for &(k, base) in &[
+            (1, 1),
+            (3, 3),
+            (17, 17),
+            (24, 3),
+            (40, 5),
+            (64, 16),
+            (141, 32),
+        ] {
+            let got = toeplitz_hash_clmul_tuned(backend, k, base, &x, &s, m).unwrap();
+            assert_eq!(got, expect, "{backend:?} k={k} base={base}");
+        }
+    }
+}
+
+#[test]
+fn clmul_matches_ntt_at_3e5_bits_with_parallel_karatsuba() {
+    // Large enough for the rayon split inside Karatsuba (blocks of >= 2048 words).
+    let mut rng = SeededRandom::from_u64(10);
+    for &(n, m) in &[(300_000, 150_000), (262_144, 131_072), (200_001, 3)] {
+        let x = random_block(&mut rng, n);
+        let s = random_block(&mut rng, n + m - 1);
+        let ntt = toeplitz_hash_with(ToeplitzMethod::Ntt, &x, &s, m).unwrap();
+        let fast = toeplitz_hash_with(ToeplitzMethod::Clmul, &x, &s, m).unwrap();
+        assert_eq!(fast, ntt, "n={n} m={m}");
+        let fft = toeplitz_hash_with(ToeplitzMethod::Fft, &x, &s, m).unwrap();
+        assert_eq!(fft, ntt, "fft n={n} m={m}");
+    }
+}
+
+#[test]
+fn auto_picks_karatsuba_then_fft() {
+    assert_eq!(
+        ToeplitzMethod::Auto.resolve(1_000_000, 500_000),
+        ToeplitzMethod::Clmul
+    );
+    assert_eq!(
+        ToeplitzMethod::Auto.resolve(AUTO_FFT_MIN_BITS, 1),
+        ToeplitzMethod::Fft
+    );
+    assert_eq!(
+        ToeplitzMethod::Ntt.resolve(100_000_000, 1),
+        ToeplitzMethod::Ntt
+    );
 }

@@ -1,0 +1,351 @@
+//! The KME configuration file (TOML). Every field is documented in docs/server.md.
+//! Relative paths are resolved against the directory of the configuration file.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+/// Errors loading or checking a configuration.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read config {path}: {source}")]
+    Read {
+        /// The path.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this schema.
+    #[error("invalid config {path}: {message}")]
+    Parse {
+        /// The path.
+        path: PathBuf,
+        /// What the parser said.
+        message: String,
+    },
+    /// A value is out of range or inconsistent.
+    #[error("invalid config: {0}")]
+    Invalid(String),
+}
+
+/// The whole configuration of one KME.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Config {
+    /// This KME's ID (a string, e.g. `KME_A`).
+    pub kme_id: String,
+    /// Directory of the durable key pool. `None`: keys in memory only (tests).
+    #[serde(default)]
+    pub state_dir: Option<PathBuf>,
+    /// Address of the SAE-facing ETSI 014 listener (port 0: ephemeral).
+    pub listen: SocketAddr,
+    /// Address of the listener for peer KMEs (omit when there are no links).
+    #[serde(default)]
+    pub peer_listen: Option<SocketAddr>,
+    /// Optional plain-HTTP monitoring listener (metrics, events, dashboard): keep it on localhost.
+    #[serde(default)]
+    pub monitor_listen: Option<SocketAddr>,
+    /// TLS material.
+    pub tls: TlsConfig,
+    /// Key request limits and the reservation TTL.
+    #[serde(default)]
+    pub keys: KeyLimits,
+    /// SAEs attached to this KME.
+    #[serde(default, rename = "sae")]
+    pub saes: Vec<SaeConfig>,
+    /// The local pool (master and slave both on this KME). `None`: no local deliveries.
+    #[serde(default)]
+    pub local_pool: Option<LocalPoolConfig>,
+    /// Links to peer KMEs.
+    #[serde(default, rename = "link")]
+    pub links: Vec<LinkConfig>,
+}
+
+/// TLS files and protocol settings.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// PEM file of the CA that issued every SAE and peer KME certificate.
+    pub ca: PathBuf,
+    /// PEM certificate (chain) of this KME (server certificate; also its client certificate
+    /// towards peer KMEs).
+    pub cert: PathBuf,
+    /// PEM private key of this KME.
+    pub key: PathBuf,
+    /// Lowest TLS version accepted: `"1.2"` (default) or `"1.3"`.
+    #[serde(default = "default_min_tls")]
+    pub min_version: String,
+}
+
+fn default_min_tls() -> String {
+    "1.2".into()
+}
+
+/// Limits published in Status and enforced on key requests.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct KeyLimits {
+    /// Default key size in bits (Status `key_size`).
+    pub default_size: u32,
+    /// Smallest key size in bits.
+    pub min_size: u32,
+    /// Largest key size in bits.
+    pub max_size: u32,
+    /// Most keys in one request.
+    pub max_per_request: u32,
+    /// Status `max_key_count` (keys of `default_size` the KME can hold).
+    pub max_key_count: u64,
+    /// Most additional slave SAE IDs in one request (0: no multicast).
+    pub max_sae_id_count: u32,
+    /// Seconds a reserved key waits for its slave(s) before it is destroyed (both KMEs).
+    pub reservation_ttl_secs: u64,
+}
+
+impl Default for KeyLimits {
+    fn default() -> Self {
+        Self {
+            default_size: 256,
+            min_size: 64,
+            max_size: 8192,
+            max_per_request: 128,
+            max_key_count: 1_000_000,
+            max_sae_id_count: 4,
+            reservation_ttl_secs: 300,
+        }
+    }
+}
+
+/// How an SAE is recognised from its client certificate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SaeMatch {
+    /// Subject common name equals `value` (default: the SAE ID).
+    Cn,
+    /// Serial number (hex, colons optional) equals `value` and the issuer DN equals `issuer`.
+    Serial,
+    /// SHA-256 of the SubjectPublicKeyInfo (hex) equals `value`.
+    Fingerprint,
+}
+
+/// One SAE attached to this KME.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SaeConfig {
+    /// The SAE ID.
+    pub id: String,
+    /// How its certificate is recognised (default `cn`).
+    #[serde(default = "default_match", rename = "match")]
+    pub matcher: SaeMatch,
+    /// The value to match (CN, serial or fingerprint); for `cn` defaults to the SAE ID.
+    #[serde(default)]
+    pub value: Option<String>,
+    /// Issuer DN (RFC 4514 string as x509-parser prints it), required for `serial`.
+    #[serde(default)]
+    pub issuer: Option<String>,
+}
+
+fn default_match() -> SaeMatch {
+    SaeMatch::Cn
+}
+
+/// Where a pool's key material comes from.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum SourceConfig {
+    /// Watch a directory for `.cor` files (same name and bytes at both KMEs). A file is taken
+    /// when its size has not changed for `settle_ms`, then deleted.
+    Cor {
+        /// The directory.
+        dir: PathBuf,
+        /// Poll interval in milliseconds.
+        #[serde(default = "default_poll_ms")]
+        poll_ms: u64,
+    },
+    /// INSECURE, for demos: both KMEs derive identical blocks from a seed in their configs.
+    Simulated {
+        /// Shared seed (any string; both KMEs must use the same).
+        seed: String,
+        /// Bytes per block.
+        #[serde(default = "default_block_bytes")]
+        block_bytes: u32,
+        /// Blocks made at start-up.
+        #[serde(default = "default_initial_blocks")]
+        initial_blocks: u64,
+        /// A new block every this many milliseconds (0: none after start-up).
+        #[serde(default)]
+        interval_ms: u64,
+        /// Stop after this many blocks.
+        #[serde(default = "default_max_blocks")]
+        max_blocks: u64,
+    },
+    /// Local pool only: fresh bytes from the OS CSPRNG, topped up to `target_bytes`.
+    Random {
+        /// Allocatable bytes kept available.
+        #[serde(default = "default_target_bytes")]
+        target_bytes: u64,
+    },
+    /// Fed by the caller (e.g. the built-in pipeline) through [`crate::ServerHandle::add_block`].
+    External,
+}
+
+fn default_poll_ms() -> u64 {
+    200
+}
+fn default_block_bytes() -> u32 {
+    1 << 16
+}
+fn default_initial_blocks() -> u64 {
+    16
+}
+fn default_max_blocks() -> u64 {
+    1 << 20
+}
+fn default_target_bytes() -> u64 {
+    1 << 22
+}
+
+/// The local pool.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LocalPoolConfig {
+    /// Its source (usually `random`).
+    pub source: SourceConfig,
+    /// Low-watermark in bytes: an event when allocatable material drops below.
+    #[serde(default)]
+    pub low_watermark_bytes: u64,
+}
+
+/// A link to a peer KME.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LinkConfig {
+    /// The peer's KME ID (the CN of its certificate).
+    pub peer: String,
+    /// Base URL of the peer's KME listener, e.g. `https://127.0.0.1:8446`.
+    pub url: String,
+    /// SAE IDs attached to the peer KME.
+    pub saes: Vec<String>,
+    /// Source of key material on this link.
+    pub source: SourceConfig,
+    /// Low-watermark in bytes (allocatable by this side).
+    #[serde(default)]
+    pub low_watermark_bytes: u64,
+}
+
+impl Config {
+    /// Reads, parses and checks a configuration file; relative paths become absolute.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut cfg: Config = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            path: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        cfg.resolve_paths(base);
+        cfg.validate()?;
+        Ok(cfg)
+    }
+
+    /// Makes every relative path absolute against `base`.
+    pub fn resolve_paths(&mut self, base: &Path) {
+        let fix = |p: &mut PathBuf| {
+            if p.is_relative() {
+                *p = base.join(&*p);
+            }
+        };
+        if let Some(d) = &mut self.state_dir {
+            fix(d);
+        }
+        fix(&mut self.tls.ca);
+        fix(&mut self.tls.cert);
+        fix(&mut self.tls.key);
+        for l in &mut self.links {
+            if let SourceConfig::Cor { dir, .. } = &mut l.source {
+                fix(dir);
+            }
+        }
+    }
+
+    /// Checks limits and IDs for consistency.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let k = &self.keys;
+        let bad = |m: String| Err(ConfigError::Invalid(m));
+        if self.kme_id.is_empty() {
+            return bad("kme_id is empty".into());
+        }
+        for (name, v) in [
+            ("min_size", k.min_size),
+            ("max_size", k.max_size),
+            ("default_size", k.default_size),
+        ] {
+            if v == 0 || v % 8 != 0 {
+                return bad(format!(
+                    "keys.{name} is {v}; expected a positive multiple of 8"
+                ));
+            }
+        }
+        if !(k.min_size <= k.default_size && k.default_size <= k.max_size) {
+            return bad(format!(
+                "keys: expected min_size <= default_size <= max_size, got {} / {} / {}",
+                k.min_size, k.default_size, k.max_size
+            ));
+        }
+        if k.max_size > 1 << 20 {
+            return bad(format!(
+                "keys.max_size is {}; at most 1048576 bits supported",
+                k.max_size
+            ));
+        }
+        if k.max_per_request == 0 {
+            return bad("keys.max_per_request must be at least 1".into());
+        }
+        if !matches!(self.tls.min_version.as_str(), "1.2" | "1.3") {
+            return bad(format!(
+                "tls.min_version is {:?}; expected \"1.2\" or \"1.3\"",
+                self.tls.min_version
+            ));
+        }
+        let mut ids = std::collections::HashSet::new();
+        for s in &self.saes {
+            if s.id.is_empty() || !ids.insert(s.id.clone()) {
+                return bad(format!("SAE ID {:?} is empty or listed twice", s.id));
+            }
+            if s.matcher == SaeMatch::Serial && s.issuer.is_none() {
+                return bad(format!("SAE {}: match = \"serial\" needs issuer", s.id));
+            }
+            if s.matcher != SaeMatch::Cn && s.value.is_none() {
+                return bad(format!("SAE {}: match needs value", s.id));
+            }
+        }
+        let mut peers = std::collections::HashSet::new();
+        for l in &self.links {
+            if l.peer == self.kme_id || !peers.insert(l.peer.clone()) {
+                return bad(format!(
+                    "link peer {:?} is this KME or listed twice",
+                    l.peer
+                ));
+            }
+            for s in &l.saes {
+                if !ids.insert(s.clone()) {
+                    return bad(format!("SAE ID {s:?} is attached to more than one KME"));
+                }
+            }
+            if matches!(l.source, SourceConfig::Random { .. }) {
+                return bad(format!(
+                    "link {}: source kind \"random\" is for the local pool only",
+                    l.peer
+                ));
+            }
+        }
+        if !self.links.is_empty() && self.peer_listen.is_none() {
+            return bad("links are configured but peer_listen is not".into());
+        }
+        Ok(())
+    }
+}

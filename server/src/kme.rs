@@ -1,0 +1,869 @@
+//! The KME: shared state, the ETSI 014 handlers and the peer-KME handlers.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::{Extension, Path, RawQuery, State};
+use axum::http::StatusCode;
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use serde_json::{Value, json};
+use uuid::Uuid;
+
+use crate::config::Config;
+use crate::etsi::{ErrorBody, Key, KeyContainer, KeyIds, KeyRequest, Status, messages};
+use crate::monitor::{Event, Monitor, Route};
+use crate::pool::{AllocRequest, FetchError, KeyPool, LOCAL_POOL, PoolError, ReserveRequest};
+use crate::tls::Peer;
+
+/// Milliseconds since the Unix epoch.
+pub fn now_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64)
+}
+
+/// An HTTP error with the standard's Error body.
+#[derive(Debug)]
+pub struct ApiError {
+    status: StatusCode,
+    body: ErrorBody,
+}
+
+impl ApiError {
+    fn new(status: StatusCode, message: impl Into<String>) -> Self {
+        Self {
+            status,
+            body: ErrorBody {
+                message: message.into(),
+                details: None,
+            },
+        }
+    }
+    fn bad(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::BAD_REQUEST, message)
+    }
+    fn unauthorized(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::UNAUTHORIZED, message)
+    }
+    fn unavailable(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::SERVICE_UNAVAILABLE, message)
+    }
+    fn detail(mut self, value: Value) -> Self {
+        if let Value::Object(m) = value {
+            self.body.details.get_or_insert_with(Vec::new).push(m);
+        }
+        self
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.status, axum::Json(self.body)).into_response()
+    }
+}
+
+/// One link as the handlers see it.
+pub(crate) struct LinkState {
+    pub(crate) saes: Vec<String>,
+    pub(crate) client: Option<reqwest::Client>,
+    pub(crate) url: String,
+    pub(crate) up: AtomicBool,
+    pub(crate) low_watermark: u64,
+    pub(crate) below_watermark: AtomicBool,
+}
+
+/// Where an SAE is attached.
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum Site {
+    Local,
+    Remote(String),
+}
+
+/// The shared state of one KME.
+pub struct Kme {
+    pub(crate) cfg: Config,
+    pub(crate) pool: Arc<dyn KeyPool>,
+    pub(crate) links: HashMap<String, LinkState>,
+    pub(crate) monitor: Arc<Monitor>,
+    local_low_watermark: u64,
+    local_below: AtomicBool,
+    sites: HashMap<String, Site>,
+}
+
+impl std::fmt::Debug for Kme {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Kme")
+            .field("kme_id", &self.cfg.kme_id)
+            .finish_non_exhaustive()
+    }
+}
+
+/// The peer-KME reservation message.
+#[derive(Debug, Serialize, Deserialize)]
+pub(crate) struct PeerReserve {
+    pub(crate) master: String,
+    pub(crate) slaves: Vec<String>,
+    pub(crate) expires_at_ms: u64,
+    pub(crate) keys: Vec<qkd_core::store::KeyAllocation>,
+}
+
+impl Kme {
+    pub(crate) fn new(
+        cfg: Config,
+        pool: Arc<dyn KeyPool>,
+        links: HashMap<String, LinkState>,
+        monitor: Arc<Monitor>,
+    ) -> Self {
+        let mut sites = HashMap::new();
+        for s in &cfg.saes {
+            sites.insert(s.id.clone(), Site::Local);
+        }
+        for l in &cfg.links {
+            for s in &l.saes {
+                sites.insert(s.clone(), Site::Remote(l.peer.clone()));
+            }
+        }
+        let local_low_watermark = cfg.local_pool.as_ref().map_or(0, |p| p.low_watermark_bytes);
+        Self {
+            cfg,
+            pool,
+            links,
+            monitor,
+            local_low_watermark,
+            local_below: AtomicBool::new(false),
+            sites,
+        }
+    }
+
+    fn caller(peer: &Peer) -> Result<String, ApiError> {
+        peer.id.clone().ok_or_else(|| {
+            ApiError::unauthorized("client certificate does not identify an SAE known to this KME")
+        })
+    }
+
+    fn site(&self, sae: &str) -> Result<&Site, ApiError> {
+        self.sites.get(sae).ok_or_else(|| {
+            ApiError::bad(format!("unknown SAE ID {sae:?}")).detail(json!({"SAE_ID": sae}))
+        })
+    }
+
+    fn pool_for<'a>(&'a self, site: &'a Site) -> &'a str {
+        match site {
+            Site::Local => LOCAL_POOL,
+            Site::Remote(k) => k,
+        }
+    }
+
+    /// Checks the low watermark of a pool and raises an event on crossing it.
+    pub(crate) fn check_watermark(&self, pool: &str) {
+        let (mark, flag) = if pool == LOCAL_POOL {
+            (self.local_low_watermark, &self.local_below)
+        } else if let Some(l) = self.links.get(pool) {
+            (l.low_watermark, &l.below_watermark)
+        } else {
+            return;
+        };
+        if mark == 0 {
+            return;
+        }
+        let avail = self.pool.stats(pool).allocatable_bytes;
+        let below = avail < mark;
+        if flag.swap(below, Ordering::Relaxed) != below {
+            self.monitor.event(if below {
+                Event::LowWatermark {
+                    pool: pool.to_string(),
+                    bytes: avail,
+                }
+            } else {
+                Event::AboveWatermark {
+                    pool: pool.to_string(),
+                    bytes: avail,
+                }
+            });
+        }
+    }
+
+    fn status(&self, master: &str, slave: &str) -> Result<Status, ApiError> {
+        let site = self.site(slave)?.clone();
+        if self.site(master)? != &Site::Local {
+            return Err(ApiError::unauthorized("caller is not attached to this KME"));
+        }
+        let k = &self.cfg.keys;
+        let pool = self.pool_for(&site);
+        let stats = self.pool.stats(pool);
+        let key_bytes = u64::from(k.default_size / 8);
+        let (target, link_state) = match &site {
+            Site::Local => (self.cfg.kme_id.clone(), "local".to_string()),
+            Site::Remote(p) => {
+                let up = self
+                    .links
+                    .get(p)
+                    .is_some_and(|l| l.up.load(Ordering::Relaxed));
+                (p.clone(), if up { "up" } else { "down" }.to_string())
+            }
+        };
+        Ok(Status {
+            source_KME_ID: self.cfg.kme_id.clone(),
+            target_KME_ID: target,
+            master_SAE_ID: master.to_string(),
+            slave_SAE_ID: slave.to_string(),
+            key_size: u64::from(k.default_size),
+            stored_key_count: stats.allocatable_bytes / key_bytes,
+            max_key_count: k.max_key_count,
+            max_key_per_request: u64::from(k.max_per_request),
+            max_key_size: u64::from(k.max_size),
+            min_key_size: u64::from(k.min_size),
+            max_SAE_ID_count: u64::from(k.max_sae_id_count),
+            status_extension: Some(json!({
+                "reservation_ttl_seconds": k.reservation_ttl_secs,
+                "link_state": link_state,
+                "stored_key_bits": stats.allocatable_bytes * 8,
+                "reserved_key_count": stats.reserved_keys,
+            })),
+        })
+    }
+
+    fn validate(
+        &self,
+        master: &str,
+        slave: &str,
+        req: &KeyRequest,
+    ) -> Result<(Vec<String>, u64, u64), ApiError> {
+        let k = &self.cfg.keys;
+        if let Some(ext) = &req.extension_mandatory
+            && !ext.is_empty()
+        {
+            let mut e = ApiError::bad(messages::EXT_MANDATORY_UNSUPPORTED);
+            for m in ext {
+                for name in m.keys() {
+                    e = e.detail(json!({ "unsupported_extension": name }));
+                }
+            }
+            return Err(e);
+        }
+        let number = req.number.unwrap_or(1);
+        if number < 1 || number > u64::from(k.max_per_request) {
+            return Err(ApiError::bad(format!(
+                "number shall be between 1 and {} (max_key_per_request)",
+                k.max_per_request
+            ))
+            .detail(json!({"number": number})));
+        }
+        let size = req.size.unwrap_or(u64::from(k.default_size));
+        if !size.is_multiple_of(8) {
+            return Err(ApiError::bad(messages::SIZE_MULTIPLE_OF_8).detail(json!({"size": size})));
+        }
+        if size < u64::from(k.min_size) || size > u64::from(k.max_size) {
+            return Err(ApiError::bad(format!(
+                "size shall be between {} and {} (min_key_size, max_key_size)",
+                k.min_size, k.max_size
+            ))
+            .detail(json!({"size": size})));
+        }
+        let extra = req.additional_slave_SAE_IDs.clone().unwrap_or_default();
+        if extra.len() > k.max_sae_id_count as usize {
+            return Err(ApiError::bad(format!(
+                "additional_slave_SAE_IDs has {} entries; at most {} (max_SAE_ID_count)",
+                extra.len(),
+                k.max_sae_id_count
+            )));
+        }
+        let mut slaves = vec![slave.to_string()];
+        let mut seen = HashSet::new();
+        seen.insert(slave.to_string());
+        for s in extra {
+            if !seen.insert(s.clone()) {
+                return Err(ApiError::bad(format!("slave SAE ID {s:?} named twice")));
+            }
+            slaves.push(s);
+        }
+        if slaves.iter().any(|s| s == master) {
+            return Err(ApiError::bad("the master SAE cannot be its own slave"));
+        }
+        Ok((slaves, number, size))
+    }
+
+    async fn enc_keys(
+        &self,
+        master: &str,
+        slave: &str,
+        req: KeyRequest,
+    ) -> Result<KeyContainer, ApiError> {
+        if self.site(master)? != &Site::Local {
+            return Err(ApiError::unauthorized("caller is not attached to this KME"));
+        }
+        let (slaves, number, size) = self.validate(master, slave, &req)?;
+        let mut remote: Option<String> = None;
+        let mut local_slaves = Vec::new();
+        for s in &slaves {
+            match self.site(s)? {
+                Site::Local => local_slaves.push(s.clone()),
+                Site::Remote(p) => match &remote {
+                    Some(r) if r != p => {
+                        return Err(ApiError::bad(
+                            "all slave SAEs must be attached to this KME or to one peer KME",
+                        ));
+                    }
+                    _ => remote = Some(p.clone()),
+                },
+            }
+        }
+        let pool = remote.clone().unwrap_or_else(|| LOCAL_POOL.to_string());
+        if remote.is_none() && self.cfg.local_pool.is_none() {
+            return Err(ApiError::unavailable(
+                "no local key pool is configured on this KME",
+            ));
+        }
+        if let Some(peer) = &remote
+            && self
+                .links
+                .get(peer)
+                .is_some_and(|l| !l.up.load(Ordering::Relaxed))
+        {
+            // Known down: refuse before any material is allocated.
+            return Err(
+                ApiError::unavailable("peer KME unreachable; no key was delivered")
+                    .detail(json!({"peer": peer, "reason": "link down"})),
+            );
+        }
+        let ttl_ms = self.cfg.keys.reservation_ttl_secs.saturating_mul(1000);
+        let alloc = AllocRequest {
+            pool: pool.clone(),
+            master: master.to_string(),
+            slaves: slaves.clone(),
+            local_slaves,
+            number: number as usize,
+            size_bits: size as u32,
+            expires_at_ms: now_ms().saturating_add(ttl_ms),
+        };
+        let p = self.pool.clone();
+        let a2 = alloc.clone();
+        let allocs = blocking(move || p.allocate(&a2))
+            .await?
+            .map_err(|e| match e {
+                PoolError::Insufficient {
+                    needed_bits,
+                    available_bits,
+                    ..
+                } => ApiError::unavailable("insufficient key material: no key was delivered")
+                    .detail(
+                        json!({"requested_bits": needed_bits, "available_bits": available_bits}),
+                    ),
+                other => ApiError::unavailable(format!("key pool error: {other}")),
+            })?;
+        let ids: Vec<Uuid> = allocs.iter().map(|k| k.key_id).collect();
+        if let Some(peer) = &remote {
+            let remote_slaves: Vec<String> = slaves
+                .iter()
+                .filter(|s| self.sites.get(*s) != Some(&Site::Local))
+                .cloned()
+                .collect();
+            let msg = PeerReserve {
+                master: master.to_string(),
+                slaves: remote_slaves,
+                expires_at_ms: alloc.expires_at_ms,
+                keys: allocs,
+            };
+            if let Err(fail) = self.reserve_at_peer(peer, &msg).await {
+                // Never delivered to anyone: destroy (the store cannot give material back).
+                let p = self.pool.clone();
+                let ids2 = ids.clone();
+                let _ = blocking(move || p.destroy(&ids2)).await;
+                let (message, reason) = match fail {
+                    PeerFail::Conflict(m) => {
+                        ("peer KME refused the reservation; no key was delivered", m)
+                    }
+                    PeerFail::Unreachable(m) => ("peer KME unreachable; no key was delivered", m),
+                };
+                return Err(
+                    ApiError::unavailable(message).detail(json!({"peer": peer, "reason": reason}))
+                );
+            }
+        }
+        let p = self.pool.clone();
+        let m = master.to_string();
+        let ids2 = ids.clone();
+        let keys = blocking(move || p.fetch(&ids2, &m))
+            .await?
+            .map_err(|e| ApiError::unavailable(format!("key pool error: {e}")))?;
+        self.check_watermark(&pool);
+        self.monitor.event(Event::Requested {
+            master: master.to_string(),
+            slaves: slaves.join(","),
+            number,
+            size,
+        });
+        self.monitor.keys_delivered(number);
+        let b64 = base64::engine::general_purpose::STANDARD;
+        Ok(KeyContainer {
+            keys: keys
+                .iter()
+                .map(|k| Key {
+                    key_ID: k.id.to_string(),
+                    key_ID_extension: None,
+                    key: b64.encode(&*k.material),
+                    key_extension: None,
+                })
+                .collect(),
+            key_container_extension: None,
+        })
+    }
+
+    async fn reserve_at_peer(&self, peer: &str, msg: &PeerReserve) -> Result<(), PeerFail> {
+        let link = self
+            .links
+            .get(peer)
+            .ok_or_else(|| PeerFail::Unreachable("no such link".into()))?;
+        let client = link
+            .client
+            .as_ref()
+            .ok_or_else(|| PeerFail::Unreachable("no TLS client".into()))?;
+        let url = format!("{}/peer/v1/reserve", link.url.trim_end_matches('/'));
+        let resp = client.post(url).json(msg).send().await.map_err(|e| {
+            self.set_link_up(peer, false);
+            PeerFail::Unreachable(e.to_string())
+        })?;
+        self.set_link_up(peer, true);
+        match resp.status() {
+            s if s.is_success() => Ok(()),
+            StatusCode::CONFLICT => Err(PeerFail::Conflict(resp.text().await.unwrap_or_default())),
+            s => Err(PeerFail::Unreachable(format!(
+                "peer answered {s}: {}",
+                resp.text().await.unwrap_or_default()
+            ))),
+        }
+    }
+
+    /// Records a link's state, raising an event when it changes.
+    pub(crate) fn set_link_up(&self, peer: &str, up: bool) {
+        if let Some(l) = self.links.get(peer)
+            && l.up.swap(up, Ordering::Relaxed) != up
+        {
+            self.monitor.event(if up {
+                Event::PeerUp {
+                    peer: peer.to_string(),
+                }
+            } else {
+                Event::PeerDown {
+                    peer: peer.to_string(),
+                }
+            });
+        }
+    }
+
+    async fn dec_keys(
+        &self,
+        slave: &str,
+        master: &str,
+        ids: Vec<String>,
+    ) -> Result<KeyContainer, ApiError> {
+        if ids.is_empty() {
+            return Err(ApiError::bad(
+                "key_IDs is empty; expected at least one key ID",
+            ));
+        }
+        if ids.len() > self.cfg.keys.max_per_request as usize {
+            return Err(ApiError::bad(format!(
+                "at most {} key IDs per request (max_key_per_request)",
+                self.cfg.keys.max_per_request
+            )));
+        }
+        let mut parsed = Vec::with_capacity(ids.len());
+        let mut seen = HashSet::new();
+        for s in &ids {
+            let id = Uuid::parse_str(s)
+                .map_err(|_| ApiError::bad("key_ID is not a UUID").detail(json!({"key_ID": s})))?;
+            if !seen.insert(id) {
+                return Err(ApiError::bad("key_ID listed twice").detail(json!({"key_ID": s})));
+            }
+            parsed.push(id);
+        }
+        let p = self.pool.clone();
+        let (m, sl) = (master.to_string(), slave.to_string());
+        let keys = blocking(move || {
+            for id in &parsed {
+                match p.master_of(*id) {
+                    Some(km) if km == sl => return Err(FetchError::NotRecipient(sl.clone())),
+                    Some(km) if km == m => {}
+                    _ => return Err(FetchError::NotFound),
+                }
+            }
+            p.fetch(&parsed, &sl)
+        })
+        .await?
+        .map_err(|e| match e {
+            FetchError::NotFound => ApiError::bad(messages::KEYS_NOT_FOUND),
+            FetchError::NotRecipient(_) => ApiError::unauthorized(
+                "the caller is not a slave SAE of one or more of the requested keys",
+            ),
+            other => ApiError::unavailable(other.to_string()),
+        })?;
+        self.monitor.keys_delivered(keys.len() as u64);
+        let b64 = base64::engine::general_purpose::STANDARD;
+        Ok(KeyContainer {
+            keys: keys
+                .iter()
+                .map(|k| Key {
+                    key_ID: k.id.to_string(),
+                    key_ID_extension: None,
+                    key: b64.encode(&*k.material),
+                    key_extension: None,
+                })
+                .collect(),
+            key_container_extension: None,
+        })
+    }
+
+    async fn peer_reserve(&self, from: &str, msg: PeerReserve) -> Result<(), (StatusCode, String)> {
+        let link = self
+            .links
+            .get(from)
+            .ok_or((StatusCode::FORBIDDEN, "unknown peer".into()))?;
+        if !link.saes.iter().any(|s| s == &msg.master) {
+            return Err((
+                StatusCode::BAD_REQUEST,
+                format!("master {} is not attached to {from}", msg.master),
+            ));
+        }
+        if msg.slaves.is_empty()
+            || msg
+                .slaves
+                .iter()
+                .any(|s| self.sites.get(s) != Some(&Site::Local))
+        {
+            return Err((
+                StatusCode::BAD_REQUEST,
+                "slaves must be attached to this KME".into(),
+            ));
+        }
+        // Never keep a reservation longer than our own TTL.
+        let cap = now_ms().saturating_add(self.cfg.keys.reservation_ttl_secs.saturating_mul(1000));
+        let req = ReserveRequest {
+            pool: from.to_string(),
+            master: msg.master,
+            slaves: msg.slaves,
+            expires_at_ms: msg.expires_at_ms.min(cap),
+            keys: msg.keys,
+        };
+        let n = req.keys.len();
+        let p = self.pool.clone();
+        blocking(move || p.reserve_exact(&req))
+            .await
+            .map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, e.body.message))?
+            .map_err(|e| match e {
+                PoolError::Conflict(_) => (StatusCode::CONFLICT, e.to_string()),
+                other => (StatusCode::SERVICE_UNAVAILABLE, other.to_string()),
+            })?;
+        self.set_link_up(from, true);
+        self.monitor.event(Event::Reserved {
+            peer: from.to_string(),
+            number: n as u64,
+        });
+        self.check_watermark(from);
+        Ok(())
+    }
+}
+
+/// Runs a blocking store call off the async workers.
+async fn blocking<T: Send + 'static>(
+    f: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, ApiError> {
+    tokio::task::spawn_blocking(f)
+        .await
+        .map_err(|e| ApiError::unavailable(format!("key pool task failed: {e}")))
+}
+
+enum PeerFail {
+    Unreachable(String),
+    Conflict(String),
+}
+
+// ---------------------------------------------------------------------------------------------
+// HTTP layer
+
+type AppState = Arc<Kme>;
+
+fn peer_of(ext: Option<Extension<Arc<Peer>>>) -> Arc<Peer> {
+    ext.map(|Extension(p)| p).unwrap_or_default()
+}
+
+fn path_id(
+    p: Result<Path<String>, axum::extract::rejection::PathRejection>,
+) -> Result<String, ApiError> {
+    p.map(|Path(s)| s)
+        .map_err(|e| ApiError::bad(format!("invalid SAE ID in path: {e}")))
+}
+
+fn respond<T: Serialize>(kme: &Kme, route: Route, r: Result<T, ApiError>) -> Response {
+    match r {
+        Ok(v) => {
+            kme.monitor.count(route, 200);
+            (StatusCode::OK, axum::Json(v)).into_response()
+        }
+        Err(e) => {
+            kme.monitor.count(route, e.status.as_u16());
+            e.into_response()
+        }
+    }
+}
+
+fn parse_json<T: serde::de::DeserializeOwned + Default>(body: &Bytes) -> Result<T, ApiError> {
+    if body.iter().all(u8::is_ascii_whitespace) {
+        return Ok(T::default());
+    }
+    serde_json::from_slice(body).map_err(|e| {
+        ApiError::bad(format!(
+            "request body is not valid JSON for this request: {e}"
+        ))
+    })
+}
+
+fn query_pairs(q: &Option<String>) -> Result<Vec<(String, String)>, ApiError> {
+    let Some(q) = q else { return Ok(Vec::new()) };
+    let mut out = Vec::new();
+    for part in q.split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = part.split_once('=').unwrap_or((part, ""));
+        let dec = |s: &str| -> Result<String, ApiError> {
+            let s = s.replace('+', " ");
+            percent_decode(&s)
+                .ok_or_else(|| ApiError::bad("query string is not valid percent-encoded UTF-8"))
+        };
+        out.push((dec(k)?, dec(v)?));
+    }
+    Ok(out)
+}
+
+fn percent_decode(s: &str) -> Option<String> {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'%' {
+            let h = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
+            out.push(u8::from_str_radix(h, 16).ok()?);
+            i += 3;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8(out).ok()
+}
+
+fn parse_uint(name: &str, v: &str) -> Result<u64, ApiError> {
+    v.parse::<u64>().map_err(|_| {
+        ApiError::bad(format!("{name} shall be a non-negative integer")).detail(json!({ name: v }))
+    })
+}
+
+async fn status_h(
+    State(kme): State<AppState>,
+    peer: Option<Extension<Arc<Peer>>>,
+    slave: Result<Path<String>, axum::extract::rejection::PathRejection>,
+) -> Response {
+    let peer = peer_of(peer);
+    let r = (|| {
+        let master = Kme::caller(&peer)?;
+        let slave = path_id(slave)?;
+        kme.status(&master, &slave)
+    })();
+    respond(&kme, Route::Status, r)
+}
+
+async fn enc_get(
+    State(kme): State<AppState>,
+    peer: Option<Extension<Arc<Peer>>>,
+    slave: Result<Path<String>, axum::extract::rejection::PathRejection>,
+    RawQuery(q): RawQuery,
+) -> Response {
+    let peer = peer_of(peer);
+    let r = async {
+        let master = Kme::caller(&peer)?;
+        let slave = path_id(slave)?;
+        let mut req = KeyRequest::default();
+        for (k, v) in query_pairs(&q)? {
+            match k.as_str() {
+                "number" if req.number.is_none() => req.number = Some(parse_uint("number", &v)?),
+                "size" if req.size.is_none() => req.size = Some(parse_uint("size", &v)?),
+                _ => {
+                    return Err(ApiError::bad(format!(
+                        "query parameter {k:?} not allowed (once each: number, size); use POST for other fields"
+                    )));
+                }
+            }
+        }
+        kme.enc_keys(&master, &slave, req).await
+    }
+    .await;
+    respond(&kme, Route::EncKeys, r)
+}
+
+async fn enc_post(
+    State(kme): State<AppState>,
+    peer: Option<Extension<Arc<Peer>>>,
+    slave: Result<Path<String>, axum::extract::rejection::PathRejection>,
+    body: Bytes,
+) -> Response {
+    let peer = peer_of(peer);
+    let r = async {
+        let master = Kme::caller(&peer)?;
+        let slave = path_id(slave)?;
+        let req: KeyRequest = parse_json(&body)?;
+        kme.enc_keys(&master, &slave, req).await
+    }
+    .await;
+    respond(&kme, Route::EncKeys, r)
+}
+
+async fn dec_get(
+    State(kme): State<AppState>,
+    peer: Option<Extension<Arc<Peer>>>,
+    master: Result<Path<String>, axum::extract::rejection::PathRejection>,
+    RawQuery(q): RawQuery,
+) -> Response {
+    let peer = peer_of(peer);
+    let r = async {
+        let slave = Kme::caller(&peer)?;
+        let master = path_id(master)?;
+        let pairs = query_pairs(&q)?;
+        let [(k, v)] = pairs.as_slice() else {
+            return Err(ApiError::bad(
+                "GET dec_keys takes exactly one query parameter key_ID",
+            ));
+        };
+        if k != "key_ID" {
+            return Err(ApiError::bad(format!(
+                "query parameter {k:?} not allowed; expected key_ID"
+            )));
+        }
+        kme.dec_keys(&slave, &master, vec![v.clone()]).await
+    }
+    .await;
+    respond(&kme, Route::DecKeys, r)
+}
+
+async fn dec_post(
+    State(kme): State<AppState>,
+    peer: Option<Extension<Arc<Peer>>>,
+    master: Result<Path<String>, axum::extract::rejection::PathRejection>,
+    body: Bytes,
+) -> Response {
+    let peer = peer_of(peer);
+    let r = async {
+        let slave = Kme::caller(&peer)?;
+        let master = path_id(master)?;
+        let ids: KeyIds = serde_json::from_slice(&body).map_err(|e| {
+            ApiError::bad(format!("request body is not a valid Key IDs object: {e}"))
+        })?;
+        kme.dec_keys(
+            &slave,
+            &master,
+            ids.key_IDs.into_iter().map(|e| e.key_ID).collect(),
+        )
+        .await
+    }
+    .await;
+    respond(&kme, Route::DecKeys, r)
+}
+
+/// The ETSI 014 router (SAE listener).
+pub(crate) fn sae_router(kme: AppState) -> Router {
+    Router::new()
+        .route("/api/v1/keys/{slave}/status", get(status_h))
+        .route("/api/v1/keys/{slave}/enc_keys", get(enc_get).post(enc_post))
+        .route(
+            "/api/v1/keys/{master}/dec_keys",
+            get(dec_get).post(dec_post),
+        )
+        .with_state(kme)
+}
+
+async fn peer_reserve_h(
+    State(kme): State<AppState>,
+    peer: Option<Extension<Arc<Peer>>>,
+    body: Bytes,
+) -> Response {
+    let peer = peer_of(peer);
+    let Some(from) = peer.id.clone() else {
+        return (
+            StatusCode::FORBIDDEN,
+            "certificate is not a configured peer KME",
+        )
+            .into_response();
+    };
+    let msg: PeerReserve = match serde_json::from_slice(&body) {
+        Ok(m) => m,
+        Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+    };
+    match kme.peer_reserve(&from, msg).await {
+        Ok(()) => (StatusCode::OK, axum::Json(json!({}))).into_response(),
+        Err((s, m)) => (s, m).into_response(),
+    }
+}
+
+async fn peer_health_h(
+    State(kme): State<AppState>,
+    peer: Option<Extension<Arc<Peer>>>,
+) -> Response {
+    let peer = peer_of(peer);
+    match &peer.id {
+        Some(from) => {
+            kme.set_link_up(from, true);
+            axum::Json(json!({"kme_id": kme.cfg.kme_id})).into_response()
+        }
+        None => (
+            StatusCode::FORBIDDEN,
+            "certificate is not a configured peer KME",
+        )
+            .into_response(),
+    }
+}
+
+/// The peer-KME router.
+pub(crate) fn peer_router(kme: AppState) -> Router {
+    Router::new()
+        .route("/peer/v1/reserve", post(peer_reserve_h))
+        .route("/peer/v1/health", get(peer_health_h))
+        .with_state(kme)
+}
+
+/// Background: expiry of reservations, peer health checks.
+pub(crate) async fn housekeeping(kme: AppState, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    let mut n: u64 = 0;
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.changed() => return,
+        }
+        n += 1;
+        let p = kme.pool.clone();
+        if let Ok(Ok(count)) = tokio::task::spawn_blocking(move || p.expire(now_ms())).await
+            && count > 0
+        {
+            kme.monitor.event(Event::Expired { number: count });
+        }
+        {
+            for (peer, link) in &kme.links {
+                let Some(client) = &link.client else { continue };
+                // Up links every 2 s; down links every tick, so service resumes quickly.
+                if link.up.load(Ordering::Relaxed) && !n.is_multiple_of(8) {
+                    continue;
+                }
+                let url = format!("{}/peer/v1/health", link.url.trim_end_matches('/'));
+                let ok = matches!(
+                    tokio::time::timeout(Duration::from_secs(2), client.get(url).send()).await,
+                    Ok(Ok(r)) if r.status().is_success()
+                );
+                kme.set_link_up(peer, ok);
+            }
+        }
+    }
+}

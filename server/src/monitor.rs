@@ -1,0 +1,264 @@
+//! Event log, counters, Prometheus text exposition and a small dashboard.
+
+use std::collections::VecDeque;
+use std::fmt::Write as _;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use serde::Serialize;
+
+/// Something an operator wants to know about.
+#[derive(Clone, Debug, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+#[non_exhaustive]
+pub enum Event {
+    /// A block of key material became available.
+    Activated {
+        /// Pool name.
+        pool: String,
+        /// Block ID.
+        block: String,
+        /// Bytes.
+        bytes: u64,
+    },
+    /// A master obtained keys.
+    Requested {
+        /// Master SAE.
+        master: String,
+        /// Slaves, comma separated.
+        slaves: String,
+        /// Number of keys.
+        number: u64,
+        /// Key size in bits.
+        size: u64,
+    },
+    /// A peer KME reserved keys here.
+    Reserved {
+        /// Peer KME.
+        peer: String,
+        /// Number of keys.
+        number: u64,
+    },
+    /// Reservations expired unfetched and were destroyed.
+    Expired {
+        /// Number of keys.
+        number: u64,
+    },
+    /// A pool fell below its low watermark.
+    LowWatermark {
+        /// Pool name.
+        pool: String,
+        /// Allocatable bytes.
+        bytes: u64,
+    },
+    /// A pool rose above its low watermark again.
+    AboveWatermark {
+        /// Pool name.
+        pool: String,
+        /// Allocatable bytes.
+        bytes: u64,
+    },
+    /// A peer KME stopped answering.
+    PeerDown {
+        /// Peer KME.
+        peer: String,
+    },
+    /// A peer KME answers again.
+    PeerUp {
+        /// Peer KME.
+        peer: String,
+    },
+    /// A key source failed.
+    SourceError {
+        /// Pool name.
+        pool: String,
+        /// What happened.
+        message: String,
+    },
+}
+
+/// A logged event with its time.
+#[derive(Clone, Debug, Serialize)]
+pub struct LoggedEvent {
+    /// Unix milliseconds.
+    pub at_ms: u64,
+    /// The event.
+    #[serde(flatten)]
+    pub event: Event,
+}
+
+/// The three ETSI routes, for counters.
+#[derive(Clone, Copy, Debug)]
+pub enum Route {
+    /// GET status.
+    Status = 0,
+    /// enc_keys.
+    EncKeys = 1,
+    /// dec_keys.
+    DecKeys = 2,
+}
+
+const CODES: [u16; 4] = [200, 400, 401, 503];
+const ROUTES: [&str; 3] = ["status", "enc_keys", "dec_keys"];
+
+/// Counters and the recent-event ring.
+#[derive(Debug)]
+pub struct Monitor {
+    events: Mutex<VecDeque<LoggedEvent>>,
+    requests: [[AtomicU64; 5]; 3],
+    keys_delivered: AtomicU64,
+    events_total: AtomicU64,
+}
+
+impl Default for Monitor {
+    fn default() -> Self {
+        Self {
+            events: Mutex::new(VecDeque::with_capacity(256)),
+            requests: Default::default(),
+            keys_delivered: AtomicU64::new(0),
+            events_total: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Monitor {
+    /// Logs an event (also to `tracing`).
+    pub fn event(&self, event: Event) {
+        tracing::info!(?event, "kme event");
+        self.events_total.fetch_add(1, Ordering::Relaxed);
+        let mut q = self.events.lock().unwrap_or_else(|p| p.into_inner());
+        if q.len() >= 256 {
+            q.pop_front();
+        }
+        q.push_back(LoggedEvent {
+            at_ms: crate::kme::now_ms(),
+            event,
+        });
+    }
+
+    /// The most recent events, oldest first.
+    pub fn recent(&self) -> Vec<LoggedEvent> {
+        self.events
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .iter()
+            .cloned()
+            .collect()
+    }
+
+    /// Counts one answered request.
+    pub fn count(&self, route: Route, code: u16) {
+        let i = CODES.iter().position(|&c| c == code).unwrap_or(4);
+        self.requests[route as usize][i].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts delivered keys.
+    pub fn keys_delivered(&self, n: u64) {
+        self.keys_delivered.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Prometheus text format; `pools` are (name, allocatable bytes, reserved keys, link up).
+    pub fn prometheus(&self, kme: &str, pools: &[(String, u64, u64, Option<bool>)]) -> String {
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "# HELP qkd_kme_requests_total ETSI 014 requests answered, by route and status."
+        );
+        let _ = writeln!(s, "# TYPE qkd_kme_requests_total counter");
+        for (r, name) in ROUTES.iter().enumerate() {
+            for (c, code) in CODES
+                .iter()
+                .map(|c| c.to_string())
+                .chain(["other".to_string()])
+                .enumerate()
+            {
+                let v = self.requests[r][c].load(Ordering::Relaxed);
+                let _ = writeln!(
+                    s,
+                    "qkd_kme_requests_total{{kme=\"{kme}\",route=\"{name}\",code=\"{code}\"}} {v}"
+                );
+            }
+        }
+        let _ = writeln!(
+            s,
+            "# HELP qkd_kme_keys_delivered_total Keys delivered to SAEs (master and slave side)."
+        );
+        let _ = writeln!(s, "# TYPE qkd_kme_keys_delivered_total counter");
+        let _ = writeln!(
+            s,
+            "qkd_kme_keys_delivered_total{{kme=\"{kme}\"}} {}",
+            self.keys_delivered.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(s, "# HELP qkd_kme_events_total Events logged.");
+        let _ = writeln!(s, "# TYPE qkd_kme_events_total counter");
+        let _ = writeln!(
+            s,
+            "qkd_kme_events_total{{kme=\"{kme}\"}} {}",
+            self.events_total.load(Ordering::Relaxed)
+        );
+        let _ = writeln!(
+            s,
+            "# HELP qkd_kme_pool_allocatable_bytes Key material this KME may allocate, per pool."
+        );
+        let _ = writeln!(s, "# TYPE qkd_kme_pool_allocatable_bytes gauge");
+        for (p, b, _, _) in pools {
+            let _ = writeln!(
+                s,
+                "qkd_kme_pool_allocatable_bytes{{kme=\"{kme}\",pool=\"{p}\"}} {b}"
+            );
+        }
+        let _ = writeln!(
+            s,
+            "# HELP qkd_kme_pool_reserved_keys Keys reserved and waiting for slaves, per pool."
+        );
+        let _ = writeln!(s, "# TYPE qkd_kme_pool_reserved_keys gauge");
+        for (p, _, r, _) in pools {
+            let _ = writeln!(
+                s,
+                "qkd_kme_pool_reserved_keys{{kme=\"{kme}\",pool=\"{p}\"}} {r}"
+            );
+        }
+        let _ = writeln!(s, "# HELP qkd_kme_link_up 1 when the peer KME answers.");
+        let _ = writeln!(s, "# TYPE qkd_kme_link_up gauge");
+        for (p, _, _, up) in pools {
+            if let Some(up) = up {
+                let _ = writeln!(
+                    s,
+                    "qkd_kme_link_up{{kme=\"{kme}\",peer=\"{p}\"}} {}",
+                    u8::from(*up)
+                );
+            }
+        }
+        s
+    }
+}
+
+/// The dashboard page: polls `/api/state` and draws pool levels over time.
+pub const DASHBOARD_HTML: &str = r#"<!doctype html>
+<html><head><meta charset="utf-8"><title>qkd KME</title>
+<style>body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.2em .6em}
+canvas{border:1px solid #ccc}</style></head>
+<body><h1 id="t">qkd KME</h1>
+<h2>Pools</h2><table id="pools"></table>
+<h2>Pool level (allocatable bytes)</h2><canvas id="c" width="800" height="200"></canvas>
+<h2>Recent events</h2><table id="ev"></table>
+<script>
+const hist={};
+function esc(s){return String(s).replace(/[&<>"]/g,c=>({'&':'&amp;','<':'&lt;','>':'&gt;','"':'&quot;'}[c]))}
+async function tick(){
+ const s=await (await fetch('/api/state')).json();
+ document.getElementById('t').textContent='qkd KME '+s.kme_id;
+ let h='<tr><th>pool</th><th>allocatable bytes</th><th>reserved keys</th><th>link</th></tr>';
+ for(const p of s.pools){h+=`<tr><td>${esc(p.pool)}</td><td>${p.allocatable_bytes}</td><td>${p.reserved_keys}</td><td>${p.link_up===null?'local':(p.link_up?'up':'down')}</td></tr>`;
+  (hist[p.pool]=hist[p.pool]||[]).push(p.allocatable_bytes); if(hist[p.pool].length>200)hist[p.pool].shift();}
+ document.getElementById('pools').innerHTML=h;
+ let e='<tr><th>time</th><th>event</th></tr>';
+ for(const x of s.events.slice().reverse()){const {at_ms,...r}=x;e+=`<tr><td>${new Date(at_ms).toISOString()}</td><td>${esc(JSON.stringify(r))}</td></tr>`}
+ document.getElementById('ev').innerHTML=e;
+ const c=document.getElementById('c').getContext('2d');c.clearRect(0,0,800,200);
+ const colors=['#c33','#36c','#3a3','#a3a'];let i=0;
+ const max=Math.max(1,...Object.values(hist).flat());
+ for(const k in hist){c.strokeStyle=colors[i++%4];c.beginPath();hist[k].forEach((v,j)=>{const x=j*4,y=195-190*v/max;j?c.lineTo(x,y):c.moveTo(x,y)});c.stroke();c.fillStyle=c.strokeStyle;c.fillText(k,5,12*i)}
+}
+tick();setInterval(tick,1000);
+</script></body></html>"#;

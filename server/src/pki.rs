@@ -1,0 +1,407 @@
+//! A development PKI (rcgen): one CA, KME server/peer certificates, SAE client certificates
+//! (PEM and PKCS#12) and ready KME configurations. For labs and demos, not for production CAs.
+
+use std::fs;
+use std::path::{Path, PathBuf};
+
+use rcgen::{
+    BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
+    Issuer, KeyPair, KeyUsagePurpose, SanType, SerialNumber,
+};
+use time::{Duration, OffsetDateTime};
+
+use crate::config::{
+    Config, KeyLimits, LinkConfig, LocalPoolConfig, SaeConfig, SaeMatch, SourceConfig, TlsConfig,
+};
+
+/// Errors of the PKI commands.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PkiError {
+    /// Bad arguments.
+    #[error("{0}")]
+    Invalid(String),
+    /// Certificate generation failed.
+    #[error("certificate generation failed: {0}")]
+    Rcgen(#[from] rcgen::Error),
+    /// A file could not be written or read.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// PKCS#12 encoding failed.
+    #[error("PKCS#12 encoding failed: {0}")]
+    P12(String),
+}
+
+/// What a certificate is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum CertKind {
+    /// TLS client (an SAE).
+    Client,
+    /// TLS server only.
+    Server,
+    /// Server and client (a KME: serves SAEs, calls peer KMEs).
+    Both,
+}
+
+/// Files written by [`init`].
+#[derive(Clone, Debug)]
+pub struct PkiSummary {
+    /// The CA certificate (the trust anchor of every certificate made).
+    pub ca: PathBuf,
+    /// One config per KME, in the order given.
+    pub kme_configs: Vec<PathBuf>,
+    /// Client certificate PEM per SAE, in the order given.
+    pub sae_certs: Vec<PathBuf>,
+}
+
+/// Parses `SAE_ID@KME_ID`.
+pub fn parse_sae_spec(spec: &str) -> Result<(String, String), PkiError> {
+    match spec.split_once('@') {
+        Some((s, k)) if !s.is_empty() && !k.is_empty() => Ok((s.to_string(), k.to_string())),
+        _ => Err(PkiError::Invalid(format!(
+            "SAE spec {spec:?}: expected SAE_ID@KME_ID"
+        ))),
+    }
+}
+
+fn check_name(what: &str, id: &str) -> Result<(), PkiError> {
+    if id.is_empty()
+        || !id
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || "_-.".contains(c))
+        || id.starts_with('.')
+    {
+        return Err(PkiError::Invalid(format!(
+            "{what} {id:?}: expected letters, digits, '_', '-', '.' (it names files)"
+        )));
+    }
+    Ok(())
+}
+
+fn write(path: &Path, bytes: &[u8], private: bool) -> Result<(), PkiError> {
+    let io = |source| PkiError::Io {
+        path: path.to_path_buf(),
+        source,
+    };
+    fs::write(path, bytes).map_err(io)?;
+    #[cfg(unix)]
+    if private {
+        use std::os::unix::fs::PermissionsExt;
+        fs::set_permissions(path, fs::Permissions::from_mode(0o600)).map_err(io)?;
+    }
+    let _ = private;
+    Ok(())
+}
+
+fn serial() -> Result<SerialNumber, PkiError> {
+    let mut b = [0u8; 16];
+    getrandom_fill(&mut b)?;
+    b[0] &= 0x7f; // positive
+    b[0] |= 0x01; // no leading zero byte
+    Ok(SerialNumber::from_slice(&b))
+}
+
+fn getrandom_fill(b: &mut [u8]) -> Result<(), PkiError> {
+    use qkd_core::rng::RandomSource;
+    qkd_core::rng::OsRandom
+        .fill(b)
+        .map_err(|e| PkiError::Invalid(format!("OS random source: {e}")))
+}
+
+fn leaf_params(cn: &str, kind: CertKind, sans: &[String]) -> Result<CertificateParams, PkiError> {
+    let mut p = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, cn);
+    dn.push(DnType::OrganizationName, "qkd dev PKI");
+    p.distinguished_name = dn;
+    p.serial_number = Some(serial()?);
+    let now = OffsetDateTime::now_utc();
+    p.not_before = now - Duration::hours(1);
+    p.not_after = now + Duration::days(825);
+    p.key_usages = vec![
+        KeyUsagePurpose::DigitalSignature,
+        KeyUsagePurpose::KeyEncipherment,
+    ];
+    p.extended_key_usages = match kind {
+        CertKind::Client => vec![ExtendedKeyUsagePurpose::ClientAuth],
+        CertKind::Server => vec![ExtendedKeyUsagePurpose::ServerAuth],
+        CertKind::Both => vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ],
+    };
+    if kind != CertKind::Client {
+        for s in sans {
+            p.subject_alt_names
+                .push(match s.parse::<std::net::IpAddr>() {
+                    Ok(ip) => SanType::IpAddress(ip),
+                    Err(_) => SanType::DnsName(s.clone().try_into()?),
+                });
+        }
+    }
+    Ok(p)
+}
+
+fn p12(
+    cert_der: &[u8],
+    key_der: &[u8],
+    ca_der: &[u8],
+    alias: &str,
+    password: &str,
+) -> Result<Vec<u8>, PkiError> {
+    use p12_keystore::{Certificate, KeyStore, KeyStoreEntry, PrivateKeyChain};
+    let e = |x: p12_keystore::error::Error| PkiError::P12(x.to_string());
+    let leaf = Certificate::from_der(cert_der).map_err(e)?;
+    let ca = Certificate::from_der(ca_der).map_err(e)?;
+    let mut id = [0u8; 20];
+    getrandom_fill(&mut id)?;
+    let chain = PrivateKeyChain::new(key_der, id, vec![leaf, ca]);
+    let mut ks = KeyStore::new();
+    ks.add_entry(alias, KeyStoreEntry::PrivateKeyChain(chain));
+    ks.writer(password).write().map_err(e)
+}
+
+struct Ca {
+    pem: String,
+    der: Vec<u8>,
+    issuer: Issuer<'static, KeyPair>,
+}
+
+fn new_ca() -> Result<(Ca, KeyPair), PkiError> {
+    let key = KeyPair::generate()?;
+    let mut p = CertificateParams::default();
+    let mut dn = DistinguishedName::new();
+    dn.push(DnType::CommonName, "qkd dev CA");
+    dn.push(DnType::OrganizationName, "qkd dev PKI");
+    p.distinguished_name = dn;
+    p.is_ca = IsCa::Ca(BasicConstraints::Constrained(0));
+    p.key_usages = vec![
+        KeyUsagePurpose::KeyCertSign,
+        KeyUsagePurpose::CrlSign,
+        KeyUsagePurpose::DigitalSignature,
+    ];
+    p.serial_number = Some(serial()?);
+    let now = OffsetDateTime::now_utc();
+    p.not_before = now - Duration::hours(1);
+    p.not_after = now + Duration::days(3650);
+    let cert = p.self_signed(&key)?;
+    let key_copy = KeyPair::try_from(key.serialized_der())?;
+    Ok((
+        Ca {
+            pem: cert.pem(),
+            der: cert.der().to_vec(),
+            issuer: Issuer::new(p, key_copy),
+        },
+        key,
+    ))
+}
+
+fn load_ca(ca_cert: &Path, ca_key: &Path) -> Result<Ca, PkiError> {
+    let read = |p: &Path| {
+        fs::read_to_string(p).map_err(|source| PkiError::Io {
+            path: p.to_path_buf(),
+            source,
+        })
+    };
+    let pem = read(ca_cert)?;
+    let key = KeyPair::from_pem(&read(ca_key)?)?;
+    let der = rustls::pki_types::CertificateDer::from_pem_slice(pem.as_bytes())
+        .map_err(|e| PkiError::Invalid(format!("{}: {e}", ca_cert.display())))?
+        .to_vec();
+    let issuer = Issuer::from_ca_cert_pem(&pem, key)?;
+    Ok(Ca { pem, der, issuer })
+}
+
+use rustls::pki_types::pem::PemObject;
+
+/// Issues one certificate signed by `ca`, written as `out_dir/<cn>.pem`, `.key` and (client
+/// certificates) `.p12` with password `p12_password`. Returns the PEM path.
+fn issue_with(
+    ca: &Ca,
+    cn: &str,
+    kind: CertKind,
+    sans: &[String],
+    out_dir: &Path,
+    p12_password: &str,
+) -> Result<PathBuf, PkiError> {
+    check_name("certificate name", cn)?;
+    let key = KeyPair::generate()?;
+    let cert = leaf_params(cn, kind, sans)?.signed_by(&key, &ca.issuer)?;
+    let pem_path = out_dir.join(format!("{cn}.pem"));
+    write(&pem_path, cert.pem().as_bytes(), false)?;
+    write(
+        &out_dir.join(format!("{cn}.key")),
+        key.serialize_pem().as_bytes(),
+        true,
+    )?;
+    if kind == CertKind::Client {
+        let p = p12(cert.der(), key.serialized_der(), &ca.der, cn, p12_password)?;
+        write(&out_dir.join(format!("{cn}.p12")), &p, true)?;
+    }
+    Ok(pem_path)
+}
+
+/// Issues one certificate from an existing CA (`ca.pem` and `ca.key` as written by [`init`]):
+/// writes `out_dir/<cn>.pem`, `<cn>.key` and, for client certificates, `<cn>.p12`
+/// (password `p12_password`). Server certificates get `sans` (DNS names or IP addresses).
+pub fn issue(
+    ca_cert: &Path,
+    ca_key: &Path,
+    cn: &str,
+    kind: CertKind,
+    sans: &[String],
+    out_dir: &Path,
+    p12_password: &str,
+) -> Result<PathBuf, PkiError> {
+    let ca = load_ca(ca_cert, ca_key)?;
+    fs::create_dir_all(out_dir).map_err(|source| PkiError::Io {
+        path: out_dir.to_path_buf(),
+        source,
+    })?;
+    issue_with(&ca, cn, kind, sans, out_dir, p12_password)
+}
+
+/// Writes a development PKI and one configuration per KME into `dir`:
+/// `ca.pem`/`ca.key`, `<KME>.pem`/`.key` (server and peer-client certificate, SANs `localhost`,
+/// `127.0.0.1` and `hosts`), `<SAE>.pem`/`.key`/`.p12` (client certificate, CN = SAE ID,
+/// PKCS#12 password empty) and `<KME>.toml`. KME number i listens for SAEs on
+/// 127.0.0.1:`port_base`+2i and for peers on `port_base`+2i+1; each link watches
+/// `dir/<KME>/incoming/<PEER>/` for `.cor` files. `saes` are (SAE ID, KME ID) pairs.
+pub fn init(
+    dir: &Path,
+    kmes: &[String],
+    saes: &[(String, String)],
+    port_base: u16,
+    hosts: &[String],
+) -> Result<PkiSummary, PkiError> {
+    if kmes.is_empty() {
+        return Err(PkiError::Invalid("at least one KME is needed".into()));
+    }
+    let mut all = std::collections::HashSet::new();
+    for k in kmes {
+        check_name("KME ID", k)?;
+        if !all.insert(k.clone()) {
+            return Err(PkiError::Invalid(format!("ID {k:?} given twice")));
+        }
+    }
+    for (s, k) in saes {
+        check_name("SAE ID", s)?;
+        if !all.insert(s.clone()) {
+            return Err(PkiError::Invalid(format!("ID {s:?} given twice")));
+        }
+        if !kmes.contains(k) {
+            return Err(PkiError::Invalid(format!(
+                "SAE {s} is attached to unknown KME {k:?}"
+            )));
+        }
+    }
+    let last = u32::from(port_base) + 2 * kmes.len() as u32 - 1;
+    if last > u32::from(u16::MAX) {
+        return Err(PkiError::Invalid(format!(
+            "port base {port_base} leaves no room for {} KMEs",
+            kmes.len()
+        )));
+    }
+    fs::create_dir_all(dir).map_err(|source| PkiError::Io {
+        path: dir.to_path_buf(),
+        source,
+    })?;
+    let (ca, ca_key) = new_ca()?;
+    write(&dir.join("ca.pem"), ca.pem.as_bytes(), false)?;
+    write(&dir.join("ca.key"), ca_key.serialize_pem().as_bytes(), true)?;
+
+    let mut sans = vec!["localhost".to_string(), "127.0.0.1".to_string()];
+    sans.extend(hosts.iter().cloned());
+    let mut kme_configs = Vec::new();
+    let port = |i: usize, peer: bool| port_base + 2 * i as u16 + u16::from(peer);
+    for (i, k) in kmes.iter().enumerate() {
+        issue_with(&ca, k, CertKind::Both, &sans, dir, "")?;
+        let links = kmes
+            .iter()
+            .enumerate()
+            .filter(|(_, p)| *p != k)
+            .map(|(j, p)| {
+                let inc = dir.join(k).join("incoming").join(p);
+                fs::create_dir_all(&inc).map_err(|source| PkiError::Io {
+                    path: inc.clone(),
+                    source,
+                })?;
+                Ok(LinkConfig {
+                    peer: p.clone(),
+                    url: format!("https://127.0.0.1:{}", port(j, true)),
+                    saes: saes
+                        .iter()
+                        .filter(|(_, kk)| kk == p)
+                        .map(|(s, _)| s.clone())
+                        .collect(),
+                    source: SourceConfig::Cor {
+                        dir: PathBuf::from(k).join("incoming").join(p),
+                        poll_ms: 200,
+                    },
+                    low_watermark_bytes: 4096,
+                })
+            })
+            .collect::<Result<Vec<_>, PkiError>>()?;
+        let cfg = Config {
+            kme_id: k.clone(),
+            state_dir: Some(PathBuf::from(k).join("store")),
+            listen: format!("127.0.0.1:{}", port(i, false))
+                .parse()
+                .map_err(|_| PkiError::Invalid("port".into()))?,
+            peer_listen: Some(
+                format!("127.0.0.1:{}", port(i, true))
+                    .parse()
+                    .map_err(|_| PkiError::Invalid("port".into()))?,
+            ),
+            monitor_listen: None,
+            tls: TlsConfig {
+                ca: "ca.pem".into(),
+                cert: format!("{k}.pem").into(),
+                key: format!("{k}.key").into(),
+                min_version: "1.2".into(),
+            },
+            keys: KeyLimits::default(),
+            saes: saes
+                .iter()
+                .filter(|(_, kk)| kk == k)
+                .map(|(s, _)| SaeConfig {
+                    id: s.clone(),
+                    matcher: SaeMatch::Cn,
+                    value: None,
+                    issuer: None,
+                })
+                .collect(),
+            local_pool: Some(LocalPoolConfig {
+                source: SourceConfig::Random {
+                    target_bytes: 1 << 22,
+                },
+                low_watermark_bytes: 0,
+            }),
+            links,
+        };
+        let text = toml::to_string_pretty(&cfg)
+            .map_err(|e| PkiError::Invalid(format!("config encoding: {e}")))?;
+        let header = format!(
+            "# KME {k}: written by `qkd pki init`. Every field is documented in docs/server.md.\n\
+             # Paths are relative to this file. Monitoring (metrics, dashboard): set monitor_listen = \"127.0.0.1:9{:03}\".\n\n",
+            i
+        );
+        let path = dir.join(format!("{k}.toml"));
+        write(&path, format!("{header}{text}").as_bytes(), false)?;
+        kme_configs.push(path);
+    }
+    let mut sae_certs = Vec::new();
+    for (s, _) in saes {
+        sae_certs.push(issue_with(&ca, s, CertKind::Client, &[], dir, "")?);
+    }
+    Ok(PkiSummary {
+        ca: dir.join("ca.pem"),
+        kme_configs,
+        sae_certs,
+    })
+}

@@ -1,0 +1,377 @@
+//! Mutual TLS: rustls configurations (aws-lc-rs provider, X25519MLKEM768 offered first), an
+//! axum-server acceptor that parses the client certificate once per connection, and the
+//! mapping from certificate to SAE or peer KME identity.
+
+use std::future::Future;
+use std::io;
+use std::path::Path;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{ClientConfig, RootCertStore, ServerConfig};
+use tokio::net::TcpStream;
+
+use crate::config::{SaeConfig, SaeMatch};
+
+/// Errors building TLS configurations.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum TlsError {
+    /// A PEM file could not be read or holds nothing usable.
+    #[error("{path}: {message}")]
+    Pem {
+        /// The file.
+        path: String,
+        /// What was wrong.
+        message: String,
+    },
+    /// rustls refused the configuration.
+    #[error("TLS configuration rejected: {0}")]
+    Rustls(String),
+}
+
+/// The crypto provider: aws-lc-rs, whose default key-exchange order (with the
+/// `prefer-post-quantum` feature) starts with X25519MLKEM768.
+pub fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::aws_lc_rs::default_provider())
+}
+
+/// Reads every certificate of a PEM file.
+pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let err = |m: String| TlsError::Pem {
+        path: path.display().to_string(),
+        message: m,
+    };
+    let certs: Vec<_> = CertificateDer::pem_file_iter(path)
+        .map_err(|e| err(e.to_string()))?
+        .collect::<Result<_, _>>()
+        .map_err(|e| err(e.to_string()))?;
+    if certs.is_empty() {
+        return Err(err(
+            "no certificate found; expected PEM \"CERTIFICATE\" blocks".into(),
+        ));
+    }
+    Ok(certs)
+}
+
+/// Reads the private key of a PEM file.
+pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    PrivateKeyDer::from_pem_file(path).map_err(|e| TlsError::Pem {
+        path: path.display().to_string(),
+        message: e.to_string(),
+    })
+}
+
+fn roots(ca: &[CertificateDer<'static>]) -> Result<Arc<RootCertStore>, TlsError> {
+    let mut store = RootCertStore::empty();
+    for c in ca {
+        store
+            .add(c.clone())
+            .map_err(|e| TlsError::Rustls(format!("CA certificate: {e}")))?;
+    }
+    Ok(Arc::new(store))
+}
+
+fn versions(min: &str) -> &'static [&'static rustls::SupportedProtocolVersion] {
+    static TLS13_ONLY: &[&rustls::SupportedProtocolVersion] = &[&rustls::version::TLS13];
+    if min == "1.3" {
+        TLS13_ONLY
+    } else {
+        rustls::ALL_VERSIONS
+    }
+}
+
+/// A server configuration that requires a client certificate issued by `ca`.
+pub fn server_config(
+    ca: &[CertificateDer<'static>],
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    min_version: &str,
+) -> Result<Arc<ServerConfig>, TlsError> {
+    let provider = provider();
+    let verifier = WebPkiClientVerifier::builder_with_provider(roots(ca)?, provider.clone())
+        .build()
+        .map_err(|e| TlsError::Rustls(e.to_string()))?;
+    let mut cfg = ServerConfig::builder_with_provider(provider)
+        .with_protocol_versions(versions(min_version))
+        .map_err(|e| TlsError::Rustls(e.to_string()))?
+        .with_client_cert_verifier(verifier)
+        .with_single_cert(chain, key)
+        .map_err(|e| TlsError::Rustls(e.to_string()))?;
+    cfg.alpn_protocols = vec![b"h2".to_vec(), b"http/1.1".to_vec()];
+    Ok(Arc::new(cfg))
+}
+
+/// A client configuration presenting `chain`/`key` and trusting only `ca`.
+pub fn client_config(
+    ca: &[CertificateDer<'static>],
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    min_version: &str,
+) -> Result<ClientConfig, TlsError> {
+    ClientConfig::builder_with_provider(provider())
+        .with_protocol_versions(versions(min_version))
+        .map_err(|e| TlsError::Rustls(e.to_string()))?
+        .with_root_certificates(roots(ca)?)
+        .with_client_auth_cert(chain, key)
+        .map_err(|e| TlsError::Rustls(e.to_string()))
+}
+
+/// What the server learnt from a client certificate (parsed once per connection).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CertIdentity {
+    /// Subject common name.
+    pub cn: Option<String>,
+    /// Serial number, lower-case hex without separators.
+    pub serial: String,
+    /// Issuer DN as x509-parser prints it.
+    pub issuer: String,
+    /// SHA-256 of the SubjectPublicKeyInfo, lower-case hex.
+    pub spki_sha256: String,
+}
+
+/// The authenticated caller of one connection.
+#[derive(Clone, Debug, Default)]
+pub struct Peer {
+    /// Certificate facts (None when the certificate could not be parsed).
+    pub cert: Option<CertIdentity>,
+    /// The SAE ID (SAE listener) or KME ID (peer listener) it maps to, if any.
+    pub id: Option<String>,
+}
+
+/// Parses a DER certificate into the facts used for identification.
+pub fn parse_identity(der: &[u8]) -> Option<CertIdentity> {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).ok()?;
+    let cn = cert
+        .subject()
+        .iter_common_name()
+        .next()
+        .and_then(|a| a.as_str().ok())
+        .map(str::to_string);
+    let digest = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, cert.public_key().raw);
+    Some(CertIdentity {
+        cn,
+        serial: normalize_hex(&cert.raw_serial_as_string()),
+        issuer: cert.issuer().to_string(),
+        spki_sha256: hex(digest.as_ref()),
+    })
+}
+
+/// Lower-case hex.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn normalize_hex(s: &str) -> String {
+    let t: String = s
+        .chars()
+        .filter(|c| *c != ':')
+        .collect::<String>()
+        .to_ascii_lowercase();
+    let t = t.trim_start_matches('0');
+    if t.is_empty() {
+        "0".into()
+    } else {
+        t.to_string()
+    }
+}
+
+/// Maps a certificate to an ID.
+pub trait Resolver: Send + Sync + 'static {
+    /// The ID for these certificate facts, if any.
+    fn resolve(&self, cert: &CertIdentity) -> Option<String>;
+}
+
+/// SAE identification per [`SaeConfig`].
+#[derive(Debug)]
+pub struct SaeResolver(pub Vec<SaeConfig>);
+
+impl Resolver for SaeResolver {
+    fn resolve(&self, c: &CertIdentity) -> Option<String> {
+        self.0
+            .iter()
+            .find(|s| match s.matcher {
+                SaeMatch::Cn => c.cn.as_deref() == Some(s.value.as_deref().unwrap_or(&s.id)),
+                SaeMatch::Serial => {
+                    s.value.as_deref().map(normalize_hex).as_deref() == Some(c.serial.as_str())
+                        && s.issuer.as_deref() == Some(c.issuer.as_str())
+                }
+                SaeMatch::Fingerprint => s
+                    .value
+                    .as_deref()
+                    .is_some_and(|v| normalize_hex(v) == normalize_hex(&c.spki_sha256)),
+            })
+            .map(|s| s.id.clone())
+    }
+}
+
+/// Peer KMEs are recognised by CN = KME ID.
+#[derive(Debug)]
+pub struct KmeResolver(pub Vec<String>);
+
+impl Resolver for KmeResolver {
+    fn resolve(&self, c: &CertIdentity) -> Option<String> {
+        let cn = c.cn.as_deref()?;
+        self.0.iter().find(|k| k.as_str() == cn).cloned()
+    }
+}
+
+/// An axum-server acceptor: TLS handshake (with timeout), TCP_NODELAY, and an `Arc<Peer>`
+/// inserted into every request of the connection.
+#[derive(Clone)]
+pub struct MtlsAcceptor {
+    inner: tokio_rustls::TlsAcceptor,
+    resolver: Arc<dyn Resolver>,
+    timeout: Duration,
+}
+
+impl std::fmt::Debug for MtlsAcceptor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MtlsAcceptor").finish_non_exhaustive()
+    }
+}
+
+impl MtlsAcceptor {
+    /// New acceptor.
+    pub fn new(cfg: Arc<ServerConfig>, resolver: Arc<dyn Resolver>) -> Self {
+        Self {
+            inner: tokio_rustls::TlsAcceptor::from(cfg),
+            resolver,
+            timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+type BoxFut<T> = Pin<Box<dyn Future<Output = T> + Send>>;
+
+impl<S: Send + 'static> axum_server::accept::Accept<TcpStream, S> for MtlsAcceptor {
+    type Stream = tokio_rustls::server::TlsStream<TcpStream>;
+    type Service = WithPeer<S>;
+    type Future = BoxFut<io::Result<(Self::Stream, Self::Service)>>;
+
+    fn accept(&self, stream: TcpStream, service: S) -> Self::Future {
+        let acceptor = self.inner.clone();
+        let resolver = self.resolver.clone();
+        let timeout = self.timeout;
+        Box::pin(async move {
+            let _ = stream.set_nodelay(true);
+            let tls = tokio::time::timeout(timeout, acceptor.accept(stream))
+                .await
+                .map_err(|_| {
+                    io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out")
+                })??;
+            let cert = tls
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|c| c.first())
+                .and_then(|c| parse_identity(c.as_ref()));
+            let id = cert.as_ref().and_then(|c| resolver.resolve(c));
+            Ok((
+                tls,
+                WithPeer {
+                    inner: service,
+                    peer: Arc::new(Peer { cert, id }),
+                },
+            ))
+        })
+    }
+}
+
+/// A service adding the connection's [`Peer`] to each request's extensions.
+#[derive(Clone, Debug)]
+pub struct WithPeer<S> {
+    inner: S,
+    peer: Arc<Peer>,
+}
+
+impl<S, B> tower::Service<http::Request<B>> for WithPeer<S>
+where
+    S: tower::Service<http::Request<B>>,
+{
+    type Response = S::Response;
+    type Error = S::Error;
+    type Future = S::Future;
+
+    fn poll_ready(&mut self, cx: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        self.inner.poll_ready(cx)
+    }
+
+    fn call(&mut self, mut req: http::Request<B>) -> Self::Future {
+        req.extensions_mut().insert(self.peer.clone());
+        self.inner.call(req)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sae_identity_by_cn_serial_and_fingerprint() {
+        let dir = tempfile::tempdir().unwrap();
+        crate::pki::init(
+            dir.path(),
+            &["K".into()],
+            &[("SAE_X".into(), "K".into())],
+            9000,
+            &[],
+        )
+        .unwrap();
+        let der = load_certs(&dir.path().join("SAE_X.pem")).unwrap().remove(0);
+        let id = parse_identity(der.as_ref()).unwrap();
+        assert_eq!(id.cn.as_deref(), Some("SAE_X"));
+        assert_eq!(id.issuer, "CN=qkd dev CA, O=qkd dev PKI");
+        assert_eq!(id.spki_sha256.len(), 64);
+        let sae = |matcher, value: Option<String>, issuer: Option<String>| SaeConfig {
+            id: "ID".into(),
+            matcher,
+            value,
+            issuer,
+        };
+        let yes = |s: SaeConfig| SaeResolver(vec![s]).resolve(&id) == Some("ID".into());
+        assert!(yes(sae(SaeMatch::Cn, Some("SAE_X".into()), None)));
+        assert!(
+            !yes(sae(SaeMatch::Cn, None, None)),
+            "cn defaults to the SAE ID"
+        );
+        // Serial with colons and upper case, and the issuer.
+        let colons: Vec<String> = id
+            .serial
+            .as_bytes()
+            .chunks(2)
+            .map(|c| String::from_utf8_lossy(c).to_uppercase())
+            .collect();
+        let serial = colons.join(":");
+        assert!(yes(sae(
+            SaeMatch::Serial,
+            Some(serial.clone()),
+            Some(id.issuer.clone())
+        )));
+        assert!(!yes(sae(
+            SaeMatch::Serial,
+            Some(serial),
+            Some("CN=other".into())
+        )));
+        assert!(yes(sae(
+            SaeMatch::Fingerprint,
+            Some(id.spki_sha256.to_uppercase()),
+            None
+        )));
+        assert!(!yes(sae(
+            SaeMatch::Fingerprint,
+            Some("00".repeat(32)),
+            None
+        )));
+        assert_eq!(
+            KmeResolver(vec!["SAE_X".into()]).resolve(&id),
+            Some("SAE_X".into())
+        );
+    }
+}

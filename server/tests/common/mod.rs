@@ -1,0 +1,137 @@
+//! Test harness: a dev PKI, two KMEs on loopback with ephemeral ports, mTLS clients.
+#![allow(dead_code)]
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use qkd_server::client::Client;
+use qkd_server::config::{Config, SourceConfig};
+use qkd_server::{ServerHandle, pki, serve};
+
+pub struct Lab {
+    pub dir: tempfile::TempDir,
+    pub a: Config,
+    pub b: Config,
+}
+
+/// Ports below the kernel's ephemeral range, distinct per test in this process (an ephemeral
+/// port chosen by the kernel and released could be reused by a parallel test's client).
+pub fn free_port() -> u16 {
+    use std::sync::atomic::{AtomicU32, Ordering};
+    static NEXT: AtomicU32 = AtomicU32::new(0);
+    loop {
+        let n = NEXT.fetch_add(1, Ordering::Relaxed);
+        let port = 10_000 + (std::process::id() * 97 + n) % 20_000;
+        if std::net::TcpListener::bind(("127.0.0.1", port as u16)).is_ok() {
+            return port as u16;
+        }
+    }
+}
+
+/// KME_A with SAE_1, SAE_3; KME_B with SAE_2, SAE_4. Links use a simulated source.
+pub fn lab(ttl_secs: u64) -> Lab {
+    let dir = tempfile::tempdir().unwrap();
+    let kmes = vec!["KME_A".to_string(), "KME_B".to_string()];
+    let saes: Vec<(String, String)> = ["SAE_1@KME_A", "SAE_2@KME_B", "SAE_3@KME_A", "SAE_4@KME_B"]
+        .iter()
+        .map(|s| pki::parse_sae_spec(s).unwrap())
+        .collect();
+    pki::init(dir.path(), &kmes, &saes, 8443, &[]).unwrap();
+    let mut a = Config::load(&dir.path().join("KME_A.toml")).unwrap();
+    let mut b = Config::load(&dir.path().join("KME_B.toml")).unwrap();
+    let ports: Vec<u16> = (0..4).map(|_| free_port()).collect();
+    a.listen = SocketAddr::from(([127, 0, 0, 1], ports[0]));
+    a.peer_listen = Some(SocketAddr::from(([127, 0, 0, 1], ports[1])));
+    b.listen = SocketAddr::from(([127, 0, 0, 1], ports[2]));
+    b.peer_listen = Some(SocketAddr::from(([127, 0, 0, 1], ports[3])));
+    a.links[0].url = format!("https://127.0.0.1:{}", ports[3]);
+    b.links[0].url = format!("https://127.0.0.1:{}", ports[1]);
+    for c in [&mut a, &mut b] {
+        c.keys.reservation_ttl_secs = ttl_secs;
+        c.links[0].source = SourceConfig::Simulated {
+            seed: "test seed".into(),
+            block_bytes: 4096,
+            initial_blocks: 8,
+            interval_ms: 0,
+            max_blocks: 8,
+        };
+        c.local_pool.as_mut().unwrap().source = SourceConfig::Random {
+            target_bytes: 1 << 16,
+        };
+    }
+    Lab { dir, a, b }
+}
+
+impl Lab {
+    pub fn path(&self, f: &str) -> PathBuf {
+        self.dir.path().join(f)
+    }
+    pub fn client(&self, kme: &ServerHandle, sae: &str) -> Client {
+        Client::new(
+            &format!("https://localhost:{}", kme.sae_addr.port()),
+            &self.path("ca.pem"),
+            &self.path(&format!("{sae}.pem")),
+            &self.path(&format!("{sae}.key")),
+        )
+        .unwrap()
+    }
+}
+
+pub async fn start(cfg: &Config) -> ServerHandle {
+    let h = serve(cfg.clone()).await.unwrap();
+    wait_ready(&h).await;
+    h
+}
+
+/// Waits until the simulated and random sources have filled the pools.
+pub async fn wait_ready(h: &ServerHandle) {
+    for _ in 0..200 {
+        let local = h
+            .pool()
+            .stats(qkd_server::pool::LOCAL_POOL)
+            .allocatable_bytes;
+        let peer = h
+            .pool()
+            .stats(if h.kme_id() == "KME_A" {
+                "KME_B"
+            } else {
+                "KME_A"
+            })
+            .blocks;
+        if local >= 1 << 16 && peer >= 8 {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(10)).await;
+    }
+    panic!("pools not filled");
+}
+
+pub fn b64(s: &str) -> Vec<u8> {
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.decode(s).unwrap()
+}
+
+pub fn raw_tls_client(ca: &Path, cert: Option<(&Path, &Path)>) -> reqwest::Client {
+    let roots = qkd_server::tls::load_certs(ca).unwrap();
+    let mut store = rustls::RootCertStore::empty();
+    for r in roots {
+        store.add(r).unwrap();
+    }
+    let b = rustls::ClientConfig::builder_with_provider(qkd_server::tls::provider())
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(store);
+    let cfg = match cert {
+        Some((c, k)) => b
+            .with_client_auth_cert(
+                qkd_server::tls::load_certs(c).unwrap(),
+                qkd_server::tls::load_key(k).unwrap(),
+            )
+            .unwrap(),
+        None => b.with_no_client_auth(),
+    };
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(cfg)
+        .build()
+        .unwrap()
+}

@@ -1,0 +1,69 @@
+//! TLS parameters of the SAE listener: TLS 1.3 with X25519MLKEM768 when the client offers it,
+//! TLS 1.2 accepted by default and refused when `min_version = "1.3"`.
+
+mod common;
+
+use std::sync::Arc;
+
+use common::*;
+use rustls::pki_types::ServerName;
+
+async fn handshake(
+    lab: &Lab,
+    port: u16,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> std::io::Result<(rustls::ProtocolVersion, Option<rustls::NamedGroup>)> {
+    let ca = qkd_server::tls::load_certs(&lab.path("ca.pem")).unwrap();
+    let mut roots = rustls::RootCertStore::empty();
+    for c in ca {
+        roots.add(c).unwrap();
+    }
+    let cfg = rustls::ClientConfig::builder_with_provider(qkd_server::tls::provider())
+        .with_protocol_versions(versions)
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_client_auth_cert(
+            qkd_server::tls::load_certs(&lab.path("SAE_1.pem")).unwrap(),
+            qkd_server::tls::load_key(&lab.path("SAE_1.key")).unwrap(),
+        )
+        .unwrap();
+    let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(cfg))
+        .connect(ServerName::try_from("localhost").unwrap(), tcp)
+        .await?;
+    let conn = tls.get_ref().1;
+    Ok((
+        conn.protocol_version().unwrap(),
+        conn.negotiated_key_exchange_group().map(|g| g.name()),
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hybrid_post_quantum_first_and_tls12_policy() {
+    let mut lab = lab(60);
+    let a = start(&lab.a).await;
+    let (v, g) = handshake(&lab, a.sae_addr.port(), &[&rustls::version::TLS13])
+        .await
+        .unwrap();
+    assert_eq!(v, rustls::ProtocolVersion::TLSv1_3);
+    assert_eq!(g, Some(rustls::NamedGroup::X25519MLKEM768));
+    let (v, _) = handshake(&lab, a.sae_addr.port(), &[&rustls::version::TLS12])
+        .await
+        .unwrap();
+    assert_eq!(v, rustls::ProtocolVersion::TLSv1_2);
+    a.shutdown().await;
+    // TLS 1.3 minimum: a TLS 1.2-only client is refused.
+    lab.a.tls.min_version = "1.3".into();
+    let a = start(&lab.a).await;
+    assert!(
+        handshake(&lab, a.sae_addr.port(), &[&rustls::version::TLS12])
+            .await
+            .is_err()
+    );
+    assert!(
+        handshake(&lab, a.sae_addr.port(), &[&rustls::version::TLS13])
+            .await
+            .is_ok()
+    );
+    a.shutdown().await;
+}
