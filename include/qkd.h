@@ -350,7 +350,7 @@ typedef struct {
 typedef struct {
   // Bits disclosed per block to estimate the QBER (0 < sample_bits < block length / 2).
   uint64_t sample_bits;
-  // Cascade variant name, NUL-terminated (NULL: "option8"). Must stay valid during the call.
+  // Cascade variant name, NUL-terminated (NULL: the engine's default, "yanetal" at this version). Must stay valid during the call.
   const char *variant;
   // Failure probability of the QBER upper bound (parameter estimation), in (0, 1).
   double eps_pe;
@@ -563,8 +563,8 @@ qkd_result qkd_block_hamming_distance(const qkd_block *a, const qkd_block *b, si
 void qkd_block_free(qkd_block *block);
 
 // Creates Bob's side for his noisy `key` (copied). `variant` names the Cascade variant (NULL:
-// "option8"; also "original", "biconf", "yanetal", "option3", "option4", "option7",
-// "yanetal-x", "option8-x", "option8-xb"); `qber` (in (0, 0.5)) is the estimate the block
+// the engine's default, "yanetal" at this version; also "original", "biconf", "option3",
+// "option4", "option7", "option8", "yanetal-x", "option8-x", "option8-xb"); `qber` (in (0, 0.5)) is the estimate the block
 // sizes come from (e.g. qkd_qber_estimate.qber_upper); `seed` (QKD_SEED_LEN bytes, fresh from
 // qkd_random_seed) selects the shuffles and travels to Alice in the first message, which is
 // queued: take it with qkd_cascade_bob_take_message.
@@ -660,7 +660,7 @@ void qkd_cascade_alice_free(qkd_cascade_alice *alice);
 void qkd_cascade_bob_free(qkd_cascade_bob *bob);
 
 // Runs both sides in this process (through the wire encoding): reconciles `bob_key` against
-// `alice_key` with the given variant (NULL: "option8"), QBER estimate and seed, stores Bob's
+// `alice_key` with the given variant (NULL: the engine's default), QBER estimate and seed, stores Bob's
 // corrected key in `*bob_corrected_out` and, if `report_out` is not NULL, the report.
 //
 // # Safety
@@ -814,7 +814,7 @@ qkd_result qkd_qber_upper_bound(uint64_t n,
                                 uint32_t bound,
                                 double *out);
 
-// Fills `*config` with the defaults: a 16384-bit sample, "option8", eps_pe = eps_sec =
+// Fills `*config` with the defaults: a 16384-bit sample, the default variant (NULL), eps_pe = eps_sec =
 // 1e-10, eps_cor = 1e-15, max_qber = 0.11.
 //
 // # Safety

@@ -26,8 +26,11 @@ use crate::buffer::{in_seed, in_slice, out_ref, write_bytes};
 use crate::handle::{self, Handle};
 use crate::result::{Error, FfiResult, guard, qkd_result};
 
-/// The variant used when the name passed is NULL: "option8" (Martinez-Mateo et al. 2014).
-pub const DEFAULT_VARIANT: &str = "option8";
+/// The variant used when the name passed is NULL: the engine's default, the one
+/// `qkd_core::pipeline::PipelineConfig::default()` uses ("yanetal" at this version).
+pub(crate) fn default_variant() -> String {
+    qkd_core::pipeline::PipelineConfig::default().algorithm
+}
 
 /// Alice's side of a Cascade run (holds the reference key, answers parity questions). Opaque;
 /// free with qkd_cascade_alice_free (zeroizes the key).
@@ -122,13 +125,14 @@ pub(crate) fn reconcile_error(e: ReconcileError) -> Error {
     Error::new(code, e.to_string())
 }
 
-/// The variant named by a C string (NULL: [`DEFAULT_VARIANT`]).
+/// The variant named by a C string (NULL: [`default_variant`]).
 ///
 /// # Safety
 /// `name` must be NULL or a NUL-terminated string.
 unsafe fn variant(name: *const c_char) -> FfiResult<Variant> {
+    let default = default_variant();
     let name = if name.is_null() {
-        DEFAULT_VARIANT
+        default.as_str()
     } else {
         // SAFETY: non-NULL and NUL-terminated by the caller's contract.
         unsafe { CStr::from_ptr(name) }
@@ -179,8 +183,8 @@ fn stats_of(bob: &Bob) -> qkd_cascade_stats {
 }
 
 /// Creates Bob's side for his noisy `key` (copied). `variant` names the Cascade variant (NULL:
-/// "option8"; also "original", "biconf", "yanetal", "option3", "option4", "option7",
-/// "yanetal-x", "option8-x", "option8-xb"); `qber` (in (0, 0.5)) is the estimate the block
+/// the engine's default, "yanetal" at this version; also "original", "biconf", "option3",
+/// "option4", "option7", "option8", "yanetal-x", "option8-x", "option8-xb"); `qber` (in (0, 0.5)) is the estimate the block
 /// sizes come from (e.g. qkd_qber_estimate.qber_upper); `seed` (QKD_SEED_LEN bytes, fresh from
 /// qkd_random_seed) selects the shuffles and travels to Alice in the first message, which is
 /// queued: take it with qkd_cascade_bob_take_message.
@@ -491,7 +495,7 @@ pub unsafe extern "C" fn qkd_cascade_bob_free(bob: *mut qkd_cascade_bob) {
 }
 
 /// Runs both sides in this process (through the wire encoding): reconciles `bob_key` against
-/// `alice_key` with the given variant (NULL: "option8"), QBER estimate and seed, stores Bob's
+/// `alice_key` with the given variant (NULL: the engine's default), QBER estimate and seed, stores Bob's
 /// corrected key in `*bob_corrected_out` and, if `report_out` is not NULL, the report.
 ///
 /// # Safety

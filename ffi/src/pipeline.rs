@@ -22,7 +22,7 @@ pub const QKD_REASON_LEN: usize = 160;
 pub struct qkd_pipeline_config {
     /// Bits disclosed per block to estimate the QBER (0 < sample_bits < block length / 2).
     pub sample_bits: u64,
-    /// Cascade variant name, NUL-terminated (NULL: "option8"). Must stay valid during the call.
+    /// Cascade variant name, NUL-terminated (NULL: the engine's default, "yanetal" at this version). Must stay valid during the call.
     pub variant: *const c_char,
     /// Failure probability of the QBER upper bound (parameter estimation), in (0, 1).
     pub eps_pe: f64,
@@ -110,7 +110,7 @@ pub struct qkd_block_report {
     pub seconds_check: f64,
 }
 
-/// Fills `*config` with the defaults: a 16384-bit sample, "option8", eps_pe = eps_sec =
+/// Fills `*config` with the defaults: a 16384-bit sample, the default variant (NULL), eps_pe = eps_sec =
 /// 1e-10, eps_cor = 1e-15, max_qber = 0.11.
 ///
 /// # Safety
@@ -166,7 +166,7 @@ fn pipeline_error(e: PipelineError) -> Error {
 /// `c.variant` must be NULL or a NUL-terminated string.
 unsafe fn core_config(c: &qkd_pipeline_config, block_bits: usize) -> FfiResult<PipelineConfig> {
     let algorithm = if c.variant.is_null() {
-        crate::cascade::DEFAULT_VARIANT.to_owned()
+        crate::cascade::default_variant()
     } else {
         // SAFETY: non-NULL and NUL-terminated by the caller's contract.
         unsafe { CStr::from_ptr(c.variant) }
