@@ -714,7 +714,7 @@ impl Bob {
     /// finishes.
     fn advance(&mut self) -> Result<Message, ReconcileError> {
         loop {
-            self.resolve();
+            self.resolve()?;
             if !self.tasks.is_empty() {
                 self.tasks
                     .sort_unstable_by_key(|t| (t.pass, t.block, t.node));
@@ -804,7 +804,7 @@ impl Bob {
         }
     }
 
-    fn resolve(&mut self) {
+    fn resolve(&mut self) -> Result<(), ReconcileError> {
         loop {
             let mut flipped = false;
             let mut i = 0;
@@ -818,6 +818,17 @@ impl Bob {
                         self.tasks.swap_remove(i);
                         self.flip(x);
                         flipped = true;
+                        // With Alice's true parities every flip fixes a real error, so a run
+                        // flips at most n bits. More means the parities received contradict
+                        // each other (a corrupted message): without this check the cascade
+                        // step could flip the same bits back and forth forever.
+                        if self.stats.corrected > self.plan.n as u64 {
+                            return Err(ReconcileError::Malformed(format!(
+                                "Alice's parities are inconsistent: more than {} corrections \
+                                 on a {}-bit key",
+                                self.plan.n, self.plan.n
+                            )));
+                        }
                     }
                     Step::Ask => {
                         self.tasks[i] = t;
@@ -826,7 +837,7 @@ impl Bob {
                 }
             }
             if !flipped {
-                return;
+                return Ok(());
             }
         }
     }

@@ -1,0 +1,152 @@
+//! Privacy amplification: the finite-key secret length and the Toeplitz hash.
+//!
+//! Toeplitz convention (DESIGN §4, so two vendors' KMEs get the same bits): for input `x` of
+//! `n` bits and output of `m` bits, the seed `s` has `n + m - 1` bits and
+//! `T[i][j] = s[i - j + n - 1]` (0 <= i < m, 0 <= j < n); the output is `y = T x` over GF(2).
+
+use qkd_core::BitBlock;
+use qkd_core::amplify::{
+    Bb84Tlgr2012, FiniteKeyInput, SecretLengthModel, ToeplitzError, binary_entropy,
+    seed_bits_needed, toeplitz_hash,
+};
+
+use crate::block::{block, block_out, qkd_block};
+use crate::buffer::{in_ref, out_ref};
+use crate::handle;
+use crate::result::{Error, guard, guard_value, qkd_result};
+
+/// Largest Toeplitz input accepted, in bits (2^28; qkd-core's `MAX_INPUT_BITS`, checked equal by
+/// a test).
+pub const QKD_TOEPLITZ_MAX_INPUT_BITS: usize = 268_435_456;
+
+/// What the finite-key bound needs to know about one block.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct qkd_finite_key_input {
+    /// n: key bits after the estimation sample was removed (the input to amplification).
+    pub key_bits: u64,
+    /// k: bits disclosed to estimate the QBER.
+    pub sample_bits: u64,
+    /// QBER observed on the sample, in [0, 0.5].
+    pub qber: f64,
+    /// leak_EC: bits revealed by reconciliation plus the confirmation tag.
+    pub leak_ec_bits: u64,
+    /// Secrecy parameter eps_sec in (0, 1).
+    pub eps_sec: f64,
+    /// Correctness parameter eps_cor in (0, 1).
+    pub eps_cor: f64,
+    /// Preparation quality q = -log2 c in (0, 1], c the maximal overlap of the two bases;
+    /// 1 for ideal BB84.
+    pub preparation_quality: f64,
+}
+
+/// A secret length with the terms it was computed from.
+#[repr(C)]
+#[derive(Debug, Clone, Copy)]
+pub struct qkd_secret_length {
+    /// Bits privacy amplification may output: max(0, floor(raw_bits)). 0 is a normal outcome
+    /// (the block yields no key), not an error.
+    pub bits: u64,
+    /// The bound before rounding and clamping; negative when the block yields no key.
+    pub raw_bits: f64,
+    /// The asymptotic length n (1 - h(Q)) - leak_EC, for comparison.
+    pub asymptotic_bits: f64,
+    /// The statistical allowance mu added to the observed QBER.
+    pub qber_deviation: f64,
+    /// The amplification cost log2(2 / (eps_sec^2 eps_cor)).
+    pub pa_cost_bits: f64,
+}
+
+/// The finite-key secret length of single-photon BB84 after Tomamichel, Lim, Gisin, Renner,
+/// Nat. Commun. 3, 634 (2012) (no decoy states): fills `*out`. Invalid inputs (eps outside
+/// (0, 1), QBER outside [0, 0.5], k = 0, n = 0, q outside (0, 1]) give
+/// QKD_ERR_INVALID_ARGUMENT.
+///
+/// # Safety
+/// `input` must be NULL or point to a readable `qkd_finite_key_input`; `out` NULL or a
+/// writable `qkd_secret_length`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn qkd_secret_length_bb84(
+    input: *const qkd_finite_key_input,
+    out: *mut qkd_secret_length,
+) -> qkd_result {
+    guard(|| {
+        // SAFETY: caller contract on `input` and `out`.
+        let (input, out) = unsafe { (in_ref(input, "input")?, out_ref(out, "out")?) };
+        let q = input.preparation_quality;
+        if !(q > 0.0 && q <= 1.0) {
+            return Err(Error::invalid(format!(
+                "preparation_quality = {q} is outside (0, 1]; 1 is ideal BB84"
+            )));
+        }
+        let model = Bb84Tlgr2012 {
+            preparation_quality: q,
+        };
+        let len = model
+            .secret_length(&FiniteKeyInput {
+                key_bits: input.key_bits,
+                sample_bits: input.sample_bits,
+                qber: input.qber,
+                leak_ec_bits: input.leak_ec_bits,
+                eps_sec: input.eps_sec,
+                eps_cor: input.eps_cor,
+            })
+            .map_err(|e| Error::invalid(e.to_string()))?;
+        *out = qkd_secret_length {
+            bits: len.bits,
+            raw_bits: len.raw_bits,
+            asymptotic_bits: len.asymptotic_bits,
+            qber_deviation: len.qber_deviation,
+            pa_cost_bits: len.pa_cost_bits,
+        };
+        Ok(())
+    })
+}
+
+/// Binary entropy h(p) = -p log2 p - (1 - p) log2 (1 - p), with h(0) = h(1) = 0; p is clamped
+/// to [0, 1].
+#[unsafe(no_mangle)]
+pub extern "C" fn qkd_binary_entropy(p: f64) -> f64 {
+    guard_value(f64::NAN, || binary_entropy(p))
+}
+
+/// Seed length in bits for hashing `input_bits` down to `output_bits`: n + m - 1 (saturating).
+#[unsafe(no_mangle)]
+pub extern "C" fn qkd_toeplitz_seed_bits(input_bits: usize, output_bits: usize) -> usize {
+    guard_value(0, || seed_bits_needed(input_bits, output_bits))
+}
+
+/// Toeplitz hash of `input` (n bits) to `output_bits` (m) bits with `seed` (at least n + m - 1
+/// bits; extra bits are ignored), by the fastest exact method (NTT, SIMD dispatched at run
+/// time). Requires 0 < m < n <= QKD_TOEPLITZ_MAX_INPUT_BITS. The result is a new block in
+/// `*out`.
+///
+/// # Safety
+/// `input`, `seed` must be NULL or live handles; `out` NULL or a writable `qkd_block *`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn qkd_toeplitz_hash(
+    input: *const qkd_block,
+    seed: *const qkd_block,
+    output_bits: usize,
+    out: *mut *mut qkd_block,
+) -> qkd_result {
+    guard(|| {
+        // SAFETY: caller contract on `out`, `input` and `seed`.
+        let (out, input, seed) = unsafe {
+            (
+                block_out(out, "out")?,
+                block(input, "input")?,
+                block(seed, "seed")?,
+            )
+        };
+        let hashed: BitBlock = toeplitz_hash(input, seed, output_bits).map_err(|e| {
+            let code = match e {
+                ToeplitzError::SeedTooShort { .. } => qkd_result::QKD_ERR_LENGTH_MISMATCH,
+                _ => qkd_result::QKD_ERR_INVALID_ARGUMENT,
+            };
+            Error::new(code, e.to_string())
+        })?;
+        handle::put(out, hashed);
+        Ok(())
+    })
+}
