@@ -16,6 +16,9 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "cargo test"
 cargo test --workspace --locked
 
+step "libqkd: header freshness, C tests and examples under ASan/UBSan and valgrind"
+./scripts/test-c.sh
+
 step "Python module (pytest + notebook)"
 ./scripts/test-python.sh
 

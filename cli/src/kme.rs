@@ -39,7 +39,9 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
 }
 
 pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    Ok(tokio::runtime::Builder::new_multi_thread().enable_all().build()?)
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?)
 }
 
 /// `qkd pki` subcommands.
@@ -203,7 +205,13 @@ pub fn client(cmd: ClientCommand) -> anyhow::Result<()> {
             ClientCommand::Status { conn, slave } => {
                 serde_json::to_string_pretty(&connect(&conn)?.status(&slave).await?)?
             }
-            ClientCommand::Enc { conn, slave, number, size, additional } => {
+            ClientCommand::Enc {
+                conn,
+                slave,
+                number,
+                size,
+                additional,
+            } => {
                 let req = KeyRequest {
                     number: Some(number),
                     size,
@@ -213,9 +221,11 @@ pub fn client(cmd: ClientCommand) -> anyhow::Result<()> {
                 };
                 serde_json::to_string_pretty(&connect(&conn)?.enc_keys(&slave, &req).await?)?
             }
-            ClientCommand::Dec { conn, master, key_ids } => {
-                serde_json::to_string_pretty(&connect(&conn)?.dec_keys(&master, &key_ids).await?)?
-            }
+            ClientCommand::Dec {
+                conn,
+                master,
+                key_ids,
+            } => serde_json::to_string_pretty(&connect(&conn)?.dec_keys(&master, &key_ids).await?)?,
         };
         ui::print(json)
     })

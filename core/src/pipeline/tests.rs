@@ -171,7 +171,9 @@ fn session_reuses_plans_within_a_qber_bucket() {
     // Blocks through one session still reconcile exactly.
     for seed in 0..3 {
         let p = simulate(1 << 14, 0.02, ErrorModel::IidExact, seed).unwrap();
-        let r = s.process_block(seed, &p.alice, &p.bob, &mut SeededRandom::from_u64(seed)).unwrap();
+        let r = s
+            .process_block(seed, &p.alice, &p.bob, &mut SeededRandom::from_u64(seed))
+            .unwrap();
         assert_eq!(r.report.residual_errors, 0);
     }
 }
