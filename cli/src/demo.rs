@@ -13,7 +13,7 @@ use qkd_core::pipeline::{self, BlockReport, PipelineError, Summary};
 use serde::Serialize;
 
 use crate::process::{self, PipelineArgs};
-use crate::{report, ui};
+use crate::{kme_demo, report, ui};
 
 /// The dataset compiled into the binary: 2^20 bits at 2 % i.i.d. errors (`datasets/`).
 const EMBEDDED_NAME: &str = "iid-2pct";
@@ -35,6 +35,9 @@ pub struct Args {
     out: Option<PathBuf>,
     #[command(flatten)]
     pipeline: PipelineArgs,
+    /// Skip the last step: two KMEs on loopback serving the final keys over ETSI 014.
+    #[arg(long)]
+    no_kme: bool,
     /// Print one JSON object on stdout instead of tables.
     #[arg(long)]
     json: bool,
@@ -47,6 +50,7 @@ struct DemoReport<'a> {
     nominal_qber: f64,
     summary: &'a Summary,
     blocks: &'a [BlockReport],
+    kme: Option<&'a kme_demo::KmeDemo>,
 }
 
 /// Loads the embedded pair, checking it against the embedded manifest like any dataset.
@@ -97,6 +101,7 @@ pub fn run(mut args: Args) -> anyhow::Result<()> {
     }
     let bar = ui::progress(blocks as u64, "pipeline");
     let mut reports = Vec::with_capacity(blocks);
+    let mut finals = Vec::new();
     let summary = pipeline::process(&alice, &bob, &cfg, |r| {
         if let (Some(out), Some(key)) = (&args.out, &r.key) {
             let path = out.join(format!("block-{:06}.key", r.report.index));
@@ -105,11 +110,24 @@ pub fn run(mut args: Args) -> anyhow::Result<()> {
                 error,
             })?;
         }
+        if let Some(key) = r.key {
+            finals.push((r.report.index, key));
+        }
         reports.push(r.report);
         bar.inc(1);
         Ok(())
     })?;
     bar.finish_and_clear();
+    let kme = if args.no_kme {
+        None
+    } else {
+        Some(kme_demo::run(&finals)?)
+    };
+    if let Some(k) = &kme
+        && !k.bytes_match
+    {
+        bail!("the keys SAE_2 fetched at KME_B differ from SAE_1's at KME_A");
+    }
     if args.json {
         let r = DemoReport {
             dataset: &entry.name,
@@ -117,6 +135,7 @@ pub fn run(mut args: Args) -> anyhow::Result<()> {
             nominal_qber: entry.simulation.qber,
             summary: &summary,
             blocks: &reports,
+            kme: kme.as_ref(),
         };
         return ui::print(serde_json::to_string(&r)?);
     }
@@ -130,5 +149,17 @@ pub fn run(mut args: Args) -> anyhow::Result<()> {
         cfg.algorithm
     ))?;
     ui::print(report::blocks_table(&reports))?;
-    ui::print(report::summary_table(&summary))
+    ui::print(report::summary_table(&summary))?;
+    if let Some(k) = &kme {
+        ui::print(format!(
+            "KME_A and KME_B on loopback (mutual TLS, ETSI GS QKD 014), both loaded with the {} final \
+             key blocks: SAE_1 got {} keys of {} bits from KME_A (enc_keys), SAE_2 fetched them by ID \
+             at KME_B (dec_keys): bytes match: {}",
+            k.blocks_loaded, k.keys, k.key_bits, k.bytes_match
+        ))?;
+        for id in &k.key_ids {
+            ui::print(format!("  key_ID {id}"))?;
+        }
+    }
+    Ok(())
 }

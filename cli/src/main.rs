@@ -9,6 +9,7 @@ mod amplify;
 mod bench;
 mod demo;
 mod kme;
+mod kme_demo;
 mod process;
 mod report;
 mod sim;
