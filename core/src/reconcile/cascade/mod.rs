@@ -49,6 +49,28 @@ use plan::PassPlan;
 #[cfg(test)]
 mod tests;
 
+/// Parity of bits `s..e` of `words` (`e <= 64 * words.len()`): inline for ranges spanning
+/// up to eight words (most bisection intervals), the run-time dispatched kernel beyond.
+#[inline]
+fn parity(words: &[u64], s: usize, e: usize) -> bool {
+    if e <= s {
+        return false;
+    }
+    let (fw, lw) = (s / 64, (e - 1) / 64);
+    if lw - fw < 8
+        && let Some(ws) = words.get(fw..=lw)
+    {
+        let mut acc = ws.iter().fold(0, |a, w| a ^ w);
+        // Drop the bits below `s` of the first word and above `e - 1` of the last (for one
+        // word, the bits above `e - 1` are all at or above `s`, so the two steps compose).
+        let (first, last) = (ws.first().unwrap_or(&0), ws.last().unwrap_or(&0));
+        acc ^= first & !(u64::MAX << (s % 64));
+        acc ^= last & !(u64::MAX >> (63 - (e - 1) % 64));
+        return acc.count_ones() & 1 == 1;
+    }
+    range_parity(kernels::best(), words, s, e)
+}
+
 /// Parity of every used top-level block of pass `pp` of `key`, in block order.
 fn top_parities(key: &BitBlock, copy: Option<&BitBlock>, pp: &PassPlan, n: usize) -> Vec<bool> {
     let k = kernels::best();
@@ -375,7 +397,7 @@ impl Alice {
                 for q in &questions {
                     let (pass, s, e) = check_question(&plan, q)?;
                     let words = alice_words(&self.key, &mut self.copies, &plan, pass);
-                    out.push(range_parity(kernels::best(), words, s, e));
+                    out.push(parity(words, s, e));
                 }
                 self.disclosed += u64::from(out.count);
                 self.next_round += 1;
@@ -406,7 +428,6 @@ impl Alice {
                     });
                 };
                 deep.check(questions.len())?;
-                let k = kernels::best();
                 let mut out = Parities::with_capacity(2 * questions.len());
                 let mut j = 0;
                 let mut next_bob = || {
@@ -446,7 +467,7 @@ impl Alice {
                         &t,
                         bits,
                         |s, e| {
-                            let p = range_parity(k, words, s as usize, e as usize);
+                            let p = parity(words, s as usize, e as usize);
                             out.push(p);
                             p
                         },
@@ -927,7 +948,7 @@ impl Bob {
             Some(c) => c.words(),
             None => self.key.words(),
         };
-        range_parity(kernels::best(), words, s, e)
+        parity(words, s, e)
     }
 
     /// Resolves tasks as far as known parities allow, then asks, moves to the next pass, or

@@ -566,3 +566,21 @@ fn cpu_per_block() {
         }
     }
 }
+
+#[test]
+fn inline_parity_agrees_with_the_bit_by_bit_parity() {
+    let mut rng = SeededRandom::from_u64(77);
+    let words: Vec<u64> = (0..40).map(|_| rng.u64()).collect();
+    let bit = |i: usize| (words[i / 64] >> (i % 64)) & 1 == 1;
+    for _ in 0..3000 {
+        let s = rng.below(64 * 40) as usize;
+        let len = match rng.below(3) {
+            0 => rng.below(70),
+            1 => rng.below(600),
+            _ => rng.below(64 * 40),
+        } as usize;
+        let e = (s + len).min(64 * 40);
+        let want = (s..e).fold(false, |p, i| p ^ bit(i));
+        assert_eq!(parity(&words, s, e), want, "{s}..{e}");
+    }
+}
