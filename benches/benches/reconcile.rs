@@ -18,8 +18,10 @@ fn cascade(c: &mut Criterion) {
     g.sample_size(20);
     for (name, qber) in [
         ("yanetal", 0.02),
+        ("yanetal-d", 0.02),
         ("yanetal", 0.05),
         ("option8", 0.02),
+        ("option8-d", 0.02),
         ("option8-x", 0.02),
     ] {
         let Some(variant) = Variant::by_name(name) else {

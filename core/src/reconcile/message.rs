@@ -11,7 +11,7 @@ use super::ReconcileError;
 use super::cascade::Params;
 
 /// Version byte of the encoding; bumped on any incompatible change.
-pub const WIRE_VERSION: u8 = 1;
+pub const WIRE_VERSION: u8 = 2;
 
 /// One parity question: Alice's parity of positions `start..start + len` of pass `pass`
 /// (positions in that pass's shuffled order).
@@ -221,6 +221,32 @@ pub enum Message {
         /// Number of queries Bob sent.
         rounds: u32,
     },
+    /// Bob -> Alice: all bisection steps of one round, two levels each (variants with
+    /// [`Tweaks::descend`](super::cascade::Tweaks::descend)). Each question names a block
+    /// `N = start..start + len` (`len >= 2`) whose parities differ. For `len >= 3`, the next
+    /// bit of `bob` is Bob's parity of the left half `L` of `N` (the first `ceil(len / 2)`
+    /// positions); Alice answers her parity of `L` and, knowing which half `C` of `N` is odd,
+    /// also her parity of the left half of `C` when `C` has two or more positions. For
+    /// `len == 2` Bob sends no parity and Alice answers only her parity of `L`. Alice discloses
+    /// exactly the parities a one-level bisection would ask for; Bob's bits are the ones that
+    /// one-level bisection reveals through the choice of its next question.
+    Descend {
+        /// Round number, shared with [`Message::Query`].
+        round: u32,
+        /// The blocks, encoded like the questions of a query.
+        #[serde(with = "packed_questions")]
+        questions: Vec<Question>,
+        /// Bob's parities, in question order: of the left half of every block of three or
+        /// more positions, then, for a three-level question, of the left halves of both
+        /// halves.
+        bob: Parities,
+        /// One bit per question: three levels instead of two. Bob then also sends his parities
+        /// of the left halves of `L` and of the right half `R` (blocks of 8 or more
+        /// positions), so Alice, knowing which half `C` is odd, can pick the odd half of `C`
+        /// and answer its left half's parity as well. One of those two parities lies off the
+        /// bisection path; both sides count it as disclosed.
+        deep: Parities,
+    },
 }
 
 impl Message {
@@ -270,6 +296,7 @@ impl Message {
             Message::Query { .. } => "Query",
             Message::Answer { .. } => "Answer",
             Message::Done { .. } => "Done",
+            Message::Descend { .. } => "Descend",
         }
     }
 }

@@ -7,7 +7,11 @@
 //! leakage and saves one round trip per pass). Bob then runs the passes in order; all
 //! bisection steps pending in one round travel in one [`Message::Query`] and Alice answers
 //! them in one [`Message::Answer`]. BICONF rounds ask their block parity in a query of their
-//! own. Bob ends with [`Message::Done`]. Neither side does I/O: a driver (such as
+//! own. Bob ends with [`Message::Done`]. Variants with [`Tweaks::descend`] send
+//! [`Message::Descend`] instead of queries: Bob adds his own parity of each block's left half,
+//! so Alice knows the odd half and answers its left half too, two bisection levels per round
+//! trip with the same parities disclosed (and, with [`Tweaks::speculate_below`], three levels
+//! in the serial tail, one extra parity of Bob's counted as disclosed). Neither side does I/O: a driver (such as
 //! [`LoopbackLink`](super::loopback::LoopbackLink)) moves the messages. Any malformed,
 //! out-of-order or inconsistent message is a [`ReconcileError`] and poisons the session.
 //!
@@ -44,6 +48,28 @@ use plan::PassPlan;
 
 #[cfg(test)]
 mod tests;
+
+/// Parity of bits `s..e` of `words` (`e <= 64 * words.len()`): inline for ranges spanning
+/// up to eight words (most bisection intervals), the run-time dispatched kernel beyond.
+#[inline]
+fn parity(words: &[u64], s: usize, e: usize) -> bool {
+    if e <= s {
+        return false;
+    }
+    let (fw, lw) = (s / 64, (e - 1) / 64);
+    if lw - fw < 8
+        && let Some(ws) = words.get(fw..=lw)
+    {
+        let mut acc = ws.iter().fold(0, |a, w| a ^ w);
+        // Drop the bits below `s` of the first word and above `e - 1` of the last (for one
+        // word, the bits above `e - 1` are all at or above `s`, so the two steps compose).
+        let (first, last) = (ws.first().unwrap_or(&0), ws.last().unwrap_or(&0));
+        acc ^= first & !(u64::MAX << (s % 64));
+        acc ^= last & !(u64::MAX >> (63 - (e - 1) % 64));
+        return acc.count_ones() & 1 == 1;
+    }
+    range_parity(kernels::best(), words, s, e)
+}
 
 /// Parity of every used top-level block of pass `pp` of `key`, in block order.
 fn top_parities(key: &BitBlock, copy: Option<&BitBlock>, pp: &PassPlan, n: usize) -> Vec<bool> {
@@ -168,6 +194,45 @@ unsafe fn gather_avx512(src: &[u64], perm: &[u32], dst: &mut [u64]) {
     if let (Some(tail), Some(last)) = (perm.get(full * 64..), dst.get_mut(full..)) {
         gather_scalar(src, tail, last);
     }
+}
+
+/// Checks a question against the plan: returns its pass and range `s..e`.
+fn check_question(plan: &Plan, q: &Question) -> Result<(usize, usize, usize), ReconcileError> {
+    let pass = q.pass as usize;
+    if plan.get_pass(pass).is_none() {
+        return Err(ReconcileError::BadQuestion(format!(
+            "pass {pass}; the plan has {} passes",
+            plan.total_passes()
+        )));
+    }
+    let (s, len) = (q.start as usize, q.len as usize);
+    let e = s.saturating_add(len);
+    if len == 0 || e > plan.n {
+        return Err(ReconcileError::BadQuestion(format!(
+            "range {s}+{len} in pass {pass}; expected a non-empty range within 0..{}",
+            plan.n
+        )));
+    }
+    Ok((pass, s, e))
+}
+
+/// Alice's key in the order of pass `pass` (checked by the caller), built on first use.
+fn alice_words<'a>(
+    key: &'a BitBlock,
+    copies: &'a mut Vec<Option<BitBlock>>,
+    plan: &Plan,
+    pass: usize,
+) -> &'a [u64] {
+    let pp = plan.pass(pass);
+    if pp.perm.is_none() {
+        return key.words();
+    }
+    if copies.len() <= pass {
+        copies.resize_with(pass + 1, || None);
+    }
+    copies[pass]
+        .get_or_insert_with(|| shuffled_copy(key, pp))
+        .words()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -328,41 +393,90 @@ impl Alice {
                         state: "waiting for Hello",
                     });
                 };
-                let k = kernels::best();
                 let mut out = Parities::with_capacity(questions.len());
                 for q in &questions {
-                    let pass = q.pass as usize;
-                    let Some(pp) = plan.get_pass(pass) else {
+                    let (pass, s, e) = check_question(&plan, q)?;
+                    let words = alice_words(&self.key, &mut self.copies, &plan, pass);
+                    out.push(parity(words, s, e));
+                }
+                self.disclosed += u64::from(out.count);
+                self.next_round += 1;
+                Ok(Some(Message::Answer {
+                    round,
+                    parities: out,
+                }))
+            }
+            (
+                AliceState::Answering,
+                Message::Descend {
+                    round,
+                    questions,
+                    bob,
+                    deep,
+                },
+            ) => {
+                if round != self.next_round {
+                    return Err(ReconcileError::OutOfOrder {
+                        got: round,
+                        expected: self.next_round,
+                    });
+                }
+                let Some(plan) = self.plan.clone() else {
+                    return Err(ReconcileError::Unexpected {
+                        got: "Descend",
+                        state: "waiting for Hello",
+                    });
+                };
+                deep.check(questions.len())?;
+                let mut out = Parities::with_capacity(2 * questions.len());
+                let mut j = 0;
+                let mut next_bob = || {
+                    j += 1;
+                    bob.get(j - 1)
+                };
+                let mut speculative = 0u64;
+                for (i, q) in questions.iter().enumerate() {
+                    let (pass, s, e) = check_question(&plan, q)?;
+                    let is_deep = deep.get(i);
+                    if e - s < 2 || (is_deep && q.len < DEEP_MIN_LEN) {
                         return Err(ReconcileError::BadQuestion(format!(
-                            "pass {pass}; the plan has {} passes",
-                            plan.total_passes()
-                        )));
-                    };
-                    let (s, len) = (q.start as usize, q.len as usize);
-                    let e = s.saturating_add(len);
-                    if len == 0 || e > plan.n {
-                        return Err(ReconcileError::BadQuestion(format!(
-                            "range {s}+{len} in pass {pass}; expected a non-empty range within 0..{}",
-                            plan.n
+                            "block {s}+{} in pass {pass} to bisect {} levels; expected at least {} positions",
+                            e - s,
+                            if is_deep { 3 } else { 2 },
+                            if is_deep { DEEP_MIN_LEN } else { 2 }
                         )));
                     }
-                    let words = if pp.perm.is_none() {
-                        self.key.words()
-                    } else {
-                        if self.copies.len() <= pass {
-                            self.copies.resize_with(pass + 1, || None);
-                        }
-                        let slot = &mut self.copies[pass];
-                        if slot.is_none() {
-                            *slot = Some(shuffled_copy(&self.key, pp));
-                        }
-                        match slot {
-                            Some(c) => c.words(),
-                            None => unreachable!("just filled"),
-                        }
+                    let mut bits = BobBits::default();
+                    if q.len >= 3 {
+                        bits.left = Some(next_bob());
+                    }
+                    if is_deep {
+                        bits.deep = Some((next_bob(), next_bob()));
+                        speculative += 1;
+                    }
+                    let words = alice_words(&self.key, &mut self.copies, &plan, pass);
+                    let t = Task {
+                        pass: 0,
+                        block: 0,
+                        node: 1,
+                        s: s as u32,
+                        e: e as u32,
+                        a: false,
                     };
-                    out.push(range_parity(k, words, s, e));
+                    descend_walk(
+                        &t,
+                        bits,
+                        |s, e| {
+                            let p = parity(words, s as usize, e as usize);
+                            out.push(p);
+                            p
+                        },
+                        |_, _, _| {},
+                    );
                 }
+                bob.check(j)?;
+                // One of Bob's two deep parities lies off the bisection path: counted.
+                self.disclosed += speculative;
                 self.disclosed += u64::from(out.count);
                 self.next_round += 1;
                 Ok(Some(Message::Answer {
@@ -406,6 +520,14 @@ pub struct BobStats {
     pub messages: u32,
     /// Passes run, BICONF rounds included.
     pub passes: u32,
+    /// Parities of his own key Bob sent in [`Message::Descend`] questions (0 for variants
+    /// without [`Tweaks::descend`]); not part of `disclosed_bits` (see `Tweaks::descend` for
+    /// why one-level bisection reveals the same bits implicitly), speculative ones included.
+    pub bob_parity_bits: u64,
+    /// Speculative parities of Bob's key off the bisection path ([`Tweaks::speculate_below`]):
+    /// one per three-level question, counted as disclosed (in `disclosed_bits` and in
+    /// [`Alice::disclosed_bits`]).
+    pub speculative_bits: u64,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -419,10 +541,71 @@ struct Task {
     a: bool,
 }
 
+/// Smallest block a descend question may go three levels into (both halves then have four or
+/// more positions, so every parity Bob sends on the path is one that one-level bisection also
+/// reveals through its next question).
+const DEEP_MIN_LEN: u32 = 8;
+
+/// Bob's own parities sent with one descend question.
+#[derive(Debug, Clone, Copy, Default)]
+struct BobBits {
+    /// Parity of the left half `L` (blocks of three or more positions).
+    left: Option<bool>,
+    /// Parities of the left halves of `L` and of the right half `R` (three-level questions).
+    deep: Option<(bool, bool)>,
+}
+
+/// The walk of one descend question on node `t` (Alice's parity `t.a`), shared by both sides:
+/// `alice(s, e)` yields Alice's parity of `s..e` (Alice computes it, Bob reads the next
+/// answer bit), `learn(node, left, parent)` records the left child's parity of `node`.
+fn descend_walk(
+    t: &Task,
+    bits: BobBits,
+    mut alice: impl FnMut(u32, u32) -> bool,
+    mut learn: impl FnMut(u32, bool, bool),
+) {
+    let (mut node, mut s, mut e, mut pa) = (t.node, t.s, t.e, t.a);
+    let mid = |s: u32, e: u32| s + (e - s).div_ceil(2);
+    let m = mid(s, e);
+    let al = alice(s, m);
+    learn(node, al, pa);
+    let Some(b) = bits.left else {
+        return;
+    };
+    let went_left = al != b;
+    (node, s, e, pa) = if went_left {
+        (2 * node, s, m, al)
+    } else {
+        (2 * node + 1, m, e, al ^ pa)
+    };
+    if e - s < 2 {
+        return;
+    }
+    let m = mid(s, e);
+    let al = alice(s, m);
+    learn(node, al, pa);
+    let Some((bll, brl)) = bits.deep else {
+        return;
+    };
+    let b = if went_left { bll } else { brl };
+    (node, s, e, pa) = if al != b {
+        (2 * node, s, m, al)
+    } else {
+        (2 * node + 1, m, e, al ^ pa)
+    };
+    if e - s >= 2 {
+        let m = mid(s, e);
+        let al = alice(s, m);
+        learn(node, al, pa);
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 enum Asked {
     /// Left child of the task's node.
     Left(Task),
+    /// Two levels below the task's node; Bob's parity of the left child when he sent one.
+    Descend(Task, BobBits),
     /// The single block of a BICONF round.
     Top(usize),
 }
@@ -620,19 +803,45 @@ impl Bob {
                         expected: self.round,
                     });
                 }
-                parities.check(self.asked.len())?;
+                let expected = self.expected_answer(&parities);
+                parities.check(expected)?;
                 self.stats.disclosed_bits += u64::from(parities.count);
                 let asked = std::mem::take(&mut self.asked);
-                for (i, q) in asked.iter().enumerate() {
-                    let al = parities.get(i);
+                // Answer bits are read in order; a descend question takes one to three.
+                let mut i = 0;
+                let next = |i: &mut usize| {
+                    *i += 1;
+                    parities.get(*i - 1)
+                };
+                for q in &asked {
+                    let al = next(&mut i);
                     match *q {
                         Asked::Left(t) => {
-                            let pp = self.plan.pass(t.pass as usize);
-                            let base = t.block as usize * pp.stride;
-                            let left = 2 * t.node as usize;
-                            let bp = &mut self.passes[t.pass as usize];
-                            bp.learn(pp, base + left, al);
-                            bp.learn(pp, base + left + 1, al ^ t.a);
+                            self.learn_children(t.pass as usize, t.block, t.node, al, t.a);
+                            self.tasks.push(t);
+                        }
+                        Asked::Descend(t, bits) => {
+                            let mut learned = [(0u32, false, false); 3];
+                            let mut nl = 0;
+                            let mut first = Some(al);
+                            descend_walk(
+                                &t,
+                                bits,
+                                |_, _| first.take().unwrap_or_else(|| next(&mut i)),
+                                |node, left, parent| {
+                                    if let Some(slot) = learned.get_mut(nl) {
+                                        *slot = (node, left, parent);
+                                        nl += 1;
+                                    }
+                                },
+                            );
+                            for &(node, left, parent) in &learned[..nl] {
+                                self.learn_children(t.pass as usize, t.block, node, left, parent);
+                            }
+                            if bits.deep.is_some() {
+                                self.stats.disclosed_bits += 1;
+                                self.stats.speculative_bits += 1;
+                            }
                             self.tasks.push(t);
                         }
                         Asked::Top(pass) => {
@@ -655,6 +864,38 @@ impl Bob {
                 },
             }),
         }
+    }
+
+    /// Number of parity bits Alice's answer to the pending questions must hold (a descend
+    /// question's second bit depends on her first).
+    fn expected_answer(&self, parities: &Parities) -> usize {
+        let mut i = 0;
+        for q in &self.asked {
+            match q {
+                Asked::Descend(t, bits) => descend_walk(
+                    t,
+                    *bits,
+                    |_, _| {
+                        i += 1;
+                        parities.get(i - 1)
+                    },
+                    |_, _, _| {},
+                ),
+                _ => i += 1,
+            }
+        }
+        i
+    }
+
+    /// Records Alice's parity `left` of the left child of `node` (whose parity is `parent`)
+    /// in block `block` of pass `q`, and the right child's by inference.
+    fn learn_children(&mut self, q: usize, block: u32, node: u32, left: bool, parent: bool) {
+        let pp = self.plan.pass(q);
+        let base = block as usize * pp.stride;
+        let l = 2 * node as usize;
+        let bp = &mut self.passes[q];
+        bp.learn(pp, base + l, left);
+        bp.learn(pp, base + l + 1, left ^ parent);
     }
 
     fn start_pass(&mut self, q: usize) {
@@ -707,7 +948,7 @@ impl Bob {
             Some(c) => c.words(),
             None => self.key.words(),
         };
-        range_parity(kernels::best(), words, s, e)
+        parity(words, s, e)
     }
 
     /// Resolves tasks as far as known parities allow, then asks, moves to the next pass, or
@@ -737,6 +978,46 @@ impl Bob {
                         self.tasks.drain(..).partition(|t| t.e - t.s <= limit);
                     self.tasks = now;
                     waiting = later;
+                }
+                if tweaks.descend {
+                    let speculate = self.tasks.len() <= tweaks.speculate_below as usize;
+                    let mut bob = Parities::with_capacity(self.tasks.len());
+                    let mut deep = Parities::with_capacity(self.tasks.len());
+                    for t in std::mem::take(&mut self.tasks) {
+                        let len = t.e - t.s;
+                        questions.push(Question {
+                            pass: t.pass as u16,
+                            start: t.s,
+                            len,
+                        });
+                        let q = t.pass as usize;
+                        let mid = |s: u32, e: u32| s + (e - s).div_ceil(2);
+                        let m = mid(t.s, t.e);
+                        let mut bits = BobBits::default();
+                        if len >= 3 {
+                            let b = self.bob_parity(q, t.s as usize, m as usize);
+                            bob.push(b);
+                            bits.left = Some(b);
+                        }
+                        let is_deep = speculate && len >= DEEP_MIN_LEN;
+                        deep.push(is_deep);
+                        if is_deep {
+                            let bll = self.bob_parity(q, t.s as usize, mid(t.s, m) as usize);
+                            let brl = self.bob_parity(q, m as usize, mid(m, t.e) as usize);
+                            bob.push(bll);
+                            bob.push(brl);
+                            bits.deep = Some((bll, brl));
+                        }
+                        self.asked.push(Asked::Descend(t, bits));
+                    }
+                    self.tasks = waiting;
+                    self.stats.bob_parity_bits += u64::from(bob.count);
+                    return Ok(Message::Descend {
+                        round: self.next_round(),
+                        questions,
+                        bob,
+                        deep,
+                    });
                 }
                 for t in self.tasks.drain(..) {
                     let m = t.s + (t.e - t.s).div_ceil(2);
@@ -794,14 +1075,19 @@ impl Bob {
     }
 
     fn query(&mut self, questions: Vec<Question>) -> Message {
+        Message::Query {
+            round: self.next_round(),
+            questions,
+        }
+    }
+
+    /// Counts one more query and waits for its answer; returns its round number.
+    fn next_round(&mut self) -> u32 {
         self.round += 1;
         self.stats.round_trips += 1;
         self.stats.messages += 1;
         self.state = BobState::AwaitAnswer;
-        Message::Query {
-            round: self.round,
-            questions,
-        }
+        self.round
     }
 
     fn resolve(&mut self) -> Result<(), ReconcileError> {

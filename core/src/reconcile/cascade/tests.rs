@@ -1,5 +1,6 @@
 use super::*;
 use crate::reconcile::loopback::LoopbackLink;
+use crate::reconcile::message::WIRE_VERSION;
 use crate::reconcile::testkit::{error_count, noisy_pair};
 use crate::rng::SeededRandom;
 
@@ -33,8 +34,11 @@ fn run_counting(variant: &Variant, n: usize, qber: f64, seed: u64) -> (u64, u64,
     }
     assert!(bob.is_done() && alice.is_done());
     assert_eq!(alice.key(), &a_key, "Alice's key changed");
-    assert_eq!(alice.disclosed_bits(), counted);
-    assert_eq!(bob.stats().disclosed_bits, counted);
+    // Disclosed: every parity Alice sent, plus Bob's speculative parities off the path.
+    let speculative = bob.stats().speculative_bits;
+    assert_eq!(variant.tweaks.speculate_below == 0, speculative == 0);
+    assert_eq!(alice.disclosed_bits(), counted + speculative);
+    assert_eq!(bob.stats().disclosed_bits, counted + speculative);
     let residual = a_key.hamming_distance(bob.key()).unwrap() as u64;
     (residual, counted, bob.stats())
 }
@@ -45,8 +49,13 @@ fn every_variant_corrects_everything_on_seeded_runs() {
     let mut lowest = Variant::option8();
     lowest.name = "option8-lowest-pass".into();
     lowest.tweaks.lowest_pass_first = true;
+    let mut speculative = Variant::yanetal();
+    speculative.name = "yanetal-speculative".into();
+    speculative.tweaks.descend = true;
+    speculative.tweaks.speculate_below = 6;
     let mut variants = Variant::all();
     variants.push(lowest);
+    variants.push(speculative);
     for v in variants {
         for (i, &q) in [0.005, 0.01, 0.03, 0.06, 0.09, 0.11].iter().enumerate() {
             for seed in 0..3u64 {
@@ -143,6 +152,23 @@ fn messages_round_trip_through_the_encoding() {
             parities: Parities::from_bits((0..17).map(|i| i % 3 == 0)),
         },
         Message::Done { rounds: 9 },
+        Message::Descend {
+            round: 3,
+            questions: vec![
+                Question {
+                    pass: 1,
+                    start: 40,
+                    len: 20,
+                },
+                Question {
+                    pass: 1,
+                    start: 10,
+                    len: 2,
+                },
+            ],
+            bob: Parities::from_bits([true, false, true]),
+            deep: Parities::from_bits([true, false]),
+        },
     ];
     for m in msgs {
         let bytes = m.encode().unwrap();
@@ -152,10 +178,10 @@ fn messages_round_trip_through_the_encoding() {
         longer.push(0);
         assert!(Message::decode(&longer).is_err());
         let mut other = bytes.clone();
-        other[0] = 2;
+        other[0] = WIRE_VERSION + 1;
         assert!(matches!(
             Message::decode(&other),
-            Err(ReconcileError::WrongVersion { got: 2, .. })
+            Err(ReconcileError::WrongVersion { got, .. }) if got == WIRE_VERSION + 1
         ));
     }
     // A delta that overflows, a truncated varint, a pass beyond u16: errors, not panics.
@@ -377,5 +403,184 @@ fn gather_paths_agree_with_a_reference() {
             gather(src.words(), perm.as_slice(), &mut dst, simd);
             assert_eq!(dst, reference.words(), "n = {n}, simd = {simd}");
         }
+    }
+}
+
+/// Prints, per round, how many questions of which pass Bob asked (a tool for tuning the
+/// schedule): `QKD_TRACE=yanetal,0.02 cargo test --release -p qkd-core --lib trace_rounds -- --ignored --nocapture`
+#[test]
+#[ignore = "diagnostic, run by hand"]
+fn trace_rounds() {
+    let spec = std::env::var("QKD_TRACE").unwrap_or_else(|_| "yanetal,0.02".into());
+    let mut it = spec.split(',');
+    let name = it.next().unwrap_or("yanetal");
+    let qber: f64 = it.next().and_then(|s| s.parse().ok()).unwrap_or(0.02);
+    let seed: u64 = it.next().and_then(|s| s.parse().ok()).unwrap_or(1);
+    let n = 1 << 14;
+    let v = Variant::by_name(name).unwrap();
+    let (a_key, b_key) = noisy_pair(n, error_count(n, qber), seed);
+    let plan = Plan::new(params(v, n, qber, seed)).unwrap();
+    println!("block sizes {:?}", plan.block_sizes());
+    let mut alice = Alice::new(a_key);
+    let mut bob = Bob::new(plan, b_key).unwrap();
+    let mut msg = bob.start().unwrap();
+    while let Some(reply) = alice.handle(msg).unwrap() {
+        msg = bob.handle(reply).unwrap();
+        if let Message::Query { round, questions }
+        | Message::Descend {
+            round, questions, ..
+        } = &msg
+        {
+            let mut per: std::collections::BTreeMap<u16, (usize, u32)> = Default::default();
+            for q in questions {
+                let e = per.entry(q.pass).or_default();
+                e.0 += 1;
+                e.1 = e.1.max(q.len);
+            }
+            let s: Vec<String> = per
+                .iter()
+                .map(|(p, (c, l))| format!("p{p}:{c}(<={l})"))
+                .collect();
+            println!(
+                "round {round:3} corrected {:4} {}",
+                bob.stats().corrected,
+                s.join(" ")
+            );
+        }
+    }
+    println!("{:?} disclosed {}", bob.stats(), alice.disclosed_bits());
+}
+
+/// With one error, a descend variant asks exactly the parities of the one-level variant
+/// (the same bisection path), in half the round trips.
+#[test]
+fn descend_discloses_what_one_level_bisection_does_in_fewer_rounds() {
+    let n = 4096;
+    for seed in 0..6u64 {
+        let plain = run_counting(&Variant::yanetal(), n, 1.0 / n as f64, seed);
+        let desc = run_counting(
+            &Variant::by_name("yanetal-d").unwrap(),
+            n,
+            1.0 / n as f64,
+            seed,
+        );
+        assert_eq!((plain.0, desc.0), (0, 0));
+        assert_eq!(plain.1, desc.1, "seed {seed}: disclosed bits differ");
+        // One bisection of the first pass (blocks of 3277 and 819 bits: 12 or 10 levels,
+        // fewer when a 3-bit block's odd half is its single right bit), one query per level
+        // after the hello; descend needs half as many.
+        let levels = plain.2.round_trips - 1;
+        assert!((9..=12).contains(&levels), "seed {seed}: {levels}");
+        assert_eq!(desc.2.round_trips, 1 + levels.div_ceil(2), "seed {seed}");
+        assert!(desc.2.bob_parity_bits > 0 && desc.2.speculative_bits == 0);
+    }
+}
+
+#[test]
+fn bad_descend_questions_are_errors() {
+    let n = 2048;
+    let (a, _) = noisy_pair(n, 0, 1);
+    let plan = Plan::new(params(Variant::by_name("yanetal-d").unwrap(), n, 0.03, 3)).unwrap();
+    let hello = Message::Hello(plan.params().clone());
+    let q = |start, len| Question {
+        pass: 0,
+        start,
+        len,
+    };
+    let cases = vec![
+        // A one-bit block cannot be bisected.
+        (vec![q(0, 1)], vec![], vec![false]),
+        // Three levels need a block of 8 or more.
+        (vec![q(0, 6)], vec![true, true, true], vec![true]),
+        // Missing and surplus parities of Bob.
+        (vec![q(0, 6)], vec![], vec![false]),
+        (vec![q(0, 2)], vec![true], vec![false]),
+        // Deep flags for another number of questions.
+        (vec![q(0, 16)], vec![true], vec![false, false]),
+        // Out of range.
+        (vec![q(2040, 16)], vec![true], vec![false]),
+    ];
+    for (questions, bob, deep) in cases {
+        let mut alice = Alice::new(a.clone());
+        alice.handle(hello.clone()).unwrap();
+        let m = Message::Descend {
+            round: 1,
+            questions: questions.clone(),
+            bob: Parities::from_bits(bob),
+            deep: Parities::from_bits(deep),
+        };
+        assert!(alice.handle(m).is_err(), "{questions:?}");
+        assert_eq!(
+            alice.handle(Message::Done { rounds: 0 }),
+            Err(ReconcileError::Poisoned)
+        );
+    }
+}
+
+/// CPU time of this thread in nanoseconds (Linux; 0 elsewhere).
+fn thread_cpu_ns() -> u64 {
+    std::fs::read_to_string("/proc/thread-self/schedstat")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Prints the CPU time (not wall time, so a loaded machine does not skew it much) of whole
+/// loopback runs at 2^14 on one thread, plans shared, keys prepared outside the timed loop:
+/// `QKD_CPU=yanetal,yanetal-d cargo test --release -p qkd-core --lib cpu_per_block -- --ignored --nocapture`
+#[test]
+#[ignore = "measurement, run by hand"]
+fn cpu_per_block() {
+    let names = std::env::var("QKD_CPU").unwrap_or_else(|_| "yanetal,yanetal-d".into());
+    let n = 1 << 14;
+    let env = |k: &str| std::env::var(k).ok();
+    let runs: usize = env("QKD_CPU_RUNS")
+        .and_then(|s| s.parse().ok())
+        .unwrap_or(2000);
+    let qbers: Vec<f64> = match env("QKD_CPU_QBER").and_then(|s| s.parse().ok()) {
+        Some(q) => vec![q],
+        None => vec![0.01, 0.02, 0.05, 0.1],
+    };
+    for name in names.split(',') {
+        for &qber in &qbers {
+            let v = Variant::by_name(name).unwrap();
+            let plan = Plan::new(params(v, n, qber, 1)).unwrap();
+            let pairs: Vec<_> = (0..runs)
+                .map(|i| noisy_pair(n, error_count(n, qber), 1000 + i as u64))
+                .collect();
+            let t0 = thread_cpu_ns();
+            let mut rt = 0u64;
+            for (a, b) in pairs {
+                let mut alice = Alice::with_plan(a, Arc::clone(&plan));
+                let mut bob = Bob::new(Arc::clone(&plan), b).unwrap();
+                let r = LoopbackLink::run(&mut alice, &mut bob).unwrap();
+                rt += u64::from(r.bob.round_trips);
+            }
+            let ns = (thread_cpu_ns() - t0) as f64 / runs as f64;
+            println!(
+                "{name:12} qber {qber:.2}: {:7.1} us CPU per block, {:6.1} Mbit/s per core, {:.1} round trips",
+                ns / 1e3,
+                n as f64 / ns * 1e3,
+                rt as f64 / runs as f64
+            );
+        }
+    }
+}
+
+#[test]
+fn inline_parity_agrees_with_the_bit_by_bit_parity() {
+    let mut rng = SeededRandom::from_u64(77);
+    let words: Vec<u64> = (0..40).map(|_| rng.u64()).collect();
+    let bit = |i: usize| (words[i / 64] >> (i % 64)) & 1 == 1;
+    for _ in 0..3000 {
+        let s = rng.below(64 * 40) as usize;
+        let len = match rng.below(3) {
+            0 => rng.below(70),
+            1 => rng.below(600),
+            _ => rng.below(64 * 40),
+        } as usize;
+        let e = (s + len).min(64 * 40);
+        let want = (s..e).fold(false, |p, i| p ^ bit(i));
+        assert_eq!(parity(&words, s, e), want, "{s}..{e}");
     }
 }

@@ -88,6 +88,19 @@ pub struct Tweaks {
     /// of one pass are disjoint, so no two of them chase the same error); others wait.
     /// Takes precedence over `smallest_first`.
     pub lowest_pass_first: bool,
+    /// Two bisection levels per round trip: Bob sends, with every block he bisects, his own
+    /// parity of its left half, so Alice knows which half is odd and answers the next level
+    /// too ([`Message::Descend`](crate::reconcile::message::Message::Descend)). Alice
+    /// discloses the same parities as one level per round; Bob's bits are those a one-level
+    /// bisection reveals through its next question (never sent for two-bit blocks, whose
+    /// outcome one-level bisection keeps to itself). Rounds interleave differently, so which
+    /// cascade steps run when can change: hence a tweak.
+    pub descend: bool,
+    /// With `descend`: when at most this many bisections are pending in a round (the serial
+    /// tail of cascade chains), Bob also sends his parities of the left halves of both halves
+    /// of each block, so Alice answers three levels per round trip. One of the two is off the
+    /// bisection path and counted as disclosed. 0: never.
+    pub speculate_below: u32,
 }
 
 /// A Cascade variant: block-size rules, number of passes, sub-block reuse and BICONF.
@@ -239,7 +252,10 @@ impl Variant {
     /// Variants beyond the paper, each a paper row plus [`Tweaks`]:
     /// `yanetal-x` (whole-key parity, so the last block of every pass is free),
     /// `option8-x` (that, and bisections strictly smallest-first: best efficiency, many round
-    /// trips) and `option8-xb` (smallest-first within a factor 8: a balance of the two).
+    /// trips), `option8-xb` (smallest-first within a factor 8: a balance of the two), and the
+    /// two-levels-per-round-trip versions ([`Tweaks::descend`]) `yanetal-d`, `yanetal-xd`,
+    /// `option8-d` and `option8-xbd` (about half the round trips, same leakage up to how
+    /// cascade steps interleave).
     pub fn extras() -> Vec<Self> {
         let tweak = |mut v: Self, name: &str, smallest_first: u32| {
             v.name = name.to_owned();
@@ -247,13 +263,24 @@ impl Variant {
                 infer_last_block: true,
                 smallest_first,
                 lowest_pass_first: false,
+                descend: false,
+                speculate_below: 0,
             };
+            v
+        };
+        let descend = |mut v: Self, name: &str| {
+            v.name = name.to_owned();
+            v.tweaks.descend = true;
             v
         };
         vec![
             tweak(Self::yanetal(), "yanetal-x", 0),
             tweak(Self::option8(), "option8-x", 1),
             tweak(Self::option8(), "option8-xb", 8),
+            descend(Self::yanetal(), "yanetal-d"),
+            descend(tweak(Self::yanetal(), "", 0), "yanetal-xd"),
+            descend(Self::option8(), "option8-d"),
+            descend(tweak(Self::option8(), "", 8), "option8-xbd"),
         ]
     }
 
