@@ -81,13 +81,8 @@ pub enum ReconcileError {
     Poisoned,
 }
 
-/// Binary entropy `h(p) = -p log2 p - (1-p) log2 (1-p)` (0 at 0 and 1).
-pub fn binary_entropy(p: f64) -> f64 {
-    if p <= 0.0 || p >= 1.0 {
-        return 0.0;
-    }
-    -p * p.log2() - (1.0 - p) * (1.0 - p).log2()
-}
+/// Binary entropy, shared with the finite-key bound.
+pub use crate::amplify::binary_entropy;
 
 /// Reconciliation efficiency (DESIGN §4): `disclosed / (n h(errors / n))`, with the error rate
 /// *realized* in the block (the number of differences actually present divided by `n`), which
