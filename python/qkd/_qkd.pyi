@@ -68,7 +68,7 @@ def toeplitz(
     *,
     bits: int | None = None,
     seed_bits: int | None = None,
-    method: str = "ntt",
+    method: str = "auto",
     packed: bool = True,
 ) -> KeyOut: ...
 def seed_bits_needed(n: int, m: int) -> int: ...
@@ -136,12 +136,12 @@ def process(
     *,
     block_bits: int = 1 << 20,
     sample_bits: int = 1 << 14,
-    algorithm: str = "option8",
+    algorithm: str = "yanetal",
     eps_pe: float = 1e-10,
     eps_sec: float = 1e-10,
     eps_cor: float = 1e-15,
     max_qber: float = 0.11,
-    toeplitz: str = "ntt",
+    toeplitz: str = "auto",
     bits: int | None = None,
     packed: bool = True,
 ) -> tuple[list[KeyOut | None], list[Report], Report]: ...

@@ -345,14 +345,14 @@ fn estimate_qber<'py>(
 ///     m: output length in bits, 0 < m < n.
 ///     bits: length of a packed `x` whose length is not a multiple of 8.
 ///     seed_bits: length of a packed seed whose length is not a multiple of 8.
-///     method: "ntt" (exact number-theoretic transform, O(n log n), default) or "reference"
+///     method: "auto" (default: the fastest exact method for the size), "clmul", "fft", "ntt" or "reference"
 ///         (the matrix definition, O(n m): small inputs only); every method gives the same bits.
 ///     packed: return packed uint8 (default) or bool.
 ///
 /// Raises:
 ///     InputError: m out of range, a seed that is too short, an unknown method, bad arrays.
 #[pyfunction]
-#[pyo3(signature = (x, seed, m, *, bits=None, seed_bits=None, method="ntt", packed=true))]
+#[pyo3(signature = (x, seed, m, *, bits=None, seed_bits=None, method="auto", packed=true))]
 fn toeplitz<'py>(
     py: Python<'py>,
     x: &Bound<'py, PyAny>,

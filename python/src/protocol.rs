@@ -322,7 +322,7 @@ impl Bob {
 ///     algorithm: Cascade variant (default "option8").
 ///     eps_pe, eps_sec, eps_cor: parameter-estimation, secrecy and correctness parameters.
 ///     max_qber: blocks whose QBER upper bound exceeds this are discarded (default 0.11).
-///     toeplitz: Toeplitz method (default "ntt").
+///     toeplitz: Toeplitz method (default "auto": the fastest exact one for the size).
 ///     bits: length of packed keys whose length is not a multiple of 8.
 ///     packed: return final keys packed (default) or as bools.
 ///
@@ -337,7 +337,7 @@ impl Bob {
 ///     InputError: a bad setting or keys of different lengths.
 ///     ProtocolError: a stage failed on a block.
 #[pyfunction]
-#[pyo3(signature = (alice, bob, *, block_bits=1<<20, sample_bits=1<<14, algorithm="option8", eps_pe=1e-10, eps_sec=1e-10, eps_cor=1e-15, max_qber=0.11, toeplitz="ntt", bits=None, packed=true))]
+#[pyo3(signature = (alice, bob, *, block_bits=1<<20, sample_bits=1<<14, algorithm="yanetal", eps_pe=1e-10, eps_sec=1e-10, eps_cor=1e-15, max_qber=0.11, toeplitz="auto", bits=None, packed=true))]
 fn process<'py>(
     py: Python<'py>,
     alice: &Bound<'py, PyAny>,

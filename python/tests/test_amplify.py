@@ -60,7 +60,7 @@ def test_toeplitz_bad_input():
     with pytest.raises(qkd.InputError, match="seed"):
         amplify.toeplitz(x, s[:10], 100)
     with pytest.raises(qkd.InputError, match="unknown method"):
-        amplify.toeplitz(x, s, 10, method="fft")
+        amplify.toeplitz(x, s, 10, method="nope")
     with pytest.raises(qkd.InputError, match="dtype"):
         amplify.toeplitz(x.astype(np.int16), s, 10)
     with pytest.raises(TypeError):
