@@ -82,10 +82,9 @@ fn reconcile(args: ReconcileArgs) -> anyhow::Result<()> {
         let bar = (!args.json).then(|| ui::progress(configs.len() as u64, "configs"));
         for cfg in &configs {
             let r = experiment::run(cfg)?;
-            if args.json {
-                ui::print(serde_json::to_string(&r)?)?;
-            } else {
-                if let Some(b) = &bar {
+            match &bar {
+                None => ui::print(serde_json::to_string(&r)?)?,
+                Some(b) => {
                     b.suspend(|| print_reconcile(&r))?;
                     b.inc(1);
                 }

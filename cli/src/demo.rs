@@ -77,10 +77,14 @@ fn embedded() -> anyhow::Result<(Entry, BitBlock, BitBlock)> {
 
 /// Runs `qkd demo`.
 pub fn run(mut args: Args) -> anyhow::Result<()> {
-    // The embedded pair holds 2^20 bits: four blocks of 2^18 unless told otherwise.
-    if args.pipeline.block_bits == PipelineArgs::DEFAULT_BLOCK_BITS && args.dataset.is_none() {
-        args.pipeline.block_bits = 1 << 18;
-        args.pipeline.sample_bits = 1 << 12;
+    // The embedded pair holds 2^20 bits: four blocks of 2^18 (sample 2^12) unless told otherwise.
+    if args.dataset.is_none() {
+        if args.pipeline.block_bits == PipelineArgs::DEFAULT_BLOCK_BITS {
+            args.pipeline.block_bits = 1 << 18;
+        }
+        if args.pipeline.sample_bits == PipelineArgs::DEFAULT_SAMPLE_BITS {
+            args.pipeline.sample_bits = 1 << 12;
+        }
     }
     let cfg = args.pipeline.config()?;
     let (entry, alice, bob) = match (&args.dataset, &args.name) {

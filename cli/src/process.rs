@@ -51,7 +51,7 @@ pub struct PipelineArgs {
     #[arg(long, default_value_t = Self::DEFAULT_BLOCK_BITS)]
     pub block_bits: usize,
     /// Bits per block disclosed for QBER estimation.
-    #[arg(long, default_value_t = 1 << 14)]
+    #[arg(long, default_value_t = Self::DEFAULT_SAMPLE_BITS)]
     pub sample_bits: usize,
     /// Cascade variant.
     #[arg(long, default_value = "yanetal")]
@@ -73,6 +73,8 @@ pub struct PipelineArgs {
 impl PipelineArgs {
     /// Default of `--block-bits`.
     pub const DEFAULT_BLOCK_BITS: usize = 1 << 20;
+    /// Default of `--sample-bits`.
+    pub const DEFAULT_SAMPLE_BITS: usize = 1 << 14;
 
     /// The core configuration.
     pub fn config(&self) -> anyhow::Result<PipelineConfig> {

@@ -374,3 +374,20 @@ fn process_into_a_store_then_import_and_status() {
     let missing = qkd(&["store", "status", "--store", &p("nope")]);
     assert!(!missing.status.success());
 }
+
+#[test]
+fn demo_keeps_an_explicit_sample_size_on_the_embedded_dataset() {
+    let json = ok(&["demo", "--json", "--no-kme", "--sample-bits", "2048"]);
+    let v: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
+    let blocks = v["blocks"].as_array().unwrap();
+    assert_eq!(
+        blocks.len(),
+        4,
+        "block size still defaults to 2^18 on the embedded pair"
+    );
+    for b in blocks {
+        assert_eq!(b["sample_bits"], 2048);
+        assert_eq!(b["raw_bits"], 1 << 18);
+    }
+    assert!(v["kme"].is_null());
+}

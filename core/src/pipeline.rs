@@ -484,9 +484,9 @@ impl Session {
         let t = Instant::now();
         let err = stage_err(index, "amplify");
         let seed_len = seed_bits_needed(alice_key.len(), m);
-        let mut seed_words = vec![0u64; seed_len.div_ceil(64)];
-        rng.fill(bytemuck_words(&mut seed_words))?;
-        let seed = BitBlock::from_words(seed_words, seed_len).map_err(|e| err(e.to_string()))?;
+        let mut seed_bytes = zeroize::Zeroizing::new(vec![0u8; seed_len.div_ceil(8)]);
+        rng.fill(&mut seed_bytes)?;
+        let seed = BitBlock::from_bytes(&seed_bytes, seed_len).map_err(|e| err(e.to_string()))?;
         let (ka, kb) = rayon::join(
             || toeplitz_hash_with(cfg.toeplitz, &alice_key, &seed, m),
             || toeplitz_hash_with(cfg.toeplitz, &bob_key, &seed, m),
@@ -522,14 +522,6 @@ impl Session {
             key: Some(ka),
         })
     }
-}
-
-/// Views `u64` words as bytes for filling with random data (any byte pattern is a valid word).
-fn bytemuck_words(words: &mut [u64]) -> &mut [u8] {
-    let len = std::mem::size_of_val(words);
-    // SAFETY: `u64` has no padding and every bit pattern is valid; the byte slice covers
-    // exactly the words' memory, borrows it mutably for its lifetime, and u8 has alignment 1.
-    unsafe { std::slice::from_raw_parts_mut(words.as_mut_ptr().cast::<u8>(), len) }
 }
 
 /// Totals over many blocks, for summaries.
