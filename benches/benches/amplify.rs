@@ -78,6 +78,8 @@ fn finite_key(c: &mut Criterion) {
         sample_bits: 100_000,
         qber: 0.02,
         leak_ec_bits: 150_000,
+        confirm_tag_bits: 51,
+        length_choices: 41,
         eps_sec: 1e-10,
         eps_cor: 1e-15,
     };

@@ -173,7 +173,9 @@ pub fn run(args: Args) -> anyhow::Result<()> {
                     };
                     let id = BlockId::new(format!("{prefix}-{:06}", r.report.index))
                         .map_err(|e| stage(e.to_string()))?;
-                    let leaked = r.report.parity_bits + u64::from(r.report.confirm_tag_bits);
+                    let leaked = r.report.leak_alice_bits
+                        + r.report.leak_bob_bits
+                        + u64::from(r.report.confirm_tag_bits);
                     let block = NewBlock::from_bits(&link, id, key)
                         .qber(r.report.qber)
                         .leaked_bits(leaked)

@@ -4,7 +4,7 @@ use qkd_core::pipeline::{BlockOutcome, BlockReport, Summary};
 
 use crate::ui;
 
-/// One row per block: QBER, efficiency, disclosed bits, final bits, outcome.
+/// One row per block: QBER, efficiency, bits disclosed by Alice and Bob, final bits, outcome.
 pub fn blocks_table(reports: &[BlockReport]) -> comfy_table::Table {
     let mut t = comfy_table::Table::new();
     t.load_style(comfy_table::presets::UTF8_FULL_CONDENSED)
@@ -13,7 +13,7 @@ pub fn blocks_table(reports: &[BlockReport]) -> comfy_table::Table {
             "QBER",
             "QBER bound",
             "f",
-            "parities",
+            "leak A+B",
             "round trips",
             "final bits",
             "outcome",
@@ -29,7 +29,7 @@ pub fn blocks_table(reports: &[BlockReport]) -> comfy_table::Table {
             ui::pct(r.qber, 3),
             ui::pct(r.qber_upper, 3),
             r.efficiency.map_or("-".into(), |f| format!("{f:.4}")),
-            r.parity_bits.to_string(),
+            format!("{}+{}", r.leak_alice_bits, r.leak_bob_bits),
             r.round_trips.to_string(),
             r.final_bits.to_string(),
             outcome,

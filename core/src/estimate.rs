@@ -18,8 +18,9 @@
 //!   (2017), Lemma 6):
 //!   `Pr[ (W - x)/n' >= x/k + d ] <= exp(-2 d^2 n' k^2 / ((n' + k)(k + 1)))`, so
 //!   `qber_upper = x/k + d` with `d = sqrt( (n' + k)(k + 1) ln(1/eps) / (2 n' k^2) )`
-//!   (capped at 1). Tomamichel et al.'s `mu = sqrt((n+k)/(nk) (k+1)/k ln(2/eps_sec))` is this
-//!   `d` at `eps = (eps_sec / 2)^2`.
+//!   (capped at 1). The finite-key length's `mu = sqrt((n+k)/(nk) (k+1)/k ln(4/eps_sec))`
+//!   ([`crate::amplify::Bb84Tlgr2012`]) is this `d` at `eps = (eps_sec / 4)^2` (with a ladder
+//!   of `L` rungs, `(eps_sec / (4 L))^2`; docs/security.md).
 //! - [`Bound::Hypergeometric`] (the default): the exact tail. `x` is hypergeometric
 //!   (`n` bits, `W` errors, `k` drawn), `F_W(x) = Pr_W[X <= x]`, which decreases in `W`. With
 //!   `W_up(x) = max { W : F_W(x) > eps }`, `Pr_W[W > W_up(X)] <= Pr_W[F_W(X) <= eps] <= eps` for

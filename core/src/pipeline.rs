@@ -5,14 +5,18 @@
 //! encodings (the same state machines a two-site deployment drives over the network):
 //!
 //! 1. **Estimate**: Alice draws a public seed, discloses `sample_bits` bits at the positions it
-//!    selects; Bob compares, bounds the QBER, and both drop the sample. A block whose upper
-//!    bound exceeds `max_qber` is discarded before any parity is disclosed.
+//!    selects; Bob compares, bounds the QBER, and both drop the sample. The block is sized for
+//!    the smallest rung of the session's [`QberLadder`] (fixed by `max_qber` before any
+//!    sample is seen) at or above its sample QBER; a block above the top rung, or whose upper
+//!    bound exceeds `max_qber`, is discarded before any parity is disclosed.
 //! 2. **Reconcile**: Cascade ([`crate::reconcile::cascade`]) with the configured variant and a
 //!    fresh public shuffle seed; the observed QBER sets the block sizes.
 //! 3. **Confirm**: a universal-hash tag of the reconciled keys ([`crate::confirm`]); a mismatch
 //!    discards the block.
 //! 4. **Secret length**: the finite-key bound ([`crate::amplify::finite_key`]) from the key
-//!    length, sample size, observed QBER and leakage (Cascade parities plus the tag).
+//!    length, sample size, the block's rung and the ladder's size, Cascade's leakage on both
+//!    sides (Alice's parities plus Bob's key-dependent bits) and the confirmation tag
+//!    (charged once).
 //! 5. **Amplify**: each side Toeplitz-hashes its key with the same fresh public seed; the two
 //!    final keys are compared (the simulation knows both) and must be identical.
 //! 6. **Check**: the entropy verdict on the final key; a failure quarantines the block.
@@ -29,7 +33,7 @@ use serde::Serialize;
 
 use crate::BitBlock;
 use crate::amplify::{
-    Bb84Tlgr2012, FiniteKeyInput, SecretLength, SecretLengthModel, ToeplitzMethod,
+    Bb84Tlgr2012, FiniteKeyInput, QberLadder, SecretLength, SecretLengthModel, ToeplitzMethod,
     seed_bits_needed, toeplitz_hash_with,
 };
 use crate::confirm::{self, ConfirmInitiator};
@@ -54,7 +58,8 @@ pub struct PipelineConfig {
     pub eps_sec: f64,
     /// Correctness parameter (confirmation tag length).
     pub eps_cor: f64,
-    /// Blocks whose QBER upper bound exceeds this are discarded before reconciliation.
+    /// The top rung of the QBER ladder ([`QberLadder::default_up_to`]): blocks whose sample
+    /// QBER or whose QBER upper bound exceeds it are discarded before reconciliation.
     pub max_qber: f64,
     /// Toeplitz method.
     #[serde(serialize_with = "ser_method")]
@@ -221,8 +226,13 @@ pub struct BlockReport {
     pub qber_upper: f64,
     /// Bits reconciled (raw minus sample).
     pub reconciled_bits: u64,
-    /// Cascade parity bits disclosed.
-    pub parity_bits: u64,
+    /// The tolerated QBER the block was sized for (its rung of the ladder), once estimated.
+    pub qber_tolerated: Option<f64>,
+    /// Cascade parity bits Alice disclosed (the numerator of `efficiency`).
+    pub leak_alice_bits: u64,
+    /// Bits of Bob's Cascade messages that depend on his key (counted conservatively; with
+    /// `leak_alice_bits` it sizes the key: docs/security.md, "Cascade leakage").
+    pub leak_bob_bits: u64,
     /// Cascade round trips.
     pub round_trips: u32,
     /// Cascade messages.
@@ -236,7 +246,7 @@ pub struct BlockReport {
     /// Reconciliation efficiency `f` with the block's true error rate (DESIGN §4); `None` when
     /// there was nothing to correct or reconciliation did not run.
     pub efficiency: Option<f64>,
-    /// Confirmation tag bits (leaked, reported apart from `f`).
+    /// Confirmation tag bits (leaked, reported apart from `f`, charged once in the length).
     pub confirm_tag_bits: u32,
     /// Whether the confirmation tags matched.
     pub confirmed: bool,
@@ -290,6 +300,7 @@ pub fn process_block(
 pub struct Session {
     cfg: PipelineConfig,
     variant: Variant,
+    ladder: QberLadder,
     shuffle_seed: [u8; 32],
     plans: std::sync::Mutex<std::collections::HashMap<(u32, i32), Arc<Plan>>>,
 }
@@ -306,9 +317,12 @@ impl Session {
         let variant = Variant::by_name(&cfg.algorithm).ok_or_else(|| {
             PipelineError::Config(format!("unknown algorithm '{}'", cfg.algorithm))
         })?;
+        let ladder = QberLadder::default_up_to(cfg.max_qber)
+            .map_err(|e| PipelineError::Config(e.to_string()))?;
         Ok(Self {
             cfg,
             variant,
+            ladder,
             shuffle_seed: rng.seed32()?,
             plans: Default::default(),
         })
@@ -317,6 +331,11 @@ impl Session {
     /// The configuration.
     pub fn config(&self) -> &PipelineConfig {
         &self.cfg
+    }
+
+    /// The tolerated QBERs blocks are sized for, fixed by `max_qber`.
+    pub fn ladder(&self) -> &QberLadder {
+        &self.ladder
     }
 
     fn plan(&self, n: u32, qber: f64) -> Result<Arc<Plan>, String> {
@@ -367,7 +386,9 @@ impl Session {
             qber: 0.0,
             qber_upper: 0.0,
             reconciled_bits: (n_raw - cfg.sample_bits) as u64,
-            parity_bits: 0,
+            qber_tolerated: None,
+            leak_alice_bits: 0,
+            leak_bob_bits: 0,
             round_trips: 0,
             messages: 0,
             errors_corrected: 0,
@@ -413,6 +434,15 @@ impl Session {
             );
             return done(report, times, BlockOutcome::Discarded(why));
         }
+        let Some(qber_tolerated) = self.ladder.rung_for(est.observed_qber) else {
+            let why = format!(
+                "sample QBER {:.4} is above the top rung {:.4}",
+                est.observed_qber,
+                self.ladder.top()
+            );
+            return done(report, times, BlockOutcome::Discarded(why));
+        };
+        report.qber_tolerated = Some(qber_tolerated);
 
         // 2. Reconcile (Bob asks with the variant and a fresh public shuffle seed).
         let t = Instant::now();
@@ -426,7 +456,8 @@ impl Session {
         let mut bob = Bob::new(plan, bob_key).map_err(|e| err(e.to_string()))?;
         let lb = LoopbackLink::run(&mut alice, &mut bob).map_err(|e| err(e.to_string()))?;
         times.reconcile = t.elapsed().as_secs_f64();
-        report.parity_bits = lb.alice_disclosed_bits;
+        report.leak_alice_bits = lb.alice_disclosed_bits;
+        report.leak_bob_bits = lb.bob_disclosed_bits;
         report.round_trips = lb.bob.round_trips;
         report.messages = lb.bob.messages;
         report.errors_corrected = lb.bob.corrected;
@@ -462,8 +493,10 @@ impl Session {
         let input = FiniteKeyInput {
             key_bits: alice_key.len() as u64,
             sample_bits: cfg.sample_bits as u64,
-            qber: est.observed_qber,
-            leak_ec_bits: report.parity_bits + u64::from(report.confirm_tag_bits),
+            qber: qber_tolerated,
+            leak_ec_bits: report.leak_alice_bits + report.leak_bob_bits,
+            confirm_tag_bits: report.confirm_tag_bits,
+            length_choices: self.ladder.len(),
             eps_sec: cfg.eps_sec,
             eps_cor: cfg.eps_cor,
         };

@@ -27,10 +27,17 @@ pub struct qkd_finite_key_input {
     pub key_bits: u64,
     /// k: bits disclosed to estimate the QBER.
     pub sample_bits: u64,
-    /// QBER observed on the sample, in [0, 0.5].
+    /// Q_tol: the tolerated QBER the block is sized for, in [0, 0.5], fixed before the sample
+    /// was seen (a rung of a ladder of length_choices rungs); the block aborts when its sample
+    /// QBER exceeds it.
     pub qber: f64,
-    /// leak_EC: bits revealed by reconciliation plus the confirmation tag.
+    /// leak_EC: bits disclosed by reconciliation on both sides (for Cascade, Alice's parities
+    /// plus Bob's key-dependent bits), without the confirmation tag.
     pub leak_ec_bits: u64,
+    /// t: confirmation tag bits sent (charged once, as max(t, log2(2/eps_cor))).
+    pub confirm_tag_bits: u32,
+    /// L >= 1: how many lengths the protocol chooses between (1 for a fixed Q_tol).
+    pub length_choices: u32,
     /// Secrecy parameter eps_sec in (0, 1).
     pub eps_sec: f64,
     /// Correctness parameter eps_cor in (0, 1).
@@ -40,7 +47,8 @@ pub struct qkd_finite_key_input {
     pub preparation_quality: f64,
 }
 
-/// A secret length with the terms it was computed from.
+/// A secret length with the terms it was computed from:
+/// raw_bits = entropy_bits - leak_ec_bits - confirm_cost_bits - secrecy_cost_bits.
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct qkd_secret_length {
@@ -49,18 +57,26 @@ pub struct qkd_secret_length {
     pub bits: u64,
     /// The bound before rounding and clamping; negative when the block yields no key.
     pub raw_bits: f64,
-    /// The asymptotic length n (1 - h(Q)) - leak_EC, for comparison.
+    /// The asymptotic length n (1 - h(Q)) - leak_EC - t, for comparison.
     pub asymptotic_bits: f64,
-    /// The statistical allowance mu added to the observed QBER.
+    /// The smoothing parameter eps_sec / (4 L).
+    pub eps_smooth: f64,
+    /// The statistical allowance mu added to Q_tol.
     pub qber_deviation: f64,
-    /// The amplification cost log2(2 / (eps_sec^2 eps_cor)).
-    pub pa_cost_bits: f64,
+    /// Q_tol + mu, capped at 1/2.
+    pub phase_error_bound: f64,
+    /// n (q - h(Q_tol + mu)).
+    pub entropy_bits: f64,
+    /// max(t, log2(2 / eps_cor)).
+    pub confirm_cost_bits: f64,
+    /// 2 log2(L / eps_sec).
+    pub secrecy_cost_bits: f64,
 }
 
 /// The finite-key secret length of single-photon BB84 after Tomamichel, Lim, Gisin, Renner,
-/// Nat. Commun. 3, 634 (2012) (no decoy states): fills `*out`. Invalid inputs (eps outside
-/// (0, 1), QBER outside [0, 0.5], k = 0, n = 0, q outside (0, 1]) give
-/// QKD_ERR_INVALID_ARGUMENT.
+/// Nat. Commun. 3, 634 (2012) with the constants of docs/security.md (no decoy states): fills
+/// `*out`. Invalid inputs (eps outside (0, 1), QBER outside [0, 0.5], k = 0, n = 0, L = 0, q
+/// outside (0, 1]) give QKD_ERR_INVALID_ARGUMENT.
 ///
 /// # Safety
 /// `input` must be NULL or point to a readable `qkd_finite_key_input`; `out` NULL or a
@@ -73,14 +89,8 @@ pub unsafe extern "C" fn qkd_secret_length_bb84(
     guard(|| {
         // SAFETY: caller contract on `input` and `out`.
         let (input, out) = unsafe { (in_ref(input, "input")?, out_ref(out, "out")?) };
-        let q = input.preparation_quality;
-        if !(q > 0.0 && q <= 1.0) {
-            return Err(Error::invalid(format!(
-                "preparation_quality = {q} is outside (0, 1]; 1 is ideal BB84"
-            )));
-        }
         let model = Bb84Tlgr2012 {
-            preparation_quality: q,
+            preparation_quality: input.preparation_quality,
         };
         let len = model
             .secret_length(&FiniteKeyInput {
@@ -88,6 +98,8 @@ pub unsafe extern "C" fn qkd_secret_length_bb84(
                 sample_bits: input.sample_bits,
                 qber: input.qber,
                 leak_ec_bits: input.leak_ec_bits,
+                confirm_tag_bits: input.confirm_tag_bits,
+                length_choices: input.length_choices,
                 eps_sec: input.eps_sec,
                 eps_cor: input.eps_cor,
             })
@@ -96,8 +108,12 @@ pub unsafe extern "C" fn qkd_secret_length_bb84(
             bits: len.bits,
             raw_bits: len.raw_bits,
             asymptotic_bits: len.asymptotic_bits,
+            eps_smooth: len.eps_smooth,
             qber_deviation: len.qber_deviation,
-            pa_cost_bits: len.pa_cost_bits,
+            phase_error_bound: len.phase_error_bound,
+            entropy_bits: len.entropy_bits,
+            confirm_cost_bits: len.confirm_cost_bits,
+            secrecy_cost_bits: len.secrecy_cost_bits,
         };
         Ok(())
     })

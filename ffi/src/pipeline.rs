@@ -30,8 +30,8 @@ pub struct qkd_pipeline_config {
     pub eps_sec: f64,
     /// Correctness parameter (confirmation tag length), in (0, 1).
     pub eps_cor: f64,
-    /// Blocks whose QBER upper bound exceeds this are discarded before reconciliation; in
-    /// (0, 0.5].
+    /// The top rung of the QBER ladder (rungs from 0.25 % by a factor 1.1): blocks whose sample
+    /// QBER or QBER upper bound exceeds it are discarded before reconciliation; in (0, 0.5].
     pub max_qber: f64,
 }
 
@@ -69,8 +69,14 @@ pub struct qkd_block_report {
     pub qber_upper: f64,
     /// Bits reconciled (raw minus sample).
     pub reconciled_bits: u64,
-    /// Cascade parity bits disclosed.
-    pub parity_bits: u64,
+    /// The tolerated QBER the block was sized for (its rung of the ladder); NaN before
+    /// estimation ended.
+    pub qber_tolerated: f64,
+    /// Cascade parity bits Alice disclosed (the numerator of the efficiency).
+    pub leak_alice_bits: u64,
+    /// Bits of Bob's Cascade messages that depend on his key (counted conservatively; with
+    /// leak_alice_bits it sizes the key).
+    pub leak_bob_bits: u64,
     /// Cascade round trips.
     pub round_trips: u32,
     /// Cascade messages.
@@ -243,7 +249,9 @@ pub unsafe extern "C" fn qkd_pipeline_process_block(
             qber: r.qber,
             qber_upper: r.qber_upper,
             reconciled_bits: r.reconciled_bits,
-            parity_bits: r.parity_bits,
+            qber_tolerated: r.qber_tolerated.unwrap_or(f64::NAN),
+            leak_alice_bits: r.leak_alice_bits,
+            leak_bob_bits: r.leak_bob_bits,
             round_trips: r.round_trips,
             messages: r.messages,
             errors_corrected: r.errors_corrected,

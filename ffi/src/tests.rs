@@ -341,6 +341,8 @@ fn secret_length_and_toeplitz_agree_with_core() {
         sample_bits: 100_000,
         qber: 0.02,
         leak_ec_bits: 160_000,
+        confirm_tag_bits: 51,
+        length_choices: 41,
         eps_sec: 1e-10,
         eps_cor: 1e-15,
         preparation_quality: 1.0,
@@ -356,14 +358,28 @@ fn secret_length_and_toeplitz_agree_with_core() {
             sample_bits: 100_000,
             qber: 0.02,
             leak_ec_bits: 160_000,
+            confirm_tag_bits: 51,
+            length_choices: 41,
             eps_sec: 1e-10,
             eps_cor: 1e-15,
         })
         .unwrap();
     assert_eq!(out.bits, core.bits);
+    assert_eq!(out.raw_bits, core.raw_bits);
+    assert_eq!(out.qber_deviation, core.qber_deviation);
+    assert_eq!(out.secrecy_cost_bits, core.secrecy_cost_bits);
     assert!(out.bits > 0);
     let bad = qkd_finite_key_input {
         preparation_quality: f64::NAN,
+        ..input
+    };
+    assert_eq!(
+        // SAFETY: valid pointers.
+        unsafe { qkd_secret_length_bb84(&bad, &mut out) },
+        QKD_ERR_INVALID_ARGUMENT
+    );
+    let bad = qkd_finite_key_input {
+        length_choices: 0,
         ..input
     };
     assert_eq!(

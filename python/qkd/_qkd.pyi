@@ -77,6 +77,8 @@ def secret_length(
     sample_bits: int,
     qber: float,
     leak_ec_bits: int,
+    confirm_tag_bits: int = 0,
+    length_choices: int = 1,
     eps_sec: float = 1e-10,
     eps_cor: float = 1e-15,
     preparation_quality: float = 1.0,

@@ -383,52 +383,60 @@ fn seed_bits_needed(n: usize, m: usize) -> usize {
     qkd_core::amplify::seed_bits_needed(n, m)
 }
 
-/// Finite-key secret length (BB84, Tomamichel, Lim, Gisin, Renner, Nat. Commun. 3, 634 (2012)):
+/// Finite-key secret length of ideal-qubit BB84 (Tomamichel, Lim, Gisin, Renner, Nat. Commun.
+/// 3, 634 (2012)) with the constants of docs/security.md:
 ///
-///     l = n (q - h(Q + mu)) - leak_EC - log2(2 / (eps_sec^2 eps_cor)),
-///     mu = sqrt((n + k) / (n k) * (k + 1) / k * ln(2 / eps_sec))
+///     l = n (q - h(Q_tol + mu)) - leak_EC - max(t, log2(2 / eps_cor)) - 2 log2(L / eps_sec),
+///     mu = sqrt((n + k) / (n k) * (k + 1) / k * ln(4 L / eps_sec))
 ///
-/// Single-photon BB84 (no decoy states); q is the preparation quality (1 for ideal BB84).
+/// Single-photon BB84 (no decoy states; see decoy_secret_length); q is the preparation
+/// quality (1 for ideal BB84). `qkd.amplify.secret_length` broadcasts this over numpy arrays.
 ///
 /// Args:
 ///     key_bits: n, key bits after the sample was removed.
 ///     sample_bits: k, bits disclosed to estimate the QBER.
-///     qber: QBER observed on the sample, in [0, 0.5].
-///     leak_ec_bits: bits revealed by reconciliation plus the confirmation tag.
+///     qber: Q_tol, the tolerated QBER the block is sized for, in [0, 0.5] (fixed before the
+///         sample is seen; the block aborts when its sample QBER exceeds it).
+///     leak_ec_bits: bits disclosed by reconciliation on both sides (no confirmation tag).
+///     confirm_tag_bits: t, the confirmation tag length (charged as max(t, log2(2/eps_cor))).
+///     length_choices: L, the rungs of the QBER ladder the length was chosen from (1: fixed).
 ///     eps_sec, eps_cor: secrecy and correctness parameters in (0, 1).
 ///     preparation_quality: q (default 1).
 ///
 /// Returns:
 ///     dict: bits (the length to use; 0 when the block yields no key), raw_bits (before
-///     rounding, may be negative), asymptotic_bits, qber_deviation (mu), pa_cost_bits, model.
+///     rounding, may be negative), and every term: asymptotic_bits, eps_smooth,
+///     qber_deviation (mu), phase_error_bound, entropy_bits, leak_ec_bits, confirm_cost_bits,
+///     secrecy_cost_bits, model.
 ///
 /// Raises:
-///     InputError: parameters out of range (a block that yields no key is not an error).
+///     InputError: parameters out of range or negative (a block that yields no key is not an
+///     error).
 #[pyfunction]
-#[pyo3(signature = (key_bits, sample_bits, qber, leak_ec_bits, eps_sec=1e-10, eps_cor=1e-15, preparation_quality=1.0))]
+#[pyo3(signature = (key_bits, sample_bits, qber, leak_ec_bits, confirm_tag_bits=0, length_choices=1, eps_sec=1e-10, eps_cor=1e-15, preparation_quality=1.0))]
+#[allow(clippy::too_many_arguments)]
 fn secret_length<'py>(
     py: Python<'py>,
-    key_bits: u64,
-    sample_bits: u64,
+    key_bits: i64,
+    sample_bits: i64,
     qber: f64,
-    leak_ec_bits: u64,
+    leak_ec_bits: i64,
+    confirm_tag_bits: i64,
+    length_choices: i64,
     eps_sec: f64,
     eps_cor: f64,
     preparation_quality: f64,
 ) -> PyResult<Bound<'py, PyAny>> {
-    if !(preparation_quality.is_finite() && preparation_quality > 0.0) {
-        return Err(input_error(format!(
-            "preparation_quality = {preparation_quality}; expected a positive number (1 for ideal BB84)"
-        )));
-    }
     let model = Bb84Tlgr2012 {
         preparation_quality,
     };
     let input = FiniteKeyInput {
-        key_bits,
-        sample_bits,
+        key_bits: count("key_bits", key_bits)?,
+        sample_bits: count("sample_bits", sample_bits)?,
         qber,
-        leak_ec_bits,
+        leak_ec_bits: count("leak_ec_bits", leak_ec_bits)?,
+        confirm_tag_bits: count32("confirm_tag_bits", confirm_tag_bits)?,
+        length_choices: count32("length_choices", length_choices)?,
         eps_sec,
         eps_cor,
     };
@@ -436,6 +444,17 @@ fn secret_length<'py>(
     let out = report_to_py(py, &len)?;
     out.cast::<PyDict>()?.set_item("model", model.name())?;
     Ok(out)
+}
+
+/// A count argument: a non-negative integer.
+fn count(name: &str, v: i64) -> PyResult<u64> {
+    Ok(size(name, v)? as u64)
+}
+
+/// A count argument that fits 32 bits.
+fn count32(name: &str, v: i64) -> PyResult<u32> {
+    u32::try_from(size(name, v)?)
+        .map_err(|_| input_error(format!("{name} = {v} is too large; expected below 2^32")))
 }
 
 /// Binary entropy h(p) = -p log2 p - (1 - p) log2(1 - p), with h(0) = h(1) = 0.

@@ -329,7 +329,7 @@ impl Bob {
 /// Returns:
 ///     (keys, reports, summary): `keys[i]` is block i's final key (identical on both sides)
 ///     or None when the block yielded none; `reports[i]` is a flat dict per block (qber,
-///     parity_bits, efficiency, final_bits, outcome, stage times, ...):
+///     leak_alice_bits, leak_bob_bits, efficiency, final_bits, outcome, stage times, ...):
 ///     `pandas.DataFrame(reports)` takes it; summary totals the run (secret_fraction,
 ///     efficiency_mean, raw_bits_per_second, ...).
 ///

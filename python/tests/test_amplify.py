@@ -72,17 +72,40 @@ def h(p):
 
 
 def test_secret_length_formula_by_hand():
-    n, k, q, leak, es, ec = 1_000_000, 100_000, 0.02, 150_000, 1e-10, 1e-15
-    r = amplify.secret_length(n, k, q, leak, eps_sec=es, eps_cor=ec)
-    mu = math.sqrt((n + k) / (n * k) * (k + 1) / k * math.log(2 / es))
-    cost = math.log2(2 / (es**2 * ec))
-    raw = n * (1 - h(q + mu)) - leak - cost
+    n, k, q, leak, t, L, es, ec = 1_000_000, 100_000, 0.02, 150_000, 50, 1, 1e-10, 1e-15
+    r = amplify.secret_length(n, k, q, leak, t, L, eps_sec=es, eps_cor=ec)
+    # eps = eps_sec / (4 L); confirmation charged once as max(t, log2(2/eps_cor)).
+    mu = math.sqrt((n + k) / (n * k) * (k + 1) / k * math.log(4 * L / es))
+    confirm = max(t, math.log2(2 / ec))
+    secrecy = 2 * math.log2(L / es)
+    raw = n * (1 - h(q + mu)) - leak - confirm - secrecy
     assert r["qber_deviation"] == pytest.approx(mu, rel=1e-12)
-    assert r["pa_cost_bits"] == pytest.approx(cost, rel=1e-12)
+    assert r["confirm_cost_bits"] == pytest.approx(confirm, rel=1e-12)
+    assert r["secrecy_cost_bits"] == pytest.approx(secrecy, rel=1e-12)
     assert r["raw_bits"] == pytest.approx(raw, rel=1e-9)
-    assert r["bits"] == math.floor(r["raw_bits"])
-    assert r["asymptotic_bits"] == pytest.approx(n * (1 - h(q)) - leak, rel=1e-12)
+    assert r["bits"] == math.floor(r["raw_bits"]) == 624_408
+    assert r["asymptotic_bits"] == pytest.approx(n * (1 - h(q)) - leak - t, rel=1e-12)
     assert r["model"] == "bb84-tlgr2012"
+
+
+def test_secret_length_broadcasts_like_a_ufunc():
+    n = np.array([10**5, 10**6, 10**7])
+    r = amplify.secret_length(n[:, None], n[:, None] // 10, np.array([0.01, 0.02]), 0)
+    assert r["bits"].shape == (3, 2) and r["raw_bits"].shape == (3, 2)
+    for i in range(3):
+        for j, q in enumerate([0.01, 0.02]):
+            one = amplify.secret_length(int(n[i]), int(n[i]) // 10, q, 0)
+            assert r["bits"][i, j] == one["bits"]
+    # Longer blocks keep a larger fraction; more errors keep less.
+    frac = r["bits"] / n[:, None]
+    assert np.all(np.diff(frac, axis=0) > 0) and np.all(frac[:, 0] > frac[:, 1])
+    assert r["model"] == "bb84-tlgr2012"
+    # Integral floats (np.logspace) count as integers; other floats do not.
+    assert amplify.secret_length(np.logspace(5, 6, 3), 10_000, 0.02, 0)["bits"].shape == (3,)
+    with pytest.raises(qkd.InputError, match="not an integer"):
+        amplify.secret_length(1e5 + 0.5, 10_000, 0.02, 0)
+    with pytest.raises(qkd.InputError, match="broadcast"):
+        amplify.secret_length(np.ones(3) * 1e5, np.ones(2) * 1e4, 0.02, 0)
 
 
 def test_secret_length_zero_is_not_an_error():
@@ -98,7 +121,10 @@ def test_secret_length_zero_is_not_an_error():
         (dict(qber=0.7), "QBER"),
         (dict(sample_bits=0), "sample size"),
         (dict(key_bits=0), "key length"),
-        (dict(preparation_quality=-1.0), "preparation_quality"),
+        (dict(key_bits=-5), "negative"),
+        (dict(leak_ec_bits=-1), "negative"),
+        (dict(length_choices=0), "length_choices"),
+        (dict(preparation_quality=-1.0), "preparation quality"),
     ],
 )
 def test_secret_length_bad_input(kwargs, match):

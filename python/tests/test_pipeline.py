@@ -22,11 +22,16 @@ def test_process_keys_and_reports(run):
         assert r["outcome"] == "key" and r["residual_errors"] == 0 and r["confirmed"]
         assert k.dtype == np.uint8 and len(k) == (r["final_bits"] + 7) // 8
         # The finite-key length is the formula on the report's own numbers.
+        # Sized for its rung of the default ladder (41 rungs up to 11 %), with both sides'
+        # Cascade leakage and the tag charged once.
+        assert r["qber_tolerated"] >= r["qber"] and r["leak_bob_bits"] >= r["leak_alice_bits"]
         sl = amplify.secret_length(
             r["reconciled_bits"],
             r["sample_bits"],
-            r["qber"],
-            r["parity_bits"] + r["confirm_tag_bits"],
+            r["qber_tolerated"],
+            r["leak_alice_bits"] + r["leak_bob_bits"],
+            r["confirm_tag_bits"],
+            41,
         )
         assert r["final_bits"] == sl["bits"] == r["secret_bits"]
         assert all(np.isscalar(v) or v is None for v in r.values())

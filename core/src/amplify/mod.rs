@@ -1,5 +1,6 @@
-//! Privacy amplification: how long the final key may be ([`finite_key`]) and the hash that
-//! shortens the reconciled key to that length ([`toeplitz`]).
+//! Privacy amplification: how long the final key may be ([`finite_key`], with the tolerated
+//! QBERs of [`QberLadder`]) and the hash that shortens the reconciled key to that length
+//! ([`toeplitz`]).
 //!
 //! Both parties hash their (identical) reconciled key with the same public random seed; the
 //! output length comes from a [`finite_key::SecretLengthModel`]. The Toeplitz convention is
@@ -9,13 +10,16 @@ mod clmul;
 pub mod finite_key;
 mod gf2fft;
 mod ntt;
+mod qber_ladder;
 pub mod toeplitz;
 
 pub use clmul::ClmulBackend;
 pub use finite_key::{
-    Bb84Tlgr2012, FiniteKeyError, FiniteKeyInput, SecretLength, SecretLengthModel, binary_entropy,
+    Bb84Tlgr2012, FiniteKeyError, FiniteKeyInput, SecretLength, SecretLengthBound,
+    SecretLengthModel, binary_entropy,
 };
 pub use ntt::NttBackend;
+pub use qber_ladder::{DEFAULT_LOWEST_RUNG, DEFAULT_RUNG_RATIO, QberLadder};
 pub use toeplitz::{
     AUTO_FFT_MIN_BITS, MAX_INPUT_BITS, ToeplitzBench, ToeplitzError, ToeplitzMethod,
     bench_toeplitz, peak_rss_bytes, seed_bits_needed, toeplitz_hash, toeplitz_hash_clmul_tuned,

@@ -28,15 +28,29 @@ fn one_block_at_two_percent_yields_identical_final_keys() {
     assert!(f > 1.0 && f < 1.3, "efficiency {f}");
     let secret = rep.secret.unwrap();
     assert_eq!(rep.final_bits, secret.bits);
-    // The length obeys the finite-key bound with the leakage the block reported.
-    assert!(secret.bits < rep.reconciled_bits - rep.parity_bits - u64::from(rep.confirm_tag_bits));
+    // Bob's side of Cascade is counted (never less than Alice's), and the length obeys the
+    // bound with every bit either side disclosed.
+    assert!(rep.leak_bob_bits >= rep.leak_alice_bits);
+    let disclosed = rep.leak_alice_bits + rep.leak_bob_bits + u64::from(rep.confirm_tag_bits);
+    assert!(secret.bits < rep.reconciled_bits - disclosed);
+    // The block is sized for its rung of the default ladder (41 rungs up to 11 %), the
+    // smallest at or above its sample QBER.
+    let ladder = crate::amplify::QberLadder::default_up_to(c.max_qber).unwrap();
+    let rung = rep.qber_tolerated.unwrap();
+    assert!(
+        rung >= rep.qber && ladder.rungs().contains(&rung),
+        "{rep:?}"
+    );
+    assert!(ladder.rungs().iter().all(|&q| q < rep.qber || q >= rung));
     // ... and is exactly the model's answer for the block's figures.
     let expect = Bb84Tlgr2012::default()
         .secret_length(&FiniteKeyInput {
             key_bits: rep.reconciled_bits,
             sample_bits: rep.sample_bits,
-            qber: rep.qber,
-            leak_ec_bits: rep.parity_bits + u64::from(rep.confirm_tag_bits),
+            qber: rung,
+            leak_ec_bits: rep.leak_alice_bits + rep.leak_bob_bits,
+            confirm_tag_bits: rep.confirm_tag_bits,
+            length_choices: 41,
             eps_sec: c.eps_sec,
             eps_cor: c.eps_cor,
         })
@@ -50,8 +64,8 @@ fn one_block_at_two_percent_yields_identical_final_keys() {
 
 #[test]
 fn same_seeds_give_the_same_key_and_other_seeds_another() {
-    let p = simulate(1 << 16, 0.03, ErrorModel::IidExact, 5).unwrap();
-    let c = cfg(1 << 16, 1 << 11);
+    let p = simulate(1 << 18, 0.02, ErrorModel::IidExact, 5).unwrap();
+    let c = cfg(1 << 18, 1 << 13);
     let run = |s| process_block(0, &p.alice, &p.bob, &c, &mut SeededRandom::from_u64(s)).unwrap();
     let (a, b, d) = (run(9), run(9), run(10));
     assert_eq!(a.key, b.key);
@@ -66,7 +80,7 @@ fn high_qber_block_is_discarded_before_reconciliation() {
     let r = process_block(7, &p.alice, &p.bob, &c, &mut SeededRandom::from_u64(1)).unwrap();
     assert!(r.key.is_none());
     assert_eq!(r.report.index, 7);
-    assert_eq!(r.report.parity_bits, 0, "nothing may be disclosed");
+    assert_eq!(r.report.leak_alice_bits, 0, "nothing may be disclosed");
     match &r.report.outcome {
         BlockOutcome::Discarded(why) => assert!(why.contains("QBER"), "{why}"),
         o => panic!("expected a discard, got {o:?}"),

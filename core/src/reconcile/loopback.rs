@@ -19,6 +19,8 @@ pub struct LoopbackReport {
     pub bob: BobStats,
     /// Parity bits Alice disclosed (equals `bob.disclosed_bits` in a correct run).
     pub alice_disclosed_bits: u64,
+    /// Bits of Bob's messages that depend on his key ([`BobStats::bob_leak_bits`]).
+    pub bob_disclosed_bits: u64,
     /// Encoded bytes Bob sent.
     pub bytes_to_alice: u64,
     /// Encoded bytes Alice sent.
@@ -77,6 +79,7 @@ impl LoopbackLink {
         Ok(LoopbackReport {
             bob: bob.stats(),
             alice_disclosed_bits: alice.disclosed_bits(),
+            bob_disclosed_bits: bob.stats().bob_leak_bits(),
             bytes_to_alice: to_alice,
             bytes_to_bob: to_bob,
             n,

@@ -530,6 +530,19 @@ pub struct BobStats {
     pub speculative_bits: u64,
 }
 
+impl BobStats {
+    /// Bits of Bob's messages that depend on his key, counted conservatively (Tupkary and
+    /// Lütkenhaus, "Using Cascade in quantum key distribution", PRApplied 20, 064040 (2023):
+    /// Bob's side of the exchange leaks too). Every question Bob sends after an answer reveals
+    /// whether his parity of an interval Alice disclosed matched hers (one bit per parity
+    /// Alice disclosed, [`Self::disclosed_bits`]), and [`Tweaks::descend`] variants also send
+    /// parities of his own ([`Self::bob_parity_bits`]); the sum bounds the number of binary
+    /// choices in Bob's transcript from above (docs/security.md, "Cascade leakage").
+    pub fn bob_leak_bits(&self) -> u64 {
+        self.disclosed_bits + self.bob_parity_bits
+    }
+}
+
 #[derive(Debug, Clone, Copy)]
 struct Task {
     pass: u32,
