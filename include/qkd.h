@@ -207,10 +207,17 @@ typedef struct {
   uint64_t key_bits;
   // k: bits disclosed to estimate the QBER.
   uint64_t sample_bits;
-  // QBER observed on the sample, in [0, 0.5].
+  // Q_tol: the tolerated QBER the block is sized for, in [0, 0.5], fixed before the sample
+  // was seen (a rung of a ladder of length_choices rungs); the block aborts when its sample
+  // QBER exceeds it.
   double qber;
-  // leak_EC: bits revealed by reconciliation plus the confirmation tag.
+  // leak_EC: bits disclosed by reconciliation on both sides (for Cascade, Alice's parities
+  // plus Bob's key-dependent bits), without the confirmation tag.
   uint64_t leak_ec_bits;
+  // t: confirmation tag bits sent (charged once, as max(t, log2(2/eps_cor))).
+  uint32_t confirm_tag_bits;
+  // L >= 1: how many lengths the protocol chooses between (1 for a fixed Q_tol).
+  uint32_t length_choices;
   // Secrecy parameter eps_sec in (0, 1).
   double eps_sec;
   // Correctness parameter eps_cor in (0, 1).
@@ -220,25 +227,38 @@ typedef struct {
   double preparation_quality;
 } qkd_finite_key_input;
 
-// A secret length with the terms it was computed from.
+// A secret length with the terms it was computed from:
+// raw_bits = entropy_bits - leak_ec_bits - confirm_cost_bits - secrecy_cost_bits.
 typedef struct {
   // Bits privacy amplification may output: max(0, floor(raw_bits)). 0 is a normal outcome
   // (the block yields no key), not an error.
   uint64_t bits;
   // The bound before rounding and clamping; negative when the block yields no key.
   double raw_bits;
-  // The asymptotic length n (1 - h(Q)) - leak_EC, for comparison.
+  // The asymptotic length n (1 - h(Q)) - leak_EC - t, for comparison.
   double asymptotic_bits;
-  // The statistical allowance mu added to the observed QBER.
+  // The smoothing parameter eps_sec / (4 L).
+  double eps_smooth;
+  // The statistical allowance mu added to Q_tol.
   double qber_deviation;
-  // The amplification cost log2(2 / (eps_sec^2 eps_cor)).
-  double pa_cost_bits;
+  // Q_tol + mu, capped at 1/2.
+  double phase_error_bound;
+  // n (q - h(Q_tol + mu)).
+  double entropy_bits;
+  // max(t, log2(2 / eps_cor)).
+  double confirm_cost_bits;
+  // 2 log2(L / eps_sec).
+  double secrecy_cost_bits;
 } qkd_secret_length;
 
 // What Bob counted during a run.
 typedef struct {
-  // Parity bits Alice disclosed (the leakage of the run).
+  // Parity bits Alice disclosed (her leakage; the numerator of the efficiency).
   uint64_t disclosed_bits;
+  // Bits of Bob's messages that depend on his key (his leakage, counted conservatively:
+  // one per parity Alice disclosed plus his own parities in descend questions). Size the
+  // key with disclosed_bits + bob_leak_bits.
+  uint64_t bob_leak_bits;
   // Bits Bob flipped.
   uint64_t corrected;
   // Round trips (hello plus queries).
@@ -358,8 +378,8 @@ typedef struct {
   double eps_sec;
   // Correctness parameter (confirmation tag length), in (0, 1).
   double eps_cor;
-  // Blocks whose QBER upper bound exceeds this are discarded before reconciliation; in
-  // (0, 0.5].
+  // The top rung of the QBER ladder (rungs from 0.25 % by a factor 1.1): blocks whose sample
+  // QBER or QBER upper bound exceeds it are discarded before reconciliation; in (0, 0.5].
   double max_qber;
 } qkd_pipeline_config;
 
@@ -383,8 +403,14 @@ typedef struct {
   double qber_upper;
   // Bits reconciled (raw minus sample).
   uint64_t reconciled_bits;
-  // Cascade parity bits disclosed.
-  uint64_t parity_bits;
+  // The tolerated QBER the block was sized for (its rung of the ladder); NaN before
+  // estimation ended.
+  double qber_tolerated;
+  // Cascade parity bits Alice disclosed (the numerator of the efficiency).
+  uint64_t leak_alice_bits;
+  // Bits of Bob's Cascade messages that depend on his key (counted conservatively; with
+  // leak_alice_bits it sizes the key).
+  uint64_t leak_bob_bits;
   // Cascade round trips.
   uint32_t round_trips;
   // Cascade messages.
@@ -462,14 +488,24 @@ extern "C" {
 const char *qkd_version(void);
 
 // The finite-key secret length of single-photon BB84 after Tomamichel, Lim, Gisin, Renner,
-// Nat. Commun. 3, 634 (2012) (no decoy states): fills `*out`. Invalid inputs (eps outside
-// (0, 1), QBER outside [0, 0.5], k = 0, n = 0, q outside (0, 1]) give
-// QKD_ERR_INVALID_ARGUMENT.
+// Nat. Commun. 3, 634 (2012) with the constants of docs/security.md (no decoy states): fills
+// `*out`. Invalid inputs (eps outside (0, 1), QBER outside [0, 0.5], k = 0, n = 0, L = 0, q
+// outside (0, 1]) give QKD_ERR_INVALID_ARGUMENT.
 //
 // # Safety
 // `input` must be NULL or point to a readable `qkd_finite_key_input`; `out` NULL or a
 // writable `qkd_secret_length`.
 qkd_result qkd_secret_length_bb84(const qkd_finite_key_input *input, qkd_secret_length *out);
+
+// The tolerated QBER a block is sized for: the smallest rung at or above `observed` of the
+// engine's default ladder up to `max_qber` (rungs 0.0025 * 1.1^i, then max_qber; fixed before
+// any sample is seen), in `*rung`, and the ladder's number of rungs (the `length_choices` of
+// `qkd_finite_key_input`) in `*rungs`. A sample QBER above the top rung means the block aborts:
+// `*rung` is then NaN (QKD_OK). max_qber outside (0, 0.5] gives QKD_ERR_INVALID_ARGUMENT.
+//
+// # Safety
+// `rung` must be NULL or a writable `double`; `rungs` NULL or a writable `uint32_t`.
+qkd_result qkd_qber_ladder_rung(double max_qber, double observed, double *rung, uint32_t *rungs);
 
 // Binary entropy h(p) = -p log2 p - (1 - p) log2 (1 - p), with h(0) = h(1) = 0; p is clamped
 // to [0, 1].
@@ -633,6 +669,17 @@ qkd_result qkd_cascade_bob_take_message(qkd_cascade_bob *bob,
 qkd_result qkd_cascade_alice_is_done(const qkd_cascade_alice *alice,
                                      bool *done,
                                      uint64_t *disclosed_bits);
+
+// Cascade's leakage as Alice counts it: `*alice_bits` = the parities she disclosed,
+// `*bob_bits` = Bob's key-dependent bits (the same numbers Bob's `qkd_cascade_stats` gives).
+// The key is sized with their sum (docs/security.md, "Cascade leakage").
+//
+// # Safety
+// `alice` must be NULL or a live handle; `alice_bits` and `bob_bits` NULL or writable
+// `uint64_t`s.
+qkd_result qkd_cascade_alice_leak_bits(const qkd_cascade_alice *alice,
+                                       uint64_t *alice_bits,
+                                       uint64_t *bob_bits);
 
 // Fills `*stats` with Bob's counters; `stats->done` tells whether his final message has been
 // queued (send it, then stop).

@@ -14,6 +14,7 @@
  * Build: gcc -std=c11 -Wall -Wextra cascade_two_party.c $(pkg-config --cflags --libs qkd)
  * Usage: cascade_two_party [BITS [QBER]]   (default 200000 bits at QBER 0.04) */
 #define _POSIX_C_SOURCE 200809L
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -26,7 +27,32 @@
 #include "qkd.h"
 
 static const uint64_t SIM_SEED = 424242;
-static const double EPS_PE = 1e-10, EPS_SEC = 1e-10, EPS_COR = 1e-15;
+static const double EPS_PE = 1e-10, EPS_SEC = 1e-10, EPS_COR = 1e-15, MAX_QBER = 0.11;
+
+/* The finite-key length, computed alike on both sides: the block is sized for its rung of the
+ * QBER ladder (fixed before any sample is seen), with Cascade's leakage on both sides (Alice's
+ * parities plus Bob's key-dependent bits) and the confirmation tag charged once. */
+static qkd_result size_key(const qkd_qber_estimate *est, uint64_t cascade_leak, uint32_t tag_bits,
+                           qkd_secret_length *sl) {
+    double rung = 0;
+    uint32_t rungs = 0;
+    qkd_result rc = qkd_qber_ladder_rung(MAX_QBER, est->observed_qber, &rung, &rungs);
+    if (rc != QKD_OK) return rc;
+    if (isnan(rung)) { /* above the top rung: the block aborts */
+        memset(sl, 0, sizeof *sl);
+        return QKD_OK;
+    }
+    qkd_finite_key_input in = {.key_bits = est->remaining_bits,
+                               .sample_bits = est->k,
+                               .qber = rung,
+                               .leak_ec_bits = cascade_leak,
+                               .confirm_tag_bits = tag_bits,
+                               .length_choices = rungs,
+                               .eps_sec = EPS_SEC,
+                               .eps_cor = EPS_COR,
+                               .preparation_quality = 1.0};
+    return qkd_secret_length_bb84(&in, sl);
+}
 
 /* ---- framing: 4-byte little-endian length, then the bytes ---- */
 
@@ -130,7 +156,7 @@ static int alice_main(int fd, size_t bits, double qber) {
     size_t cap = 1 << 16, len = 0;
     long n;
     bool done = false;
-    uint64_t disclosed = 0, errors = 0, fp = 0;
+    uint64_t disclosed = 0, bob_leak = 0, errors = 0, fp = 0;
     qkd_qber_estimate est;
     qkd_confirm_outcome outcome;
     qkd_secret_length sl;
@@ -166,6 +192,8 @@ static int alice_main(int fd, size_t bits, double qber) {
         if (send_queued(fd, take_alice, alice, &buf, &cap)) return 1;
     }
 
+    TRY("alice", qkd_cascade_alice_leak_bits(alice, &disclosed, &bob_leak));
+
     /* Confirmation. */
     TRY("alice", qkd_confirm_start(key, EPS_COR, buf, cap, &len, &confirm));
     if (send_msg(fd, buf, len)) return 1;
@@ -177,11 +205,7 @@ static int alice_main(int fd, size_t bits, double qber) {
     }
 
     /* Secret length and amplification seed. */
-    {
-        qkd_finite_key_input in = {est.remaining_bits, est.k, est.observed_qber,
-                                   disclosed + outcome.leaked_bits, EPS_SEC, EPS_COR, 1.0};
-        TRY("alice", qkd_secret_length_bb84(&in, &sl));
-    }
+    TRY("alice", size_key(&est, disclosed + bob_leak, outcome.leaked_bits, &sl));
     if (sl.bits == 0) return fprintf(stderr, "alice: no key from this block\n"), 1;
     TRY("alice", qkd_random_seed(seed));
     if (send_msg(fd, seed, sizeof seed)) return 1;
@@ -250,12 +274,7 @@ static int bob_main(int fd, size_t bits, double qber) {
     if (send_msg(fd, reply, rlen)) return 1;
     if (!outcome.matched) return fprintf(stderr, "bob: confirmation mismatch\n"), 1;
 
-    {
-        qkd_finite_key_input in = {est.remaining_bits, est.k, est.observed_qber,
-                                   stats.disclosed_bits + outcome.leaked_bits, EPS_SEC, EPS_COR,
-                                   1.0};
-        TRY("bob", qkd_secret_length_bb84(&in, &sl));
-    }
+    TRY("bob", size_key(&est, stats.disclosed_bits + stats.bob_leak_bits, outcome.leaked_bits, &sl));
     if ((n = recv_msg(fd, &buf, &cap)) != QKD_SEED_LEN) return 1;
     TRY("bob", qkd_block_from_seed(buf, qkd_toeplitz_seed_bits(est.remaining_bits, sl.bits), &pa_seed));
     TRY("bob", qkd_toeplitz_hash(fixed, pa_seed, sl.bits, &final_key));

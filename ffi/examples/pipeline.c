@@ -7,6 +7,7 @@
  *
  * Build: gcc -std=c11 -Wall -Wextra pipeline.c $(pkg-config --cflags --libs qkd)
  * Usage: pipeline [BITS [QBER]]   (default 1000000 bits at QBER 0.03) */
+#include <math.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -69,7 +70,7 @@ int main(int argc, char **argv) {
                r.qber_upper);
         printf("reconcile        %llu bits, %llu parities, %llu corrected, %llu residual, "
                "f = %.3f, %u round trips\n",
-               (unsigned long long)r.reconciled_bits, (unsigned long long)r.parity_bits,
+               (unsigned long long)r.reconciled_bits, (unsigned long long)r.leak_alice_bits,
                (unsigned long long)r.errors_corrected, (unsigned long long)r.residual_errors,
                r.efficiency, r.round_trips);
         printf("confirm          %s, %u tag bits\n", r.confirmed ? "matched" : "mismatch",
@@ -122,9 +123,24 @@ int main(int argc, char **argv) {
 
     /* Secret length (finite key) and privacy amplification. */
     {
-        qkd_finite_key_input in = {est.remaining_bits, est.k, est.observed_qber,
-                                   cas.stats.disclosed_bits + conf_a.leaked_bits, eps_sec, eps_cor,
-                                   1.0};
+        /* Sized for the block's rung of the QBER ladder (fixed in advance), with Cascade's
+         * leakage on both sides and the tag charged once. */
+        double rung = 0;
+        uint32_t rungs = 0;
+        TRY(qkd_qber_ladder_rung(0.11, est.observed_qber, &rung, &rungs));
+        if (isnan(rung)) {
+            printf("sample QBER above the ladder's top rung: block discarded\n");
+            goto out;
+        }
+        qkd_finite_key_input in = {.key_bits = est.remaining_bits,
+                                   .sample_bits = est.k,
+                                   .qber = rung,
+                                   .leak_ec_bits = cas.stats.disclosed_bits + cas.stats.bob_leak_bits,
+                                   .confirm_tag_bits = conf_a.leaked_bits,
+                                   .length_choices = rungs,
+                                   .eps_sec = eps_sec,
+                                   .eps_cor = eps_cor,
+                                   .preparation_quality = 1.0};
         TRY(qkd_secret_length_bb84(&in, &len));
     }
     printf("length     %llu secret bits (asymptotic %.0f, finite-size allowance %.4f)\n",

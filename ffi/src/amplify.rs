@@ -6,7 +6,7 @@
 
 use qkd_core::BitBlock;
 use qkd_core::amplify::{
-    Bb84Tlgr2012, FiniteKeyInput, SecretLengthModel, ToeplitzError, binary_entropy,
+    Bb84Tlgr2012, FiniteKeyInput, QberLadder, SecretLengthModel, ToeplitzError, binary_entropy,
     seed_bits_needed, toeplitz_hash,
 };
 
@@ -115,6 +115,32 @@ pub unsafe extern "C" fn qkd_secret_length_bb84(
             confirm_cost_bits: len.confirm_cost_bits,
             secrecy_cost_bits: len.secrecy_cost_bits,
         };
+        Ok(())
+    })
+}
+
+/// The tolerated QBER a block is sized for: the smallest rung at or above `observed` of the
+/// engine's default ladder up to `max_qber` (rungs 0.0025 * 1.1^i, then max_qber; fixed before
+/// any sample is seen), in `*rung`, and the ladder's number of rungs (the `length_choices` of
+/// `qkd_finite_key_input`) in `*rungs`. A sample QBER above the top rung means the block aborts:
+/// `*rung` is then NaN (QKD_OK). max_qber outside (0, 0.5] gives QKD_ERR_INVALID_ARGUMENT.
+///
+/// # Safety
+/// `rung` must be NULL or a writable `double`; `rungs` NULL or a writable `uint32_t`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn qkd_qber_ladder_rung(
+    max_qber: f64,
+    observed: f64,
+    rung: *mut f64,
+    rungs: *mut u32,
+) -> qkd_result {
+    guard(|| {
+        // SAFETY: caller contract on `rung` and `rungs`.
+        let (rung, rungs) = unsafe { (out_ref(rung, "rung")?, out_ref(rungs, "rungs")?) };
+        let ladder =
+            QberLadder::default_up_to(max_qber).map_err(|e| Error::invalid(e.to_string()))?;
+        *rung = ladder.rung_for(observed).unwrap_or(f64::NAN);
+        *rungs = ladder.len();
         Ok(())
     })
 }

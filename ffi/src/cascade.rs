@@ -50,8 +50,12 @@ pub struct qkd_cascade_bob {
 #[repr(C)]
 #[derive(Debug, Clone, Copy)]
 pub struct qkd_cascade_stats {
-    /// Parity bits Alice disclosed (the leakage of the run).
+    /// Parity bits Alice disclosed (her leakage; the numerator of the efficiency).
     pub disclosed_bits: u64,
+    /// Bits of Bob's messages that depend on his key (his leakage, counted conservatively:
+    /// one per parity Alice disclosed plus his own parities in descend questions). Size the
+    /// key with disclosed_bits + bob_leak_bits.
+    pub bob_leak_bits: u64,
     /// Bits Bob flipped.
     pub corrected: u64,
     /// Round trips (hello plus queries).
@@ -174,6 +178,7 @@ fn stats_of(bob: &Bob) -> qkd_cascade_stats {
     let s = bob.stats();
     qkd_cascade_stats {
         disclosed_bits: s.disclosed_bits,
+        bob_leak_bits: s.bob_leak_bits(),
         corrected: s.corrected,
         round_trips: s.round_trips,
         messages: s.messages,
@@ -429,6 +434,34 @@ pub unsafe extern "C" fn qkd_cascade_alice_is_done(
             // SAFETY: non-NULL, writable by the caller's contract.
             unsafe { *disclosed_bits = party.alice.disclosed_bits() };
         }
+        Ok(())
+    })
+}
+
+/// Cascade's leakage as Alice counts it: `*alice_bits` = the parities she disclosed,
+/// `*bob_bits` = Bob's key-dependent bits (the same numbers Bob's `qkd_cascade_stats` gives).
+/// The key is sized with their sum (docs/security.md, "Cascade leakage").
+///
+/// # Safety
+/// `alice` must be NULL or a live handle; `alice_bits` and `bob_bits` NULL or writable
+/// `uint64_t`s.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn qkd_cascade_alice_leak_bits(
+    alice: *const qkd_cascade_alice,
+    alice_bits: *mut u64,
+    bob_bits: *mut u64,
+) -> qkd_result {
+    guard(|| {
+        // SAFETY: caller contract on the pointers.
+        let (alice_bits, bob_bits, party) = unsafe {
+            (
+                out_ref(alice_bits, "alice_bits")?,
+                out_ref(bob_bits, "bob_bits")?,
+                handle::get::<AliceParty>(alice, "alice")?,
+            )
+        };
+        *alice_bits = party.alice.disclosed_bits();
+        *bob_bits = party.alice.bob_leak_bits();
         Ok(())
     })
 }

@@ -28,8 +28,8 @@ mod store;
 mod tests;
 
 pub use amplify::{
-    QKD_TOEPLITZ_MAX_INPUT_BITS, qkd_binary_entropy, qkd_finite_key_input, qkd_secret_length,
-    qkd_secret_length_bb84, qkd_toeplitz_hash, qkd_toeplitz_seed_bits,
+    QKD_TOEPLITZ_MAX_INPUT_BITS, qkd_binary_entropy, qkd_finite_key_input, qkd_qber_ladder_rung,
+    qkd_secret_length, qkd_secret_length_bb84, qkd_toeplitz_hash, qkd_toeplitz_seed_bits,
 };
 pub use block::{
     QKD_SEED_LEN, qkd_block, qkd_block_clone, qkd_block_free, qkd_block_from_bytes,
@@ -37,11 +37,11 @@ pub use block::{
     qkd_block_to_bytes, qkd_random_seed,
 };
 pub use cascade::{
-    qkd_cascade_alice, qkd_cascade_alice_free, qkd_cascade_alice_is_done, qkd_cascade_alice_new,
-    qkd_cascade_alice_receive, qkd_cascade_alice_take_message, qkd_cascade_bob,
-    qkd_cascade_bob_free, qkd_cascade_bob_key, qkd_cascade_bob_new, qkd_cascade_bob_receive,
-    qkd_cascade_bob_stats, qkd_cascade_bob_take_message, qkd_cascade_loopback, qkd_cascade_report,
-    qkd_cascade_stats,
+    qkd_cascade_alice, qkd_cascade_alice_free, qkd_cascade_alice_is_done,
+    qkd_cascade_alice_leak_bits, qkd_cascade_alice_new, qkd_cascade_alice_receive,
+    qkd_cascade_alice_take_message, qkd_cascade_bob, qkd_cascade_bob_free, qkd_cascade_bob_key,
+    qkd_cascade_bob_new, qkd_cascade_bob_receive, qkd_cascade_bob_stats,
+    qkd_cascade_bob_take_message, qkd_cascade_loopback, qkd_cascade_report, qkd_cascade_stats,
 };
 pub use confirm::{
     qkd_confirm, qkd_confirm_finish, qkd_confirm_free, qkd_confirm_outcome, qkd_confirm_respond,

@@ -79,7 +79,7 @@ static void test_null_arguments(void) {
     qkd_qber_estimate est;
     qkd_entropy_report rep;
     qkd_secret_length sl;
-    qkd_finite_key_input in = {1000, 100, 0.01, 100, 1e-10, 1e-15, 1.0};
+    qkd_finite_key_input in = {1000, 100, 0.01, 100, 20, 1, 1e-10, 1e-15, 1.0};
     qkd_cascade_alice *alice = NULL;
     qkd_cascade_bob *bob = NULL;
     qkd_confirm *conf = NULL;
@@ -149,7 +149,7 @@ static void test_invalid_values(void) {
     uint8_t bytes[4] = {0xff, 0, 0, 0};
     double d = 0;
     qkd_secret_length sl;
-    qkd_finite_key_input in = {1000000, 100000, 0.02, 160000, 1e-10, 1e-15, 1.0};
+    qkd_finite_key_input in = {1000000, 100000, 0.02, 160000, 51, 41, 1e-10, 1e-15, 1.0};
     uint32_t t = 0;
     CHECK_RC(qkd_block_from_bytes(bytes, 1, 9, &a), QKD_ERR_LENGTH_MISMATCH);
     CHECK_RC(qkd_simulate(1000, 0.6, QKD_ERROR_MODEL_IID, NULL, &a, &b, NULL), QKD_ERR_INVALID_ARGUMENT);
@@ -165,8 +165,21 @@ static void test_invalid_values(void) {
     in.qber = 0.7;
     CHECK_RC(qkd_secret_length_bb84(&in, &sl), QKD_ERR_INVALID_ARGUMENT);
     in.qber = 0.02;
+    in.length_choices = 0;
+    CHECK_RC(qkd_secret_length_bb84(&in, &sl), QKD_ERR_INVALID_ARGUMENT);
+    in.length_choices = 41;
     in.preparation_quality = 0.0;
     CHECK_RC(qkd_secret_length_bb84(&in, &sl), QKD_ERR_INVALID_ARGUMENT);
+    {
+        double rung = 0;
+        uint32_t rungs = 0;
+        CHECK_RC(qkd_qber_ladder_rung(0.11, 0.02, &rung, &rungs), QKD_OK);
+        CHECK(rungs == 41 && rung >= 0.02 && rung < 0.0204);
+        CHECK_RC(qkd_qber_ladder_rung(0.11, 0.2, &rung, &rungs), QKD_OK);
+        CHECK(rung != rung); /* NaN: above the top rung, the block aborts */
+        CHECK_RC(qkd_qber_ladder_rung(0.7, 0.02, &rung, &rungs), QKD_ERR_INVALID_ARGUMENT);
+        CHECK_RC(qkd_qber_ladder_rung(0.11, 0.02, NULL, &rungs), QKD_ERR_NULL_ARGUMENT);
+    }
     CHECK_RC(qkd_confirm_tag_bits(0.0, 1000, &t), QKD_ERR_INVALID_ARGUMENT);
     CHECK_RC(qkd_confirm_tag_bits(1e-10, 1000, &t), QKD_OK);
     CHECK(t > 30 && t <= 64);
@@ -528,6 +541,12 @@ static void test_end_to_end(void) {
     CHECK_RC(qkd_cascade_bob_stats(bob, &stats), QKD_OK);
     CHECK_RC(qkd_cascade_alice_is_done(alice, &done, &alice_disclosed), QKD_OK);
     CHECK(done && stats.done && alice_disclosed == stats.disclosed_bits);
+    {
+        uint64_t la = 0, lb = 0;
+        CHECK_RC(qkd_cascade_alice_leak_bits(alice, &la, &lb), QKD_OK);
+        CHECK(la == stats.disclosed_bits && lb == stats.bob_leak_bits && lb >= la);
+        CHECK_RC(qkd_cascade_alice_leak_bits(alice, NULL, &lb), QKD_ERR_NULL_ARGUMENT);
+    }
     CHECK_RC(qkd_cascade_bob_key(bob, &bc), QKD_OK);
     CHECK_RC(qkd_block_hamming_distance(ar, bc, &diff), QKD_OK);
     CHECK(diff == 0);
@@ -558,7 +577,8 @@ static void test_end_to_end(void) {
 
     /* Secret length and amplification with a seed expanded on both sides. */
     {
-        qkd_finite_key_input in = {n - k, k, est.observed_qber, stats.disclosed_bits + oa.leaked_bits,
+        qkd_finite_key_input in = {n - k, k, est.observed_qber,
+                                   stats.disclosed_bits + stats.bob_leak_bits, oa.leaked_bits, 1,
                                    1e-10, 1e-15, 1.0};
         uint8_t shared[QKD_SEED_LEN];
         size_t flen = 0;

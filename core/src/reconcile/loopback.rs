@@ -19,7 +19,8 @@ pub struct LoopbackReport {
     pub bob: BobStats,
     /// Parity bits Alice disclosed (equals `bob.disclosed_bits` in a correct run).
     pub alice_disclosed_bits: u64,
-    /// Bits of Bob's messages that depend on his key ([`BobStats::bob_leak_bits`]).
+    /// Bits of Bob's messages that depend on his key ([`BobStats::bob_leak_bits`]; equals
+    /// [`Alice::bob_leak_bits`] in a correct run).
     pub bob_disclosed_bits: u64,
     /// Encoded bytes Bob sent.
     pub bytes_to_alice: u64,

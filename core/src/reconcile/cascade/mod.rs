@@ -252,6 +252,7 @@ pub struct Alice {
     state: AliceState,
     next_round: u32,
     disclosed: u64,
+    bob_parities: u64,
 }
 
 impl std::fmt::Debug for Alice {
@@ -275,6 +276,7 @@ impl Alice {
             state: AliceState::AwaitHello,
             next_round: 1,
             disclosed: 0,
+            bob_parities: 0,
         }
     }
 
@@ -295,9 +297,16 @@ impl Alice {
         self.key
     }
 
-    /// Parity bits disclosed so far (the leakage of the run).
+    /// Parity bits disclosed so far (Alice's leakage).
     pub fn disclosed_bits(&self) -> u64 {
         self.disclosed
+    }
+
+    /// Bob's key-dependent bits so far, as he counts them ([`BobStats::bob_leak_bits`]): one
+    /// per parity Alice disclosed plus the parities Bob sent in descend questions. Both sides
+    /// get the same number, so both can size the key.
+    pub fn bob_leak_bits(&self) -> u64 {
+        self.disclosed + self.bob_parities
     }
 
     /// True once Bob's `Done` arrived.
@@ -475,6 +484,7 @@ impl Alice {
                     );
                 }
                 bob.check(j)?;
+                self.bob_parities += j as u64;
                 // One of Bob's two deep parities lies off the bisection path: counted.
                 self.disclosed += speculative;
                 self.disclosed += u64::from(out.count);

@@ -125,6 +125,31 @@ fn loopback_reports_consistent_counts() {
         "{}",
         r.efficiency()
     );
+    // Without descend questions Bob reveals one comparison per parity Alice disclosed.
+    assert_eq!(r.bob_disclosed_bits, r.alice_disclosed_bits);
+    assert_eq!(alice.bob_leak_bits(), r.bob_disclosed_bits);
+}
+
+#[test]
+fn both_sides_count_bobs_leakage_alike_for_every_variant() {
+    let n = 8192;
+    let (a, b) = noisy_pair(n, error_count(n, 0.03), 6);
+    for v in Variant::all() {
+        let name = v.name.to_string();
+        let descend = v.tweaks.descend;
+        let plan = Plan::new(params(v, n, 0.03, 6)).unwrap();
+        let mut alice = Alice::with_plan(a.clone(), Arc::clone(&plan));
+        let mut bob = Bob::new(plan, b.clone()).unwrap();
+        let r = LoopbackLink::run(&mut alice, &mut bob).unwrap();
+        assert_eq!(alice.bob_leak_bits(), r.bob_disclosed_bits, "{name}");
+        assert_eq!(
+            r.bob_disclosed_bits,
+            r.alice_disclosed_bits + r.bob.bob_parity_bits,
+            "{name}"
+        );
+        // Descend variants send Bob's own parities; the others none.
+        assert_eq!(r.bob.bob_parity_bits > 0, descend, "{name}");
+    }
 }
 
 #[test]
