@@ -301,7 +301,7 @@ mod tests {
         // Confirmation: log2(2 / 1e-15) = 1 + 15 log2 10 = 1 + 49.828921 = 50.828921 > t = 50.
         // Secrecy: 2 log2(1 / 1e-10) = 20 log2 10 = 66.438562.
         // l = 774525.55 - 150000 - 50.83 - 66.44 = 624408.28 -> 624408 bits.
-        // Before the fix (ln(2/eps_sec), tag also in leak_EC): 625517 bits, 1109 more.
+        // Before the fix (ln(2/eps_sec), the tag also in leak_EC): 625467 bits, 1059 more.
         let r = Bb84Tlgr2012::default()
             .secret_length(&input(
                 1_000_000,
