@@ -6,12 +6,17 @@
 //! fixed by DESIGN §4 so that two implementations produce the same bits.
 
 mod clmul;
+pub mod decoy;
 pub mod finite_key;
 mod gf2fft;
 mod ntt;
 pub mod toeplitz;
 
 pub use clmul::ClmulBackend;
+pub use decoy::{
+    DecoyBasisBounds, DecoyBound, DecoyCounts, DecoyDevice, DecoyError, DecoyInput,
+    DecoyStatistics, Lim2014, expected_statistics,
+};
 pub use finite_key::{
     Bb84Tlgr2012, FiniteKeyError, FiniteKeyInput, SecretLength, SecretLengthModel, binary_entropy,
 };
