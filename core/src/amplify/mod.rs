@@ -7,6 +7,7 @@
 //! fixed by DESIGN §4 so that two implementations produce the same bits.
 
 mod clmul;
+pub mod decoy;
 pub mod finite_key;
 mod gf2fft;
 mod ntt;
@@ -14,6 +15,10 @@ mod qber_ladder;
 pub mod toeplitz;
 
 pub use clmul::ClmulBackend;
+pub use decoy::{
+    DecoyBasisBounds, DecoyBound, DecoyCounts, DecoyDevice, DecoyError, DecoyInput,
+    DecoyStatistics, Lim2014, expected_statistics,
+};
 pub use finite_key::{
     Bb84Tlgr2012, FiniteKeyError, FiniteKeyInput, SecretLength, SecretLengthBound,
     SecretLengthModel, binary_entropy,
