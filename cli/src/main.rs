@@ -8,6 +8,7 @@
 mod amplify;
 mod bench;
 mod demo;
+mod keyrate;
 mod kme;
 mod kme_demo;
 mod process;
@@ -47,6 +48,8 @@ enum Command {
     /// An ETSI 014 client, as an encryptor would call the KME.
     #[command(subcommand)]
     Client(kme::ClientCommand),
+    /// The finite-key secret length of one block under a model, with every term.
+    Keyrate(keyrate::Args),
     /// Measure the throughput of one stage.
     #[command(subcommand)]
     Bench(bench::Command),
@@ -59,6 +62,7 @@ fn main() -> std::process::ExitCode {
         Command::Sim(args) => sim::run(args),
         Command::Process(args) => process::run(args),
         Command::Amplify(args) => amplify::run(args),
+        Command::Keyrate(args) => keyrate::run(args),
         Command::Bench(cmd) => bench::run(cmd),
         Command::Store(cmd) => store::run(cmd),
         Command::Serve(args) => kme::serve(args),

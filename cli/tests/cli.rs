@@ -391,3 +391,112 @@ fn demo_keeps_an_explicit_sample_size_on_the_embedded_dataset() {
     }
     assert!(v["kme"].is_null());
 }
+
+#[test]
+fn keyrate_prints_every_term_for_both_models() {
+    // TLGR, the reference case of docs/security.md (W1): 624408 bits.
+    let json = ok(&[
+        "keyrate",
+        "--model",
+        "tlgr2012",
+        "--n",
+        "1000000",
+        "--k",
+        "100000",
+        "--errors",
+        "2000",
+        "--leak-ec",
+        "150000",
+        "--tag-bits",
+        "50",
+        "--json",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(v["model"], "bb84-tlgr2012");
+    assert_eq!(v["bits"], 624_408);
+    for term in [
+        "qber_deviation",
+        "entropy_bits",
+        "confirm_cost_bits",
+        "secrecy_cost_bits",
+    ] {
+        assert!(v[term].is_f64(), "{term} missing: {v}");
+    }
+    // On the ladder: 41 rungs, a little less key.
+    let json = ok(&[
+        "keyrate",
+        "--model",
+        "tlgr2012",
+        "--n",
+        "1000000",
+        "--k",
+        "100000",
+        "--errors",
+        "2000",
+        "--leak-ec",
+        "150000",
+        "--tag-bits",
+        "50",
+        "--ladder",
+        "--json",
+    ]);
+    let w: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(w["length_choices"], 41);
+    assert!(w["bits"].as_u64() < v["bits"].as_u64());
+
+    // Lim 2014 from a counts file.
+    let dir = tempfile::tempdir().unwrap();
+    let counts = dir.path().join("counts.json");
+    std::fs::write(
+        &counts,
+        r#"{"intensities": [0.5, 0.2, 0.0002], "probabilities": [0.6, 0.2, 0.2],
+            "x": {"detections": [19000000, 2500000, 4000], "errors": [100000, 13000, 800]},
+            "z": {"detections": [1200000, 160000, 250], "errors": [6000, 850, 50]}}"#,
+    )
+    .unwrap();
+    let c = counts.to_str().unwrap();
+    let json = ok(&[
+        "keyrate",
+        "--model",
+        "lim2014",
+        "--counts",
+        c,
+        "--leak-ec",
+        "1200000",
+        "--json",
+    ]);
+    let d: serde_json::Value = serde_json::from_str(&json).unwrap();
+    assert_eq!(d["model"], "decoy-lim2014");
+    assert_eq!(d["bits"], 9_557_773);
+    assert!(d["s_x1"].as_f64().unwrap() > 1e7 && d["phi_x"].as_f64().unwrap() < 0.02);
+
+    // Bad input: precise messages, no panic.
+    std::fs::write(&counts, r#"{"intensities": [0.1, 0.5, 0.2]}"#).unwrap();
+    let out = qkd(&[
+        "keyrate",
+        "--model",
+        "lim2014",
+        "--counts",
+        c,
+        "--leak-ec",
+        "5",
+    ]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("probabilities"));
+    let out = qkd(&[
+        "keyrate",
+        "--model",
+        "tlgr2012",
+        "--n",
+        "100",
+        "--k",
+        "10",
+        "--errors",
+        "11",
+        "--leak-ec",
+        "0",
+    ]);
+    assert!(String::from_utf8_lossy(&out.stderr).contains("exceeds"));
+    let out = qkd(&["keyrate", "--model", "tlgr2012", "--leak-ec", "0"]);
+    assert!(!out.status.success());
+}

@@ -100,7 +100,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::finite_key::binary_entropy;
+use super::finite_key::{SecretLengthBound, SecretLengthModel, binary_entropy};
 
 /// Number of equal parts `eps_sec` is split into by the paper's composition, Eq. (B4).
 const EPS_PARTS: f64 = 21.0;
@@ -373,14 +373,26 @@ pub struct DecoyBound {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Lim2014;
 
-impl Lim2014 {
-    /// Short name for reports.
-    pub fn name(&self) -> &'static str {
+impl SecretLengthBound for DecoyBound {
+    fn bits(&self) -> u64 {
+        self.bits
+    }
+    fn raw_bits(&self) -> f64 {
+        self.raw_bits
+    }
+}
+
+impl SecretLengthModel for Lim2014 {
+    type Input = DecoyInput;
+    type Bound = DecoyBound;
+    type Error = DecoyError;
+
+    fn name(&self) -> &'static str {
         "decoy-lim2014"
     }
 
     /// The secret length for one block; `Err` only for invalid (or overflowing) inputs.
-    pub fn secret_length(&self, input: &DecoyInput) -> Result<DecoyBound, DecoyError> {
+    fn secret_length(&self, input: &DecoyInput) -> Result<DecoyBound, DecoyError> {
         validate_input(input)?;
         let source = Source::new(input.intensities, input.probabilities)?;
         let ln_eps = EPS_PARTS.ln() - input.eps_sec.ln(); // ln(21/eps_sec), no overflow
