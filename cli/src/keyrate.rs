@@ -140,7 +140,7 @@ fn lim(args: &Args) -> anyhow::Result<Value> {
     let model = Lim2014;
     let bound = model.secret_length(&input)?;
     let mut out = json!({ "model": model.name() });
-    merge(&mut out, serde_json::to_value(&bound)?);
+    merge(&mut out, serde_json::to_value(bound)?);
     Ok(out)
 }
 
