@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The Python part of the test command: builds `import qkd` into a virtual environment it
-# creates (target/py-venv), runs pytest, and executes the example notebook headless.
+# creates (target/py-venv), runs pytest, and executes the example notebooks headless.
 # Needs only Python >= 3.11 with venv/pip and the Rust toolchain; installs everything else.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -30,18 +30,19 @@ step "build and install qkd (maturin develop --release)"
 step "pytest"
 (cd python && "../$VENV/bin/python" -m pytest -q tests)
 
-step "notebook (headless)"
+step "notebooks (headless)"
 MPLBACKEND=Agg "$VENV/bin/python" - <<'PY'
+import glob
 import time
 
 import nbformat
 from nbclient import NotebookClient
 
-path = "python/examples/reconciliation_study.ipynb"
-nb = nbformat.read(path, as_version=4)
-t0 = time.perf_counter()
-NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": "python/examples"}}).execute()
-print(f"{path}: {len(nb.cells)} cells executed in {time.perf_counter() - t0:.1f} s")
+for path in sorted(glob.glob("python/examples/*.ipynb")):
+    nb = nbformat.read(path, as_version=4)
+    t0 = time.perf_counter()
+    NotebookClient(nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": "python/examples"}}).execute()
+    print(f"{path}: {len(nb.cells)} cells executed in {time.perf_counter() - t0:.1f} s")
 PY
 
 step "python tests passed"

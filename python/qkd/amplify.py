@@ -2,7 +2,9 @@
 
 :func:`secret_length` (ideal-qubit BB84, Tomamichel et al. 2012) takes scalars or numpy arrays,
 broadcast against each other like a numpy ufunc: with arrays, every value of the result dict is
-an array of the broadcast shape. The formulas and their assumptions are in docs/security.md.
+an array of the broadcast shape. :func:`decoy_secret_length` (decoy-state BB84, Lim et al. 2014)
+takes per-intensity counts, as :func:`decoy_expected_counts` simulates them for a device. The
+formulas and their assumptions are in docs/security.md.
 
 Toeplitz convention (DESIGN §4): for input x of n bits and output of m bits the seed s has
 n + m - 1 bits, T[i][j] = s[i - j + n - 1], and y = T x over GF(2).
@@ -10,6 +12,8 @@ n + m - 1 bits, T[i][j] = s[i - j + n - 1], and y = T x over GF(2).
 
 from __future__ import annotations
 
+import json
+from collections.abc import Mapping
 from typing import Any
 
 import numpy as np
@@ -26,6 +30,9 @@ from .errors import InputError
 __all__ = [
     "MAX_TOEPLITZ_INPUT_BITS",
     "binary_entropy",
+    "decoy_expected_counts",
+    "decoy_secret_length",
+    "decoy_typical_device",
     "secret_length",
     "seed_bits_needed",
     "toeplitz",
@@ -131,3 +138,83 @@ def secret_length(
         preparation_quality,
     )
     return _broadcast(_qkd.secret_length, names, values)
+
+
+def _to_json(value: Any) -> str:
+    """JSON text of a mapping that may hold numpy scalars and arrays."""
+
+    def plain(o: Any) -> Any:
+        if isinstance(o, np.ndarray):
+            return o.tolist()
+        if isinstance(o, np.generic):
+            return o.item()
+        raise InputError(f"{type(o).__name__} is not a number or a list of numbers")
+
+    return json.dumps(value, default=plain)
+
+
+def decoy_secret_length(
+    counts: Mapping[str, Any],
+    leak_ec_bits: int,
+    eps_sec: float = 1e-10,
+    eps_cor: float = 1e-15,
+) -> dict[str, Any]:
+    """Finite-key secret length of decoy-state BB84 (Lim, Curty, Walenta, Xu, Zbinden,
+    PRA 89, 022307 (2014)) with every intermediate bound::
+
+        l = s_X0 + s_X1 - s_X1 h(phi_X) - lambda_EC - 6 log2(21/eps_sec) - log2(2/eps_cor)
+
+    Args:
+        counts: ``{"intensities": [mu1, mu2, mu3], "probabilities": [p1, p2, p3],
+            "x": {"detections": [3 counts], "errors": [3 counts]}, "z": {...}}``, lists in the
+            order of the intensities (``mu1 > mu2 + mu3``, ``mu2 > mu3 >= 0``); X is the key
+            basis. The same shape as ``qkd keyrate --model lim2014 --counts FILE.json``.
+        leak_ec_bits: lambda_EC, bits disclosed by error correction (both sides).
+        eps_sec, eps_cor: secrecy and correctness parameters in (0, 1).
+
+    Returns:
+        dict: ``bits`` (0 when no key), ``raw_bits`` and every bound (``tau_0``, ``tau_1``,
+        ``s_x0``, ``s_x1``, ``s_z0``, ``s_z1``, ``v_z1``, ``gamma``, ``phi_x``, the per-basis
+        Hoeffding terms under ``x`` and ``z``, ``pa_cost_bits``, ``cor_cost_bits``,
+        ``asymptotic_bits``, ``model``).
+
+    Raises:
+        InputError: malformed counts (unknown or missing fields, negative counts, errors above
+            detections), intensities out of order, parameters out of range.
+    """
+    if not isinstance(counts, Mapping):
+        raise InputError(f"counts is a {type(counts).__name__}; expected a dict")
+    result: dict[str, Any] = _qkd.decoy_secret_length_json(
+        _to_json(dict(counts)), _count("leak_ec_bits", leak_ec_bits), eps_sec, eps_cor
+    )
+    return result
+
+
+def decoy_typical_device() -> dict[str, Any]:
+    """The typical device of Lim et al.'s numerical section: detector efficiency (with Bob's
+    losses) ``eta_bob = 0.1``, dark counts ``p_dc = 6e-7``, misalignment ``e_mis = 5e-3``,
+    ``f_ec = 1.16``, and fixed (not optimised) intensities, probabilities and ``q_x``."""
+    device: dict[str, Any] = json.loads(_qkd.decoy_typical_device_json())
+    return device
+
+
+def decoy_expected_counts(
+    loss_db: float, pulses: float, **device: Any
+) -> tuple[dict[str, Any], int]:
+    """Expected counts of ``pulses`` pulses sent over a channel of ``loss_db`` dB (fibre at
+    0.2 dB/km: ``loss_db = 0.2 * km``), for the typical device (:func:`decoy_typical_device`)
+    with any of its fields overridden by keyword (``intensities``, ``probabilities``, ``q_x``,
+    ``eta_bob``, ``p_dc``, ``e_mis``, ``f_ec``).
+
+    Returns:
+        (counts, leak_ec_bits): counts for :func:`decoy_secret_length`, and the error-correction
+        leakage ``f_ec * n_X * h(E_X)`` it implies.
+    """
+    full = decoy_typical_device()
+    unknown = set(device) - set(full)
+    if unknown:
+        raise InputError(f"unknown device fields {sorted(unknown)}; expected some of {sorted(full)}")
+    full.update(device)
+    counts_json, leak = _qkd.decoy_expected_counts_json(_to_json(full), loss_db, pulses)
+    counts: dict[str, Any] = json.loads(counts_json)
+    return counts, int(leak)

@@ -7,7 +7,8 @@ use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict};
 use qkd_core::BitBlock;
 use qkd_core::amplify::{
-    Bb84Tlgr2012, FiniteKeyError, FiniteKeyInput, SecretLengthModel, ToeplitzError, ToeplitzMethod,
+    Bb84Tlgr2012, DecoyDevice, DecoyStatistics, FiniteKeyError, FiniteKeyInput, Lim2014,
+    SecretLengthModel, ToeplitzError, ToeplitzMethod, expected_statistics,
 };
 use qkd_core::entropy::{self, AssessConfig, EntropyError};
 use qkd_core::estimate::{self, Bound as QberBound, EstimateError, SampleMessage};
@@ -29,6 +30,9 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(toeplitz, m)?)?;
     m.add_function(wrap_pyfunction!(seed_bits_needed, m)?)?;
     m.add_function(wrap_pyfunction!(secret_length, m)?)?;
+    m.add_function(wrap_pyfunction!(decoy_secret_length_json, m)?)?;
+    m.add_function(wrap_pyfunction!(decoy_expected_counts_json, m)?)?;
+    m.add_function(wrap_pyfunction!(decoy_typical_device_json, m)?)?;
     m.add_function(wrap_pyfunction!(binary_entropy, m)?)?;
     m.add_function(wrap_pyfunction!(assess, m)?)?;
     m.add_function(wrap_pyfunction!(shannon_entropy, m)?)?;
@@ -455,6 +459,54 @@ fn count(name: &str, v: i64) -> PyResult<u64> {
 fn count32(name: &str, v: i64) -> PyResult<u32> {
     u32::try_from(size(name, v)?)
         .map_err(|_| input_error(format!("{name} = {v} is too large; expected below 2^32")))
+}
+
+/// Decoy-state secret length (Lim et al. 2014) from counts given as the JSON text of
+/// `qkd keyrate --counts` (`qkd.amplify.decoy_secret_length` builds it from a dict).
+#[pyfunction]
+#[pyo3(signature = (counts_json, leak_ec_bits, eps_sec=1e-10, eps_cor=1e-15))]
+fn decoy_secret_length_json<'py>(
+    py: Python<'py>,
+    counts_json: &str,
+    leak_ec_bits: i64,
+    eps_sec: f64,
+    eps_cor: f64,
+) -> PyResult<Bound<'py, PyAny>> {
+    let stats: DecoyStatistics =
+        serde_json::from_str(counts_json).map_err(|e| input_error(format!("counts: {e}")))?;
+    let input = stats.into_input(count("leak_ec_bits", leak_ec_bits)?, eps_sec, eps_cor);
+    let model = Lim2014;
+    let bound = model
+        .secret_length(&input)
+        .map_err(|e| input_error(e.to_string()))?;
+    let out = report_to_py(py, &bound)?;
+    out.cast::<PyDict>()?.set_item("model", model.name())?;
+    Ok(out)
+}
+
+/// Expected counts of `pulses` pulses over a `loss_db` channel for a device given as JSON
+/// (`qkd.amplify.decoy_expected_counts` builds it): (counts as JSON, leak_EC estimate).
+#[pyfunction]
+fn decoy_expected_counts_json(
+    device_json: &str,
+    loss_db: f64,
+    pulses: f64,
+) -> PyResult<(String, u64)> {
+    let device: DecoyDevice =
+        serde_json::from_str(device_json).map_err(|e| input_error(format!("device: {e}")))?;
+    let stats =
+        expected_statistics(&device, loss_db, pulses).map_err(|e| input_error(e.to_string()))?;
+    let json = serde_json::to_string(&stats)
+        .map_err(|e| qkd_error(format!("counts do not serialize: {e}")))?;
+    Ok((json, device.leak_ec_bits(&stats)))
+}
+
+/// The typical device of Lim et al.'s numerical section (fixed, not optimised intensities), as
+/// JSON.
+#[pyfunction]
+fn decoy_typical_device_json() -> PyResult<String> {
+    serde_json::to_string(&DecoyDevice::lim2014_typical())
+        .map_err(|e| qkd_error(format!("device does not serialize: {e}")))
 }
 
 /// Binary entropy h(p) = -p log2 p - (1 - p) log2(1 - p), with h(0) = h(1) = 0.

@@ -101,7 +101,7 @@ def test_secret_length_broadcasts_like_a_ufunc():
     assert np.all(np.diff(frac, axis=0) > 0) and np.all(frac[:, 0] > frac[:, 1])
     assert r["model"] == "bb84-tlgr2012"
     # Integral floats (np.logspace) count as integers; other floats do not.
-    assert amplify.secret_length(np.logspace(5, 6, 3), 10_000, 0.02, 0)["bits"].shape == (3,)
+    assert amplify.secret_length(np.logspace(5, 7, 3), 10_000, 0.02, 0)["bits"].shape == (3,)
     with pytest.raises(qkd.InputError, match="not an integer"):
         amplify.secret_length(1e5 + 0.5, 10_000, 0.02, 0)
     with pytest.raises(qkd.InputError, match="broadcast"):
@@ -138,3 +138,63 @@ def test_binary_entropy():
     assert amplify.binary_entropy(0.5) == 1.0
     assert amplify.binary_entropy(0.0) == 0.0
     assert amplify.binary_entropy(0.11) == pytest.approx(h(0.11), rel=1e-14)
+
+
+HAND_COUNTS = {
+    "intensities": [0.5, 0.2, 0.0002],
+    "probabilities": [0.6, 0.2, 0.2],
+    "x": {"detections": [19_000_000, 2_500_000, 4_000], "errors": [100_000, 13_000, 800]},
+    "z": {"detections": [1_200_000, 160_000, 250], "errors": [6_000, 850, 50]},
+}
+
+
+def test_decoy_secret_length_matches_the_hand_worked_case():
+    r = amplify.decoy_secret_length(HAND_COUNTS, 1_200_000)
+    # tau_0 = 0.6 e^-0.5 + 0.2 e^-0.2 + 0.2 e^-0.0002 (core's test derives every bound).
+    tau0 = 0.6 * math.exp(-0.5) + 0.2 * math.exp(-0.2) + 0.2 * math.exp(-0.0002)
+    assert r["tau_0"] == pytest.approx(tau0, rel=1e-12)
+    assert r["bits"] == 9_557_773 and r["model"] == "decoy-lim2014"
+    assert r["pa_cost_bits"] == pytest.approx(6 * math.log2(21 / 1e-10), rel=1e-12)
+    assert 0 < r["phi_x"] < 0.02 and r["s_x1"] > 1e7
+    # numpy counts are accepted as well.
+    np_counts = dict(HAND_COUNTS, x={k: np.array(v) for k, v in HAND_COUNTS["x"].items()})
+    assert amplify.decoy_secret_length(np_counts, np.int64(1_200_000))["bits"] == r["bits"]
+
+
+def test_decoy_key_rate_falls_with_channel_loss():
+    rates = []
+    for loss in [0, 10, 20, 60]:
+        counts, leak = amplify.decoy_expected_counts(loss, 1e10)
+        rates.append(amplify.decoy_secret_length(counts, leak)["bits"] / 1e10)
+    assert rates[0] > rates[1] > rates[2] > 0 and rates[3] == 0
+    assert amplify.decoy_typical_device()["p_dc"] == 6e-7
+    counts, _ = amplify.decoy_expected_counts(10, 1e10, q_x=0.5)
+    assert counts["x"]["detections"] == counts["z"]["detections"]
+
+
+@pytest.mark.parametrize(
+    "change, match",
+    [
+        (lambda c: c["x"].update(detections=[-1, 2, 3]), "counts"),
+        (lambda c: c.update(extra=1), "unknown field"),
+        (lambda c: c.pop("z"), "missing field"),
+        (lambda c: c.update(intensities=[0.1, 0.5, 0.2]), "mu"),
+        (lambda c: c["z"].update(errors=[2_000_000, 0, 0]), "exceed"),
+    ],
+)
+def test_decoy_bad_counts_raise_input_error(change, match):
+    counts = {k: (dict(v) if isinstance(v, dict) else list(v)) for k, v in HAND_COUNTS.items()}
+    change(counts)
+    with pytest.raises(qkd.InputError, match=match):
+        amplify.decoy_secret_length(counts, 1000)
+
+
+def test_decoy_other_bad_input():
+    with pytest.raises(qkd.InputError, match="negative"):
+        amplify.decoy_secret_length(HAND_COUNTS, -1)
+    with pytest.raises(qkd.InputError, match="dict"):
+        amplify.decoy_secret_length([1, 2, 3], 10)  # type: ignore[arg-type]
+    with pytest.raises(qkd.InputError, match="unknown device fields"):
+        amplify.decoy_expected_counts(10, 1e10, eta=0.5)
+    with pytest.raises(qkd.InputError, match="loss_db"):
+        amplify.decoy_expected_counts(-3, 1e10)
