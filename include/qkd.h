@@ -722,8 +722,10 @@ qkd_result qkd_cascade_loopback(const qkd_block *alice_key,
                                 qkd_block **bob_corrected_out,
                                 qkd_cascade_report *report_out);
 
-// Tag length in bits that confirmation uses for a `key_bits`-bit key at correctness
-// parameter `eps_cor`.
+// Tag length in bits (1 to 128) that confirmation uses for a `key_bits`-bit key at
+// correctness parameter `eps_cor`: the smallest `t` with `(L + 1) / 2^128 + 2^-t <= eps_cor`,
+// `L = ceil(key_bits / 128)`. QKD_ERR_INVALID_ARGUMENT when `key_bits` is over 2^30 or
+// `eps_cor` is outside `[(L + 2) / 2^128, 1)`.
 //
 // # Safety
 // `out` must be NULL or point to a writable `uint32_t`.
@@ -731,8 +733,9 @@ qkd_result qkd_confirm_tag_bits(double eps_cor, size_t key_bits, uint32_t *out);
 
 // Alice's side: draws a fresh hash seed from the operating system's CSPRNG, tags `key`, writes
 // the challenge for Bob into `msg_buf` (`*msg_len` = its length) and stores the pending
-// confirmation in `*out`. Too small a buffer: QKD_ERR_BUFFER_TOO_SHORT with the size needed,
-// and nothing is created (call again; a new seed is drawn).
+// confirmation in `*out`. The challenge takes at most 64 bytes. Too small a buffer:
+// QKD_ERR_BUFFER_TOO_SHORT with the size needed, and nothing is created (call again; a new
+// seed is drawn). A key over 2^30 bits: QKD_ERR_INVALID_ARGUMENT.
 //
 // # Safety
 // `key` must be NULL or a live handle; `msg_buf` NULL or `msg_cap` writable bytes; `msg_len`

@@ -1,5 +1,5 @@
 //! Cascade reconciliation (both sides, in process, through the wire encoding) on 2^14-bit
-//! blocks, and the confirmation tag. Throughput is in raw key bits.
+//! blocks, and the confirmation tag on 2^14- and 2^26-bit keys. Throughput is in raw key bits.
 use std::hint::black_box;
 use std::sync::Arc;
 
@@ -53,15 +53,16 @@ fn cascade(c: &mut Criterion) {
 
 fn confirmation(c: &mut Criterion) {
     let mut g = c.benchmark_group("confirm");
-    let (key, _) = noisy_pair(BITS, 0, 1);
     let seed = HashSeed {
-        r: 0x1234_5678_9abc_def1,
-        a: 0x0fed_cba9_8765_4321,
+        r: 0x1234_5678_9abc_def1_0fed_cba9_8765_4321,
+        a: 0x0fed_cba9_8765_4321_1234_5678_9abc_def1,
     };
-    g.throughput(Throughput::Elements(BITS as u64));
-    g.bench_function("tag_2e14", |b| {
-        b.iter(|| confirm::tag(black_box(&key), &seed, 40))
-    });
+    for (name, bits) in [("tag_2e14", BITS), ("tag_2e26", 1 << 26)] {
+        let (key, _) = noisy_pair(bits, 0, 1);
+        let t = confirm::tag_bits_for(1e-15, bits).expect("eps_cor in range");
+        g.throughput(Throughput::Elements(bits as u64));
+        g.bench_function(name, |b| b.iter(|| confirm::tag(black_box(&key), &seed, t)));
+    }
     g.finish();
 }
 

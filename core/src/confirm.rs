@@ -1,13 +1,31 @@
 //! Key confirmation: after reconciliation both sides hash their key with a fresh shared seed
 //! and compare tags; a mismatch discards the block.
 //!
-//! The hash is an almost-universal family over GF(2^64) (modulus `x^64 + x^4 + x^3 + x + 1`):
-//! the key's `L` words `m_0..m_{L-1}` and its bit length `m_L` are evaluated as a polynomial
-//! at a random point `r` (Horner: `acc = (acc ^ m_i) * r`), and the tag is the top `t` bits of
-//! `a * acc` for a second random element `a`. Two different keys of the same length collide
-//! with probability at most `(L + 1) / 2^64 + 2^-t`: the polynomial difference has at most
-//! `L + 1` roots, and for a nonzero difference `a * diff` is uniform over the field. The tag
-//! length is the smallest `t` that brings this bound to `eps_cor` ([`tag_bits_for`]).
+//! The hash is an almost-universal family over GF(2^128) (modulus `x^128 + x^7 + x^2 + x + 1`,
+//! plain bit order: bit `i` of a `u128` is the coefficient of `x^i`): the key is cut into
+//! `L = ceil(bits / 128)` blocks `m_0..m_{L-1}` (block `j` holds key bits `128 j ..
+//! 128 j + 127`, the last one zero-padded), its bit length is appended as a final block `m_L`,
+//! and the `L + 1` blocks are evaluated as a polynomial at a random point `r` (Horner:
+//! `acc = (acc ^ m_i) * r`, so `acc = sum_i m_i r^(L + 1 - i)`). The tag is the top `t` bits of
+//! `a * acc` for a second random element `a`.
+//!
+//! Two different keys of the same length collide with probability at most
+//! `(L + 1) / 2^128 + 2^-t` over the seed: either the two polynomial values are equal, which
+//! happens for at most `L + 1` values of `r` (their difference is a nonzero polynomial of degree
+//! at most `L + 1` without a constant term, so `r = 0` and at most `L` further roots), or they
+//! differ by some `d != 0`, and then `a * d` is uniform over the field when `a` is, so the top
+//! `t` bits of the two products agree with probability `2^-t`. (Keys of different lengths
+//! differ in the coefficient of `r^1`, the length block, so the difference is nonzero too.)
+//! The tag length is the smallest `t` that brings this bound to `eps_cor` ([`tag_bits_for`]);
+//! keys up to [`MAX_KEY_BITS`] bits are accepted, where the polynomial term is at most
+//! `(2^23 + 1) / 2^128`, about `2.5e-32`.
+//!
+//! The product uses PCLMULQDQ when the CPU has it (checked at run time) and a portable
+//! carry-less product otherwise. The key is hashed eight blocks per step, `acc = (acc ^ m_0)
+//! r^8 ^ m_1 r^7 ^ ... ^ m_7 r` with `r^2..r^8` computed once: the eight 256-bit products are
+//! summed unreduced and reduced once per step (aggregated Horner), which gives exactly the
+//! one-block-at-a-time Horner value; the blocks past the last full step and the length block
+//! go one at a time.
 //!
 //! Protocol (sans-IO): the initiator (Alice) draws `(r, a)` from a [`RandomSource`] after
 //! reconciliation, sends them with her tag ([`ConfirmMessage::Challenge`]); the responder
@@ -19,25 +37,45 @@ use serde::{Deserialize, Serialize};
 use crate::bits::BitBlock;
 use crate::rng::{RandomSource, RngError};
 
-/// Version byte of the confirmation messages' encoding.
-pub const CONFIRM_WIRE_VERSION: u8 = 1;
+/// Version byte of the confirmation messages' encoding (2: GF(2^128) seeds and tags).
+pub const CONFIRM_WIRE_VERSION: u8 = 2;
+
+/// Longest key confirmation accepts, in bits.
+pub const MAX_KEY_BITS: usize = 1 << 30;
+
+/// Longest tag, in bits (a whole field element).
+pub const MAX_TAG_BITS: u32 = 128;
+
+/// Blocks hashed per aggregated Horner step.
+const AGGREGATE: usize = 8;
+
+/// `2^128` as an `f64` (exact).
+const TWO_POW_128: f64 = 340_282_366_920_938_463_463_374_607_431_768_211_456.0;
 
 /// Errors of key confirmation.
 #[derive(Debug, thiserror::Error)]
 #[non_exhaustive]
 pub enum ConfirmError {
-    /// `eps_cor` cannot be reached with a tag of at most 64 bits for this key length.
+    /// `eps_cor` cannot be reached with a tag of at most 128 bits for this key length.
     #[error(
         "eps_cor = {eps_cor:e} is out of reach for a {key_bits}-bit key; expected a value in \
-         ({floor:e}, 1) so that a tag of at most 64 bits suffices"
+         [{floor:e}, 1) so that a tag of at most 128 bits suffices"
     )]
     EpsilonOutOfRange {
         /// Requested bound.
         eps_cor: f64,
         /// Key length.
         key_bits: usize,
-        /// Smallest bound the family offers for this length (with a 64-bit tag).
+        /// Smallest bound the family offers for this length (with a 128-bit tag).
         floor: f64,
+    },
+    /// The key is longer than confirmation supports.
+    #[error("a {key_bits}-bit key is too long to confirm; expected at most {max_bits} bits")]
+    KeyTooLong {
+        /// Key length.
+        key_bits: usize,
+        /// Longest key accepted ([`MAX_KEY_BITS`]).
+        max_bits: usize,
     },
     /// The peer's challenge uses fewer tag bits than this side's `eps_cor` requires.
     #[error("challenge has a {got}-bit tag; this side requires {expected} bits")]
@@ -55,74 +93,296 @@ pub enum ConfirmError {
     Rng(#[from] RngError),
 }
 
-/// Seed of one hash: evaluation point `r` and multiplier `a`, both in GF(2^64).
+/// Seed of one hash: evaluation point `r` and multiplier `a`, both in GF(2^128).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct HashSeed {
     /// Evaluation point.
-    pub r: u64,
+    pub r: u128,
     /// Final multiplier.
-    pub a: u64,
+    pub a: u128,
 }
 
 impl HashSeed {
     /// Draws a fresh seed.
     pub fn draw(rng: &mut dyn RandomSource) -> Result<Self, RngError> {
+        let mut b = [0u8; 32];
+        rng.fill(&mut b)?;
+        let (r, a) = b.split_at(16);
+        let elem = |s: &[u8]| {
+            let mut e = [0u8; 16];
+            e.copy_from_slice(s);
+            u128::from_le_bytes(e)
+        };
         Ok(Self {
-            r: rng.next_u64()?,
-            a: rng.next_u64()?,
+            r: elem(r),
+            a: elem(a),
         })
     }
 }
 
-/// Reduces a 128-bit carry-less product modulo `x^64 + x^4 + x^3 + x + 1`.
+/// Reduces a 256-bit carry-less product `hi * x^128 + lo` modulo `x^128 + x^7 + x^2 + x + 1`.
+///
+/// `x^128 = x^7 + x^2 + x + 1`, so `hi * x^128 = hi + hi x + hi x^2 + hi x^7`. The part of
+/// that sum of degree 128 and more is `x^128 * ((hi >> 127) + (hi >> 126) + (hi >> 121))`, a
+/// cofactor of degree below 7, which folds once more the same way into degree below 14, so a
+/// third fold is never needed. Both folds at once: `T = hi ^ (hi >> 121) ^ (hi >> 126) ^
+/// (hi >> 127)`, result `lo ^ T ^ T x ^ T x^2 ^ T x^7` (shifts truncated to 128 bits). (The
+/// product of two elements has degree at most 254, so `hi >> 127` is zero there; the term keeps
+/// the function right for any 256-bit input.)
 #[inline]
-fn reduce(hi: u64, lo: u64) -> u64 {
-    let t = hi ^ (hi >> 60) ^ (hi >> 61) ^ (hi >> 63);
-    lo ^ t ^ (t << 1) ^ (t << 3) ^ (t << 4)
+fn reduce(hi: u128, lo: u128) -> u128 {
+    let t = hi ^ (hi >> 121) ^ (hi >> 126) ^ (hi >> 127);
+    lo ^ t ^ (t << 1) ^ (t << 2) ^ (t << 7)
 }
 
-/// Carry-less 64x64 -> 128-bit product, portable (the reference).
+/// Carry-less 64x64 -> 128-bit product, portable and constant-time.
 #[inline]
-fn clmul_portable(a: u64, b: u64) -> (u64, u64) {
-    let (mut hi, mut lo) = (0u64, 0u64);
+fn clmul64_portable(a: u64, b: u64) -> u128 {
+    let a = u128::from(a);
+    let mut p = 0u128;
     for i in 0..64 {
-        let m = 0u64.wrapping_sub((b >> i) & 1);
-        lo ^= (a << i) & m;
-        if i > 0 {
-            hi ^= (a >> (64 - i)) & m;
+        let m = 0u128.wrapping_sub(u128::from((b >> i) & 1));
+        p ^= (a << i) & m;
+    }
+    p
+}
+
+/// Carry-less 128x128 -> 256-bit product `(hi, lo)`, portable (the reference).
+#[inline]
+fn clmul_portable(a: u128, b: u128) -> (u128, u128) {
+    let (a0, a1) = (a as u64, (a >> 64) as u64);
+    let (b0, b1) = (b as u64, (b >> 64) as u64);
+    let lo = clmul64_portable(a0, b0);
+    let hi = clmul64_portable(a1, b1);
+    let mid = clmul64_portable(a0, b1) ^ clmul64_portable(a1, b0);
+    (hi ^ (mid >> 64), lo ^ (mid << 64))
+}
+
+/// Product in GF(2^128) (portable; for tests and the occasional single product).
+pub fn gf128_mul(a: u128, b: u128) -> u128 {
+    let (h, l) = clmul_portable(a, b);
+    reduce(h, l)
+}
+
+/// Number of 128-bit blocks of a `bits`-bit key (the length block not included).
+#[inline]
+fn key_blocks(bits: usize) -> usize {
+    bits.div_ceil(128)
+}
+
+/// Block `j` of a key from its words: word `2j` low, word `2j + 1` high (zero past the end).
+#[inline]
+fn block_at(words: &[u64], j: usize) -> u128 {
+    let w = |i: usize| u128::from(words.get(i).copied().unwrap_or(0));
+    w(2 * j) | (w(2 * j + 1) << 64)
+}
+
+/// Portable hash, one block per step: Horner over the key blocks then `len` (the reference).
+#[cfg(test)]
+fn poly_plain_portable(words: &[u64], len: u64, r: u128) -> u128 {
+    let mut acc = 0u128;
+    for j in 0..words.len().div_ceil(2) {
+        acc = gf128_mul(acc ^ block_at(words, j), r);
+    }
+    gf128_mul(acc ^ u128::from(len), r)
+}
+
+/// Portable hash, [`AGGREGATE`] blocks per step with one reduction each.
+fn poly_aggregated_portable(words: &[u64], len: u64, r: u128) -> u128 {
+    // pow[k] = r^(AGGREGATE - k): the power that block k of a step gets.
+    let mut pow = [r; AGGREGATE];
+    for k in (0..AGGREGATE - 1).rev() {
+        pow[k] = gf128_mul(pow[k + 1], r);
+    }
+    let mut chunks = words.chunks_exact(2 * AGGREGATE);
+    let mut acc = 0u128;
+    for c in &mut chunks {
+        let (mut hi, mut lo) = (0u128, 0u128);
+        for (k, &p) in pow.iter().enumerate() {
+            let mut m = block_at(c, k);
+            if k == 0 {
+                m ^= acc;
+            }
+            let (h, l) = clmul_portable(m, p);
+            hi ^= h;
+            lo ^= l;
+        }
+        acc = reduce(hi, lo);
+    }
+    let rest = chunks.remainder();
+    for j in 0..rest.len().div_ceil(2) {
+        acc = gf128_mul(acc ^ block_at(rest, j), r);
+    }
+    gf128_mul(acc ^ u128::from(len), r)
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    //! The hash with PCLMULQDQ: elements in `__m128i` (lane 0 = coefficients 0..63).
+    use std::arch::x86_64::*;
+
+    use super::AGGREGATE;
+
+    /// An unreduced product (or a sum of them): `hi * x^128 + mid * x^64 + lo`.
+    #[derive(Clone, Copy)]
+    struct Wide {
+        lo: __m128i,
+        mid: __m128i,
+        hi: __m128i,
+    }
+
+    #[inline]
+    #[target_feature(enable = "pclmulqdq,sse2")]
+    fn xor(a: __m128i, b: __m128i) -> __m128i {
+        _mm_xor_si128(a, b)
+    }
+
+    #[inline]
+    #[target_feature(enable = "pclmulqdq,sse2")]
+    fn from_u128(x: u128) -> __m128i {
+        _mm_set_epi64x((x >> 64) as u64 as i64, x as u64 as i64)
+    }
+
+    #[inline]
+    #[target_feature(enable = "pclmulqdq,sse2")]
+    fn to_u128(v: __m128i) -> u128 {
+        let lo = _mm_cvtsi128_si64(v) as u64;
+        let hi = _mm_cvtsi128_si64(_mm_unpackhi_epi64(v, v)) as u64;
+        (u128::from(hi) << 64) | u128::from(lo)
+    }
+
+    /// Block `j` of `words` (word `2j` low, `2j + 1` high, zero past the end).
+    #[inline]
+    #[target_feature(enable = "pclmulqdq,sse2")]
+    fn block(words: &[u64], j: usize) -> __m128i {
+        let w = |i: usize| words.get(i).copied().unwrap_or(0) as i64;
+        _mm_set_epi64x(w(2 * j + 1), w(2 * j))
+    }
+
+    #[inline]
+    #[target_feature(enable = "pclmulqdq,sse2")]
+    fn zero() -> Wide {
+        let z = _mm_setzero_si128();
+        Wide {
+            lo: z,
+            mid: z,
+            hi: z,
         }
     }
-    (hi, lo)
-}
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "pclmulqdq,sse2")]
-fn clmul_pclmul(a: u64, b: u64) -> (u64, u64) {
-    use std::arch::x86_64::*;
-    let p = _mm_clmulepi64_si128(_mm_cvtsi64_si128(a as i64), _mm_cvtsi64_si128(b as i64), 0);
-    let lo = _mm_cvtsi128_si64(p) as u64;
-    let hi = _mm_cvtsi128_si64(_mm_unpackhi_epi64(p, p)) as u64;
-    (hi, lo)
-}
-
-/// Polynomial evaluation of `words` then `len` at `r`, with `mul` as the field product.
-#[inline(always)]
-fn poly(words: &[u64], len: u64, r: u64, clmul: impl Fn(u64, u64) -> (u64, u64)) -> u64 {
-    let mul = |x: u64, y: u64| {
-        let (h, l) = clmul(x, y);
-        reduce(h, l)
-    };
-    let mut acc = 0u64;
-    for &w in words {
-        acc = mul(acc ^ w, r);
+    /// `w += a * b`, unreduced (four 64x64 products).
+    #[inline]
+    #[target_feature(enable = "pclmulqdq,sse2")]
+    fn mul_add(w: &mut Wide, a: __m128i, b: __m128i) {
+        w.lo = xor(w.lo, _mm_clmulepi64_si128(a, b, 0x00));
+        w.hi = xor(w.hi, _mm_clmulepi64_si128(a, b, 0x11));
+        w.mid = xor(
+            w.mid,
+            xor(
+                _mm_clmulepi64_si128(a, b, 0x01),
+                _mm_clmulepi64_si128(a, b, 0x10),
+            ),
+        );
     }
-    mul(acc ^ len, r)
-}
 
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "pclmulqdq,sse2")]
-fn poly_pclmul(words: &[u64], len: u64, r: u64) -> u64 {
-    poly(words, len, r, |x, y| clmul_pclmul(x, y))
+    /// `w mod (x^128 + x^7 + x^2 + x + 1)`: the same two folds as [`super::reduce`], with the
+    /// 128-bit shifts made of lane shifts.
+    #[inline]
+    #[target_feature(enable = "pclmulqdq,sse2")]
+    fn reduce(w: Wide) -> __m128i {
+        let lo = xor(w.lo, _mm_slli_si128::<8>(w.mid));
+        let hi = xor(w.hi, _mm_srli_si128::<8>(w.mid));
+        // hi >> 121, >> 126, >> 127 keep only bits of the high lane, landing in the low lane.
+        let s = xor(
+            xor(_mm_srli_epi64::<57>(hi), _mm_srli_epi64::<62>(hi)),
+            _mm_srli_epi64::<63>(hi),
+        );
+        let t = xor(hi, _mm_srli_si128::<8>(s));
+        // t << 1, << 2, << 7: each lane shifted, plus the bits carried from lane 0 to lane 1.
+        let shifted = xor(
+            xor(_mm_slli_epi64::<1>(t), _mm_slli_epi64::<2>(t)),
+            _mm_slli_epi64::<7>(t),
+        );
+        let carried = xor(
+            xor(_mm_srli_epi64::<63>(t), _mm_srli_epi64::<62>(t)),
+            _mm_srli_epi64::<57>(t),
+        );
+        xor(xor(lo, t), xor(shifted, _mm_slli_si128::<8>(carried)))
+    }
+
+    #[inline]
+    #[target_feature(enable = "pclmulqdq,sse2")]
+    fn mul(a: __m128i, b: __m128i) -> __m128i {
+        let mut w = zero();
+        mul_add(&mut w, a, b);
+        reduce(w)
+    }
+
+    /// The unreduced product `(hi, lo)` (for the tests).
+    #[cfg(test)]
+    #[target_feature(enable = "pclmulqdq,sse2")]
+    pub(super) fn clmul(a: u128, b: u128) -> (u128, u128) {
+        let mut w = zero();
+        mul_add(&mut w, from_u128(a), from_u128(b));
+        let lo = xor(w.lo, _mm_slli_si128::<8>(w.mid));
+        let hi = xor(w.hi, _mm_srli_si128::<8>(w.mid));
+        (to_u128(hi), to_u128(lo))
+    }
+
+    /// Product in GF(2^128) with PCLMULQDQ.
+    #[cfg(test)]
+    #[target_feature(enable = "pclmulqdq,sse2")]
+    pub(super) fn gf128_mul(a: u128, b: u128) -> u128 {
+        to_u128(mul(from_u128(a), from_u128(b)))
+    }
+
+    /// One block per step (the reference of the aggregated version, with this product).
+    #[cfg(test)]
+    #[target_feature(enable = "pclmulqdq,sse2")]
+    pub(super) fn poly_plain(words: &[u64], len: u64, r: u128) -> u128 {
+        let r = from_u128(r);
+        let mut acc = _mm_setzero_si128();
+        for j in 0..words.len().div_ceil(2) {
+            acc = mul(xor(acc, block(words, j)), r);
+        }
+        to_u128(mul(xor(acc, from_u128(u128::from(len))), r))
+    }
+
+    /// [`AGGREGATE`] blocks per step, their products summed unreduced and reduced once. Each
+    /// product is a Karatsuba one (three PCLMULQDQ): `mid = (a0 + a1)(b0 + b1) + lo + hi`, the
+    /// `+ lo + hi` done once per step on the sums.
+    #[target_feature(enable = "pclmulqdq,sse2")]
+    pub(super) fn poly_aggregated(words: &[u64], len: u64, r: u128) -> u128 {
+        let rv = from_u128(r);
+        // pow[k] = r^(AGGREGATE - k), and its two halves' sum in the low lane.
+        let mut pow = [rv; AGGREGATE];
+        for k in (0..AGGREGATE - 1).rev() {
+            pow[k] = mul(pow[k + 1], rv);
+        }
+        let fold = |v: __m128i| xor(v, _mm_shuffle_epi32::<0x4e>(v));
+        let kar = pow.map(fold);
+        let mut chunks = words.chunks_exact(2 * AGGREGATE);
+        let mut acc = _mm_setzero_si128();
+        for c in &mut chunks {
+            let mut w = zero();
+            for k in 0..AGGREGATE {
+                let mut m = block(c, k);
+                if k == 0 {
+                    m = xor(m, acc);
+                }
+                w.lo = xor(w.lo, _mm_clmulepi64_si128(m, pow[k], 0x00));
+                w.hi = xor(w.hi, _mm_clmulepi64_si128(m, pow[k], 0x11));
+                w.mid = xor(w.mid, _mm_clmulepi64_si128(fold(m), kar[k], 0x00));
+            }
+            w.mid = xor(w.mid, xor(w.lo, w.hi));
+            acc = reduce(w);
+        }
+        let rest = chunks.remainder();
+        for j in 0..rest.len().div_ceil(2) {
+            acc = mul(xor(acc, block(rest, j)), rv);
+        }
+        to_u128(mul(xor(acc, from_u128(u128::from(len))), rv))
+    }
 }
 
 fn has_pclmul() -> bool {
@@ -136,56 +396,69 @@ fn has_pclmul() -> bool {
     }
 }
 
-fn hash_words(words: &[u64], len: u64, r: u64, portable: bool) -> u64 {
+/// The polynomial value of the key blocks of `words` and the length block `len` at `r`.
+fn hash_words(words: &[u64], len: u64, r: u128, portable: bool) -> u128 {
     #[cfg(target_arch = "x86_64")]
     if !portable && has_pclmul() {
         // SAFETY: the CPU supports PCLMULQDQ (checked just above) and SSE2 (x86-64 baseline).
-        return unsafe { poly_pclmul(words, len, r) };
+        return unsafe { x86::poly_aggregated(words, len, r) };
     }
     let _ = portable;
-    poly(words, len, r, clmul_portable)
+    poly_aggregated_portable(words, len, r)
 }
 
-/// Product in GF(2^64) (portable; for tests and the occasional single product).
-pub fn gf64_mul(a: u64, b: u64) -> u64 {
-    let (h, l) = clmul_portable(a, b);
-    reduce(h, l)
+/// The words of `key` that hold its bits (all of them, by the block's invariant).
+fn key_words(key: &BitBlock) -> &[u64] {
+    let w = key.words();
+    w.get(..key.len().div_ceil(64)).unwrap_or(w)
 }
 
-/// The `bits`-bit tag (1..=64) of `key` under `seed`, in the low bits of the result.
-pub fn tag(key: &BitBlock, seed: &HashSeed, bits: u32) -> u64 {
+/// The `bits`-bit tag (1..=128, clamped) of `key` under `seed`, in the low bits of the result.
+pub fn tag(key: &BitBlock, seed: &HashSeed, bits: u32) -> u128 {
     tag_impl(key, seed, bits, false)
 }
 
-fn tag_impl(key: &BitBlock, seed: &HashSeed, bits: u32, portable: bool) -> u64 {
-    let bits = bits.clamp(1, 64);
-    let h = hash_words(key.words(), key.len() as u64, seed.r, portable);
-    gf64_mul(seed.a, h) >> (64 - bits)
+fn tag_impl(key: &BitBlock, seed: &HashSeed, bits: u32, portable: bool) -> u128 {
+    let bits = bits.clamp(1, MAX_TAG_BITS);
+    let h = hash_words(key_words(key), key.len() as u64, seed.r, portable);
+    gf128_mul(seed.a, h) >> (MAX_TAG_BITS - bits)
 }
 
-/// Collision bound of a `t`-bit tag on `key_bits`-bit keys: `(L + 1) / 2^64 + 2^-t`.
+/// Collision bound of a `t`-bit tag on `key_bits`-bit keys: `(L + 1) / 2^128 + 2^-t` with
+/// `L = ceil(key_bits / 128)`.
 pub fn collision_bound(key_bits: usize, t: u32) -> f64 {
-    let l = key_bits.div_ceil(64) as f64;
-    (l + 1.0) * (-64f64).exp2() + (-f64::from(t)).exp2()
+    let l = key_blocks(key_bits) as f64;
+    (l + 1.0) / TWO_POW_128 + (-f64::from(t)).exp2()
 }
 
-/// The shortest tag whose collision bound is at most `eps_cor` for `key_bits`-bit keys.
+/// The shortest tag (1..=128 bits) whose collision bound is at most `eps_cor` for
+/// `key_bits`-bit keys.
 ///
-/// Computed exactly in integers: `(L + 1) + 2^(64 - t) <= floor(eps_cor * 2^64)`.
+/// Computed exactly in integers: `(L + 1) + 2^(128 - t) <= floor(eps_cor * 2^128)`. Keys
+/// longer than [`MAX_KEY_BITS`] are refused ([`ConfirmError::KeyTooLong`]), and so is an
+/// `eps_cor` outside `[(L + 2) / 2^128, 1)` ([`ConfirmError::EpsilonOutOfRange`]).
 pub fn tag_bits_for(eps_cor: f64, key_bits: usize) -> Result<u32, ConfirmError> {
+    if key_bits > MAX_KEY_BITS {
+        return Err(ConfirmError::KeyTooLong {
+            key_bits,
+            max_bits: MAX_KEY_BITS,
+        });
+    }
     let err = || ConfirmError::EpsilonOutOfRange {
         eps_cor,
         key_bits,
-        floor: collision_bound(key_bits, 64),
+        floor: collision_bound(key_bits, MAX_TAG_BITS),
     };
     if !(eps_cor > 0.0 && eps_cor < 1.0) {
         return Err(err());
     }
-    // eps_cor * 2^64 is exact (a power-of-two scaling); the cast truncates, i.e. floors.
-    let budget = (eps_cor * 18_446_744_073_709_551_616.0) as u128;
-    let roots = key_bits.div_ceil(64) as u128 + 1;
-    (1..=64u32)
-        .find(|&t| roots + (1u128 << (64 - t)) <= budget)
+    // eps_cor * 2^128 is exact (a power-of-two scaling, with no overflow and no subnormal
+    // result for eps_cor in (0, 1)) and below 2^128, so it fits a u128; the cast truncates,
+    // i.e. floors, and an integer is <= a real number exactly when it is <= its floor.
+    let budget = (eps_cor * TWO_POW_128) as u128;
+    let roots = key_blocks(key_bits) as u128 + 1;
+    (1..=MAX_TAG_BITS)
+        .find(|&t| roots + (1u128 << (MAX_TAG_BITS - t)) <= budget)
         .ok_or_else(err)
 }
 
@@ -197,10 +470,10 @@ pub enum ConfirmMessage {
     Challenge {
         /// Hash seed.
         seed: HashSeed,
-        /// Tag length in bits.
+        /// Tag length in bits (1..=128).
         tag_bits: u32,
-        /// The initiator's tag.
-        tag: u64,
+        /// The initiator's tag, in the low `tag_bits` bits.
+        tag: u128,
     },
     /// Responder -> initiator: whether the tags matched.
     Verdict {
@@ -292,6 +565,10 @@ impl ConfirmInitiator {
 }
 
 /// The side that checks the tag (Bob): recomputes it and answers with the verdict.
+///
+/// A challenge whose tag is longer than 128 bits or does not fit its length is a
+/// [`ConfirmError::BadMessage`]; one shorter than `eps_cor` needs is
+/// [`ConfirmError::TagTooShort`].
 pub fn respond(
     key: &BitBlock,
     eps_cor: f64,
@@ -306,11 +583,21 @@ pub fn respond(
     else {
         return Err(ConfirmError::BadMessage("expected a Challenge".into()));
     };
-    if tag_bits < need || tag_bits > 64 {
+    if tag_bits > MAX_TAG_BITS {
+        return Err(ConfirmError::BadMessage(format!(
+            "challenge has a {tag_bits}-bit tag; expected at most {MAX_TAG_BITS} bits"
+        )));
+    }
+    if tag_bits < need {
         return Err(ConfirmError::TagTooShort {
             got: tag_bits,
             expected: need,
         });
+    }
+    if tag_bits < MAX_TAG_BITS && theirs >> tag_bits != 0 {
+        return Err(ConfirmError::BadMessage(format!(
+            "the tag does not fit in its {tag_bits} bits"
+        )));
     }
     let matched = tag(key, &seed, tag_bits) == theirs;
     Ok((
@@ -327,69 +614,281 @@ mod tests {
     use super::*;
     use crate::rng::SeededRandom;
 
+    fn u128_of(rng: &mut SeededRandom) -> u128 {
+        (u128::from(rng.u64()) << 64) | u128::from(rng.u64())
+    }
+
+    fn random_key(rng: &mut SeededRandom, n: usize) -> BitBlock {
+        let words: Vec<u64> = (0..n.div_ceil(64)).map(|_| rng.u64()).collect();
+        BitBlock::from_words(words, n).unwrap()
+    }
+
+    /// `a mod b` for binary polynomials (`b != 0`).
+    fn poly_mod(mut a: u128, b: u128) -> u128 {
+        let db = 127 - b.leading_zeros();
+        while a != 0 && 127 - a.leading_zeros() >= db {
+            a ^= b << (127 - a.leading_zeros() - db);
+        }
+        a
+    }
+
+    /// The product of the pclmul path (the portable one when the CPU lacks PCLMULQDQ).
+    fn mul_fast(a: u128, b: u128) -> u128 {
+        #[cfg(target_arch = "x86_64")]
+        if has_pclmul() {
+            // SAFETY: PCLMULQDQ is supported (checked); SSE2 is the x86-64 baseline.
+            return unsafe { x86::gf128_mul(a, b) };
+        }
+        gf128_mul(a, b)
+    }
+
+    /// The four hash implementations: (portable, pclmul) x (plain, aggregated).
+    fn all_hashes(words: &[u64], len: u64, r: u128) -> Vec<u128> {
+        let mut v = vec![
+            poly_plain_portable(words, len, r),
+            poly_aggregated_portable(words, len, r),
+        ];
+        #[cfg(target_arch = "x86_64")]
+        if has_pclmul() {
+            // SAFETY: PCLMULQDQ is supported (checked); SSE2 is the x86-64 baseline.
+            unsafe {
+                v.push(x86::poly_plain(words, len, r));
+                v.push(x86::poly_aggregated(words, len, r));
+            }
+        }
+        v
+    }
+
+    #[test]
+    fn reduction_matches_bitwise_long_division() {
+        // Reduce the 256-bit product one bit at a time, from the top: x^k = x^(k - 128) * x^128
+        // and x^128 = x^7 + x^2 + x + 1 (the 0x87 of the low coefficients).
+        let slow = |mut hi: u128, mut lo: u128| {
+            for k in (128..256).rev() {
+                if (hi >> (k - 128)) & 1 == 1 {
+                    hi ^= 1 << (k - 128);
+                    let shifted = 0x87u128 << (k - 128);
+                    lo ^= shifted;
+                    if k - 128 > 120 {
+                        hi ^= 0x87u128 >> (256 - k);
+                    }
+                }
+            }
+            assert_eq!(hi, 0);
+            lo
+        };
+        let mut rng = SeededRandom::from_u64(11);
+        for _ in 0..500 {
+            let (hi, lo) = (u128_of(&mut rng), u128_of(&mut rng));
+            assert_eq!(reduce(hi, lo), slow(hi, lo));
+        }
+        assert_eq!(reduce(u128::MAX, 0), slow(u128::MAX, 0));
+    }
+
     #[test]
     fn field_product_is_a_field_product() {
         let mut rng = SeededRandom::from_u64(1);
         for _ in 0..200 {
-            let (a, b, c) = (rng.u64(), rng.u64(), rng.u64());
-            assert_eq!(gf64_mul(a, 1), a);
-            assert_eq!(gf64_mul(a, b), gf64_mul(b, a));
-            assert_eq!(gf64_mul(gf64_mul(a, b), c), gf64_mul(a, gf64_mul(b, c)));
-            assert_eq!(gf64_mul(a, b ^ c), gf64_mul(a, b) ^ gf64_mul(a, c));
+            let (a, b, c) = (u128_of(&mut rng), u128_of(&mut rng), u128_of(&mut rng));
+            assert_eq!(gf128_mul(a, 1), a);
+            assert_eq!(gf128_mul(a, 0), 0);
+            assert_eq!(gf128_mul(a, b), gf128_mul(b, a));
+            assert_eq!(gf128_mul(gf128_mul(a, b), c), gf128_mul(a, gf128_mul(b, c)));
+            assert_eq!(gf128_mul(a, b ^ c), gf128_mul(a, b) ^ gf128_mul(a, c));
+            assert_eq!(mul_fast(a, b), gf128_mul(a, b), "pclmul != portable");
             #[cfg(target_arch = "x86_64")]
             if has_pclmul() {
-                // SAFETY: PCLMULQDQ is supported (checked).
-                assert_eq!(unsafe { clmul_pclmul(a, b) }, clmul_portable(a, b));
+                // The unreduced 256-bit products agree too.
+                // SAFETY: PCLMULQDQ is supported (checked); SSE2 is the x86-64 baseline.
+                let fast = unsafe { x86::clmul(a, b) };
+                assert_eq!(fast, clmul_portable(a, b), "pclmul != portable");
             }
         }
-        // x * x^63 = x^64 = x^4 + x^3 + x + 1.
-        assert_eq!(gf64_mul(2, 1 << 63), 0x1b);
-        // Frobenius: a^(2^64) = a for every a only if the modulus is irreducible.
+        // x * x^127 = x^128 = x^7 + x^2 + x + 1.
+        assert_eq!(gf128_mul(2, 1 << 127), 0x87);
+        assert_eq!(mul_fast(2, 1 << 127), 0x87);
+        // x^127 * x^127 = x^254 = x^126 * (x^7 + x^2 + x + 1) = x^133 + x^128 + x^127 + x^126,
+        // and x^133 = x^5 * x^128 = x^12 + x^7 + x^6 + x^5.
+        let x254 = (1u128 << 12) ^ (1 << 7) ^ (1 << 6) ^ (1 << 5) ^ 0x87 ^ (1 << 127) ^ (1 << 126);
+        assert_eq!(gf128_mul(1 << 127, 1 << 127), x254);
+        assert_eq!(mul_fast(1 << 127, 1 << 127), x254);
+        // Frobenius: a^(2^128) = a.
         for _ in 0..20 {
-            let a = rng.u64();
-            let mut x = a;
-            for _ in 0..64 {
-                x = gf64_mul(x, x);
+            let a = u128_of(&mut rng);
+            let (mut x, mut y) = (a, a);
+            for _ in 0..128 {
+                x = gf128_mul(x, x);
+                y = mul_fast(y, y);
             }
-            assert_eq!(x, a);
+            assert_eq!((x, y), (a, a));
         }
     }
 
     #[test]
+    fn modulus_is_irreducible() {
+        // Rabin's test for degree 128 = 2^7: P is irreducible iff x^(2^128) = x mod P and
+        // gcd(x^(2^64) - x, P) = 1.
+        let mut x = 2u128;
+        for i in 1..=128 {
+            x = gf128_mul(x, x);
+            if i == 64 {
+                // g = x^(2^64) + x; gcd(P, g) with P = x^128 + 0x87 reduced mod g first.
+                let g = x ^ 2;
+                assert_ne!(g, 0);
+                let x127 = poly_mod(1 << 127, g);
+                let mut a = poly_mod(x127 << 1, g) ^ poly_mod(0x87, g);
+                let mut b = g;
+                while a != 0 {
+                    (a, b) = (poly_mod(b, a), a);
+                }
+                assert_eq!(b, 1, "gcd(x^(2^64) - x, P) != 1");
+            }
+        }
+        assert_eq!(x, 2);
+    }
+
+    #[test]
+    fn aggregated_horner_equals_plain_horner() {
+        let mut rng = SeededRandom::from_u64(4);
+        // Every length up to 2200 bits (all residues mod 128 bits, with zero and one full step of
+        // eight blocks and every remainder of 0..8 blocks), then random ones.
+        let lengths: Vec<usize> = (0..=2200)
+            .chain((0..100).map(|_| rng.below(40_000) as usize))
+            .collect();
+        for n in lengths {
+            let key = random_key(&mut rng, n);
+            let r = u128_of(&mut rng);
+            let h = all_hashes(key_words(&key), n as u64, r);
+            assert!(h.iter().all(|&x| x == h[0]), "length {n}: {h:x?}");
+            assert_eq!(hash_words(key_words(&key), n as u64, r, false), h[0]);
+        }
+        // Edge seeds.
+        let key = random_key(&mut rng, 1000);
+        for r in [0, 1, u128::MAX, 1 << 127] {
+            let h = all_hashes(key_words(&key), 1000, r);
+            assert!(h.iter().all(|&x| x == h[0]));
+        }
+        // The hash is the polynomial sum_i m_i r^(L + 1 - i), length block last.
+        let r = u128_of(&mut rng);
+        let key = random_key(&mut rng, 300);
+        let w = key.words();
+        let m = [block_at(w, 0), block_at(w, 1), block_at(w, 2), 300];
+        let mut expect = 0;
+        let mut p = r;
+        for &mi in m.iter().rev() {
+            expect ^= gf128_mul(mi, p);
+            p = gf128_mul(p, r);
+        }
+        assert_eq!(all_hashes(w, 300, r)[0], expect);
+        // A long key through the public path, portable and dispatched.
+        let key = random_key(&mut rng, (1 << 20) + 77);
+        let seed = HashSeed {
+            r: u128_of(&mut rng),
+            a: u128_of(&mut rng),
+        };
+        assert_eq!(tag_impl(&key, &seed, 128, true), tag(&key, &seed, 128));
+        assert_eq!(tag(&key, &seed, 50), tag(&key, &seed, 128) >> 78);
+    }
+
+    #[test]
     fn tag_length_from_eps_cor_by_hand() {
-        // 16384 bits: L = 256, floor (257 / 2^64) is about 1.4e-17, negligible next to 1e-12:
+        // 16384 bits: L = 128, floor (129 / 2^128) is about 3.8e-37, negligible next to 1e-12:
         // 2^-40 = 9.09e-13 <= 1e-12 < 2^-39, so 40 bits.
         assert_eq!(tag_bits_for(1e-12, 16384).unwrap(), 40);
         // Exactly 2^-20 is not enough for 20 bits (the polynomial term adds a little): 21.
         assert_eq!(tag_bits_for((-20f64).exp2(), 16384).unwrap(), 21);
+        // 64 bits: L + 1 = 2, budget 2^127; 2 + 2^127 > 2^127, 2 + 2^126 fits: 2 bits.
         assert_eq!(tag_bits_for(0.5, 64).unwrap(), 2);
-        assert!(tag_bits_for(1e-30, 16384).is_err());
-        assert!(tag_bits_for(1.0, 16384).is_err());
-        assert!(tag_bits_for(f64::NAN, 16384).is_err());
+        // 2^30 bits at 1e-15: L = 2^23. The f64 1e-15 is 2535301200456459 / 2^101, so the
+        // budget is floor(1e-15 * 2^128) = 340282366920938489905152 (about 3.40e23). t = 49:
+        // 2^23 + 1 + 2^79 = 604462909807314595741697 > budget. t = 50: 2^23 + 1 + 2^78 =
+        // 302231454903657302065153 <= budget (slack about 3.8e22). So 50 bits, the same as
+        // ceil(log2(1e15)) = 50: the polynomial term (~2.5e-32) does not matter at this size.
+        assert_eq!(tag_bits_for(1e-15, 1 << 30).unwrap(), 50);
+        for log in [0, 7, 14, 18, 20, 22, 24, 26] {
+            assert_eq!(tag_bits_for(1e-15, 1 << log).unwrap(), 50, "2^{log} bits");
+        }
+        // The old GF(2^64) family needed 53 bits at 2^20 and refused 2^21 at 1e-15.
+        assert_eq!(tag_bits_for(1e-15, 1 << 21).unwrap(), 50);
+        // Keys past 2^30 bits are refused with their own error.
+        assert!(matches!(
+            tag_bits_for(1e-15, MAX_KEY_BITS + 1),
+            Err(ConfirmError::KeyTooLong {
+                key_bits,
+                max_bits: MAX_KEY_BITS
+            }) if key_bits == MAX_KEY_BITS + 1
+        ));
+        // The floor (L + 2) / 2^128 is reachable with 128 bits, anything below is not.
+        let floor = collision_bound(16384, 128);
+        assert_eq!(floor, 130.0 / TWO_POW_128);
+        assert_eq!(tag_bits_for(floor, 16384).unwrap(), 128);
+        // 1.5 floor: budget 195 = 129 + 66, and 2^6 <= 66 < 2^7: t = 128 - 6.
+        assert_eq!(tag_bits_for(1.5 * floor, 16384).unwrap(), 122);
+        let below = f64::from_bits(floor.to_bits() - 1);
+        match tag_bits_for(below, 16384) {
+            Err(ConfirmError::EpsilonOutOfRange { floor: f, .. }) => assert_eq!(f, floor),
+            other => panic!("expected EpsilonOutOfRange, got {other:?}"),
+        }
+        let msg = tag_bits_for(1e-40, 16384).unwrap_err().to_string();
+        assert!(msg.contains("[3.82") && msg.contains("128 bits"), "{msg}");
+        for bad in [
+            0.0,
+            -1e-9,
+            1.0,
+            2.0,
+            f64::NAN,
+            f64::INFINITY,
+            f64::MIN_POSITIVE,
+        ] {
+            assert!(tag_bits_for(bad, 16384).is_err(), "{bad}");
+        }
+        // The loosest eps_cor below 1 needs a single bit.
+        assert_eq!(tag_bits_for(1.0 - f64::EPSILON, 16384).unwrap(), 1);
+        assert!(collision_bound(16384, 50) <= 1e-15);
+    }
+
+    /// Alice's challenge for `alice` is accepted by an equal key, and rejected after each of
+    /// `flips` random one-bit changes (each on a fresh seed).
+    fn accept_then_reject(rng: &mut SeededRandom, alice: &BitBlock, flips: usize) {
+        let n = alice.len();
+        let mut bob = alice.clone();
+        for i in 0..flips {
+            let (mut init, challenge) = ConfirmInitiator::start(alice, 1e-15, rng).unwrap();
+            let wire = ConfirmMessage::decode(&challenge.encode()).unwrap();
+            assert_eq!(wire, challenge);
+            let (verdict, out) = respond(&bob, 1e-15, wire.clone()).unwrap();
+            assert!(out.matched, "{n} bits: equal keys rejected at {i}");
+            assert_eq!(out.leaked_bits, 50);
+            let verdict = ConfirmMessage::decode(&verdict.encode()).unwrap();
+            assert_eq!(init.finish(verdict).unwrap(), out);
+            let pos = rng.below(n as u64) as usize;
+            bob.flip(pos).unwrap();
+            let (_, out) = respond(&bob, 1e-15, wire).unwrap();
+            assert!(!out.matched, "{n} bits: collision at {i} (bit {pos})");
+            bob.flip(pos).unwrap();
+        }
     }
 
     #[test]
     fn equal_keys_accept_and_one_bit_differences_reject() {
         let mut rng = SeededRandom::from_u64(2);
-        for i in 0..300 {
+        for _ in 0..300 {
             let n = 1 + (rng.below(5000) as usize);
-            let words: Vec<u64> = (0..n.div_ceil(64)).map(|_| rng.u64()).collect();
-            let alice = BitBlock::from_words(words, n).unwrap();
-            let mut bob = alice.clone();
-            let (mut init, challenge) = ConfirmInitiator::start(&alice, 1e-9, &mut rng).unwrap();
-            let wire = ConfirmMessage::decode(&challenge.encode()).unwrap();
-            let (verdict, out) = respond(&bob, 1e-9, wire.clone()).unwrap();
-            assert!(out.matched);
-            assert_eq!(out.leaked_bits, 30);
-            assert!(init.finish(verdict).unwrap().matched);
-            bob.flip(rng.below(n as u64) as usize).unwrap();
-            let (_, out) = respond(&bob, 1e-9, wire.clone()).unwrap();
-            assert!(!out.matched, "collision at iteration {i}");
-            // The portable path agrees with the dispatched one.
-            if let ConfirmMessage::Challenge { seed, .. } = wire {
-                assert_eq!(tag_impl(&alice, &seed, 64, true), tag(&alice, &seed, 64));
-            }
+            let alice = random_key(&mut rng, n);
+            accept_then_reject(&mut rng, &alice, 1);
         }
+        let alice = random_key(&mut rng, 1 << 22);
+        accept_then_reject(&mut rng, &alice, 50);
+    }
+
+    #[test]
+    fn confirms_keys_of_2_pow_26_bits() {
+        let mut rng = SeededRandom::from_u64(5);
+        let alice = random_key(&mut rng, 1 << 26);
+        accept_then_reject(&mut rng, &alice, 3);
+        // Not a multiple of 128 bits either.
+        let alice = random_key(&mut rng, (1 << 26) - 5);
+        accept_then_reject(&mut rng, &alice, 1);
     }
 
     #[test]
@@ -398,19 +897,94 @@ mod tests {
         assert!(ConfirmMessage::decode(&[]).is_err());
         assert!(ConfirmMessage::decode(&[9, 0]).is_err());
         let mut rng = SeededRandom::from_u64(3);
-        let (_, ch) = ConfirmInitiator::start(&key, 1e-3, &mut rng).unwrap();
+        let (mut init, ch) = ConfirmInitiator::start(&key, 1e-3, &mut rng).unwrap();
         // A responder with a stricter policy refuses the short tag.
         assert!(matches!(
             respond(&key, 1e-12, ch.clone()),
-            Err(ConfirmError::TagTooShort { .. })
+            Err(ConfirmError::TagTooShort {
+                got: 10,
+                expected: 40
+            })
         ));
         assert!(respond(&key, 1e-3, ConfirmMessage::Verdict { matched: true }).is_err());
-        for _ in 0..500 {
-            let mut b = vec![0u8; rng.below(40) as usize];
+        assert!(init.finish(ch.clone()).is_err());
+        let ConfirmMessage::Challenge { seed, tag, .. } = ch else {
+            panic!("not a challenge")
+        };
+        // Tag lengths 0, 129 and more are refused; so is a tag with bits above its length.
+        let with = |tag_bits: u32, tag: u128| ConfirmMessage::Challenge {
+            seed,
+            tag_bits,
+            tag,
+        };
+        assert!(matches!(
+            respond(&key, 1e-3, with(0, 0)),
+            Err(ConfirmError::TagTooShort { got: 0, .. })
+        ));
+        for t in [129, 200, u32::MAX] {
+            let m = ConfirmMessage::decode(&with(t, tag).encode()).unwrap();
+            assert!(matches!(
+                respond(&key, 1e-3, m),
+                Err(ConfirmError::BadMessage(_))
+            ));
+        }
+        assert!(matches!(
+            respond(&key, 1e-3, with(10, tag | 1 << 10)),
+            Err(ConfirmError::BadMessage(_))
+        ));
+        // The full 128-bit tag is fine.
+        let full = with(128, super::tag(&key, &seed, 128));
+        assert!(respond(&key, 1e-3, full.clone()).unwrap().1.matched);
+        // The longest challenge fits the 64-byte buffers of the C examples.
+        let longest = ConfirmMessage::Challenge {
+            seed: HashSeed {
+                r: u128::MAX,
+                a: u128::MAX,
+            },
+            tag_bits: 128,
+            tag: u128::MAX,
+        };
+        assert!(longest.encode().len() <= 64, "{}", longest.encode().len());
+        // Version 1 (the GF(2^64) family) is refused, as is a v2 body under another version.
+        let mut v1 = vec![1u8, 0];
+        v1.extend(postcard::to_allocvec(&(1u64, 2u64, 40u32, 3u64)).unwrap());
+        assert!(matches!(
+            ConfirmMessage::decode(&v1),
+            Err(ConfirmError::BadMessage(m)) if m.contains("version 1")
+        ));
+        let mut enc = full.encode();
+        enc[0] = 1;
+        assert!(ConfirmMessage::decode(&enc).is_err());
+        // Every strict prefix and any trailing byte are errors.
+        let enc = full.encode();
+        for cut in 0..enc.len() {
+            assert!(ConfirmMessage::decode(&enc[..cut]).is_err(), "prefix {cut}");
+        }
+        let mut long = enc.clone();
+        long.push(0);
+        assert!(ConfirmMessage::decode(&long).is_err());
+        // Random bytes, with and without the right version byte: errors or messages that
+        // respond handles, never a panic.
+        for i in 0..2000 {
+            let mut b = vec![0u8; rng.below(80) as usize];
             rng.bytes(&mut b);
+            if i % 2 == 0
+                && let Some(v) = b.first_mut()
+            {
+                *v = CONFIRM_WIRE_VERSION;
+            }
             if let Ok(m) = ConfirmMessage::decode(&b) {
-                let _ = respond(&key, 1e-3, m);
+                let _ = respond(&key, 1e-3, m.clone());
+                let _ = init.finish(m);
             }
         }
+    }
+
+    #[test]
+    fn seeds_are_drawn_whole() {
+        let mut rng = SeededRandom::from_u64(6);
+        let s = HashSeed::draw(&mut rng).unwrap();
+        assert_ne!(s.r, s.a);
+        assert!(s.r >> 64 != 0 && s.a >> 64 != 0);
     }
 }

@@ -1,6 +1,7 @@
-//! Key confirmation after reconciliation: Alice sends a universal-hash tag of her key with a
-//! fresh seed, Bob compares it with his and answers; a mismatch means the block must be
-//! discarded. The tag bits are leakage (count them in leak_EC).
+//! Key confirmation after reconciliation: Alice sends a universal-hash tag of her key (a
+//! polynomial hash over GF(2^128), tags of 1 to 128 bits) with a fresh seed, Bob compares it
+//! with his and answers; a mismatch means the block must be discarded. The tag bits are leakage
+//! (count them in leak_EC). Keys of up to 2^30 bits are accepted.
 
 use qkd_core::confirm::{ConfirmError, ConfirmInitiator, ConfirmMessage, respond, tag_bits_for};
 use qkd_core::rng::OsRandom;
@@ -37,15 +38,19 @@ impl Handle for ConfirmInitiator {
 
 fn confirm_error(e: ConfirmError) -> Error {
     let code = match e {
-        ConfirmError::EpsilonOutOfRange { .. } => qkd_result::QKD_ERR_INVALID_ARGUMENT,
+        ConfirmError::EpsilonOutOfRange { .. } | ConfirmError::KeyTooLong { .. } => {
+            qkd_result::QKD_ERR_INVALID_ARGUMENT
+        }
         ConfirmError::Rng(_) => qkd_result::QKD_ERR_RANDOM_SOURCE,
         _ => qkd_result::QKD_ERR_MALFORMED_MESSAGE,
     };
     Error::new(code, e.to_string())
 }
 
-/// Tag length in bits that confirmation uses for a `key_bits`-bit key at correctness
-/// parameter `eps_cor`.
+/// Tag length in bits (1 to 128) that confirmation uses for a `key_bits`-bit key at
+/// correctness parameter `eps_cor`: the smallest `t` with `(L + 1) / 2^128 + 2^-t <= eps_cor`,
+/// `L = ceil(key_bits / 128)`. QKD_ERR_INVALID_ARGUMENT when `key_bits` is over 2^30 or
+/// `eps_cor` is outside `[(L + 2) / 2^128, 1)`.
 ///
 /// # Safety
 /// `out` must be NULL or point to a writable `uint32_t`.
@@ -65,8 +70,9 @@ pub unsafe extern "C" fn qkd_confirm_tag_bits(
 
 /// Alice's side: draws a fresh hash seed from the operating system's CSPRNG, tags `key`, writes
 /// the challenge for Bob into `msg_buf` (`*msg_len` = its length) and stores the pending
-/// confirmation in `*out`. Too small a buffer: QKD_ERR_BUFFER_TOO_SHORT with the size needed,
-/// and nothing is created (call again; a new seed is drawn).
+/// confirmation in `*out`. The challenge takes at most 64 bytes. Too small a buffer:
+/// QKD_ERR_BUFFER_TOO_SHORT with the size needed, and nothing is created (call again; a new
+/// seed is drawn). A key over 2^30 bits: QKD_ERR_INVALID_ARGUMENT.
 ///
 /// # Safety
 /// `key` must be NULL or a live handle; `msg_buf` NULL or `msg_cap` writable bytes; `msg_len`
