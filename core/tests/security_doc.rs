@@ -81,3 +81,57 @@ fn w2_the_same_block_on_the_default_ladder() {
     );
     row(&d, "W2 secret bits", r.bits.to_string());
 }
+
+#[test]
+fn w3_confirmation_tags() {
+    use qkd_core::confirm::{collision_bound, tag_bits_for};
+    let d = doc();
+    for log in [18, 22, 26, 30] {
+        let t = tag_bits_for(1e-15, 1 << log).unwrap();
+        row(&d, &format!("W3 tag bits, 2^{log}-bit key"), t.to_string());
+    }
+    row(
+        &d,
+        "W3 collision bound, 2^30-bit key, t = 50",
+        format!("{:.4e}", collision_bound(1 << 30, 50)),
+    );
+}
+
+#[test]
+fn w4_lim2014_hand_worked_case() {
+    use qkd_core::amplify::{DecoyCounts, DecoyStatistics, Lim2014};
+    let d = doc();
+    let stats = DecoyStatistics {
+        intensities: [0.5, 0.2, 2e-4],
+        probabilities: [0.6, 0.2, 0.2],
+        x: DecoyCounts {
+            detections: [19_000_000, 2_500_000, 4_000],
+            errors: [100_000, 13_000, 800],
+        },
+        z: DecoyCounts {
+            detections: [1_200_000, 160_000, 250],
+            errors: [6_000, 850, 50],
+        },
+    };
+    let b = Lim2014
+        .secret_length(&stats.into_input(1_200_000, 1e-10, 1e-15))
+        .unwrap();
+    row(&d, "W4 tau_0", format!("{:.7}", b.tau_0));
+    row(&d, "W4 tau_1", format!("{:.7}", b.tau_1));
+    row(&d, "W4 s_X0", format!("{:.2}", b.s_x0));
+    row(&d, "W4 s_X1", format!("{:.2}", b.s_x1));
+    row(&d, "W4 s_Z1", format!("{:.2}", b.s_z1));
+    row(&d, "W4 v_Z1", format!("{:.2}", b.v_z1));
+    row(
+        &d,
+        "W4 gamma",
+        format!("{:.7}", b.gamma.unwrap_or(f64::NAN)),
+    );
+    row(&d, "W4 phi_X", format!("{:.7}", b.phi_x));
+    row(
+        &d,
+        "W4 secrecy 6 log2(21/eps_sec)",
+        format!("{:.2}", b.pa_cost_bits),
+    );
+    row(&d, "W4 secret bits", b.bits.to_string());
+}

@@ -191,3 +191,19 @@ fn session_reuses_plans_within_a_qber_bucket() {
         assert_eq!(r.report.residual_errors, 0);
     }
 }
+
+#[test]
+fn a_four_megabit_block_confirms_with_the_default_eps_cor() {
+    // The GF(2^64) confirmation refused keys above ~1.18 Mbit at eps_cor = 1e-15; GF(2^128)
+    // confirms up to 2^30 bits with a 50-bit tag.
+    let p = simulate(1 << 22, 0.02, ErrorModel::IidExact, 11).unwrap();
+    let c = PipelineConfig {
+        block_bits: 1 << 22,
+        ..PipelineConfig::default()
+    };
+    let r = process_block(0, &p.alice, &p.bob, &c, &mut SeededRandom::from_u64(3)).unwrap();
+    assert_eq!(r.report.outcome, BlockOutcome::Key, "{:?}", r.report);
+    assert!(r.report.confirmed);
+    assert_eq!(r.report.confirm_tag_bits, 50);
+    assert!(r.report.final_bits > (1 << 22) / 3, "{:?}", r.report.secret);
+}
