@@ -4,16 +4,20 @@
 //! [`estimate`] (QBER from a disclosed sample), [`reconcile`] (Cascade, as two sans-IO parties),
 //! [`confirm`] (universal-hash tag compare), [`amplify`] (finite-key secret length and Toeplitz
 //! hashing), [`entropy`] (health of the output), stitched together by [`pipeline`]; final keys
-//! go to the [`store`]. Every key bit lives in a [`bits::BitBlock`]. Randomness comes from a
-//! [`rng::RandomSource`]: the OS CSPRNG unless configured otherwise.
+//! go to the [`store`]. Between two sites, [`auth`] authenticates each direction's transcript
+//! (Wegman-Carter); [`gf128`] is the field both it and [`confirm`] hash over. Every key bit lives
+//! in a [`bits::BitBlock`]. Randomness comes from a [`rng::RandomSource`]: the OS CSPRNG unless
+//! configured otherwise.
 #![deny(missing_docs)]
 
 pub mod amplify;
+pub mod auth;
 pub mod bits;
 pub mod confirm;
 pub mod dataset;
 pub mod entropy;
 pub mod estimate;
+pub mod gf128;
 pub mod pipeline;
 pub mod reconcile;
 pub mod rng;

@@ -135,3 +135,24 @@ fn w4_lim2014_hand_worked_case() {
     );
     row(&d, "W4 secret bits", b.bits.to_string());
 }
+
+#[test]
+fn w5_authentication() {
+    use qkd_core::auth::{PAD_BITS, forgery_bound};
+    let d = doc();
+    row(
+        &d,
+        "W5 forgery bound per tag, 1 MiB transcript",
+        format!("{:.4e}", forgery_bound(1 << 20)),
+    );
+    row(
+        &d,
+        "W5 pool bits per block (two directions)",
+        (2 * PAD_BITS).to_string(),
+    );
+    row(
+        &d,
+        "W5 share of the key of a default 2^20-bit block at 2 % (376832 bits)",
+        format!("{:.3} %", 100.0 * (2 * PAD_BITS) as f64 / 376_832.0),
+    );
+}
