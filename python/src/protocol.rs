@@ -319,9 +319,12 @@ impl Bob {
 ///         cut into blocks of block_bits bits (a shorter tail is dropped).
 ///     block_bits: raw bits per block, sample included (default 2^20).
 ///     sample_bits: bits disclosed per block to estimate the QBER (default 2^14).
-///     algorithm: Cascade variant (default "option8").
+///     algorithm: Cascade variant (default "yanetal").
+///     frame_bits: bits per Cascade frame; a block's frames advance together and are confirmed
+///         one by one, a failed frame being dropped (default 0: the block is one frame).
 ///     eps_pe, eps_sec, eps_cor: parameter-estimation, secrecy and correctness parameters.
-///     max_qber: blocks whose QBER upper bound exceeds this are discarded (default 0.11).
+///     max_qber: the top rung of the QBER ladder: blocks whose sample QBER or QBER upper bound
+///         exceeds it are discarded (default 0.11).
 ///     toeplitz: Toeplitz method (default "auto": the fastest exact one for the size).
 ///     bits: length of packed keys whose length is not a multiple of 8.
 ///     packed: return final keys packed (default) or as bools.
@@ -337,7 +340,7 @@ impl Bob {
 ///     InputError: a bad setting or keys of different lengths.
 ///     ProtocolError: a stage failed on a block.
 #[pyfunction]
-#[pyo3(signature = (alice, bob, *, block_bits=1<<20, sample_bits=1<<14, algorithm="yanetal", eps_pe=1e-10, eps_sec=1e-10, eps_cor=1e-15, max_qber=0.11, toeplitz="auto", bits=None, packed=true))]
+#[pyo3(signature = (alice, bob, *, block_bits=1<<20, sample_bits=1<<14, algorithm="yanetal", frame_bits=0, eps_pe=1e-10, eps_sec=1e-10, eps_cor=1e-15, max_qber=0.11, toeplitz="auto", bits=None, packed=true))]
 fn process<'py>(
     py: Python<'py>,
     alice: &Bound<'py, PyAny>,
@@ -345,6 +348,7 @@ fn process<'py>(
     block_bits: usize,
     sample_bits: usize,
     algorithm: &str,
+    frame_bits: usize,
     eps_pe: f64,
     eps_sec: f64,
     eps_cor: f64,
@@ -369,6 +373,7 @@ fn process<'py>(
         block_bits,
         sample_bits,
         algorithm: algorithm.to_owned(),
+        frame_bits,
         eps_pe,
         eps_sec,
         eps_cor,

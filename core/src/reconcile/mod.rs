@@ -2,14 +2,16 @@
 //!
 //! [`cascade`] holds the Cascade protocol as two sans-IO state machines, Alice (holds the
 //! reference key and answers parity questions) and Bob (holds the noisy key, asks and
-//! corrects), exchanging [`message::Message`] values. [`loopback::LoopbackLink`] runs both in
-//! one process; [`experiment`] sweeps variants, QBERs and block sizes and reports efficiency,
+//! corrects), exchanging [`message::Message`] values. [`frames`] runs one party per frame of a
+//! large block, every frame's messages of a round in one batch. [`loopback::LoopbackLink`] runs
+//! both in one process; [`experiment`] sweeps variants, QBERs and block sizes and reports efficiency,
 //! frame error rate, round trips and throughput. [`testkit`] makes seeded key pairs with an
 //! exact number of errors for tests, benchmarks and the harness. Key confirmation after
 //! reconciliation lives in [`crate::confirm`].
 
 pub mod cascade;
 pub mod experiment;
+pub mod frames;
 pub mod loopback;
 pub mod message;
 pub mod testkit;

@@ -1,0 +1,430 @@
+//! A block reconciled as many Cascade frames that advance together.
+//!
+//! Cascade is efficient on frames of 2^14-2^16 bits, while privacy amplification wants blocks of
+//! 10^6-10^8 bits. [`FramedBob`] and [`FramedAlice`] run one Cascade party per frame and carry
+//! the messages of every frame of a round in one [`FrameBatch`], so a block takes about the round
+//! trips of one frame, whatever its size, and the frames' work of a round runs in parallel
+//! (rayon). Bob sends a batch with the next message of every frame still running (its hello
+//! first, its `Done` last); Alice answers every frame that expects an answer. Leakage is the sum
+//! over frames, on each side (docs/security.md, section 6: the whole transcript is still
+//! prefix-free, so the accounting holds).
+//!
+//! A batch that names a frame twice, a frame out of range, misses an answer Bob waits for, or
+//! carries one he does not, is a [`ReconcileError`]; so is any frame's own error.
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use super::ReconcileError;
+use super::cascade::{Alice, Bob, BobStats};
+use super::message::Message;
+use crate::bits::BitBlock;
+
+/// Version byte of the batch encoding.
+pub const FRAME_BATCH_VERSION: u8 = 1;
+
+/// The messages of one round, one per frame that has something to say, by frame index.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FrameBatch {
+    /// `(frame index, message)`, indices strictly increasing.
+    pub messages: Vec<(u32, Message)>,
+}
+
+impl FrameBatch {
+    /// The wire encoding: version byte, then postcard.
+    pub fn encode(&self) -> Result<Vec<u8>, ReconcileError> {
+        let mut out = vec![FRAME_BATCH_VERSION];
+        postcard::to_io(self, &mut out)
+            .map_err(|e| ReconcileError::Malformed(format!("cannot encode frame batch: {e}")))?;
+        Ok(out)
+    }
+
+    /// Decodes one batch, rejecting another version, malformed bodies and trailing bytes.
+    pub fn decode(bytes: &[u8]) -> Result<Self, ReconcileError> {
+        match bytes.split_first() {
+            Some((&FRAME_BATCH_VERSION, body)) => match postcard::take_from_bytes(body) {
+                Ok((batch, [])) => Ok(batch),
+                Ok((_, rest)) => Err(ReconcileError::Malformed(format!(
+                    "{} trailing bytes after the frame batch",
+                    rest.len()
+                ))),
+                Err(e) => Err(ReconcileError::Malformed(format!(
+                    "undecodable frame batch: {e}"
+                ))),
+            },
+            Some((&v, _)) => Err(ReconcileError::WrongVersion {
+                got: v,
+                expected: FRAME_BATCH_VERSION,
+            }),
+            None => Err(ReconcileError::Malformed("empty frame batch".into())),
+        }
+    }
+
+    /// One slot per frame: the message for frame `i` at index `i`.
+    fn into_slots(self, frames: usize) -> Result<Vec<Option<Message>>, ReconcileError> {
+        let mut slots: Vec<Option<Message>> = (0..frames).map(|_| None).collect();
+        let mut last: Option<u32> = None;
+        for (i, m) in self.messages {
+            if last.is_some_and(|l| i <= l) {
+                return Err(ReconcileError::Malformed(format!(
+                    "frame {i} after frame {}: indices must increase",
+                    last.unwrap_or(0)
+                )));
+            }
+            last = Some(i);
+            let slot = slots.get_mut(i as usize).ok_or_else(|| {
+                ReconcileError::Malformed(format!("frame {i} of a block of {frames} frames"))
+            })?;
+            *slot = Some(m);
+        }
+        Ok(slots)
+    }
+}
+
+/// Cuts `key` into frames of `frame_bits` bits (the last one takes the remainder, and a
+/// remainder under half a frame joins the frame before it); `frame_bits = 0` or at least the
+/// key length gives one frame.
+pub fn split_frames(key: &BitBlock, frame_bits: usize) -> Result<Vec<BitBlock>, ReconcileError> {
+    let n = key.len();
+    let count = if frame_bits == 0 || frame_bits >= n {
+        1
+    } else {
+        (n + frame_bits / 2) / frame_bits
+    };
+    (0..count)
+        .map(|f| {
+            let end = if f + 1 == count {
+                n
+            } else {
+                (f + 1) * frame_bits
+            };
+            key.slice(f * frame_bits..end)
+                .map_err(|e| ReconcileError::BadParams(e.to_string()))
+        })
+        .collect()
+}
+
+/// Joins frames back into one key (word copies when every frame but the last is a whole number
+/// of words, as [`split_frames`] makes them for frame sizes that are multiples of 64).
+pub fn join_frames(frames: &[BitBlock]) -> BitBlock {
+    let total: usize = frames.iter().map(BitBlock::len).sum();
+    let aligned = frames
+        .split_last()
+        .is_none_or(|(_, init)| init.iter().all(|f| f.len().is_multiple_of(64)));
+    if !aligned {
+        let mut out = BitBlock::zeros(0);
+        for f in frames {
+            out.extend_from(f);
+        }
+        return out;
+    }
+    let mut out = BitBlock::zeros(total);
+    out.with_words_mut(|words| {
+        let mut at = 0;
+        for f in frames {
+            let w = f.words();
+            words[at..at + w.len()].copy_from_slice(w);
+            at += w.len();
+        }
+    });
+    out
+}
+
+/// Alice's side: one Cascade [`Alice`] per frame.
+#[derive(Debug)]
+pub struct FramedAlice {
+    frames: Vec<Alice>,
+}
+
+impl FramedAlice {
+    /// Alice over these frames (each with its plan, if agreed beforehand).
+    pub fn new(frames: Vec<Alice>) -> Self {
+        Self { frames }
+    }
+
+    /// Answers one batch of Bob's: an answer for every frame that asked (frames that sent
+    /// `Done` answer nothing).
+    pub fn handle(&mut self, batch: FrameBatch) -> Result<FrameBatch, ReconcileError> {
+        let slots = batch.into_slots(self.frames.len())?;
+        let answers: Vec<Option<Message>> = self
+            .frames
+            .par_iter_mut()
+            .zip(slots)
+            .map(|(alice, msg)| match msg {
+                Some(m) => alice.handle(m),
+                None => Ok(None),
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(FrameBatch {
+            messages: answers
+                .into_iter()
+                .enumerate()
+                .filter_map(|(i, a)| a.map(|a| (i as u32, a)))
+                .collect(),
+        })
+    }
+
+    /// True once every frame has Bob's `Done`.
+    pub fn is_done(&self) -> bool {
+        self.frames.iter().all(Alice::is_done)
+    }
+
+    /// `(Alice's parities, Bob's key-dependent bits)` summed over frames.
+    pub fn leak_bits(&self) -> (u64, u64) {
+        self.frames.iter().fold((0, 0), |(a, b), f| {
+            (a + f.disclosed_bits(), b + f.bob_leak_bits())
+        })
+    }
+
+    /// The reconciled frames (Alice's never change).
+    pub fn into_frames(self) -> Vec<BitBlock> {
+        self.frames.into_iter().map(Alice::into_key).collect()
+    }
+}
+
+/// Bob's side: one Cascade [`Bob`] per frame.
+#[derive(Debug)]
+pub struct FramedBob {
+    frames: Vec<Bob>,
+    /// Frames whose last message expects an answer.
+    awaiting: Vec<bool>,
+}
+
+impl FramedBob {
+    /// Bob over these frames.
+    pub fn new(frames: Vec<Bob>) -> Self {
+        let n = frames.len();
+        Self {
+            frames,
+            awaiting: vec![false; n],
+        }
+    }
+
+    /// The first batch: every frame's hello.
+    pub fn start(&mut self) -> Result<FrameBatch, ReconcileError> {
+        let mut messages = Vec::with_capacity(self.frames.len());
+        for (i, bob) in self.frames.iter_mut().enumerate() {
+            messages.push((i as u32, bob.start()?));
+            self.awaiting[i] = true;
+        }
+        Ok(FrameBatch { messages })
+    }
+
+    /// Reads Alice's answers and returns the next batch (each answered frame's next message;
+    /// empty once every frame has sent `Done`).
+    pub fn handle(&mut self, batch: FrameBatch) -> Result<FrameBatch, ReconcileError> {
+        let slots = batch.into_slots(self.frames.len())?;
+        for (i, (slot, &waiting)) in slots.iter().zip(&self.awaiting).enumerate() {
+            if slot.is_some() != waiting {
+                return Err(ReconcileError::Malformed(format!(
+                    "frame {i}: {} answer",
+                    if waiting { "missing" } else { "unexpected" }
+                )));
+            }
+        }
+        let next: Vec<Option<Message>> = self
+            .frames
+            .par_iter_mut()
+            .zip(slots)
+            .map(|(bob, answer)| answer.map(|a| bob.handle(a)).transpose())
+            .collect::<Result<_, _>>()?;
+        let mut messages = Vec::new();
+        for (i, m) in next.into_iter().enumerate() {
+            self.awaiting[i] = matches!(&m, Some(m) if !matches!(m, Message::Done { .. }));
+            if let Some(m) = m {
+                messages.push((i as u32, m));
+            }
+        }
+        Ok(FrameBatch { messages })
+    }
+
+    /// True once every frame has sent `Done`.
+    pub fn is_done(&self) -> bool {
+        self.frames.iter().all(Bob::is_done)
+    }
+
+    /// Bob's counters summed over frames, with `round_trips` the largest of any frame (the
+    /// frames advance together).
+    pub fn stats(&self) -> BobStats {
+        let mut s = BobStats::default();
+        for f in &self.frames {
+            let t = f.stats();
+            s.disclosed_bits += t.disclosed_bits;
+            s.corrected += t.corrected;
+            s.round_trips = s.round_trips.max(t.round_trips);
+            s.messages = s.messages.max(t.messages);
+            s.passes = s.passes.max(t.passes);
+            s.bob_parity_bits += t.bob_parity_bits;
+            s.speculative_bits += t.speculative_bits;
+        }
+        s
+    }
+
+    /// The corrected frames.
+    pub fn into_frames(self) -> Vec<BitBlock> {
+        self.frames.into_iter().map(Bob::into_key).collect()
+    }
+}
+
+/// What a framed loopback run measured.
+#[derive(Debug, Clone, Copy, Serialize)]
+pub struct FramedReport {
+    /// Bob's counters over all frames.
+    pub bob: BobStats,
+    /// Parities Alice disclosed, all frames.
+    pub alice_disclosed_bits: u64,
+    /// Bob's key-dependent bits, all frames ([`BobStats::bob_leak_bits`]).
+    pub bob_disclosed_bits: u64,
+    /// Batches Bob sent (round trips of the block, the last `Done` batch included).
+    pub batches: u32,
+    /// Encoded bytes Bob sent.
+    pub bytes_to_alice: u64,
+    /// Encoded bytes Alice sent.
+    pub bytes_to_bob: u64,
+}
+
+/// Runs both framed parties in this process through the batch encoding until Bob is done.
+pub fn run_loopback(
+    alice: &mut FramedAlice,
+    bob: &mut FramedBob,
+) -> Result<FramedReport, ReconcileError> {
+    let (mut to_alice, mut to_bob, mut batches) = (0u64, 0u64, 0u32);
+    let mut msg = bob.start()?;
+    while !msg.messages.is_empty() {
+        let wire = msg.encode()?;
+        to_alice += wire.len() as u64;
+        batches += 1;
+        let answer = alice.handle(FrameBatch::decode(&wire)?)?;
+        if answer.messages.is_empty() {
+            break;
+        }
+        let wire = answer.encode()?;
+        to_bob += wire.len() as u64;
+        msg = bob.handle(FrameBatch::decode(&wire)?)?;
+    }
+    let (alice_disclosed_bits, bob_disclosed_bits) = alice.leak_bits();
+    Ok(FramedReport {
+        bob: bob.stats(),
+        alice_disclosed_bits,
+        bob_disclosed_bits,
+        batches,
+        bytes_to_alice: to_alice,
+        bytes_to_bob: to_bob,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::reconcile::cascade::{Params, Plan, Variant};
+    use crate::reconcile::testkit::{error_count, noisy_pair};
+
+    fn framed(
+        a: &BitBlock,
+        b: &BitBlock,
+        frame_bits: usize,
+        variant: Variant,
+        qber: f64,
+    ) -> (FramedAlice, FramedBob) {
+        let (fa, fb) = (
+            split_frames(a, frame_bits).unwrap(),
+            split_frames(b, frame_bits).unwrap(),
+        );
+        let mut alices = Vec::new();
+        let mut bobs = Vec::new();
+        for (x, y) in fa.into_iter().zip(fb) {
+            let plan = Plan::new(Params {
+                variant: variant.clone(),
+                n: x.len() as u32,
+                qber,
+                seed: [7; 32],
+            })
+            .unwrap();
+            alices.push(Alice::with_plan(x, Arc::clone(&plan)));
+            bobs.push(Bob::new(plan, y).unwrap());
+        }
+        (FramedAlice::new(alices), FramedBob::new(bobs))
+    }
+
+    #[test]
+    fn frames_split_and_join_back() {
+        let (a, _) = noisy_pair(100_000, 0, 1);
+        for fb in [0, 1 << 14, 30_000, 60_000, 100_000, 1 << 20] {
+            let frames = split_frames(&a, fb).unwrap();
+            assert_eq!(join_frames(&frames), a, "frame bits {fb}");
+            assert!(frames.iter().all(|f| f.len() >= fb.min(100_000) / 2));
+        }
+        // 100000 / 16384 = 6.1: six frames, the last one 18176 bits.
+        let f = split_frames(&a, 1 << 14).unwrap();
+        assert_eq!((f.len(), f[5].len()), (6, 100_000 - 5 * 16384));
+    }
+
+    #[test]
+    fn a_framed_block_reconciles_in_the_round_trips_of_one_frame() {
+        let n = 1 << 18;
+        for (variant, qber) in [(Variant::yanetal(), 0.02), (Variant::option8(), 0.05)] {
+            let name = variant.name.to_string();
+            let (a, b) = noisy_pair(n, error_count(n, qber), 3);
+            let (mut alice, mut bob) = framed(&a, &b, 1 << 14, variant.clone(), qber);
+            let r = run_loopback(&mut alice, &mut bob).unwrap();
+            assert!(alice.is_done() && bob.is_done(), "{name}");
+            let (ka, kb) = (
+                join_frames(&alice.into_frames()),
+                join_frames(&bob.into_frames()),
+            );
+            assert_eq!(ka, a, "{name}: Alice's key never changes");
+            assert_eq!(ka.hamming_distance(&kb).unwrap(), 0, "{name}");
+            assert_eq!(r.bob.corrected as usize, error_count(n, qber), "{name}");
+            assert_eq!(r.alice_disclosed_bits, r.bob.disclosed_bits);
+            assert_eq!(r.bob_disclosed_bits, r.bob.bob_leak_bits());
+            // One batch per round trip of the slowest frame (its round trips are the block's),
+            // plus the final Done batch: 16 frames cost the round trips of one.
+            assert!(r.batches >= r.bob.round_trips, "{name}: {r:?}");
+            assert!(r.batches <= r.bob.round_trips + 1, "{name}: {r:?}");
+        }
+    }
+
+    #[test]
+    fn bad_batches_are_errors() {
+        let n = 1 << 15;
+        let (a, b) = noisy_pair(n, error_count(n, 0.03), 4);
+        let (mut alice, mut bob) = framed(&a, &b, 1 << 14, Variant::yanetal(), 0.03);
+        let hello = bob.start().unwrap();
+        assert_eq!(hello.messages.len(), 2);
+        // Frame out of range, twice the same frame, decreasing indices.
+        let m = hello.messages[0].1.clone();
+        for bad in [
+            vec![(2, m.clone())],
+            vec![(0, m.clone()), (0, m.clone())],
+            vec![(1, m.clone()), (0, m.clone())],
+        ] {
+            let mut x = framed(&a, &b, 1 << 14, Variant::yanetal(), 0.03).0;
+            assert!(x.handle(FrameBatch { messages: bad }).is_err());
+        }
+        let answers = alice.handle(hello).unwrap();
+        // An answer missing for a frame Bob waits for.
+        let mut partial = answers.clone();
+        partial.messages.pop();
+        let mut b2 = framed(&a, &b, 1 << 14, Variant::yanetal(), 0.03).1;
+        b2.start().unwrap();
+        assert!(b2.handle(partial).is_err());
+        // Encoding: version, garbage and trailing bytes.
+        let wire = answers.encode().unwrap();
+        assert_eq!(FrameBatch::decode(&wire).unwrap(), answers);
+        assert!(FrameBatch::decode(&[]).is_err());
+        assert!(FrameBatch::decode(&[9, 0]).is_err());
+        let mut long = wire.clone();
+        long.push(0);
+        assert!(FrameBatch::decode(&long).is_err());
+        let mut rng = crate::rng::SeededRandom::from_u64(5);
+        for _ in 0..300 {
+            let mut junk = vec![FRAME_BATCH_VERSION; 1 + rng.below(60) as usize];
+            crate::rng::RandomSource::fill(&mut rng, &mut junk[1..]).unwrap();
+            if let Ok(batch) = FrameBatch::decode(&junk) {
+                let _ = bob.handle(batch);
+            }
+        }
+    }
+}
