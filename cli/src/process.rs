@@ -57,8 +57,7 @@ pub struct PipelineArgs {
     #[arg(long, default_value = "yanetal")]
     pub algorithm: String,
     /// Bits per Cascade frame: a block's frames advance together and are confirmed one by one,
-    /// a failed frame being dropped (0, the default: the whole block is one frame; 65536 is
-    /// several times faster on blocks of 2^20 bits and more).
+    /// a failed frame being reconciled again (0: the whole block is one frame).
     #[arg(long, default_value_t = qkd_core::pipeline::DEFAULT_FRAME_BITS)]
     pub frame_bits: usize,
     /// Secrecy parameter.

@@ -144,7 +144,7 @@ def process(
     block_bits: int = 1 << 20,
     sample_bits: int = 1 << 14,
     algorithm: str = "yanetal",
-    frame_bits: int = 0,
+    frame_bits: int = 1 << 16,
     eps_pe: float = 1e-10,
     eps_sec: float = 1e-10,
     eps_cor: float = 1e-15,

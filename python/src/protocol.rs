@@ -321,7 +321,7 @@ impl Bob {
 ///     sample_bits: bits disclosed per block to estimate the QBER (default 2^14).
 ///     algorithm: Cascade variant (default "yanetal").
 ///     frame_bits: bits per Cascade frame; a block's frames advance together and are confirmed
-///         one by one, a failed frame being dropped (default 0: the block is one frame).
+///         one by one, a failed frame being reconciled again (default 2^16; 0: one frame).
 ///     eps_pe, eps_sec, eps_cor: parameter-estimation, secrecy and correctness parameters.
 ///     max_qber: the top rung of the QBER ladder: blocks whose sample QBER or QBER upper bound
 ///         exceeds it are discarded (default 0.11).
@@ -340,7 +340,7 @@ impl Bob {
 ///     InputError: a bad setting or keys of different lengths.
 ///     ProtocolError: a stage failed on a block.
 #[pyfunction]
-#[pyo3(signature = (alice, bob, *, block_bits=1<<20, sample_bits=1<<14, algorithm="yanetal", frame_bits=0, eps_pe=1e-10, eps_sec=1e-10, eps_cor=1e-15, max_qber=0.11, toeplitz="auto", bits=None, packed=true))]
+#[pyo3(signature = (alice, bob, *, block_bits=1<<20, sample_bits=1<<14, algorithm="yanetal", frame_bits=1<<16, eps_pe=1e-10, eps_sec=1e-10, eps_cor=1e-15, max_qber=0.11, toeplitz="auto", bits=None, packed=true))]
 fn process<'py>(
     py: Python<'py>,
     alice: &Bound<'py, PyAny>,

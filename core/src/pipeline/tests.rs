@@ -195,53 +195,43 @@ fn session_reuses_plans_within_a_qber_bucket() {
 #[test]
 fn a_four_megabit_block_confirms_with_the_default_eps_cor() {
     // The GF(2^64) confirmation refused keys above ~1.18 Mbit at eps_cor = 1e-15; GF(2^128)
-    // confirms up to 2^30 bits with a 50-bit tag.
+    // confirms the whole 4-Mbit block as one frame.
     let p = simulate(1 << 22, 0.02, ErrorModel::IidExact, 11).unwrap();
     let c = PipelineConfig {
         block_bits: 1 << 22,
+        frame_bits: 0,
         ..PipelineConfig::default()
     };
     let r = process_block(0, &p.alice, &p.bob, &c, &mut SeededRandom::from_u64(3)).unwrap();
     assert_eq!(r.report.outcome, BlockOutcome::Key, "{:?}", r.report);
     assert!(r.report.confirmed);
-    assert_eq!(r.report.confirm_tag_bits, 50);
+    // One frame, two checks at most: 1e-15 / 2 needs 51 bits (2^-50 = 8.9e-16 > 5e-16).
+    assert_eq!(r.report.confirm_tag_bits, 51);
     assert!(r.report.final_bits > (1 << 22) / 3, "{:?}", r.report.secret);
 }
 
 #[test]
-fn frames_are_confirmed_one_by_one_and_a_failed_frame_is_dropped() {
-    // 2^20 bits as 64 frames of 2^14: every frame gets its own tag at eps_cor / 64.
-    let p = simulate(1 << 20, 0.02, ErrorModel::IidExact, 12).unwrap();
+fn frames_are_confirmed_one_by_one_and_a_failed_frame_is_reconciled_again() {
+    // 2^20 bits as 63 frames of 2^14: every check gets its own tag at eps_cor / (2 * 63).
     let c = PipelineConfig {
         frame_bits: 1 << 14,
         ..cfg(1 << 20, 1 << 14)
     };
-    let frames = ((1 << 20) - (1 << 14)) / (1 << 14);
-    let tag = crate::confirm::tag_bits_for(c.eps_cor / frames as f64, 1 << 14).unwrap();
-    let r = process_block(0, &p.alice, &p.bob, &c, &mut SeededRandom::from_u64(4)).unwrap();
-    let rep = &r.report;
-    assert_eq!(rep.outcome, BlockOutcome::Key, "{rep:?}");
-    assert_eq!(rep.confirm_tag_bits, frames as u32 * tag);
-    // Dropped frames (Cascade leaves errors in about 0.3 % of 2^14-bit frames) are gone from
-    // the key and counted as disclosed; what is left is identical on both sides.
-    assert_eq!(rep.confirmed, rep.dropped_frames == 0);
-    assert_eq!(rep.dropped_frame_bits, u64::from(rep.dropped_frames) << 14);
-    assert!(rep.secret.unwrap().leak_ec_bits >= rep.leak_alice_bits + rep.dropped_frame_bits);
-
+    let frames: u32 = 63;
+    let tag = crate::confirm::tag_bits_for(c.eps_cor / f64::from(2 * frames), 1 << 14).unwrap();
     // Some seed makes Cascade leave an error in a frame (about 0.3 % of 2^14-bit frames, so
-    // about one 2^20-bit block in six): that frame is dropped and the rest still yields key.
-    let dropped = (20..80).find_map(|seed| {
+    // about one 2^20-bit block in six): that frame is reconciled again with a fresh shuffle.
+    let retried = (20..80).find_map(|seed| {
         let p = simulate(1 << 20, 0.02, ErrorModel::IidExact, seed).unwrap();
         let r = process_block(0, &p.alice, &p.bob, &c, &mut SeededRandom::from_u64(seed)).unwrap();
-        (r.report.dropped_frames > 0).then_some(r)
+        (r.report.retried_frames > 0).then_some(r)
     });
-    let r = dropped.expect("a block with a dropped frame among 60 seeds");
-    assert_eq!(r.report.outcome, BlockOutcome::Key, "{:?}", r.report);
-    assert!(!r.report.confirmed && r.report.residual_errors > 0);
-    assert_eq!(
-        r.key.map(|k| k.len() as u64),
-        Some(r.report.final_bits),
-        "{:?}",
-        r.report
-    );
+    let r = retried.expect("a block with a retried frame among 60 seeds");
+    let rep = &r.report;
+    assert_eq!(rep.outcome, BlockOutcome::Key, "{rep:?}");
+    assert_eq!(rep.confirm_tag_bits, (frames + rep.retried_frames) * tag);
+    assert_eq!(rep.dropped_frames, 0, "{rep:?}");
+    assert!(rep.confirmed && rep.residual_errors == 0);
+    assert_eq!(rep.errors_corrected, rep.true_errors);
+    assert_eq!(r.key.map(|k| k.len() as u64), Some(rep.final_bits));
 }
