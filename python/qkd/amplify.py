@@ -22,6 +22,7 @@ from . import _qkd
 from ._qkd import (
     MAX_TOEPLITZ_INPUT_BITS,
     binary_entropy,
+    qber_rung,
     seed_bits_needed,
     toeplitz,
 )
@@ -33,6 +34,7 @@ __all__ = [
     "decoy_expected_counts",
     "decoy_secret_length",
     "decoy_typical_device",
+    "qber_rung",
     "secret_length",
     "seed_bits_needed",
     "toeplitz",

@@ -8,7 +8,7 @@ use pyo3::types::{PyBytes, PyDict};
 use qkd_core::BitBlock;
 use qkd_core::amplify::{
     Bb84Tlgr2012, DecoyDevice, DecoyStatistics, FiniteKeyError, FiniteKeyInput, Lim2014,
-    SecretLengthModel, ToeplitzError, ToeplitzMethod, expected_statistics,
+    QberLadder, SecretLengthModel, ToeplitzError, ToeplitzMethod, expected_statistics,
 };
 use qkd_core::entropy::{self, AssessConfig, EntropyError};
 use qkd_core::estimate::{self, Bound as QberBound, EstimateError, SampleMessage};
@@ -30,6 +30,7 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(toeplitz, m)?)?;
     m.add_function(wrap_pyfunction!(seed_bits_needed, m)?)?;
     m.add_function(wrap_pyfunction!(secret_length, m)?)?;
+    m.add_function(wrap_pyfunction!(qber_rung, m)?)?;
     m.add_function(wrap_pyfunction!(decoy_secret_length_json, m)?)?;
     m.add_function(wrap_pyfunction!(decoy_expected_counts_json, m)?)?;
     m.add_function(wrap_pyfunction!(decoy_typical_device_json, m)?)?;
@@ -459,6 +460,23 @@ fn count(name: &str, v: i64) -> PyResult<u64> {
 fn count32(name: &str, v: i64) -> PyResult<u32> {
     u32::try_from(size(name, v)?)
         .map_err(|_| input_error(format!("{name} = {v} is too large; expected below 2^32")))
+}
+
+/// The tolerated QBER a block is sized for on the engine's default QBER ladder (rungs
+/// 0.0025 * 1.1^i below max_qber, then max_qber; fixed before any sample is seen).
+///
+/// Returns:
+///     (rung, rungs): the smallest rung at or above `observed` (None when the sample QBER is
+///     above the top rung: the block aborts) and the number of rungs (`length_choices` of
+///     `secret_length`).
+///
+/// Raises:
+///     InputError: max_qber outside (0, 0.5].
+#[pyfunction]
+#[pyo3(signature = (observed, max_qber=0.11))]
+fn qber_rung(observed: f64, max_qber: f64) -> PyResult<(Option<f64>, u32)> {
+    let ladder = QberLadder::default_up_to(max_qber).map_err(finite_key_err)?;
+    Ok((ladder.rung_for(observed), ladder.len()))
 }
 
 /// Decoy-state secret length (Lim et al. 2014) from counts given as the JSON text of

@@ -198,3 +198,12 @@ def test_decoy_other_bad_input():
         amplify.decoy_expected_counts(10, 1e10, eta=0.5)
     with pytest.raises(qkd.InputError, match="loss_db"):
         amplify.decoy_expected_counts(-3, 1e10)
+
+
+def test_qber_rung_is_the_engines_ladder():
+    rung, rungs = amplify.qber_rung(0.02)
+    assert rungs == 41 and rung == pytest.approx(0.0025 * 1.1**22, rel=1e-12)
+    assert amplify.qber_rung(0.2) == (None, 41)
+    assert amplify.qber_rung(0.001, max_qber=0.05)[0] == 0.0025
+    with pytest.raises(qkd.InputError, match="ladder"):
+        amplify.qber_rung(0.02, max_qber=0.7)
