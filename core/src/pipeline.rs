@@ -13,9 +13,9 @@
 //!    frames of `frame_bits` that advance together ([`crate::reconcile::frames`]); the observed
 //!    QBER sets Cascade's block sizes.
 //! 3. **Confirm**: a universal-hash tag of each reconciled frame ([`crate::confirm`]) at
-//!    `eps_cor / (2 frames)`; a frame whose tags differ is reconciled once more with a fresh
-//!    shuffle and checked again, then dropped on both sides if it still differs (its bits count
-//!    as disclosed); a block with no frame left is discarded.
+//!    `eps_cor / (2 frames)`; the frames whose tags differ are reconciled once more, together,
+//!    with a fresh shuffle and checked again, then dropped on both sides if they still differ
+//!    (their bits count as disclosed); a block with no frame left is discarded.
 //! 4. **Secret length**: the finite-key bound ([`crate::amplify::finite_key`]) from the key
 //!    length, sample size, the block's rung and the ladder's size, Cascade's leakage on both
 //!    sides (Alice's parities plus Bob's key-dependent bits) and the confirmation tag
@@ -45,7 +45,6 @@ use crate::estimate::{self, Bound};
 use crate::reconcile::cascade::{Alice, Bob, Params, Plan, Variant};
 use crate::reconcile::efficiency;
 use crate::reconcile::frames::{self, FramedAlice, FramedBob, join_frames, split_frames};
-use crate::reconcile::loopback::LoopbackLink;
 use crate::rng::{OsRandom, RandomSource, RngError};
 
 /// Settings of the pipeline; [`PipelineConfig::default`] is a sensible start.
@@ -384,34 +383,49 @@ impl Session {
         Ok(plan)
     }
 
-    /// Reconciles one frame pair again with a fresh public shuffle, after its confirmation
-    /// failed; the leakage, corrections and round trips are added to `report`.
+    /// Reconciles frame pairs again, all together as one framed run with a fresh public
+    /// shuffle, after their confirmation failed; the leakage, corrections and round trips are
+    /// added to `report`. Returns Bob's corrected frames.
     fn reconcile_again(
         &self,
         index: u64,
-        alice_frame: &BitBlock,
-        bob_frame: BitBlock,
+        alice_frames: &[BitBlock],
+        bob_frames: Vec<BitBlock>,
         qber: f64,
         rng: &mut dyn RandomSource,
         report: &mut BlockReport,
-    ) -> Result<BitBlock, PipelineError> {
+    ) -> Result<Vec<BitBlock>, PipelineError> {
         let err = stage_err(index, "reconcile");
-        let plan = Plan::new(Params {
-            variant: self.variant.clone(),
-            n: alice_frame.len() as u32,
-            qber,
-            seed: rng.seed32()?,
-        })
-        .map_err(|e| err(e.to_string()))?;
-        let mut alice = Alice::with_plan(alice_frame.clone(), Arc::clone(&plan));
-        let mut bob = Bob::new(plan, bob_frame).map_err(|e| err(e.to_string()))?;
-        let lb = LoopbackLink::run(&mut alice, &mut bob).map_err(|e| err(e.to_string()))?;
+        let seed = rng.seed32()?;
+        let mut plans: std::collections::HashMap<usize, Arc<Plan>> = Default::default();
+        let mut alices = Vec::with_capacity(alice_frames.len());
+        let mut bobs = Vec::with_capacity(bob_frames.len());
+        for (a, b) in alice_frames.iter().zip(bob_frames) {
+            let plan = match plans.get(&a.len()) {
+                Some(p) => Arc::clone(p),
+                None => {
+                    let p = Plan::new(Params {
+                        variant: self.variant.clone(),
+                        n: a.len() as u32,
+                        qber,
+                        seed,
+                    })
+                    .map_err(|e| err(e.to_string()))?;
+                    plans.insert(a.len(), Arc::clone(&p));
+                    p
+                }
+            };
+            alices.push(Alice::with_plan(a.clone(), Arc::clone(&plan)));
+            bobs.push(Bob::new(plan, b).map_err(|e| err(e.to_string()))?);
+        }
+        let (mut alice, mut bob) = (FramedAlice::new(alices), FramedBob::new(bobs));
+        let lb = frames::run_loopback(&mut alice, &mut bob).map_err(|e| err(e.to_string()))?;
         report.leak_alice_bits += lb.alice_disclosed_bits;
         report.leak_bob_bits += lb.bob_disclosed_bits;
         report.errors_corrected += lb.bob.corrected;
-        report.round_trips += lb.bob.round_trips;
-        report.messages += lb.bob.messages;
-        Ok(bob.into_key())
+        report.round_trips += lb.batches;
+        report.messages += 2 * lb.batches;
+        Ok(bob.into_frames())
     }
 
     /// Runs one block pair through every stage.
@@ -541,25 +555,47 @@ impl Session {
             ));
         }
 
-        // 3. Confirm, frame by frame. A frame whose tags differ is reconciled once more with
-        //    a fresh shuffle and confirmed again; if it still differs it is dropped on both
-        //    sides. At most two checks per frame, each at eps_cor / (2 frames): by the union
-        //    bound the block stays eps_cor-correct.
+        // 3. Confirm, frame by frame. The frames whose tags differ are reconciled once more,
+        //    together, with a fresh shuffle and confirmed again; a frame that still differs is
+        //    dropped on both sides. At most two checks per frame, each at eps_cor / (2 frames):
+        //    by the union bound the block stays eps_cor-correct.
         let t = Instant::now();
         let eps_check = cfg.eps_cor / (2 * alice_frames.len()) as f64;
-        let mut kept = (Vec::new(), Vec::new());
-        for (a, mut b) in alice_frames.into_iter().zip(bob_frames) {
-            let mut matched = confirm_frame(index, &a, &b, eps_check, rng, &mut report)?;
-            if !matched {
-                report.retried_frames += 1;
-                b = self.reconcile_again(index, &a, b, qber_for_plan, rng, &mut report)?;
-                matched = confirm_frame(index, &a, &b, eps_check, rng, &mut report)?;
+        let mut matched = Vec::with_capacity(alice_frames.len());
+        for (a, b) in alice_frames.iter().zip(&bob_frames) {
+            matched.push(confirm_frame(index, a, b, eps_check, rng, &mut report)?);
+        }
+        let mut bob_frames = bob_frames;
+        let failed: Vec<usize> = (0..matched.len()).filter(|&i| !matched[i]).collect();
+        if !failed.is_empty() {
+            report.retried_frames = failed.len() as u32;
+            let again_alice: Vec<BitBlock> =
+                failed.iter().map(|&i| alice_frames[i].clone()).collect();
+            let again_bob: Vec<BitBlock> = failed
+                .iter()
+                .map(|&i| std::mem::replace(&mut bob_frames[i], BitBlock::zeros(0)))
+                .collect();
+            let fixed = self.reconcile_again(
+                index,
+                &again_alice,
+                again_bob,
+                qber_for_plan,
+                rng,
+                &mut report,
+            )?;
+            for (&i, b) in failed.iter().zip(fixed) {
+                matched[i] =
+                    confirm_frame(index, &alice_frames[i], &b, eps_check, rng, &mut report)?;
+                bob_frames[i] = b;
             }
+        }
+        let mut kept = (Vec::new(), Vec::new());
+        for ((a, b), ok) in alice_frames.into_iter().zip(bob_frames).zip(matched) {
             report.residual_errors += a
                 .hamming_distance(&b)
                 .map_err(|e| stage_err(index, "confirm")(e.to_string()))?
                 as u64;
-            if matched {
+            if ok {
                 kept.0.push(a);
                 kept.1.push(b);
             } else {
