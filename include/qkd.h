@@ -424,10 +424,14 @@ typedef struct {
   // Reconciliation efficiency f (DESIGN §4); NaN when nothing was corrected or Cascade did
   // not run.
   double efficiency;
-  // Confirmation tag bits (leaked; reported apart from f).
+  // Confirmation tag bits, every check of every frame (leaked; reported apart from f).
   uint32_t confirm_tag_bits;
-  // Whether the confirmation tags matched.
+  // Whether every frame's confirmation tags matched in the end (after any retry).
   bool confirmed;
+  // Frames whose first confirmation failed and that were reconciled once more.
+  uint32_t retried_frames;
+  // Frames that still failed and were dropped on both sides (their bits count as disclosed).
+  uint32_t dropped_frames;
   // Secret length from the finite-key bound (0 when it did not run).
   uint64_t secret_bits;
   // The bound before rounding (NaN when it did not run).

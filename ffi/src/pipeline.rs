@@ -90,10 +90,14 @@ pub struct qkd_block_report {
     /// Reconciliation efficiency f (DESIGN §4); NaN when nothing was corrected or Cascade did
     /// not run.
     pub efficiency: f64,
-    /// Confirmation tag bits (leaked; reported apart from f).
+    /// Confirmation tag bits, every check of every frame (leaked; reported apart from f).
     pub confirm_tag_bits: u32,
-    /// Whether the confirmation tags matched.
+    /// Whether every frame's confirmation tags matched in the end (after any retry).
     pub confirmed: bool,
+    /// Frames whose first confirmation failed and that were reconciled once more.
+    pub retried_frames: u32,
+    /// Frames that still failed and were dropped on both sides (their bits count as disclosed).
+    pub dropped_frames: u32,
     /// Secret length from the finite-key bound (0 when it did not run).
     pub secret_bits: u64,
     /// The bound before rounding (NaN when it did not run).
@@ -260,6 +264,8 @@ pub unsafe extern "C" fn qkd_pipeline_process_block(
             efficiency: r.efficiency.unwrap_or(f64::NAN),
             confirm_tag_bits: r.confirm_tag_bits,
             confirmed: r.confirmed,
+            retried_frames: r.retried_frames,
+            dropped_frames: r.dropped_frames,
             secret_bits: r.secret.map_or(0, |s| s.bits),
             secret_raw_bits: r.secret.map_or(f64::NAN, |s| s.raw_bits),
             final_bits: r.final_bits,

@@ -622,6 +622,7 @@ static void test_pipeline(void) {
     CHECK(r.outcome == QKD_OUTCOME_KEY && r.outcome_reason[0] == 0);
     CHECK(r.raw_bits == 100000 && r.reconciled_bits == 95000 && r.residual_errors == 0);
     CHECK(r.confirmed && r.entropy_checked && r.entropy == QKD_VERDICT_PASS);
+    CHECK(r.dropped_frames == 0 && r.retried_frames <= 2);
     CHECK(key != NULL);
     CHECK_RC(qkd_block_len(key, &len), QKD_OK);
     CHECK(len == r.final_bits && len > 0);
