@@ -100,7 +100,7 @@ use std::fmt;
 
 use serde::{Deserialize, Serialize};
 
-use super::finite_key::{SecretLengthBound, SecretLengthModel, binary_entropy};
+use super::finite_key::{SecretLengthBound, SecretLengthModel, binary_entropy, whole_bits};
 
 /// Number of equal parts `eps_sec` is split into by the paper's composition, Eq. (B4).
 const EPS_PARTS: f64 = 21.0;
@@ -421,13 +421,8 @@ impl SecretLengthModel for Lim2014 {
             xa.s0 + xa.s1 * (1.0 - binary_entropy(phase_a.phi)) - leak,
         )?;
 
-        let bits = if raw_bits >= 1.0 {
-            raw_bits.floor() as u64
-        } else {
-            0
-        };
         Ok(DecoyBound {
-            bits,
+            bits: whole_bits(raw_bits),
             raw_bits,
             x: x.bounds,
             z: z.bounds,

@@ -83,7 +83,7 @@ pub(crate) fn whole_bits(raw: f64) -> u64 {
     if raw >= 1.0 { raw.floor() as u64 } else { 0 }
 }
 
-pub(crate) fn check_eps(name: &'static str, value: f64) -> Result<(), FiniteKeyError> {
+fn check_eps(name: &'static str, value: f64) -> Result<(), FiniteKeyError> {
     if value > 0.0 && value < 1.0 {
         Ok(())
     } else {
