@@ -19,11 +19,15 @@
 //! forger who saw the tag of `m` produces a valid tag for another transcript with probability at
 //! most that, and the tags reveal nothing about `k`, so `k` can be recycled (Wegman and Carter,
 //! J. Comput. Syst. Sci. 22, 265 (1981); Portmann, IEEE Trans. Inf. Theory 60(7), 4383 (2014)).
-//! A failed verification tells the adversary that one guess was wrong; the driver then replaces
-//! the hash key ([`AuthKeys::replace_hash_key`]) so that nothing learnt accumulates.
+//! A failed verification tells the adversary that one guess was wrong; the side that sees it
+//! retires the hash key ([`AuthKeys::retire_hash_key`]) so that nothing learnt accumulates, and
+//! its peer retires it too when told (or when its next hello is refused for naming it).
 //!
-//! Key material comes from an [`AuthKeys`] source: [`KeyPool`] starts from a pre-shared secret
-//! and is refilled from final keys set aside for it. Each tag costs [`PAD_BITS`] bits of pool.
+//! Key material comes from an [`AuthKeys`] source, named by position in 128-bit words so that
+//! blocks running concurrently, in any order, agree on their bits: each block takes one
+//! [`AuthLease`] (the hash key's position and two fresh pads, one per direction). [`KeyPool`]
+//! starts from a pre-shared secret and is refilled from final keys set aside for it. A block
+//! costs `2 * PAD_BITS` bits of pool, plus [`HASH_KEY_BITS`] whenever a hash key is retired.
 
 use zeroize::{Zeroize, Zeroizing};
 
@@ -54,6 +58,19 @@ pub enum AuthError {
     /// The received tag differs from the one computed over the received transcript.
     #[error("transcript tag mismatch: a message was altered, dropped, replayed or forged")]
     TagMismatch,
+    /// A lease names a pad word that was already used or is not in the pool (a replayed or
+    /// forged hello, or pools that diverged).
+    #[error("one-time pad at word {position} is used or not in the pool")]
+    PadUsed {
+        /// Position of the first pad word.
+        position: u64,
+    },
+    /// A lease names a hash key that was retired after a failed verification, or a used word.
+    #[error("hash key at word {position} is retired or not in the pool")]
+    HashKeyRetired {
+        /// Position of the hash key word.
+        position: u64,
+    },
 }
 
 /// Which way a transcript goes; part of what is authenticated, so a tag of one direction never
@@ -66,27 +83,81 @@ pub enum Direction {
     BobToAlice,
 }
 
-/// Where the secret key material of authentication comes from. Both sides must hold identical
-/// sources and draw from them in the same order.
-pub trait AuthKeys {
-    /// The current hash key (the same for many tags until replaced).
-    fn hash_key(&mut self) -> Result<u128, AuthError>;
-    /// A fresh one-time pad, never returned again.
-    fn next_pad(&mut self) -> Result<u128, AuthError>;
-    /// Discards the current hash key (after a failed verification); the next
-    /// [`Self::hash_key`] draws a new one.
-    fn replace_hash_key(&mut self);
-    /// Pool bits consumed so far (hash keys and pads).
-    fn spent_bits(&self) -> usize;
+/// The secret key of one block's authentication: the hash key (recycled across blocks) and one
+/// fresh pad per direction, each named by its position in the pool (in 128-bit words), so the
+/// two sides agree on the bits whatever order their blocks run in. Alice takes a lease with
+/// [`AuthKeys::lease`] and sends the positions in her hello; Bob takes the same words with
+/// [`AuthKeys::lease_at`]. Wiped on drop; `Debug` shows positions only.
+pub struct AuthLease {
+    /// Position of the hash key.
+    pub hash_key_position: u64,
+    /// Position of the first pad (the second follows it).
+    pub pad_position: u64,
+    hash_key: u128,
+    pads: [u128; 2],
 }
 
-/// An [`AuthKeys`] source over a pool of secret bytes: a pre-shared secret to start, refilled
-/// with final key bits set aside for authentication ([`Self::refill`]). Bytes are consumed
-/// front to back and wiped as they go.
+impl std::fmt::Debug for AuthLease {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AuthLease")
+            .field("hash_key_position", &self.hash_key_position)
+            .field("pad_position", &self.pad_position)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Drop for AuthLease {
+    fn drop(&mut self) {
+        self.hash_key.zeroize();
+        self.pads.zeroize();
+    }
+}
+
+impl AuthLease {
+    fn pad(&self, direction: Direction) -> u128 {
+        match direction {
+            Direction::AliceToBob => self.pads[0],
+            Direction::BobToAlice => self.pads[1],
+        }
+    }
+}
+
+/// Where the secret key material of authentication comes from. Both sides hold identical
+/// material and name it by position, so blocks may take their leases in any order.
+pub trait AuthKeys: Send {
+    /// Alice's lease for a new block: the current hash key (a fresh word if there is none) and
+    /// the two lowest unused words as pads.
+    fn lease(&mut self) -> Result<AuthLease, AuthError>;
+    /// Bob's lease for the positions Alice's hello names. The pads must be unused words; the
+    /// hash key is the current one, or an unused word, which then becomes current (Alice drew
+    /// a new one). A used, non-current hash key or a used pad is refused: no pad ever serves
+    /// twice, whatever a forged hello asks for.
+    fn lease_at(&mut self, hash_key_position: u64, pad_position: u64)
+    -> Result<AuthLease, AuthError>;
+    /// Retires the hash key at `position` after a failed verification (see the module docs):
+    /// it is never used again, and the next [`Self::lease`] draws a new one.
+    fn retire_hash_key(&mut self, position: u64);
+    /// Pool bits consumed so far (hash keys and pads).
+    fn spent_bits(&self) -> usize;
+    /// Pool bits still unused.
+    fn available_bits(&self) -> usize;
+    /// Appends key material (bits of a final key set aside for authentication, or more
+    /// pre-shared secret). Both sides must refill with the same bytes in the same order.
+    fn refill(&mut self, key: &[u8]);
+}
+
+/// An [`AuthKeys`] source over a pool of secret bytes in 128-bit words: a pre-shared secret to
+/// start, refilled with final key bits set aside for authentication ([`Self::refill`]). Every
+/// word is wiped when taken.
 pub struct KeyPool {
-    bytes: Zeroizing<Vec<u8>>,
-    next: usize,
-    hash_key: Option<u128>,
+    /// Words from position `base` on; a taken word is zero and marked in `taken`.
+    words: Zeroizing<Vec<u128>>,
+    taken: Vec<bool>,
+    base: u64,
+    /// Bytes of a refill that do not fill a word yet.
+    partial: Zeroizing<Vec<u8>>,
+    /// The current hash key: its position and value (its word in `words` is wiped).
+    hash_key: Option<(u64, u128)>,
     spent: usize,
 }
 
@@ -100,79 +171,194 @@ impl std::fmt::Debug for KeyPool {
 }
 
 impl KeyPool {
-    /// A pool holding `secret` (a pre-shared secret, or key set aside earlier).
+    /// A pool holding `secret` (a pre-shared secret, or key set aside earlier); a trailing part
+    /// shorter than a word waits for the next refill.
     pub fn new(secret: &[u8]) -> Self {
-        Self {
-            bytes: Zeroizing::new(secret.to_vec()),
-            next: 0,
+        let mut pool = Self {
+            words: Zeroizing::new(Vec::new()),
+            taken: Vec::new(),
+            base: 0,
+            partial: Zeroizing::new(Vec::new()),
             hash_key: None,
             spent: 0,
-        }
-    }
-
-    /// Appends key material (bits of a final key set aside for authentication). The pool moves
-    /// to a new buffer and the old one is wiped, so no copy is left behind by a reallocation.
-    pub fn refill(&mut self, key: &[u8]) {
-        let rest = self.bytes.get(self.next..).unwrap_or_default();
-        let mut bytes = Zeroizing::new(Vec::with_capacity(rest.len() + key.len()));
-        bytes.extend_from_slice(rest);
-        bytes.extend_from_slice(key);
-        self.bytes = bytes;
-        self.next = 0;
-    }
-
-    /// Bits left in the pool.
-    pub fn available_bits(&self) -> usize {
-        (self.bytes.len() - self.next) * 8
-    }
-
-    fn take(&mut self) -> Result<u128, AuthError> {
-        let Some(chunk) = self.bytes.get_mut(self.next..self.next + 16) else {
-            return Err(AuthError::Exhausted {
-                needed: 128,
-                available: self.available_bits(),
-            });
         };
-        let mut e = [0u8; 16];
-        e.copy_from_slice(chunk);
-        chunk.zeroize();
-        self.next += 16;
+        pool.append(secret);
+        pool
+    }
+
+    fn append(&mut self, key: &[u8]) {
+        self.partial.extend_from_slice(key);
+        let whole = self.partial.len() / 16 * 16;
+        self.words.reserve(whole / 16);
+        for chunk in self.partial[..whole].chunks_exact(16) {
+            let mut w = [0u8; 16];
+            w.copy_from_slice(chunk);
+            self.words.push(u128::from_le_bytes(w));
+            w.zeroize();
+        }
+        self.taken.resize(self.words.len(), false);
+        self.partial[..whole].zeroize();
+        self.partial.drain(..whole);
+    }
+
+    fn index(&self, position: u64) -> Option<usize> {
+        let i = usize::try_from(position.checked_sub(self.base)?).ok()?;
+        (i < self.words.len()).then_some(i)
+    }
+
+    fn is_unused(&self, position: u64) -> bool {
+        self.index(position).is_some_and(|i| !self.taken[i])
+    }
+
+    /// The value at `position`, which the caller checked is unused; wipes it.
+    fn take(&mut self, position: u64) -> u128 {
+        let i = (position - self.base) as usize;
+        let v = self.words[i];
+        self.words[i].zeroize();
+        self.taken[i] = true;
         self.spent += 128;
-        let v = u128::from_le_bytes(e);
-        e.zeroize();
-        Ok(v)
+        v
     }
-}
 
-impl AuthKeys for KeyPool {
-    fn hash_key(&mut self) -> Result<u128, AuthError> {
-        if let Some(k) = self.hash_key {
-            return Ok(k);
+    fn lowest_unused(&self, after: u64) -> Result<u64, AuthError> {
+        let from = after.saturating_sub(self.base) as usize;
+        (from..self.words.len())
+            .find(|&i| !self.taken[i])
+            .map(|i| self.base + i as u64)
+            .ok_or(self.exhausted())
+    }
+
+    fn exhausted(&self) -> AuthError {
+        AuthError::Exhausted {
+            needed: 128,
+            available: self.available_bits(),
         }
-        let k = self.take()?;
-        self.hash_key = Some(k);
-        Ok(k)
     }
 
-    fn next_pad(&mut self) -> Result<u128, AuthError> {
-        self.take()
-    }
-
-    fn replace_hash_key(&mut self) {
-        if let Some(k) = self.hash_key.as_mut() {
-            k.zeroize();
+    /// Drops the leading run of taken words, so the pool does not grow with use.
+    fn compact(&mut self) {
+        let run = self.taken.iter().take_while(|&&t| t).count();
+        if run > 0 && run * 2 >= self.words.len() {
+            self.words.drain(..run);
+            self.taken.drain(..run);
+            self.base += run as u64;
         }
-        self.hash_key = None;
     }
 
-    fn spent_bits(&self) -> usize {
-        self.spent
+    fn lease_from(
+        &mut self,
+        hash_key_position: u64,
+        pad_position: u64,
+    ) -> Result<AuthLease, AuthError> {
+        let hash_key = self.hash_key.map_or(0, |(_, k)| k);
+        let pads = [self.take(pad_position), self.take(pad_position + 1)];
+        self.compact();
+        Ok(AuthLease {
+            hash_key_position,
+            pad_position,
+            hash_key,
+            pads,
+        })
     }
 }
 
 impl Drop for KeyPool {
     fn drop(&mut self) {
-        self.replace_hash_key();
+        self.retire_current();
+    }
+}
+
+impl AuthKeys for KeyPool {
+    fn lease(&mut self) -> Result<AuthLease, AuthError> {
+        let needed = 2 * PAD_BITS + self.hash_key.map_or(HASH_KEY_BITS, |_| 0);
+        if self.available_bits() < needed {
+            return Err(AuthError::Exhausted {
+                needed,
+                available: self.available_bits(),
+            });
+        }
+        let (h, after) = match self.hash_key {
+            Some((h, _)) => (h, 0),
+            None => {
+                let h = self.lowest_unused(0)?;
+                (h, h + 1)
+            }
+        };
+        let p = self.lowest_adjacent_pair(after)?;
+        self.lease_at(h, p)
+    }
+
+    fn lease_at(
+        &mut self,
+        hash_key_position: u64,
+        pad_position: u64,
+    ) -> Result<AuthLease, AuthError> {
+        if self.available_bits() < 2 * PAD_BITS {
+            return Err(AuthError::Exhausted {
+                needed: 2 * PAD_BITS,
+                available: self.available_bits(),
+            });
+        }
+        let pads_free = pad_position
+            .checked_add(1)
+            .is_some_and(|p1| self.is_unused(pad_position) && self.is_unused(p1));
+        if !pads_free {
+            return Err(AuthError::PadUsed {
+                position: pad_position,
+            });
+        }
+        if pad_position == hash_key_position || pad_position + 1 == hash_key_position {
+            return Err(AuthError::PadUsed {
+                position: pad_position,
+            });
+        }
+        if self.hash_key.map(|(h, _)| h) != Some(hash_key_position) {
+            if !self.is_unused(hash_key_position) {
+                return Err(AuthError::HashKeyRetired {
+                    position: hash_key_position,
+                });
+            }
+            // A new hash key (Alice retired hers): the old one is retired here too.
+            self.retire_current();
+            let k = self.take(hash_key_position);
+            self.hash_key = Some((hash_key_position, k));
+        }
+        self.lease_from(hash_key_position, pad_position)
+    }
+
+    fn retire_hash_key(&mut self, position: u64) {
+        if self.hash_key.is_some_and(|(h, _)| h == position) {
+            self.retire_current();
+        }
+    }
+
+    fn spent_bits(&self) -> usize {
+        self.spent
+    }
+
+    fn available_bits(&self) -> usize {
+        self.taken.iter().filter(|&&t| !t).count() * 128
+    }
+
+    fn refill(&mut self, key: &[u8]) {
+        self.append(key);
+    }
+}
+
+impl KeyPool {
+    fn retire_current(&mut self) {
+        if let Some((_, k)) = self.hash_key.as_mut() {
+            k.zeroize();
+        }
+        self.hash_key = None;
+    }
+
+    fn lowest_adjacent_pair(&self, after: u64) -> Result<u64, AuthError> {
+        let from = after.saturating_sub(self.base) as usize;
+        (from..self.words.len().saturating_sub(1))
+            .find(|&i| !self.taken[i] && !self.taken[i + 1])
+            .map(|i| self.base + i as u64)
+            .ok_or(self.exhausted())
     }
 }
 
@@ -181,6 +367,7 @@ impl Drop for KeyPool {
 pub struct TranscriptMac {
     encoded: Zeroizing<Vec<u8>>,
     messages: usize,
+    direction: Direction,
 }
 
 impl std::fmt::Debug for TranscriptMac {
@@ -206,6 +393,7 @@ impl TranscriptMac {
         Self {
             encoded,
             messages: 0,
+            direction,
         }
     }
 
@@ -233,23 +421,20 @@ impl TranscriptMac {
         poly_hash(&words, self.encoded.len() as u64 * 8, hash_key, false)
     }
 
-    /// The sender's tag: draws the hash key and a fresh pad from `keys`.
-    pub fn tag(&self, keys: &mut dyn AuthKeys) -> Result<u128, AuthError> {
-        let k = keys.hash_key()?;
-        Ok(self.hash(k) ^ keys.next_pad()?)
+    /// The sender's tag with the lease's hash key and this direction's pad.
+    pub fn tag(&self, lease: &AuthLease) -> u128 {
+        self.hash(lease.hash_key) ^ lease.pad(self.direction)
     }
 
-    /// The receiver's check of `tag`: draws the same hash key and pad as the sender did. On a
-    /// mismatch the hash key is replaced (see the module docs) and the block must be discarded.
-    pub fn verify(&self, tag: u128, keys: &mut dyn AuthKeys) -> Result<(), AuthError> {
-        let expected = self.tag(keys)?;
-        // Constant time: fold the difference before the one branch.
-        let diff = expected ^ tag;
+    /// The receiver's check of `tag` (constant time). On a mismatch the block must be
+    /// discarded and the hash key retired on both sides ([`AuthKeys::retire_hash_key`]).
+    pub fn verify(&self, tag: u128, lease: &AuthLease) -> Result<(), AuthError> {
+        let diff = self.tag(lease) ^ tag;
+        // Fold the difference before the one branch.
         let folded = (diff as u64) | ((diff >> 64) as u64);
         if folded == 0 {
             Ok(())
         } else {
-            keys.replace_hash_key();
             Err(AuthError::TagMismatch)
         }
     }
@@ -282,21 +467,53 @@ mod tests {
         t
     }
 
+    /// Alice's lease and Bob's lease of the same positions.
+    fn leases(alice: &mut KeyPool, bob: &mut KeyPool) -> (AuthLease, AuthLease) {
+        let a = alice.lease().unwrap();
+        let b = bob.lease_at(a.hash_key_position, a.pad_position).unwrap();
+        (a, b)
+    }
+
     #[test]
-    fn the_same_transcript_verifies_and_costs_one_pad_per_tag() {
+    fn the_same_transcript_verifies_and_costs_two_pads_per_block() {
         let (mut alice, mut bob) = pools(16 * 10, 1);
         let msgs: [&[u8]; 3] = [b"hello", b"", b"parities"];
         for _ in 0..4 {
-            let tag = transcript(&msgs, Direction::AliceToBob)
-                .tag(&mut alice)
-                .unwrap();
-            transcript(&msgs, Direction::AliceToBob)
-                .verify(tag, &mut bob)
-                .unwrap();
+            let (a, b) = leases(&mut alice, &mut bob);
+            for d in [Direction::AliceToBob, Direction::BobToAlice] {
+                let tag = transcript(&msgs, d).tag(&a);
+                transcript(&msgs, d).verify(tag, &b).unwrap();
+            }
         }
-        // One hash key (recycled) plus four pads on each side.
-        assert_eq!(alice.spent_bits(), HASH_KEY_BITS + 4 * PAD_BITS);
+        // One hash key (recycled) plus two pads per block on each side.
+        assert_eq!(alice.spent_bits(), HASH_KEY_BITS + 8 * PAD_BITS);
         assert_eq!(bob.spent_bits(), alice.spent_bits());
+        assert_eq!(alice.available_bits(), 128);
+    }
+
+    #[test]
+    fn leases_taken_in_another_order_agree_and_no_pad_serves_twice() {
+        let (mut alice, mut bob) = pools(16 * 12, 2);
+        let first: Vec<AuthLease> = (0..3).map(|_| alice.lease().unwrap()).collect();
+        let t = transcript(&[b"x"], Direction::AliceToBob);
+        // Bob meets the hellos of blocks 2, 0, 1.
+        for &k in &[2usize, 0, 1] {
+            let a = &first[k];
+            let b = bob.lease_at(a.hash_key_position, a.pad_position).unwrap();
+            t.verify(t.tag(a), &b).unwrap();
+        }
+        // A replayed hello (the positions of block 0 again) is refused.
+        let a = &first[0];
+        assert_eq!(
+            bob.lease_at(a.hash_key_position, a.pad_position).unwrap_err(),
+            AuthError::PadUsed {
+                position: a.pad_position
+            }
+        );
+        // So is a pad overlapping the hash key, or past the pool.
+        assert!(bob.lease_at(0, 0).is_err());
+        assert!(bob.lease_at(0, 1_000).is_err());
+        assert!(format!("{a:?}").contains("pad_position"));
     }
 
     #[test]
@@ -312,64 +529,90 @@ mod tests {
         ];
         for (i, c) in changed.iter().enumerate() {
             let (mut alice, mut bob) = pools(16 * 4, 10 + i as u64);
-            let tag = transcript(&base, Direction::AliceToBob)
-                .tag(&mut alice)
-                .unwrap();
+            let (a, b) = leases(&mut alice, &mut bob);
+            let tag = transcript(&base, Direction::AliceToBob).tag(&a);
             assert_eq!(
-                transcript(c, Direction::AliceToBob).verify(tag, &mut bob),
+                transcript(c, Direction::AliceToBob).verify(tag, &b),
                 Err(AuthError::TagMismatch),
                 "change {i}"
             );
         }
         // The other direction, or another block, does not verify either.
         let (mut alice, mut bob) = pools(16 * 4, 20);
-        let tag = transcript(&base, Direction::AliceToBob)
-            .tag(&mut alice)
-            .unwrap();
+        let (a, b) = leases(&mut alice, &mut bob);
+        let tag = transcript(&base, Direction::AliceToBob).tag(&a);
         assert!(
             transcript(&base, Direction::BobToAlice)
-                .verify(tag, &mut bob)
+                .verify(tag, &b)
                 .is_err()
         );
-        let (mut alice, mut bob) = pools(16 * 4, 21);
-        let tag = transcript(&base, Direction::AliceToBob)
-            .tag(&mut alice)
-            .unwrap();
         let mut other = TranscriptMac::new(b"block-8", Direction::AliceToBob);
         for m in &base {
             other.absorb(m);
         }
-        assert!(other.verify(tag, &mut bob).is_err());
+        assert!(other.verify(tag, &b).is_err());
     }
 
     #[test]
-    fn a_forged_tag_is_refused_and_the_hash_key_replaced() {
+    fn a_retired_hash_key_is_never_used_again() {
         let (mut alice, mut bob) = pools(16 * 8, 3);
+        let (a, b) = leases(&mut alice, &mut bob);
         let t = transcript(&[b"x"], Direction::BobToAlice);
-        let tag = t.tag(&mut alice).unwrap();
-        assert_eq!(t.verify(tag ^ 1, &mut bob), Err(AuthError::TagMismatch));
-        // Bob dropped his hash key: he draws a new one (16 more bytes) next time.
-        let before = bob.spent_bits();
-        bob.hash_key().unwrap();
-        assert_eq!(bob.spent_bits(), before + HASH_KEY_BITS);
+        assert_eq!(t.verify(t.tag(&b) ^ 1, &a), Err(AuthError::TagMismatch));
+        // Alice retires her hash key; Bob has not heard yet.
+        alice.retire_hash_key(a.hash_key_position);
+        let old = a.hash_key_position;
+        drop((a, b));
+        let before = alice.spent_bits();
+        let a = alice.lease().unwrap();
+        assert_ne!(a.hash_key_position, old);
+        assert_eq!(alice.spent_bits(), before + HASH_KEY_BITS + 2 * PAD_BITS);
+        // Bob adopts the new hash key from her hello; the old one is refused from then on.
+        let b = bob.lease_at(a.hash_key_position, a.pad_position).unwrap();
+        let t = transcript(&[b"y"], Direction::AliceToBob);
+        t.verify(t.tag(&a), &b).unwrap();
+        let free = bob.lowest_adjacent_pair(0).unwrap();
+        assert_eq!(
+            bob.lease_at(old, free).unwrap_err(),
+            AuthError::HashKeyRetired { position: old }
+        );
     }
 
     #[test]
-    fn an_exhausted_pool_gives_no_tag() {
-        let (mut alice, _) = pools(16 + 8, 4);
-        let t = transcript(&[b"x"], Direction::AliceToBob);
+    fn an_exhausted_pool_gives_no_lease() {
+        let (mut alice, _) = pools(16 * 2 + 8, 4);
+        // A first lease needs a hash key and two pads.
         assert_eq!(
-            t.tag(&mut alice),
-            Err(AuthError::Exhausted {
-                needed: 128,
-                available: 64
-            })
+            alice.lease().unwrap_err(),
+            AuthError::Exhausted {
+                needed: 384,
+                available: 256
+            }
         );
         alice.refill(&[7u8; 8]);
-        assert_eq!(alice.available_bits(), 128);
-        assert!(t.tag(&mut alice).is_ok());
-        assert!(t.tag(&mut alice).is_err());
+        assert_eq!(alice.available_bits(), 384);
+        assert!(alice.lease().is_ok());
+        assert_eq!(
+            alice.lease().unwrap_err(),
+            AuthError::Exhausted {
+                needed: 256,
+                available: 0
+            }
+        );
         assert!(format!("{alice:?}").contains("available_bits"));
+    }
+
+    #[test]
+    fn the_pool_does_not_grow_with_use() {
+        let (mut alice, mut bob) = pools(16 * 5, 5);
+        for i in 0..200u8 {
+            let (a, b) = leases(&mut alice, &mut bob);
+            drop((a, b));
+            alice.refill(&[i; 32]);
+            bob.refill(&[i; 32]);
+        }
+        assert!(alice.words.len() <= 16, "{} words kept", alice.words.len());
+        assert_eq!(alice.available_bits(), bob.available_bits());
     }
 
     #[test]
@@ -382,7 +625,7 @@ mod tests {
         enc.extend_from_slice(b"block-7");
         enc.extend_from_slice(&2u64.to_le_bytes());
         enc.extend_from_slice(b"hi");
-        let (k, pad) = (0x1234_5678_9abc_def0_u128 << 3, 0x55u128);
+        let (k, pad, pad_back) = (0x1234_5678_9abc_def0_u128 << 3, 0x55u128, 0x66u128);
         let mut acc = 0u128;
         for chunk in enc.chunks(16) {
             let mut b = [0u8; 16];
@@ -392,10 +635,11 @@ mod tests {
         acc = crate::gf128::gf128_mul(acc ^ (enc.len() as u128 * 8), k);
         let mut secret = k.to_le_bytes().to_vec();
         secret.extend_from_slice(&pad.to_le_bytes());
+        secret.extend_from_slice(&pad_back.to_le_bytes());
         let mut pool = KeyPool::new(&secret);
-        let tag = transcript(&[b"hi"], Direction::AliceToBob)
-            .tag(&mut pool)
-            .unwrap();
+        let lease = pool.lease().unwrap();
+        assert_eq!((lease.hash_key_position, lease.pad_position), (0, 1));
+        let tag = transcript(&[b"hi"], Direction::AliceToBob).tag(&lease);
         assert_eq!(tag, acc ^ pad);
         assert!(forgery_bound(enc.len()) < 1e-37);
     }

@@ -21,6 +21,7 @@ pub mod gf128;
 pub mod pipeline;
 pub mod reconcile;
 pub mod rng;
+pub mod session;
 pub mod sim;
 pub mod store;
 

@@ -35,17 +35,14 @@ use rayon::prelude::*;
 use serde::Serialize;
 
 use crate::BitBlock;
-use crate::amplify::{
-    Bb84Tlgr2012, FiniteKeyInput, QberLadder, SecretLength, SecretLengthModel, ToeplitzMethod,
-    seed_bits_needed, toeplitz_hash_with,
-};
-use crate::confirm::{self, ConfirmInitiator};
-use crate::entropy::{self, Verdict};
-use crate::estimate::{self, Bound};
-use crate::reconcile::cascade::{Alice, Bob, Params, Plan, Variant};
+use crate::amplify::{QberLadder, SecretLength, ToeplitzMethod};
+use crate::auth::KeyPool;
+use crate::entropy::Verdict;
+use crate::reconcile::cascade::Variant;
 use crate::reconcile::efficiency;
-use crate::reconcile::frames::{self, FramedAlice, FramedBob, join_frames, split_frames};
-use crate::rng::{OsRandom, RandomSource, RngError};
+use crate::rng::{OsRandom, RandomSource, RngError, SeededRandom};
+use crate::session::drive::run_pair;
+use crate::session::{AliceSession, BobSession, Link, SessionOutcome};
 
 /// Settings of the pipeline; [`PipelineConfig::default`] is a sensible start.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -234,8 +231,10 @@ impl StageTimes {
 /// Everything one block went through (DESIGN §2): what the CLI, benchmarks, Python and C read.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct BlockReport {
-    /// Block index in the input.
+    /// Block index in the input (0 for a session on its own).
     pub index: u64,
+    /// The block's ID on the link (both raw sources name it; the pipeline uses the index).
+    pub block_id: String,
     /// Raw bits in.
     pub raw_bits: u64,
     /// Bits disclosed for estimation.
@@ -257,16 +256,18 @@ pub struct BlockReport {
     pub leak_bob_bits: u64,
     /// Cascade round trips (batches carrying every frame's messages).
     pub round_trips: u32,
-    /// Cascade messages (batches, both directions).
+    /// Messages of the block's session, both directions (this side's count).
     pub messages: u32,
     /// Errors Cascade corrected.
     pub errors_corrected: u64,
-    /// Errors left after Cascade and any retry (the simulation knows both keys).
+    /// Bits in which Alice's and Bob's final keys differ (the simulation knows both; 0 unless
+    /// confirmation missed an error).
     pub residual_errors: u64,
-    /// Errors actually present before reconciliation (simulation only).
+    /// Errors actually present before reconciliation (simulation only; 0 in a session).
     pub true_errors: u64,
-    /// Reconciliation efficiency `f` with the block's true error rate (DESIGN §4); `None` when
-    /// there was nothing to correct or reconciliation did not run.
+    /// Reconciliation efficiency `f` (DESIGN §4): in a session with the errors Cascade
+    /// corrected, in the simulation with the block's true errors; `None` when there was
+    /// nothing to correct or reconciliation did not run.
     pub efficiency: Option<f64>,
     /// Confirmation tag bits, all frames (leaked, reported apart from `f`, charged once in the
     /// length).
@@ -283,6 +284,8 @@ pub struct BlockReport {
     pub secret: Option<SecretLength>,
     /// Final key bits delivered (0 unless `outcome` is `Key`).
     pub final_bits: u64,
+    /// Authentication key spent on this block (pads, and a new hash key when one was drawn).
+    pub auth_bits: u64,
     /// Entropy verdict of the final key, when one was made.
     pub entropy: Option<Verdict>,
     /// What happened.
@@ -309,8 +312,9 @@ fn stage_err(block: u64, stage: &'static str) -> impl Fn(String) -> PipelineErro
     }
 }
 
-/// Runs one block pair through every stage with a one-off [`Session`]. `rng` supplies the public
-/// seeds (sampling, shuffle, hash and Toeplitz seeds); use [`OsRandom`] outside tests.
+/// Runs one block pair through every stage with a one-off [`Session`]. `rng` keys the stream
+/// of Alice's public seeds (sampling, shuffle, hash and Toeplitz seeds); use [`OsRandom`]
+/// outside tests.
 pub fn process_block(
     index: u64,
     alice_raw: &BitBlock,
@@ -321,94 +325,55 @@ pub fn process_block(
     Session::new(cfg.clone(), rng)?.process_block(index, alice_raw, bob_raw, rng)
 }
 
-/// Cascade shuffles are public and independent of the errors, so a session draws one shuffle
-/// seed and reuses each plan (permutations and block sizes) for every block of the same length
-/// and QBER bucket: building a plan costs about as much as reconciling a block. Everything else
-/// (sample positions, confirmation and Toeplitz seeds) stays fresh per block.
+/// Both sides of a simulated link in this process: Alice's and Bob's [`Link`]s (plans cached
+/// across blocks, as a deployment caches them), with authentication pools that start from a
+/// simulated pre-shared secret and are topped up before each batch of blocks.
 #[derive(Debug)]
 pub struct Session {
-    cfg: PipelineConfig,
-    variant: Variant,
-    ladder: QberLadder,
-    shuffle_seed: [u8; 32],
-    plans: std::sync::Mutex<std::collections::HashMap<(u32, i32), Arc<Plan>>>,
+    alice: Arc<Link>,
+    bob: Arc<Link>,
 }
 
-/// QBER buckets of the plan cache are geometric with this ratio: the estimate is rounded to the
-/// nearest power of it (it is an estimate anyway; Cascade's block sizes, about 0.73/QBER, move by
-/// at most 2.5 % within a bucket).
-const QBER_BUCKET_RATIO: f64 = 1.05;
+/// Pool bits a block may take: two pads and, after a failure, a new hash key.
+const AUTH_WORDS_PER_BLOCK: usize = 3;
 
 impl Session {
-    /// A session for `cfg`, with a shuffle seed drawn from `rng`.
+    /// A session for `cfg`, with the link's shuffle seed drawn from `rng`.
     pub fn new(cfg: PipelineConfig, rng: &mut dyn RandomSource) -> Result<Self, PipelineError> {
         cfg.validate()?;
-        let variant = Variant::by_name(&cfg.algorithm).ok_or_else(|| {
-            PipelineError::Config(format!("unknown algorithm '{}'", cfg.algorithm))
-        })?;
-        let ladder = QberLadder::default_up_to(cfg.max_qber)
-            .map_err(|e| PipelineError::Config(e.to_string()))?;
+        let link = |rng: &mut dyn RandomSource| {
+            Link::new(cfg.clone(), Box::new(KeyPool::new(&[])), rng)
+                .map_err(|e| PipelineError::Config(e.to_string()))
+        };
         Ok(Self {
-            cfg,
-            variant,
-            ladder,
-            shuffle_seed: rng.seed32()?,
-            plans: Default::default(),
+            alice: link(rng)?,
+            bob: link(rng)?,
         })
     }
 
     /// The configuration.
     pub fn config(&self) -> &PipelineConfig {
-        &self.cfg
+        self.alice.config()
     }
 
     /// The tolerated QBERs blocks are sized for, fixed by `max_qber`.
     pub fn ladder(&self) -> &QberLadder {
-        &self.ladder
+        self.alice.ladder()
     }
 
-    fn plan(&self, n: u32, qber: f64) -> Result<Arc<Plan>, String> {
-        let bucket = (qber.ln() / QBER_BUCKET_RATIO.ln()).round() as i32;
-        let mut plans = self.plans.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(p) = plans.get(&(n, bucket)) {
-            return Ok(Arc::clone(p));
+    /// Adds simulated pre-shared secret for `blocks` more blocks to both pools (the same
+    /// bytes, from the OS CSPRNG).
+    fn top_up_auth(&self, blocks: usize) -> Result<(), PipelineError> {
+        let mut secret = zeroize::Zeroizing::new(vec![0u8; blocks * AUTH_WORDS_PER_BLOCK * 16]);
+        OsRandom.fill(&mut secret)?;
+        for link in [&self.alice, &self.bob] {
+            link.auth_keys().refill(&secret);
         }
-        let params = Params {
-            variant: self.variant.clone(),
-            n,
-            qber: QBER_BUCKET_RATIO.powi(bucket).min(0.5),
-            seed: self.shuffle_seed,
-        };
-        let plan = Plan::new(params).map_err(|e| e.to_string())?;
-        plans.insert((n, bucket), Arc::clone(&plan));
-        Ok(plan)
+        Ok(())
     }
 
-    /// Plans for a retry: a fresh public shuffle seed, one plan per frame length.
-    fn fresh_plans(
-        &self,
-        qber: f64,
-        rng: &mut dyn RandomSource,
-    ) -> Result<impl FnMut(usize) -> Result<Arc<Plan>, String>, PipelineError> {
-        let (variant, seed) = (self.variant.clone(), rng.seed32()?);
-        let mut plans: std::collections::HashMap<usize, Arc<Plan>> = Default::default();
-        Ok(move |n: usize| {
-            if let Some(p) = plans.get(&n) {
-                return Ok(Arc::clone(p));
-            }
-            let params = Params {
-                variant: variant.clone(),
-                n: n as u32,
-                qber,
-                seed,
-            };
-            let plan = Plan::new(params).map_err(|e| e.to_string())?;
-            plans.insert(n, Arc::clone(&plan));
-            Ok(plan)
-        })
-    }
-
-    /// Runs one block pair through every stage.
+    /// Runs one block pair through both sessions (every message through its encoding). The
+    /// sessions' public seeds are a ChaCha20 stream keyed by 32 bytes from `rng`.
     pub fn process_block(
         &self,
         index: u64,
@@ -416,291 +381,83 @@ impl Session {
         bob_raw: &BitBlock,
         rng: &mut dyn RandomSource,
     ) -> Result<BlockResult, PipelineError> {
-        let cfg = &self.cfg;
+        self.top_up_auth(1)?;
+        self.run_block(index, alice_raw, bob_raw, Box::new(SeededRandom::from_seed(rng.seed32()?)))
+    }
+
+    fn run_block(
+        &self,
+        index: u64,
+        alice_raw: &BitBlock,
+        bob_raw: &BitBlock,
+        rng: Box<dyn RandomSource>,
+    ) -> Result<BlockResult, PipelineError> {
+        let cfg = self.config();
         if alice_raw.len() != bob_raw.len() {
             return Err(PipelineError::LengthMismatch {
                 alice: alice_raw.len() as u64,
                 bob: bob_raw.len() as u64,
             });
         }
-        let n_raw = alice_raw.len();
-        if n_raw <= 2 * cfg.sample_bits {
+        if alice_raw.len() <= 2 * cfg.sample_bits {
             return Err(PipelineError::Config(format!(
-                "block {index} has {n_raw} bits, too few for a {}-bit sample",
+                "block {index} has {} bits, too few for a {}-bit sample",
+                alice_raw.len(),
                 cfg.sample_bits
             )));
         }
-        let mut times = StageTimes::default();
-        let mut report = BlockReport {
-            index,
-            raw_bits: n_raw as u64,
-            sample_bits: cfg.sample_bits as u64,
-            sample_errors: 0,
-            qber: 0.0,
-            qber_upper: 0.0,
-            reconciled_bits: (n_raw - cfg.sample_bits) as u64,
-            qber_tolerated: None,
-            leak_alice_bits: 0,
-            leak_bob_bits: 0,
-            round_trips: 0,
-            messages: 0,
-            errors_corrected: 0,
-            residual_errors: 0,
-            true_errors: 0,
-            efficiency: None,
-            confirm_tag_bits: 0,
-            confirmed: false,
-            retried_frames: 0,
-            dropped_frames: 0,
-            dropped_frame_bits: 0,
-            secret: None,
-            final_bits: 0,
-            entropy: None,
-            outcome: BlockOutcome::Key,
-            times,
-        };
-        let done = |mut report: BlockReport, times: StageTimes, outcome: BlockOutcome| {
-            report.times = times;
-            report.outcome = outcome;
-            Ok(BlockResult { report, key: None })
-        };
-
-        // 1. Estimate.
-        let t = Instant::now();
-        let sample_seed = rng.seed32()?;
-        let err = stage_err(index, "estimate");
-        let (msg, alice_key) = estimate::disclose_sample(alice_raw, cfg.sample_bits, sample_seed)
-            .map_err(|e| err(e.to_string()))?;
-        let msg =
-            estimate::SampleMessage::from_bytes(&msg.to_bytes()).map_err(|e| err(e.to_string()))?;
-        let (est, bob_key) =
-            estimate::compare_sample(bob_raw, &msg, cfg.eps_pe, Bound::Hypergeometric)
+        let err = stage_err(index, "session");
+        let id = index.to_string();
+        let mut alice =
+            AliceSession::new(Arc::clone(&self.alice), id.clone(), alice_raw.clone(), rng)
                 .map_err(|e| err(e.to_string()))?;
-        times.estimate = t.elapsed().as_secs_f64();
-        report.sample_errors = est.errors;
-        report.qber = est.observed_qber;
-        report.qber_upper = est.qber_upper;
-        report.true_errors = alice_key
-            .hamming_distance(&bob_key)
+        let mut bob = BobSession::new(Arc::clone(&self.bob), id, bob_raw.clone())
+            .map_err(|e| err(e.to_string()))?;
+        let (a, b) = run_pair(&mut alice, &mut bob);
+        let (a, b) = (a.map_err(|e| err(e.to_string()))?, b.map_err(|e| err(e.to_string()))?);
+        let raw_errors = alice_raw
+            .hamming_distance(bob_raw)
             .map_err(|e| err(e.to_string()))? as u64;
-        if est.qber_upper > cfg.max_qber {
-            let why = format!(
-                "QBER upper bound {:.4} exceeds the limit {:.4}",
-                est.qber_upper, cfg.max_qber
-            );
-            return done(report, times, BlockOutcome::Discarded(why));
-        }
-        let Some(qber_tolerated) = self.ladder.rung_for(est.observed_qber) else {
-            let why = format!(
-                "sample QBER {:.4} is above the top rung {:.4}",
-                est.observed_qber,
-                self.ladder.top()
-            );
-            return done(report, times, BlockOutcome::Discarded(why));
-        };
-        report.qber_tolerated = Some(qber_tolerated);
+        Ok(merge(index, a, b, raw_errors))
+    }
+}
 
-        // 2. Reconcile (Bob asks with the variant and a fresh public shuffle seed).
-        let t = Instant::now();
-        let err = stage_err(index, "reconcile");
-        // Cascade sizes its blocks from the QBER; zero observed errors still needs a positive rate.
-        let qber_for_plan = est.observed_qber.max(1.0 / cfg.sample_bits as f64).min(0.5);
-        let key_bits = alice_key.len();
-        let (alice_frames, bob_frames) = (
-            split_frames(&alice_key, cfg.frame_bits).map_err(|e| err(e.to_string()))?,
-            split_frames(&bob_key, cfg.frame_bits).map_err(|e| err(e.to_string()))?,
-        );
-        drop((alice_key, bob_key));
-        let (mut alice_frames, mut bob_frames) = reconcile_frames(
-            index,
-            alice_frames,
-            bob_frames,
-            |n| self.plan(n as u32, qber_for_plan),
-            &mut report,
-        )?;
-        times.reconcile = t.elapsed().as_secs_f64();
-
-        // 3. Confirm, frame by frame. The frames whose tags differ are reconciled once more,
-        //    together, with a fresh shuffle and confirmed again; a frame that still differs is
-        //    dropped on both sides. At most two checks per frame, each at eps_cor / (2 frames):
-        //    by the union bound the block stays eps_cor-correct.
-        let t = Instant::now();
-        let eps_check = cfg.eps_cor / (2 * alice_frames.len()) as f64;
-        let mut matched = Vec::with_capacity(alice_frames.len());
-        for (a, b) in alice_frames.iter().zip(&bob_frames) {
-            matched.push(confirm_frame(index, a, b, eps_check, rng, &mut report)?);
-        }
-        let failed: Vec<usize> = (0..matched.len()).filter(|&i| !matched[i]).collect();
-        if !failed.is_empty() {
-            report.retried_frames = failed.len() as u32;
-            let take = |frames: &mut Vec<BitBlock>| -> Vec<BitBlock> {
-                failed
-                    .iter()
-                    .map(|&i| std::mem::replace(&mut frames[i], BitBlock::zeros(0)))
-                    .collect()
-            };
-            let (again_alice, again_bob) = (take(&mut alice_frames), take(&mut bob_frames));
-            let plans = self.fresh_plans(qber_for_plan, rng)?;
-            let (again_alice, again_bob) =
-                reconcile_frames(index, again_alice, again_bob, plans, &mut report)?;
-            for ((&i, a), b) in failed.iter().zip(again_alice).zip(again_bob) {
-                matched[i] = confirm_frame(index, &a, &b, eps_check, rng, &mut report)?;
-                alice_frames[i] = a;
-                bob_frames[i] = b;
-            }
-        }
-        let mut kept = (Vec::new(), Vec::new());
-        for ((a, b), ok) in alice_frames.into_iter().zip(bob_frames).zip(matched) {
-            report.residual_errors += a
-                .hamming_distance(&b)
-                .map_err(|e| stage_err(index, "confirm")(e.to_string()))?
-                as u64;
-            if ok {
-                kept.0.push(a);
-                kept.1.push(b);
+/// One report from both sides' outcomes: Alice's, with both sides' stage times and what only a
+/// simulation knows (the true errors, whether the final keys are equal).
+fn merge(index: u64, alice: SessionOutcome, bob: SessionOutcome, raw_errors: u64) -> BlockResult {
+    let mut report = alice.report;
+    report.index = index;
+    report.times.add(&bob.report.times);
+    report.true_errors = raw_errors.saturating_sub(report.sample_errors);
+    if report.true_errors > 0 && report.qber_tolerated.is_some() && report.round_trips > 0 {
+        report.efficiency = Some(efficiency(
+            report.leak_alice_bits,
+            report.reconciled_bits as usize,
+            report.true_errors,
+        ));
+    }
+    let key = match (alice.key, bob.key) {
+        (Some(ka), Some(kb)) => {
+            let differ = ka.hamming_distance(&kb).unwrap_or(ka.len()) as u64;
+            report.residual_errors = differ;
+            if differ == 0 {
+                Some(ka)
             } else {
-                report.dropped_frames += 1;
-                report.dropped_frame_bits += a.len() as u64;
+                report.final_bits = 0;
+                report.outcome =
+                    BlockOutcome::Discarded("final keys differ despite matching tags".into());
+                None
             }
         }
-        times.confirm = t.elapsed().as_secs_f64();
-        report.confirmed = report.dropped_frames == 0;
-        if report.true_errors > 0 {
-            // Every parity Alice disclosed, a retry's included.
-            report.efficiency = Some(efficiency(
-                report.leak_alice_bits,
-                key_bits,
-                report.true_errors,
-            ));
+        (None, None) => None,
+        (ka, _) => {
+            let side = if ka.is_some() { "Alice" } else { "Bob" };
+            report.final_bits = 0;
+            report.outcome = BlockOutcome::Discarded(format!("only {side} released a key"));
+            None
         }
-        if kept.0.is_empty() {
-            return done(
-                report,
-                times,
-                BlockOutcome::Discarded("confirmation tags differ".into()),
-            );
-        }
-        let (alice_key, bob_key) = (join_frames(&kept.0), join_frames(&kept.1));
-        drop(kept);
-
-        // 4. Secret length.
-        // A dropped frame's bits count as disclosed: the entropy bound is for all n bits, and
-        // removing bits lowers the min-entropy by at most their number (docs/security.md, 6).
-        let input = FiniteKeyInput {
-            key_bits: key_bits as u64,
-            sample_bits: cfg.sample_bits as u64,
-            qber: qber_tolerated,
-            leak_ec_bits: report.leak_alice_bits + report.leak_bob_bits + report.dropped_frame_bits,
-            confirm_tag_bits: report.confirm_tag_bits,
-            length_choices: self.ladder.len(),
-            eps_sec: cfg.eps_sec,
-            eps_cor: cfg.eps_cor,
-        };
-        let secret = Bb84Tlgr2012::default()
-            .secret_length(&input)
-            .map_err(|e| stage_err(index, "secret length")(e.to_string()))?;
-        report.secret = Some(secret);
-        let m = secret.bits as usize;
-        if m == 0 {
-            return done(
-                report,
-                times,
-                BlockOutcome::Discarded("secret length is zero".into()),
-            );
-        }
-
-        // 5. Amplify: both sides hash with the same public seed.
-        let t = Instant::now();
-        let err = stage_err(index, "amplify");
-        let seed_len = seed_bits_needed(alice_key.len(), m);
-        let mut seed_bytes = zeroize::Zeroizing::new(vec![0u8; seed_len.div_ceil(8)]);
-        rng.fill(&mut seed_bytes)?;
-        let seed = BitBlock::from_bytes(&seed_bytes, seed_len).map_err(|e| err(e.to_string()))?;
-        let (ka, kb) = rayon::join(
-            || toeplitz_hash_with(cfg.toeplitz, &alice_key, &seed, m),
-            || toeplitz_hash_with(cfg.toeplitz, &bob_key, &seed, m),
-        );
-        let (ka, kb) = (
-            ka.map_err(|e| err(e.to_string()))?,
-            kb.map_err(|e| err(e.to_string()))?,
-        );
-        times.amplify = t.elapsed().as_secs_f64();
-        if ka != kb {
-            return done(
-                report,
-                times,
-                BlockOutcome::Discarded("final keys differ despite matching tags".into()),
-            );
-        }
-
-        // 6. Check.
-        let t = Instant::now();
-        let verdict = entropy::assess(&ka.to_bytes());
-        times.check = t.elapsed().as_secs_f64();
-        report.entropy = Some(verdict.verdict);
-        // Keys too short for a verdict are delivered: the hash output of a uniform seed needs no
-        // statistics; only an actual failure quarantines.
-        if verdict.verdict == Verdict::Fail {
-            let why = verdict.reasons.join("; ");
-            return done(report, times, BlockOutcome::Quarantined(why));
-        }
-        report.final_bits = m as u64;
-        report.times = times;
-        Ok(BlockResult {
-            report,
-            key: Some(ka),
-        })
-    }
-}
-
-/// Reconciles frame pairs as one framed run, each frame with the plan `plan_for(bits)` gives,
-/// through the batch encoding; adds the leakage, corrections and round trips to `report` and
-/// returns Alice's and Bob's frames.
-fn reconcile_frames(
-    index: u64,
-    alice_frames: Vec<BitBlock>,
-    bob_frames: Vec<BitBlock>,
-    mut plan_for: impl FnMut(usize) -> Result<Arc<Plan>, String>,
-    report: &mut BlockReport,
-) -> Result<(Vec<BitBlock>, Vec<BitBlock>), PipelineError> {
-    let err = stage_err(index, "reconcile");
-    let mut alices = Vec::with_capacity(alice_frames.len());
-    let mut bobs = Vec::with_capacity(bob_frames.len());
-    for (a, b) in alice_frames.into_iter().zip(bob_frames) {
-        let plan = plan_for(a.len()).map_err(&err)?;
-        alices.push(Alice::with_plan(a, Arc::clone(&plan)));
-        bobs.push(Bob::new(plan, b).map_err(|e| err(e.to_string()))?);
-    }
-    let (mut alice, mut bob) = (FramedAlice::new(alices), FramedBob::new(bobs));
-    let lb = frames::run_loopback(&mut alice, &mut bob).map_err(|e| err(e.to_string()))?;
-    report.leak_alice_bits += lb.alice_disclosed_bits;
-    report.leak_bob_bits += lb.bob_disclosed_bits;
-    report.errors_corrected += lb.bob.corrected;
-    report.round_trips += lb.batches;
-    report.messages += 2 * lb.batches;
-    Ok((alice.into_frames(), bob.into_frames()))
-}
-
-/// Confirms one frame pair with a fresh seed at `eps`, adding its tag to `report`; true when the
-/// tags matched.
-fn confirm_frame(
-    index: u64,
-    alice_frame: &BitBlock,
-    bob_frame: &BitBlock,
-    eps: f64,
-    rng: &mut dyn RandomSource,
-    report: &mut BlockReport,
-) -> Result<bool, PipelineError> {
-    let err = stage_err(index, "confirm");
-    let (mut initiator, challenge) =
-        ConfirmInitiator::start(alice_frame, eps, rng).map_err(|e| err(e.to_string()))?;
-    let challenge =
-        confirm::ConfirmMessage::decode(&challenge.encode()).map_err(|e| err(e.to_string()))?;
-    let (verdict, _) =
-        confirm::respond(bob_frame, eps, challenge).map_err(|e| err(e.to_string()))?;
-    let outcome = initiator.finish(verdict).map_err(|e| err(e.to_string()))?;
-    report.confirm_tag_bits += outcome.leaked_bits;
-    Ok(outcome.matched)
+    };
+    BlockResult { report, key }
 }
 
 /// Totals over many blocks, for summaries.
@@ -783,6 +540,7 @@ pub fn process(
     let t0 = Instant::now();
     let session = Session::new(cfg.clone(), &mut OsRandom)?;
     let blocks = alice.len() / cfg.block_bits;
+    session.top_up_auth(blocks)?;
     let mut summary = Summary::default();
     let results: Vec<Result<BlockResult, PipelineError>> = (0..blocks)
         .into_par_iter()
@@ -794,7 +552,7 @@ pub fn process(
             let o = bob
                 .slice(range)
                 .map_err(|e| stage_err(b as u64, "split")(e.to_string()))?;
-            session.process_block(b as u64, &a, &o, &mut OsRandom)
+            session.run_block(b as u64, &a, &o, Box::new(OsRandom))
         })
         .collect();
     for r in results {
@@ -851,6 +609,7 @@ pub fn process_stream(
             });
         }
         let whole = got_a / block_bytes;
+        session.top_up_auth(whole)?;
         ignored_tail_bits += ((got_a % block_bytes) * 8) as u64;
         let results: Vec<Result<BlockResult, PipelineError>> = (0..whole)
             .into_par_iter()
@@ -860,7 +619,7 @@ pub fn process_stream(
                 let split = |e: crate::BitsError| stage_err(idx, "split")(e.to_string());
                 let a = BitBlock::from_bytes(&buf_a[r.clone()], cfg.block_bits).map_err(split)?;
                 let o = BitBlock::from_bytes(&buf_b[r], cfg.block_bits).map_err(split)?;
-                session.process_block(idx, &a, &o, &mut OsRandom)
+                session.run_block(idx, &a, &o, Box::new(OsRandom))
             })
             .collect();
         for r in results {

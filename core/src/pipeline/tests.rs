@@ -1,4 +1,5 @@
 use super::*;
+use crate::amplify::{Bb84Tlgr2012, FiniteKeyInput, SecretLengthModel};
 use crate::rng::SeededRandom;
 use crate::sim::{ErrorModel, simulate};
 
@@ -172,23 +173,19 @@ fn bad_configuration_is_an_error() {
 }
 
 #[test]
-fn session_reuses_plans_within_a_qber_bucket() {
+fn blocks_through_one_session_reconcile_exactly_and_spend_two_pads_each() {
     let c = cfg(1 << 14, 1 << 10);
     let s = Session::new(c, &mut SeededRandom::from_u64(1)).unwrap();
-    let a = s.plan(15000, 0.0201).unwrap();
-    let b = s.plan(15000, 0.0203).unwrap();
-    let other_q = s.plan(15000, 0.03).unwrap();
-    let other_n = s.plan(15001, 0.0201).unwrap();
-    assert!(Arc::ptr_eq(&a, &b));
-    assert!(!Arc::ptr_eq(&a, &other_q));
-    assert!(!Arc::ptr_eq(&a, &other_n));
-    // Blocks through one session still reconcile exactly.
     for seed in 0..3 {
         let p = simulate(1 << 14, 0.02, ErrorModel::IidExact, seed).unwrap();
         let r = s
             .process_block(seed, &p.alice, &p.bob, &mut SeededRandom::from_u64(seed))
             .unwrap();
         assert_eq!(r.report.residual_errors, 0);
+        // The first block also draws the link's hash key.
+        let pads = 2 * crate::auth::PAD_BITS as u64;
+        let hash_key = if seed == 0 { crate::auth::HASH_KEY_BITS as u64 } else { 0 };
+        assert_eq!(r.report.auth_bits, pads + hash_key);
     }
 }
 

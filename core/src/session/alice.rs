@@ -1,0 +1,389 @@
+//! Alice's side of a block's session: she draws every public seed, discloses the sample,
+//! answers Cascade, challenges confirmation and announces the secret length and Toeplitz seed.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use super::frames::FrameSet;
+use super::wire::{Body, Hello, PROTOCOL_VERSION, check_block_id};
+use super::{
+    Channel, Link, Party, SessionError, SessionOutcome, check_and_release, discarded,
+    empty_report, secret_length,
+};
+use crate::BitBlock;
+use crate::amplify::{seed_bits_needed, toeplitz_hash_with};
+use crate::auth::{AuthLease, Direction};
+use crate::confirm::{ConfirmInitiator, ConfirmMessage};
+use crate::estimate::{self, Bound, QberEstimate};
+use crate::pipeline::BlockReport;
+use crate::reconcile::cascade::Alice;
+use crate::reconcile::efficiency;
+use crate::reconcile::frames::FramedAlice;
+use crate::rng::RandomSource;
+
+enum State {
+    AwaitEstimate { sifted: BitBlock },
+    Reconciling(FramedAlice),
+    AwaitVerdicts(Vec<ConfirmInitiator>),
+    AwaitTag { key: BitBlock },
+    Ended,
+}
+
+impl State {
+    fn name(&self) -> &'static str {
+        match self {
+            State::AwaitEstimate { .. } => "awaiting the estimate",
+            State::Reconciling(_) => "reconciling",
+            State::AwaitVerdicts(_) => "awaiting confirmation verdicts",
+            State::AwaitTag { .. } => "awaiting Bob's tag",
+            State::Ended => "ended",
+        }
+    }
+}
+
+/// Alice's session of one block.
+pub struct AliceSession {
+    link: Arc<Link>,
+    rng: Box<dyn RandomSource>,
+    ch: Channel,
+    lease: AuthLease,
+    state: State,
+    frames: Option<FrameSet>,
+    key_bits: usize,
+    report: BlockReport,
+    outcome: Option<Result<SessionOutcome, SessionError>>,
+}
+
+impl std::fmt::Debug for AliceSession {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AliceSession")
+            .field("block_id", &self.ch.block_id)
+            .field("state", &self.state.name())
+            .finish_non_exhaustive()
+    }
+}
+
+impl AliceSession {
+    /// Starts the block `block_id` on Alice's raw sifted bits: takes the block's authentication
+    /// lease from the link and queues the hello and the sample. Fails before sending anything
+    /// when the block is too short for the sample, the ID is malformed or the authentication
+    /// pool is exhausted.
+    pub fn new(
+        link: Arc<Link>,
+        block_id: impl Into<String>,
+        raw: BitBlock,
+        mut rng: Box<dyn RandomSource>,
+    ) -> Result<Self, SessionError> {
+        let block_id = block_id.into();
+        check_block_id(&block_id)?;
+        let cfg = link.config();
+        let n = raw.len();
+        if n <= 2 * cfg.sample_bits || n > u32::MAX as usize {
+            return Err(SessionError::Config(format!(
+                "block {block_id} has {n} bits: expected more than twice the {}-bit sample and \
+                 fewer than 2^32",
+                cfg.sample_bits
+            )));
+        }
+        let mut report = empty_report(&block_id, n, cfg.sample_bits);
+        let t = Instant::now();
+        let (sample, sifted) = estimate::disclose_sample(&raw, cfg.sample_bits, rng.seed32()?)?;
+        drop(raw);
+        report.times.estimate = t.elapsed().as_secs_f64();
+        let lease = {
+            let mut keys = link.auth_keys();
+            let before = keys.spent_bits();
+            let lease = keys.lease()?;
+            report.auth_bits = (keys.spent_bits() - before) as u64;
+            lease
+        };
+        let mut ch = Channel::new(block_id, Direction::AliceToBob);
+        ch.send(Body::Hello(Hello {
+            protocol: PROTOCOL_VERSION,
+            params: link.params().clone(),
+            raw_bits: n as u64,
+            shuffle_seed: link.shuffle_seed(),
+            hash_key_position: lease.hash_key_position,
+            pad_position: lease.pad_position,
+        }))?;
+        ch.send(Body::Sample(sample))?;
+        Ok(Self {
+            link,
+            rng,
+            ch,
+            lease,
+            key_bits: sifted.len(),
+            state: State::AwaitEstimate { sifted },
+            frames: None,
+            report,
+            outcome: None,
+        })
+    }
+
+    fn step(&mut self, message: &[u8]) -> Result<(), SessionError> {
+        let body = self.ch.receive(message)?;
+        let state = std::mem::replace(&mut self.state, State::Ended);
+        match (state, body) {
+            (_, Body::Abort { reason }) => Err(SessionError::PeerAborted(reason)),
+            (State::AwaitEstimate { sifted }, Body::Estimate { sample_errors }) => {
+                self.on_estimate(sifted, sample_errors)
+            }
+            (State::Reconciling(framed), Body::Reconcile(batch)) => {
+                self.on_reconcile(framed, batch)
+            }
+            (State::AwaitVerdicts(initiators), Body::Verdicts {
+                matched,
+                errors_corrected,
+            }) => self.on_verdicts(initiators, &matched, errors_corrected),
+            (State::AwaitTag { key }, Body::Tag { tag }) => {
+                self.ch.received.verify(tag, &self.lease)?;
+                self.end(Ok(check_and_release(self.report.clone(), key)));
+                Ok(())
+            }
+            (state, body) => Err(SessionError::Unexpected {
+                got: body.kind(),
+                state: state.name(),
+            }),
+        }
+    }
+
+    fn on_estimate(&mut self, sifted: BitBlock, errors: u64) -> Result<(), SessionError> {
+        let cfg = self.link.config();
+        let r = &mut self.report;
+        if errors > r.sample_bits {
+            return Err(SessionError::Inconsistent {
+                message: "Estimate",
+                reason: format!("{errors} errors in a {}-bit sample", r.sample_bits),
+            });
+        }
+        let est = QberEstimate::new(
+            r.raw_bits,
+            r.sample_bits,
+            errors,
+            cfg.eps_pe,
+            Bound::Hypergeometric,
+        )?;
+        if let Some(why) = record_estimate(r, &est, &self.link) {
+            self.end(Ok(discarded(self.report.clone(), why)));
+            return Ok(());
+        }
+        let frames = FrameSet::new(&sifted, &self.link, est.observed_qber)?;
+        drop(sifted);
+        self.frames = Some(frames);
+        self.start_round(self.link.shuffle_seed())
+    }
+
+    /// Alice's Cascade parties for the round's frames (Bob opens the round).
+    fn start_round(&mut self, seed: [u8; 32]) -> Result<(), SessionError> {
+        let frames = self.frames.as_mut().ok_or(SessionError::Ended)?;
+        let plans = frames.plans(&self.link, seed)?;
+        let parties = frames
+            .take_round()
+            .into_iter()
+            .zip(plans)
+            .map(|(f, p)| Alice::with_plan(f, p))
+            .collect();
+        self.state = State::Reconciling(FramedAlice::new(parties));
+        Ok(())
+    }
+
+    fn on_reconcile(
+        &mut self,
+        mut framed: FramedAlice,
+        batch: crate::reconcile::frames::FrameBatch,
+    ) -> Result<(), SessionError> {
+        let t = Instant::now();
+        self.report.round_trips += 1;
+        let answer = framed.handle(batch)?;
+        let nothing_to_say = answer.messages.is_empty();
+        if !nothing_to_say {
+            self.ch.send(Body::Reconcile(answer))?;
+        }
+        self.report.times.reconcile += t.elapsed().as_secs_f64();
+        match (framed.is_done(), nothing_to_say) {
+            (false, false) => {
+                self.state = State::Reconciling(framed);
+                Ok(())
+            }
+            (true, true) => self.confirm(framed),
+            (done, _) => Err(SessionError::Inconsistent {
+                message: "Reconcile",
+                reason: if done {
+                    "answers owed after every frame's Done".into()
+                } else {
+                    "nothing to answer before every frame is done".into()
+                },
+            }),
+        }
+    }
+
+    /// The round's Cascade is over: one challenge per frame of the round.
+    fn confirm(&mut self, framed: FramedAlice) -> Result<(), SessionError> {
+        let t = Instant::now();
+        let (leak_alice, leak_bob) = framed.leak_bits();
+        self.report.leak_alice_bits += leak_alice;
+        self.report.leak_bob_bits += leak_bob;
+        let frames = self.frames.as_mut().ok_or(SessionError::Ended)?;
+        frames.put_round(framed.into_frames())?;
+        let eps = frames.eps_check(self.link.config().eps_cor);
+        let mut initiators = Vec::with_capacity(frames.round_len());
+        let mut challenges = Vec::with_capacity(frames.round_len());
+        for f in frames.round_frames() {
+            let (init, challenge) = ConfirmInitiator::start(f, eps, self.rng.as_mut())?;
+            initiators.push(init);
+            challenges.push(challenge);
+        }
+        self.ch.send(Body::Confirm { challenges })?;
+        self.report.times.confirm += t.elapsed().as_secs_f64();
+        self.state = State::AwaitVerdicts(initiators);
+        Ok(())
+    }
+
+    fn on_verdicts(
+        &mut self,
+        initiators: Vec<ConfirmInitiator>,
+        matched: &[bool],
+        errors_corrected: u64,
+    ) -> Result<(), SessionError> {
+        if matched.len() != initiators.len() {
+            return Err(SessionError::Inconsistent {
+                message: "Verdicts",
+                reason: format!("{} verdicts for {} frames", matched.len(), initiators.len()),
+            });
+        }
+        if errors_corrected > self.key_bits as u64 {
+            return Err(SessionError::Inconsistent {
+                message: "Verdicts",
+                reason: format!("{errors_corrected} errors corrected in {} bits", self.key_bits),
+            });
+        }
+        for (mut init, &m) in initiators.into_iter().zip(matched) {
+            let outcome = init.finish(ConfirmMessage::Verdict { matched: m })?;
+            self.report.confirm_tag_bits += outcome.leaked_bits;
+        }
+        self.report.errors_corrected = errors_corrected;
+        let frames = self.frames.as_mut().ok_or(SessionError::Ended)?;
+        frames.record(matched)?;
+        if frames.start_retry(&mut self.report) {
+            let seed = self.rng.seed32()?;
+            self.ch.send(Body::Retry { shuffle_seed: seed })?;
+            return self.start_round(seed);
+        }
+        self.amplify()
+    }
+
+    /// Confirmation is over: the secret length, the Toeplitz seed, Alice's final key and tag.
+    fn amplify(&mut self) -> Result<(), SessionError> {
+        let frames = self.frames.take().ok_or(SessionError::Ended)?;
+        let Some(key) = frames.finish(&mut self.report) else {
+            let why = "confirmation tags differ".to_owned();
+            self.end(Ok(discarded(self.report.clone(), why)));
+            return Ok(());
+        };
+        let r = &mut self.report;
+        if r.errors_corrected > 0 {
+            r.efficiency = Some(efficiency(r.leak_alice_bits, self.key_bits, r.errors_corrected));
+        }
+        let secret = secret_length(&self.link, r, self.key_bits)?;
+        r.secret = Some(secret);
+        let m = secret.bits as usize;
+        if m == 0 {
+            self.end(Ok(discarded(self.report.clone(), "secret length is zero".into())));
+            return Ok(());
+        }
+        let t = Instant::now();
+        let seed_len = seed_bits_needed(key.len(), m);
+        let mut seed_bytes = zeroize::Zeroizing::new(vec![0u8; seed_len.div_ceil(8)]);
+        self.rng.fill(&mut seed_bytes)?;
+        let seed = BitBlock::from_bytes(&seed_bytes, seed_len).map_err(amplify_err)?;
+        self.ch.send(Body::Amplify {
+            secret_bits: m as u64,
+            seed: seed.to_bytes().to_vec(),
+        })?;
+        let final_key =
+            toeplitz_hash_with(self.link.config().toeplitz, &key, &seed, m).map_err(amplify_err)?;
+        drop(key);
+        let tag = self.ch.sent.tag(&self.lease);
+        self.ch.send(Body::Tag { tag })?;
+        self.report.times.amplify = t.elapsed().as_secs_f64();
+        self.state = State::AwaitTag { key: final_key };
+        Ok(())
+    }
+
+    fn end(&mut self, outcome: Result<SessionOutcome, SessionError>) {
+        self.state = State::Ended;
+        let outcome = outcome.map(|mut o| {
+            o.report.messages = self.ch.messages;
+            o
+        });
+        self.outcome = Some(outcome);
+    }
+
+    fn fail(&mut self, e: SessionError) {
+        // Both sides retire the hash key of a block that ended in error (docs/security.md, 9).
+        self.link
+            .auth_keys()
+            .retire_hash_key(self.lease.hash_key_position);
+        // Bob is told (if he has ended already, his driver drops the abort).
+        self.ch.abort(&e);
+        self.state = State::Ended;
+        self.outcome = Some(Err(e));
+    }
+}
+
+fn amplify_err(e: impl std::fmt::Display) -> SessionError {
+    super::stage("amplify", e)
+}
+
+/// Records the estimate in the report; the reason to discard the block, if any (both sides
+/// decide the same from the same count).
+pub(super) fn record_estimate(
+    r: &mut BlockReport,
+    est: &QberEstimate,
+    link: &Link,
+) -> Option<String> {
+    r.sample_errors = est.errors;
+    r.qber = est.observed_qber;
+    r.qber_upper = est.qber_upper;
+    let max = link.config().max_qber;
+    if est.qber_upper > max {
+        return Some(format!(
+            "QBER upper bound {:.4} exceeds the limit {max:.4}",
+            est.qber_upper
+        ));
+    }
+    let Some(rung) = link.ladder().rung_for(est.observed_qber) else {
+        return Some(format!(
+            "sample QBER {:.4} is above the top rung {:.4}",
+            est.observed_qber,
+            link.ladder().top()
+        ));
+    };
+    r.qber_tolerated = Some(rung);
+    None
+}
+
+impl Party for AliceSession {
+    fn block_id(&self) -> &str {
+        &self.ch.block_id
+    }
+
+    fn handle(&mut self, message: &[u8]) -> Result<(), SessionError> {
+        if self.outcome.is_some() || matches!(self.state, State::Ended) {
+            return Err(SessionError::Ended);
+        }
+        self.step(message).inspect_err(|e| self.fail(e.clone()))
+    }
+
+    fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+        self.ch.outbox.pop_front()
+    }
+
+    fn is_finished(&self) -> bool {
+        self.outcome.is_some()
+    }
+
+    fn take_outcome(&mut self) -> Option<Result<SessionOutcome, SessionError>> {
+        self.outcome.take()
+    }
+}

@@ -1,0 +1,457 @@
+//! Drivers that carry the sessions' messages: in process ([`run_pair`], [`run_pair_with`]),
+//! over a transport shared by many blocks in flight ([`run_side`]), and the latency line
+//! ([`DelayLine`], [`run_latency_line`]) that makes a link of a given delay and bandwidth out of
+//! two threads, so a benchmark shows what a real link would do.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::wire::block_id_of;
+use super::{AliceSession, BobSession, Link, Party, SessionError, SessionOutcome};
+use crate::BitBlock;
+use crate::auth::Direction;
+use crate::rng::OsRandom;
+
+/// Either side's result for one block.
+pub type BlockResult = Result<SessionOutcome, SessionError>;
+
+/// Runs two sessions of one block against each other in this process, every message through
+/// its encoding, until both have ended. Returns `(Alice's, Bob's)` outcomes.
+pub fn run_pair(alice: &mut dyn Party, bob: &mut dyn Party) -> (BlockResult, BlockResult) {
+    run_pair_with(alice, bob, |_, m| vec![m])
+}
+
+/// [`run_pair`] with a tap on the wire: `tap(direction, message)` returns what is delivered
+/// instead (nothing to drop it, a changed copy to alter it, two copies to replay it).
+pub fn run_pair_with(
+    alice: &mut dyn Party,
+    bob: &mut dyn Party,
+    mut tap: impl FnMut(Direction, Vec<u8>) -> Vec<Vec<u8>>,
+) -> (BlockResult, BlockResult) {
+    let mut outcomes: (Option<BlockResult>, Option<BlockResult>) = (None, None);
+    loop {
+        let mut moved = false;
+        while let Some(m) = alice.poll_transmit() {
+            moved = true;
+            for m in tap(Direction::AliceToBob, m) {
+                // An error is also the session's outcome; later messages get `Ended`.
+                let _ = bob.handle(&m);
+            }
+        }
+        while let Some(m) = bob.poll_transmit() {
+            moved = true;
+            for m in tap(Direction::BobToAlice, m) {
+                let _ = alice.handle(&m);
+            }
+        }
+        if outcomes.0.is_none() {
+            outcomes.0 = alice.take_outcome();
+        }
+        if outcomes.1.is_none() {
+            outcomes.1 = bob.take_outcome();
+        }
+        if !moved {
+            // Nothing left in flight: a side still waiting will wait forever.
+            let stalled = || Err(SessionError::Stage {
+                stage: "transport",
+                message: "no message in flight and the session has not ended".into(),
+            });
+            return (
+                outcomes.0.take().unwrap_or_else(stalled),
+                outcomes.1.take().unwrap_or_else(stalled),
+            );
+        }
+    }
+}
+
+/// How one side runs many blocks over one connection.
+#[derive(Debug, Clone, Copy)]
+pub struct SideConfig {
+    /// Blocks Alice keeps in flight at once.
+    pub in_flight: usize,
+    /// A block with no message for this long is ended with [`SessionError::Stage`]
+    /// (`transport`); so is every block when the connection closes.
+    pub block_timeout: Duration,
+}
+
+impl Default for SideConfig {
+    fn default() -> Self {
+        Self {
+            in_flight: 4,
+            block_timeout: Duration::from_secs(60),
+        }
+    }
+}
+
+/// Which side [`run_side`] plays, and where its raw blocks come from.
+pub enum Role<'a> {
+    /// Alice starts a session for every block the iterator yields, `in_flight` at a time.
+    Alice {
+        /// Her link.
+        link: Arc<Link>,
+        /// `(block ID, raw block)` in order.
+        blocks: &'a mut dyn Iterator<Item = (String, BitBlock)>,
+    },
+    /// Bob starts a session when a block's first message arrives, on the raw block
+    /// `raw_for(block ID)` gives (a block it does not have is refused and Alice told).
+    Bob {
+        /// His link.
+        link: Arc<Link>,
+        /// Bob's raw block of an ID.
+        raw_for: &'a mut dyn FnMut(&str) -> Option<BitBlock>,
+    },
+}
+
+impl std::fmt::Debug for Role<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Role::Alice { .. } => "Role::Alice",
+            Role::Bob { .. } => "Role::Bob",
+        })
+    }
+}
+
+/// What [`run_side`] counted.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SideStats {
+    /// Messages sent.
+    pub messages_sent: u64,
+    /// Bytes sent.
+    pub bytes_sent: u64,
+    /// Messages received.
+    pub messages_received: u64,
+    /// Messages dropped because their block had ended or was unknown (late aborts, say).
+    pub messages_dropped: u64,
+}
+
+struct Active {
+    party: Box<dyn Party>,
+    last_heard: Instant,
+}
+
+/// Runs one side of a link: sessions of many blocks over one ordered message channel
+/// (`incoming`, and `send` for the other way). Alice returns once every block has ended; Bob
+/// once `incoming` is closed. `on_block(id, result)` sees each block as it ends.
+pub fn run_side(
+    role: Role<'_>,
+    incoming: &Receiver<Vec<u8>>,
+    send: &mut dyn FnMut(Vec<u8>) -> std::io::Result<()>,
+    cfg: SideConfig,
+    on_block: &mut dyn FnMut(&str, BlockResult),
+) -> std::io::Result<SideStats> {
+    let mut stats = SideStats::default();
+    let mut active: HashMap<String, Active> = HashMap::new();
+    // Block order, for round-robin sending.
+    let mut order: VecDeque<String> = VecDeque::new();
+    let mut ended: HashSet<String> = HashSet::new();
+    let (mut role, mut source_done) = (role, false);
+    let tick = cfg.block_timeout.min(Duration::from_millis(200));
+    loop {
+        if let Role::Alice { link, blocks } = &mut role {
+            while !source_done && active.len() < cfg.in_flight.max(1) {
+                let Some((id, raw)) = blocks.next() else {
+                    source_done = true;
+                    break;
+                };
+                match AliceSession::new(Arc::clone(link), id.clone(), raw, Box::new(OsRandom)) {
+                    Ok(s) => {
+                        order.push_back(id.clone());
+                        active.insert(id, Active {
+                            party: Box::new(s),
+                            last_heard: Instant::now(),
+                        });
+                    }
+                    Err(e) => on_block(&id, Err(e)),
+                }
+            }
+        }
+        // Send what every session has to say, then retire the ended ones.
+        for id in &order {
+            if let Some(a) = active.get_mut(id) {
+                while let Some(m) = a.party.poll_transmit() {
+                    stats.messages_sent += 1;
+                    stats.bytes_sent += m.len() as u64;
+                    send(m)?;
+                }
+            }
+        }
+        order.retain(|id| {
+            let Some(a) = active.get_mut(id) else {
+                return false;
+            };
+            match a.party.take_outcome() {
+                Some(r) => {
+                    on_block(id, r);
+                    active.remove(id);
+                    ended.insert(id.clone());
+                    false
+                }
+                None => true,
+            }
+        });
+        if matches!(role, Role::Alice { .. }) && source_done && active.is_empty() {
+            return Ok(stats);
+        }
+        match incoming.recv_timeout(tick) {
+            Ok(m) => {
+                stats.messages_received += 1;
+                let Ok(id) = block_id_of(&m) else {
+                    stats.messages_dropped += 1;
+                    continue;
+                };
+                if let Some(a) = active.get_mut(&id) {
+                    a.last_heard = Instant::now();
+                    // An error is the session's outcome, reported when it is retired.
+                    let _ = a.party.handle(&m);
+                    continue;
+                }
+                let Role::Bob { link, raw_for } = &mut role else {
+                    stats.messages_dropped += 1;
+                    continue;
+                };
+                if ended.contains(&id) {
+                    stats.messages_dropped += 1;
+                    continue;
+                }
+                let Some(raw) = raw_for(&id) else {
+                    stats.messages_dropped += 1;
+                    on_block(&id, Err(SessionError::Hello(format!("no raw block {id:?} here"))));
+                    ended.insert(id);
+                    continue;
+                };
+                match BobSession::new(Arc::clone(link), id.clone(), raw) {
+                    Ok(mut s) => {
+                        let _ = s.handle(&m);
+                        order.push_back(id.clone());
+                        active.insert(id, Active {
+                            party: Box::new(s),
+                            last_heard: Instant::now(),
+                        });
+                    }
+                    Err(e) => {
+                        on_block(&id, Err(e));
+                        ended.insert(id);
+                    }
+                }
+            }
+            Err(RecvTimeoutError::Timeout) => {
+                let now = Instant::now();
+                let stale: Vec<String> = active
+                    .iter()
+                    .filter(|(_, a)| now - a.last_heard >= cfg.block_timeout)
+                    .map(|(id, _)| id.clone())
+                    .collect();
+                for id in stale {
+                    active.remove(&id);
+                    ended.insert(id.clone());
+                    on_block(&id, Err(transport_error("no message within the block timeout")));
+                }
+            }
+            Err(RecvTimeoutError::Disconnected) => {
+                for (id, _) in active.drain() {
+                    on_block(&id, Err(transport_error("the connection closed")));
+                }
+                return Ok(stats);
+            }
+        }
+    }
+}
+
+fn transport_error(why: &str) -> SessionError {
+    SessionError::Stage {
+        stage: "transport",
+        message: why.into(),
+    }
+}
+
+/// One direction of a link with a one-way delay and a bandwidth: [`DelayLine::send`] returns at
+/// once, and a thread hands each message to the sink when it has crossed the line (its bits
+/// serialized at the bandwidth, then the delay), in order.
+pub struct DelayLine {
+    queue: Option<Sender<(Instant, Vec<u8>)>>,
+    thread: Option<JoinHandle<std::io::Result<()>>>,
+    delay: Duration,
+    bits_per_second: Option<f64>,
+    line_free_at: Instant,
+}
+
+impl std::fmt::Debug for DelayLine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DelayLine")
+            .field("delay", &self.delay)
+            .field("bits_per_second", &self.bits_per_second)
+            .finish_non_exhaustive()
+    }
+}
+
+impl DelayLine {
+    /// A line into `sink` with `delay` one way and `bits_per_second` (`None`: unlimited).
+    pub fn new(
+        mut sink: impl FnMut(Vec<u8>) -> std::io::Result<()> + Send + 'static,
+        delay: Duration,
+        bits_per_second: Option<f64>,
+    ) -> Self {
+        let (tx, rx) = mpsc::channel::<(Instant, Vec<u8>)>();
+        let thread = std::thread::spawn(move || {
+            for (due, m) in rx {
+                let now = Instant::now();
+                if due > now {
+                    std::thread::sleep(due - now);
+                }
+                sink(m)?;
+            }
+            Ok(())
+        });
+        Self {
+            queue: Some(tx),
+            thread: Some(thread),
+            delay,
+            bits_per_second,
+            line_free_at: Instant::now(),
+        }
+    }
+
+    /// Puts a message on the line.
+    pub fn send(&mut self, m: Vec<u8>) -> std::io::Result<()> {
+        let now = Instant::now();
+        let start = self.line_free_at.max(now);
+        let on_wire = self.bits_per_second.map_or(Duration::ZERO, |bps| {
+            Duration::from_secs_f64(m.len() as f64 * 8.0 / bps)
+        });
+        self.line_free_at = start + on_wire;
+        let due = self.line_free_at + self.delay;
+        self.queue
+            .as_ref()
+            .and_then(|q| q.send((due, m)).ok())
+            .ok_or_else(|| std::io::Error::other("the delay line's sink has failed"))
+    }
+
+    /// Waits until every message has been delivered, then closes the line.
+    pub fn finish(mut self) -> std::io::Result<()> {
+        self.queue = None;
+        match self.thread.take().map(JoinHandle::join) {
+            Some(Ok(r)) => r,
+            Some(Err(_)) => Err(std::io::Error::other("the delay line's thread panicked")),
+            None => Ok(()),
+        }
+    }
+}
+
+impl Drop for DelayLine {
+    fn drop(&mut self) {
+        self.queue = None;
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// A latency line's settings.
+#[derive(Debug, Clone, Copy)]
+pub struct LineConfig {
+    /// One-way delay (half the round trip).
+    pub one_way: Duration,
+    /// Bandwidth each way, bits per second (`None`: unlimited).
+    pub bits_per_second: Option<f64>,
+    /// How each side runs its blocks.
+    pub side: SideConfig,
+}
+
+/// Every block's outcome on both sides, in the order the blocks were given.
+#[derive(Debug)]
+pub struct LineRun {
+    /// `(block ID, Alice's result, Bob's result)`.
+    pub blocks: Vec<(String, BlockResult, BlockResult)>,
+    /// Alice's counters.
+    pub alice: SideStats,
+    /// Bob's counters.
+    pub bob: SideStats,
+    /// Wall-clock seconds of the run.
+    pub seconds: f64,
+}
+
+/// Runs Alice and Bob on their own threads over a [`DelayLine`] each way: `blocks` are
+/// `(ID, Alice's raw, Bob's raw)`.
+pub fn run_latency_line(
+    alice_link: Arc<Link>,
+    bob_link: Arc<Link>,
+    blocks: Vec<(String, BitBlock, BitBlock)>,
+    cfg: LineConfig,
+) -> std::io::Result<LineRun> {
+    let t0 = Instant::now();
+    let ids: Vec<String> = blocks.iter().map(|b| b.0.clone()).collect();
+    let mut bob_raw: HashMap<String, BitBlock> = HashMap::new();
+    let mut alice_blocks = Vec::with_capacity(blocks.len());
+    for (id, a, b) in blocks {
+        bob_raw.insert(id.clone(), b);
+        alice_blocks.push((id, a));
+    }
+    let (to_bob_tx, to_bob_rx) = mpsc::channel::<Vec<u8>>();
+    let (to_alice_tx, to_alice_rx) = mpsc::channel::<Vec<u8>>();
+    let deliver = |tx: Sender<Vec<u8>>| {
+        move |m: Vec<u8>| {
+            tx.send(m)
+                .map_err(|_| std::io::Error::other("the receiving side has gone"))
+        }
+    };
+    let bob = std::thread::spawn(move || {
+        let mut line = DelayLine::new(deliver(to_alice_tx), cfg.one_way, cfg.bits_per_second);
+        let mut results = HashMap::new();
+        let mut raw_for = |id: &str| bob_raw.remove(id);
+        let stats = run_side(
+            Role::Bob {
+                link: bob_link,
+                raw_for: &mut raw_for,
+            },
+            &to_bob_rx,
+            &mut |m| line.send(m),
+            cfg.side,
+            &mut |id, r| {
+                results.insert(id.to_owned(), r);
+            },
+        );
+        let finished = line.finish();
+        stats.and_then(|s| finished.map(|()| (s, results)))
+    });
+    let mut line = DelayLine::new(deliver(to_bob_tx), cfg.one_way, cfg.bits_per_second);
+    let mut alice_results = HashMap::new();
+    let mut iter = alice_blocks.into_iter();
+    let alice_stats = run_side(
+        Role::Alice {
+            link: alice_link,
+            blocks: &mut iter,
+        },
+        &to_alice_rx,
+        &mut |m| line.send(m),
+        cfg.side,
+        &mut |id, r| {
+            alice_results.insert(id.to_owned(), r);
+        },
+    );
+    // Closing Alice's line ends Bob's loop once he has read everything.
+    let finished = line.finish();
+    let bob = bob
+        .join()
+        .map_err(|_| std::io::Error::other("Bob's thread panicked"))?;
+    let (bob_stats, mut bob_results) = bob?;
+    let alice_stats = alice_stats?;
+    finished?;
+    let missing = || Err(transport_error("the block never ended"));
+    let blocks = ids
+        .into_iter()
+        .map(|id| {
+            let a = alice_results.remove(&id).unwrap_or_else(missing);
+            let b = bob_results.remove(&id).unwrap_or_else(missing);
+            (id, a, b)
+        })
+        .collect();
+    Ok(LineRun {
+        blocks,
+        alice: alice_stats,
+        bob: bob_stats,
+        seconds: t0.elapsed().as_secs_f64(),
+    })
+}

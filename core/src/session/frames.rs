@@ -1,0 +1,152 @@
+//! A block's frames through reconciliation and confirmation, the same bookkeeping on both
+//! sides: which frames the current round reconciles, which matched, which were dropped.
+
+use std::sync::Arc;
+
+use super::{Link, SessionError};
+use crate::BitBlock;
+use crate::pipeline::BlockReport;
+use crate::reconcile::cascade::Plan;
+use crate::reconcile::frames::{join_frames, split_frames};
+
+pub(super) struct FrameSet {
+    frames: Vec<BitBlock>,
+    matched: Vec<bool>,
+    /// Frames of the current round (all of them first, then those that failed confirmation).
+    round: Vec<usize>,
+    retried: bool,
+    /// The QBER Cascade plans its block sizes for.
+    plan_qber: f64,
+}
+
+impl FrameSet {
+    /// The sifted key (sample removed) cut into the link's frames; `observed_qber` sets Cascade's
+    /// block sizes (zero observed errors still needs a positive rate).
+    pub(super) fn new(
+        key: &BitBlock,
+        link: &Link,
+        observed_qber: f64,
+    ) -> Result<Self, SessionError> {
+        let cfg = link.config();
+        let frames = split_frames(key, cfg.frame_bits)?;
+        Ok(Self {
+            matched: vec![false; frames.len()],
+            round: (0..frames.len()).collect(),
+            frames,
+            retried: false,
+            plan_qber: observed_qber.max(1.0 / cfg.sample_bits as f64).min(0.5),
+        })
+    }
+
+    /// Frames the current round reconciles.
+    pub(super) fn round_len(&self) -> usize {
+        self.round.len()
+    }
+
+    /// The plans of the round's frames: the link's cached plans first, then plans of the
+    /// retry's fresh seed.
+    pub(super) fn plans(
+        &self,
+        link: &Link,
+        seed: [u8; 32],
+    ) -> Result<Vec<Arc<Plan>>, SessionError> {
+        let mut fresh: Vec<(usize, Arc<Plan>)> = Vec::new();
+        self.round
+            .iter()
+            .map(|&i| {
+                let n = self.frames[i].len();
+                if !self.retried {
+                    return link.plan(seed, n, self.plan_qber);
+                }
+                if let Some((_, p)) = fresh.iter().find(|(len, _)| *len == n) {
+                    return Ok(Arc::clone(p));
+                }
+                let p = link.fresh_plan(seed, n, self.plan_qber)?;
+                fresh.push((n, Arc::clone(&p)));
+                Ok(p)
+            })
+            .collect()
+    }
+
+    /// Moves the round's frames out (to the Cascade parties).
+    pub(super) fn take_round(&mut self) -> Vec<BitBlock> {
+        self.round
+            .iter()
+            .map(|&i| std::mem::replace(&mut self.frames[i], BitBlock::zeros(0)))
+            .collect()
+    }
+
+    /// Puts the round's frames back after Cascade.
+    pub(super) fn put_round(&mut self, frames: Vec<BitBlock>) -> Result<(), SessionError> {
+        if frames.len() != self.round.len() {
+            return Err(SessionError::Stage {
+                stage: "reconcile",
+                message: format!("{} frames back of {}", frames.len(), self.round.len()),
+            });
+        }
+        for (&i, f) in self.round.iter().zip(frames) {
+            self.frames[i] = f;
+        }
+        Ok(())
+    }
+
+    /// The round's frames, in order (for confirmation).
+    pub(super) fn round_frames(&self) -> impl Iterator<Item = &BitBlock> {
+        self.round.iter().map(|&i| &self.frames[i])
+    }
+
+    /// Records the verdicts of the round's confirmation.
+    pub(super) fn record(&mut self, matched: &[bool]) -> Result<(), SessionError> {
+        if matched.len() != self.round.len() {
+            return Err(SessionError::Inconsistent {
+                message: "Verdicts",
+                reason: format!(
+                    "{} verdicts for {} frames",
+                    matched.len(),
+                    self.round.len()
+                ),
+            });
+        }
+        for (&i, &m) in self.round.iter().zip(matched) {
+            self.matched[i] = m;
+        }
+        Ok(())
+    }
+
+    /// After the first confirmation: makes the failed frames the next round and returns true,
+    /// or false when nothing is to be retried (all matched, or the retry is done).
+    pub(super) fn start_retry(&mut self, report: &mut BlockReport) -> bool {
+        if self.retried {
+            return false;
+        }
+        self.round = (0..self.frames.len()).filter(|&i| !self.matched[i]).collect();
+        if self.round.is_empty() {
+            return false;
+        }
+        self.retried = true;
+        report.retried_frames = self.round.len() as u32;
+        true
+    }
+
+    /// The confirmation correctness per check: each frame is checked at most twice, so
+    /// `eps_cor / (2 frames)` keeps the block `eps_cor`-correct (union bound).
+    pub(super) fn eps_check(&self, eps_cor: f64) -> f64 {
+        eps_cor / (2 * self.frames.len()) as f64
+    }
+
+    /// The kept frames joined (or `None` when every frame was dropped), with the dropped frames
+    /// counted in `report`.
+    pub(super) fn finish(self, report: &mut BlockReport) -> Option<BitBlock> {
+        let mut kept = Vec::with_capacity(self.frames.len());
+        for (f, ok) in self.frames.into_iter().zip(self.matched) {
+            if ok {
+                kept.push(f);
+            } else {
+                report.dropped_frames += 1;
+                report.dropped_frame_bits += f.len() as u64;
+            }
+        }
+        report.confirmed = report.dropped_frames == 0;
+        (!kept.is_empty()).then(|| join_frames(&kept))
+    }
+}
