@@ -132,8 +132,11 @@ pub trait AuthKeys: Send {
     /// hash key is the current one, or an unused word, which then becomes current (Alice drew
     /// a new one). A used, non-current hash key or a used pad is refused: no pad ever serves
     /// twice, whatever a forged hello asks for.
-    fn lease_at(&mut self, hash_key_position: u64, pad_position: u64)
-    -> Result<AuthLease, AuthError>;
+    fn lease_at(
+        &mut self,
+        hash_key_position: u64,
+        pad_position: u64,
+    ) -> Result<AuthLease, AuthError>;
     /// Retires the hash key at `position` after a failed verification (see the module docs):
     /// it is never used again, and the next [`Self::lease`] draws a new one.
     fn retire_hash_key(&mut self, position: u64);
@@ -505,7 +508,8 @@ mod tests {
         // A replayed hello (the positions of block 0 again) is refused.
         let a = &first[0];
         assert_eq!(
-            bob.lease_at(a.hash_key_position, a.pad_position).unwrap_err(),
+            bob.lease_at(a.hash_key_position, a.pad_position)
+                .unwrap_err(),
             AuthError::PadUsed {
                 position: a.pad_position
             }

@@ -382,7 +382,12 @@ impl Session {
         rng: &mut dyn RandomSource,
     ) -> Result<BlockResult, PipelineError> {
         self.top_up_auth(1)?;
-        self.run_block(index, alice_raw, bob_raw, Box::new(SeededRandom::from_seed(rng.seed32()?)))
+        self.run_block(
+            index,
+            alice_raw,
+            bob_raw,
+            Box::new(SeededRandom::from_seed(rng.seed32()?)),
+        )
     }
 
     fn run_block(
@@ -414,7 +419,10 @@ impl Session {
         let mut bob = BobSession::new(Arc::clone(&self.bob), id, bob_raw.clone())
             .map_err(|e| err(e.to_string()))?;
         let (a, b) = run_pair(&mut alice, &mut bob);
-        let (a, b) = (a.map_err(|e| err(e.to_string()))?, b.map_err(|e| err(e.to_string()))?);
+        let (a, b) = (
+            a.map_err(|e| err(e.to_string()))?,
+            b.map_err(|e| err(e.to_string()))?,
+        );
         let raw_errors = alice_raw
             .hamming_distance(bob_raw)
             .map_err(|e| err(e.to_string()))? as u64;

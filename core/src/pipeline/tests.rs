@@ -184,7 +184,11 @@ fn blocks_through_one_session_reconcile_exactly_and_spend_two_pads_each() {
         assert_eq!(r.report.residual_errors, 0);
         // The first block also draws the link's hash key.
         let pads = 2 * crate::auth::PAD_BITS as u64;
-        let hash_key = if seed == 0 { crate::auth::HASH_KEY_BITS as u64 } else { 0 };
+        let hash_key = if seed == 0 {
+            crate::auth::HASH_KEY_BITS as u64
+        } else {
+            0
+        };
         assert_eq!(r.report.auth_bits, pads + hash_key);
     }
 }

@@ -7,8 +7,8 @@ use std::time::Instant;
 use super::frames::FrameSet;
 use super::wire::{Body, Hello, PROTOCOL_VERSION, check_block_id};
 use super::{
-    Channel, Link, Party, SessionError, SessionOutcome, check_and_release, discarded,
-    empty_report, secret_length,
+    Channel, Link, Party, SessionError, SessionOutcome, check_and_release, discarded, empty_report,
+    secret_length,
 };
 use crate::BitBlock;
 use crate::amplify::{seed_bits_needed, toeplitz_hash_with};
@@ -131,10 +131,13 @@ impl AliceSession {
             (State::Reconciling(framed), Body::Reconcile(batch)) => {
                 self.on_reconcile(framed, batch)
             }
-            (State::AwaitVerdicts(initiators), Body::Verdicts {
-                matched,
-                errors_corrected,
-            }) => self.on_verdicts(initiators, &matched, errors_corrected),
+            (
+                State::AwaitVerdicts(initiators),
+                Body::Verdicts {
+                    matched,
+                    errors_corrected,
+                },
+            ) => self.on_verdicts(initiators, &matched, errors_corrected),
             (State::AwaitTag { key }, Body::Tag { tag }) => {
                 self.ch.received.verify(tag, &self.lease)?;
                 self.end(Ok(check_and_release(self.report.clone(), key)));
@@ -254,7 +257,10 @@ impl AliceSession {
         if errors_corrected > self.key_bits as u64 {
             return Err(SessionError::Inconsistent {
                 message: "Verdicts",
-                reason: format!("{errors_corrected} errors corrected in {} bits", self.key_bits),
+                reason: format!(
+                    "{errors_corrected} errors corrected in {} bits",
+                    self.key_bits
+                ),
             });
         }
         for (mut init, &m) in initiators.into_iter().zip(matched) {
@@ -282,13 +288,20 @@ impl AliceSession {
         };
         let r = &mut self.report;
         if r.errors_corrected > 0 {
-            r.efficiency = Some(efficiency(r.leak_alice_bits, self.key_bits, r.errors_corrected));
+            r.efficiency = Some(efficiency(
+                r.leak_alice_bits,
+                self.key_bits,
+                r.errors_corrected,
+            ));
         }
         let secret = secret_length(&self.link, r, self.key_bits)?;
         r.secret = Some(secret);
         let m = secret.bits as usize;
         if m == 0 {
-            self.end(Ok(discarded(self.report.clone(), "secret length is zero".into())));
+            self.end(Ok(discarded(
+                self.report.clone(),
+                "secret length is zero".into(),
+            )));
             return Ok(());
         }
         let t = Instant::now();

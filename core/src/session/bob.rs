@@ -9,8 +9,8 @@ use super::alice::record_estimate;
 use super::frames::FrameSet;
 use super::wire::{Body, Hello, PROTOCOL_VERSION, check_block_id};
 use super::{
-    Channel, Link, Party, SessionError, SessionOutcome, check_and_release, discarded,
-    empty_report, secret_length,
+    Channel, Link, Party, SessionError, SessionOutcome, check_and_release, discarded, empty_report,
+    secret_length,
 };
 use crate::BitBlock;
 use crate::amplify::{seed_bits_needed, toeplitz_hash_with};
@@ -167,10 +167,14 @@ impl BobSession {
         if sample.k != cfg.sample_bits as u64 {
             return Err(SessionError::Inconsistent {
                 message: "Sample",
-                reason: format!("{} sampled bits; the link samples {}", sample.k, cfg.sample_bits),
+                reason: format!(
+                    "{} sampled bits; the link samples {}",
+                    sample.k, cfg.sample_bits
+                ),
             });
         }
-        let (est, sifted) = estimate::compare_sample(&raw, sample, cfg.eps_pe, Bound::Hypergeometric)?;
+        let (est, sifted) =
+            estimate::compare_sample(&raw, sample, cfg.eps_pe, Bound::Hypergeometric)?;
         drop(raw);
         self.report.times.estimate = t.elapsed().as_secs_f64();
         self.ch.send(Body::Estimate {
@@ -204,7 +208,11 @@ impl BobSession {
         Ok(())
     }
 
-    fn on_reconcile(&mut self, mut framed: FramedBob, batch: FrameBatch) -> Result<(), SessionError> {
+    fn on_reconcile(
+        &mut self,
+        mut framed: FramedBob,
+        batch: FrameBatch,
+    ) -> Result<(), SessionError> {
         let t = Instant::now();
         let next = framed.handle(batch)?;
         if !next.messages.is_empty() {
@@ -269,12 +277,19 @@ impl BobSession {
         };
         let r = &mut self.report;
         if r.errors_corrected > 0 {
-            r.efficiency = Some(efficiency(r.leak_alice_bits, self.key_bits, r.errors_corrected));
+            r.efficiency = Some(efficiency(
+                r.leak_alice_bits,
+                self.key_bits,
+                r.errors_corrected,
+            ));
         }
         let secret = secret_length(&self.link, r, self.key_bits)?;
         r.secret = Some(secret);
         if secret.bits == 0 {
-            self.end(Ok(discarded(self.report.clone(), "secret length is zero".into())));
+            self.end(Ok(discarded(
+                self.report.clone(),
+                "secret length is zero".into(),
+            )));
             return Ok(());
         }
         self.state = State::AwaitAmplify {
@@ -305,10 +320,11 @@ impl BobSession {
                 ),
             });
         }
-        let seed = BitBlock::from_bytes(seed, seed_len).map_err(|e| SessionError::Inconsistent {
-            message: "Amplify",
-            reason: e.to_string(),
-        })?;
+        let seed =
+            BitBlock::from_bytes(seed, seed_len).map_err(|e| SessionError::Inconsistent {
+                message: "Amplify",
+                reason: e.to_string(),
+            })?;
         self.state = State::AwaitTag { key, seed };
         Ok(())
     }

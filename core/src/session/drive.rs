@@ -55,10 +55,12 @@ pub fn run_pair_with(
         }
         if !moved {
             // Nothing left in flight: a side still waiting will wait forever.
-            let stalled = || Err(SessionError::Stage {
-                stage: "transport",
-                message: "no message in flight and the session has not ended".into(),
-            });
+            let stalled = || {
+                Err(SessionError::Stage {
+                    stage: "transport",
+                    message: "no message in flight and the session has not ended".into(),
+                })
+            };
             return (
                 outcomes.0.take().unwrap_or_else(stalled),
                 outcomes.1.take().unwrap_or_else(stalled),
@@ -159,10 +161,13 @@ pub fn run_side(
                 match AliceSession::new(Arc::clone(link), id.clone(), raw, Box::new(OsRandom)) {
                     Ok(s) => {
                         order.push_back(id.clone());
-                        active.insert(id, Active {
-                            party: Box::new(s),
-                            last_heard: Instant::now(),
-                        });
+                        active.insert(
+                            id,
+                            Active {
+                                party: Box::new(s),
+                                last_heard: Instant::now(),
+                            },
+                        );
                     }
                     Err(e) => on_block(&id, Err(e)),
                 }
@@ -218,7 +223,10 @@ pub fn run_side(
                 }
                 let Some(raw) = raw_for(&id) else {
                     stats.messages_dropped += 1;
-                    on_block(&id, Err(SessionError::Hello(format!("no raw block {id:?} here"))));
+                    on_block(
+                        &id,
+                        Err(SessionError::Hello(format!("no raw block {id:?} here"))),
+                    );
                     ended.insert(id);
                     continue;
                 };
@@ -226,10 +234,13 @@ pub fn run_side(
                     Ok(mut s) => {
                         let _ = s.handle(&m);
                         order.push_back(id.clone());
-                        active.insert(id, Active {
-                            party: Box::new(s),
-                            last_heard: Instant::now(),
-                        });
+                        active.insert(
+                            id,
+                            Active {
+                                party: Box::new(s),
+                                last_heard: Instant::now(),
+                            },
+                        );
                     }
                     Err(e) => {
                         on_block(&id, Err(e));
@@ -247,7 +258,10 @@ pub fn run_side(
                 for id in stale {
                     active.remove(&id);
                     ended.insert(id.clone());
-                    on_block(&id, Err(transport_error("no message within the block timeout")));
+                    on_block(
+                        &id,
+                        Err(transport_error("no message within the block timeout")),
+                    );
                 }
             }
             Err(RecvTimeoutError::Disconnected) => {

@@ -100,11 +100,7 @@ impl FrameSet {
         if matched.len() != self.round.len() {
             return Err(SessionError::Inconsistent {
                 message: "Verdicts",
-                reason: format!(
-                    "{} verdicts for {} frames",
-                    matched.len(),
-                    self.round.len()
-                ),
+                reason: format!("{} verdicts for {} frames", matched.len(), self.round.len()),
             });
         }
         for (&i, &m) in self.round.iter().zip(matched) {
@@ -119,7 +115,9 @@ impl FrameSet {
         if self.retried {
             return false;
         }
-        self.round = (0..self.frames.len()).filter(|&i| !self.matched[i]).collect();
+        self.round = (0..self.frames.len())
+            .filter(|&i| !self.matched[i])
+            .collect();
         if self.round.is_empty() {
             return false;
         }

@@ -20,6 +20,9 @@ const QBER_BUCKET_RATIO: f64 = 1.05;
 /// Plans kept per link before the cache starts afresh (a link sees few lengths and buckets).
 const MAX_CACHED_PLANS: usize = 256;
 
+/// Cached plans by (shuffle seed, frame bits, QBER bucket).
+type PlanCache = HashMap<([u8; 32], u32, i32), Arc<Plan>>;
+
 /// One side's view of a link: create it once and share it (`Arc`) with every session.
 ///
 /// Cascade shuffles are public and independent of the errors, so Alice draws one shuffle seed
@@ -32,7 +35,7 @@ pub struct Link {
     variant: Variant,
     ladder: QberLadder,
     shuffle_seed: [u8; 32],
-    plans: Mutex<HashMap<([u8; 32], u32, i32), Arc<Plan>>>,
+    plans: Mutex<PlanCache>,
     auth: Mutex<Box<dyn AuthKeys>>,
 }
 
@@ -57,8 +60,8 @@ impl Link {
             .map_err(|e| SessionError::Config(e.to_string()))?;
         let variant = Variant::by_name(&cfg.algorithm)
             .ok_or_else(|| SessionError::Config(format!("unknown algorithm {}", cfg.algorithm)))?;
-        let ladder =
-            QberLadder::default_up_to(cfg.max_qber).map_err(|e| SessionError::Config(e.to_string()))?;
+        let ladder = QberLadder::default_up_to(cfg.max_qber)
+            .map_err(|e| SessionError::Config(e.to_string()))?;
         Ok(Arc::new(Self {
             params: HelloParams::of(&cfg),
             cfg,
@@ -96,9 +99,15 @@ impl Link {
     }
 
     /// The plan of an `n`-bit frame at `qber` under `seed`, cached per QBER bucket.
-    pub(crate) fn plan(&self, seed: [u8; 32], n: usize, qber: f64) -> Result<Arc<Plan>, SessionError> {
+    pub(crate) fn plan(
+        &self,
+        seed: [u8; 32],
+        n: usize,
+        qber: f64,
+    ) -> Result<Arc<Plan>, SessionError> {
         let bucket = (qber.ln() / QBER_BUCKET_RATIO.ln()).round() as i32;
-        let n32 = u32::try_from(n).map_err(|_| SessionError::Config(format!("frame of {n} bits")))?;
+        let n32 =
+            u32::try_from(n).map_err(|_| SessionError::Config(format!("frame of {n} bits")))?;
         let key = (seed, n32, bucket);
         if let Some(p) = self.lock_plans().get(&key) {
             return Ok(Arc::clone(p));
@@ -129,7 +138,7 @@ impl Link {
         Ok(Plan::new(params)?)
     }
 
-    fn lock_plans(&self) -> MutexGuard<'_, HashMap<([u8; 32], u32, i32), Arc<Plan>>> {
+    fn lock_plans(&self) -> MutexGuard<'_, PlanCache> {
         self.plans.lock().unwrap_or_else(|p| p.into_inner())
     }
 }

@@ -166,7 +166,13 @@ impl HelloParams {
             self.sample_bits.to_string(),
             theirs.sample_bits.to_string(),
         )
-        .or_else(|| differ("algorithm", self.algorithm.clone(), theirs.algorithm.clone()))
+        .or_else(|| {
+            differ(
+                "algorithm",
+                self.algorithm.clone(),
+                theirs.algorithm.clone(),
+            )
+        })
         .or_else(|| {
             differ(
                 "frame_bits",
@@ -175,8 +181,20 @@ impl HelloParams {
             )
         })
         .or_else(|| differ("eps_pe", self.eps_pe.to_string(), theirs.eps_pe.to_string()))
-        .or_else(|| differ("eps_sec", self.eps_sec.to_string(), theirs.eps_sec.to_string()))
-        .or_else(|| differ("eps_cor", self.eps_cor.to_string(), theirs.eps_cor.to_string()))
+        .or_else(|| {
+            differ(
+                "eps_sec",
+                self.eps_sec.to_string(),
+                theirs.eps_sec.to_string(),
+            )
+        })
+        .or_else(|| {
+            differ(
+                "eps_cor",
+                self.eps_cor.to_string(),
+                theirs.eps_cor.to_string(),
+            )
+        })
         .or_else(|| {
             differ(
                 "max_qber",
