@@ -15,6 +15,11 @@ pub enum Command {
     Amplify(AmplifyArgs),
     /// Cascade reconciliation, both parties in process, over many seeded blocks.
     Reconcile(ReconcileArgs),
+    /// The whole block protocol between two processes over loopback TCP with a latency line.
+    Link(crate::bench_link::LinkArgs),
+    /// One side of `qkd bench link` (started by it).
+    #[command(hide = true)]
+    LinkSide(crate::bench_link::SideArgs),
 }
 
 /// Arguments of `qkd bench reconcile`.
@@ -70,6 +75,8 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
     match cmd {
         Command::Amplify(args) => amplify(args),
         Command::Reconcile(args) => reconcile(args),
+        Command::Link(args) => crate::bench_link::run(args),
+        Command::LinkSide(args) => crate::bench_link::run_side_process(args),
     }
 }
 

@@ -7,6 +7,7 @@
 
 mod amplify;
 mod bench;
+mod bench_link;
 mod demo;
 mod keyrate;
 mod kme;

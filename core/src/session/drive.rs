@@ -469,3 +469,49 @@ pub fn run_latency_line(
         seconds: t0.elapsed().as_secs_f64(),
     })
 }
+
+/// Largest message [`read_frame`] accepts (a 2^28-bit block's Toeplitz seed fits).
+pub const MAX_FRAME_BYTES: usize = 1 << 26;
+
+/// Writes one message on a byte stream: its length (4 bytes, little-endian), then its bytes.
+pub fn write_frame(w: &mut impl std::io::Write, message: &[u8]) -> std::io::Result<()> {
+    let len = u32::try_from(message.len())
+        .ok()
+        .filter(|&l| l as usize <= MAX_FRAME_BYTES)
+        .ok_or_else(|| {
+            std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                format!(
+                    "a {}-byte message exceeds {MAX_FRAME_BYTES} bytes",
+                    message.len()
+                ),
+            )
+        })?;
+    w.write_all(&len.to_le_bytes())?;
+    w.write_all(message)
+}
+
+/// Reads one message written by [`write_frame`]; `None` at a clean end of the stream.
+pub fn read_frame(r: &mut impl std::io::Read) -> std::io::Result<Option<Vec<u8>>> {
+    let mut len = [0u8; 4];
+    let mut got = 0;
+    while got < 4 {
+        match r.read(&mut len[got..]) {
+            Ok(0) if got == 0 => return Ok(None),
+            Ok(0) => return Err(std::io::ErrorKind::UnexpectedEof.into()),
+            Ok(k) => got += k,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    let len = u32::from_le_bytes(len) as usize;
+    if len > MAX_FRAME_BYTES {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            format!("a frame of {len} bytes exceeds {MAX_FRAME_BYTES}"),
+        ));
+    }
+    let mut buf = vec![0u8; len];
+    r.read_exact(&mut buf)?;
+    Ok(Some(buf))
+}

@@ -406,3 +406,20 @@ fn messages_after_the_end_are_refused() {
     ));
     assert!(a2.take_outcome().is_none());
 }
+
+#[test]
+fn frames_round_trip_and_bad_lengths_are_refused() {
+    use super::drive::{MAX_FRAME_BYTES, read_frame, write_frame};
+    let mut buf = Vec::new();
+    write_frame(&mut buf, b"abc").unwrap();
+    write_frame(&mut buf, b"").unwrap();
+    let mut r = &buf[..];
+    assert_eq!(read_frame(&mut r).unwrap().unwrap(), b"abc");
+    assert_eq!(read_frame(&mut r).unwrap().unwrap(), b"");
+    assert!(read_frame(&mut r).unwrap().is_none());
+    // A cut frame and an over-long one are errors, not hangs or huge allocations.
+    assert!(read_frame(&mut &buf[..5]).is_err());
+    assert!(read_frame(&mut &buf[..2]).is_err());
+    let huge = ((MAX_FRAME_BYTES + 1) as u32).to_le_bytes();
+    assert!(read_frame(&mut &huge[..]).is_err());
+}
