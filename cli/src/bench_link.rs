@@ -154,8 +154,13 @@ pub fn run(args: LinkArgs) -> anyhow::Result<()> {
         .with_context(|| format!("Bob's port line {port:?}"))?;
     let alice = side("alice")
         .args(["--connect", &port.to_string()])
-        .output()
-        .context("running Alice's process")?;
+        .output();
+    if !alice.as_ref().is_ok_and(|a| a.status.success()) {
+        // Bob may still wait for Alice to connect.
+        bob.kill().ok();
+        bob.wait().ok();
+    }
+    let alice = alice.context("running Alice's process")?;
     let mut bob_line = String::new();
     bob_out.read_line(&mut bob_line)?;
     let bob_status = bob.wait()?;

@@ -483,3 +483,47 @@ fn keyrate_prints_every_term_for_both_models() {
     let out = qkd(&["keyrate", "--model", "tlgr2012", "--leak-ec", "0"]);
     assert!(!out.status.success());
 }
+
+#[test]
+fn bench_link_runs_two_processes_and_both_hold_the_same_keys() {
+    let json = ok(&[
+        "bench",
+        "link",
+        "--block-bits",
+        "262144",
+        "--frame-bits",
+        "16384",
+        "--sample-bits",
+        "8192",
+        "--rtt-ms",
+        "2",
+        "--seconds",
+        "0.5",
+        "--in-flight",
+        "2",
+        "--json",
+    ]);
+    let r: serde_json::Value = serde_json::from_str(&json).unwrap();
+    for field in [
+        "raw_bits_per_second",
+        "secret_bits_per_second",
+        "round_trips_per_block",
+        "auth_bits_per_block",
+        "efficiency_mean",
+        "cpu_seconds_alice",
+        "cpu_seconds_bob",
+    ] {
+        assert!(r[field].as_f64().is_some_and(|v| v > 0.0), "{field}: {r}");
+    }
+    let blocks = r["blocks"].as_u64().unwrap();
+    assert!(blocks >= 1, "{r}");
+    assert_eq!(r["blocks_with_key"].as_u64(), Some(blocks), "{r}");
+    assert_eq!(r["blocks_failed"].as_u64(), Some(0), "{r}");
+    assert_eq!(r["keys_identical"], true, "{r}");
+    // Two pads per block, one hash key per link.
+    assert!(r["auth_bits_per_block"].as_f64().unwrap() <= 384.0, "{r}");
+    // A bad setting is refused before any process starts.
+    let out = qkd(&["bench", "link", "--in-flight", "0"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("in-flight"));
+}
