@@ -95,6 +95,7 @@ struct SideReport {
     cpu_seconds: f64,
     bytes_sent: u64,
     messages_sent: u64,
+    peak_rss_bytes: Option<u64>,
     /// BLAKE3 of every final key in block order (both sides must agree).
     keys_digest: String,
 }
@@ -124,6 +125,8 @@ struct LinkReport {
     cpu_seconds_bob: f64,
     bytes_alice_to_bob: u64,
     bytes_bob_to_alice: u64,
+    peak_rss_bytes_alice: Option<u64>,
+    peak_rss_bytes_bob: Option<u64>,
     keys_identical: bool,
 }
 
@@ -194,6 +197,8 @@ pub fn run(args: LinkArgs) -> anyhow::Result<()> {
         cpu_seconds_bob: b.cpu_seconds,
         bytes_alice_to_bob: a.bytes_sent,
         bytes_bob_to_alice: b.bytes_sent,
+        peak_rss_bytes_alice: a.peak_rss_bytes,
+        peak_rss_bytes_bob: b.peak_rss_bytes,
         keys_identical: a.keys_digest == b.keys_digest && a.blocks_with_key == b.blocks_with_key,
     };
     if let Some(e) = a.first_error.as_ref().or(b.first_error.as_ref()) {
@@ -404,6 +409,7 @@ fn run_over(
     report.cpu_seconds = cpu_seconds() - cpu0;
     report.bytes_sent = stats.bytes_sent;
     report.messages_sent = stats.messages_sent;
+    report.peak_rss_bytes = qkd_core::amplify::peak_rss_bytes();
     line.finish()?;
     // Alice closing her side ends Bob's reader, and Bob's loop with it.
     stream.shutdown(std::net::Shutdown::Both).ok();
