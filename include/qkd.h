@@ -12,11 +12,12 @@
  *   the call returns QKD_ERR_BUFFER_TOO_SHORT, writes the needed capacity to out_len and changes
  *   nothing else; buf may be NULL when capacity is 0 (a size query).
  * - Threads: a handle may be used by one thread at a time (hand it over freely, but do not call
- *   functions on the same handle concurrently), except qkd_store, which any number of threads
- *   may use at once. Different handles are independent. Functions without a handle are
- *   thread-safe. The last-error detail is per thread.
- * - Key material held by the library (blocks, Cascade parties) is zeroized when freed. Bytes
- *   you copy out are yours to wipe. Protocol messages are public by design.
+ *   functions on the same handle concurrently), except qkd_store and qkd_link, which any
+ *   number of threads may use at once. Different handles are independent. Functions without
+ *   a handle are thread-safe. The last-error detail is per thread.
+ * - Key material held by the library (blocks, Cascade parties, sessions, a link's
+ *   authentication pool) is zeroized when freed. Bytes you copy out are yours to wipe.
+ *   Protocol messages are public by design.
  * - No Rust panic crosses this boundary: it is caught and returned as QKD_ERR_PANIC.
  */
 
@@ -46,6 +47,9 @@
 
 // Capacity of `qkd_block_report.outcome_reason`, NUL included.
 #define QKD_REASON_LEN 160
+
+// The longest block ID a session takes, in bytes (without the NUL).
+#define QKD_BLOCK_ID_MAX_BYTES 128
 
 // Length of a key ID as text (36 characters plus the NUL).
 #define QKD_KEY_ID_STR_LEN 37
@@ -91,6 +95,14 @@ enum qkd_result
   // The key (or material) exists but cannot be had: fetched already by this recipient,
   // expired, destroyed, not for this recipient, or a duplicate.
   QKD_ERR_KEY_UNAVAILABLE = 14,
+  // Authentication of a session's transcript failed: a tag mismatch (a message was altered,
+  // dropped, replayed or forged) or a used or retired pool position named by the peer. No
+  // key is released.
+  QKD_ERR_AUTHENTICATION = 15,
+  // The peer ended the session (its reason is in qkd_last_error_message).
+  QKD_ERR_PEER_ABORTED = 16,
+  // The session has not ended yet: keep moving its messages.
+  QKD_ERR_IN_PROGRESS = 17,
 };
 #ifndef __cplusplus
 #if __STDC_VERSION__ >= 202311L
@@ -185,6 +197,10 @@ typedef uint32_t qkd_error_model;
 // An owned bit string (key material). Opaque; free with `qkd_block_free`, which zeroizes it.
 typedef struct qkd_block qkd_block;
 
+// Bytes the library hands out (a session's next message): read them with qkd_buffer_data,
+// release them with qkd_buffer_free. Opaque.
+typedef struct qkd_buffer qkd_buffer;
+
 // Alice's side of a Cascade run (holds the reference key, answers parity questions). Opaque;
 // free with qkd_cascade_alice_free (zeroizes the key).
 typedef struct qkd_cascade_alice qkd_cascade_alice;
@@ -196,6 +212,16 @@ typedef struct qkd_cascade_bob qkd_cascade_bob;
 // Alice's pending confirmation (waiting for Bob's verdict). Opaque; free with
 // qkd_confirm_free.
 typedef struct qkd_confirm qkd_confirm;
+
+// One side's view of a link: the settings both sides share, the pre-shared authentication
+// key pool, cached Cascade plans. Opaque; free with qkd_link_free. Thread-safe: sessions on
+// any number of threads may use one link at once, and each session keeps its link alive, so
+// the link may be freed before its sessions.
+typedef struct qkd_link qkd_link;
+
+// Alice's or Bob's session of one block. Opaque; free with qkd_session_free (zeroizes the
+// key material it holds).
+typedef struct qkd_session qkd_session;
 
 // A key store opened on a directory. Opaque and thread-safe; close with qkd_store_free (no
 // other thread may use it then).
@@ -381,6 +407,10 @@ typedef struct {
   // The top rung of the QBER ladder (rungs from 0.25 % by a factor 1.1): blocks whose sample
   // QBER or QBER upper bound exceeds it are discarded before reconciliation; in (0, 0.5].
   double max_qber;
+  // Bits per Cascade frame: a block (sample removed) is reconciled as frames of this size
+  // that advance together and are confirmed one by one; 0 reconciles it as one frame,
+  // otherwise at least 1024.
+  uint64_t frame_bits;
 } qkd_pipeline_config;
 
 // Everything one block went through (DESIGN §2). Floating-point fields that did not apply are
@@ -438,6 +468,9 @@ typedef struct {
   double secret_raw_bits;
   // Final key bits delivered (0 unless the outcome is QKD_OUTCOME_KEY).
   uint64_t final_bits;
+  // Authentication key spent on this block, in bits (one-time pads, and a new hash key when
+  // one was drawn); 0 for qkd_pipeline_process_block, which authenticates nothing.
+  uint64_t auth_bits;
   // Whether an entropy verdict was made (then `entropy` holds it).
   bool entropy_checked;
   // The entropy verdict of the final key (a qkd_verdict value), if entropy_checked.
@@ -601,6 +634,22 @@ qkd_result qkd_block_hamming_distance(const qkd_block *a, const qkd_block *b, si
 // # Safety
 // `block` must be NULL or a live handle, not used again afterwards.
 void qkd_block_free(qkd_block *block);
+
+// Stores a pointer to the bytes of `buffer` in `*data_out` and their number in `*len_out`.
+// The bytes stay valid, and unchanged, until qkd_buffer_free(buffer); `*data_out` is NULL
+// when the length is 0.
+//
+// # Safety
+// `buffer` must be NULL or a live handle; `data_out` NULL or a writable `const uint8_t *`;
+// `len_out` NULL or a writable `size_t`.
+qkd_result qkd_buffer_data(const qkd_buffer *buffer, const uint8_t **data_out, size_t *len_out);
+
+// Frees a buffer. NULL is ignored, and so is a handle of another kind (nothing is freed then).
+//
+// # Safety
+// `buffer` must be NULL or a live handle, not used again afterwards (nor the pointer
+// qkd_buffer_data gave).
+void qkd_buffer_free(qkd_buffer *buffer);
 
 // Creates Bob's side for his noisy `key` (copied). `variant` names the Cascade variant (NULL:
 // the engine's default, "yanetal" at this version; also "original", "biconf", "option3",
@@ -869,7 +918,7 @@ qkd_result qkd_qber_upper_bound(uint64_t n,
                                 double *out);
 
 // Fills `*config` with the defaults: a 16384-bit sample, the default variant (NULL), eps_pe = eps_sec =
-// 1e-10, eps_cor = 1e-15, max_qber = 0.11.
+// 1e-10, eps_cor = 1e-15, max_qber = 0.11, 65536-bit frames.
 //
 // # Safety
 // `config` must be NULL or point to a writable `qkd_pipeline_config`.
@@ -904,6 +953,136 @@ const char *qkd_result_message(uint32_t code);
 // `buf` must be NULL or point to `cap` writable bytes; `out_len` must be NULL or point to a
 // writable `size_t`.
 qkd_result qkd_last_error_message(char *buf, size_t cap, size_t *out_len);
+
+// Creates one side's link: the settings (`config`, NULL for the defaults of
+// qkd_pipeline_config_default; both sides must use the same, or the first hello is refused)
+// and the pre-shared authentication secret (`psk`, `psk_len` bytes, copied; both sides hold
+// the same bytes). Each block costs 256 bits of it (two one-time pads), plus 128 bits
+// whenever a hash key is drawn; qkd_link_auth_refill adds more. The Cascade shuffle seed this
+// side announces as Alice is drawn from the OS CSPRNG.
+//
+// # Safety
+// `config` must be NULL or a readable `qkd_pipeline_config` whose `variant` is NULL or
+// NUL-terminated; `psk` NULL (with `psk_len` 0) or `psk_len` readable bytes; `out` NULL or a
+// writable `qkd_link *`.
+qkd_result qkd_link_new(const qkd_pipeline_config *config,
+                        const uint8_t *psk,
+                        size_t psk_len,
+                        qkd_link **out);
+
+// Stores the authentication key bits the link's pool has left in `*out` (a block takes 256,
+// or 384 when it draws a new hash key).
+//
+// # Safety
+// `link` must be NULL or a live handle; `out` NULL or a writable `uint64_t`.
+qkd_result qkd_link_auth_available_bits(const qkd_link *link, uint64_t *out);
+
+// Appends `len` bytes to the link's authentication key pool (copied): final key set aside
+// for authentication, or more pre-shared secret. Both sides must add the same bytes in the
+// same order. Wipe your copy afterwards.
+//
+// # Safety
+// `link` must be NULL or a live handle; `key` NULL (with `len` 0) or `len` readable bytes.
+qkd_result qkd_link_auth_refill(const qkd_link *link, const uint8_t *key, size_t len);
+
+// Frees this handle on the link (zeroizing the pool once no session uses it any more). NULL
+// and handles of another kind are ignored.
+//
+// # Safety
+// `link` must be NULL or a live handle, not used again afterwards.
+void qkd_link_free(qkd_link *link);
+
+// Starts Alice's session of block `block_id` on her raw sifted bits `raw` (copied): takes the
+// block's authentication pads from the link and queues the hello and the sample (take them
+// with qkd_session_poll_transmit). Her public seeds come from the OS CSPRNG. Fails before
+// sending anything when the block is too short for the sample (more than twice the sample,
+// fewer than 2^32 bits) or the ID malformed (1 to QKD_BLOCK_ID_MAX_BYTES bytes of UTF-8, no control characters):
+// QKD_ERR_INVALID_ARGUMENT; when the pool is exhausted: QKD_ERR_INSUFFICIENT_KEY_MATERIAL.
+//
+// # Safety
+// `link` must be NULL or a live handle; `block_id` NULL or a NUL-terminated string; `raw`
+// NULL or a live handle; `out` NULL or a writable `qkd_session *`.
+qkd_result qkd_session_alice_new(const qkd_link *link,
+                                 const char *block_id,
+                                 const qkd_block *raw,
+                                 qkd_session **out);
+
+// Starts Bob's session of block `block_id` on his raw sifted bits `raw` (copied); it waits for
+// Alice's hello (nothing is queued yet). Errors as qkd_session_alice_new, except that the pool
+// is checked when the hello names its positions.
+//
+// # Safety
+// As qkd_session_alice_new.
+qkd_result qkd_session_bob_new(const qkd_link *link,
+                               const char *block_id,
+                               const qkd_block *raw,
+                               qkd_session **out);
+
+// Feeds one message from the peer (`msg`, `len` bytes) to the session, which queues its
+// answers. A malformed, out-of-order, replayed, unauthentic or inconsistent message, or the
+// peer's abort, ends the session: the call returns the session's error (as
+// qkd_session_outcome will), and the session queues an abort for its peer, so keep sending
+// what qkd_session_poll_transmit gives. After the end every message gives
+// QKD_ERR_UNEXPECTED_MESSAGE and changes nothing.
+//
+// # Safety
+// `session` must be NULL or a live handle used by no other thread; `msg` NULL (with `len` 0)
+// or `len` readable bytes.
+qkd_result qkd_session_handle(qkd_session *session, const uint8_t *msg, size_t len);
+
+// Dequeues the session's next message for its peer into `*out` (a new buffer: send its bytes,
+// then qkd_buffer_free it), or sets `*out` to NULL when nothing is queued. Messages may still
+// be queued after the session has finished (Bob's last tag, an abort): send them all.
+//
+// # Safety
+// `session` must be NULL or a live handle used by no other thread; `out` NULL or a writable
+// `qkd_buffer *`.
+qkd_result qkd_session_poll_transmit(qkd_session *session, qkd_buffer **out);
+
+// `*out` = whether the session has ended (its outcome is ready, or was taken). Messages may
+// still wait in qkd_session_poll_transmit.
+//
+// # Safety
+// `session` must be NULL or a live handle; `out` NULL or a writable `bool`.
+qkd_result qkd_session_is_finished(const qkd_session *session, bool *out);
+
+// Takes the outcome of a finished session (once). When the session ended normally: QKD_OK,
+// `*report_out` filled (a discarded or quarantined block is an outcome, as in
+// qkd_pipeline_process_block) and `*final_key_out` the final key when report_out->outcome is
+// QKD_OUTCOME_KEY, NULL otherwise. When it ended in an error: that error's code (as
+// qkd_session_handle returned it) with its message in qkd_last_error_message, `*report_out`
+// untouched and `*final_key_out` NULL. QKD_ERR_IN_PROGRESS while the session runs;
+// QKD_ERR_KEY_UNAVAILABLE once the outcome was taken.
+//
+// # Safety
+// `session` must be NULL or a live handle used by no other thread; `report_out` NULL or a
+// writable `qkd_block_report`; `final_key_out` NULL or a writable `qkd_block *`.
+qkd_result qkd_session_outcome(qkd_session *session,
+                               qkd_block_report *report_out,
+                               qkd_block **final_key_out);
+
+// Zeroizes and frees a session (a session freed before it ended sends nothing more: its peer
+// times out). NULL and handles of another kind are ignored.
+//
+// # Safety
+// `session` must be NULL or a live handle, not used again afterwards.
+void qkd_session_free(qkd_session *session);
+
+// Copies the block ID a session message is for into `buf` as a NUL-terminated string (its
+// length without the NUL in `*out_len`), so that a side running many blocks over one
+// connection can route each message to its session, and Bob can start the session of a block
+// when its first message arrives. QKD_ERR_MALFORMED_MESSAGE when the bytes are not a session
+// message; QKD_ERR_BUFFER_TOO_SHORT with `*out_len` = the capacity needed (at most
+// QKD_BLOCK_ID_MAX_BYTES + 1).
+//
+// # Safety
+// `msg` must be NULL (with `len` 0) or `len` readable bytes; `buf` NULL or `cap` writable
+// bytes; `out_len` NULL or a writable `size_t`.
+qkd_result qkd_session_message_block_id(const uint8_t *msg,
+                                        size_t len,
+                                        char *buf,
+                                        size_t cap,
+                                        size_t *out_len);
 
 // Simulates `bits` raw key bits for Alice and Bob with error rate `qber` (in [0, 0.5]) under
 // `model` (a qkd_error_model value). With `seed` non-NULL the run is reproducible from

@@ -71,6 +71,7 @@ args_for() {
     case "$1" in
         pipeline) echo "200000 0.03" ;;
         cascade_two_party) echo "100000 0.04" ;;
+        session) echo "131072 0.03 3" ;;
         *) echo "" ;;
     esac
 }

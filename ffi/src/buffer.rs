@@ -1,8 +1,10 @@
-//! Checked access to the caller's pointers: input slices, out-parameters and output buffers.
+//! Checked access to the caller's pointers (input slices, out-parameters and output buffers),
+//! and `qkd_buffer`, bytes the library hands out (a session's messages).
 
 use std::ffi::c_char;
 
-use crate::result::{Error, FfiResult, qkd_result};
+use crate::handle::{self, Handle};
+use crate::result::{Error, FfiResult, guard, guard_value, qkd_result};
 
 /// The `len` bytes at `ptr`; NULL is accepted only when `len == 0`.
 ///
@@ -121,4 +123,71 @@ pub(crate) unsafe fn write_str(
 /// Converts a caller-provided length (`u64`) to `usize`.
 pub(crate) fn to_usize(v: u64, arg: &str) -> FfiResult<usize> {
     usize::try_from(v).map_err(|_| Error::invalid(format!("{arg} = {v} does not fit in size_t")))
+}
+
+/// Bytes the library hands out (a session's next message): read them with qkd_buffer_data,
+/// release them with qkd_buffer_free. Opaque.
+#[derive(Debug)]
+pub struct qkd_buffer {
+    _private: [u8; 0],
+}
+
+pub(crate) const BUFFER_TAG: u64 = u64::from_be_bytes(*b"qkdBUFFR");
+
+/// The bytes behind a `qkd_buffer`. `Debug` shows the length only.
+pub(crate) struct Bytes(pub(crate) Vec<u8>);
+
+impl std::fmt::Debug for Bytes {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Bytes({} bytes)", self.0.len())
+    }
+}
+
+impl Handle for Bytes {
+    type Opaque = qkd_buffer;
+    const TAG: u64 = BUFFER_TAG;
+    const NAME: &'static str = "qkd_buffer";
+}
+
+/// Stores a pointer to the bytes of `buffer` in `*data_out` and their number in `*len_out`.
+/// The bytes stay valid, and unchanged, until qkd_buffer_free(buffer); `*data_out` is NULL
+/// when the length is 0.
+///
+/// # Safety
+/// `buffer` must be NULL or a live handle; `data_out` NULL or a writable `const uint8_t *`;
+/// `len_out` NULL or a writable `size_t`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn qkd_buffer_data(
+    buffer: *const qkd_buffer,
+    data_out: *mut *const u8,
+    len_out: *mut usize,
+) -> qkd_result {
+    guard(|| {
+        // SAFETY: caller contract on the out-parameters and `buffer`.
+        let (data, len, bytes) = unsafe {
+            (
+                out_ref(data_out, "data_out")?,
+                out_ref(len_out, "len_out")?,
+                handle::get::<Bytes>(buffer, "buffer")?,
+            )
+        };
+        *data = if bytes.0.is_empty() {
+            std::ptr::null()
+        } else {
+            bytes.0.as_ptr()
+        };
+        *len = bytes.0.len();
+        Ok(())
+    })
+}
+
+/// Frees a buffer. NULL is ignored, and so is a handle of another kind (nothing is freed then).
+///
+/// # Safety
+/// `buffer` must be NULL or a live handle, not used again afterwards (nor the pointer
+/// qkd_buffer_data gave).
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn qkd_buffer_free(buffer: *mut qkd_buffer) {
+    // SAFETY: caller contract.
+    guard_value((), || unsafe { handle::free::<Bytes>(buffer) })
 }

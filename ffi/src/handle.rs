@@ -31,10 +31,13 @@ struct Tagged<T> {
 /// Known tags and their names, for error details.
 const KINDS: &[(u64, &str)] = &[
     (crate::block::BLOCK_TAG, "qkd_block"),
+    (crate::buffer::BUFFER_TAG, "qkd_buffer"),
     (crate::cascade::ALICE_TAG, "qkd_cascade_alice"),
     (crate::cascade::BOB_TAG, "qkd_cascade_bob"),
     (crate::confirm::CONFIRM_TAG, "qkd_confirm"),
     (crate::store::STORE_TAG, "qkd_store"),
+    (crate::session::LINK_TAG, "qkd_link"),
+    (crate::session::SESSION_TAG, "qkd_session"),
 ];
 
 fn kind_name(tag: u64) -> &'static str {

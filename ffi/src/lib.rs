@@ -21,6 +21,7 @@ mod estimate;
 mod handle;
 mod pipeline;
 mod result;
+mod session;
 mod sim;
 mod store;
 
@@ -36,6 +37,7 @@ pub use block::{
     qkd_block_from_seed, qkd_block_hamming_distance, qkd_block_len, qkd_block_random,
     qkd_block_to_bytes, qkd_random_seed,
 };
+pub use buffer::{qkd_buffer, qkd_buffer_data, qkd_buffer_free};
 pub use cascade::{
     qkd_cascade_alice, qkd_cascade_alice_free, qkd_cascade_alice_is_done,
     qkd_cascade_alice_leak_bits, qkd_cascade_alice_new, qkd_cascade_alice_receive,
@@ -60,6 +62,12 @@ pub use pipeline::{
     qkd_pipeline_config_default, qkd_pipeline_process_block,
 };
 pub use result::{qkd_last_error_message, qkd_result, qkd_result_message};
+pub use session::{
+    QKD_BLOCK_ID_MAX_BYTES, qkd_link, qkd_link_auth_available_bits, qkd_link_auth_refill,
+    qkd_link_free, qkd_link_new, qkd_session, qkd_session_alice_new, qkd_session_bob_new,
+    qkd_session_free, qkd_session_handle, qkd_session_is_finished, qkd_session_message_block_id,
+    qkd_session_outcome, qkd_session_poll_transmit,
+};
 pub use sim::{qkd_error_model, qkd_sim_report, qkd_simulate};
 pub use store::{
     QKD_KEY_ID_STR_LEN, qkd_key_id, qkd_key_id_parse, qkd_key_id_to_string, qkd_store,

@@ -4,7 +4,7 @@
 use std::ffi::{CStr, c_char};
 
 use qkd_core::entropy::Verdict;
-use qkd_core::pipeline::{BlockOutcome, PipelineConfig, PipelineError, process_block};
+use qkd_core::pipeline::{BlockOutcome, BlockReport, PipelineConfig, PipelineError, process_block};
 use qkd_core::rng::OsRandom;
 
 use crate::block::{block, block_out, qkd_block};
@@ -33,6 +33,10 @@ pub struct qkd_pipeline_config {
     /// The top rung of the QBER ladder (rungs from 0.25 % by a factor 1.1): blocks whose sample
     /// QBER or QBER upper bound exceeds it are discarded before reconciliation; in (0, 0.5].
     pub max_qber: f64,
+    /// Bits per Cascade frame: a block (sample removed) is reconciled as frames of this size
+    /// that advance together and are confirmed one by one; 0 reconciles it as one frame,
+    /// otherwise at least 1024.
+    pub frame_bits: u64,
 }
 
 /// What happened to a block.
@@ -104,6 +108,9 @@ pub struct qkd_block_report {
     pub secret_raw_bits: f64,
     /// Final key bits delivered (0 unless the outcome is QKD_OUTCOME_KEY).
     pub final_bits: u64,
+    /// Authentication key spent on this block, in bits (one-time pads, and a new hash key when
+    /// one was drawn); 0 for qkd_pipeline_process_block, which authenticates nothing.
+    pub auth_bits: u64,
     /// Whether an entropy verdict was made (then `entropy` holds it).
     pub entropy_checked: bool,
     /// The entropy verdict of the final key (a qkd_verdict value), if entropy_checked.
@@ -121,7 +128,7 @@ pub struct qkd_block_report {
 }
 
 /// Fills `*config` with the defaults: a 16384-bit sample, the default variant (NULL), eps_pe = eps_sec =
-/// 1e-10, eps_cor = 1e-15, max_qber = 0.11.
+/// 1e-10, eps_cor = 1e-15, max_qber = 0.11, 65536-bit frames.
 ///
 /// # Safety
 /// `config` must be NULL or point to a writable `qkd_pipeline_config`.
@@ -140,6 +147,7 @@ pub unsafe extern "C" fn qkd_pipeline_config_default(
             eps_sec: d.eps_sec,
             eps_cor: d.eps_cor,
             max_qber: d.max_qber,
+            frame_bits: d.frame_bits as u64,
         };
         Ok(())
     })
@@ -162,6 +170,55 @@ pub(crate) fn reason_array_for_tests(s: &str) -> [c_char; QKD_REASON_LEN] {
     reason_array(s)
 }
 
+/// The C report of a core block report (the pipeline's and the sessions').
+pub(crate) fn block_report(r: &BlockReport) -> qkd_block_report {
+    let (outcome, reason) = match &r.outcome {
+        BlockOutcome::Key => (qkd_block_outcome::QKD_OUTCOME_KEY, ""),
+        BlockOutcome::Discarded(why) => (qkd_block_outcome::QKD_OUTCOME_DISCARDED, why.as_str()),
+        BlockOutcome::Quarantined(why) => {
+            (qkd_block_outcome::QKD_OUTCOME_QUARANTINED, why.as_str())
+        }
+    };
+    qkd_block_report {
+        outcome,
+        outcome_reason: reason_array(reason),
+        raw_bits: r.raw_bits,
+        sample_bits: r.sample_bits,
+        sample_errors: r.sample_errors,
+        qber: r.qber,
+        qber_upper: r.qber_upper,
+        reconciled_bits: r.reconciled_bits,
+        qber_tolerated: r.qber_tolerated.unwrap_or(f64::NAN),
+        leak_alice_bits: r.leak_alice_bits,
+        leak_bob_bits: r.leak_bob_bits,
+        round_trips: r.round_trips,
+        messages: r.messages,
+        errors_corrected: r.errors_corrected,
+        residual_errors: r.residual_errors,
+        true_errors: r.true_errors,
+        efficiency: r.efficiency.unwrap_or(f64::NAN),
+        confirm_tag_bits: r.confirm_tag_bits,
+        confirmed: r.confirmed,
+        retried_frames: r.retried_frames,
+        dropped_frames: r.dropped_frames,
+        secret_bits: r.secret.map_or(0, |s| s.bits),
+        secret_raw_bits: r.secret.map_or(f64::NAN, |s| s.raw_bits),
+        final_bits: r.final_bits,
+        auth_bits: r.auth_bits,
+        entropy_checked: r.entropy.is_some(),
+        entropy: match r.entropy {
+            Some(Verdict::Pass) => qkd_verdict::QKD_VERDICT_PASS,
+            Some(Verdict::Fail) => qkd_verdict::QKD_VERDICT_FAIL,
+            _ => qkd_verdict::QKD_VERDICT_INSUFFICIENT_DATA,
+        },
+        seconds_estimate: r.times.estimate,
+        seconds_reconcile: r.times.reconcile,
+        seconds_confirm: r.times.confirm,
+        seconds_amplify: r.times.amplify,
+        seconds_check: r.times.check,
+    }
+}
+
 fn pipeline_error(e: PipelineError) -> Error {
     let code = match e {
         PipelineError::LengthMismatch { .. } => qkd_result::QKD_ERR_LENGTH_MISMATCH,
@@ -172,9 +229,14 @@ fn pipeline_error(e: PipelineError) -> Error {
     Error::new(code, e.to_string())
 }
 
+/// The core configuration of `c` for blocks of `block_bits` bits.
+///
 /// # Safety
 /// `c.variant` must be NULL or a NUL-terminated string.
-unsafe fn core_config(c: &qkd_pipeline_config, block_bits: usize) -> FfiResult<PipelineConfig> {
+pub(crate) unsafe fn core_config(
+    c: &qkd_pipeline_config,
+    block_bits: usize,
+) -> FfiResult<PipelineConfig> {
     let algorithm = if c.variant.is_null() {
         crate::cascade::default_variant()
     } else {
@@ -188,6 +250,7 @@ unsafe fn core_config(c: &qkd_pipeline_config, block_bits: usize) -> FfiResult<P
         block_bits,
         sample_bits: crate::buffer::to_usize(c.sample_bits, "sample_bits")?,
         algorithm,
+        frame_bits: crate::buffer::to_usize(c.frame_bits, "frame_bits")?,
         eps_pe: c.eps_pe,
         eps_sec: c.eps_sec,
         eps_cor: c.eps_cor,
@@ -234,53 +297,7 @@ pub unsafe extern "C" fn qkd_pipeline_process_block(
             unsafe { core_config(in_ref(config, "config")?, a.len()) }?
         };
         let result = process_block(0, a, b, &cfg, &mut OsRandom).map_err(pipeline_error)?;
-        let r = &result.report;
-        let (outcome, reason) = match &r.outcome {
-            BlockOutcome::Key => (qkd_block_outcome::QKD_OUTCOME_KEY, ""),
-            BlockOutcome::Discarded(why) => {
-                (qkd_block_outcome::QKD_OUTCOME_DISCARDED, why.as_str())
-            }
-            BlockOutcome::Quarantined(why) => {
-                (qkd_block_outcome::QKD_OUTCOME_QUARANTINED, why.as_str())
-            }
-        };
-        *report = qkd_block_report {
-            outcome,
-            outcome_reason: reason_array(reason),
-            raw_bits: r.raw_bits,
-            sample_bits: r.sample_bits,
-            sample_errors: r.sample_errors,
-            qber: r.qber,
-            qber_upper: r.qber_upper,
-            reconciled_bits: r.reconciled_bits,
-            qber_tolerated: r.qber_tolerated.unwrap_or(f64::NAN),
-            leak_alice_bits: r.leak_alice_bits,
-            leak_bob_bits: r.leak_bob_bits,
-            round_trips: r.round_trips,
-            messages: r.messages,
-            errors_corrected: r.errors_corrected,
-            residual_errors: r.residual_errors,
-            true_errors: r.true_errors,
-            efficiency: r.efficiency.unwrap_or(f64::NAN),
-            confirm_tag_bits: r.confirm_tag_bits,
-            confirmed: r.confirmed,
-            retried_frames: r.retried_frames,
-            dropped_frames: r.dropped_frames,
-            secret_bits: r.secret.map_or(0, |s| s.bits),
-            secret_raw_bits: r.secret.map_or(f64::NAN, |s| s.raw_bits),
-            final_bits: r.final_bits,
-            entropy_checked: r.entropy.is_some(),
-            entropy: match r.entropy {
-                Some(Verdict::Pass) => qkd_verdict::QKD_VERDICT_PASS,
-                Some(Verdict::Fail) => qkd_verdict::QKD_VERDICT_FAIL,
-                _ => qkd_verdict::QKD_VERDICT_INSUFFICIENT_DATA,
-            },
-            seconds_estimate: r.times.estimate,
-            seconds_reconcile: r.times.reconcile,
-            seconds_confirm: r.times.confirm,
-            seconds_amplify: r.times.amplify,
-            seconds_check: r.times.check,
-        };
+        *report = block_report(&result.report);
         if let Some(key) = result.key {
             handle::put(key_out, key);
         }

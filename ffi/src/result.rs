@@ -47,13 +47,21 @@ pub enum qkd_result {
     /// The key (or material) exists but cannot be had: fetched already by this recipient,
     /// expired, destroyed, not for this recipient, or a duplicate.
     QKD_ERR_KEY_UNAVAILABLE = 14,
+    /// Authentication of a session's transcript failed: a tag mismatch (a message was altered,
+    /// dropped, replayed or forged) or a used or retired pool position named by the peer. No
+    /// key is released.
+    QKD_ERR_AUTHENTICATION = 15,
+    /// The peer ended the session (its reason is in qkd_last_error_message).
+    QKD_ERR_PEER_ABORTED = 16,
+    /// The session has not ended yet: keep moving its messages.
+    QKD_ERR_IN_PROGRESS = 17,
 }
 
 use qkd_result::*;
 
 impl qkd_result {
     /// Every code, for tests and the message table.
-    pub(crate) const ALL: [qkd_result; 15] = [
+    pub(crate) const ALL: [qkd_result; 18] = [
         QKD_OK,
         QKD_ERR_NULL_ARGUMENT,
         QKD_ERR_WRONG_HANDLE,
@@ -69,6 +77,9 @@ impl qkd_result {
         QKD_ERR_NOT_FOUND,
         QKD_ERR_INSUFFICIENT_KEY_MATERIAL,
         QKD_ERR_KEY_UNAVAILABLE,
+        QKD_ERR_AUTHENTICATION,
+        QKD_ERR_PEER_ABORTED,
+        QKD_ERR_IN_PROGRESS,
     ];
 
     fn message(self) -> &'static std::ffi::CStr {
@@ -88,6 +99,9 @@ impl qkd_result {
             QKD_ERR_NOT_FOUND => c"no such key or block",
             QKD_ERR_INSUFFICIENT_KEY_MATERIAL => c"not enough key material",
             QKD_ERR_KEY_UNAVAILABLE => c"the key is not available to this recipient",
+            QKD_ERR_AUTHENTICATION => c"authentication of the transcript failed",
+            QKD_ERR_PEER_ABORTED => c"the peer ended the session",
+            QKD_ERR_IN_PROGRESS => c"the session has not ended yet",
         }
     }
 }

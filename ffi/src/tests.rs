@@ -498,6 +498,10 @@ fn exported_constants_equal_the_core_values() {
         QKD_TOEPLITZ_MAX_INPUT_BITS,
         qkd_core::amplify::MAX_INPUT_BITS
     );
+    assert_eq!(
+        QKD_BLOCK_ID_MAX_BYTES,
+        qkd_core::session::wire::MAX_BLOCK_ID_BYTES
+    );
 }
 
 #[test]
@@ -510,6 +514,7 @@ fn pipeline_on_a_block_pair() {
         eps_sec: 0.0,
         eps_cor: 0.0,
         max_qber: 0.0,
+        frame_bits: 0,
     };
     // SAFETY: a repr(C) struct of integers, floats, bools, fieldless enums with a 0 variant and
     // a char array: all zero bytes is a valid value.
@@ -1005,4 +1010,635 @@ fn cascade_messages_corrupted_in_transit_end_with_a_code() {
         refused > 0 && finished > 0,
         "{refused} refused, {finished} finished"
     );
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sessions (qkd_link, qkd_session, qkd_buffer)
+// ---------------------------------------------------------------------------------------------
+
+/// Settings of the session tests: a 2^12-bit sample and 2^14-bit frames.
+fn session_config() -> qkd_pipeline_config {
+    // SAFETY: a repr(C) struct of integers, floats and a pointer: all zero is valid, and
+    // qkd_pipeline_config_default overwrites it.
+    let mut cfg: qkd_pipeline_config = unsafe { std::mem::zeroed() };
+    // SAFETY: valid out-pointer.
+    assert_eq!(unsafe { qkd_pipeline_config_default(&mut cfg) }, QKD_OK);
+    cfg.sample_bits = 1 << 12;
+    cfg.frame_bits = 1 << 14;
+    cfg
+}
+
+fn new_link(cfg: Option<&qkd_pipeline_config>, psk: &[u8]) -> *mut qkd_link {
+    let mut link = null_mut();
+    let cfg = cfg.map_or(null(), |c| c as *const _);
+    assert_eq!(
+        // SAFETY: valid config, slice and out-pointer.
+        unsafe { qkd_link_new(cfg, psk.as_ptr(), psk.len(), &mut link) },
+        QKD_OK,
+        "{}",
+        last_error()
+    );
+    assert!(!link.is_null());
+    link
+}
+
+/// Alice's and Bob's sessions of block `id` over a simulated raw pair.
+fn new_sessions(
+    alice_link: *const qkd_link,
+    bob_link: *const qkd_link,
+    id: &std::ffi::CStr,
+    bits: usize,
+    qber: f64,
+    seed: u64,
+) -> (*mut qkd_session, *mut qkd_session) {
+    let (mut a, mut b, mut alice, mut bob) = (null_mut(), null_mut(), null_mut(), null_mut());
+    // SAFETY: live handles and valid out-pointers; the raw blocks are copied by the sessions
+    // and freed once here.
+    unsafe {
+        assert_eq!(
+            qkd_simulate(bits, qber, 0, &seed, &mut a, &mut b, null_mut()),
+            QKD_OK
+        );
+        assert_eq!(
+            qkd_session_alice_new(alice_link, id.as_ptr(), a, &mut alice),
+            QKD_OK,
+            "{}",
+            last_error()
+        );
+        assert_eq!(
+            qkd_session_bob_new(bob_link, id.as_ptr(), b, &mut bob),
+            QKD_OK,
+            "{}",
+            last_error()
+        );
+        qkd_block_free(a);
+        qkd_block_free(b);
+    }
+    (alice, bob)
+}
+
+/// Dequeues one message of `s` through a `qkd_buffer`.
+fn poll(s: *mut qkd_session) -> Option<Vec<u8>> {
+    let mut buf = null_mut();
+    // SAFETY: live session, valid out-pointer.
+    assert_eq!(unsafe { qkd_session_poll_transmit(s, &mut buf) }, QKD_OK);
+    if buf.is_null() {
+        return None;
+    }
+    let (mut data, mut len) = (null(), 0usize);
+    // SAFETY: live buffer, valid out-pointers.
+    assert_eq!(unsafe { qkd_buffer_data(buf, &mut data, &mut len) }, QKD_OK);
+    assert!(len > 0 && !data.is_null());
+    // SAFETY: qkd_buffer_data gave `len` readable bytes, valid until the buffer is freed.
+    let m = unsafe { std::slice::from_raw_parts(data, len) }.to_vec();
+    // SAFETY: live buffer, freed once.
+    unsafe { qkd_buffer_free(buf) };
+    Some(m)
+}
+
+fn finished(s: *const qkd_session) -> bool {
+    let mut done = false;
+    // SAFETY: live session, valid out-pointer.
+    assert_eq!(unsafe { qkd_session_is_finished(s, &mut done) }, QKD_OK);
+    done
+}
+
+/// What one side's `qkd_session_handle` returned, in order.
+#[derive(Debug, Default)]
+struct Handled {
+    alice: Vec<qkd_result>,
+    bob: Vec<qkd_result>,
+}
+
+/// Moves messages between the two sessions until neither has anything to send; `tap(to_bob,
+/// index, message)` may alter each message (`index` counts that direction's messages).
+fn drive(
+    alice: *mut qkd_session,
+    bob: *mut qkd_session,
+    mut tap: impl FnMut(bool, usize, &mut Vec<u8>),
+) -> Handled {
+    let mut handled = Handled::default();
+    let (mut to_bob, mut to_alice) = (0, 0);
+    loop {
+        let mut moved = false;
+        while let Some(mut m) = poll(alice) {
+            moved = true;
+            tap(true, to_bob, &mut m);
+            to_bob += 1;
+            // SAFETY: live session, `m` is a valid slice.
+            handled
+                .bob
+                .push(unsafe { qkd_session_handle(bob, m.as_ptr(), m.len()) });
+        }
+        while let Some(mut m) = poll(bob) {
+            moved = true;
+            tap(false, to_alice, &mut m);
+            to_alice += 1;
+            // SAFETY: as above.
+            handled
+                .alice
+                .push(unsafe { qkd_session_handle(alice, m.as_ptr(), m.len()) });
+        }
+        if !moved {
+            return handled;
+        }
+    }
+}
+
+/// A session's outcome: the code, the detail, the report (when QKD_OK) and the final key.
+fn outcome(
+    s: *mut qkd_session,
+) -> (
+    qkd_result,
+    String,
+    Option<qkd_block_report>,
+    Option<BitBlock>,
+) {
+    // SAFETY: all-zero is a valid qkd_block_report (see pipeline_on_a_block_pair).
+    let mut rep: qkd_block_report = unsafe { std::mem::zeroed() };
+    let mut key = null_mut();
+    // SAFETY: live session, valid out-pointers.
+    let r = unsafe { qkd_session_outcome(s, &mut rep, &mut key) };
+    let detail = last_error();
+    let k = (!key.is_null()).then(|| to_block(key));
+    // SAFETY: NULL or a live block, freed once.
+    unsafe { qkd_block_free(key) };
+    (r, detail, (r == QKD_OK).then_some(rep), k)
+}
+
+fn available(link: *const qkd_link) -> u64 {
+    let mut bits = 0u64;
+    assert_eq!(
+        // SAFETY: live link, valid out-pointer.
+        unsafe { qkd_link_auth_available_bits(link, &mut bits) },
+        QKD_OK
+    );
+    bits
+}
+
+#[test]
+fn sessions_through_the_c_api_give_identical_keys_and_spend_pads() {
+    let cfg = session_config();
+    let psk = [0x5Au8; 128];
+    let (la, lb) = (new_link(Some(&cfg), &psk), new_link(Some(&cfg), &psk));
+    assert_eq!((available(la), available(lb)), (1024, 1024));
+    for (i, id) in [c"blk-1", c"blk-2"].into_iter().enumerate() {
+        let (alice, bob) = new_sessions(la, lb, id, 1 << 17, 0.02, 40 + i as u64);
+        assert!(!finished(alice) && !finished(bob));
+        // Bob waits for the hello; Alice has queued it with the sample.
+        assert!(poll(bob).is_none());
+        let handled = drive(alice, bob, |_, _, _| {});
+        assert!(
+            handled
+                .alice
+                .iter()
+                .chain(&handled.bob)
+                .all(|r| *r == QKD_OK),
+            "{handled:?}"
+        );
+        assert!(finished(alice) && finished(bob));
+        let (ra, _, rep_a, key_a) = outcome(alice);
+        let (rb, _, rep_b, key_b) = outcome(bob);
+        assert_eq!((ra, rb), (QKD_OK, QKD_OK));
+        let (rep_a, rep_b) = (rep_a.unwrap(), rep_b.unwrap());
+        let (key_a, key_b) = (key_a.unwrap(), key_b.unwrap());
+        assert_eq!(key_a, key_b);
+        for r in [&rep_a, &rep_b] {
+            assert_eq!(r.outcome, qkd_block_outcome::QKD_OUTCOME_KEY);
+            assert_eq!((r.raw_bits, r.sample_bits), (1 << 17, 1 << 12));
+            assert_eq!(r.final_bits, key_a.len() as u64);
+            assert!(
+                r.confirmed && r.final_bits > 20_000 && r.residual_errors == 0,
+                "{r:?}"
+            );
+            // The first block draws the hash key (128 bits) besides its two pads.
+            assert_eq!(r.auth_bits, if i == 0 { 384 } else { 256 });
+        }
+        assert_eq!(
+            (
+                rep_a.leak_alice_bits,
+                rep_a.leak_bob_bits,
+                rep_a.round_trips
+            ),
+            (
+                rep_b.leak_alice_bits,
+                rep_b.leak_bob_bits,
+                rep_b.round_trips
+            )
+        );
+        // The outcome is had once; the session stays finished.
+        let (again, detail, _, _) = outcome(alice);
+        assert_eq!(again, QKD_ERR_KEY_UNAVAILABLE);
+        assert_eq!(
+            detail,
+            format!(
+                "the outcome of Alice's session of block {:?} was taken already",
+                id.to_str().unwrap()
+            )
+        );
+        assert!(finished(alice));
+        // SAFETY: live handles, freed once.
+        unsafe {
+            qkd_session_free(alice);
+            qkd_session_free(bob);
+        }
+    }
+    assert_eq!((available(la), available(lb)), (1024 - 640, 1024 - 640));
+    // Refilling both pools alike adds to both.
+    let more = [7u8; 32];
+    for l in [la, lb] {
+        assert_eq!(
+            // SAFETY: live link, valid slice.
+            unsafe { qkd_link_auth_refill(l, more.as_ptr(), more.len()) },
+            QKD_OK
+        );
+        assert_eq!(available(l), 1024 - 640 + 256);
+    }
+    // SAFETY: live handles, freed once.
+    unsafe {
+        qkd_link_free(la);
+        qkd_link_free(lb);
+    }
+}
+
+#[test]
+fn a_flipped_bit_in_a_session_message_leaves_no_key_on_either_side() {
+    let cfg = session_config();
+    let psk = [0xA5u8; 256];
+    // (direction, message index): Alice's hello, her sample, a Cascade answer; Bob's estimate
+    // and his first Cascade batch.
+    for (to_bob, index) in [(true, 0), (true, 1), (true, 2), (false, 0), (false, 1)] {
+        for pick in 0..3u64 {
+            let (la, lb) = (new_link(Some(&cfg), &psk), new_link(Some(&cfg), &psk));
+            let (alice, bob) = new_sessions(la, lb, c"flip", 1 << 16, 0.02, 7);
+            let mut flipped = false;
+            let handled = drive(alice, bob, |dir, i, m| {
+                if dir == to_bob && i == index {
+                    let at = (pick * 7919 + 13) as usize % m.len();
+                    m[at] ^= 1 << (pick % 8);
+                    flipped = true;
+                }
+            });
+            assert!(flipped);
+            // The receiving side refused the message (or one after it) with a code.
+            let receiver = if to_bob { &handled.bob } else { &handled.alice };
+            assert!(receiver.iter().any(|r| *r != QKD_OK), "{handled:?}");
+            for (side, s) in [("Alice", alice), ("Bob", bob)] {
+                assert!(
+                    finished(s),
+                    "{side} did not finish ({to_bob}, {index}, {pick})"
+                );
+                let (r, detail, rep, key) = outcome(s);
+                assert!(
+                    key.is_none(),
+                    "{side} kept a key ({to_bob}, {index}, {pick})"
+                );
+                match rep {
+                    Some(rep) => assert_ne!(rep.outcome, qkd_block_outcome::QKD_OUTCOME_KEY),
+                    None => assert!(r != QKD_OK && !detail.is_empty(), "{r:?}"),
+                }
+            }
+            // SAFETY: live handles, freed once.
+            unsafe {
+                qkd_session_free(alice);
+                qkd_session_free(bob);
+                qkd_link_free(la);
+                qkd_link_free(lb);
+            }
+        }
+    }
+}
+
+#[test]
+fn different_secrets_fail_authentication_and_the_peer_is_told() {
+    let cfg = session_config();
+    let (la, lb) = (
+        new_link(Some(&cfg), &[1u8; 64]),
+        new_link(Some(&cfg), &[2u8; 64]),
+    );
+    let (alice, bob) = new_sessions(la, lb, c"auth", 1 << 16, 0.02, 8);
+    let handled = drive(alice, bob, |_, _, _| {});
+    assert_eq!(handled.bob.last(), Some(&QKD_ERR_AUTHENTICATION));
+    assert_eq!(handled.alice.last(), Some(&QKD_ERR_PEER_ABORTED));
+    let (rb, bob_detail, _, bob_key) = outcome(bob);
+    assert_eq!(rb, QKD_ERR_AUTHENTICATION);
+    assert_eq!(
+        bob_detail,
+        "authentication: transcript tag mismatch: a message was altered, dropped, replayed or forged"
+    );
+    let (ra, alice_detail, _, alice_key) = outcome(alice);
+    assert_eq!(ra, QKD_ERR_PEER_ABORTED);
+    assert!(
+        alice_detail.starts_with("the peer aborted the block: authentication"),
+        "{alice_detail}"
+    );
+    assert!(alice_key.is_none() && bob_key.is_none());
+    // SAFETY: live handles, freed once.
+    unsafe {
+        qkd_session_free(alice);
+        qkd_session_free(bob);
+        qkd_link_free(la);
+        qkd_link_free(lb);
+    }
+}
+
+#[test]
+fn session_arguments_and_states_give_precise_errors() {
+    let cfg = session_config();
+    let psk = [3u8; 64];
+    let la = new_link(None, &psk);
+    let lb = new_link(Some(&cfg), &psk);
+    let raw = block_from(&[0u8; 1 << 13], 1 << 16);
+    let mut link = null_mut();
+    let mut s = null_mut();
+    let mut bits = 0u64;
+    let mut done = false;
+    let mut buf = null_mut();
+    // SAFETY: all-zero is a valid qkd_block_report.
+    let mut rep: qkd_block_report = unsafe { std::mem::zeroed() };
+    let mut key = null_mut();
+    let expect = |r: qkd_result, code: qkd_result, detail: &str| {
+        assert_eq!(r, code, "{}", last_error());
+        assert_eq!(last_error(), detail);
+    };
+    // SAFETY: NULL and wrong-kind pointers on purpose (the library checks them); every other
+    // pointer is valid; handles freed once at the end.
+    unsafe {
+        // Links.
+        expect(
+            qkd_link_new(null(), psk.as_ptr(), psk.len(), null_mut()),
+            QKD_ERR_NULL_ARGUMENT,
+            "argument `out` is NULL",
+        );
+        expect(
+            qkd_link_new(null(), null(), 16, &mut link),
+            QKD_ERR_NULL_ARGUMENT,
+            "argument `psk` is NULL",
+        );
+        assert!(link.is_null());
+        let mut bad = cfg;
+        bad.sample_bits = 0;
+        expect(
+            qkd_link_new(&bad, psk.as_ptr(), psk.len(), &mut link),
+            QKD_ERR_INVALID_ARGUMENT,
+            &format!(
+                "invalid session configuration: invalid pipeline configuration: sample bits (0) \
+                 must be positive and under half the block ({} bits)",
+                u32::MAX
+            ),
+        );
+        bad = cfg;
+        bad.frame_bits = 100;
+        assert_eq!(
+            qkd_link_new(&bad, psk.as_ptr(), psk.len(), &mut link),
+            QKD_ERR_INVALID_ARGUMENT
+        );
+        assert!(
+            last_error().contains("frame bits (100)"),
+            "{}",
+            last_error()
+        );
+        expect(
+            qkd_link_auth_available_bits(null(), &mut bits),
+            QKD_ERR_NULL_ARGUMENT,
+            "argument `link` is NULL",
+        );
+        expect(
+            qkd_link_auth_available_bits(la, null_mut()),
+            QKD_ERR_NULL_ARGUMENT,
+            "argument `out` is NULL",
+        );
+        expect(
+            qkd_link_auth_available_bits(raw.cast(), &mut bits),
+            QKD_ERR_WRONG_HANDLE,
+            "argument `link` is not a qkd_link: it is qkd_block",
+        );
+        expect(
+            qkd_link_auth_refill(la, null(), 1),
+            QKD_ERR_NULL_ARGUMENT,
+            "argument `key` is NULL",
+        );
+
+        // Sessions that cannot start.
+        expect(
+            qkd_session_alice_new(la, c"b".as_ptr(), raw, null_mut()),
+            QKD_ERR_NULL_ARGUMENT,
+            "argument `out` is NULL",
+        );
+        expect(
+            qkd_session_alice_new(null(), c"b".as_ptr(), raw, &mut s),
+            QKD_ERR_NULL_ARGUMENT,
+            "argument `link` is NULL",
+        );
+        expect(
+            qkd_session_bob_new(lb, null(), raw, &mut s),
+            QKD_ERR_NULL_ARGUMENT,
+            "argument `block_id` is NULL",
+        );
+        expect(
+            qkd_session_bob_new(lb, c"b".as_ptr(), null(), &mut s),
+            QKD_ERR_NULL_ARGUMENT,
+            "argument `raw` is NULL",
+        );
+        expect(
+            qkd_session_bob_new(raw.cast(), c"b".as_ptr(), raw, &mut s),
+            QKD_ERR_WRONG_HANDLE,
+            "argument `link` is not a qkd_link: it is qkd_block",
+        );
+        expect(
+            qkd_session_alice_new(lb, c"".as_ptr(), raw, &mut s),
+            QKD_ERR_INVALID_ARGUMENT,
+            "malformed message: block ID \"\": expected 1 to 128 bytes without control characters",
+        );
+        expect(
+            qkd_session_alice_new(lb, c"b\x01".as_ptr(), raw, &mut s),
+            QKD_ERR_INVALID_ARGUMENT,
+            "malformed message: block ID \"b\\u{1}\": expected 1 to 128 bytes without control \
+             characters",
+        );
+        expect(
+            qkd_session_alice_new(lb, c"\xff".as_ptr(), raw, &mut s),
+            QKD_ERR_INVALID_ARGUMENT,
+            "block_id is not UTF-8",
+        );
+        // The default sample (2^14 bits) needs more than 2^15 raw bits.
+        let short = block_from(&[0u8; 4096], 1 << 15);
+        expect(
+            qkd_session_bob_new(la, c"b".as_ptr(), short, &mut s),
+            QKD_ERR_INVALID_ARGUMENT,
+            "invalid session configuration: block b has 32768 bits: expected more than twice \
+             the 16384-bit sample and fewer than 2^32",
+        );
+        assert!(s.is_null());
+        // A pool of 64 bytes serves one block (384 bits), not two.
+        let empty = new_link(Some(&cfg), &[9u8; 48]);
+        let mut first = null_mut();
+        assert_eq!(
+            qkd_session_alice_new(empty, c"p1".as_ptr(), raw, &mut first),
+            QKD_OK
+        );
+        expect(
+            qkd_session_alice_new(empty, c"p2".as_ptr(), raw, &mut s),
+            QKD_ERR_INSUFFICIENT_KEY_MATERIAL,
+            "authentication: authentication key pool exhausted: 256 bits needed, 0 available",
+        );
+        qkd_session_free(first);
+        qkd_link_free(empty);
+
+        // A running session.
+        let (sa, sb) = (
+            new_link(Some(&cfg), &[4u8; 256]),
+            new_link(Some(&cfg), &[4u8; 256]),
+        );
+        let (alice, bob) = new_sessions(sa, sb, c"s-1", 1 << 16, 0.02, 3);
+        expect(
+            qkd_session_handle(null_mut(), null(), 0),
+            QKD_ERR_NULL_ARGUMENT,
+            "argument `session` is NULL",
+        );
+        expect(
+            qkd_session_handle(bob, null(), 3),
+            QKD_ERR_NULL_ARGUMENT,
+            "argument `msg` is NULL",
+        );
+        expect(
+            qkd_session_handle(raw.cast(), null(), 0),
+            QKD_ERR_WRONG_HANDLE,
+            "argument `session` is not a qkd_session: it is qkd_block",
+        );
+        expect(
+            qkd_session_poll_transmit(alice, null_mut()),
+            QKD_ERR_NULL_ARGUMENT,
+            "argument `out` is NULL",
+        );
+        expect(
+            qkd_session_poll_transmit(la.cast(), &mut buf),
+            QKD_ERR_WRONG_HANDLE,
+            "argument `session` is not a qkd_session: it is qkd_link",
+        );
+        expect(
+            qkd_session_is_finished(null(), &mut done),
+            QKD_ERR_NULL_ARGUMENT,
+            "argument `session` is NULL",
+        );
+        expect(
+            qkd_session_is_finished(alice, null_mut()),
+            QKD_ERR_NULL_ARGUMENT,
+            "argument `out` is NULL",
+        );
+        expect(
+            qkd_session_outcome(alice, null_mut(), &mut key),
+            QKD_ERR_NULL_ARGUMENT,
+            "argument `report_out` is NULL",
+        );
+        expect(
+            qkd_session_outcome(alice, &mut rep, null_mut()),
+            QKD_ERR_NULL_ARGUMENT,
+            "argument `final_key_out` is NULL",
+        );
+        expect(
+            qkd_session_outcome(alice, &mut rep, &mut key),
+            QKD_ERR_IN_PROGRESS,
+            "Alice's session of block \"s-1\" has not ended yet; keep moving its messages",
+        );
+        assert!(key.is_null());
+        // The block ID of a message, for routing.
+        let hello = poll(alice).unwrap();
+        let mut id = [0 as std::ffi::c_char; QKD_BLOCK_ID_MAX_BYTES + 1];
+        let mut len = 0usize;
+        assert_eq!(
+            qkd_session_message_block_id(hello.as_ptr(), hello.len(), id.as_mut_ptr(), 2, &mut len),
+            QKD_ERR_BUFFER_TOO_SHORT
+        );
+        assert_eq!(len, 4);
+        assert_eq!(
+            qkd_session_message_block_id(
+                hello.as_ptr(),
+                hello.len(),
+                id.as_mut_ptr(),
+                id.len(),
+                &mut len
+            ),
+            QKD_OK
+        );
+        assert_eq!(CStr::from_ptr(id.as_ptr()), c"s-1");
+        assert_eq!(len, 3);
+        expect(
+            qkd_session_message_block_id([9u8].as_ptr(), 1, id.as_mut_ptr(), id.len(), &mut len),
+            QKD_ERR_MALFORMED_MESSAGE,
+            "malformed message: wire version 9; expected 1",
+        );
+        // Garbage ends Bob's session; its outcome is that error, and he tells Alice.
+        expect(
+            qkd_session_handle(bob, [1u8, 2, 3].as_ptr(), 3),
+            QKD_ERR_MALFORMED_MESSAGE,
+            "malformed message: undecodable message: Hit the end of buffer, expected more data",
+        );
+        assert!(finished(bob));
+        expect(
+            qkd_session_handle(bob, hello.as_ptr(), hello.len()),
+            QKD_ERR_UNEXPECTED_MESSAGE,
+            "the session of this block has ended",
+        );
+        let abort = poll(bob).unwrap();
+        assert!(poll(bob).is_none());
+        assert_eq!(
+            qkd_session_handle(alice, abort.as_ptr(), abort.len()),
+            QKD_ERR_PEER_ABORTED
+        );
+        assert!(last_error().starts_with("the peer aborted the block: malformed message"));
+        let (r, detail, rep_b, key_b) = outcome(bob);
+        assert_eq!(r, QKD_ERR_MALFORMED_MESSAGE);
+        assert!(detail.starts_with("malformed message"), "{detail}");
+        assert!(rep_b.is_none() && key_b.is_none());
+        let (r, _, _, _) = outcome(alice);
+        assert_eq!(r, QKD_ERR_PEER_ABORTED);
+        // After the outcome was taken, messages are still refused.
+        expect(
+            qkd_session_handle(alice, abort.as_ptr(), abort.len()),
+            QKD_ERR_UNEXPECTED_MESSAGE,
+            "the session of this block has ended",
+        );
+        expect(
+            qkd_buffer_data(null(), &mut null(), &mut len),
+            QKD_ERR_NULL_ARGUMENT,
+            "argument `buffer` is NULL",
+        );
+        expect(
+            qkd_buffer_data(raw.cast(), &mut null(), &mut len),
+            QKD_ERR_WRONG_HANDLE,
+            "argument `buffer` is not a qkd_buffer: it is qkd_block",
+        );
+        // The wrong _free does nothing; NULL is fine.
+        qkd_session_free(la.cast());
+        qkd_link_free(alice.cast());
+        qkd_buffer_free(raw.cast());
+        qkd_session_free(null_mut());
+        qkd_link_free(null_mut());
+        qkd_buffer_free(null_mut());
+        assert!(finished(alice) && available(la) == 512);
+
+        // A session of another block refuses the hello, naming both IDs.
+        let (alice, unused_bob) = new_sessions(sa, sb, c"b-1", 1 << 16, 0.02, 4);
+        let (unused_alice, bob) = new_sessions(sa, sb, c"b-2", 1 << 16, 0.02, 4);
+        let handled = drive(alice, bob, |_, _, _| {});
+        assert_eq!(handled.bob.first(), Some(&QKD_ERR_UNEXPECTED_MESSAGE));
+        let (r, detail, _, _) = outcome(bob);
+        assert_eq!(r, QKD_ERR_UNEXPECTED_MESSAGE);
+        assert_eq!(
+            detail,
+            "message for block \"b-1\" reached the session of block \"b-2\""
+        );
+        let (r, _, _, key) = outcome(alice);
+        assert!(r != QKD_OK && key.is_none());
+
+        for s in [alice, bob, unused_alice, unused_bob] {
+            qkd_session_free(s);
+        }
+        qkd_block_free(raw);
+        qkd_block_free(short);
+        for l in [la, lb, sa, sb] {
+            qkd_link_free(l);
+        }
+    }
 }

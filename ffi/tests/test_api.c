@@ -65,7 +65,7 @@ static qkd_block *block_of(const uint8_t *bytes, size_t len, size_t bits) {
 static void test_version_and_messages(void) {
     CHECK(qkd_version() != NULL && strcmp(qkd_version(), "0.1.0") == 0);
     CHECK(strcmp(qkd_result_message(QKD_OK), "success") == 0);
-    for (unsigned code = 0; code <= QKD_ERR_KEY_UNAVAILABLE; code++) {
+    for (unsigned code = 0; code <= QKD_ERR_IN_PROGRESS; code++) {
         const char *m = qkd_result_message(code);
         CHECK(m != NULL && strlen(m) > 0 && strcmp(m, "unknown result code") != 0);
     }
@@ -765,6 +765,186 @@ static void test_store(void) {
     }
 }
 
+/* ---- sessions ---- */
+
+/* Moves messages between two sessions until neither has anything to send; returns the number
+ * of qkd_session_handle calls that failed. */
+static int drive_pair(qkd_session *alice, qkd_session *bob) {
+    int failures = 0, moved = 1;
+    while (moved) {
+        moved = 0;
+        for (int side = 0; side < 2; side++) {
+            qkd_session *from = side == 0 ? alice : bob, *to = side == 0 ? bob : alice;
+            qkd_buffer *buf = NULL;
+            while (qkd_session_poll_transmit(from, &buf) == QKD_OK && buf != NULL) {
+                const uint8_t *data = NULL;
+                size_t len = 0;
+                moved = 1;
+                CHECK_RC(qkd_buffer_data(buf, &data, &len), QKD_OK);
+                if (qkd_session_handle(to, data, len) != QKD_OK) failures++;
+                qkd_buffer_free(buf);
+            }
+        }
+    }
+    return failures;
+}
+
+struct session_job {
+    const qkd_link *alice_link, *bob_link;
+    char id[16];
+    uint64_t seed;
+    int ok;
+};
+
+/* One block on this thread; the two links are shared with the other threads. */
+static void *session_worker(void *arg) {
+    struct session_job *job = arg;
+    qkd_block *a = NULL, *b = NULL, *ka = NULL, *kb = NULL;
+    qkd_session *alice = NULL, *bob = NULL;
+    qkd_block_report ra, rb;
+    size_t diff = 1;
+    job->ok = qkd_simulate(1 << 16, 0.02, QKD_ERROR_MODEL_IID, &job->seed, &a, &b, NULL) == QKD_OK &&
+              qkd_session_alice_new(job->alice_link, job->id, a, &alice) == QKD_OK &&
+              qkd_session_bob_new(job->bob_link, job->id, b, &bob) == QKD_OK &&
+              drive_pair(alice, bob) == 0 && qkd_session_outcome(alice, &ra, &ka) == QKD_OK &&
+              qkd_session_outcome(bob, &rb, &kb) == QKD_OK && ka != NULL && kb != NULL &&
+              qkd_block_hamming_distance(ka, kb, &diff) == QKD_OK && diff == 0 &&
+              ra.final_bits == rb.final_bits && ra.final_bits > 0;
+    qkd_session_free(alice);
+    qkd_session_free(bob);
+    qkd_block *all[] = {a, b, ka, kb};
+    for (size_t i = 0; i < sizeof all / sizeof all[0]; i++) qkd_block_free(all[i]);
+    return NULL;
+}
+
+static void test_sessions(void) {
+    uint8_t psk[1024], garbage[64];
+    uint64_t seed = 5, bits = 0;
+    qkd_pipeline_config cfg;
+    qkd_link *la = NULL, *lb = NULL, *out_link = NULL;
+    qkd_session *alice = NULL, *bob = NULL, *s = NULL;
+    qkd_block *a = NULL, *b = NULL, *key = NULL;
+    qkd_buffer *buf = NULL;
+    qkd_block_report r;
+    bool done = true;
+    char id[QKD_BLOCK_ID_MAX_BYTES + 1];
+    size_t len = 0;
+    for (size_t i = 0; i < sizeof psk; i++) psk[i] = (uint8_t)next_u64();
+    CHECK_RC(qkd_pipeline_config_default(&cfg), QKD_OK);
+    cfg.sample_bits = 4096;
+    cfg.frame_bits = 16384;
+
+    CHECK_RC(qkd_link_new(&cfg, psk, sizeof psk, NULL), QKD_ERR_NULL_ARGUMENT);
+    CHECK_RC(qkd_link_new(&cfg, NULL, 16, &out_link), QKD_ERR_NULL_ARGUMENT);
+    CHECK(out_link == NULL);
+    cfg.eps_sec = 0;
+    CHECK_RC(qkd_link_new(&cfg, psk, sizeof psk, &out_link), QKD_ERR_INVALID_ARGUMENT);
+    CHECK(strstr(detail(), "eps_sec") != NULL);
+    cfg.eps_sec = 1e-10;
+    CHECK_RC(qkd_link_new(&cfg, psk, sizeof psk, &la), QKD_OK);
+    CHECK_RC(qkd_link_new(&cfg, psk, sizeof psk, &lb), QKD_OK);
+    CHECK_RC(qkd_link_auth_available_bits(la, &bits), QKD_OK);
+    CHECK(bits == 8 * sizeof psk);
+    CHECK_RC(qkd_link_auth_available_bits(NULL, &bits), QKD_ERR_NULL_ARGUMENT);
+    CHECK_RC(qkd_link_auth_available_bits((qkd_link *)psk, &bits), QKD_ERR_WRONG_HANDLE);
+
+    CHECK_RC(qkd_simulate(1 << 16, 0.02, QKD_ERROR_MODEL_IID, &seed, &a, &b, NULL), QKD_OK);
+    CHECK_RC(qkd_session_alice_new(la, "c-1", a, NULL), QKD_ERR_NULL_ARGUMENT);
+    CHECK_RC(qkd_session_alice_new(la, NULL, a, &s), QKD_ERR_NULL_ARGUMENT);
+    CHECK(strcmp(detail(), "argument `block_id` is NULL") == 0);
+    CHECK_RC(qkd_session_bob_new((qkd_link *)a, "c-1", b, &s), QKD_ERR_WRONG_HANDLE);
+    CHECK(strstr(detail(), "not a qkd_link: it is qkd_block") != NULL);
+    CHECK_RC(qkd_session_bob_new(lb, "c-1", (qkd_block *)la, &s), QKD_ERR_WRONG_HANDLE);
+    CHECK_RC(qkd_session_bob_new(lb, "", b, &s), QKD_ERR_INVALID_ARGUMENT);
+    CHECK(s == NULL);
+    CHECK_RC(qkd_session_alice_new(la, "c-1", a, &alice), QKD_OK);
+    CHECK_RC(qkd_session_bob_new(lb, "c-1", b, &bob), QKD_OK);
+
+    /* Running: no outcome yet, a NULL buffer from Bob (he waits for the hello). */
+    CHECK_RC(qkd_session_is_finished(alice, &done), QKD_OK);
+    CHECK(!done);
+    CHECK_RC(qkd_session_outcome(alice, &r, &key), QKD_ERR_IN_PROGRESS);
+    CHECK(strstr(detail(), "has not ended yet") != NULL && key == NULL);
+    CHECK_RC(qkd_session_poll_transmit(bob, &buf), QKD_OK);
+    CHECK(buf == NULL);
+    CHECK_RC(qkd_session_poll_transmit(bob, NULL), QKD_ERR_NULL_ARGUMENT);
+    CHECK_RC(qkd_session_poll_transmit((qkd_session *)la, &buf), QKD_ERR_WRONG_HANDLE);
+    CHECK_RC(qkd_session_handle(NULL, garbage, 4), QKD_ERR_NULL_ARGUMENT);
+    CHECK_RC(qkd_session_is_finished(bob, NULL), QKD_ERR_NULL_ARGUMENT);
+    CHECK_RC(qkd_session_outcome(bob, NULL, &key), QKD_ERR_NULL_ARGUMENT);
+    CHECK_RC(qkd_buffer_data(NULL, NULL, &len), QKD_ERR_NULL_ARGUMENT);
+    CHECK_RC(qkd_session_message_block_id(NULL, 0, id, sizeof id, &len), QKD_ERR_MALFORMED_MESSAGE);
+
+    /* The hello names its block. */
+    CHECK_RC(qkd_session_poll_transmit(alice, &buf), QKD_OK);
+    CHECK(buf != NULL);
+    {
+        const uint8_t *data = NULL;
+        CHECK_RC(qkd_buffer_data(buf, &data, &len), QKD_OK);
+        size_t hello_len = len;
+        CHECK_RC(qkd_session_message_block_id(data, hello_len, id, sizeof id, &len), QKD_OK);
+        CHECK(strcmp(id, "c-1") == 0 && len == 3);
+        CHECK_RC(qkd_session_handle(bob, data, hello_len), QKD_OK);
+        qkd_buffer_free(buf);
+    }
+    /* The rest of the block, then the outcomes. */
+    CHECK(drive_pair(alice, bob) == 0);
+    CHECK_RC(qkd_session_is_finished(bob, &done), QKD_OK);
+    CHECK(done);
+    CHECK_RC(qkd_session_outcome(bob, &r, &key), QKD_OK);
+    CHECK(r.outcome == QKD_OUTCOME_KEY && r.auth_bits == 384 && r.final_bits > 0 && key != NULL);
+    qkd_block_free(key);
+    key = NULL;
+    CHECK_RC(qkd_session_outcome(bob, &r, &key), QKD_ERR_KEY_UNAVAILABLE);
+    CHECK_RC(qkd_session_outcome(alice, &r, &key), QKD_OK);
+    qkd_block_free(key);
+    key = NULL;
+    /* An ended session refuses everything, garbage included. */
+    fill_garbage(garbage, sizeof garbage);
+    CHECK_RC(qkd_session_handle(alice, garbage, sizeof garbage), QKD_ERR_UNEXPECTED_MESSAGE);
+    qkd_session_free(alice);
+    qkd_session_free(bob);
+
+    /* Garbage ends a fresh session, with an abort queued for the peer. */
+    CHECK_RC(qkd_session_bob_new(lb, "c-2", b, &bob), QKD_OK);
+    for (int i = 0; i < 20; i++) {
+        fill_garbage(garbage, sizeof garbage);
+        qkd_result rc = qkd_session_handle(bob, garbage, sizeof garbage);
+        CHECK(rc == (i == 0 ? QKD_ERR_MALFORMED_MESSAGE : QKD_ERR_UNEXPECTED_MESSAGE));
+    }
+    CHECK_RC(qkd_session_outcome(bob, &r, &key), QKD_ERR_MALFORMED_MESSAGE);
+    CHECK(strstr(detail(), "malformed message") != NULL && key == NULL);
+    CHECK_RC(qkd_session_poll_transmit(bob, &buf), QKD_OK);
+    CHECK(buf != NULL); /* the abort */
+    qkd_buffer_free(buf);
+    qkd_session_free(bob);
+
+    /* Blocks on four threads at once over the same two links. */
+    {
+        pthread_t threads[4];
+        struct session_job jobs[4];
+        for (int i = 0; i < 4; i++) {
+            jobs[i] = (struct session_job){.alice_link = la, .bob_link = lb, .seed = 100 + (uint64_t)i};
+            snprintf(jobs[i].id, sizeof jobs[i].id, "t-%d", i);
+            CHECK(pthread_create(&threads[i], NULL, session_worker, &jobs[i]) == 0);
+        }
+        for (int i = 0; i < 4; i++) {
+            CHECK(pthread_join(threads[i], NULL) == 0);
+            CHECK(jobs[i].ok);
+        }
+    }
+    /* 5 blocks' pads (256 bits each) and the hash key (128) are spent on both sides. */
+    CHECK_RC(qkd_link_auth_available_bits(la, &bits), QKD_OK);
+    CHECK(bits == 8 * sizeof psk - 5 * 256 - 128);
+    CHECK_RC(qkd_link_auth_available_bits(lb, &bits), QKD_OK);
+    CHECK(bits == 8 * sizeof psk - 5 * 256 - 128);
+
+    qkd_link_free(la);
+    qkd_link_free(lb);
+    qkd_block_free(a);
+    qkd_block_free(b);
+}
+
 int main(void) {
     test_version_and_messages();
     test_null_arguments();
@@ -777,6 +957,7 @@ int main(void) {
     test_end_to_end();
     test_pipeline();
     test_store();
+    test_sessions();
     printf("%d passed, %d failed\n", passed, failed);
     return failed == 0 ? 0 : 1;
 }
