@@ -148,7 +148,7 @@ pub fn run_side(
     let mut active: HashMap<String, Active> = HashMap::new();
     // Block order, for round-robin sending.
     let mut order: VecDeque<String> = VecDeque::new();
-    let mut ended: HashSet<String> = HashSet::new();
+    let mut ended = RecentIds::default();
     let (mut role, mut source_done) = (role, false);
     let tick = cfg.block_timeout.min(Duration::from_millis(200));
     loop {
@@ -278,6 +278,33 @@ fn transport_error(why: &str) -> SessionError {
     SessionError::Stage {
         stage: "transport",
         message: why.into(),
+    }
+}
+
+/// The IDs of the blocks that ended most recently (a bounded set: late messages for them are
+/// dropped instead of starting a new session).
+#[derive(Default)]
+struct RecentIds {
+    set: HashSet<String>,
+    order: VecDeque<String>,
+}
+
+impl RecentIds {
+    const CAPACITY: usize = 4096;
+
+    fn insert(&mut self, id: String) {
+        if self.set.insert(id.clone()) {
+            self.order.push_back(id);
+            if self.order.len() > Self::CAPACITY
+                && let Some(old) = self.order.pop_front()
+            {
+                self.set.remove(&old);
+            }
+        }
+    }
+
+    fn contains(&self, id: &str) -> bool {
+        self.set.contains(id)
     }
 }
 
