@@ -5,11 +5,8 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use super::frames::FrameSet;
-use super::wire::{Body, Hello, PROTOCOL_VERSION, check_block_id};
-use super::{
-    Channel, Link, Party, SessionError, SessionOutcome, check_and_release, discarded, empty_report,
-    secret_length,
-};
+use super::wire::{Body, Hello, PROTOCOL_VERSION};
+use super::{Core, Link, SessionError, Side, check_and_release, discarded, secret_length};
 use crate::BitBlock;
 use crate::amplify::{seed_bits_needed, toeplitz_hash_with};
 use crate::auth::{AuthLease, Direction};
@@ -43,23 +40,38 @@ impl State {
 
 /// Alice's session of one block.
 pub struct AliceSession {
-    link: Arc<Link>,
+    core: Core,
     rng: Box<dyn RandomSource>,
-    ch: Channel,
     lease: AuthLease,
     state: State,
     frames: Option<FrameSet>,
     key_bits: usize,
-    report: BlockReport,
-    outcome: Option<Result<SessionOutcome, SessionError>>,
 }
 
 impl std::fmt::Debug for AliceSession {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("AliceSession")
-            .field("block_id", &self.ch.block_id)
+            .field("block_id", &self.core.ch.block_id)
             .field("state", &self.state.name())
             .finish_non_exhaustive()
+    }
+}
+
+impl Side for AliceSession {
+    fn core(&self) -> &Core {
+        &self.core
+    }
+
+    fn core_mut(&mut self) -> &mut Core {
+        &mut self.core
+    }
+
+    fn step(&mut self, message: &[u8]) -> Result<(), SessionError> {
+        self.on_message(message)
+    }
+
+    fn hash_key_position(&self) -> Option<u64> {
+        Some(self.lease.hash_key_position)
     }
 }
 
@@ -74,54 +86,41 @@ impl AliceSession {
         raw: BitBlock,
         mut rng: Box<dyn RandomSource>,
     ) -> Result<Self, SessionError> {
-        let block_id = block_id.into();
-        check_block_id(&block_id)?;
-        let cfg = link.config();
-        let n = raw.len();
-        if n <= 2 * cfg.sample_bits || n > u32::MAX as usize {
-            return Err(SessionError::Config(format!(
-                "block {block_id} has {n} bits: expected more than twice the {}-bit sample and \
-                 fewer than 2^32",
-                cfg.sample_bits
-            )));
-        }
-        let mut report = empty_report(&block_id, n, cfg.sample_bits);
+        let mut core = Core::new(link, block_id.into(), raw.len(), Direction::AliceToBob)?;
+        let sample_bits = core.link.config().sample_bits;
         let t = Instant::now();
-        let (sample, sifted) = estimate::disclose_sample(&raw, cfg.sample_bits, rng.seed32()?)?;
+        let (sample, sifted) = estimate::disclose_sample(&raw, sample_bits, rng.seed32()?)?;
         drop(raw);
-        report.times.estimate = t.elapsed().as_secs_f64();
+        core.report.times.estimate = t.elapsed().as_secs_f64();
         let lease = {
-            let mut keys = link.auth_keys();
+            let mut keys = core.link.auth_keys();
             let before = keys.spent_bits();
             let lease = keys.lease()?;
-            report.auth_bits = (keys.spent_bits() - before) as u64;
+            core.report.auth_bits = (keys.spent_bits() - before) as u64;
             lease
         };
-        let mut ch = Channel::new(block_id, Direction::AliceToBob);
-        ch.send(Body::Hello(Hello {
+        let hello = Hello {
             protocol: PROTOCOL_VERSION,
-            params: link.params().clone(),
-            raw_bits: n as u64,
-            shuffle_seed: link.shuffle_seed(),
+            params: core.link.params().clone(),
+            raw_bits: core.report.raw_bits,
+            shuffle_seed: core.link.shuffle_seed(),
             hash_key_position: lease.hash_key_position,
             pad_position: lease.pad_position,
-        }))?;
-        ch.send(Body::Sample(sample))?;
+        };
+        core.ch.send(Body::Hello(hello))?;
+        core.ch.send(Body::Sample(sample))?;
         Ok(Self {
-            link,
+            core,
             rng,
-            ch,
             lease,
             key_bits: sifted.len(),
             state: State::AwaitEstimate { sifted },
             frames: None,
-            report,
-            outcome: None,
         })
     }
 
-    fn step(&mut self, message: &[u8]) -> Result<(), SessionError> {
-        let body = self.ch.receive(message)?;
+    fn on_message(&mut self, message: &[u8]) -> Result<(), SessionError> {
+        let body = self.core.ch.receive(message)?;
         let state = std::mem::replace(&mut self.state, State::Ended);
         match (state, body) {
             (_, Body::Abort { reason }) => Err(SessionError::PeerAborted(reason)),
@@ -139,8 +138,9 @@ impl AliceSession {
                 },
             ) => self.on_verdicts(initiators, &matched, errors_corrected),
             (State::AwaitTag { key }, Body::Tag { tag }) => {
-                self.ch.received.verify(tag, &self.lease)?;
-                self.end(Ok(check_and_release(self.report.clone(), key)));
+                self.core.ch.received.verify(tag, &self.lease)?;
+                self.core
+                    .end(check_and_release(self.core.report.clone(), key));
                 Ok(())
             }
             (state, body) => Err(SessionError::Unexpected {
@@ -151,8 +151,8 @@ impl AliceSession {
     }
 
     fn on_estimate(&mut self, sifted: BitBlock, errors: u64) -> Result<(), SessionError> {
-        let cfg = self.link.config();
-        let r = &mut self.report;
+        let cfg = self.core.link.config();
+        let r = &mut self.core.report;
         if errors > r.sample_bits {
             return Err(SessionError::Inconsistent {
                 message: "Estimate",
@@ -166,20 +166,20 @@ impl AliceSession {
             cfg.eps_pe,
             Bound::Hypergeometric,
         )?;
-        if let Some(why) = record_estimate(r, &est, &self.link) {
-            self.end(Ok(discarded(self.report.clone(), why)));
+        if let Some(why) = record_estimate(r, &est, &self.core.link) {
+            self.core.end(discarded(self.core.report.clone(), why));
             return Ok(());
         }
-        let frames = FrameSet::new(&sifted, &self.link, est.observed_qber)?;
+        let frames = FrameSet::new(&sifted, &self.core.link, est.observed_qber)?;
         drop(sifted);
         self.frames = Some(frames);
-        self.start_round(self.link.shuffle_seed())
+        self.start_round(self.core.link.shuffle_seed())
     }
 
     /// Alice's Cascade parties for the round's frames (Bob opens the round).
     fn start_round(&mut self, seed: [u8; 32]) -> Result<(), SessionError> {
         let frames = self.frames.as_mut().ok_or(SessionError::Ended)?;
-        let plans = frames.plans(&self.link, seed)?;
+        let plans = frames.plans(&self.core.link, seed)?;
         let parties = frames
             .take_round()
             .into_iter()
@@ -196,13 +196,13 @@ impl AliceSession {
         batch: crate::reconcile::frames::FrameBatch,
     ) -> Result<(), SessionError> {
         let t = Instant::now();
-        self.report.round_trips += 1;
+        self.core.report.round_trips += 1;
         let answer = framed.handle(batch)?;
         let nothing_to_say = answer.messages.is_empty();
         if !nothing_to_say {
-            self.ch.send(Body::Reconcile(answer))?;
+            self.core.ch.send(Body::Reconcile(answer))?;
         }
-        self.report.times.reconcile += t.elapsed().as_secs_f64();
+        self.core.report.times.reconcile += t.elapsed().as_secs_f64();
         match (framed.is_done(), nothing_to_say) {
             (false, false) => {
                 self.state = State::Reconciling(framed);
@@ -224,11 +224,11 @@ impl AliceSession {
     fn confirm(&mut self, framed: FramedAlice) -> Result<(), SessionError> {
         let t = Instant::now();
         let (leak_alice, leak_bob) = framed.leak_bits();
-        self.report.leak_alice_bits += leak_alice;
-        self.report.leak_bob_bits += leak_bob;
+        self.core.report.leak_alice_bits += leak_alice;
+        self.core.report.leak_bob_bits += leak_bob;
         let frames = self.frames.as_mut().ok_or(SessionError::Ended)?;
         frames.put_round(framed.into_frames())?;
-        let eps = frames.eps_check(self.link.config().eps_cor);
+        let eps = frames.eps_check(self.core.link.config().eps_cor);
         let mut initiators = Vec::with_capacity(frames.round_len());
         let mut challenges = Vec::with_capacity(frames.round_len());
         for f in frames.round_frames() {
@@ -236,8 +236,8 @@ impl AliceSession {
             initiators.push(init);
             challenges.push(challenge);
         }
-        self.ch.send(Body::Confirm { challenges })?;
-        self.report.times.confirm += t.elapsed().as_secs_f64();
+        self.core.ch.send(Body::Confirm { challenges })?;
+        self.core.report.times.confirm += t.elapsed().as_secs_f64();
         self.state = State::AwaitVerdicts(initiators);
         Ok(())
     }
@@ -265,14 +265,14 @@ impl AliceSession {
         }
         for (mut init, &m) in initiators.into_iter().zip(matched) {
             let outcome = init.finish(ConfirmMessage::Verdict { matched: m })?;
-            self.report.confirm_tag_bits += outcome.leaked_bits;
+            self.core.report.confirm_tag_bits += outcome.leaked_bits;
         }
-        self.report.errors_corrected = errors_corrected;
+        self.core.report.errors_corrected = errors_corrected;
         let frames = self.frames.as_mut().ok_or(SessionError::Ended)?;
         frames.record(matched)?;
-        if frames.start_retry(&mut self.report) {
+        if frames.start_retry(&mut self.core.report) {
             let seed = self.rng.seed32()?;
-            self.ch.send(Body::Retry { shuffle_seed: seed })?;
+            self.core.ch.send(Body::Retry { shuffle_seed: seed })?;
             return self.start_round(seed);
         }
         self.amplify()
@@ -281,12 +281,12 @@ impl AliceSession {
     /// Confirmation is over: the secret length, the Toeplitz seed, Alice's final key and tag.
     fn amplify(&mut self) -> Result<(), SessionError> {
         let frames = self.frames.take().ok_or(SessionError::Ended)?;
-        let Some(key) = frames.finish(&mut self.report) else {
+        let Some(key) = frames.finish(&mut self.core.report) else {
             let why = "confirmation tags differ".to_owned();
-            self.end(Ok(discarded(self.report.clone(), why)));
+            self.core.end(discarded(self.core.report.clone(), why));
             return Ok(());
         };
-        let r = &mut self.report;
+        let r = &mut self.core.report;
         if r.errors_corrected > 0 {
             r.efficiency = Some(efficiency(
                 r.leak_alice_bits,
@@ -294,14 +294,12 @@ impl AliceSession {
                 r.errors_corrected,
             ));
         }
-        let secret = secret_length(&self.link, r, self.key_bits)?;
+        let secret = secret_length(&self.core.link, r, self.key_bits)?;
         r.secret = Some(secret);
         let m = secret.bits as usize;
         if m == 0 {
-            self.end(Ok(discarded(
-                self.report.clone(),
-                "secret length is zero".into(),
-            )));
+            let why = "secret length is zero".to_owned();
+            self.core.end(discarded(self.core.report.clone(), why));
             return Ok(());
         }
         let t = Instant::now();
@@ -309,38 +307,18 @@ impl AliceSession {
         let mut seed_bytes = zeroize::Zeroizing::new(vec![0u8; seed_len.div_ceil(8)]);
         self.rng.fill(&mut seed_bytes)?;
         let seed = BitBlock::from_bytes(&seed_bytes, seed_len).map_err(amplify_err)?;
-        self.ch.send(Body::Amplify {
+        self.core.ch.send(Body::Amplify {
             secret_bits: m as u64,
             seed: seed.to_bytes().to_vec(),
         })?;
-        let final_key =
-            toeplitz_hash_with(self.link.config().toeplitz, &key, &seed, m).map_err(amplify_err)?;
+        let final_key = toeplitz_hash_with(self.core.link.config().toeplitz, &key, &seed, m)
+            .map_err(amplify_err)?;
         drop(key);
-        let tag = self.ch.sent.tag(&self.lease);
-        self.ch.send(Body::Tag { tag })?;
-        self.report.times.amplify = t.elapsed().as_secs_f64();
+        let tag = self.core.ch.sent.tag(&self.lease);
+        self.core.ch.send(Body::Tag { tag })?;
+        self.core.report.times.amplify = t.elapsed().as_secs_f64();
         self.state = State::AwaitTag { key: final_key };
         Ok(())
-    }
-
-    fn end(&mut self, outcome: Result<SessionOutcome, SessionError>) {
-        self.state = State::Ended;
-        let outcome = outcome.map(|mut o| {
-            o.report.messages = self.ch.messages;
-            o
-        });
-        self.outcome = Some(outcome);
-    }
-
-    fn fail(&mut self, e: SessionError) {
-        // Both sides retire the hash key of a block that ended in error (docs/security.md, 9).
-        self.link
-            .auth_keys()
-            .retire_hash_key(self.lease.hash_key_position);
-        // Bob is told (if he has ended already, his driver drops the abort).
-        self.ch.abort(&e);
-        self.state = State::Ended;
-        self.outcome = Some(Err(e));
     }
 }
 
@@ -374,29 +352,4 @@ pub(super) fn record_estimate(
     };
     r.qber_tolerated = Some(rung);
     None
-}
-
-impl Party for AliceSession {
-    fn block_id(&self) -> &str {
-        &self.ch.block_id
-    }
-
-    fn handle(&mut self, message: &[u8]) -> Result<(), SessionError> {
-        if self.outcome.is_some() || matches!(self.state, State::Ended) {
-            return Err(SessionError::Ended);
-        }
-        self.step(message).inspect_err(|e| self.fail(e.clone()))
-    }
-
-    fn poll_transmit(&mut self) -> Option<Vec<u8>> {
-        self.ch.outbox.pop_front()
-    }
-
-    fn is_finished(&self) -> bool {
-        self.outcome.is_some()
-    }
-
-    fn take_outcome(&mut self) -> Option<Result<SessionOutcome, SessionError>> {
-        self.outcome.take()
-    }
 }

@@ -7,17 +7,13 @@ use std::time::Instant;
 
 use super::alice::record_estimate;
 use super::frames::FrameSet;
-use super::wire::{Body, Hello, PROTOCOL_VERSION, check_block_id};
-use super::{
-    Channel, Link, Party, SessionError, SessionOutcome, check_and_release, discarded, empty_report,
-    secret_length,
-};
+use super::wire::{Body, Hello, PROTOCOL_VERSION};
+use super::{Core, Link, SessionError, Side, check_and_release, discarded, secret_length};
 use crate::BitBlock;
 use crate::amplify::{seed_bits_needed, toeplitz_hash_with};
 use crate::auth::{AuthLease, Direction};
 use crate::confirm;
 use crate::estimate::{self, Bound, SampleMessage};
-use crate::pipeline::BlockReport;
 use crate::reconcile::cascade::Bob;
 use crate::reconcile::efficiency;
 use crate::reconcile::frames::{FrameBatch, FramedBob};
@@ -50,23 +46,38 @@ impl State {
 
 /// Bob's session of one block.
 pub struct BobSession {
-    link: Arc<Link>,
-    ch: Channel,
+    core: Core,
     raw: Option<BitBlock>,
     lease: Option<AuthLease>,
     state: State,
     frames: Option<FrameSet>,
     key_bits: usize,
-    report: BlockReport,
-    outcome: Option<Result<SessionOutcome, SessionError>>,
 }
 
 impl std::fmt::Debug for BobSession {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("BobSession")
-            .field("block_id", &self.ch.block_id)
+            .field("block_id", &self.core.ch.block_id)
             .field("state", &self.state.name())
             .finish_non_exhaustive()
+    }
+}
+
+impl Side for BobSession {
+    fn core(&self) -> &Core {
+        &self.core
+    }
+
+    fn core_mut(&mut self) -> &mut Core {
+        &mut self.core
+    }
+
+    fn step(&mut self, message: &[u8]) -> Result<(), SessionError> {
+        self.on_message(message)
+    }
+
+    fn hash_key_position(&self) -> Option<u64> {
+        self.lease.as_ref().map(|l| l.hash_key_position)
     }
 }
 
@@ -77,31 +88,19 @@ impl BobSession {
         block_id: impl Into<String>,
         raw: BitBlock,
     ) -> Result<Self, SessionError> {
-        let block_id = block_id.into();
-        check_block_id(&block_id)?;
-        let sample_bits = link.config().sample_bits;
-        let n = raw.len();
-        if n <= 2 * sample_bits || n > u32::MAX as usize {
-            return Err(SessionError::Config(format!(
-                "block {block_id} has {n} bits: expected more than twice the {sample_bits}-bit \
-                 sample and fewer than 2^32"
-            )));
-        }
+        let core = Core::new(link, block_id.into(), raw.len(), Direction::BobToAlice)?;
         Ok(Self {
-            report: empty_report(&block_id, n, sample_bits),
-            ch: Channel::new(block_id, Direction::BobToAlice),
-            link,
+            key_bits: raw.len() - core.link.config().sample_bits,
+            core,
             raw: Some(raw),
             lease: None,
             state: State::AwaitHello,
             frames: None,
-            key_bits: n - sample_bits,
-            outcome: None,
         })
     }
 
-    fn step(&mut self, message: &[u8]) -> Result<(), SessionError> {
-        let body = self.ch.receive(message)?;
+    fn on_message(&mut self, message: &[u8]) -> Result<(), SessionError> {
+        let body = self.core.ch.receive(message)?;
         let state = std::mem::replace(&mut self.state, State::Ended);
         match (state, body) {
             (_, Body::Abort { reason }) => Err(SessionError::PeerAborted(reason)),
@@ -136,19 +135,19 @@ impl BobSession {
                 hello.protocol
             )));
         }
-        if let Some(why) = self.link.params().mismatch(&hello.params) {
+        if let Some(why) = self.core.link.params().mismatch(&hello.params) {
             return Err(SessionError::Hello(why));
         }
-        if hello.raw_bits != self.report.raw_bits {
+        if hello.raw_bits != self.core.report.raw_bits {
             return Err(SessionError::Hello(format!(
                 "Alice's block has {} raw bits, ours {}",
-                hello.raw_bits, self.report.raw_bits
+                hello.raw_bits, self.core.report.raw_bits
             )));
         }
-        let mut keys = self.link.auth_keys();
+        let mut keys = self.core.link.auth_keys();
         let before = keys.spent_bits();
         self.lease = Some(keys.lease_at(hello.hash_key_position, hello.pad_position)?);
-        self.report.auth_bits = (keys.spent_bits() - before) as u64;
+        self.core.report.auth_bits = (keys.spent_bits() - before) as u64;
         drop(keys);
         self.state = State::AwaitSample {
             shuffle_seed: hello.shuffle_seed,
@@ -163,7 +162,7 @@ impl BobSession {
     ) -> Result<(), SessionError> {
         let t = Instant::now();
         let raw = self.raw.take().ok_or(SessionError::Ended)?;
-        let cfg = self.link.config();
+        let cfg = self.core.link.config();
         if sample.k != cfg.sample_bits as u64 {
             return Err(SessionError::Inconsistent {
                 message: "Sample",
@@ -176,15 +175,15 @@ impl BobSession {
         let (est, sifted) =
             estimate::compare_sample(&raw, sample, cfg.eps_pe, Bound::Hypergeometric)?;
         drop(raw);
-        self.report.times.estimate = t.elapsed().as_secs_f64();
-        self.ch.send(Body::Estimate {
+        self.core.report.times.estimate = t.elapsed().as_secs_f64();
+        self.core.ch.send(Body::Estimate {
             sample_errors: est.errors,
         })?;
-        if let Some(why) = record_estimate(&mut self.report, &est, &self.link) {
-            self.end(Ok(discarded(self.report.clone(), why)));
+        if let Some(why) = record_estimate(&mut self.core.report, &est, &self.core.link) {
+            self.core.end(discarded(self.core.report.clone(), why));
             return Ok(());
         }
-        self.frames = Some(FrameSet::new(&sifted, &self.link, est.observed_qber)?);
+        self.frames = Some(FrameSet::new(&sifted, &self.core.link, est.observed_qber)?);
         self.start_round(shuffle_seed)
     }
 
@@ -192,7 +191,7 @@ impl BobSession {
     fn start_round(&mut self, seed: [u8; 32]) -> Result<(), SessionError> {
         let t = Instant::now();
         let frames = self.frames.as_mut().ok_or(SessionError::Ended)?;
-        let plans = frames.plans(&self.link, seed)?;
+        let plans = frames.plans(&self.core.link, seed)?;
         let parties = frames
             .take_round()
             .into_iter()
@@ -201,9 +200,9 @@ impl BobSession {
             .collect::<Result<Vec<_>, _>>()?;
         let mut framed = FramedBob::new(parties);
         let first = framed.start()?;
-        self.ch.send(Body::Reconcile(first))?;
-        self.report.round_trips += 1;
-        self.report.times.reconcile += t.elapsed().as_secs_f64();
+        self.core.ch.send(Body::Reconcile(first))?;
+        self.core.report.round_trips += 1;
+        self.core.report.times.reconcile += t.elapsed().as_secs_f64();
         self.state = State::Reconciling(framed);
         Ok(())
     }
@@ -216,18 +215,18 @@ impl BobSession {
         let t = Instant::now();
         let next = framed.handle(batch)?;
         if !next.messages.is_empty() {
-            self.ch.send(Body::Reconcile(next))?;
-            self.report.round_trips += 1;
+            self.core.ch.send(Body::Reconcile(next))?;
+            self.core.report.round_trips += 1;
         }
-        self.report.times.reconcile += t.elapsed().as_secs_f64();
+        self.core.report.times.reconcile += t.elapsed().as_secs_f64();
         if !framed.is_done() {
             self.state = State::Reconciling(framed);
             return Ok(());
         }
         let stats = framed.stats();
-        self.report.leak_alice_bits += stats.disclosed_bits;
-        self.report.leak_bob_bits += stats.bob_leak_bits();
-        self.report.errors_corrected += stats.corrected;
+        self.core.report.leak_alice_bits += stats.disclosed_bits;
+        self.core.report.leak_bob_bits += stats.bob_leak_bits();
+        self.core.report.errors_corrected += stats.corrected;
         let frames = self.frames.as_mut().ok_or(SessionError::Ended)?;
         frames.put_round(framed.into_frames())?;
         self.state = State::AwaitConfirm;
@@ -247,20 +246,20 @@ impl BobSession {
                 ),
             });
         }
-        let eps = frames.eps_check(self.link.config().eps_cor);
+        let eps = frames.eps_check(self.core.link.config().eps_cor);
         let mut matched = Vec::with_capacity(challenges.len());
         for (f, c) in frames.round_frames().zip(challenges) {
             let (_, outcome) = confirm::respond(f, eps, c)?;
-            self.report.confirm_tag_bits += outcome.leaked_bits;
+            self.core.report.confirm_tag_bits += outcome.leaked_bits;
             matched.push(outcome.matched);
         }
         frames.record(&matched)?;
-        self.ch.send(Body::Verdicts {
+        self.core.ch.send(Body::Verdicts {
             matched,
-            errors_corrected: self.report.errors_corrected,
+            errors_corrected: self.core.report.errors_corrected,
         })?;
-        self.report.times.confirm += t.elapsed().as_secs_f64();
-        if frames.start_retry(&mut self.report) {
+        self.core.report.times.confirm += t.elapsed().as_secs_f64();
+        if frames.start_retry(&mut self.core.report) {
             self.state = State::AwaitRetry;
             return Ok(());
         }
@@ -270,12 +269,12 @@ impl BobSession {
     /// Confirmation is over: the kept key and the secret length Alice must announce.
     fn finish_confirmation(&mut self) -> Result<(), SessionError> {
         let frames = self.frames.take().ok_or(SessionError::Ended)?;
-        let Some(key) = frames.finish(&mut self.report) else {
+        let Some(key) = frames.finish(&mut self.core.report) else {
             let why = "confirmation tags differ".to_owned();
-            self.end(Ok(discarded(self.report.clone(), why)));
+            self.core.end(discarded(self.core.report.clone(), why));
             return Ok(());
         };
-        let r = &mut self.report;
+        let r = &mut self.core.report;
         if r.errors_corrected > 0 {
             r.efficiency = Some(efficiency(
                 r.leak_alice_bits,
@@ -283,13 +282,11 @@ impl BobSession {
                 r.errors_corrected,
             ));
         }
-        let secret = secret_length(&self.link, r, self.key_bits)?;
+        let secret = secret_length(&self.core.link, r, self.key_bits)?;
         r.secret = Some(secret);
         if secret.bits == 0 {
-            self.end(Ok(discarded(
-                self.report.clone(),
-                "secret length is zero".into(),
-            )));
+            let why = "secret length is zero".to_owned();
+            self.core.end(discarded(self.core.report.clone(), why));
             return Ok(());
         }
         self.state = State::AwaitAmplify {
@@ -332,62 +329,16 @@ impl BobSession {
     /// Alice's tag: verified before anything else; then Bob's key and his own tag.
     fn on_tag(&mut self, key: &BitBlock, seed: &BitBlock, tag: u128) -> Result<(), SessionError> {
         let lease = self.lease.as_ref().ok_or(SessionError::Ended)?;
-        self.ch.received.verify(tag, lease)?;
+        self.core.ch.received.verify(tag, lease)?;
         let t = Instant::now();
-        let m = self.report.secret.map_or(0, |s| s.bits as usize);
-        let final_key = toeplitz_hash_with(self.link.config().toeplitz, key, seed, m)
+        let m = self.core.report.secret.map_or(0, |s| s.bits as usize);
+        let final_key = toeplitz_hash_with(self.core.link.config().toeplitz, key, seed, m)
             .map_err(|e| super::stage("amplify", e))?;
-        self.report.times.amplify = t.elapsed().as_secs_f64();
-        let tag = self.ch.sent.tag(lease);
-        self.ch.send(Body::Tag { tag })?;
-        let outcome = check_and_release(self.report.clone(), final_key);
-        self.end(Ok(outcome));
+        self.core.report.times.amplify = t.elapsed().as_secs_f64();
+        let tag = self.core.ch.sent.tag(lease);
+        self.core.ch.send(Body::Tag { tag })?;
+        let outcome = check_and_release(self.core.report.clone(), final_key);
+        self.core.end(outcome);
         Ok(())
-    }
-
-    fn end(&mut self, outcome: Result<SessionOutcome, SessionError>) {
-        self.state = State::Ended;
-        let outcome = outcome.map(|mut o| {
-            o.report.messages = self.ch.messages;
-            o
-        });
-        self.outcome = Some(outcome);
-    }
-
-    fn fail(&mut self, e: SessionError) {
-        // Both sides retire the hash key of a block that ended in error (docs/security.md, 9).
-        if let Some(lease) = &self.lease {
-            self.link
-                .auth_keys()
-                .retire_hash_key(lease.hash_key_position);
-        }
-        self.ch.abort(&e);
-        self.state = State::Ended;
-        self.outcome = Some(Err(e));
-    }
-}
-
-impl Party for BobSession {
-    fn block_id(&self) -> &str {
-        &self.ch.block_id
-    }
-
-    fn handle(&mut self, message: &[u8]) -> Result<(), SessionError> {
-        if self.outcome.is_some() {
-            return Err(SessionError::Ended);
-        }
-        self.step(message).inspect_err(|e| self.fail(e.clone()))
-    }
-
-    fn poll_transmit(&mut self) -> Option<Vec<u8>> {
-        self.ch.outbox.pop_front()
-    }
-
-    fn is_finished(&self) -> bool {
-        self.outcome.is_some()
-    }
-
-    fn take_outcome(&mut self) -> Option<Result<SessionOutcome, SessionError>> {
-        self.outcome.take()
     }
 }

@@ -47,6 +47,7 @@ mod link;
 pub mod wire;
 
 use std::collections::VecDeque;
+use std::sync::Arc;
 use std::time::Instant;
 
 pub use alice::AliceSession;
@@ -62,7 +63,7 @@ use crate::estimate::EstimateError;
 use crate::pipeline::{BlockOutcome, BlockReport, StageTimes};
 use crate::reconcile::ReconcileError;
 use crate::rng::RngError;
-use wire::{Body, Envelope};
+use wire::{Body, Envelope, check_block_id};
 
 /// Why a block's session ended without key other than a normal discard: the block is lost on
 /// this side and its peer is told.
@@ -192,6 +193,96 @@ pub trait Party: Send {
     fn is_finished(&self) -> bool;
     /// The outcome, once finished (taken once).
     fn take_outcome(&mut self) -> Option<Result<SessionOutcome, SessionError>>;
+}
+
+/// What both sides' sessions hold: the link, the channel, the report so far, the outcome.
+struct Core {
+    link: Arc<Link>,
+    ch: Channel,
+    report: BlockReport,
+    outcome: Option<Result<SessionOutcome, SessionError>>,
+}
+
+impl Core {
+    /// Checks the block ID and the raw block's length (more than twice the sample, under 2^32).
+    fn new(
+        link: Arc<Link>,
+        block_id: String,
+        raw_bits: usize,
+        outgoing: Direction,
+    ) -> Result<Self, SessionError> {
+        check_block_id(&block_id)?;
+        let sample_bits = link.config().sample_bits;
+        if raw_bits <= 2 * sample_bits || raw_bits > u32::MAX as usize {
+            return Err(SessionError::Config(format!(
+                "block {block_id} has {raw_bits} bits: expected more than twice the \
+                 {sample_bits}-bit sample and fewer than 2^32"
+            )));
+        }
+        Ok(Self {
+            report: empty_report(&block_id, raw_bits, sample_bits),
+            ch: Channel::new(block_id, outgoing),
+            link,
+            outcome: None,
+        })
+    }
+
+    /// Ends the session normally.
+    fn end(&mut self, outcome: SessionOutcome) {
+        let mut outcome = outcome;
+        outcome.report.messages = self.ch.messages;
+        self.outcome = Some(Ok(outcome));
+    }
+
+    /// Ends the session without key: the hash key of the block's lease (if it got one) is
+    /// retired on this side (docs/security.md, 9) and the peer is told; if it has ended
+    /// already, its driver drops the abort.
+    fn fail(&mut self, e: SessionError, hash_key_position: Option<u64>) {
+        if let Some(h) = hash_key_position {
+            self.link.auth_keys().retire_hash_key(h);
+        }
+        self.ch.abort(&e);
+        self.outcome = Some(Err(e));
+    }
+}
+
+/// One side's protocol logic over its [`Core`]; every [`Party`] method but `handle`'s step is
+/// the same for both sides.
+trait Side: Send {
+    fn core(&self) -> &Core;
+    fn core_mut(&mut self) -> &mut Core;
+    /// Handles one received message (any error ends the session).
+    fn step(&mut self, message: &[u8]) -> Result<(), SessionError>;
+    /// Position of the block's hash key, once leased.
+    fn hash_key_position(&self) -> Option<u64>;
+}
+
+impl<S: Side> Party for S {
+    fn block_id(&self) -> &str {
+        &self.core().ch.block_id
+    }
+
+    fn handle(&mut self, message: &[u8]) -> Result<(), SessionError> {
+        if self.core().outcome.is_some() {
+            return Err(SessionError::Ended);
+        }
+        self.step(message).inspect_err(|e| {
+            let h = self.hash_key_position();
+            self.core_mut().fail(e.clone(), h);
+        })
+    }
+
+    fn poll_transmit(&mut self) -> Option<Vec<u8>> {
+        self.core_mut().ch.outbox.pop_front()
+    }
+
+    fn is_finished(&self) -> bool {
+        self.core().outcome.is_some()
+    }
+
+    fn take_outcome(&mut self) -> Option<Result<SessionOutcome, SessionError>> {
+        self.core_mut().outcome.take()
+    }
 }
 
 /// One side's end of a block's channel: sequence numbers, the two transcripts, the outbox.
