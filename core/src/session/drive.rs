@@ -414,6 +414,22 @@ pub struct LineRun {
     pub seconds: f64,
 }
 
+/// [`run_side`] sending over `line`, collecting every block's result; the line is drained and
+/// closed when the side is done.
+fn run_collecting(
+    role: Role<'_>,
+    incoming: &Receiver<Vec<u8>>,
+    mut line: DelayLine,
+    cfg: SideConfig,
+) -> std::io::Result<(SideStats, HashMap<String, BlockResult>)> {
+    let mut results = HashMap::new();
+    let stats = run_side(role, incoming, &mut |m| line.send(m), cfg, &mut |id, r| {
+        results.insert(id.to_owned(), r);
+    })?;
+    line.finish()?;
+    Ok((stats, results))
+}
+
 /// Runs Alice and Bob on their own threads over a [`DelayLine`] each way: `blocks` are
 /// `(ID, Alice's raw, Bob's raw)`.
 pub fn run_latency_line(
@@ -439,47 +455,27 @@ pub fn run_latency_line(
         }
     };
     let bob = std::thread::spawn(move || {
-        let mut line = DelayLine::new(deliver(to_alice_tx), cfg.one_way, cfg.bits_per_second);
-        let mut results = HashMap::new();
+        let line = DelayLine::new(deliver(to_alice_tx), cfg.one_way, cfg.bits_per_second);
         let mut raw_for = |id: &str| bob_raw.remove(id);
-        let stats = run_side(
-            Role::Bob {
-                link: bob_link,
-                raw_for: &mut raw_for,
-            },
-            &to_bob_rx,
-            &mut |m| line.send(m),
-            cfg.side,
-            &mut |id, r| {
-                results.insert(id.to_owned(), r);
-            },
-        );
-        let finished = line.finish();
-        stats.and_then(|s| finished.map(|()| (s, results)))
+        let role = Role::Bob {
+            link: bob_link,
+            raw_for: &mut raw_for,
+        };
+        run_collecting(role, &to_bob_rx, line, cfg.side)
     });
-    let mut line = DelayLine::new(deliver(to_bob_tx), cfg.one_way, cfg.bits_per_second);
-    let mut alice_results = HashMap::new();
+    let line = DelayLine::new(deliver(to_bob_tx), cfg.one_way, cfg.bits_per_second);
     let mut iter = alice_blocks.into_iter();
-    let alice_stats = run_side(
-        Role::Alice {
-            link: alice_link,
-            blocks: &mut iter,
-        },
-        &to_alice_rx,
-        &mut |m| line.send(m),
-        cfg.side,
-        &mut |id, r| {
-            alice_results.insert(id.to_owned(), r);
-        },
-    );
-    // Closing Alice's line ends Bob's loop once he has read everything.
-    let finished = line.finish();
+    let role = Role::Alice {
+        link: alice_link,
+        blocks: &mut iter,
+    };
+    // Closing Alice's line (once her blocks are done) ends Bob's loop once he has read it all.
+    let alice = run_collecting(role, &to_alice_rx, line, cfg.side);
     let bob = bob
         .join()
         .map_err(|_| std::io::Error::other("Bob's thread panicked"))?;
     let (bob_stats, mut bob_results) = bob?;
-    let alice_stats = alice_stats?;
-    finished?;
+    let (alice_stats, mut alice_results) = alice?;
     let missing = || Err(transport_error("the block never ended"));
     let blocks = ids
         .into_iter()
