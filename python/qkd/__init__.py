@@ -7,6 +7,8 @@ Raw sifted keys go in as numpy arrays, final keys come out. Submodules:
 - :mod:`qkd.cascade`: Cascade reconciliation (one call, or the Alice/Bob parties).
 - :mod:`qkd.amplify`: finite-key secret length and Toeplitz hashing.
 - :mod:`qkd.pipeline`: the whole pipeline over many blocks, with a report per block.
+- :mod:`qkd.session`: one block between two sites as a sans-IO session per side (Alice's and
+  Bob's), authenticated, over any transport you drive.
 - :mod:`qkd.entropy`: entropy estimates and the health verdict on final keys.
 - :mod:`qkd.store`: the durable key store (append, allocate, reserve, fetch, ledger).
 - :mod:`qkd.etsi`: ETSI GS QKD 014 client (mutual TLS).
@@ -22,9 +24,16 @@ the GIL.
 Key material handed to Python lives in ordinary numpy buffers: it is not zeroized when freed.
 """
 
-from . import amplify, cascade, entropy, errors, estimate, etsi, pipeline, store
+from . import amplify, cascade, entropy, errors, estimate, etsi, pipeline, session, store
 from ._qkd import pack_bits, simulate, unpack_bits
-from .errors import EtsiError, InputError, ProtocolError, QkdError, StoreError
+from .errors import (
+    AuthenticationError,
+    EtsiError,
+    InputError,
+    ProtocolError,
+    QkdError,
+    StoreError,
+)
 
 try:
     from importlib.metadata import version as _version
@@ -34,6 +43,7 @@ except Exception:  # pragma: no cover - not installed as a distribution
     __version__ = "0.0.0"
 
 __all__ = [
+    "AuthenticationError",
     "EtsiError",
     "InputError",
     "ProtocolError",
@@ -47,6 +57,7 @@ __all__ = [
     "etsi",
     "pipeline",
     "pack_bits",
+    "session",
     "simulate",
     "store",
     "unpack_bits",

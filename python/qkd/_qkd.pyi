@@ -1,6 +1,7 @@
 # Type stubs for the native extension qkd._qkd (built from python/src/*.rs).
 # The public names are re-exported by qkd, qkd.estimate, qkd.cascade, qkd.amplify,
-# qkd.entropy and qkd.pipeline; docstrings live on the functions themselves (help()).
+# qkd.entropy, qkd.pipeline, qkd.session and qkd.store; docstrings live on the functions
+# themselves (help()).
 import os
 from typing import Any, Final, Literal, TypeAlias
 
@@ -154,6 +155,46 @@ def process(
     bits: int | None = None,
     packed: bool = True,
 ) -> tuple[list[KeyOut | None], list[Report], Report]: ...
+
+# sessions
+class Link:
+    def __init__(
+        self,
+        psk: bytes,
+        *,
+        sample_bits: int = 1 << 14,
+        algorithm: str = "yanetal",
+        frame_bits: int = 1 << 16,
+        eps_pe: float = 1e-10,
+        eps_sec: float = 1e-10,
+        eps_cor: float = 1e-15,
+        max_qber: float = 0.11,
+        toeplitz: str = "auto",
+    ) -> None: ...
+    @property
+    def auth_available_bits(self) -> int: ...
+    @property
+    def auth_spent_bits(self) -> int: ...
+    def auth_refill(self, key: bytes) -> None: ...
+
+class Session:
+    @property
+    def block_id(self) -> str: ...
+    @property
+    def side(self) -> Literal["alice", "bob"]: ...
+    def handle(self, message: bytes) -> None: ...
+    def poll_transmit(self) -> bytes | None: ...
+    @property
+    def finished(self) -> bool: ...
+    def outcome(self, *, packed: bool = True) -> tuple[Report, KeyOut | None]: ...
+
+class AliceSession(Session):
+    def __init__(self, link: Link, block_id: str, raw: KeyIn, *, bits: int | None = None) -> None: ...
+
+class BobSession(Session):
+    def __init__(self, link: Link, block_id: str, raw: KeyIn, *, bits: int | None = None) -> None: ...
+
+def block_id_of(message: bytes) -> str: ...
 
 # key store
 class Store:

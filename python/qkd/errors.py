@@ -6,14 +6,23 @@ says what was wrong and what was expected.
 - :class:`InputError` (also a ``ValueError``): a bad argument: wrong dtype, wrong length, a
   parameter out of range.
 - :class:`ProtocolError`: a peer's message that does not decode, has another version, or
-  does not fit this side's state.
+  does not fit this side's state (a session that ended in an error raises it).
+- :class:`AuthenticationError` (a :class:`ProtocolError`): a session's transcript failed
+  authentication, or the link's authentication key pool is exhausted; no key is released.
 - :class:`StoreError`: the key store failed (I/O, corruption, unknown key ID).
 
 Passing ``None`` or a value of the wrong Python type where a key is expected raises the
 ordinary ``TypeError``.
 """
 
-__all__ = ["QkdError", "InputError", "ProtocolError", "StoreError", "EtsiError"]
+__all__ = [
+    "QkdError",
+    "InputError",
+    "ProtocolError",
+    "AuthenticationError",
+    "StoreError",
+    "EtsiError",
+]
 
 
 class QkdError(Exception):
@@ -26,6 +35,11 @@ class InputError(QkdError, ValueError):
 
 class ProtocolError(QkdError):
     """A peer's message that is malformed, of another version, or unexpected."""
+
+
+class AuthenticationError(ProtocolError):
+    """A session's transcript failed authentication (a message was altered, dropped, replayed
+    or forged, or the peer named used pool key), or the authentication key pool is exhausted."""
 
 
 class StoreError(QkdError):

@@ -1,7 +1,7 @@
 //! Python bindings for the qkd engine: the native module `qkd._qkd`.
 //!
 //! The Python package `qkd` (python/qkd/) re-exports these functions in its submodules
-//! (`qkd.simulate`, `qkd.estimate`, `qkd.amplify`, `qkd.entropy`, ...) and defines the
+//! (`qkd.simulate`, `qkd.estimate`, `qkd.amplify`, `qkd.entropy`, `qkd.session`, ...) and defines the
 //! exception hierarchy in `qkd.errors`. This crate only translates types and errors and calls
 //! `qkd-core`; no algorithm lives here (DESIGN §1).
 //!
@@ -15,6 +15,7 @@
 mod api;
 mod convert;
 mod protocol;
+mod session;
 mod store;
 
 use pyo3::prelude::*;
@@ -24,5 +25,6 @@ use pyo3::prelude::*;
 fn qkd_native(m: &Bound<'_, PyModule>) -> PyResult<()> {
     api::register(m)?;
     protocol::register(m)?;
+    session::register(m)?;
     store::register(m)
 }

@@ -404,7 +404,7 @@ fn process<'py>(
 
 /// A block report as one flat dict: nested parts (`secret`, `times`, `outcome`) become
 /// prefixed columns so `pandas.DataFrame(reports)` gets one scalar per cell.
-fn flat_report<'py>(
+pub(crate) fn flat_report<'py>(
     py: Python<'py>,
     report: &pipeline::BlockReport,
 ) -> PyResult<Bound<'py, PyDict>> {
