@@ -141,9 +141,9 @@ impl PipelineConfig {
     /// Checks the settings.
     pub fn validate(&self) -> Result<(), PipelineError> {
         let bad = |m: String| Err(PipelineError::Config(m));
-        if self.sample_bits == 0 || self.sample_bits >= self.block_bits / 2 {
+        if self.sample_bits >= self.block_bits / 2 {
             return bad(format!(
-                "sample bits ({}) must be positive and under half the block ({} bits)",
+                "sample bits ({}) must be under half the block ({} bits)",
                 self.sample_bits, self.block_bits
             ));
         }
@@ -152,6 +152,16 @@ impl PipelineConfig {
                 "block bits ({}) must be below 2^32",
                 self.block_bits
             ));
+        }
+        self.validate_protocol()
+    }
+
+    /// Checks every setting but the block size (a link's sessions each take their raw block's
+    /// own length, checked by the session).
+    pub fn validate_protocol(&self) -> Result<(), PipelineError> {
+        let bad = |m: String| Err(PipelineError::Config(m));
+        if self.sample_bits == 0 {
+            return bad("sample bits must be positive".into());
         }
         for (name, v) in [
             ("eps_pe", self.eps_pe),

@@ -120,17 +120,9 @@ pub(crate) fn session_error(e: &SessionError) -> Error {
     Error::new(code, e.to_string())
 }
 
-/// A session that cannot start: a malformed block ID is the caller's argument here.
-fn start_error(e: &SessionError) -> Error {
-    match e {
-        SessionError::Malformed(_) => Error::invalid(e.to_string()),
-        _ => session_error(e),
-    }
-}
-
-/// Link settings: `config`, or the defaults when NULL. The block length is each session's raw
-/// block; the core's check of the sample against `block_bits` is given the largest block a
-/// session takes (2^32 - 1 bits), so it checks only that the sample is not empty.
+/// Link settings: `config`, or the defaults when NULL. A link does not use `block_bits` (each
+/// session's raw block has its own length); the largest a session takes (2^32 - 1 bits) is set
+/// so that the configuration converts.
 ///
 /// # Safety
 /// `config` must be NULL or a readable `qkd_pipeline_config` whose `variant` is NULL or
@@ -283,7 +275,7 @@ pub unsafe extern "C" fn qkd_session_alice_new(
         // SAFETY: caller contract on `link`, `block_id` and `raw`.
         let (link, id, raw) = unsafe { session_args(link, block_id, raw) }?;
         let party = AliceSession::new(Arc::clone(&link.0), id, raw.clone(), Box::new(OsRandom))
-            .map_err(|e| start_error(&e))?;
+            .map_err(|e| session_error(&e))?;
         handle::put(
             out,
             SessionHandle {
@@ -316,7 +308,7 @@ pub unsafe extern "C" fn qkd_session_bob_new(
         // SAFETY: caller contract on `link`, `block_id` and `raw`.
         let (link, id, raw) = unsafe { session_args(link, block_id, raw) }?;
         let party =
-            BobSession::new(Arc::clone(&link.0), id, raw.clone()).map_err(|e| start_error(&e))?;
+            BobSession::new(Arc::clone(&link.0), id, raw.clone()).map_err(|e| session_error(&e))?;
         handle::put(
             out,
             SessionHandle {

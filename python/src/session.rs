@@ -44,14 +44,6 @@ fn session_err(e: &SessionError) -> PyErr {
     }
 }
 
-/// A session that cannot start: a malformed block ID is the caller's argument here.
-fn start_err(e: &SessionError) -> PyErr {
-    match e {
-        SessionError::Malformed(_) => input_error(e.to_string()),
-        _ => session_err(e),
-    }
-}
-
 /// One side's view of a link: the settings both sides share, the pre-shared authentication key
 /// pool and the cached Cascade plans. Create one per link and side, and pass it to every
 /// session of that side (sessions on several threads may share it).
@@ -93,8 +85,7 @@ impl Link {
             ))
         })?;
         let cfg = PipelineConfig {
-            // The core checks the sample against `block_bits`; sessions take any raw length up
-            // to 2^32 - 1 bits and check their own.
+            // Not used by a link: each session's raw block has its own length.
             block_bits: u32::MAX as usize,
             sample_bits,
             algorithm: algorithm.to_owned(),
@@ -306,7 +297,7 @@ impl AliceSession {
         let raw = key_from_py(raw, bits, "raw")?;
         let party =
             session::AliceSession::new(Arc::clone(&link.inner), block_id, raw, Box::new(OsRandom))
-                .map_err(|e| start_err(&e))?;
+                .map_err(|e| session_err(&e))?;
         Ok(PyClassInitializer::from(Session::new(Box::new(party), "Alice")).add_subclass(Self))
     }
 }
@@ -329,7 +320,7 @@ impl BobSession {
     ) -> PyResult<PyClassInitializer<Self>> {
         let raw = key_from_py(raw, bits, "raw")?;
         let party = session::BobSession::new(Arc::clone(&link.inner), block_id, raw)
-            .map_err(|e| start_err(&e))?;
+            .map_err(|e| session_err(&e))?;
         Ok(PyClassInitializer::from(Session::new(Box::new(party), "Bob")).add_subclass(Self))
     }
 }

@@ -49,14 +49,14 @@ impl std::fmt::Debug for Link {
 }
 
 impl Link {
-    /// A link with `cfg` (both sides must use the same protocol settings) authenticated with
-    /// `auth`; the shuffle seed (used when this side is Alice) is drawn from `rng`.
+    /// A link with `cfg` (both sides must use the same protocol settings; `block_bits` is not
+    /// used: each session's raw block has its own length) authenticated with `auth`; the shuffle seed (used when this side is Alice) is drawn from `rng`.
     pub fn new(
         cfg: PipelineConfig,
         auth: Box<dyn AuthKeys>,
         rng: &mut dyn RandomSource,
     ) -> Result<Arc<Self>, SessionError> {
-        cfg.validate()
+        cfg.validate_protocol()
             .map_err(|e| SessionError::Config(e.to_string()))?;
         let variant = Variant::by_name(&cfg.algorithm)
             .ok_or_else(|| SessionError::Config(format!("unknown algorithm {}", cfg.algorithm)))?;

@@ -189,7 +189,8 @@ pub trait Party: Send {
     fn handle(&mut self, message: &[u8]) -> Result<(), SessionError>;
     /// The next message to send, if any.
     fn poll_transmit(&mut self) -> Option<Vec<u8>>;
-    /// True once the session has ended (outcome ready; messages may still wait to be sent).
+    /// True once the session has ended (outcome ready or taken; messages may still wait to be
+    /// sent).
     fn is_finished(&self) -> bool;
     /// The outcome, once finished (taken once).
     fn take_outcome(&mut self) -> Option<Result<SessionOutcome, SessionError>>;
@@ -201,6 +202,8 @@ struct Core {
     ch: Channel,
     report: BlockReport,
     outcome: Option<Result<SessionOutcome, SessionError>>,
+    /// Set with the outcome; stays set once the outcome is taken.
+    finished: bool,
 }
 
 impl Core {
@@ -211,7 +214,7 @@ impl Core {
         raw_bits: usize,
         outgoing: Direction,
     ) -> Result<Self, SessionError> {
-        check_block_id(&block_id)?;
+        check_block_id(&block_id).map_err(SessionError::Config)?;
         let sample_bits = link.config().sample_bits;
         if raw_bits <= 2 * sample_bits || raw_bits > u32::MAX as usize {
             return Err(SessionError::Config(format!(
@@ -224,6 +227,7 @@ impl Core {
             ch: Channel::new(block_id, outgoing),
             link,
             outcome: None,
+            finished: false,
         })
     }
 
@@ -232,6 +236,7 @@ impl Core {
         let mut outcome = outcome;
         outcome.report.messages = self.ch.messages;
         self.outcome = Some(Ok(outcome));
+        self.finished = true;
     }
 
     /// Ends the session without key: the hash key of the block's lease (if it got one) is
@@ -243,6 +248,7 @@ impl Core {
         }
         self.ch.abort(&e);
         self.outcome = Some(Err(e));
+        self.finished = true;
     }
 }
 
@@ -263,7 +269,7 @@ impl<S: Side> Party for S {
     }
 
     fn handle(&mut self, message: &[u8]) -> Result<(), SessionError> {
-        if self.core().outcome.is_some() {
+        if self.core().finished {
             return Err(SessionError::Ended);
         }
         self.step(message).inspect_err(|e| {
@@ -277,7 +283,7 @@ impl<S: Side> Party for S {
     }
 
     fn is_finished(&self) -> bool {
-        self.core().outcome.is_some()
+        self.core().finished
     }
 
     fn take_outcome(&mut self) -> Option<Result<SessionOutcome, SessionError>> {

@@ -226,7 +226,7 @@ impl Envelope {
                 rest.len()
             )));
         }
-        check_block_id(&env.block_id)?;
+        check_block_id(&env.block_id).map_err(SessionError::Malformed)?;
         Ok(env)
     }
 }
@@ -236,16 +236,17 @@ pub fn block_id_of(bytes: &[u8]) -> Result<String, SessionError> {
     let body = check_version(bytes)?;
     let (id, _) = postcard::take_from_bytes::<String>(body)
         .map_err(|e| SessionError::Malformed(format!("undecodable block ID: {e}")))?;
-    check_block_id(&id)?;
+    check_block_id(&id).map_err(SessionError::Malformed)?;
     Ok(id)
 }
 
-/// Checks a block ID: 1 to [`MAX_BLOCK_ID_BYTES`] bytes, no control characters.
-pub fn check_block_id(id: &str) -> Result<(), SessionError> {
+/// Checks a block ID: 1 to [`MAX_BLOCK_ID_BYTES`] bytes, no control characters; the error says
+/// what is wrong.
+pub fn check_block_id(id: &str) -> Result<(), String> {
     if id.is_empty() || id.len() > MAX_BLOCK_ID_BYTES || id.chars().any(char::is_control) {
-        return Err(SessionError::Malformed(format!(
+        return Err(format!(
             "block ID {id:?}: expected 1 to {MAX_BLOCK_ID_BYTES} bytes without control characters"
-        )));
+        ));
     }
     Ok(())
 }
