@@ -92,6 +92,8 @@ struct SideReport {
     errors: u64,
     first_error: Option<String>,
     wall_seconds: f64,
+    /// Seconds from the start to each block's end, in the order blocks ended.
+    ended_at: Vec<f64>,
     cpu_seconds: f64,
     bytes_sent: u64,
     messages_sent: u64,
@@ -114,6 +116,9 @@ struct LinkReport {
     wall_seconds: f64,
     raw_bits_per_second: f64,
     secret_bits_per_second: f64,
+    /// Raw bits per second between the first and the last block's end on Alice's side: the
+    /// rate once the pipeline of blocks in flight is full (no ramp-up), `None` with one block.
+    steady_raw_bits_per_second: Option<f64>,
     round_trips_per_block: f64,
     auth_bits_per_block: f64,
     auth_fraction_of_key: f64,
@@ -185,6 +190,7 @@ pub fn run(args: LinkArgs) -> anyhow::Result<()> {
         wall_seconds: a.wall_seconds,
         raw_bits_per_second: a.raw_bits as f64 / secs,
         secret_bits_per_second: a.secret_bits as f64 / secs,
+        steady_raw_bits_per_second: steady_rate(&a.ended_at, args.block_bits),
         round_trips_per_block: a.round_trips as f64 / a.blocks.max(1) as f64,
         auth_bits_per_block: a.auth_bits as f64 / a.blocks.max(1) as f64,
         auth_fraction_of_key: a.auth_bits as f64 / a.secret_bits.max(1) as f64,
@@ -217,6 +223,12 @@ pub fn run(args: LinkArgs) -> anyhow::Result<()> {
             format!("{} ({})", report.blocks, report.blocks_with_key),
         ),
         ("raw key".into(), ui::rate(report.raw_bits_per_second)),
+        (
+            "raw key, steady".into(),
+            report
+                .steady_raw_bits_per_second
+                .map_or("n/a".into(), ui::rate),
+        ),
         ("secret key".into(), ui::rate(report.secret_bits_per_second)),
         (
             "round trips per block".into(),
@@ -379,6 +391,7 @@ fn run_over(
         side,
         &mut |id, r| {
             report.blocks += 1;
+            report.ended_at.push(t0.elapsed().as_secs_f64());
             match r {
                 Ok(o) => {
                     let rep = &o.report;
@@ -421,6 +434,13 @@ fn run_over(
     }
     report.keys_digest = h.finalize().to_hex().to_string();
     Ok(report)
+}
+
+/// `(blocks - 1) * block_bits` over the time between the first and the last block's end.
+fn steady_rate(ended_at: &[f64], block_bits: usize) -> Option<f64> {
+    let (first, last) = (ended_at.first()?, ended_at.last()?);
+    (ended_at.len() > 1 && last > first)
+        .then(|| (ended_at.len() - 1) as f64 * block_bits as f64 / (last - first))
 }
 
 /// CPU seconds (user + system) this process has used, from `/proc/self/stat` (clock ticks of
