@@ -427,4 +427,76 @@ mod tests {
             }
         }
     }
+
+    /// Hashes every batch both ways of a framed run, the corrected frames and the counters.
+    fn framed_digest(
+        n: usize,
+        frame_bits: usize,
+        variant: Variant,
+        qber: f64,
+        seed: u64,
+    ) -> String {
+        let (a, b) = noisy_pair(n, error_count(n, qber), seed);
+        let (mut alice, mut bob) = framed(&a, &b, frame_bits, variant, qber);
+        let mut h = blake3::Hasher::new();
+        let mut put = |dir: u8, bytes: &[u8]| {
+            h.update(&[dir]);
+            h.update(&(bytes.len() as u64).to_le_bytes());
+            h.update(bytes);
+        };
+        let mut msg = bob.start().unwrap();
+        while !msg.messages.is_empty() {
+            let wire = msg.encode().unwrap();
+            put(b'B', &wire);
+            let answer = alice.handle(FrameBatch::decode(&wire).unwrap()).unwrap();
+            if answer.messages.is_empty() {
+                break;
+            }
+            let wire = answer.encode().unwrap();
+            put(b'A', &wire);
+            msg = bob.handle(FrameBatch::decode(&wire).unwrap()).unwrap();
+        }
+        assert!(alice.is_done() && bob.is_done());
+        let s = bob.stats();
+        let (la, lb) = alice.leak_bits();
+        for v in [
+            s.disclosed_bits,
+            s.corrected,
+            u64::from(s.round_trips),
+            la,
+            lb,
+        ] {
+            h.update(&v.to_le_bytes());
+        }
+        h.update(&join_frames(&bob.into_frames()).to_bytes());
+        h.finalize().to_hex()[..16].to_string()
+    }
+
+    /// Pins the batch transcripts of framed runs (recorded before the Cascade performance
+    /// work); see `transcripts_are_pinned` in the Cascade tests.
+    #[test]
+    fn framed_transcripts_are_pinned() {
+        let got = [
+            framed_digest((1 << 18) + 5000, 1 << 14, Variant::yanetal(), 0.02, 21),
+            framed_digest(1 << 18, 1 << 16, Variant::yanetal(), 0.02, 22),
+            framed_digest(
+                1 << 17,
+                1 << 14,
+                Variant::by_name("yanetal-d").unwrap(),
+                0.03,
+                23,
+            ),
+            framed_digest(1 << 17, 1 << 15, Variant::option8(), 0.05, 24),
+        ];
+        if std::env::var_os("QKD_PRINT_DIGESTS").is_some() {
+            println!("{got:?}");
+        }
+        let pinned: [&str; 4] = [
+            "5c581fb0992c8fbb",
+            "15ace61fa88f4a78",
+            "abcdea827682b427",
+            "d0c6f5bce7400c3f",
+        ];
+        assert_eq!(got, pinned, "framed transcript changed");
+    }
 }
