@@ -124,7 +124,8 @@ fn shuffled_copy(key: &BitBlock, pp: &PassPlan) -> BitBlock {
 }
 
 /// `dst` bit `j` = `src` bit `perm[j]`, where `perm` holds values below `64 * src.len()` and
-/// `dst` has `ceil(perm.len() / 64)` words. Uses AVX-512 gathers when allowed and available.
+/// `dst` has `ceil(perm.len() / 64)` words. Uses AVX-512 or AVX2 gathers when allowed and
+/// available.
 fn gather(src: &[u64], perm: &[u32], dst: &mut [u64], simd: bool) {
     debug_assert!(perm.iter().all(|&i| (i as usize) < 64 * src.len()));
     #[cfg(target_arch = "x86_64")]
@@ -132,6 +133,13 @@ fn gather(src: &[u64], perm: &[u32], dst: &mut [u64], simd: bool) {
         // SAFETY: AVX-512F is available (checked); the caller guarantees every index is
         // below `64 * src.len()`, which is what `gather_avx512` needs.
         unsafe { gather_avx512(src, perm, dst) };
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if simd && std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 is available (checked); the caller guarantees every index is below
+        // `64 * src.len()`, which is what `gather_avx2` needs.
+        unsafe { gather_avx2(src, perm, dst) };
         return;
     }
     let _ = simd;
@@ -188,6 +196,41 @@ unsafe fn gather_avx512(src: &[u64], perm: &[u32], dst: &mut [u64]) {
             let g = unsafe { _mm512_i32gather_epi32::<4>(word, base) };
             let bits = _mm512_srlv_epi32(g, _mm512_and_si512(idx, low5));
             out |= u64::from(_mm512_test_epi32_mask(bits, one)) << (16 * q);
+        }
+        *w = out;
+    }
+    if let (Some(tail), Some(last)) = (perm.get(full * 64..), dst.get_mut(full..)) {
+        gather_scalar(src, tail, last);
+    }
+}
+
+/// AVX2 version of [`gather_scalar`]: 8 bits per gather of 32-bit words, each moved to its
+/// lane's sign bit and collected with a movemask.
+///
+/// # Safety
+/// The CPU must support AVX2, and every index in `perm` must be below `64 * src.len()`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn gather_avx2(src: &[u64], perm: &[u32], dst: &mut [u64]) {
+    use std::arch::x86_64::*;
+    let base = src.as_ptr().cast::<i32>();
+    let low5 = _mm256_set1_epi32(31);
+    let full = perm.len() / 64;
+    for (w, chunk) in dst.iter_mut().zip(perm.chunks_exact(64)) {
+        let mut out = 0u64;
+        for q in 0..8 {
+            // SAFETY: `chunk` has 64 entries, so 8 u32 from `8 * q` are in bounds.
+            let idx = unsafe { _mm256_loadu_si256(chunk.as_ptr().add(8 * q).cast()) };
+            let word = _mm256_srli_epi32::<5>(idx);
+            // SAFETY: each index `i < 64 * src.len()`, so the 32-bit word `i / 32` lies
+            // within `src` viewed as `2 * src.len()` little-endian u32 words (x86 is
+            // little-endian, so bit `i % 32` of that word is bit `i` of the block).
+            let g = unsafe { _mm256_i32gather_epi32::<4>(base, word) };
+            // Shift bit `i % 32` up to bit 31: by `31 - i % 32`, which is `(i % 32) ^ 31`.
+            let up = _mm256_xor_si256(_mm256_and_si256(idx, low5), low5);
+            let bits = _mm256_sllv_epi32(g, up);
+            let mask = _mm256_movemask_ps(_mm256_castsi256_ps(bits)) as u32;
+            out |= u64::from(mask & 0xff) << (8 * q);
         }
         *w = out;
     }
