@@ -514,6 +514,8 @@ impl Alice {
                         s: s as u32,
                         e: e as u32,
                         a: false,
+                        bob: false,
+                        at: NOT_CACHED,
                     };
                     descend_walk(
                         &t,
@@ -605,7 +607,15 @@ struct Task {
     e: u32,
     /// Alice's parity of `s..e`.
     a: bool,
+    /// Bob's parity of `s..e` as of his flip count `at` ([`NOT_CACHED`]: not known); saves
+    /// recomputing it in the next step when no bit flipped since.
+    bob: bool,
+    at: u32,
 }
+
+/// [`Task::at`] of a task whose Bob parity is not cached (Bob's flip count never gets there:
+/// he gives up after `n <= 2^31` corrections).
+const NOT_CACHED: u32 = u32::MAX;
 
 /// Smallest block a descend question may go three levels into (both halves then have four or
 /// more positions, so every parity Bob sends on the path is one that one-level bisection also
@@ -743,6 +753,8 @@ pub struct Bob {
     state: BobState,
     biconf_streak: u32,
     flips_in_pass: u64,
+    /// Bits flipped so far (the clock of [`Task::at`]).
+    flips: u32,
     stats: BobStats,
 }
 
@@ -778,6 +790,7 @@ impl Bob {
             state: BobState::Start,
             biconf_streak: 0,
             flips_in_pass: 0,
+            flips: 0,
             stats: BobStats::default(),
         })
     }
@@ -990,6 +1003,8 @@ impl Bob {
                     s: s as u32,
                     e: e as u32,
                     a: bp.alice_top[b],
+                    bob: bp.bob_top[b],
+                    at: self.flips,
                 });
             }
         }
@@ -1200,7 +1215,11 @@ impl Bob {
         let pp = self.plan.pass(q);
         let bp = &self.passes[q];
         let base = t.block as usize * pp.stride;
-        let mut bob = self.bob_parity(q, t.s as usize, t.e as usize);
+        let mut bob = if t.at == self.flips {
+            t.bob
+        } else {
+            self.bob_parity(q, t.s as usize, t.e as usize)
+        };
         loop {
             if bob == t.a {
                 return Step::Drop;
@@ -1216,6 +1235,7 @@ impl Bob {
             let m = t.s + (t.e - t.s).div_ceil(2);
             let left = 2 * t.node;
             let Some(al) = bp.known(base + left as usize) else {
+                (t.bob, t.at) = (bob, self.flips);
                 return Step::Ask;
             };
             let bl = self.bob_parity(q, t.s as usize, m as usize);
@@ -1238,6 +1258,7 @@ impl Bob {
         let plan = Arc::clone(&self.plan);
         let _ = self.key.flip(x);
         self.stats.corrected += 1;
+        self.flips = self.flips.wrapping_add(1);
         self.flips_in_pass += 1;
         let cascade = self.current < plan.normal;
         for i in 0..self.started.len() {
@@ -1270,6 +1291,8 @@ impl Bob {
             s: s as u32,
             e: e as u32,
             a: bp.alice_top[b],
+            bob: bp.bob_top[b],
+            at: self.flips,
         };
         let mut best = (bp.alice_top[b] != bp.bob_top[b]).then_some(root);
         if self.plan.params.variant.sub_block_reuse && !bp.known.is_empty() {
@@ -1291,10 +1314,15 @@ impl Bob {
                     s: cs,
                     e: ce,
                     a,
+                    at: NOT_CACHED,
                     ..t
                 };
                 if self.bob_parity(q, cs as usize, ce as usize) != a {
-                    best = Some(t);
+                    best = Some(Task {
+                        bob: !a,
+                        at: self.flips,
+                        ..t
+                    });
                 }
             }
         }
