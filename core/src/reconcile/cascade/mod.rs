@@ -248,15 +248,22 @@ fn check_question(plan: &Plan, q: &Question) -> Result<(usize, usize, usize), Re
             plan.total_passes()
         )));
     }
+    let (s, e) = check_range(plan, q)?;
+    Ok((pass, s, e))
+}
+
+/// Checks the range of a question whose pass is known to exist: returns `s..e`.
+#[inline]
+fn check_range(plan: &Plan, q: &Question) -> Result<(usize, usize), ReconcileError> {
     let (s, len) = (q.start as usize, q.len as usize);
     let e = s.saturating_add(len);
     if len == 0 || e > plan.n {
         return Err(ReconcileError::BadQuestion(format!(
-            "range {s}+{len} in pass {pass}; expected a non-empty range within 0..{}",
-            plan.n
+            "range {s}+{len} in pass {}; expected a non-empty range within 0..{}",
+            q.pass, plan.n
         )));
     }
-    Ok((pass, s, e))
+    Ok((s, e))
 }
 
 /// Alice's key in the order of pass `pass` (checked by the caller), built on first use.
@@ -446,10 +453,15 @@ impl Alice {
                     });
                 };
                 let mut out = Parities::with_capacity(questions.len());
-                for q in &questions {
-                    let (pass, s, e) = check_question(&plan, q)?;
+                // Bob sorts his questions by pass: look the pass up once per run of them.
+                for run in questions.chunk_by(|x, y| x.pass == y.pass) {
+                    let Some(first) = run.first() else { continue };
+                    let (pass, _, _) = check_question(&plan, first)?;
                     let words = alice_words(&self.key, &mut self.copies, &plan, pass);
-                    out.push(parity(words, s, e));
+                    for q in run {
+                        let (s, e) = check_range(&plan, q)?;
+                        out.push(parity(words, s, e));
+                    }
                 }
                 self.disclosed += u64::from(out.count);
                 self.next_round += 1;
@@ -693,16 +705,17 @@ struct BobPass {
     /// Bob's own block parities: derived from his key, so wiped on drop.
     bob_top: Zeroizing<Vec<bool>>,
     copy: Option<BitBlock>,
-    known: Vec<u64>,
-    kval: Vec<u64>,
+    /// Alice's parities Bob learned, by node slot: per 64 slots a word of which are known
+    /// and a word of their values, side by side so one lookup touches one cache line.
+    known: Vec<[u64; 2]>,
 }
 
 impl BobPass {
     #[inline]
     fn known(&self, slot: usize) -> Option<bool> {
-        let w = *self.known.get(slot / 64)?;
-        if (w >> (slot % 64)) & 1 == 1 {
-            Some((self.kval[slot / 64] >> (slot % 64)) & 1 == 1)
+        let [k, v] = *self.known.get(slot / 64)?;
+        if (k >> (slot % 64)) & 1 == 1 {
+            Some((v >> (slot % 64)) & 1 == 1)
         } else {
             None
         }
@@ -712,16 +725,12 @@ impl BobPass {
     fn learn(&mut self, pp: &PassPlan, slot: usize, value: bool) {
         if self.known.is_empty() {
             let words = (pp.nblocks * pp.stride).div_ceil(64);
-            self.known = vec![0; words];
-            self.kval = vec![0; words];
+            self.known = vec![[0; 2]; words];
         }
-        self.known[slot / 64] |= 1 << (slot % 64);
         let bit = 1u64 << (slot % 64);
-        if value {
-            self.kval[slot / 64] |= bit;
-        } else {
-            self.kval[slot / 64] &= !bit;
-        }
+        let [k, v] = &mut self.known[slot / 64];
+        *k |= bit;
+        *v = (*v & !bit) | (u64::from(value) << (slot % 64));
     }
 }
 
