@@ -1073,7 +1073,8 @@ impl Bob {
                     let speculate = self.tasks.len() <= tweaks.speculate_below as usize;
                     let mut bob = Parities::with_capacity(self.tasks.len());
                     let mut deep = Parities::with_capacity(self.tasks.len());
-                    for t in std::mem::take(&mut self.tasks) {
+                    let mut now = std::mem::take(&mut self.tasks);
+                    for t in now.drain(..) {
                         let len = t.e - t.s;
                         questions.push(Question {
                             pass: t.pass as u16,
@@ -1100,7 +1101,9 @@ impl Bob {
                         }
                         self.asked.push(Asked::Descend(t, bits));
                     }
-                    self.tasks = waiting;
+                    // Keep the task list's allocation for the next round.
+                    now.append(&mut waiting);
+                    self.tasks = now;
                     self.stats.bob_parity_bits += u64::from(bob.count);
                     return Ok(Message::Descend {
                         round: self.next_round(),
@@ -1118,7 +1121,8 @@ impl Bob {
                     });
                     self.asked.push(Asked::Left(t));
                 }
-                self.tasks = waiting;
+                // Keep the task list's allocation for the next round.
+                self.tasks.append(&mut waiting);
                 return Ok(self.query(questions));
             }
             let plan = Arc::clone(&self.plan);
