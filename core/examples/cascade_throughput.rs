@@ -1,4 +1,5 @@
-//! Cascade throughput with reused plans, one thread, both parties in this process.
+//! Cascade throughput with reused plans, one rayon thread (by default), both parties in this
+//! process.
 //!
 //! Builds ONE plan per frame length (as a link caches it), then reconciles many frames at the
 //! given QBER with it, through [`FramedAlice`]/[`FramedBob`] (blocks of `--block-frames`
@@ -11,6 +12,7 @@
 //! ```sh
 //! cargo run --release -p qkd-core --example cascade_throughput -- [--variant yanetal]
 //!     [--qber 0.02] [--bits 16777216] [--block-frames 64] [--reps 3] [--mode both|framed|single]
+//!     [--threads 1]
 //! ```
 
 use std::sync::Arc;
@@ -30,6 +32,7 @@ struct Args {
     block_frames: usize,
     reps: usize,
     mode: String,
+    threads: usize,
 }
 
 fn parse_args() -> Args {
@@ -40,6 +43,7 @@ fn parse_args() -> Args {
         block_frames: 64,
         reps: 3,
         mode: "both".into(),
+        threads: 1,
     };
     let argv: Vec<String> = std::env::args().skip(1).collect();
     for kv in argv.chunks(2) {
@@ -51,6 +55,7 @@ fn parse_args() -> Args {
             "--block-frames" => a.block_frames = v.parse().expect("--block-frames"),
             "--reps" => a.reps = v.parse().expect("--reps"),
             "--mode" => a.mode = v,
+            "--threads" => a.threads = v.parse().expect("--threads"),
             other => panic!("unknown option {other}"),
         }
     }
@@ -114,9 +119,9 @@ fn run_single(plan: &Arc<Plan>, pairs: &[(BitBlock, BitBlock)]) -> u64 {
 fn main() {
     let args = parse_args();
     rayon::ThreadPoolBuilder::new()
-        .num_threads(1)
+        .num_threads(args.threads)
         .build_global()
-        .expect("one-thread pool");
+        .expect("rayon pool");
     let variant = Variant::by_name(&args.variant).expect("variant");
     for log in [14u32, 16] {
         let n = 1usize << log;
