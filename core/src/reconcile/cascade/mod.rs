@@ -124,7 +124,8 @@ fn shuffled_copy(key: &BitBlock, pp: &PassPlan) -> BitBlock {
 }
 
 /// `dst` bit `j` = `src` bit `perm[j]`, where `perm` holds values below `64 * src.len()` and
-/// `dst` has `ceil(perm.len() / 64)` words. Uses AVX-512 gathers when allowed and available.
+/// `dst` has `ceil(perm.len() / 64)` words. Uses AVX-512 or AVX2 gathers when allowed and
+/// available.
 fn gather(src: &[u64], perm: &[u32], dst: &mut [u64], simd: bool) {
     debug_assert!(perm.iter().all(|&i| (i as usize) < 64 * src.len()));
     #[cfg(target_arch = "x86_64")]
@@ -132,6 +133,13 @@ fn gather(src: &[u64], perm: &[u32], dst: &mut [u64], simd: bool) {
         // SAFETY: AVX-512F is available (checked); the caller guarantees every index is
         // below `64 * src.len()`, which is what `gather_avx512` needs.
         unsafe { gather_avx512(src, perm, dst) };
+        return;
+    }
+    #[cfg(target_arch = "x86_64")]
+    if simd && std::arch::is_x86_feature_detected!("avx2") {
+        // SAFETY: AVX2 is available (checked); the caller guarantees every index is below
+        // `64 * src.len()`, which is what `gather_avx2` needs.
+        unsafe { gather_avx2(src, perm, dst) };
         return;
     }
     let _ = simd;
@@ -196,6 +204,41 @@ unsafe fn gather_avx512(src: &[u64], perm: &[u32], dst: &mut [u64]) {
     }
 }
 
+/// AVX2 version of [`gather_scalar`]: 8 bits per gather of 32-bit words, each moved to its
+/// lane's sign bit and collected with a movemask.
+///
+/// # Safety
+/// The CPU must support AVX2, and every index in `perm` must be below `64 * src.len()`.
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn gather_avx2(src: &[u64], perm: &[u32], dst: &mut [u64]) {
+    use std::arch::x86_64::*;
+    let base = src.as_ptr().cast::<i32>();
+    let low5 = _mm256_set1_epi32(31);
+    let full = perm.len() / 64;
+    for (w, chunk) in dst.iter_mut().zip(perm.chunks_exact(64)) {
+        let mut out = 0u64;
+        for q in 0..8 {
+            // SAFETY: `chunk` has 64 entries, so 8 u32 from `8 * q` are in bounds.
+            let idx = unsafe { _mm256_loadu_si256(chunk.as_ptr().add(8 * q).cast()) };
+            let word = _mm256_srli_epi32::<5>(idx);
+            // SAFETY: each index `i < 64 * src.len()`, so the 32-bit word `i / 32` lies
+            // within `src` viewed as `2 * src.len()` little-endian u32 words (x86 is
+            // little-endian, so bit `i % 32` of that word is bit `i` of the block).
+            let g = unsafe { _mm256_i32gather_epi32::<4>(base, word) };
+            // Shift bit `i % 32` up to bit 31: by `31 - i % 32`, which is `(i % 32) ^ 31`.
+            let up = _mm256_xor_si256(_mm256_and_si256(idx, low5), low5);
+            let bits = _mm256_sllv_epi32(g, up);
+            let mask = _mm256_movemask_ps(_mm256_castsi256_ps(bits)) as u32;
+            out |= u64::from(mask & 0xff) << (8 * q);
+        }
+        *w = out;
+    }
+    if let (Some(tail), Some(last)) = (perm.get(full * 64..), dst.get_mut(full..)) {
+        gather_scalar(src, tail, last);
+    }
+}
+
 /// Checks a question against the plan: returns its pass and range `s..e`.
 fn check_question(plan: &Plan, q: &Question) -> Result<(usize, usize, usize), ReconcileError> {
     let pass = q.pass as usize;
@@ -205,15 +248,22 @@ fn check_question(plan: &Plan, q: &Question) -> Result<(usize, usize, usize), Re
             plan.total_passes()
         )));
     }
+    let (s, e) = check_range(plan, q)?;
+    Ok((pass, s, e))
+}
+
+/// Checks the range of a question whose pass is known to exist: returns `s..e`.
+#[inline]
+fn check_range(plan: &Plan, q: &Question) -> Result<(usize, usize), ReconcileError> {
     let (s, len) = (q.start as usize, q.len as usize);
     let e = s.saturating_add(len);
     if len == 0 || e > plan.n {
         return Err(ReconcileError::BadQuestion(format!(
-            "range {s}+{len} in pass {pass}; expected a non-empty range within 0..{}",
-            plan.n
+            "range {s}+{len} in pass {}; expected a non-empty range within 0..{}",
+            q.pass, plan.n
         )));
     }
-    Ok((pass, s, e))
+    Ok((s, e))
 }
 
 /// Alice's key in the order of pass `pass` (checked by the caller), built on first use.
@@ -403,10 +453,15 @@ impl Alice {
                     });
                 };
                 let mut out = Parities::with_capacity(questions.len());
-                for q in &questions {
-                    let (pass, s, e) = check_question(&plan, q)?;
+                // Bob sorts his questions by pass: look the pass up once per run of them.
+                for run in questions.chunk_by(|x, y| x.pass == y.pass) {
+                    let Some(first) = run.first() else { continue };
+                    let (pass, _, _) = check_question(&plan, first)?;
                     let words = alice_words(&self.key, &mut self.copies, &plan, pass);
-                    out.push(parity(words, s, e));
+                    for q in run {
+                        let (s, e) = check_range(&plan, q)?;
+                        out.push(parity(words, s, e));
+                    }
                 }
                 self.disclosed += u64::from(out.count);
                 self.next_round += 1;
@@ -471,6 +526,8 @@ impl Alice {
                         s: s as u32,
                         e: e as u32,
                         a: false,
+                        bob: false,
+                        at: NOT_CACHED,
                     };
                     descend_walk(
                         &t,
@@ -562,7 +619,15 @@ struct Task {
     e: u32,
     /// Alice's parity of `s..e`.
     a: bool,
+    /// Bob's parity of `s..e` as of his flip count `at` ([`NOT_CACHED`]: not known); saves
+    /// recomputing it in the next step when no bit flipped since.
+    bob: bool,
+    at: u32,
 }
+
+/// [`Task::at`] of a task whose Bob parity is not cached (Bob's flip count never gets there:
+/// he gives up after `n <= 2^31` corrections).
+const NOT_CACHED: u32 = u32::MAX;
 
 /// Smallest block a descend question may go three levels into (both halves then have four or
 /// more positions, so every parity Bob sends on the path is one that one-level bisection also
@@ -640,16 +705,17 @@ struct BobPass {
     /// Bob's own block parities: derived from his key, so wiped on drop.
     bob_top: Zeroizing<Vec<bool>>,
     copy: Option<BitBlock>,
-    known: Vec<u64>,
-    kval: Vec<u64>,
+    /// Alice's parities Bob learned, by node slot: per 64 slots a word of which are known
+    /// and a word of their values, side by side so one lookup touches one cache line.
+    known: Vec<[u64; 2]>,
 }
 
 impl BobPass {
     #[inline]
     fn known(&self, slot: usize) -> Option<bool> {
-        let w = *self.known.get(slot / 64)?;
-        if (w >> (slot % 64)) & 1 == 1 {
-            Some((self.kval[slot / 64] >> (slot % 64)) & 1 == 1)
+        let [k, v] = *self.known.get(slot / 64)?;
+        if (k >> (slot % 64)) & 1 == 1 {
+            Some((v >> (slot % 64)) & 1 == 1)
         } else {
             None
         }
@@ -659,16 +725,12 @@ impl BobPass {
     fn learn(&mut self, pp: &PassPlan, slot: usize, value: bool) {
         if self.known.is_empty() {
             let words = (pp.nblocks * pp.stride).div_ceil(64);
-            self.known = vec![0; words];
-            self.kval = vec![0; words];
+            self.known = vec![[0; 2]; words];
         }
-        self.known[slot / 64] |= 1 << (slot % 64);
         let bit = 1u64 << (slot % 64);
-        if value {
-            self.kval[slot / 64] |= bit;
-        } else {
-            self.kval[slot / 64] &= !bit;
-        }
+        let [k, v] = &mut self.known[slot / 64];
+        *k |= bit;
+        *v = (*v & !bit) | (u64::from(value) << (slot % 64));
     }
 }
 
@@ -700,6 +762,8 @@ pub struct Bob {
     state: BobState,
     biconf_streak: u32,
     flips_in_pass: u64,
+    /// Bits flipped so far (the clock of [`Task::at`]).
+    flips: u32,
     stats: BobStats,
 }
 
@@ -735,6 +799,7 @@ impl Bob {
             state: BobState::Start,
             biconf_streak: 0,
             flips_in_pass: 0,
+            flips: 0,
             stats: BobStats::default(),
         })
     }
@@ -947,6 +1012,8 @@ impl Bob {
                     s: s as u32,
                     e: e as u32,
                     a: bp.alice_top[b],
+                    bob: bp.bob_top[b],
+                    at: self.flips,
                 });
             }
         }
@@ -1006,7 +1073,8 @@ impl Bob {
                     let speculate = self.tasks.len() <= tweaks.speculate_below as usize;
                     let mut bob = Parities::with_capacity(self.tasks.len());
                     let mut deep = Parities::with_capacity(self.tasks.len());
-                    for t in std::mem::take(&mut self.tasks) {
+                    let mut now = std::mem::take(&mut self.tasks);
+                    for t in now.drain(..) {
                         let len = t.e - t.s;
                         questions.push(Question {
                             pass: t.pass as u16,
@@ -1033,7 +1101,9 @@ impl Bob {
                         }
                         self.asked.push(Asked::Descend(t, bits));
                     }
-                    self.tasks = waiting;
+                    // Keep the task list's allocation for the next round.
+                    now.append(&mut waiting);
+                    self.tasks = now;
                     self.stats.bob_parity_bits += u64::from(bob.count);
                     return Ok(Message::Descend {
                         round: self.next_round(),
@@ -1051,7 +1121,8 @@ impl Bob {
                     });
                     self.asked.push(Asked::Left(t));
                 }
-                self.tasks = waiting;
+                // Keep the task list's allocation for the next round.
+                self.tasks.append(&mut waiting);
                 return Ok(self.query(questions));
             }
             let plan = Arc::clone(&self.plan);
@@ -1157,7 +1228,11 @@ impl Bob {
         let pp = self.plan.pass(q);
         let bp = &self.passes[q];
         let base = t.block as usize * pp.stride;
-        let mut bob = self.bob_parity(q, t.s as usize, t.e as usize);
+        let mut bob = if t.at == self.flips {
+            t.bob
+        } else {
+            self.bob_parity(q, t.s as usize, t.e as usize)
+        };
         loop {
             if bob == t.a {
                 return Step::Drop;
@@ -1173,6 +1248,7 @@ impl Bob {
             let m = t.s + (t.e - t.s).div_ceil(2);
             let left = 2 * t.node;
             let Some(al) = bp.known(base + left as usize) else {
+                (t.bob, t.at) = (bob, self.flips);
                 return Step::Ask;
             };
             let bl = self.bob_parity(q, t.s as usize, m as usize);
@@ -1195,6 +1271,7 @@ impl Bob {
         let plan = Arc::clone(&self.plan);
         let _ = self.key.flip(x);
         self.stats.corrected += 1;
+        self.flips = self.flips.wrapping_add(1);
         self.flips_in_pass += 1;
         let cascade = self.current < plan.normal;
         for i in 0..self.started.len() {
@@ -1227,6 +1304,8 @@ impl Bob {
             s: s as u32,
             e: e as u32,
             a: bp.alice_top[b],
+            bob: bp.bob_top[b],
+            at: self.flips,
         };
         let mut best = (bp.alice_top[b] != bp.bob_top[b]).then_some(root);
         if self.plan.params.variant.sub_block_reuse && !bp.known.is_empty() {
@@ -1248,10 +1327,15 @@ impl Bob {
                     s: cs,
                     e: ce,
                     a,
+                    at: NOT_CACHED,
                     ..t
                 };
                 if self.bob_parity(q, cs as usize, ce as usize) != a {
-                    best = Some(t);
+                    best = Some(Task {
+                        bob: !a,
+                        at: self.flips,
+                        ..t
+                    });
                 }
             }
         }

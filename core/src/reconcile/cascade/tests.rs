@@ -609,3 +609,106 @@ fn inline_parity_agrees_with_the_bit_by_bit_parity() {
         assert_eq!(parity(&words, s, e), want, "{s}..{e}");
     }
 }
+
+/// Hashes the whole wire transcript of one loopback run (every message both ways, in order,
+/// with its direction and length), Bob's corrected key and both sides' counters.
+fn transcript_digest(variant: &Variant, n: usize, qber: f64, seed: u64) -> String {
+    let (a_key, b_key) = noisy_pair(n, error_count(n, qber), seed);
+    let plan = Plan::new(params(variant.clone(), n, qber, seed)).unwrap();
+    let mut alice = Alice::with_plan(a_key, Arc::clone(&plan));
+    let mut bob = Bob::new(plan, b_key).unwrap();
+    let mut h = blake3::Hasher::new();
+    let mut put = |dir: u8, bytes: &[u8]| {
+        h.update(&[dir]);
+        h.update(&(bytes.len() as u64).to_le_bytes());
+        h.update(bytes);
+    };
+    let mut msg = bob.start().unwrap().encode().unwrap();
+    put(b'B', &msg);
+    while let Some(reply) = alice.handle_bytes(&msg).unwrap() {
+        put(b'A', &reply);
+        msg = bob.handle_bytes(&reply).unwrap();
+        put(b'B', &msg);
+    }
+    assert!(alice.is_done() && bob.is_done());
+    let s = bob.stats();
+    for v in [
+        s.disclosed_bits,
+        s.corrected,
+        u64::from(s.round_trips),
+        u64::from(s.messages),
+        u64::from(s.passes),
+        s.bob_parity_bits,
+        s.speculative_bits,
+        alice.disclosed_bits(),
+        alice.bob_leak_bits(),
+    ] {
+        h.update(&v.to_le_bytes());
+    }
+    h.update(&bob.key().to_bytes());
+    h.finalize().to_hex()[..16].to_string()
+}
+
+/// Pins the full message transcript, the corrected key and the counters of seeded runs of
+/// every variant (recorded before the Cascade performance work): any change to what goes on
+/// the wire, the leakage count or the plan shows up here. Regenerate (only for an intended
+/// protocol change) with `QKD_PRINT_DIGESTS=1 cargo test -p qkd-core --release
+/// transcripts_are_pinned -- --nocapture`.
+#[test]
+fn transcripts_are_pinned() {
+    let mut speculative = Variant::yanetal();
+    speculative.name = "yanetal-speculative".into();
+    speculative.tweaks.descend = true;
+    speculative.tweaks.speculate_below = 6;
+    let mut lowest = Variant::option8();
+    lowest.name = "option8-lowest-pass".into();
+    lowest.tweaks.lowest_pass_first = true;
+    let mut variants = Variant::all();
+    variants.push(speculative);
+    variants.push(lowest);
+    let mut got = Vec::new();
+    for v in &variants {
+        let mut h = blake3::Hasher::new();
+        for (n, qber, seed) in [
+            (1 << 14, 0.02, 11),
+            (1 << 16, 0.02, 12),
+            (10_000, 0.05, 13),
+            (4096, 0.01, 14),
+            (1 << 14, 0.1, 15),
+        ] {
+            h.update(transcript_digest(v, n, qber, seed).as_bytes());
+        }
+        got.push((v.name.clone(), h.finalize().to_hex()[..16].to_string()));
+    }
+    if std::env::var_os("QKD_PRINT_DIGESTS").is_some() {
+        for (name, d) in &got {
+            println!("(\"{name}\", \"{d}\"),");
+        }
+    }
+    let pinned: &[(&str, &str)] = &[
+        ("original", "4f6e3fdf1c904d5e"),
+        ("biconf", "5874e76f12406ca8"),
+        ("yanetal", "2a7db43e6dad5dd6"),
+        ("option3", "894a2c67961be695"),
+        ("option4", "a5d52230e3c090d3"),
+        ("option7", "5e12556e2e304c15"),
+        ("option8", "b69a7cb59f5c3164"),
+        ("yanetal-x", "6166eff89a3bb88b"),
+        ("option8-x", "9a58290488ce465f"),
+        ("option8-xb", "e84858ab2b15ef10"),
+        ("yanetal-d", "13aca05e650cb70a"),
+        ("yanetal-xd", "276fcceedd055bff"),
+        ("option8-d", "6d323288c83c6cf7"),
+        ("option8-xbd", "0a9f903bc8bb285e"),
+        ("yanetal-speculative", "4b12de6bd1bdbc57"),
+        ("option8-lowest-pass", "12049bd3b04e095e"),
+    ];
+    assert_eq!(got.len(), pinned.len(), "one pinned digest per variant");
+    for ((name, d), (pn, pd)) in got.iter().zip(pinned) {
+        assert_eq!(
+            (name.as_str(), d.as_str()),
+            (*pn, *pd),
+            "transcript changed"
+        );
+    }
+}
