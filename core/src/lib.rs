@@ -3,11 +3,12 @@
 //! Raw sifted key blocks go in; final secret keys come out. The stages, in order:
 //! [`estimate`] (QBER from a disclosed sample), [`reconcile`] (Cascade, as two sans-IO parties),
 //! [`confirm`] (universal-hash tag compare), [`amplify`] (finite-key secret length and Toeplitz
-//! hashing), [`entropy`] (health of the output), stitched together by [`pipeline`]; final keys
-//! go to the [`store`]. Between two sites, [`auth`] authenticates each direction's transcript
-//! (Wegman-Carter); [`gf128`] is the field both it and [`confirm`] hash over. Every key bit lives
-//! in a [`bits::BitBlock`]. Randomness comes from a [`rng::RandomSource`]: the OS CSPRNG unless
-//! configured otherwise.
+//! hashing), [`entropy`] (health of the output). [`session`] runs a block's whole life as one
+//! sans-IO state machine per side, whose messages any transport carries, and [`auth`]
+//! authenticates each direction's transcript (Wegman-Carter; [`gf128`] is the field both it and
+//! [`confirm`] hash over). [`pipeline`] drives both sides in one process; final keys go to the
+//! [`store`]. Every key bit lives in a [`bits::BitBlock`]. Randomness comes from a
+//! [`rng::RandomSource`]: the OS CSPRNG unless configured otherwise.
 #![deny(missing_docs)]
 
 pub mod amplify;

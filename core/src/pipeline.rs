@@ -1,8 +1,9 @@
 //! Block in, final key out: estimate -> reconcile -> confirm -> secret length -> amplify ->
 //! entropy check, with one [`BlockReport`] per block (DESIGN §2).
 //!
-//! [`process_block`] runs both parties of every protocol in this process through their wire
-//! encodings (the same state machines a two-site deployment drives over the network):
+//! [`process_block`] runs Alice's and Bob's [`crate::session`]s of a block against each other in
+//! this process, every message through its wire encoding and both transcripts authenticated:
+//! the same state machines a two-site deployment drives over the network. The stages:
 //!
 //! 1. **Estimate**: Alice draws a public seed, discloses `sample_bits` bits at the positions it
 //!    selects; Bob compares, bounds the QBER, and both drop the sample. The block is sized for
@@ -20,8 +21,9 @@
 //!    length, sample size, the block's rung and the ladder's size, Cascade's leakage on both
 //!    sides (Alice's parities plus Bob's key-dependent bits) and the confirmation tag
 //!    (charged once).
-//! 5. **Amplify**: each side Toeplitz-hashes its key with the same fresh public seed; the two
-//!    final keys are compared (the simulation knows both) and must be identical.
+//! 5. **Amplify**: each side Toeplitz-hashes its key with the same fresh public seed; after the
+//!    transcript tags, the two final keys are compared (the simulation knows both) and must be
+//!    identical.
 //! 6. **Check**: the entropy verdict on the final key; a failure quarantines the block.
 //!
 //! [`process`] runs many blocks in parallel (rayon) and [`process_stream`] feeds them from a
