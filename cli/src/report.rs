@@ -4,7 +4,8 @@ use qkd_core::pipeline::{BlockOutcome, BlockReport, Summary};
 
 use crate::ui;
 
-/// One row per block: QBER, efficiency, bits disclosed by Alice and Bob, final bits, outcome.
+/// One row per block: QBER, efficiency, bits disclosed by Alice and Bob, round trips, final bits,
+/// authentication key spent, outcome.
 pub fn blocks_table(reports: &[BlockReport]) -> comfy_table::Table {
     let mut t = comfy_table::Table::new();
     t.load_style(comfy_table::presets::UTF8_FULL_CONDENSED)
@@ -16,6 +17,7 @@ pub fn blocks_table(reports: &[BlockReport]) -> comfy_table::Table {
             "leak A+B",
             "round trips",
             "final bits",
+            "auth bits",
             "outcome",
         ]);
     for r in reports {
@@ -32,6 +34,7 @@ pub fn blocks_table(reports: &[BlockReport]) -> comfy_table::Table {
             format!("{}+{}", r.leak_alice_bits, r.leak_bob_bits),
             r.round_trips.to_string(),
             r.final_bits.to_string(),
+            r.auth_bits.to_string(),
             outcome,
         ]);
     }
@@ -63,6 +66,14 @@ pub fn summary_table(s: &Summary) -> comfy_table::Table {
         ),
         ("final bits".into(), s.final_bits.to_string()),
         ("secret fraction".into(), ui::pct(s.secret_fraction, 2)),
+        (
+            "authentication key spent".into(),
+            format!(
+                "{} bits ({} of the final bits)",
+                s.auth_bits,
+                ui::pct(s.auth_bits as f64 / s.final_bits.max(1) as f64, 3)
+            ),
+        ),
         ("stage throughput: estimate".into(), per(s.times.estimate)),
         (
             "stage throughput: reconcile (Cascade)".into(),

@@ -75,7 +75,7 @@ fn demo_json_on_the_embedded_dataset() {
     assert_eq!(v["dataset"], "iid-2pct");
     let blocks = v["blocks"].as_array().unwrap();
     assert_eq!(blocks.len(), 4);
-    let mut final_bits = 0;
+    let (mut final_bits, mut auth_bits) = (0, 0);
     for b in blocks {
         let q = b["qber"].as_f64().unwrap();
         assert!(
@@ -92,8 +92,13 @@ fn demo_json_on_the_embedded_dataset() {
             .join(format!("block-{:06}.key", b["index"].as_u64().unwrap()));
         assert_eq!(std::fs::metadata(&file).unwrap().len(), bits.div_ceil(8));
         final_bits += bits;
+        // Every block's two transcript tags took two pads (and one block the link's hash key).
+        let auth = b["auth_bits"].as_u64().unwrap();
+        assert!(auth == 256 || auth == 384, "{b}");
+        auth_bits += auth;
     }
     assert_eq!(v["summary"]["final_bits"].as_u64().unwrap(), final_bits);
+    assert_eq!(v["summary"]["auth_bits"].as_u64().unwrap(), auth_bits);
 }
 
 #[test]

@@ -495,6 +495,8 @@ pub struct Summary {
     pub raw_bits: u64,
     /// Final bits out.
     pub final_bits: u64,
+    /// Authentication key spent, all blocks (pads and hash keys).
+    pub auth_bits: u64,
     /// Final bits per raw bit.
     pub secret_fraction: f64,
     /// Mean observed QBER over blocks.
@@ -523,6 +525,7 @@ impl Summary {
         }
         self.raw_bits += r.raw_bits;
         self.final_bits += r.final_bits;
+        self.auth_bits += r.auth_bits;
         self.secret_fraction = self.final_bits as f64 / self.raw_bits.max(1) as f64;
         self.qber_mean = (self.qber_mean * prev + r.qber) / self.blocks as f64;
         if let Some(f) = r.efficiency {
