@@ -98,7 +98,8 @@ pub enum Role<'a> {
         blocks: &'a mut dyn Iterator<Item = (String, BitBlock)>,
     },
     /// Bob starts a session when a block's first message arrives, on the raw block
-    /// `raw_for(block ID)` gives (a block it does not have is refused and Alice told).
+    /// `raw_for(block ID)` gives (a block it does not have is refused, and Alice told with an
+    /// abort).
     Bob {
         /// His link.
         link: Arc<Link>,
@@ -134,6 +135,36 @@ struct Active {
     last_heard: Instant,
 }
 
+/// The sessions of one side in flight, in the order they started (for round-robin sending).
+#[derive(Default)]
+struct InFlight {
+    active: HashMap<String, Active>,
+    order: VecDeque<String>,
+}
+
+impl InFlight {
+    fn start(&mut self, id: String, party: Box<dyn Party>) {
+        self.order.push_back(id.clone());
+        let last_heard = Instant::now();
+        self.active.insert(id, Active { party, last_heard });
+    }
+}
+
+/// An abort for a block that has no session on this side (its first message is the only one
+/// this side sends, so its number is 0).
+fn abort_without_session(block_id: &str, why: &SessionError) -> Option<Vec<u8>> {
+    let reason = why.to_string();
+    let body = super::wire::Body::Abort { reason };
+    let block_id = block_id.to_owned();
+    super::wire::Envelope {
+        block_id,
+        seq: 0,
+        body,
+    }
+    .encode()
+    .ok()
+}
+
 /// Runs one side of a link: sessions of many blocks over one ordered message channel
 /// (`incoming`, and `send` for the other way). Alice returns once every block has ended; Bob
 /// once `incoming` is closed. `on_block(id, result)` sees each block as it ends.
@@ -145,37 +176,27 @@ pub fn run_side(
     on_block: &mut dyn FnMut(&str, BlockResult),
 ) -> std::io::Result<SideStats> {
     let mut stats = SideStats::default();
-    let mut active: HashMap<String, Active> = HashMap::new();
-    // Block order, for round-robin sending.
-    let mut order: VecDeque<String> = VecDeque::new();
+    let mut flight = InFlight::default();
     let mut ended = RecentIds::default();
     let (mut role, mut source_done) = (role, false);
     let tick = cfg.block_timeout.min(Duration::from_millis(200));
+    let mut last_sweep = Instant::now();
     loop {
         if let Role::Alice { link, blocks } = &mut role {
-            while !source_done && active.len() < cfg.in_flight.max(1) {
+            while !source_done && flight.active.len() < cfg.in_flight.max(1) {
                 let Some((id, raw)) = blocks.next() else {
                     source_done = true;
                     break;
                 };
                 match AliceSession::new(Arc::clone(link), id.clone(), raw, Box::new(OsRandom)) {
-                    Ok(s) => {
-                        order.push_back(id.clone());
-                        active.insert(
-                            id,
-                            Active {
-                                party: Box::new(s),
-                                last_heard: Instant::now(),
-                            },
-                        );
-                    }
+                    Ok(s) => flight.start(id, Box::new(s)),
                     Err(e) => on_block(&id, Err(e)),
                 }
             }
         }
         // Send what every session has to say, then retire the ended ones.
-        for id in &order {
-            if let Some(a) = active.get_mut(id) {
+        for id in &flight.order {
+            if let Some(a) = flight.active.get_mut(id) {
                 while let Some(m) = a.party.poll_transmit() {
                     stats.messages_sent += 1;
                     stats.bytes_sent += m.len() as u64;
@@ -183,6 +204,7 @@ pub fn run_side(
                 }
             }
         }
+        let InFlight { active, order } = &mut flight;
         order.retain(|id| {
             let Some(a) = active.get_mut(id) else {
                 return false;
@@ -197,78 +219,76 @@ pub fn run_side(
                 None => true,
             }
         });
-        if matches!(role, Role::Alice { .. }) && source_done && active.is_empty() {
+        if matches!(role, Role::Alice { .. }) && source_done && flight.active.is_empty() {
             return Ok(stats);
         }
-        match incoming.recv_timeout(tick) {
-            Ok(m) => {
-                stats.messages_received += 1;
-                let Ok(id) = block_id_of(&m) else {
-                    stats.messages_dropped += 1;
-                    continue;
-                };
-                if let Some(a) = active.get_mut(&id) {
-                    a.last_heard = Instant::now();
-                    // An error is the session's outcome, reported when it is retired.
-                    let _ = a.party.handle(&m);
-                    continue;
-                }
-                let Role::Bob { link, raw_for } = &mut role else {
-                    stats.messages_dropped += 1;
-                    continue;
-                };
-                if ended.contains(&id) {
-                    stats.messages_dropped += 1;
-                    continue;
-                }
-                let Some(raw) = raw_for(&id) else {
-                    stats.messages_dropped += 1;
-                    on_block(
-                        &id,
-                        Err(SessionError::Hello(format!("no raw block {id:?} here"))),
-                    );
-                    ended.insert(id);
-                    continue;
-                };
-                match BobSession::new(Arc::clone(link), id.clone(), raw) {
-                    Ok(mut s) => {
-                        let _ = s.handle(&m);
-                        order.push_back(id.clone());
-                        active.insert(
-                            id,
-                            Active {
-                                party: Box::new(s),
-                                last_heard: Instant::now(),
-                            },
-                        );
-                    }
-                    Err(e) => {
-                        on_block(&id, Err(e));
-                        ended.insert(id);
-                    }
-                }
+        // Blocks that went quiet end, whether or not other blocks' messages keep arriving.
+        let now = Instant::now();
+        if now - last_sweep >= tick {
+            last_sweep = now;
+            let stale: Vec<String> = flight
+                .active
+                .iter()
+                .filter(|(_, a)| now - a.last_heard >= cfg.block_timeout)
+                .map(|(id, _)| id.clone())
+                .collect();
+            for id in stale {
+                flight.active.remove(&id);
+                ended.insert(id.clone());
+                on_block(
+                    &id,
+                    Err(transport_error("no message within the block timeout")),
+                );
             }
-            Err(RecvTimeoutError::Timeout) => {
-                let now = Instant::now();
-                let stale: Vec<String> = active
-                    .iter()
-                    .filter(|(_, a)| now - a.last_heard >= cfg.block_timeout)
-                    .map(|(id, _)| id.clone())
-                    .collect();
-                for id in stale {
-                    active.remove(&id);
-                    ended.insert(id.clone());
-                    on_block(
-                        &id,
-                        Err(transport_error("no message within the block timeout")),
-                    );
-                }
-            }
+        }
+        let m = match incoming.recv_timeout(tick) {
+            Ok(m) => m,
+            Err(RecvTimeoutError::Timeout) => continue,
             Err(RecvTimeoutError::Disconnected) => {
-                for (id, _) in active.drain() {
+                for (id, _) in flight.active.drain() {
                     on_block(&id, Err(transport_error("the connection closed")));
                 }
                 return Ok(stats);
+            }
+        };
+        stats.messages_received += 1;
+        let Ok(id) = block_id_of(&m) else {
+            stats.messages_dropped += 1;
+            continue;
+        };
+        if let Some(a) = flight.active.get_mut(&id) {
+            a.last_heard = Instant::now();
+            // An error is the session's outcome, reported when it is retired.
+            let _ = a.party.handle(&m);
+            continue;
+        }
+        let Role::Bob { link, raw_for } = &mut role else {
+            stats.messages_dropped += 1;
+            continue;
+        };
+        if ended.contains(&id) {
+            stats.messages_dropped += 1;
+            continue;
+        }
+        let started = match raw_for(&id) {
+            Some(raw) => BobSession::new(Arc::clone(link), id.clone(), raw),
+            None => Err(SessionError::Hello(format!("no raw block {id:?} here"))),
+        };
+        match started {
+            Ok(mut s) => {
+                let _ = s.handle(&m);
+                flight.start(id, Box::new(s));
+            }
+            Err(e) => {
+                // Alice is told, so her session ends now instead of at its timeout.
+                stats.messages_dropped += 1;
+                if let Some(abort) = abort_without_session(&id, &e) {
+                    stats.messages_sent += 1;
+                    stats.bytes_sent += abort.len() as u64;
+                    send(abort)?;
+                }
+                on_block(&id, Err(e));
+                ended.insert(id);
             }
         }
     }
