@@ -449,7 +449,8 @@ fn merge(index: u64, alice: SessionOutcome, bob: SessionOutcome, raw_errors: u64
     report.index = index;
     report.times.add(&bob.report.times);
     report.true_errors = raw_errors.saturating_sub(report.sample_errors);
-    if report.true_errors > 0 && report.qber_tolerated.is_some() && report.round_trips > 0 {
+    // Reconciliation ran exactly when the block got a rung.
+    if report.true_errors > 0 && report.qber_tolerated.is_some() {
         report.efficiency = Some(efficiency(
             report.leak_alice_bits,
             report.reconciled_bits as usize,

@@ -8,7 +8,7 @@ use pyo3::types::{PyBytes, PyDict};
 use qkd_core::BitBlock;
 use qkd_core::amplify::{
     Bb84Tlgr2012, DecoyDevice, DecoyStatistics, FiniteKeyError, FiniteKeyInput, Lim2014,
-    QberLadder, SecretLengthModel, ToeplitzError, ToeplitzMethod, expected_statistics,
+    QberLadder, SecretLengthModel, ToeplitzError, expected_statistics,
 };
 use qkd_core::entropy::{self, AssessConfig, EntropyError};
 use qkd_core::estimate::{self, Bound as QberBound, EstimateError, SampleMessage};
@@ -17,6 +17,7 @@ use qkd_core::sim::{BurstShape, ErrorModel, SimConfig, SimError};
 
 use crate::convert::{
     input_error, key_from_py, key_to_py, protocol_error, qkd_error, report_to_py, seed32,
+    toeplitz_method,
 };
 
 /// Registers every function on the native module.
@@ -368,11 +369,7 @@ fn toeplitz<'py>(
     method: &str,
     packed: bool,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let method = ToeplitzMethod::from_name(method).ok_or_else(|| {
-        input_error(format!(
-            "unknown method '{method}'; expected 'ntt', 'reference', 'ntt-portable', 'ntt-avx2' or 'ntt-avx512'"
-        ))
-    })?;
+    let method = toeplitz_method(method)?;
     let x = key_from_py(x, bits, "x")?;
     let seed = key_from_py(seed, seed_bits, "seed")?;
     let m = size("m", m)?;

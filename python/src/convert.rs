@@ -12,6 +12,16 @@ pyo3::import_exception!(qkd.errors, InputError);
 pyo3::import_exception!(qkd.errors, ProtocolError);
 pyo3::import_exception!(qkd.errors, StoreError);
 
+/// The Toeplitz method called `name` ([`ToeplitzMethod::from_name`]), or an input error.
+pub fn toeplitz_method(name: &str) -> PyResult<qkd_core::amplify::ToeplitzMethod> {
+    qkd_core::amplify::ToeplitzMethod::from_name(name).ok_or_else(|| {
+        input_error(format!(
+            "unknown Toeplitz method '{name}'; expected auto, reference, ntt, clmul or fft, \
+             optionally with a backend (ntt-avx2, clmul-pclmul, fft-vpclmul, ...)"
+        ))
+    })
+}
+
 /// An input error (`qkd.errors.InputError`, a `ValueError`) with `msg`.
 pub fn input_error(msg: impl Into<String>) -> PyErr {
     InputError::new_err(msg.into())

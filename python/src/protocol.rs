@@ -4,7 +4,6 @@
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
 use qkd_core::BitBlock;
-use qkd_core::amplify::ToeplitzMethod;
 use qkd_core::pipeline::{self, PipelineConfig, PipelineError};
 use qkd_core::reconcile::ReconcileError;
 use qkd_core::reconcile::cascade::{self, MIN_QBER, Params, Plan, Variant};
@@ -12,6 +11,7 @@ use qkd_core::reconcile::loopback::LoopbackLink;
 
 use crate::convert::{
     input_error, key_from_py, key_to_py, protocol_error, qkd_error, report_to_py, seed32,
+    toeplitz_method,
 };
 
 /// Registers the classes and functions on the native module.
@@ -359,11 +359,7 @@ fn process<'py>(
 ) -> PyResult<(Bound<'py, PyList>, Bound<'py, PyList>, Bound<'py, PyAny>)> {
     let a: BitBlock = key_from_py(alice, bits, "alice")?;
     let b: BitBlock = key_from_py(bob, bits, "bob")?;
-    let toeplitz = ToeplitzMethod::from_name(toeplitz).ok_or_else(|| {
-        input_error(format!(
-            "unknown Toeplitz method '{toeplitz}'; expected 'ntt' or 'reference'"
-        ))
-    })?;
+    let toeplitz = toeplitz_method(toeplitz)?;
     if block_bits == 0 {
         return Err(input_error(
             "block_bits = 0; expected a positive block size",

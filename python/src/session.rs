@@ -7,13 +7,14 @@ use std::sync::{Arc, Mutex};
 
 use pyo3::prelude::*;
 use pyo3::types::PyBytes;
-use qkd_core::amplify::ToeplitzMethod;
 use qkd_core::auth::KeyPool;
 use qkd_core::pipeline::PipelineConfig;
 use qkd_core::rng::OsRandom;
 use qkd_core::session::{self, Party, SessionError, SessionOutcome};
 
-use crate::convert::{input_error, key_from_py, key_to_py, protocol_error, qkd_error};
+use crate::convert::{
+    input_error, key_from_py, key_to_py, protocol_error, qkd_error, toeplitz_method,
+};
 use crate::protocol::flat_report;
 
 pyo3::import_exception!(qkd.errors, AuthenticationError);
@@ -79,11 +80,7 @@ impl Link {
         max_qber: f64,
         toeplitz: &str,
     ) -> PyResult<Self> {
-        let toeplitz = ToeplitzMethod::from_name(toeplitz).ok_or_else(|| {
-            input_error(format!(
-                "unknown Toeplitz method '{toeplitz}'; expected 'ntt' or 'reference'"
-            ))
-        })?;
+        let toeplitz = toeplitz_method(toeplitz)?;
         let cfg = PipelineConfig {
             // Not used by a link: each session's raw block has its own length.
             block_bits: u32::MAX as usize,

@@ -59,7 +59,7 @@ def test_toeplitz_bad_input():
         amplify.toeplitz(x, s, 800)
     with pytest.raises(qkd.InputError, match="seed"):
         amplify.toeplitz(x, s[:10], 100)
-    with pytest.raises(qkd.InputError, match="unknown method"):
+    with pytest.raises(qkd.InputError, match="unknown Toeplitz method"):
         amplify.toeplitz(x, s, 10, method="nope")
     with pytest.raises(qkd.InputError, match="dtype"):
         amplify.toeplitz(x.astype(np.int16), s, 10)

@@ -6,13 +6,14 @@ use std::time::Instant;
 
 use super::frames::FrameSet;
 use super::wire::{Body, Hello, PROTOCOL_VERSION};
-use super::{Core, Link, SessionError, Side, check_and_release, discarded, secret_length};
+use super::{
+    Core, Link, SessionError, Side, check_and_release, discarded, record_estimate, secret_length,
+};
 use crate::BitBlock;
 use crate::amplify::{seed_bits_needed, toeplitz_hash_with};
 use crate::auth::{AuthLease, Direction};
 use crate::confirm::{ConfirmInitiator, ConfirmMessage};
 use crate::estimate::{self, Bound, QberEstimate};
-use crate::pipeline::BlockReport;
 use crate::reconcile::cascade::Alice;
 use crate::reconcile::efficiency;
 use crate::reconcile::frames::FramedAlice;
@@ -101,7 +102,7 @@ impl AliceSession {
         };
         let hello = Hello {
             protocol: PROTOCOL_VERSION,
-            params: core.link.params().clone(),
+            params: core.link.params(),
             raw_bits: core.report.raw_bits,
             shuffle_seed: core.link.shuffle_seed(),
             hash_key_position: lease.hash_key_position,
@@ -324,32 +325,4 @@ impl AliceSession {
 
 fn amplify_err(e: impl std::fmt::Display) -> SessionError {
     super::stage("amplify", e)
-}
-
-/// Records the estimate in the report; the reason to discard the block, if any (both sides
-/// decide the same from the same count).
-pub(super) fn record_estimate(
-    r: &mut BlockReport,
-    est: &QberEstimate,
-    link: &Link,
-) -> Option<String> {
-    r.sample_errors = est.errors;
-    r.qber = est.observed_qber;
-    r.qber_upper = est.qber_upper;
-    let max = link.config().max_qber;
-    if est.qber_upper > max {
-        return Some(format!(
-            "QBER upper bound {:.4} exceeds the limit {max:.4}",
-            est.qber_upper
-        ));
-    }
-    let Some(rung) = link.ladder().rung_for(est.observed_qber) else {
-        return Some(format!(
-            "sample QBER {:.4} is above the top rung {:.4}",
-            est.observed_qber,
-            link.ladder().top()
-        ));
-    };
-    r.qber_tolerated = Some(rung);
-    None
 }

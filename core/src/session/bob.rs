@@ -5,10 +5,11 @@
 use std::sync::Arc;
 use std::time::Instant;
 
-use super::alice::record_estimate;
 use super::frames::FrameSet;
 use super::wire::{Body, Hello, PROTOCOL_VERSION};
-use super::{Core, Link, SessionError, Side, check_and_release, discarded, secret_length};
+use super::{
+    Core, Link, SessionError, Side, check_and_release, discarded, record_estimate, secret_length,
+};
 use crate::BitBlock;
 use crate::amplify::{seed_bits_needed, toeplitz_hash_with};
 use crate::auth::{AuthLease, Direction};

@@ -31,7 +31,6 @@ type PlanCache = HashMap<([u8; 32], u32, i32), Arc<Plan>>;
 /// (sample positions, confirmation and Toeplitz seeds) is fresh per block.
 pub struct Link {
     cfg: PipelineConfig,
-    params: HelloParams,
     variant: Variant,
     ladder: QberLadder,
     shuffle_seed: [u8; 32],
@@ -50,7 +49,8 @@ impl std::fmt::Debug for Link {
 
 impl Link {
     /// A link with `cfg` (both sides must use the same protocol settings; `block_bits` is not
-    /// used: each session's raw block has its own length) authenticated with `auth`; the shuffle seed (used when this side is Alice) is drawn from `rng`.
+    /// used: each session's raw block has its own length) authenticated with `auth`; the
+    /// shuffle seed (used when this side is Alice) is drawn from `rng`.
     pub fn new(
         cfg: PipelineConfig,
         auth: Box<dyn AuthKeys>,
@@ -63,7 +63,6 @@ impl Link {
         let ladder = QberLadder::default_up_to(cfg.max_qber)
             .map_err(|e| SessionError::Config(e.to_string()))?;
         Ok(Arc::new(Self {
-            params: HelloParams::of(&cfg),
             cfg,
             variant,
             ladder,
@@ -79,8 +78,8 @@ impl Link {
     }
 
     /// The parameters a hello carries.
-    pub fn params(&self) -> &HelloParams {
-        &self.params
+    pub fn params(&self) -> HelloParams {
+        HelloParams::of(&self.cfg)
     }
 
     /// The tolerated QBERs blocks are sized for, fixed by `max_qber`.

@@ -59,7 +59,7 @@ use crate::amplify::{Bb84Tlgr2012, FiniteKeyInput, SecretLength, SecretLengthMod
 use crate::auth::{AuthError, Direction, TranscriptMac};
 use crate::confirm::ConfirmError;
 use crate::entropy::{self, Verdict};
-use crate::estimate::EstimateError;
+use crate::estimate::{EstimateError, QberEstimate};
 use crate::pipeline::{BlockOutcome, BlockReport, StageTimes};
 use crate::reconcile::ReconcileError;
 use crate::rng::RngError;
@@ -232,8 +232,7 @@ impl Core {
     }
 
     /// Ends the session normally.
-    fn end(&mut self, outcome: SessionOutcome) {
-        let mut outcome = outcome;
+    fn end(&mut self, mut outcome: SessionOutcome) {
         outcome.report.messages = self.ch.messages;
         self.outcome = Some(Ok(outcome));
         self.finished = true;
@@ -426,6 +425,30 @@ fn secret_length(
     Bb84Tlgr2012::default()
         .secret_length(&input)
         .map_err(|e| stage("secret length", e))
+}
+
+/// Records the estimate in the report; the reason to discard the block, if any (both sides
+/// decide the same from the same count).
+fn record_estimate(r: &mut BlockReport, est: &QberEstimate, link: &Link) -> Option<String> {
+    r.sample_errors = est.errors;
+    r.qber = est.observed_qber;
+    r.qber_upper = est.qber_upper;
+    let max = link.config().max_qber;
+    if est.qber_upper > max {
+        return Some(format!(
+            "QBER upper bound {:.4} exceeds the limit {max:.4}",
+            est.qber_upper
+        ));
+    }
+    let Some(rung) = link.ladder().rung_for(est.observed_qber) else {
+        return Some(format!(
+            "sample QBER {:.4} is above the top rung {:.4}",
+            est.observed_qber,
+            link.ladder().top()
+        ));
+    };
+    r.qber_tolerated = Some(rung);
+    None
 }
 
 /// The entropy verdict on a final key: the report's last fields, and the key unless it failed.

@@ -405,12 +405,15 @@ fn messages_after_the_end_are_refused() {
         seq: 0,
         body: Body::Tag { tag: 1 },
     };
-    let (mut a2, mut b2) = sessions(&la, &lb, "e", 1 << 15, 0.02, 19);
+    let (_, mut b2) = sessions(&la, &lb, "e", 1 << 15, 0.02, 19);
     assert!(matches!(
         b2.handle(&env.encode().unwrap()),
         Err(SessionError::Unexpected { got: "Tag", .. })
     ));
-    assert!(a2.take_outcome().is_none());
+    assert!(
+        b2.is_finished() && b2.poll_transmit().is_some(),
+        "Bob ends and tells Alice"
+    );
 }
 
 #[test]

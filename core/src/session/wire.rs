@@ -158,50 +158,43 @@ impl HelloParams {
 
     /// The first setting in which `theirs` differs from `self`, described.
     pub fn mismatch(&self, theirs: &HelloParams) -> Option<String> {
-        let differ = |name: &str, ours: String, them: String| {
-            (ours != them).then(|| format!("{name}: ours {ours}, peer's {them}"))
-        };
-        differ(
-            "sample_bits",
-            self.sample_bits.to_string(),
-            theirs.sample_bits.to_string(),
-        )
-        .or_else(|| {
-            differ(
+        let fields = [
+            (
+                "sample_bits",
+                self.sample_bits.to_string(),
+                theirs.sample_bits.to_string(),
+            ),
+            (
                 "algorithm",
                 self.algorithm.clone(),
                 theirs.algorithm.clone(),
-            )
-        })
-        .or_else(|| {
-            differ(
+            ),
+            (
                 "frame_bits",
                 self.frame_bits.to_string(),
                 theirs.frame_bits.to_string(),
-            )
-        })
-        .or_else(|| differ("eps_pe", self.eps_pe.to_string(), theirs.eps_pe.to_string()))
-        .or_else(|| {
-            differ(
+            ),
+            ("eps_pe", self.eps_pe.to_string(), theirs.eps_pe.to_string()),
+            (
                 "eps_sec",
                 self.eps_sec.to_string(),
                 theirs.eps_sec.to_string(),
-            )
-        })
-        .or_else(|| {
-            differ(
+            ),
+            (
                 "eps_cor",
                 self.eps_cor.to_string(),
                 theirs.eps_cor.to_string(),
-            )
-        })
-        .or_else(|| {
-            differ(
+            ),
+            (
                 "max_qber",
                 self.max_qber.to_string(),
                 theirs.max_qber.to_string(),
-            )
-        })
+            ),
+        ];
+        fields
+            .into_iter()
+            .find(|(_, ours, peer)| ours != peer)
+            .map(|(name, ours, peer)| format!("{name}: ours {ours}, peer's {peer}"))
     }
 }
 
