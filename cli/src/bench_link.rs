@@ -28,7 +28,7 @@ use serde::{Deserialize, Serialize};
 use crate::ui;
 
 /// Arguments of `qkd bench link`.
-#[derive(Debug, Clone, clap::Args)]
+#[derive(Debug, Clone, clap::Args, Serialize, Deserialize)]
 pub struct LinkArgs {
     /// Raw bits per block.
     #[arg(long, default_value_t = 1 << 24)]
@@ -74,8 +74,9 @@ pub struct SideArgs {
     /// Alice: the port Bob listens on.
     #[arg(long)]
     connect: Option<u16>,
-    #[command(flatten)]
-    link: LinkArgs,
+    /// The parent's `LinkArgs`, as JSON.
+    #[arg(long)]
+    spec: String,
 }
 
 /// What one side prints when it is done.
@@ -145,10 +146,10 @@ pub fn run(args: LinkArgs) -> anyhow::Result<()> {
     }
     config(&args).validate()?;
     let exe = std::env::current_exe().context("locating the qkd executable")?;
+    let spec = serde_json::to_string(&args)?;
     let side = |role: &str| {
         let mut c = Command::new(&exe);
-        c.args(["bench", "link-side", "--role", role])
-            .args(side_args(&args));
+        c.args(["bench", "link-side", "--role", role, "--spec", &spec]);
         c.stdout(Stdio::piped()).stderr(Stdio::inherit());
         c
     };
@@ -250,24 +251,6 @@ pub fn run(args: LinkArgs) -> anyhow::Result<()> {
     ui::print(ui::table(["quantity", "value"], &rows))
 }
 
-fn side_args(a: &LinkArgs) -> Vec<String> {
-    [
-        ("--block-bits", a.block_bits.to_string()),
-        ("--frame-bits", a.frame_bits.to_string()),
-        ("--sample-bits", a.sample_bits.to_string()),
-        ("--qber", a.qber.to_string()),
-        ("--rtt-ms", a.rtt_ms.to_string()),
-        ("--bandwidth-mbps", a.bandwidth_mbps.to_string()),
-        ("--seconds", a.seconds.to_string()),
-        ("--in-flight", a.in_flight.to_string()),
-        ("--algorithm", a.algorithm.clone()),
-        ("--seed", a.seed.to_string()),
-    ]
-    .into_iter()
-    .flat_map(|(k, v)| [k.to_owned(), v])
-    .collect()
-}
-
 fn config(a: &LinkArgs) -> PipelineConfig {
     PipelineConfig {
         block_bits: a.block_bits,
@@ -278,21 +261,17 @@ fn config(a: &LinkArgs) -> PipelineConfig {
     }
 }
 
-/// Distinct raw blocks simulated per side (recycled under fresh IDs).
-fn distinct_blocks(a: &LinkArgs) -> usize {
-    a.in_flight + 1
-}
-
 /// Runs one side (the hidden `qkd bench link-side`).
 pub fn run_side_process(args: SideArgs) -> anyhow::Result<()> {
-    let la = &args.link;
+    let la: &LinkArgs = &serde_json::from_str(&args.spec).context("--spec")?;
     let alice = match args.role.as_str() {
         "alice" => true,
         "bob" => false,
         other => bail!("--role {other:?}: expected alice or bob"),
     };
-    // Simulated before the clock starts: the raw source is not what is measured.
-    let raw: Vec<BitBlock> = (0..distinct_blocks(la))
+    // Simulated before the clock starts (the raw source is not what is measured): one distinct
+    // block more than are in flight, recycled under fresh IDs.
+    let raw: Vec<BitBlock> = (0..la.in_flight + 1)
         .map(|i| {
             let p = simulate(
                 la.block_bits,
