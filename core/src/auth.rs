@@ -151,11 +151,14 @@ pub trait AuthKeys: Send {
 
 /// An [`AuthKeys`] source over a pool of secret bytes in 128-bit words: a pre-shared secret to
 /// start, refilled with final key bits set aside for authentication ([`Self::refill`]). Every
-/// word is wiped when taken.
+/// word is wiped when taken, and the buffers move to new allocations (the old ones wiped)
+/// whenever they grow or shrink, so no copy of a word outlives it.
 pub struct KeyPool {
     /// Words from position `base` on; a taken word is zero and marked in `taken`.
     words: Zeroizing<Vec<u128>>,
     taken: Vec<bool>,
+    /// Words not taken.
+    unused: usize,
     base: u64,
     /// Bytes of a refill that do not fill a word yet.
     partial: Zeroizing<Vec<u8>>,
@@ -180,6 +183,7 @@ impl KeyPool {
         let mut pool = Self {
             words: Zeroizing::new(Vec::new()),
             taken: Vec::new(),
+            unused: 0,
             base: 0,
             partial: Zeroizing::new(Vec::new()),
             hash_key: None,
@@ -190,18 +194,27 @@ impl KeyPool {
     }
 
     fn append(&mut self, key: &[u8]) {
-        self.partial.extend_from_slice(key);
-        let whole = self.partial.len() / 16 * 16;
-        self.words.reserve(whole / 16);
-        for chunk in self.partial[..whole].chunks_exact(16) {
+        let mut bytes = Zeroizing::new(Vec::with_capacity(self.partial.len() + key.len()));
+        bytes.extend_from_slice(&self.partial);
+        bytes.extend_from_slice(key);
+        let whole = bytes.len() / 16 * 16;
+        let needed = self.words.len() + whole / 16;
+        if self.words.capacity() < needed {
+            // Grown into a new buffer (twice the need, so refills stay linear); the old one is
+            // wiped as it drops.
+            let mut words = Zeroizing::new(Vec::with_capacity(2 * needed));
+            words.extend_from_slice(&self.words);
+            self.words = words;
+        }
+        for chunk in bytes[..whole].chunks_exact(16) {
             let mut w = [0u8; 16];
             w.copy_from_slice(chunk);
             self.words.push(u128::from_le_bytes(w));
             w.zeroize();
         }
+        self.partial = Zeroizing::new(bytes[whole..].to_vec());
+        self.unused += whole / 16;
         self.taken.resize(self.words.len(), false);
-        self.partial[..whole].zeroize();
-        self.partial.drain(..whole);
     }
 
     fn index(&self, position: u64) -> Option<usize> {
@@ -219,6 +232,7 @@ impl KeyPool {
         let v = self.words[i];
         self.words[i].zeroize();
         self.taken[i] = true;
+        self.unused -= 1;
         self.spent += 128;
         v
     }
@@ -242,7 +256,8 @@ impl KeyPool {
     fn compact(&mut self) {
         let run = self.taken.iter().take_while(|&&t| t).count();
         if run > 0 && run * 2 >= self.words.len() {
-            self.words.drain(..run);
+            // A fresh buffer: moving the words down in place would leave copies past the end.
+            self.words = Zeroizing::new(self.words[run..].to_vec());
             self.taken.drain(..run);
             self.base += run as u64;
         }
@@ -340,7 +355,7 @@ impl AuthKeys for KeyPool {
     }
 
     fn available_bits(&self) -> usize {
-        self.taken.iter().filter(|&&t| !t).count() * 128
+        self.unused * 128
     }
 
     fn refill(&mut self, key: &[u8]) {
