@@ -62,12 +62,10 @@ impl Handle for LinkHandle {
     const NAME: &'static str = "qkd_link";
 }
 
-/// The value behind a `qkd_session`: the core party, and whether its outcome was taken (the
-/// core's `is_finished` turns false then).
+/// The value behind a `qkd_session`: the core party and its side's name.
 pub(crate) struct SessionHandle {
     party: Box<dyn Party>,
     side: &'static str,
-    outcome_taken: bool,
 }
 
 impl std::fmt::Debug for SessionHandle {
@@ -82,7 +80,7 @@ impl std::fmt::Debug for SessionHandle {
 
 impl SessionHandle {
     fn finished(&self) -> bool {
-        self.outcome_taken || self.party.is_finished()
+        self.party.is_finished()
     }
 }
 
@@ -281,7 +279,6 @@ pub unsafe extern "C" fn qkd_session_alice_new(
             SessionHandle {
                 party: Box::new(party),
                 side: "Alice",
-                outcome_taken: false,
             },
         );
         Ok(())
@@ -314,7 +311,6 @@ pub unsafe extern "C" fn qkd_session_bob_new(
             SessionHandle {
                 party: Box::new(party),
                 side: "Bob",
-                outcome_taken: false,
             },
         );
         Ok(())
@@ -345,9 +341,6 @@ pub unsafe extern "C" fn qkd_session_handle(
                 in_slice(msg, len, "msg")?,
             )
         };
-        if s.outcome_taken {
-            return Err(session_error(&SessionError::Ended));
-        }
         s.party.handle(bytes).map_err(|e| session_error(&e))
     })
 }
@@ -427,25 +420,27 @@ pub unsafe extern "C" fn qkd_session_outcome(
             )
         };
         let block_id = s.party.block_id().to_owned();
-        if s.outcome_taken {
-            return Err(Error::new(
-                qkd_result::QKD_ERR_KEY_UNAVAILABLE,
-                format!(
-                    "the outcome of {}'s session of block {block_id:?} was taken already",
-                    s.side
-                ),
-            ));
-        }
+        // A finished session with no outcome left had it taken (the core's stays finished).
         let Some(outcome) = s.party.take_outcome() else {
-            return Err(Error::new(
-                qkd_result::QKD_ERR_IN_PROGRESS,
-                format!(
-                    "{}'s session of block {block_id:?} has not ended yet; keep moving its messages",
-                    s.side
-                ),
-            ));
+            return Err(if s.party.is_finished() {
+                Error::new(
+                    qkd_result::QKD_ERR_KEY_UNAVAILABLE,
+                    format!(
+                        "the outcome of {}'s session of block {block_id:?} was taken already",
+                        s.side
+                    ),
+                )
+            } else {
+                Error::new(
+                    qkd_result::QKD_ERR_IN_PROGRESS,
+                    format!(
+                        "{}'s session of block {block_id:?} has not ended yet; keep moving its \
+                         messages",
+                        s.side
+                    ),
+                )
+            });
         };
-        s.outcome_taken = true;
         let outcome = outcome.map_err(|e| session_error(&e))?;
         *report = block_report(&outcome.report);
         if let Some(key) = outcome.key {

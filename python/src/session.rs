@@ -170,7 +170,7 @@ impl Session {
 
 impl Inner {
     fn finished(&self) -> bool {
-        self.outcome.is_some() || self.party.is_finished()
+        self.party.is_finished()
     }
 }
 
