@@ -147,6 +147,13 @@ pub trait AuthKeys: Send {
     /// Appends key material (bits of a final key set aside for authentication, or more
     /// pre-shared secret). Both sides must refill with the same bytes in the same order.
     fn refill(&mut self, key: &[u8]);
+    /// Takes every unused word below `position` out of use (counted as spent): how a pool
+    /// resumes after a restart, when the words below a durable watermark may have served
+    /// before, and how two sides agree to skip words either may have used. A current hash key
+    /// below it is retired.
+    fn discard_below(&mut self, position: u64);
+    /// One past the highest word position ever taken (everything below it may have served).
+    fn high_water(&self) -> u64;
 }
 
 /// An [`AuthKeys`] source over a pool of secret bytes in 128-bit words: a pre-shared secret to
@@ -361,6 +368,26 @@ impl AuthKeys for KeyPool {
     fn refill(&mut self, key: &[u8]) {
         self.append(key);
     }
+
+    fn discard_below(&mut self, position: u64) {
+        if self.hash_key.is_some_and(|(h, _)| h < position) {
+            self.retire_current();
+        }
+        let end = position.saturating_sub(self.base).min(self.words.len() as u64);
+        for p in self.base..self.base + end {
+            if self.is_unused(p) {
+                self.take(p);
+            }
+        }
+        self.compact();
+    }
+
+    fn high_water(&self) -> u64 {
+        self.taken
+            .iter()
+            .rposition(|&t| t)
+            .map_or(self.base, |i| self.base + i as u64 + 1)
+    }
 }
 
 impl KeyPool {
@@ -507,6 +534,26 @@ mod tests {
         assert_eq!(alice.spent_bits(), HASH_KEY_BITS + 8 * PAD_BITS);
         assert_eq!(bob.spent_bits(), alice.spent_bits());
         assert_eq!(alice.available_bits(), 128);
+    }
+
+    #[test]
+    fn a_resumed_pool_never_serves_a_word_below_its_watermark() {
+        let (mut alice, mut bob) = pools(16 * 12, 5);
+        let (a, _) = leases(&mut alice, &mut bob);
+        let mark = alice.high_water();
+        assert_eq!(mark, a.pad_position + 2);
+        assert_eq!(bob.high_water(), mark);
+        // Both restart from the same material and the watermark.
+        let (mut alice, mut bob) = pools(16 * 12, 5);
+        alice.discard_below(mark);
+        bob.discard_below(mark);
+        assert_eq!(alice.spent_bits(), 128 * mark as usize);
+        let (a2, b2) = leases(&mut alice, &mut bob);
+        assert!(a2.hash_key_position >= mark && a2.pad_position >= mark);
+        let t = transcript(&[b"y"], Direction::BobToAlice);
+        t.verify(t.tag(&a2), &b2).unwrap();
+        // A hello naming the old positions is refused.
+        assert!(bob.lease_at(a.hash_key_position, a.pad_position).is_err());
     }
 
     #[test]

@@ -189,6 +189,178 @@ pub enum SourceConfig {
     },
     /// Fed by the caller (e.g. the built-in pipeline) through [`crate::ServerHandle::add_block`].
     External,
+    /// Raw sifted key files written by the QKD device, post-processed with the peer KME (the
+    /// link needs `processing`). A file is taken once its size has not changed for one poll;
+    /// names are block-ID prefixes (`[A-Za-z0-9._-]`, not starting with `.`).
+    RawDir {
+        /// The directory.
+        dir: PathBuf,
+        /// Poll interval in milliseconds.
+        #[serde(default = "default_poll_ms")]
+        poll_ms: u64,
+    },
+    /// Raw sifted key blocks from the device driver over a Unix socket (framing in
+    /// docs/server.md), spooled durably into `dir` and then handled as `raw_dir`.
+    RawStream {
+        /// The Unix socket the driver connects to.
+        socket: PathBuf,
+        /// The spool directory.
+        dir: PathBuf,
+    },
+    /// INSECURE, for demos and benchmarks: both KMEs derive correlated raw key from a seed in
+    /// their configs (Alice's bits, and Bob's with errors at `qber`), then post-process it.
+    SimulatedDevice {
+        /// Shared seed (any string; both KMEs must use the same).
+        seed: String,
+        /// Error rate of Bob's raw key.
+        #[serde(default = "default_sim_qber")]
+        qber: f64,
+        /// Error model: `iid` or `burst` (DESIGN §6).
+        #[serde(default = "default_sim_errors")]
+        errors: String,
+        /// Raw bits per second the simulated device produces (0: as fast as they are used).
+        #[serde(default)]
+        raw_bits_per_sec: u64,
+    },
+}
+
+impl SourceConfig {
+    /// Whether this source delivers raw key that the two KMEs post-process.
+    pub fn is_raw(&self) -> bool {
+        matches!(
+            self,
+            Self::RawDir { .. } | Self::RawStream { .. } | Self::SimulatedDevice { .. }
+        )
+    }
+}
+
+fn default_sim_qber() -> f64 {
+    0.02
+}
+fn default_sim_errors() -> String {
+    "iid".into()
+}
+
+/// Which end of the QKD link this KME's device is.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LinkRole {
+    /// The transmitter: drives the protocol and dials the peer.
+    Alice,
+    /// The receiver: answers on its peer listener.
+    Bob,
+}
+
+/// How a link with a raw source post-processes its raw key with the peer KME (both KMEs of a
+/// link must agree on everything but `role`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessingConfig {
+    /// This KME's end of the link.
+    pub role: LinkRole,
+    /// The pre-shared authentication secret installed at commissioning (read once, when the
+    /// link's authentication pool is created; both KMEs hold the same bytes).
+    pub auth_psk: PathBuf,
+    /// Raw bits per block (a raw file is cut into blocks of this size).
+    #[serde(default = "default_pp_block_bits")]
+    pub block_bits: usize,
+    /// Bits disclosed per block for the QBER estimate.
+    #[serde(default = "default_pp_sample_bits")]
+    pub sample_bits: usize,
+    /// Cascade variant.
+    #[serde(default = "default_pp_algorithm")]
+    pub algorithm: String,
+    /// Cascade frame bits.
+    #[serde(default = "default_pp_frame_bits")]
+    pub frame_bits: usize,
+    /// QBER limit: blocks above it yield no key and raise the `qber_alarm` link state.
+    #[serde(default = "default_pp_max_qber")]
+    pub max_qber: f64,
+    /// Secrecy parameter of each final key.
+    #[serde(default = "default_pp_eps")]
+    pub eps_sec: f64,
+    /// Failure probability of the QBER bound.
+    #[serde(default = "default_pp_eps")]
+    pub eps_pe: f64,
+    /// Correctness parameter.
+    #[serde(default = "default_pp_eps_cor")]
+    pub eps_cor: f64,
+    /// Blocks Alice keeps in flight (raise it with the round trip).
+    #[serde(default = "default_pp_in_flight")]
+    pub in_flight: usize,
+    /// Bits of each final key set aside for future authentication (a multiple of 128).
+    #[serde(default = "default_pp_auth_share")]
+    pub auth_share_bits: u32,
+    /// A block with no message for this many seconds ends on both sides (discarded).
+    #[serde(default = "default_pp_block_timeout")]
+    pub block_timeout_secs: u64,
+}
+
+fn default_pp_block_bits() -> usize {
+    1 << 24
+}
+fn default_pp_sample_bits() -> usize {
+    1 << 16
+}
+fn default_pp_algorithm() -> String {
+    "yanetal".into()
+}
+fn default_pp_frame_bits() -> usize {
+    qkd_core::pipeline::DEFAULT_FRAME_BITS
+}
+fn default_pp_max_qber() -> f64 {
+    0.11
+}
+fn default_pp_eps() -> f64 {
+    1e-10
+}
+fn default_pp_eps_cor() -> f64 {
+    1e-15
+}
+fn default_pp_in_flight() -> usize {
+    4
+}
+fn default_pp_auth_share() -> u32 {
+    1024
+}
+fn default_pp_block_timeout() -> u64 {
+    60
+}
+
+impl ProcessingConfig {
+    /// The defaults for `role`, authenticated from the secret at `auth_psk`.
+    pub fn new(role: LinkRole, auth_psk: PathBuf) -> Self {
+        Self {
+            role,
+            auth_psk,
+            block_bits: default_pp_block_bits(),
+            sample_bits: default_pp_sample_bits(),
+            algorithm: default_pp_algorithm(),
+            frame_bits: default_pp_frame_bits(),
+            max_qber: default_pp_max_qber(),
+            eps_sec: default_pp_eps(),
+            eps_pe: default_pp_eps(),
+            eps_cor: default_pp_eps_cor(),
+            in_flight: default_pp_in_flight(),
+            auth_share_bits: default_pp_auth_share(),
+            block_timeout_secs: default_pp_block_timeout(),
+        }
+    }
+
+    /// The protocol settings of the sessions.
+    pub fn pipeline(&self) -> qkd_core::pipeline::PipelineConfig {
+        qkd_core::pipeline::PipelineConfig {
+            block_bits: self.block_bits,
+            sample_bits: self.sample_bits,
+            algorithm: self.algorithm.clone(),
+            frame_bits: self.frame_bits,
+            eps_pe: self.eps_pe,
+            eps_sec: self.eps_sec,
+            eps_cor: self.eps_cor,
+            max_qber: self.max_qber,
+            ..Default::default()
+        }
+    }
 }
 
 fn default_poll_ms() -> u64 {
@@ -233,6 +405,16 @@ pub struct LinkConfig {
     /// Low-watermark in bytes (allocatable by this side).
     #[serde(default)]
     pub low_watermark_bytes: u64,
+    /// Post-processing with the peer KME (required with a raw source, refused without one).
+    #[serde(default)]
+    pub processing: Option<ProcessingConfig>,
+    /// Low-watermark of the authentication pool in bits: an event when it drops below.
+    #[serde(default = "default_auth_low_watermark")]
+    pub auth_low_watermark_bits: u64,
+}
+
+fn default_auth_low_watermark() -> u64 {
+    1 << 16
 }
 
 impl Config {
@@ -266,8 +448,16 @@ impl Config {
         fix(&mut self.tls.cert);
         fix(&mut self.tls.key);
         for l in &mut self.links {
-            if let SourceConfig::Cor { dir, .. } = &mut l.source {
-                fix(dir);
+            match &mut l.source {
+                SourceConfig::Cor { dir, .. } | SourceConfig::RawDir { dir, .. } => fix(dir),
+                SourceConfig::RawStream { socket, dir } => {
+                    fix(socket);
+                    fix(dir);
+                }
+                _ => {}
+            }
+            if let Some(p) = &mut l.processing {
+                fix(&mut p.auth_psk);
             }
         }
     }
@@ -342,9 +532,73 @@ impl Config {
                     l.peer
                 ));
             }
+            match (&l.processing, l.source.is_raw()) {
+                (None, true) => {
+                    return bad(format!(
+                        "link {}: a raw key source needs a [links.processing] table",
+                        l.peer
+                    ));
+                }
+                (Some(_), false) => {
+                    return bad(format!(
+                        "link {}: [links.processing] needs a raw source \
+                         (raw_dir, raw_stream or simulated_device)",
+                        l.peer
+                    ));
+                }
+                (Some(p), true) => p.validate(&l.peer, &l.source)?,
+                (None, false) => {}
+            }
+        }
+        if let Some(lp) = &self.local_pool
+            && lp.source.is_raw()
+        {
+            return bad("the local pool cannot have a raw key source".into());
         }
         if !self.links.is_empty() && self.peer_listen.is_none() {
             return bad("links are configured but peer_listen is not".into());
+        }
+        Ok(())
+    }
+}
+
+impl ProcessingConfig {
+    fn validate(&self, peer: &str, source: &SourceConfig) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(format!("link {peer}: processing.{m}")));
+        self.pipeline()
+            .validate_protocol()
+            .map_err(|e| ConfigError::Invalid(format!("link {peer}: processing: {e}")))?;
+        if self.block_bits <= 2 * self.sample_bits || self.block_bits > 1 << 30 {
+            return bad(format!(
+                "block_bits is {}; expected more than twice sample_bits ({}) and at most 2^30",
+                self.block_bits, self.sample_bits
+            ));
+        }
+        if self.in_flight == 0 || self.in_flight > 256 {
+            return bad(format!("in_flight is {}; expected 1 to 256", self.in_flight));
+        }
+        if self.auth_share_bits < 384 || !self.auth_share_bits.is_multiple_of(128) {
+            return bad(format!(
+                "auth_share_bits is {}; expected a multiple of 128 of at least 384 \
+                 (a block spends 256 bits of pads, and hash keys are redrawn)",
+                self.auth_share_bits
+            ));
+        }
+        if !self.block_bits.is_multiple_of(8) {
+            return bad(format!("block_bits is {}; expected a multiple of 8", self.block_bits));
+        }
+        if self.block_timeout_secs == 0 {
+            return bad("block_timeout_secs must be at least 1".into());
+        }
+        if let SourceConfig::SimulatedDevice { qber, errors, .. } = source {
+            if !(0.0..0.5).contains(qber) {
+                return bad(format!("simulated_device qber {qber}: expected 0 <= qber < 0.5"));
+            }
+            if !matches!(errors.as_str(), "iid" | "burst") {
+                return bad(format!(
+                    "simulated_device errors {errors:?}: expected \"iid\" or \"burst\""
+                ));
+            }
         }
         Ok(())
     }

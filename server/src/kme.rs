@@ -91,6 +91,8 @@ pub struct Kme {
     pub(crate) cfg: Config,
     pub(crate) pool: Arc<dyn KeyPool>,
     pub(crate) links: HashMap<String, LinkState>,
+    /// Links that post-process raw key with their peer, by peer KME ID.
+    pub(crate) processing: HashMap<String, Arc<crate::link::LinkRuntime>>,
     pub(crate) monitor: Arc<Monitor>,
     local_low_watermark: u64,
     local_below: AtomicBool,
@@ -119,6 +121,7 @@ impl Kme {
         cfg: Config,
         pool: Arc<dyn KeyPool>,
         links: HashMap<String, LinkState>,
+        processing: HashMap<String, Arc<crate::link::LinkRuntime>>,
         monitor: Arc<Monitor>,
     ) -> Self {
         let mut sites = HashMap::new();
@@ -135,6 +138,7 @@ impl Kme {
             cfg,
             pool,
             links,
+            processing,
             monitor,
             local_low_watermark,
             local_below: AtomicBool::new(false),
@@ -209,6 +213,17 @@ impl Kme {
                 (p.clone(), if up { "up" } else { "down" }.to_string())
             }
         };
+        let mut extension = json!({
+            "reservation_ttl_seconds": k.reservation_ttl_secs,
+            "link_state": link_state,
+            "stored_key_bits": stats.allocatable_bytes * 8,
+            "reserved_key_count": stats.reserved_keys,
+        });
+        if let Site::Remote(p) = &site
+            && let Some(rt) = self.processing.get(p)
+        {
+            extension["post_processing"] = rt.snapshot();
+        }
         Ok(Status {
             source_KME_ID: self.cfg.kme_id.clone(),
             target_KME_ID: target,
@@ -221,12 +236,7 @@ impl Kme {
             max_key_size: u64::from(k.max_size),
             min_key_size: u64::from(k.min_size),
             max_SAE_ID_count: u64::from(k.max_sae_id_count),
-            status_extension: Some(json!({
-                "reservation_ttl_seconds": k.reservation_ttl_secs,
-                "link_state": link_state,
-                "stored_key_bits": stats.allocatable_bytes * 8,
-                "reserved_key_count": stats.reserved_keys,
-            })),
+            status_extension: Some(extension),
         })
     }
 
@@ -826,11 +836,67 @@ async fn peer_health_h(
     }
 }
 
+/// The post-processing channel: Alice's KME upgrades this request on Bob's peer listener.
+async fn peer_channel_h(
+    State(kme): State<AppState>,
+    peer: Option<Extension<Arc<Peer>>>,
+    mut req: axum::extract::Request,
+) -> Response {
+    use crate::link::channel::UPGRADE;
+    let peer = peer_of(peer);
+    let Some(from) = peer.id.clone() else {
+        return (StatusCode::FORBIDDEN, "certificate is not a configured peer KME").into_response();
+    };
+    let Some(rt) = kme.processing.get(&from).cloned() else {
+        return (
+            StatusCode::NOT_FOUND,
+            format!("no post-processing link with {from} here"),
+        )
+            .into_response();
+    };
+    if rt.role() != crate::config::LinkRole::Bob {
+        return (
+            StatusCode::CONFLICT,
+            format!("this KME is Alice on the link with {from}: it dials, it is not dialled"),
+        )
+            .into_response();
+    }
+    let wants = req
+        .headers()
+        .get(http::header::UPGRADE)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(UPGRADE.as_bytes()));
+    let Some(on_upgrade) = wants
+        .then(|| req.extensions_mut().remove::<hyper::upgrade::OnUpgrade>())
+        .flatten()
+    else {
+        return (
+            StatusCode::BAD_REQUEST,
+            format!("expected an HTTP/1.1 upgrade to {UPGRADE}"),
+        )
+            .into_response();
+    };
+    tokio::spawn(async move {
+        match on_upgrade.await {
+            Ok(up) => rt.accept(Box::new(hyper_util::rt::TokioIo::new(up))).await,
+            Err(e) => tracing::warn!(peer = %from, error = %e, "channel upgrade failed"),
+        }
+    });
+    (
+        StatusCode::SWITCHING_PROTOCOLS,
+        [
+            (http::header::CONNECTION, "upgrade"),
+            (http::header::UPGRADE, UPGRADE),
+        ],
+    )
+        .into_response()
+}
+
 /// The peer-KME router.
 pub(crate) fn peer_router(kme: AppState) -> Router {
     Router::new()
         .route("/peer/v1/reserve", post(peer_reserve_h))
         .route("/peer/v1/health", get(peer_health_h))
+        .route(crate::link::channel::PATH, get(peer_channel_h))
         .with_state(kme)
 }
 

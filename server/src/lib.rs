@@ -12,6 +12,7 @@ pub mod client;
 pub mod config;
 pub mod etsi;
 mod kme;
+mod link;
 pub mod monitor;
 pub mod pki;
 pub mod pool;
@@ -58,6 +59,9 @@ pub enum ServeError {
         /// The error.
         source: std::io::Error,
     },
+    /// A post-processing link could not open its durable state.
+    #[error("post-processing link: {0}")]
+    Link(String),
     /// The HTTP client towards a peer could not be built.
     #[error("peer client for {peer}: {message}")]
     PeerClient {
@@ -165,13 +169,26 @@ pub async fn serve(config: Config) -> Result<ServerHandle, ServeError> {
         }
     };
     let pool: Arc<dyn KeyPool> = StorePool::open(&dir, &config.kme_id)?;
-    serve_with_pool(config, pool).await
+    serve_in(config, pool, &dir.join("links")).await
 }
 
-/// Like [`serve`] with a key pool of the caller's choosing.
+/// Like [`serve`] with a key pool of the caller's choosing (post-processing links keep their
+/// state under `state_dir/links`, or a temporary directory).
 pub async fn serve_with_pool(
     config: Config,
     pool: Arc<dyn KeyPool>,
+) -> Result<ServerHandle, ServeError> {
+    let links_dir = match &config.state_dir {
+        Some(d) => d.join("links"),
+        None => std::env::temp_dir().join(format!("qkd-links-{}", uuid::Uuid::new_v4())),
+    };
+    serve_in(config, pool, &links_dir).await
+}
+
+async fn serve_in(
+    config: Config,
+    pool: Arc<dyn KeyPool>,
+    links_dir: &std::path::Path,
 ) -> Result<ServerHandle, ServeError> {
     config.validate()?;
     let ca = tls::load_certs(&config.tls.ca)?;
@@ -205,8 +222,30 @@ pub async fn serve_with_pool(
         );
     }
     let monitor = Arc::new(Monitor::default());
-    let kme = Arc::new(Kme::new(config.clone(), pool, links, monitor));
     let (stop_tx, stop_rx) = watch::channel(false);
+    let mut processing = HashMap::new();
+    if config.links.iter().any(|l| l.processing.is_some()) {
+        let ledger = Arc::new(link::ledger::Ledger::open(links_dir).map_err(ServeError::Link)?);
+        for l in config.links.iter().filter(|l| l.processing.is_some()) {
+            let rt = link::LinkRuntime::open(
+                links_dir,
+                ledger.clone(),
+                l,
+                pool.clone(),
+                monitor.clone(),
+                stop_rx.clone(),
+            )
+            .map_err(ServeError::Link)?;
+            processing.insert(l.peer.clone(), rt);
+        }
+    }
+    let kme = Arc::new(Kme::new(
+        config.clone(),
+        pool,
+        links,
+        processing.clone(),
+        monitor,
+    ));
     let mut handles = Vec::new();
     let mut tasks = Vec::new();
 
@@ -332,7 +371,21 @@ pub async fn serve_with_pool(
                     stop,
                 )));
             }
-            config::SourceConfig::External => {}
+            config::SourceConfig::RawStream { socket, dir } => {
+                tasks.push(tokio::spawn(link::stream::serve(socket, dir, stop)));
+            }
+            config::SourceConfig::RawDir { dir, .. } => {
+                let _ = link::ledger::private_dir(&dir);
+            }
+            config::SourceConfig::SimulatedDevice { .. } | config::SourceConfig::External => {}
+        }
+    }
+    // Post-processing: Alice's KME dials each of its links' peers.
+    for rt in processing.values() {
+        if rt.role() == config::LinkRole::Alice {
+            let mut tls = tls::client_config(&ca, chain.clone(), key.clone_key(), &min)?;
+            tls.alpn_protocols = vec![b"http/1.1".to_vec()];
+            tasks.push(tokio::spawn(rt.clone().run_alice(Arc::new(tls))));
         }
     }
     tasks.push(tokio::spawn(kme::housekeeping(
@@ -370,6 +423,14 @@ fn pool_rows(kme: &Kme) -> Vec<(String, u64, u64, Option<bool>)> {
         .collect()
 }
 
+/// The post-processing links' part of `/metrics`.
+fn link_metrics(kme: &Kme) -> String {
+    let mut peers: Vec<&String> = kme.processing.keys().collect();
+    peers.sort();
+    let snaps: Vec<serde_json::Value> = peers.iter().map(|p| kme.processing[*p].snapshot()).collect();
+    monitor::link_prometheus(&kme.cfg.kme_id, &snaps)
+}
+
 fn monitor_router(kme: Arc<Kme>) -> Router {
     let k1 = kme.clone();
     let k2 = kme.clone();
@@ -381,7 +442,8 @@ fn monitor_router(kme: Arc<Kme>) -> Router {
                 async move {
                     (
                         [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
-                        kme.monitor.prometheus(&kme.cfg.kme_id, &pool_rows(&kme)),
+                        kme.monitor.prometheus(&kme.cfg.kme_id, &pool_rows(&kme))
+                            + &link_metrics(&kme),
                     )
                 }
             }),
@@ -395,7 +457,9 @@ fn monitor_router(kme: Arc<Kme>) -> Router {
                         .into_iter()
                         .map(|(p, b, r, up)| json!({"pool": p, "allocatable_bytes": b, "reserved_keys": r, "link_up": up}))
                         .collect();
-                    axum::Json(json!({"kme_id": kme.cfg.kme_id, "pools": pools, "events": kme.monitor.recent()}))
+                    let mut links: Vec<_> = kme.processing.values().map(|rt| rt.snapshot()).collect();
+                    links.sort_by(|a, b| a["peer"].as_str().cmp(&b["peer"].as_str()));
+                    axum::Json(json!({"kme_id": kme.cfg.kme_id, "pools": pools, "links": links, "events": kme.monitor.recent()}))
                 }
             }),
         )

@@ -68,6 +68,36 @@ pub enum Event {
         /// Peer KME.
         peer: String,
     },
+    /// The post-processing channel with a peer KME opened or closed.
+    Channel {
+        /// Peer KME.
+        peer: String,
+        /// Whether it is open now.
+        up: bool,
+        /// Why it closed.
+        reason: Option<String>,
+    },
+    /// A block's QBER was above the link's limit: no key from it (link state `qber_alarm`).
+    QberAlarm {
+        /// Peer KME.
+        peer: String,
+        /// Block ID.
+        block: String,
+        /// The sample QBER.
+        qber: f64,
+        /// The configured limit.
+        limit: f64,
+    },
+    /// Alice holds a raw block that Bob's KME does not (yet): it is held, never processed
+    /// alone.
+    RawMissing {
+        /// Peer KME.
+        peer: String,
+        /// Block ID.
+        block: String,
+        /// What Bob's KME said.
+        reason: String,
+    },
     /// A key source failed.
     SourceError {
         /// Pool name.
@@ -233,6 +263,59 @@ impl Monitor {
     }
 }
 
+/// The post-processing links in Prometheus text format, from their snapshots.
+pub(crate) fn link_prometheus(kme: &str, links: &[serde_json::Value]) -> String {
+    let mut s = String::new();
+    let gauges: [(&str, &str, &str, &str); 8] = [
+        ("qkd_kme_link_qber", "gauge", "qber", "QBER of the last block measured."),
+        ("qkd_kme_link_efficiency", "gauge", "efficiency", "Reconciliation efficiency f of the last block."),
+        ("qkd_kme_link_raw_bits_total", "counter", "raw_bits", "Raw bits post-processed."),
+        ("qkd_kme_link_secret_bits_total", "counter", "secret_bits", "Final key bits made allocatable here."),
+        ("qkd_kme_link_raw_bits_per_second", "gauge", "raw_bits_per_second", "Raw bit rate over the last minute."),
+        ("qkd_kme_link_secret_bits_per_second", "gauge", "secret_bits_per_second", "Secret bit rate over the last minute."),
+        ("qkd_kme_link_blocks_kept_total", "counter", "blocks_kept", "Blocks whose key is allocatable here."),
+        ("qkd_kme_auth_pool_bits", "gauge", "auth_pool_bits", "Unused bits of the link's authentication pool."),
+    ];
+    for (name, kind, field, help) in gauges {
+        let _ = writeln!(s, "# HELP {name} {help}");
+        let _ = writeln!(s, "# TYPE {name} {kind}");
+        for l in links {
+            if let (Some(peer), Some(v)) = (l["peer"].as_str(), l[field].as_f64()) {
+                let _ = writeln!(s, "{name}{{kme=\"{kme}\",peer=\"{peer}\"}} {v}");
+            }
+        }
+    }
+    let _ = writeln!(s, "# HELP qkd_kme_link_blocks_discarded_total Blocks that yielded no key, by reason.");
+    let _ = writeln!(s, "# TYPE qkd_kme_link_blocks_discarded_total counter");
+    for l in links {
+        let (Some(peer), Some(m)) = (l["peer"].as_str(), l["blocks_discarded"].as_object()) else {
+            continue;
+        };
+        for (reason, v) in m {
+            let _ = writeln!(
+                s,
+                "qkd_kme_link_blocks_discarded_total{{kme=\"{kme}\",peer=\"{peer}\",reason=\"{reason}\"}} {}",
+                v.as_u64().unwrap_or(0)
+            );
+        }
+    }
+    let _ = writeln!(s, "# HELP qkd_kme_link_state 1 for the post-processing link's current state (up, down, qber_alarm).");
+    let _ = writeln!(s, "# TYPE qkd_kme_link_state gauge");
+    for l in links {
+        let (Some(peer), Some(cur)) = (l["peer"].as_str(), l["state"].as_str()) else {
+            continue;
+        };
+        for st in ["up", "down", "qber_alarm"] {
+            let _ = writeln!(
+                s,
+                "qkd_kme_link_state{{kme=\"{kme}\",peer=\"{peer}\",state=\"{st}\"}} {}",
+                u8::from(st == cur)
+            );
+        }
+    }
+    s
+}
+
 /// The dashboard page: polls `/api/state` and draws pool levels over time.
 pub const DASHBOARD_HTML: &str = r#"<!doctype html>
 <html><head><meta charset="utf-8"><title>qkd KME</title>
@@ -240,6 +323,7 @@ pub const DASHBOARD_HTML: &str = r#"<!doctype html>
 canvas{border:1px solid #ccc}</style></head>
 <body><h1 id="t">qkd KME</h1>
 <h2>Pools</h2><table id="pools"></table>
+<h2>Post-processing links</h2><table id="links"></table>
 <h2>Pool level (allocatable bytes)</h2><canvas id="c" width="800" height="200"></canvas>
 <h2>Recent events</h2><table id="ev"></table>
 <script>
@@ -252,6 +336,10 @@ async function tick(){
  for(const p of s.pools){h+=`<tr><td>${esc(p.pool)}</td><td>${p.allocatable_bytes}</td><td>${p.reserved_keys}</td><td>${p.link_up===null?'local':(p.link_up?'up':'down')}</td></tr>`;
   (hist[p.pool]=hist[p.pool]||[]).push(p.allocatable_bytes); if(hist[p.pool].length>200)hist[p.pool].shift();}
  document.getElementById('pools').innerHTML=h;
+ let l='<tr><th>peer</th><th>role</th><th>state</th><th>QBER</th><th>f</th><th>raw bit/s</th><th>secret bit/s</th><th>kept</th><th>discarded</th><th>auth pool bits</th><th>last error</th></tr>';
+ const n=(v,d)=>v===null||v===undefined?'-':Number(v).toFixed(d);
+ for(const k of (s.links||[])){l+=`<tr><td>${esc(k.peer)}</td><td>${esc(k.role)}</td><td>${esc(k.state)}</td><td>${n(k.qber,4)}</td><td>${n(k.efficiency,3)}</td><td>${n(k.raw_bits_per_second,0)}</td><td>${n(k.secret_bits_per_second,0)}</td><td>${k.blocks_kept}</td><td>${esc(JSON.stringify(k.blocks_discarded))}</td><td>${k.auth_pool_bits}</td><td>${esc(k.last_error||'')}</td></tr>`}
+ document.getElementById('links').innerHTML=l;
  let e='<tr><th>time</th><th>event</th></tr>';
  for(const x of s.events.slice().reverse()){const {at_ms,...r}=x;e+=`<tr><td>${new Date(at_ms).toISOString()}</td><td>${esc(JSON.stringify(r))}</td></tr>`}
  document.getElementById('ev').innerHTML=e;

@@ -11,7 +11,8 @@ use rcgen::{
 use time::{Duration, OffsetDateTime};
 
 use crate::config::{
-    Config, KeyLimits, LinkConfig, LocalPoolConfig, SaeConfig, SaeMatch, SourceConfig, TlsConfig,
+    Config, KeyLimits, LinkConfig, LinkRole, LocalPoolConfig, ProcessingConfig, SaeConfig, SaeMatch,
+    SourceConfig, TlsConfig,
 };
 
 /// Errors of the PKI commands.
@@ -279,6 +280,73 @@ pub fn init(
     port_base: u16,
     hosts: &[String],
 ) -> Result<PkiSummary, PkiError> {
+    init_with(dir, kmes, saes, port_base, hosts, RawSetup::Cor)
+}
+
+/// Where the links of a development setup get their key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum RawSetup {
+    /// Final keys made elsewhere, as `.cor` files in `dir/<KME>/incoming/<PEER>/`.
+    #[default]
+    Cor,
+    /// Each pair of KMEs post-processes an INSECURE simulated device (2 % QBER, 2^20-bit
+    /// blocks at 1 Mbit/s raw), authenticated with a pre-shared secret written for the pair
+    /// (`auth-<A>-<B>.psk`, 32 KiB from the OS CSPRNG); the KME listed first is Alice.
+    Simulated,
+}
+
+/// Bytes of the development pre-shared authentication secret of each pair.
+const DEV_PSK_BYTES: usize = 32 * 1024;
+
+/// The link of `k` to `p` in a simulated setup: role, shared seed and secret by pair.
+fn simulated_link(
+    dir: &Path,
+    kmes: &[String],
+    k: &str,
+    p: &str,
+    seeds: &mut std::collections::HashMap<(String, String), String>,
+) -> Result<(SourceConfig, ProcessingConfig), PkiError> {
+    let ik = kmes.iter().position(|x| x == k).unwrap_or(0);
+    let ip = kmes.iter().position(|x| x == p).unwrap_or(0);
+    let (a, b) = if ik < ip { (k, p) } else { (p, k) };
+    let psk = format!("auth-{a}-{b}.psk");
+    let key = (a.to_string(), b.to_string());
+    if !seeds.contains_key(&key) {
+        let mut secret = zeroize::Zeroizing::new(vec![0u8; DEV_PSK_BYTES]);
+        getrandom_fill(&mut secret)?;
+        write(&dir.join(&psk), &secret, true)?;
+        let mut seed = [0u8; 16];
+        getrandom_fill(&mut seed)?;
+        seeds.insert(key.clone(), crate::tls::hex(&seed));
+    }
+    let source = SourceConfig::SimulatedDevice {
+        seed: seeds[&key].clone(),
+        qber: 0.02,
+        errors: "iid".into(),
+        raw_bits_per_sec: 1 << 20,
+    };
+    let role = if ik < ip {
+        LinkRole::Alice
+    } else {
+        LinkRole::Bob
+    };
+    let processing = ProcessingConfig {
+        block_bits: 1 << 20,
+        sample_bits: 1 << 14,
+        ..ProcessingConfig::new(role, psk.into())
+    };
+    Ok((source, processing))
+}
+
+/// [`init`] with the links' key source chosen.
+pub fn init_with(
+    dir: &Path,
+    kmes: &[String],
+    saes: &[(String, String)],
+    port_base: u16,
+    hosts: &[String],
+    raw: RawSetup,
+) -> Result<PkiSummary, PkiError> {
     if kmes.is_empty() {
         return Err(PkiError::Invalid("at least one KME is needed".into()));
     }
@@ -318,6 +386,7 @@ pub fn init(
     let mut sans = vec!["localhost".to_string(), "127.0.0.1".to_string()];
     sans.extend(hosts.iter().cloned());
     let mut kme_configs = Vec::new();
+    let mut seeds = std::collections::HashMap::new();
     let port = |i: usize, peer: bool| port_base + 2 * i as u16 + u16::from(peer);
     for (i, k) in kmes.iter().enumerate() {
         issue_with(&ca, k, CertKind::Both, &sans, dir, "")?;
@@ -326,11 +395,21 @@ pub fn init(
             .enumerate()
             .filter(|(_, p)| *p != k)
             .map(|(j, p)| {
-                let inc = dir.join(k).join("incoming").join(p);
-                fs::create_dir_all(&inc).map_err(|source| PkiError::Io {
-                    path: inc.clone(),
-                    source,
-                })?;
+                let (source, processing) = match raw {
+                    RawSetup::Cor => {
+                        let inc = dir.join(k).join("incoming").join(p);
+                        fs::create_dir_all(&inc).map_err(|source| PkiError::Io {
+                            path: inc.clone(),
+                            source,
+                        })?;
+                        let dir = PathBuf::from(k).join("incoming").join(p);
+                        (SourceConfig::Cor { dir, poll_ms: 200 }, None)
+                    }
+                    RawSetup::Simulated => {
+                        let (s, pp) = simulated_link(dir, kmes, k, p, &mut seeds)?;
+                        (s, Some(pp))
+                    }
+                };
                 Ok(LinkConfig {
                     peer: p.clone(),
                     url: format!("https://127.0.0.1:{}", port(j, true)),
@@ -339,11 +418,10 @@ pub fn init(
                         .filter(|(_, kk)| kk == p)
                         .map(|(s, _)| s.clone())
                         .collect(),
-                    source: SourceConfig::Cor {
-                        dir: PathBuf::from(k).join("incoming").join(p),
-                        poll_ms: 200,
-                    },
+                    source,
                     low_watermark_bytes: 4096,
+                    processing,
+                    auth_low_watermark_bits: 1 << 16,
                 })
             })
             .collect::<Result<Vec<_>, PkiError>>()?;

@@ -9,7 +9,7 @@ use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
-use super::wire::block_id_of;
+use super::wire::{block_id_of, is_session_message};
 use super::{AliceSession, BobSession, Link, Party, SessionError, SessionOutcome};
 use crate::BitBlock;
 use crate::auth::Direction;
@@ -88,14 +88,45 @@ impl Default for SideConfig {
     }
 }
 
+/// What Alice's block source has next.
+#[derive(Debug)]
+pub enum NextBlock {
+    /// A block to start: its ID and raw bits.
+    Ready(String, BitBlock),
+    /// Nothing now; ask again shortly (a device still producing, a peer not ready yet).
+    Later,
+    /// No more blocks: [`run_side`] returns once the blocks in flight have ended.
+    Done,
+}
+
+/// Where Alice's raw blocks come from. Every iterator of `(block ID, raw block)` is one that is
+/// never [`NextBlock::Later`].
+pub trait BlockSource {
+    /// The next block, if there is one now.
+    fn next_block(&mut self) -> NextBlock;
+}
+
+impl<I: Iterator<Item = (String, BitBlock)>> BlockSource for I {
+    fn next_block(&mut self) -> NextBlock {
+        match self.next() {
+            Some((id, raw)) => NextBlock::Ready(id, raw),
+            None => NextBlock::Done,
+        }
+    }
+}
+
+/// How long [`run_side`] waits for a message before it asks a source that said
+/// [`NextBlock::Later`] again.
+const SOURCE_POLL: Duration = Duration::from_millis(20);
+
 /// Which side [`run_side`] plays, and where its raw blocks come from.
 pub enum Role<'a> {
-    /// Alice starts a session for every block the iterator yields, `in_flight` at a time.
+    /// Alice starts a session for every block the source yields, `in_flight` at a time.
     Alice {
         /// Her link.
         link: Arc<Link>,
-        /// `(block ID, raw block)` in order.
-        blocks: &'a mut dyn Iterator<Item = (String, BitBlock)>,
+        /// Her raw blocks, in order.
+        blocks: &'a mut dyn BlockSource,
     },
     /// Bob starts a session when a block's first message arrives, on the raw block
     /// `raw_for(block ID)` gives (a block it does not have is refused, and Alice told with an
@@ -165,6 +196,26 @@ fn abort_without_session(block_id: &str, why: &SessionError) -> Option<Vec<u8>> 
     .ok()
 }
 
+/// What [`run_side_with`] tells its caller.
+pub trait SideEvents {
+    /// A block ended on this side.
+    fn on_block(&mut self, id: &str, result: BlockResult);
+    /// A message that is not a session message ([`super::wire::is_session_message`]): the
+    /// caller's own protocol on the same connection, seen in order with the session messages
+    /// around it. Dropped unless overridden.
+    fn on_other(&mut self, message: Vec<u8>) {
+        let _ = message;
+    }
+}
+
+struct OnBlock<'a>(&'a mut dyn FnMut(&str, BlockResult));
+
+impl SideEvents for OnBlock<'_> {
+    fn on_block(&mut self, id: &str, result: BlockResult) {
+        (self.0)(id, result);
+    }
+}
+
 /// Runs one side of a link: sessions of many blocks over one ordered message channel
 /// (`incoming`, and `send` for the other way). Alice returns once every block has ended; Bob
 /// once `incoming` is closed. `on_block(id, result)` sees each block as it ends.
@@ -175,6 +226,17 @@ pub fn run_side(
     cfg: SideConfig,
     on_block: &mut dyn FnMut(&str, BlockResult),
 ) -> std::io::Result<SideStats> {
+    run_side_with(role, incoming, send, cfg, &mut OnBlock(on_block))
+}
+
+/// [`run_side`] with every event, non-session messages included, going to `events`.
+pub fn run_side_with(
+    role: Role<'_>,
+    incoming: &Receiver<Vec<u8>>,
+    send: &mut dyn FnMut(Vec<u8>) -> std::io::Result<()>,
+    cfg: SideConfig,
+    events: &mut dyn SideEvents,
+) -> std::io::Result<SideStats> {
     let mut stats = SideStats::default();
     let mut flight = InFlight::default();
     let mut ended = RecentIds::default();
@@ -182,15 +244,23 @@ pub fn run_side(
     let tick = cfg.block_timeout.min(Duration::from_millis(200));
     let mut last_sweep = Instant::now();
     loop {
+        let mut source_later = false;
         if let Role::Alice { link, blocks } = &mut role {
             while !source_done && flight.active.len() < cfg.in_flight.max(1) {
-                let Some((id, raw)) = blocks.next() else {
-                    source_done = true;
-                    break;
+                let (id, raw) = match blocks.next_block() {
+                    NextBlock::Ready(id, raw) => (id, raw),
+                    NextBlock::Later => {
+                        source_later = true;
+                        break;
+                    }
+                    NextBlock::Done => {
+                        source_done = true;
+                        break;
+                    }
                 };
                 match AliceSession::new(Arc::clone(link), id.clone(), raw, Box::new(OsRandom)) {
                     Ok(s) => flight.start(id, Box::new(s)),
-                    Err(e) => on_block(&id, Err(e)),
+                    Err(e) => events.on_block(&id, Err(e)),
                 }
             }
         }
@@ -211,7 +281,7 @@ pub fn run_side(
             };
             match a.party.take_outcome() {
                 Some(r) => {
-                    on_block(id, r);
+                    events.on_block(id, r);
                     active.remove(id);
                     ended.insert(id.clone());
                     false
@@ -235,23 +305,28 @@ pub fn run_side(
             for id in stale {
                 flight.active.remove(&id);
                 ended.insert(id.clone());
-                on_block(
+                events.on_block(
                     &id,
                     Err(transport_error("no message within the block timeout")),
                 );
             }
         }
-        let m = match incoming.recv_timeout(tick) {
+        let wait = if source_later { tick.min(SOURCE_POLL) } else { tick };
+        let m = match incoming.recv_timeout(wait) {
             Ok(m) => m,
             Err(RecvTimeoutError::Timeout) => continue,
             Err(RecvTimeoutError::Disconnected) => {
                 for (id, _) in flight.active.drain() {
-                    on_block(&id, Err(transport_error("the connection closed")));
+                    events.on_block(&id, Err(transport_error("the connection closed")));
                 }
                 return Ok(stats);
             }
         };
         stats.messages_received += 1;
+        if !is_session_message(&m) {
+            events.on_other(m);
+            continue;
+        }
         let Ok(id) = block_id_of(&m) else {
             stats.messages_dropped += 1;
             continue;
@@ -287,7 +362,7 @@ pub fn run_side(
                     stats.bytes_sent += abort.len() as u64;
                     send(abort)?;
                 }
-                on_block(&id, Err(e));
+                events.on_block(&id, Err(e));
                 ended.insert(id);
             }
         }

@@ -224,6 +224,12 @@ impl Envelope {
     }
 }
 
+/// Whether `bytes` is (meant as) a session message: it starts with this wire's version byte.
+/// A transport that carries messages of its own beside the sessions' starts them with another.
+pub fn is_session_message(bytes: &[u8]) -> bool {
+    bytes.first() == Some(&SESSION_WIRE_VERSION)
+}
+
 /// The block ID of an encoded message, read without decoding the body (for routing).
 pub fn block_id_of(bytes: &[u8]) -> Result<String, SessionError> {
     let body = check_version(bytes)?;

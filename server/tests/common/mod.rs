@@ -30,23 +30,8 @@ pub fn free_port() -> u16 {
 
 /// KME_A with SAE_1, SAE_3; KME_B with SAE_2, SAE_4. Links use a simulated source.
 pub fn lab(ttl_secs: u64) -> Lab {
-    let dir = tempfile::tempdir().unwrap();
-    let kmes = vec!["KME_A".to_string(), "KME_B".to_string()];
-    let saes: Vec<(String, String)> = ["SAE_1@KME_A", "SAE_2@KME_B", "SAE_3@KME_A", "SAE_4@KME_B"]
-        .iter()
-        .map(|s| pki::parse_sae_spec(s).unwrap())
-        .collect();
-    pki::init(dir.path(), &kmes, &saes, 8443, &[]).unwrap();
-    let mut a = Config::load(&dir.path().join("KME_A.toml")).unwrap();
-    let mut b = Config::load(&dir.path().join("KME_B.toml")).unwrap();
-    let ports: Vec<u16> = (0..4).map(|_| free_port()).collect();
-    a.listen = SocketAddr::from(([127, 0, 0, 1], ports[0]));
-    a.peer_listen = Some(SocketAddr::from(([127, 0, 0, 1], ports[1])));
-    b.listen = SocketAddr::from(([127, 0, 0, 1], ports[2]));
-    b.peer_listen = Some(SocketAddr::from(([127, 0, 0, 1], ports[3])));
-    a.links[0].url = format!("https://127.0.0.1:{}", ports[3]);
-    b.links[0].url = format!("https://127.0.0.1:{}", ports[1]);
-    for c in [&mut a, &mut b] {
+    let mut lab = base_lab(pki::RawSetup::Cor);
+    for c in [&mut lab.a, &mut lab.b] {
         c.keys.reservation_ttl_secs = ttl_secs;
         c.links[0].source = SourceConfig::Simulated {
             seed: "test seed".into(),
@@ -59,6 +44,45 @@ pub fn lab(ttl_secs: u64) -> Lab {
             target_bytes: 1 << 16,
         };
     }
+    lab
+}
+
+/// Two KMEs that post-process a simulated device between them (KME_A is Alice), with small
+/// blocks, and their stores in the lab directory.
+pub fn raw_lab() -> Lab {
+    let mut lab = base_lab(pki::RawSetup::Simulated);
+    for c in [&mut lab.a, &mut lab.b] {
+        let p = c.links[0].processing.as_mut().unwrap();
+        p.block_bits = 1 << 18;
+        p.sample_bits = 1 << 12;
+        p.block_timeout_secs = 10;
+        if let SourceConfig::SimulatedDevice {
+            raw_bits_per_sec, ..
+        } = &mut c.links[0].source
+        {
+            *raw_bits_per_sec = 1 << 21;
+        }
+    }
+    lab
+}
+
+fn base_lab(raw: pki::RawSetup) -> Lab {
+    let dir = tempfile::tempdir().unwrap();
+    let kmes = vec!["KME_A".to_string(), "KME_B".to_string()];
+    let saes: Vec<(String, String)> = ["SAE_1@KME_A", "SAE_2@KME_B", "SAE_3@KME_A", "SAE_4@KME_B"]
+        .iter()
+        .map(|s| pki::parse_sae_spec(s).unwrap())
+        .collect();
+    pki::init_with(dir.path(), &kmes, &saes, 8443, &[], raw).unwrap();
+    let mut a = Config::load(&dir.path().join("KME_A.toml")).unwrap();
+    let mut b = Config::load(&dir.path().join("KME_B.toml")).unwrap();
+    let ports: Vec<u16> = (0..4).map(|_| free_port()).collect();
+    a.listen = SocketAddr::from(([127, 0, 0, 1], ports[0]));
+    a.peer_listen = Some(SocketAddr::from(([127, 0, 0, 1], ports[1])));
+    b.listen = SocketAddr::from(([127, 0, 0, 1], ports[2]));
+    b.peer_listen = Some(SocketAddr::from(([127, 0, 0, 1], ports[3])));
+    a.links[0].url = format!("https://127.0.0.1:{}", ports[3]);
+    b.links[0].url = format!("https://127.0.0.1:{}", ports[1]);
     Lab { dir, a, b }
 }
 

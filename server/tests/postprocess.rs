@@ -1,0 +1,74 @@
+//! Two KMEs post-process simulated raw key between themselves over their peer listeners, and
+//! serve the same final keys over ETSI 014.
+
+mod common;
+
+use std::time::Duration;
+
+use qkd_server::etsi::KeyRequest;
+use qkd_server::{ServerHandle, serve};
+
+/// Waits until `h` has at least `blocks` activated blocks on its link.
+async fn wait_blocks(h: &ServerHandle, peer: &str, blocks: u64) {
+    for _ in 0..600 {
+        if h.pool().stats(peer).blocks >= blocks {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{} holds fewer than {blocks} blocks", h.kme_id());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_kmes_post_process_and_serve_the_same_keys() {
+    let lab = common::raw_lab();
+    let a = serve(lab.a.clone()).await.unwrap();
+    let b = serve(lab.b.clone()).await.unwrap();
+    wait_blocks(&a, "KME_B", 3).await;
+    wait_blocks(&b, "KME_A", 3).await;
+    let req = KeyRequest {
+        number: Some(8),
+        size: Some(256),
+        ..Default::default()
+    };
+    let enc = lab.client(&a, "SAE_1").enc_keys("SAE_2", &req).await.unwrap();
+    let ids: Vec<uuid::Uuid> = enc
+        .keys
+        .iter()
+        .map(|k| k.key_ID.parse().unwrap())
+        .collect();
+    // Bob activates a block one message after Alice: retry briefly.
+    let mut dec = None;
+    for _ in 0..50 {
+        match lab.client(&b, "SAE_2").dec_keys("SAE_1", &ids).await {
+            Ok(d) => {
+                dec = Some(d);
+                break;
+            }
+            Err(_) => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    let dec = dec.expect("SAE_2 got its keys");
+    assert_eq!(enc.keys.len(), 8);
+    for (x, y) in enc.keys.iter().zip(&dec.keys) {
+        assert_eq!(x.key_ID, y.key_ID);
+        assert_eq!(x.key, y.key);
+    }
+    // And the other way round: SAE_2 is master at KME_B.
+    let enc = lab.client(&b, "SAE_2").enc_keys("SAE_1", &req).await.unwrap();
+    let ids: Vec<uuid::Uuid> = enc.keys.iter().map(|k| k.key_ID.parse().unwrap()).collect();
+    let dec = lab.client(&a, "SAE_1").dec_keys("SAE_2", &ids).await.unwrap();
+    assert_eq!(
+        enc.keys.iter().map(|k| &k.key).collect::<Vec<_>>(),
+        dec.keys.iter().map(|k| &k.key).collect::<Vec<_>>()
+    );
+    // Status shows the link.
+    let st = lab.client(&a, "SAE_1").status("SAE_2").await.unwrap();
+    let pp = &st.status_extension.as_ref().unwrap()["post_processing"];
+    assert_eq!(pp["role"], "alice");
+    assert!(pp["blocks_kept"].as_u64().unwrap() >= 3, "{pp}");
+    assert!(pp["qber"].as_f64().unwrap() > 0.005, "{pp}");
+    assert!(pp["auth_pool_bits"].as_u64().unwrap() > 0, "{pp}");
+    a.shutdown().await;
+    b.shutdown().await;
+}
