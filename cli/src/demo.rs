@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use qkd_core::BitBlock;
 use qkd_core::dataset::{self, Entry, Manifest};
-use qkd_core::pipeline::{self, BlockOutcome, BlockReport, PipelineError, Summary};
+use qkd_core::pipeline::{self, BlockReport, PipelineError, Summary};
 use serde::Serialize;
 
 use crate::process::{self, PipelineArgs};
@@ -35,7 +35,8 @@ pub struct Args {
     out: Option<PathBuf>,
     #[command(flatten)]
     pipeline: PipelineArgs,
-    /// Skip the last step: two KMEs on loopback serving the final keys over ETSI 014.
+    /// Skip the last step: two `qkd serve` KMEs post-processing a simulated device between
+    /// themselves on loopback and serving the keys over ETSI 014.
     #[arg(long)]
     no_kme: bool,
     /// Print one JSON object on stdout instead of tables.
@@ -107,7 +108,6 @@ pub fn run(mut args: Args) -> anyhow::Result<()> {
     }
     let bar = ui::progress(blocks as u64, "pipeline");
     let mut reports = Vec::with_capacity(blocks);
-    let mut finals = Vec::new();
     let summary = pipeline::process(&alice, &bob, &cfg, |r| {
         if let (Some(out), Some(key)) = (&args.out, &r.key) {
             let path = out.join(format!("block-{:06}.key", r.report.index));
@@ -116,30 +116,15 @@ pub fn run(mut args: Args) -> anyhow::Result<()> {
                 error,
             })?;
         }
-        if let Some(key) = r.key {
-            finals.push((r.report.index, key));
-        }
         reports.push(r.report);
         bar.inc(1);
         Ok(())
     })?;
     bar.finish_and_clear();
-    if finals.is_empty() && !args.no_kme {
-        let why = reports
-            .first()
-            .map_or("no blocks".into(), |r| match &r.outcome {
-                BlockOutcome::Discarded(why) | BlockOutcome::Quarantined(why) => why.clone(),
-                BlockOutcome::Key => String::new(),
-            });
-        bail!(
-            "no block yielded key to serve (block 0: {why}); larger --block-bits or --sample-bits \
-             shrink the finite-size terms, and --no-kme shows the block reports alone"
-        );
-    }
     let kme = if args.no_kme {
         None
     } else {
-        Some(kme_demo::run(&finals)?)
+        Some(kme_demo::run()?)
     };
     if let Some(k) = &kme
         && !k.bytes_match
@@ -170,10 +155,15 @@ pub fn run(mut args: Args) -> anyhow::Result<()> {
     ui::print(report::summary_table(&summary))?;
     if let Some(k) = &kme {
         ui::print(format!(
-            "KME_A and KME_B on loopback (mutual TLS, ETSI GS QKD 014), both loaded with the {} final \
-             key blocks: SAE_1 got {} keys of {} bits from KME_A (enc_keys), SAE_2 fetched them by ID \
-             at KME_B (dec_keys): bytes match: {}",
-            k.blocks_loaded, k.keys, k.key_bits, k.bytes_match
+            "KME_A and KME_B as two `qkd serve` processes on loopback post-processed an INSECURE \
+             simulated device between themselves over mutual TLS ({} blocks kept, QBER {}): SAE_1 \
+             got {} keys of {} bits from KME_A (ETSI 014 enc_keys), SAE_2 fetched them by ID at \
+             KME_B (dec_keys): bytes match: {}",
+            k.blocks_kept,
+            k.qber.map_or("-".into(), |q| ui::pct(q, 2)),
+            k.keys,
+            k.key_bits,
+            k.bytes_match
         ))?;
         for id in &k.key_ids {
             ui::print(format!("  key_ID {id}"))?;

@@ -70,6 +70,10 @@ pub struct PkiInitArgs {
     /// Extra DNS names or IP addresses for the server certificates (repeat).
     #[arg(long = "host")]
     hosts: Vec<String>,
+    /// Where the links get key: `cor` (final keys made elsewhere, as .cor files) or
+    /// `simulated` (each pair post-processes an INSECURE simulated device between them).
+    #[arg(long, default_value = "cor", value_parser = ["cor", "simulated"])]
+    raw: String,
 }
 
 /// Arguments of `qkd pki issue`.
@@ -104,7 +108,11 @@ pub fn pki(cmd: PkiCommand) -> anyhow::Result<()> {
                 .iter()
                 .map(|s| pki::parse_sae_spec(s))
                 .collect::<Result<Vec<_>, _>>()?;
-            let s = pki::init(&a.dir, &a.kmes, &saes, a.port_base, &a.hosts)?;
+            let raw = match a.raw.as_str() {
+                "simulated" => pki::RawSetup::Simulated,
+                _ => pki::RawSetup::Cor,
+            };
+            let s = pki::init_with(&a.dir, &a.kmes, &saes, a.port_base, &a.hosts, raw)?;
             ui::print(format!("trust anchor: {}", s.ca.display()))?;
             for c in &s.kme_configs {
                 ui::print(format!("KME config:   {}", c.display()))?;
