@@ -277,7 +277,7 @@ impl LinkRuntime {
                 _ = tokio::time::sleep(backoff) => {}
                 _ = stop.changed() => return,
             }
-            backoff = (backoff * 2).min(Duration::from_secs(5));
+            backoff = (backoff * 2).min(Duration::from_secs(2));
         }
     }
 

@@ -1,0 +1,319 @@
+//! Two `qkd serve` processes post-processing a simulated device between themselves, killed
+//! with SIGKILL at random points and cut apart through a proxy: after every recovery, a key
+//! one side serves is served by the other with the same bytes, and once both have settled
+//! their stores hold the same blocks.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use qkd_core::rng::{RandomSource, SeededRandom};
+use qkd_core::store::{LedgerEvent, Store};
+use qkd_server::client::Client;
+use qkd_server::config::SourceConfig;
+use qkd_server::etsi::KeyRequest;
+use qkd_server::{Config, pki};
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+struct Site {
+    dir: tempfile::TempDir,
+    cfg: [Config; 2],
+    paths: [PathBuf; 2],
+    kids: [Option<Child>; 2],
+}
+
+impl Site {
+    /// KME_A (Alice) and KME_B, small blocks, the device as fast as the sessions go; KME_A
+    /// reaches KME_B's peer listener at `peer_port_of_b` if given (a proxy), else directly.
+    fn new(proxy: bool) -> (Self, u16) {
+        let dir = tempfile::tempdir().unwrap();
+        let kmes = ["KME_A".to_string(), "KME_B".to_string()];
+        let saes = [
+            ("SAE_1".to_string(), "KME_A".to_string()),
+            ("SAE_2".to_string(), "KME_B".to_string()),
+        ];
+        pki::init_with(dir.path(), &kmes, &saes, 8443, &[], pki::RawSetup::Simulated).unwrap();
+        let mut a = Config::load(&dir.path().join("KME_A.toml")).unwrap();
+        let mut b = Config::load(&dir.path().join("KME_B.toml")).unwrap();
+        let p: Vec<u16> = (0..5).map(|_| free_port()).collect();
+        let local = |port| SocketAddr::from(([127, 0, 0, 1], port));
+        a.listen = local(p[0]);
+        a.peer_listen = Some(local(p[1]));
+        b.listen = local(p[2]);
+        b.peer_listen = Some(local(p[3]));
+        let b_peer = if proxy { p[4] } else { p[3] };
+        a.links[0].url = format!("https://127.0.0.1:{b_peer}");
+        b.links[0].url = format!("https://127.0.0.1:{}", p[1]);
+        for c in [&mut a, &mut b] {
+            let pp = c.links[0].processing.as_mut().unwrap();
+            pp.block_bits = 1 << 17;
+            pp.sample_bits = 1 << 12;
+            pp.block_timeout_secs = 5;
+            set_rate(c, 1 << 22);
+        }
+        let paths = [
+            dir.path().join("A.test.toml"),
+            dir.path().join("B.test.toml"),
+        ];
+        let site = Self {
+            dir,
+            cfg: [a, b],
+            paths,
+            kids: [None, None],
+        };
+        site.write(0);
+        site.write(1);
+        (site, p[3])
+    }
+
+    fn write(&self, i: usize) {
+        std::fs::write(&self.paths[i], toml::to_string(&self.cfg[i]).unwrap()).unwrap();
+    }
+
+    fn start(&mut self, i: usize) {
+        let child = Command::new(env!("CARGO_BIN_EXE_qkd"))
+            .args(["serve", "--config"])
+            .arg(&self.paths[i])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        self.kids[i] = Some(child);
+        let addr = self.cfg[i].listen;
+        let t = Instant::now();
+        while std::net::TcpStream::connect(addr).is_err() {
+            assert!(t.elapsed() < Duration::from_secs(20), "KME {i} did not start");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn kill(&mut self, i: usize) {
+        if let Some(mut c) = self.kids[i].take() {
+            c.kill().unwrap(); // SIGKILL
+            c.wait().unwrap();
+        }
+    }
+
+    fn client(&self, i: usize, sae: &str) -> Client {
+        let d = self.dir.path();
+        Client::new(
+            &format!("https://localhost:{}", self.cfg[i].listen.port()),
+            &d.join("ca.pem"),
+            &d.join(format!("{sae}.pem")),
+            &d.join(format!("{sae}.key")),
+        )
+        .unwrap()
+    }
+
+    /// The blocks (ID, bits) in a KME's store for its link, read offline.
+    fn stored_blocks(&self, kme: &str, peer: &str) -> BTreeMap<String, u64> {
+        let store = Store::open(self.dir.path().join(kme).join("store")).unwrap();
+        let mut out = BTreeMap::new();
+        let mut from = 0;
+        loop {
+            let entries = store.ledger(from, 1000).unwrap();
+            let Some(last) = entries.last() else { break };
+            from = last.seq + 1;
+            for e in entries {
+                if let (true, LedgerEvent::BlockAppended { block_id, len_bits, .. }) =
+                    (e.link == peer, &e.event)
+                {
+                    out.insert(block_id.to_string(), *len_bits);
+                }
+            }
+        }
+        out
+    }
+}
+
+impl Drop for Site {
+    fn drop(&mut self) {
+        self.kill(0);
+        self.kill(1);
+    }
+}
+
+fn set_rate(c: &mut Config, rate: u64) {
+    if let SourceConfig::SimulatedDevice {
+        raw_bits_per_sec, ..
+    } = &mut c.links[0].source
+    {
+        *raw_bits_per_sec = rate;
+    }
+}
+
+/// SAE_1 takes keys at KME_A (if it has any to give); SAE_2 must then get the same bytes at
+/// KME_B within a few seconds. Returns whether keys were served.
+async fn keys_agree(site: &Site) -> bool {
+    let req = KeyRequest {
+        number: Some(2),
+        size: Some(256),
+        ..Default::default()
+    };
+    let enc = match site.client(0, "SAE_1").enc_keys("SAE_2", &req).await {
+        Ok(e) => e,
+        Err(e) => {
+            eprintln!("no keys from KME_A now: {e}");
+            return false;
+        }
+    };
+    let ids: Vec<uuid::Uuid> = enc.keys.iter().map(|k| k.key_ID.parse().unwrap()).collect();
+    let t = Instant::now();
+    loop {
+        match site.client(1, "SAE_2").dec_keys("SAE_1", &ids).await {
+            Ok(dec) => {
+                for (x, y) in enc.keys.iter().zip(&dec.keys) {
+                    assert_eq!((&x.key_ID, &x.key), (&y.key_ID, &y.key));
+                }
+                return true;
+            }
+            Err(e) => {
+                assert!(
+                    t.elapsed() < Duration::from_secs(10),
+                    "KME_A served keys that KME_B does not: {e}"
+                );
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+/// Stops the device (Alice restarted with a rate that makes no new block), lets the two
+/// settle, stops both, and compares their stores.
+async fn settle_and_compare(site: &mut Site) {
+    site.kill(0);
+    site.kill(1);
+    set_rate(&mut site.cfg[0], 1);
+    site.write(0);
+    site.start(1);
+    site.start(0);
+    // Settled once KME_B holds what KME_A holds (the handshake activates or drops the rest).
+    let t = Instant::now();
+    let (a, b) = loop {
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        let up = site
+            .client(0, "SAE_1")
+            .status("SAE_2")
+            .await
+            .ok()
+            .and_then(|s| s.status_extension)
+            .is_some_and(|e| e["post_processing"]["state"] == "up");
+        if !up && t.elapsed() < Duration::from_secs(20) {
+            continue;
+        }
+        site.kill(0);
+        site.kill(1);
+        let a = site.stored_blocks("KME_A", "KME_B");
+        let b = site.stored_blocks("KME_B", "KME_A");
+        if a == b || t.elapsed() > Duration::from_secs(20) {
+            break (a, b);
+        }
+        site.start(1);
+        site.start(0);
+    };
+    assert!(!a.is_empty(), "no block was ever kept");
+    assert_eq!(a, b, "the two stores hold different blocks");
+}
+
+fn rt() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn sigkill_at_random_points_never_breaks_both_or_neither() {
+    let (mut site, _) = Site::new(false);
+    // Seeded: the test is the same on every run (which KME, when).
+    let mut rng = SeededRandom::from_u64(13);
+    let mut r = |n: u64| {
+        let mut b = [0u8; 8];
+        rng.fill(&mut b).unwrap();
+        u64::from_le_bytes(b) % n
+    };
+    rt().block_on(async {
+        site.start(1);
+        site.start(0);
+        let mut served = 0;
+        for _ in 0..20 {
+            tokio::time::sleep(Duration::from_millis(200 + r(800))).await;
+            let victim = r(2) as usize;
+            site.kill(victim);
+            tokio::time::sleep(Duration::from_millis(r(300))).await;
+            site.start(victim);
+            tokio::time::sleep(Duration::from_millis(300)).await;
+            if keys_agree(&site).await {
+                served += 1;
+            }
+        }
+        assert!(served >= 5, "keys were served after only {served} of 20 restarts");
+        settle_and_compare(&mut site).await;
+    });
+}
+
+/// A TCP proxy that can cut every connection through it.
+async fn proxy(listen: u16, to: u16, cut: Arc<AtomicBool>, epoch: Arc<std::sync::atomic::AtomicU64>) {
+    let l = tokio::net::TcpListener::bind(("127.0.0.1", listen)).await.unwrap();
+    loop {
+        let (mut inbound, _) = l.accept().await.unwrap();
+        if cut.load(Ordering::Relaxed) {
+            continue; // dropped: refused
+        }
+        let (cut, epoch) = (cut.clone(), epoch.clone());
+        tokio::spawn(async move {
+            let Ok(mut out) = tokio::net::TcpStream::connect(("127.0.0.1", to)).await else {
+                return;
+            };
+            let mine = epoch.load(Ordering::Relaxed);
+            let copy = tokio::io::copy_bidirectional(&mut inbound, &mut out);
+            let watch = async {
+                while !cut.load(Ordering::Relaxed) && epoch.load(Ordering::Relaxed) == mine {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            };
+            tokio::select! { _ = copy => {}, _ = watch => {} }
+        });
+    }
+}
+
+#[test]
+fn a_peer_connection_cut_mid_block_settles_without_duplicates() {
+    let (mut site, b_peer) = Site::new(true);
+    let proxy_port: u16 = site.cfg[0].links[0].url.rsplit(':').next().unwrap().parse().unwrap();
+    let cut = Arc::new(AtomicBool::new(false));
+    let epoch = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    rt().block_on(async {
+        tokio::spawn(proxy(proxy_port, b_peer, cut.clone(), epoch.clone()));
+        site.start(1);
+        site.start(0);
+        for round in 0..3 {
+            // Blocks are always in flight: let some finish, then cut.
+            tokio::time::sleep(Duration::from_millis(1500)).await;
+            cut.store(true, Ordering::Relaxed);
+            epoch.fetch_add(1, Ordering::Relaxed);
+            tokio::time::sleep(Duration::from_millis(500 + 300 * round)).await;
+            cut.store(false, Ordering::Relaxed);
+            let t = Instant::now();
+            while !keys_agree(&site).await {
+                assert!(t.elapsed() < Duration::from_secs(20), "no keys after reconnect {round}");
+                tokio::time::sleep(Duration::from_millis(250)).await;
+            }
+        }
+        settle_and_compare(&mut site).await;
+    });
+}
+
