@@ -99,6 +99,13 @@ fn demo_json_on_the_embedded_dataset() {
     }
     assert_eq!(v["summary"]["final_bits"].as_u64().unwrap(), final_bits);
     assert_eq!(v["summary"]["auth_bits"].as_u64().unwrap(), auth_bits);
+    // The two-site path: two `qkd serve` processes post-processed a simulated device.
+    let kme = &v["kme"];
+    assert_eq!(kme["bytes_match"], true, "{kme}");
+    assert_eq!(kme["keys"], 4, "{kme}");
+    assert!(kme["blocks_kept"].as_u64().unwrap() >= 1, "{kme}");
+    let q = kme["qber"].as_f64().unwrap();
+    assert!(q > 0.005 && q < 0.04, "{kme}");
 }
 
 #[test]

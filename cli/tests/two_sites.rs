@@ -235,11 +235,19 @@ fn rt() -> tokio::runtime::Runtime {
         .unwrap()
 }
 
+/// Kills per run: 20 in the test suite; `scripts/soak-kme.sh` sets `QKD_SOAK_KILLS` (and a
+/// seed in `QKD_SOAK_SEED`) for a longer run.
+fn kills() -> (u64, u64) {
+    let var = |k: &str| std::env::var(k).ok().and_then(|v| v.parse().ok());
+    (var("QKD_SOAK_KILLS").unwrap_or(20), var("QKD_SOAK_SEED").unwrap_or(13))
+}
+
 #[test]
 fn sigkill_at_random_points_never_breaks_both_or_neither() {
     let (mut site, _) = Site::new(false);
+    let (rounds, seed) = kills();
     // Seeded: the test is the same on every run (which KME, when).
-    let mut rng = SeededRandom::from_u64(13);
+    let mut rng = SeededRandom::from_u64(seed);
     let mut r = |n: u64| {
         let mut b = [0u8; 8];
         rng.fill(&mut b).unwrap();
@@ -249,7 +257,7 @@ fn sigkill_at_random_points_never_breaks_both_or_neither() {
         site.start(1);
         site.start(0);
         let mut served = 0;
-        for _ in 0..20 {
+        for _ in 0..rounds {
             tokio::time::sleep(Duration::from_millis(200 + r(800))).await;
             let victim = r(2) as usize;
             site.kill(victim);
@@ -260,7 +268,10 @@ fn sigkill_at_random_points_never_breaks_both_or_neither() {
                 served += 1;
             }
         }
-        assert!(served >= 5, "keys were served after only {served} of 20 restarts");
+        assert!(
+            served >= rounds / 4,
+            "keys were served after only {served} of {rounds} restarts"
+        );
         settle_and_compare(&mut site).await;
     });
 }

@@ -68,6 +68,11 @@ pub enum Event {
         /// Peer KME.
         peer: String,
     },
+    /// A key source is INSECURE (a simulated device: its keys follow from the config).
+    InsecureSource {
+        /// Pool name.
+        pool: String,
+    },
     /// The post-processing channel with a peer KME opened or closed.
     Channel {
         /// Peer KME.

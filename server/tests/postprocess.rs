@@ -72,3 +72,70 @@ async fn two_kmes_post_process_and_serve_the_same_keys() {
     a.shutdown().await;
     b.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_peer_certificate_for_another_kme_is_refused() {
+    let mut lab = common::raw_lab();
+    // KME_A dials its own peer listener: the certificate there names KME_A, not KME_B.
+    lab.a.links[0].url = format!("https://127.0.0.1:{}", lab.a.peer_listen.unwrap().port());
+    let a = serve(lab.a.clone()).await.unwrap();
+    let mut last = String::new();
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let st = lab.client(&a, "SAE_1").status("SAE_2").await.unwrap();
+        last = st.status_extension.unwrap()["post_processing"]["last_error"].to_string();
+        if last.contains("certificate") {
+            break;
+        }
+    }
+    assert!(last.contains("not for \\\"KME_B\\\""), "{last}");
+    assert_eq!(a.pool().stats("KME_B").blocks, 0);
+    a.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_raw_file_at_one_site_only_is_held_until_the_other_has_it() {
+    use qkd_server::config::SourceConfig;
+    let mut lab = common::raw_lab();
+    let raw_a = lab.path("raw-a");
+    let raw_b = lab.path("raw-b");
+    for (c, d) in [(&mut lab.a, &raw_a), (&mut lab.b, &raw_b)] {
+        c.links[0].source = SourceConfig::RawDir {
+            dir: d.clone(),
+            poll_ms: 20,
+        };
+    }
+    let a = serve(lab.a.clone()).await.unwrap();
+    let b = serve(lab.b.clone()).await.unwrap();
+    // A correlated pair of 3 blocks' worth of raw key, 2 % errors.
+    let pair = qkd_core::sim::simulate(3 << 18, 0.02, qkd_core::sim::ErrorModel::IidExact, 5)
+        .unwrap();
+    std::fs::write(raw_a.join("run-1"), &*pair.alice.to_bytes()).unwrap();
+    let mut held = false;
+    for _ in 0..100 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        held = a.events().iter().any(|e| {
+            let v = serde_json::to_value(e).unwrap();
+            v["kind"] == "raw_missing" || v.to_string().contains("raw_missing")
+        });
+        if held {
+            break;
+        }
+    }
+    assert!(held, "no event for the raw file at one site: {:?}", a.events());
+    assert!(raw_a.join("run-1").exists(), "held, not processed alone");
+    assert_eq!(a.pool().stats("KME_B").blocks, 0);
+    std::fs::write(raw_b.join("run-1"), &*pair.bob.to_bytes()).unwrap();
+    wait_blocks(&a, "KME_B", 3).await;
+    wait_blocks(&b, "KME_A", 3).await;
+    // Both copies are burned once every block is decided.
+    for _ in 0..100 {
+        if !raw_a.join("run-1").exists() && !raw_b.join("run-1").exists() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(!raw_a.join("run-1").exists() && !raw_b.join("run-1").exists());
+    a.shutdown().await;
+    b.shutdown().await;
+}

@@ -141,9 +141,7 @@ fn split_share(key: &[u8], share_bytes: usize) -> (Zeroizing<Vec<u8>>, Zeroizing
 /// Why a block yielded no key, as a short category for counters.
 fn category(result: &Result<&BlockOutcome, &SessionError>) -> &'static str {
     match result {
-        Ok(BlockOutcome::Discarded(why)) if why.contains("QBER") || why.contains("errors in") => {
-            "qber"
-        }
+        Ok(BlockOutcome::Discarded(why)) if why.contains("QBER") => "qber",
         Ok(BlockOutcome::Discarded(why)) if why.contains("confirmation") => "confirmation",
         Ok(BlockOutcome::Discarded(why)) if why.contains("secret length") => "no_secret_length",
         Ok(BlockOutcome::Discarded(_)) => "other",
@@ -187,10 +185,8 @@ impl LinkRuntime {
                 peer = %l.peer,
                 "INSECURE simulated device: raw key derived from a seed in the config"
             );
-            monitor.event(Event::SourceError {
+            monitor.event(Event::InsecureSource {
                 pool: l.peer.clone(),
-                message: "INSECURE simulated device: raw key derived from a seed in the config"
-                    .into(),
             });
         }
         Ok(Arc::new(Self {
@@ -352,7 +348,7 @@ impl LinkRuntime {
         drop(in_tx);
         let _ = session.await;
         writer.abort();
-        self.note(|s| s.set_down("channel closed"));
+        self.note(|s| s.set_down_unless_down("channel closed"));
     }
 
     /// One connection, on a thread of its own: hellos, settling, then the sessions.
@@ -511,17 +507,12 @@ impl LinkRuntime {
         for block in &bob.pending {
             match self.ledger.state(&self.peer, block)? {
                 Some(BlockState::Pending) => self.activate_alice(block, out)?,
-                Some(BlockState::Active { refill }) => {
-                    if refill.is_none_or(|n| n >= bob.refills) {
-                        // Resent above when it had a refill.
-                        if refill.is_none() {
-                            send(out, &Control::Activated {
-                                block: block.clone(),
-                                refill: None,
-                            });
-                        }
-                    }
-                }
+                Some(BlockState::Active { refill: None }) => send(out, &Control::Activated {
+                    block: block.clone(),
+                    refill: None,
+                }),
+                // Resent above with its refill.
+                Some(BlockState::Active { refill: Some(_) }) => {}
                 _ => {
                     self.discard(block, "Alice holds no key of it", "peer_only", out)?;
                 }
@@ -608,6 +599,8 @@ impl LinkRuntime {
     /// A session ended on this side.
     fn block_ended(&self, id: &str, result: BlockResult, out: &Outbox) -> Result<(), String> {
         self.shared().live.remove(id);
+        // Every block spends pool bits, whether or not it refills the pool.
+        self.check_auth_watermark();
         let (report, key) = match result {
             Ok(o) => (o.report, o.key),
             Err(e) => {
@@ -777,8 +770,8 @@ impl LinkRuntime {
                         block: r.block.clone(),
                         reason: "Bob started or decided it before".into(),
                     },
-                    None => match lock(&self.raw).load(&r, false) {
-                        Ok(_) => Control::Ready {
+                    None => match lock(&self.raw).check(&r) {
+                        Ok(()) => Control::Ready {
                             block: r.block.clone(),
                         },
                         Err(reason) => Control::Missing {

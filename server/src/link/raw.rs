@@ -113,6 +113,14 @@ impl RawSource {
         }
     }
 
+    /// Bob: checks that the block is here and whole (a simulated device makes every block).
+    pub(crate) fn check(&self, r: &RawRef) -> Result<(), String> {
+        match self {
+            Self::Dir(d) => d.open_checked(r).map(|_| ()),
+            Self::Simulated(s) => s.number_of(r).map(|_| ()),
+        }
+    }
+
     /// Either side: checks that the block is here, whole, and loads its bits.
     pub(crate) fn load(&self, r: &RawRef, alice: bool) -> Result<BitBlock, String> {
         match self {
@@ -264,16 +272,16 @@ impl RawDir {
         Ok(out)
     }
 
-    fn load(&self, r: &RawRef) -> Result<BitBlock, String> {
+    /// The block's raw file, opened, once its length matches Alice's and the block lies in it.
+    fn open_checked(&self, r: &RawRef) -> Result<File, String> {
         let Some((name, bytes)) = &r.file else {
             return Err(format!("block {} names no raw file", r.block));
         };
         if !valid_file_name(name) || file_of(&r.block) != Some(name) {
             return Err(format!("block {} does not belong to file {name:?}", r.block));
         }
-        let path = self.dir.join(name);
         let io = |e: std::io::Error| format!("raw file {name:?}: {e}");
-        let mut f = File::open(&path).map_err(io)?;
+        let f = File::open(self.dir.join(name)).map_err(io)?;
         let len = f.metadata().map_err(io)?.len();
         if len != *bytes {
             return Err(format!(
@@ -281,13 +289,19 @@ impl RawDir {
                  (not complete yet, or not the same file)"
             ));
         }
-        let (off, bits) = (r.offset_bits, r.bits);
-        if !off.is_multiple_of(8) || off.saturating_add(bits) > len * 8 {
+        if !r.offset_bits.is_multiple_of(8) || r.offset_bits.saturating_add(r.bits) > len * 8 {
             return Err(format!(
                 "block {} lies outside raw file {name:?} ({len} bytes)",
                 r.block
             ));
         }
+        Ok(f)
+    }
+
+    fn load(&self, r: &RawRef) -> Result<BitBlock, String> {
+        let mut f = self.open_checked(r)?;
+        let (off, bits) = (r.offset_bits, r.bits);
+        let io = |e: std::io::Error| format!("raw file of block {}: {e}", r.block);
         let mut buf = zeroize::Zeroizing::new(vec![0u8; bits.div_ceil(8) as usize]);
         f.seek(SeekFrom::Start(off / 8)).map_err(io)?;
         f.read_exact(&mut buf).map_err(io)?;
@@ -386,11 +400,8 @@ impl SimDevice {
         Ok(out)
     }
 
-    fn load(&self, r: &RawRef, alice: bool) -> Result<BitBlock, String> {
-        let n: u64 = r
-            .block
-            .strip_prefix("sim-")
-            .and_then(|n| n.parse().ok())
+    fn number_of(&self, r: &RawRef) -> Result<u64, String> {
+        let n = simulated_number(&r.block)
             .ok_or_else(|| format!("{:?} is not a simulated block ID", r.block))?;
         if r.bits != self.block_bits || r.file.is_some() {
             return Err(format!(
@@ -398,6 +409,11 @@ impl SimDevice {
                 r.block, r.bits, self.block_bits
             ));
         }
+        Ok(n)
+    }
+
+    fn load(&self, r: &RawRef, alice: bool) -> Result<BitBlock, String> {
+        let n = self.number_of(r)?;
         let mut h = blake3::Hasher::new_derive_key("qkd simulated device block v1");
         h.update(self.seed.as_bytes());
         h.update(&n.to_le_bytes());

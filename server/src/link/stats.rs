@@ -40,6 +40,13 @@ impl LinkStats {
         self.last_error = Some(why.to_string());
     }
 
+    /// Marks the link down unless it already is (keeps the first reason).
+    pub(crate) fn set_down_unless_down(&mut self, why: &str) {
+        if self.up {
+            self.set_down(why);
+        }
+    }
+
     /// A block's estimate and reconciliation were measured (kept or not).
     pub(crate) fn block_measured(&mut self, r: &BlockReport, qber_alarm: bool) {
         self.raw_bits += r.raw_bits;
