@@ -4,7 +4,8 @@
 # (same block, frame and sample sizes), measured in the same run. The round trip is a delay
 # proxy on the peer connection (server/examples/delay_proxy.rs), not a hook in the KME.
 #
-#   scripts/bench-kme.sh [SECONDS] [RTT_MS...]     (defaults: 60 s; 0 and 10 ms)
+#   [IN_FLIGHT=N] scripts/bench-kme.sh [SECONDS] [RTT_MS...]   (defaults: 60 s; 0 and 10 ms;
+#   blocks in flight 3 at 0 ms, 12 at 10 ms, 24 beyond)
 #
 # Also feeds a 2^27-bit raw_dir file to a fresh pair and reports its time and the peak RSS of
 # both KMEs. Run it on a quiet machine: it uses both cores.
@@ -78,7 +79,7 @@ peak_rss_mib() { # peak RSS of KME_B and KME_A (started last)
 
 stop_all() { for p in "${pids[@]}"; do kill -9 "$p" 2>/dev/null || true; done; wait 2>/dev/null || true; pids=(); }
 
-inflight_for() { case $1 in 0) echo 3;; 1) echo 4;; 10) echo 8;; *) echo 24;; esac; }
+inflight_for() { if [ -n "${IN_FLIGHT:-}" ]; then echo "$IN_FLIGHT"; return; fi; case $1 in 0) echo 3;; 1) echo 4;; 10) echo 12;; *) echo 24;; esac; }
 
 raw_bits() { state "$1" | python3 -c 'import json,sys; print(json.load(sys.stdin)["links"][0]["raw_bits"])'; }
 

@@ -14,7 +14,8 @@ if [ ! -x "$VENV/bin/schemathesis" ]; then
   "$VENV/bin/pip" install --quiet --disable-pip-version-check "schemathesis==$SCHEMATHESIS_VERSION"
 fi
 
-cargo build --quiet -p qkd-server --example kme
+# The test profile: the artifacts `cargo test` built are reused.
+cargo build --quiet --locked --profile test -p qkd-server --example kme
 LAB="$(mktemp -d)"
 PORT="$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')"
 target/debug/examples/kme "$LAB" "$PORT" >"$LAB/server.log" 2>&1 &

@@ -43,7 +43,15 @@ impl Site {
             ("SAE_1".to_string(), "KME_A".to_string()),
             ("SAE_2".to_string(), "KME_B".to_string()),
         ];
-        pki::init_with(dir.path(), &kmes, &saes, 8443, &[], pki::RawSetup::Simulated).unwrap();
+        pki::init_with(
+            dir.path(),
+            &kmes,
+            &saes,
+            8443,
+            &[],
+            pki::RawSetup::Simulated,
+        )
+        .unwrap();
         let mut a = Config::load(&dir.path().join("KME_A.toml")).unwrap();
         let mut b = Config::load(&dir.path().join("KME_B.toml")).unwrap();
         let p: Vec<u16> = (0..5).map(|_| free_port()).collect();
@@ -94,7 +102,10 @@ impl Site {
         let addr = self.cfg[i].listen;
         let t = Instant::now();
         while std::net::TcpStream::connect(addr).is_err() {
-            assert!(t.elapsed() < Duration::from_secs(20), "KME {i} did not start");
+            assert!(
+                t.elapsed() < Duration::from_secs(20),
+                "KME {i} did not start"
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
@@ -127,8 +138,12 @@ impl Site {
             let Some(last) = entries.last() else { break };
             from = last.seq + 1;
             for e in entries {
-                if let (true, LedgerEvent::BlockAppended { block_id, len_bits, .. }) =
-                    (e.link == peer, &e.event)
+                if let (
+                    true,
+                    LedgerEvent::BlockAppended {
+                        block_id, len_bits, ..
+                    },
+                ) = (e.link == peer, &e.event)
                 {
                     out.insert(block_id.to_string(), *len_bits);
                 }
@@ -239,7 +254,10 @@ fn rt() -> tokio::runtime::Runtime {
 /// seed in `QKD_SOAK_SEED`) for a longer run.
 fn kills() -> (u64, u64) {
     let var = |k: &str| std::env::var(k).ok().and_then(|v| v.parse().ok());
-    (var("QKD_SOAK_KILLS").unwrap_or(20), var("QKD_SOAK_SEED").unwrap_or(13))
+    (
+        var("QKD_SOAK_KILLS").unwrap_or(20),
+        var("QKD_SOAK_SEED").unwrap_or(13),
+    )
 }
 
 #[test]
@@ -277,8 +295,15 @@ fn sigkill_at_random_points_never_breaks_both_or_neither() {
 }
 
 /// A TCP proxy that can cut every connection through it.
-async fn proxy(listen: u16, to: u16, cut: Arc<AtomicBool>, epoch: Arc<std::sync::atomic::AtomicU64>) {
-    let l = tokio::net::TcpListener::bind(("127.0.0.1", listen)).await.unwrap();
+async fn proxy(
+    listen: u16,
+    to: u16,
+    cut: Arc<AtomicBool>,
+    epoch: Arc<std::sync::atomic::AtomicU64>,
+) {
+    let l = tokio::net::TcpListener::bind(("127.0.0.1", listen))
+        .await
+        .unwrap();
     loop {
         let (mut inbound, _) = l.accept().await.unwrap();
         if cut.load(Ordering::Relaxed) {
@@ -304,7 +329,13 @@ async fn proxy(listen: u16, to: u16, cut: Arc<AtomicBool>, epoch: Arc<std::sync:
 #[test]
 fn a_peer_connection_cut_mid_block_settles_without_duplicates() {
     let (mut site, b_peer) = Site::new(true);
-    let proxy_port: u16 = site.cfg[0].links[0].url.rsplit(':').next().unwrap().parse().unwrap();
+    let proxy_port: u16 = site.cfg[0].links[0]
+        .url
+        .rsplit(':')
+        .next()
+        .unwrap()
+        .parse()
+        .unwrap();
     let cut = Arc::new(AtomicBool::new(false));
     let epoch = Arc::new(std::sync::atomic::AtomicU64::new(0));
     rt().block_on(async {
@@ -320,11 +351,13 @@ fn a_peer_connection_cut_mid_block_settles_without_duplicates() {
             cut.store(false, Ordering::Relaxed);
             let t = Instant::now();
             while !keys_agree(&site).await {
-                assert!(t.elapsed() < Duration::from_secs(20), "no keys after reconnect {round}");
+                assert!(
+                    t.elapsed() < Duration::from_secs(20),
+                    "no keys after reconnect {round}"
+                );
                 tokio::time::sleep(Duration::from_millis(250)).await;
             }
         }
         settle_and_compare(&mut site).await;
     });
 }
-

@@ -55,6 +55,9 @@ pub enum AuthError {
         /// Bits left in the pool.
         available: usize,
     },
+    /// The source could not record durably which words it handed out, so it hands out none.
+    #[error("authentication key pool not recorded durably: {0}")]
+    Durability(String),
     /// The received tag differs from the one computed over the received transcript.
     #[error("transcript tag mismatch: a message was altered, dropped, replayed or forged")]
     TagMismatch,
@@ -373,7 +376,9 @@ impl AuthKeys for KeyPool {
         if self.hash_key.is_some_and(|(h, _)| h < position) {
             self.retire_current();
         }
-        let end = position.saturating_sub(self.base).min(self.words.len() as u64);
+        let end = position
+            .saturating_sub(self.base)
+            .min(self.words.len() as u64);
         for p in self.base..self.base + end {
             if self.is_unused(p) {
                 self.take(p);

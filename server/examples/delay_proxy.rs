@@ -1,58 +1,64 @@
 //! A TCP proxy that delays every byte by a fixed one-way time in each direction (a link of that
-//! round trip, for `scripts/bench-kme.sh`): `delay_proxy LISTEN TARGET ONE_WAY_MS`.
+//! round trip, for `scripts/bench-kme.sh`): `delay_proxy LISTEN TARGET ONE_WAY_MS`. Two threads
+//! per direction, sleeping to the microsecond (an async timer would round each hop up to its
+//! millisecond tick and lengthen the round trip).
 
-use std::time::Duration;
+use std::io::{Read, Write};
+use std::net::{Shutdown, TcpListener, TcpStream};
+use std::sync::mpsc;
+use std::thread;
+use std::time::{Duration, Instant};
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
-use tokio::sync::mpsc;
-use tokio::time::Instant;
-
-async fn pipe(
-    mut from: tokio::net::tcp::OwnedReadHalf,
-    mut to: tokio::net::tcp::OwnedWriteHalf,
-    delay: Duration,
-) {
-    let (tx, mut rx) = mpsc::unbounded_channel::<(Instant, Vec<u8>)>();
-    let writer = tokio::spawn(async move {
-        while let Some((at, bytes)) = rx.recv().await {
-            tokio::time::sleep_until(at).await;
-            if to.write_all(&bytes).await.is_err() {
+fn pipe(mut from: TcpStream, mut to: TcpStream, delay: Duration) {
+    let (tx, rx) = mpsc::channel::<(Instant, Vec<u8>)>();
+    let writer = thread::spawn(move || {
+        for (at, bytes) in rx {
+            let now = Instant::now();
+            if at > now {
+                thread::sleep(at - now);
+            }
+            if to.write_all(&bytes).is_err() {
                 break;
             }
         }
-        let _ = to.shutdown().await;
+        let _ = to.shutdown(Shutdown::Write);
     });
     let mut buf = vec![0u8; 1 << 16];
-    while let Ok(n) = from.read(&mut buf).await {
-        if n == 0 || tx.send((Instant::now() + delay, buf[..n].to_vec())).is_err() {
+    while let Ok(n) = from.read(&mut buf) {
+        if n == 0
+            || tx
+                .send((Instant::now() + delay, buf[..n].to_vec()))
+                .is_err()
+        {
             break;
         }
     }
     drop(tx);
-    let _ = writer.await;
+    let _ = writer.join();
 }
 
-#[tokio::main]
-async fn main() -> std::io::Result<()> {
+fn main() -> std::io::Result<()> {
     let args: Vec<String> = std::env::args().collect();
     let [_, listen, target, ms] = args.as_slice() else {
         eprintln!("usage: delay_proxy LISTEN TARGET ONE_WAY_MS");
         std::process::exit(2);
     };
     let delay = Duration::from_secs_f64(ms.parse::<f64>().unwrap_or(0.0) / 1000.0);
-    let l = TcpListener::bind(listen).await?;
-    loop {
-        let (inbound, _) = l.accept().await?;
+    for inbound in TcpListener::bind(listen)?.incoming() {
+        let Ok(inbound) = inbound else { continue };
         let target = target.clone();
-        tokio::spawn(async move {
-            let Ok(out) = TcpStream::connect(&target).await else {
+        thread::spawn(move || {
+            let Ok(out) = TcpStream::connect(&target) else {
                 return;
             };
             let _ = (inbound.set_nodelay(true), out.set_nodelay(true));
-            let (ir, iw) = inbound.into_split();
-            let (or, ow) = out.into_split();
-            tokio::join!(pipe(ir, ow, delay), pipe(or, iw, delay));
+            let (Ok(i2), Ok(o2)) = (inbound.try_clone(), out.try_clone()) else {
+                return;
+            };
+            let up = thread::spawn(move || pipe(inbound, out, delay));
+            pipe(o2, i2, delay);
+            let _ = up.join();
         });
     }
+    Ok(())
 }

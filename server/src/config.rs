@@ -575,7 +575,10 @@ impl ProcessingConfig {
             ));
         }
         if self.in_flight == 0 || self.in_flight > 256 {
-            return bad(format!("in_flight is {}; expected 1 to 256", self.in_flight));
+            return bad(format!(
+                "in_flight is {}; expected 1 to 256",
+                self.in_flight
+            ));
         }
         if self.auth_share_bits < 384 || !self.auth_share_bits.is_multiple_of(128) {
             return bad(format!(
@@ -585,14 +588,19 @@ impl ProcessingConfig {
             ));
         }
         if !self.block_bits.is_multiple_of(8) {
-            return bad(format!("block_bits is {}; expected a multiple of 8", self.block_bits));
+            return bad(format!(
+                "block_bits is {}; expected a multiple of 8",
+                self.block_bits
+            ));
         }
         if self.block_timeout_secs == 0 {
             return bad("block_timeout_secs must be at least 1".into());
         }
         if let SourceConfig::SimulatedDevice { qber, errors, .. } = source {
             if !(0.0..0.5).contains(qber) {
-                return bad(format!("simulated_device qber {qber}: expected 0 <= qber < 0.5"));
+                return bad(format!(
+                    "simulated_device qber {qber}: expected 0 <= qber < 0.5"
+                ));
             }
             if !matches!(errors.as_str(), "iid" | "burst") {
                 return bad(format!(

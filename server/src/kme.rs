@@ -845,7 +845,11 @@ async fn peer_channel_h(
     use crate::link::channel::UPGRADE;
     let peer = peer_of(peer);
     let Some(from) = peer.id.clone() else {
-        return (StatusCode::FORBIDDEN, "certificate is not a configured peer KME").into_response();
+        return (
+            StatusCode::FORBIDDEN,
+            "certificate is not a configured peer KME",
+        )
+            .into_response();
     };
     let Some(rt) = kme.processing.get(&from).cloned() else {
         return (

@@ -427,7 +427,10 @@ fn pool_rows(kme: &Kme) -> Vec<(String, u64, u64, Option<bool>)> {
 fn link_metrics(kme: &Kme) -> String {
     let mut peers: Vec<&String> = kme.processing.keys().collect();
     peers.sort();
-    let snaps: Vec<serde_json::Value> = peers.iter().map(|p| kme.processing[*p].snapshot()).collect();
+    let snaps: Vec<serde_json::Value> = peers
+        .iter()
+        .map(|p| kme.processing[*p].snapshot())
+        .collect();
     monitor::link_prometheus(&kme.cfg.kme_id, &snaps)
 }
 

@@ -272,14 +272,54 @@ impl Monitor {
 pub(crate) fn link_prometheus(kme: &str, links: &[serde_json::Value]) -> String {
     let mut s = String::new();
     let gauges: [(&str, &str, &str, &str); 8] = [
-        ("qkd_kme_link_qber", "gauge", "qber", "QBER of the last block measured."),
-        ("qkd_kme_link_efficiency", "gauge", "efficiency", "Reconciliation efficiency f of the last block."),
-        ("qkd_kme_link_raw_bits_total", "counter", "raw_bits", "Raw bits post-processed."),
-        ("qkd_kme_link_secret_bits_total", "counter", "secret_bits", "Final key bits made allocatable here."),
-        ("qkd_kme_link_raw_bits_per_second", "gauge", "raw_bits_per_second", "Raw bit rate over the last minute."),
-        ("qkd_kme_link_secret_bits_per_second", "gauge", "secret_bits_per_second", "Secret bit rate over the last minute."),
-        ("qkd_kme_link_blocks_kept_total", "counter", "blocks_kept", "Blocks whose key is allocatable here."),
-        ("qkd_kme_auth_pool_bits", "gauge", "auth_pool_bits", "Unused bits of the link's authentication pool."),
+        (
+            "qkd_kme_link_qber",
+            "gauge",
+            "qber",
+            "QBER of the last block measured.",
+        ),
+        (
+            "qkd_kme_link_efficiency",
+            "gauge",
+            "efficiency",
+            "Reconciliation efficiency f of the last block.",
+        ),
+        (
+            "qkd_kme_link_raw_bits_total",
+            "counter",
+            "raw_bits",
+            "Raw bits post-processed.",
+        ),
+        (
+            "qkd_kme_link_secret_bits_total",
+            "counter",
+            "secret_bits",
+            "Final key bits made allocatable here.",
+        ),
+        (
+            "qkd_kme_link_raw_bits_per_second",
+            "gauge",
+            "raw_bits_per_second",
+            "Raw bit rate over the last minute.",
+        ),
+        (
+            "qkd_kme_link_secret_bits_per_second",
+            "gauge",
+            "secret_bits_per_second",
+            "Secret bit rate over the last minute.",
+        ),
+        (
+            "qkd_kme_link_blocks_kept_total",
+            "counter",
+            "blocks_kept",
+            "Blocks whose key is allocatable here.",
+        ),
+        (
+            "qkd_kme_auth_pool_bits",
+            "gauge",
+            "auth_pool_bits",
+            "Unused bits of the link's authentication pool.",
+        ),
     ];
     for (name, kind, field, help) in gauges {
         let _ = writeln!(s, "# HELP {name} {help}");
@@ -290,7 +330,10 @@ pub(crate) fn link_prometheus(kme: &str, links: &[serde_json::Value]) -> String 
             }
         }
     }
-    let _ = writeln!(s, "# HELP qkd_kme_link_blocks_discarded_total Blocks that yielded no key, by reason.");
+    let _ = writeln!(
+        s,
+        "# HELP qkd_kme_link_blocks_discarded_total Blocks that yielded no key, by reason."
+    );
     let _ = writeln!(s, "# TYPE qkd_kme_link_blocks_discarded_total counter");
     for l in links {
         let (Some(peer), Some(m)) = (l["peer"].as_str(), l["blocks_discarded"].as_object()) else {
@@ -304,7 +347,10 @@ pub(crate) fn link_prometheus(kme: &str, links: &[serde_json::Value]) -> String 
             );
         }
     }
-    let _ = writeln!(s, "# HELP qkd_kme_link_state 1 for the post-processing link's current state (up, down, qber_alarm).");
+    let _ = writeln!(
+        s,
+        "# HELP qkd_kme_link_state 1 for the post-processing link's current state (up, down, qber_alarm)."
+    );
     let _ = writeln!(s, "# TYPE qkd_kme_link_state gauge");
     for l in links {
         let (Some(peer), Some(cur)) = (l["peer"].as_str(), l["state"].as_str()) else {

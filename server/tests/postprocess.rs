@@ -31,12 +31,12 @@ async fn two_kmes_post_process_and_serve_the_same_keys() {
         size: Some(256),
         ..Default::default()
     };
-    let enc = lab.client(&a, "SAE_1").enc_keys("SAE_2", &req).await.unwrap();
-    let ids: Vec<uuid::Uuid> = enc
-        .keys
-        .iter()
-        .map(|k| k.key_ID.parse().unwrap())
-        .collect();
+    let enc = lab
+        .client(&a, "SAE_1")
+        .enc_keys("SAE_2", &req)
+        .await
+        .unwrap();
+    let ids: Vec<uuid::Uuid> = enc.keys.iter().map(|k| k.key_ID.parse().unwrap()).collect();
     // Bob activates a block one message after Alice: retry briefly.
     let mut dec = None;
     for _ in 0..50 {
@@ -55,9 +55,17 @@ async fn two_kmes_post_process_and_serve_the_same_keys() {
         assert_eq!(x.key, y.key);
     }
     // And the other way round: SAE_2 is master at KME_B.
-    let enc = lab.client(&b, "SAE_2").enc_keys("SAE_1", &req).await.unwrap();
+    let enc = lab
+        .client(&b, "SAE_2")
+        .enc_keys("SAE_1", &req)
+        .await
+        .unwrap();
     let ids: Vec<uuid::Uuid> = enc.keys.iter().map(|k| k.key_ID.parse().unwrap()).collect();
-    let dec = lab.client(&a, "SAE_1").dec_keys("SAE_2", &ids).await.unwrap();
+    let dec = lab
+        .client(&a, "SAE_1")
+        .dec_keys("SAE_2", &ids)
+        .await
+        .unwrap();
     assert_eq!(
         enc.keys.iter().map(|k| &k.key).collect::<Vec<_>>(),
         dec.keys.iter().map(|k| &k.key).collect::<Vec<_>>()
@@ -108,8 +116,8 @@ async fn a_raw_file_at_one_site_only_is_held_until_the_other_has_it() {
     let a = serve(lab.a.clone()).await.unwrap();
     let b = serve(lab.b.clone()).await.unwrap();
     // A correlated pair of 3 blocks' worth of raw key, 2 % errors.
-    let pair = qkd_core::sim::simulate(3 << 18, 0.02, qkd_core::sim::ErrorModel::IidExact, 5)
-        .unwrap();
+    let pair =
+        qkd_core::sim::simulate(3 << 18, 0.02, qkd_core::sim::ErrorModel::IidExact, 5).unwrap();
     std::fs::write(raw_a.join("run-1"), &*pair.alice.to_bytes()).unwrap();
     let mut held = false;
     for _ in 0..100 {
@@ -122,7 +130,11 @@ async fn a_raw_file_at_one_site_only_is_held_until_the_other_has_it() {
             break;
         }
     }
-    assert!(held, "no event for the raw file at one site: {:?}", a.events());
+    assert!(
+        held,
+        "no event for the raw file at one site: {:?}",
+        a.events()
+    );
     assert!(raw_a.join("run-1").exists(), "held, not processed alone");
     assert_eq!(a.pool().stats("KME_B").blocks, 0);
     std::fs::write(raw_b.join("run-1"), &*pair.bob.to_bytes()).unwrap();

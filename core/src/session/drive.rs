@@ -311,7 +311,11 @@ pub fn run_side_with(
                 );
             }
         }
-        let wait = if source_later { tick.min(SOURCE_POLL) } else { tick };
+        let wait = if source_later {
+            tick.min(SOURCE_POLL)
+        } else {
+            tick
+        };
         let m = match incoming.recv_timeout(wait) {
             Ok(m) => m,
             Err(RecvTimeoutError::Timeout) => continue,

@@ -56,8 +56,7 @@ pub(crate) fn open(
     let mut bytes = ledger.counter(peer, Counter::PoolBytes)?;
     if bytes == 0 {
         let secret = Zeroizing::new(
-            fs::read(psk)
-                .map_err(|e| format!("authentication secret {}: {e}", psk.display()))?,
+            fs::read(psk).map_err(|e| format!("authentication secret {}: {e}", psk.display()))?,
         );
         if secret.len() < 1024 {
             return Err(format!(
@@ -132,9 +131,13 @@ impl PoolFile {
             return Ok(());
         }
         let io = |e: std::io::Error| format!("wiping {}: {e}", self.path.display());
-        let mut f = OpenOptions::new().write(true).open(&self.path).map_err(io)?;
+        let mut f = OpenOptions::new()
+            .write(true)
+            .open(&self.path)
+            .map_err(io)?;
         f.seek(SeekFrom::Start(start)).map_err(io)?;
-        f.write_all(&vec![0u8; (end - start) as usize]).map_err(io)?;
+        f.write_all(&vec![0u8; (end - start) as usize])
+            .map_err(io)?;
         f.sync_all().map_err(io)
     }
 
@@ -142,7 +145,10 @@ impl PoolFile {
     /// activation; the pool in memory is refilled only after that commit.
     pub(crate) fn append(&mut self, share: &[u8], number: u64) -> Result<Refill, String> {
         let io = |e: std::io::Error| format!("authentication pool {}: {e}", self.path.display());
-        let mut f = OpenOptions::new().write(true).open(&self.path).map_err(io)?;
+        let mut f = OpenOptions::new()
+            .write(true)
+            .open(&self.path)
+            .map_err(io)?;
         f.set_len(self.bytes).map_err(io)?;
         f.seek(SeekFrom::Start(self.bytes)).map_err(io)?;
         f.write_all(share).map_err(io)?;
@@ -176,23 +182,18 @@ impl DurableAuth {
         self.file.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Makes the lease durable: the watermark passes every word taken so far. On failure the
-    /// lease is dropped (its words are spent, never reused) and the block fails.
+    /// Makes the lease durable: the watermark passes every word taken so far (and
+    /// [`RESERVE_WORDS`] more, so most leases need no write). On failure the lease is dropped
+    /// (its words are spent, never reused) and the block fails.
     fn secured(&mut self, lease: AuthLease) -> Result<AuthLease, AuthError> {
         let high = self.pool.high_water();
         let mut file = self.lock();
         if high > file.watermark() {
-            if let Err(e) = file.raise(high + RESERVE_WORDS) {
-                tracing::error!(error = %e, "authentication watermark not recorded");
-                return Err(AuthError::Exhausted {
-                    needed: 256,
-                    available: 0,
-                });
-            }
+            file.raise(high + RESERVE_WORDS)
+                .map_err(AuthError::Durability)?;
         }
         Ok(lease)
     }
-
 }
 
 impl AuthKeys for DurableAuth {

@@ -15,7 +15,7 @@ use hyper::body::Bytes;
 use hyper_util::rt::TokioIo;
 use rustls::pki_types::ServerName;
 use serde::{Deserialize, Serialize};
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::net::TcpStream;
 
 use super::raw::RawRef;
@@ -32,6 +32,9 @@ pub(crate) const CONTROL_TAG: u8 = 0xC7;
 
 /// Largest frame accepted (a Cascade round of a large block fits easily).
 pub(crate) const MAX_FRAME_BYTES: usize = 64 << 20;
+
+/// Most raw files a hello names (the others are named at the next connection).
+pub(crate) const MAX_HELLO_FILES: usize = 10_000;
 
 /// Version of the control protocol, in [`Hello`].
 pub(crate) const CONTROL_VERSION: u32 = 1;
@@ -125,7 +128,9 @@ impl Control {
 }
 
 /// Reads one frame (`None` at a clean end of stream).
-pub(crate) async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> std::io::Result<Option<Vec<u8>>> {
+pub(crate) async fn read_frame<R: AsyncRead + Unpin>(
+    r: &mut R,
+) -> std::io::Result<Option<Vec<u8>>> {
     let mut len = [0u8; 4];
     match r.read_exact(&mut len).await {
         Ok(_) => {}
@@ -144,14 +149,11 @@ pub(crate) async fn read_frame<R: AsyncRead + Unpin>(r: &mut R) -> std::io::Resu
     Ok(Some(buf))
 }
 
-/// Writes one frame.
-pub(crate) async fn write_frame<W: AsyncWrite + Unpin>(w: &mut W, frame: &[u8]) -> std::io::Result<()> {
-    let len = u32::try_from(frame.len())
-        .ok()
-        .filter(|&l| l as usize <= MAX_FRAME_BYTES)
-        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::InvalidInput, "frame too large"))?;
-    w.write_all(&len.to_le_bytes()).await?;
-    w.write_all(frame).await
+/// Appends one frame to `out`. Messages are far below [`MAX_FRAME_BYTES`] (the largest, a
+/// hello, names at most [`MAX_HELLO_FILES`] files), which the reader enforces.
+pub(crate) fn push_frame(out: &mut Vec<u8>, frame: &[u8]) {
+    out.extend((frame.len() as u32).to_le_bytes());
+    out.extend_from_slice(frame);
 }
 
 /// A stream the channel runs on.
@@ -165,9 +167,7 @@ pub(crate) async fn dial(
     peer: &str,
     tls: Arc<rustls::ClientConfig>,
 ) -> Result<Box<dyn Stream>, String> {
-    let uri: http::Uri = url
-        .parse()
-        .map_err(|e| format!("peer URL {url:?}: {e}"))?;
+    let uri: http::Uri = url.parse().map_err(|e| format!("peer URL {url:?}: {e}"))?;
     let host = uri
         .host()
         .ok_or_else(|| format!("peer URL {url:?} has no host"))?
@@ -183,7 +183,8 @@ pub(crate) async fn dial(
     .map_err(|_| format!("connecting to {host}:{port}: timed out"))?
     .map_err(|e| format!("connecting to {host}:{port}: {e}"))?;
     let _ = tcp.set_nodelay(true);
-    let name = ServerName::try_from(host.clone()).map_err(|e| format!("server name {host}: {e}"))?;
+    let name =
+        ServerName::try_from(host.clone()).map_err(|e| format!("server name {host}: {e}"))?;
     let tls = tokio::time::timeout(
         Duration::from_secs(10),
         tokio_rustls::TlsConnector::from(tls).connect(name, tcp),
@@ -220,7 +221,10 @@ pub(crate) async fn dial(
         .map_err(|_| "upgrade request timed out".to_string())?
         .map_err(|e| format!("upgrade request: {e}"))?;
     if resp.status() != http::StatusCode::SWITCHING_PROTOCOLS {
-        return Err(format!("the peer refused the channel: HTTP {}", resp.status()));
+        return Err(format!(
+            "the peer refused the channel: HTTP {}",
+            resp.status()
+        ));
     }
     let upgraded = hyper::upgrade::on(resp)
         .await
@@ -247,9 +251,12 @@ mod tests {
 
     #[tokio::test]
     async fn frames_round_trip_and_oversized_ones_are_refused() {
+        use tokio::io::AsyncWriteExt;
         let (mut a, mut b) = tokio::io::duplex(1 << 16);
-        write_frame(&mut a, b"abc").await.unwrap();
-        write_frame(&mut a, b"").await.unwrap();
+        let mut out = Vec::new();
+        push_frame(&mut out, b"abc");
+        push_frame(&mut out, b"");
+        a.write_all(&out).await.unwrap();
         assert_eq!(read_frame(&mut b).await.unwrap().unwrap(), b"abc");
         assert_eq!(read_frame(&mut b).await.unwrap().unwrap(), b"");
         a.write_all(&(u32::MAX).to_le_bytes()).await.unwrap();

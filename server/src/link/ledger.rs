@@ -167,8 +167,7 @@ impl Ledger {
             txn.open_table(BLOCKS).map_err(|e| err("opening")(&e))?;
             txn.open_table(REFILLS).map_err(|e| err("opening")(&e))?;
             txn.open_table(META).map_err(|e| err("opening")(&e))?;
-            txn.open_table(FILES_DONE)
-                .map_err(|e| err("opening")(&e))?;
+            txn.open_table(FILES_DONE).map_err(|e| err("opening")(&e))?;
         }
         txn.commit().map_err(|e| err("opening")(&e))?;
         Ok(Self { db, pending_dir })
@@ -233,10 +232,7 @@ impl Ledger {
         let txn = self.db.begin_read().map_err(|x| e(&x))?;
         let t = txn.open_table(BLOCKS).map_err(|x| e(&x))?;
         let mut out = Vec::new();
-        for row in t
-            .range((peer, "")..)
-            .map_err(|x| e(&x))?
-        {
+        for row in t.range((peer, "")..).map_err(|x| e(&x))? {
             let (k, v) = row.map_err(|x| e(&x))?;
             let (p, block) = k.value();
             if p != peer {
@@ -384,9 +380,7 @@ mod tests {
             Some(BlockState::Active { refill: Some(0) })
         );
         assert_eq!(l.state("B", "nope").unwrap(), None);
-        let pending = l
-            .blocks_where("B", |s| *s == BlockState::Pending)
-            .unwrap();
+        let pending = l.blocks_where("B", |s| *s == BlockState::Pending).unwrap();
         assert_eq!(pending, vec![("x#1".to_string(), BlockState::Pending)]);
         assert_eq!(&**l.read_pending("B", "x#1").unwrap(), b"secret");
         assert_eq!(l.counter("B", Counter::Refills).unwrap(), 1);

@@ -43,6 +43,7 @@ use qkd_core::session::drive::{
     BlockResult, BlockSource, NextBlock, Role, SideConfig, SideEvents, run_side_with,
 };
 use qkd_core::session::{Link, SessionError};
+use tokio::io::AsyncWriteExt;
 use tokio::sync::{Notify, mpsc, watch};
 use zeroize::Zeroizing;
 
@@ -60,6 +61,8 @@ const PING_EVERY: Duration = Duration::from_secs(5);
 const READ_IDLE: Duration = Duration::from_secs(20);
 /// How long each side waits for the other's hello.
 const HELLO_WAIT: Duration = Duration::from_secs(15);
+/// The writer sends what is queued in writes of up to about this many bytes.
+const WRITE_BATCH_BYTES: usize = 1 << 20;
 /// A raw block Bob does not hold is offered again after this long.
 const MISSING_RETRY: Duration = Duration::from_secs(2);
 
@@ -170,7 +173,12 @@ impl LinkRuntime {
             .processing
             .clone()
             .ok_or_else(|| format!("link {} has no processing settings", l.peer))?;
-        let (keys, auth_file) = auth::open(&links_dir.join("auth"), ledger.clone(), &l.peer, &cfg.auth_psk)?;
+        let (keys, auth_file) = auth::open(
+            &links_dir.join("auth"),
+            ledger.clone(),
+            &l.peer,
+            &cfg.auth_psk,
+        )?;
         let link = Link::new(
             cfg.pipeline(),
             Box::new(auth::DurableAuth::new(keys, auth_file.clone())),
@@ -180,7 +188,10 @@ impl LinkRuntime {
         let min_bits = 2 * cfg.sample_bits as u64 + 1;
         let raw = RawSource::new(&l.source, cfg.block_bits as u64, min_bits)
             .ok_or_else(|| format!("link {}: not a raw key source", l.peer))?;
-        if matches!(l.source, crate::config::SourceConfig::SimulatedDevice { .. }) {
+        if matches!(
+            l.source,
+            crate::config::SourceConfig::SimulatedDevice { .. }
+        ) {
             tracing::warn!(
                 peer = %l.peer,
                 "INSECURE simulated device: raw key derived from a seed in the config"
@@ -285,25 +296,39 @@ impl LinkRuntime {
 
     async fn serve(self: Arc<Self>, s: Box<dyn channel::Stream>) {
         let _one = self.connection.lock().await;
-        let (mut rd, mut wr) = tokio::io::split(s);
+        let (rd, mut wr) = tokio::io::split(s);
+        let mut rd = tokio::io::BufReader::new(rd);
         let (out_tx, mut out_rx) = mpsc::unbounded_channel::<Vec<u8>>();
         let (in_tx, in_rx) = std::sync::mpsc::channel::<Vec<u8>>();
         let close = Arc::new(Notify::new());
         let writer = tokio::spawn(async move {
             let mut ping = tokio::time::interval(PING_EVERY);
+            let mut batch = Vec::new();
             loop {
-                let frame = tokio::select! {
+                let first = tokio::select! {
                     m = out_rx.recv() => match m {
                         Some(m) => m,
                         None => break,
                     },
                     _ = ping.tick() => Control::Ping.encode(),
                 };
-                if channel::write_frame(&mut wr, &frame).await.is_err() {
+                // Everything queued goes out in one write (a Cascade round of every frame of
+                // every block in flight, say), then a flush.
+                batch.clear();
+                channel::push_frame(&mut batch, &first);
+                while batch.len() < WRITE_BATCH_BYTES {
+                    let Ok(m) = out_rx.try_recv() else { break };
+                    channel::push_frame(&mut batch, &m);
+                }
+                let sent = async {
+                    wr.write_all(&batch).await?;
+                    wr.flush().await
+                };
+                if sent.await.is_err() {
                     break;
                 }
             }
-            let _ = tokio::io::AsyncWriteExt::shutdown(&mut wr).await;
+            let _ = wr.shutdown().await;
         });
         let rt = self.clone();
         let close2 = close.clone();
@@ -376,9 +401,8 @@ impl LinkRuntime {
             fatal: None,
         };
         let mut sender = |m: Vec<u8>| {
-            out.send(m).map_err(|_| {
-                std::io::Error::new(std::io::ErrorKind::BrokenPipe, "channel closed")
-            })
+            out.send(m)
+                .map_err(|_| std::io::Error::new(std::io::ErrorKind::BrokenPipe, "channel closed"))
         };
         let result = if self.is_alice() {
             let mut blocks = AliceBlocks { rt: self, out };
@@ -424,7 +448,13 @@ impl LinkRuntime {
             } else {
                 Vec::new()
             },
-            files: if bob { lock(&self.raw).files() } else { Vec::new() },
+            files: if bob {
+                let mut files = lock(&self.raw).files();
+                files.truncate(channel::MAX_HELLO_FILES);
+                files
+            } else {
+                Vec::new()
+            },
         })
     }
 
@@ -434,7 +464,12 @@ impl LinkRuntime {
             .ledger
             .blocks_where(&self.peer, |s| *s == BlockState::Started)?
         {
-            self.discard(&b, "interrupted: the connection or the process ended", "interrupted", out)?;
+            self.discard(
+                &b,
+                "interrupted: the connection or the process ended",
+                "interrupted",
+                out,
+            )?;
         }
         *self.shared() = Shared::default();
         lock(&self.raw).reset_offers();
@@ -498,19 +533,25 @@ impl LinkRuntime {
                 .ledger
                 .refill_block(&self.peer, n)?
                 .ok_or_else(|| format!("refill {n} is not in the ledger"))?;
-            send(out, &Control::Activated {
-                block,
-                refill: Some(n),
-            });
+            send(
+                out,
+                &Control::Activated {
+                    block,
+                    refill: Some(n),
+                },
+            );
         }
         let held: HashSet<&String> = bob.pending.iter().collect();
         for block in &bob.pending {
             match self.ledger.state(&self.peer, block)? {
                 Some(BlockState::Pending) => self.activate_alice(block, out)?,
-                Some(BlockState::Active { refill: None }) => send(out, &Control::Activated {
-                    block: block.clone(),
-                    refill: None,
-                }),
+                Some(BlockState::Active { refill: None }) => send(
+                    out,
+                    &Control::Activated {
+                        block: block.clone(),
+                        refill: None,
+                    },
+                ),
                 // Resent above with its refill.
                 Some(BlockState::Active { refill: Some(_) }) => {}
                 _ => {
@@ -578,7 +619,9 @@ impl LinkRuntime {
                     next.max(n + 1),
                 )?;
             }
-            None => self.ledger.set(&self.peer, &r.block, &BlockState::Started)?,
+            None => self
+                .ledger
+                .set(&self.peer, &r.block, &BlockState::Started)?,
         }
         self.shared().live.insert(r.block.clone());
         lock(&self.raw).load(r, true)
@@ -589,7 +632,12 @@ impl LinkRuntime {
     fn start_bob(&self, id: &str) -> Option<BitBlock> {
         let r = self.shared().accepted.remove(id)?;
         let fresh = matches!(self.ledger.state(&self.peer, id), Ok(None));
-        if !fresh || self.ledger.set(&self.peer, id, &BlockState::Started).is_err() {
+        if !fresh
+            || self
+                .ledger
+                .set(&self.peer, id, &BlockState::Started)
+                .is_err()
+        {
             return None;
         }
         self.shared().live.insert(id.to_string());
@@ -640,15 +688,24 @@ impl LinkRuntime {
                 self.activate_alice(id, out)?;
             }
         } else {
-            send(out, &Control::Held {
-                block: id.to_string(),
-            });
+            send(
+                out,
+                &Control::Held {
+                    block: id.to_string(),
+                },
+            );
         }
         Ok(())
     }
 
     /// No key from this block on this side; the peer is told.
-    fn discard(&self, id: &str, why: &str, category: &'static str, out: &Outbox) -> Result<(), String> {
+    fn discard(
+        &self,
+        id: &str,
+        why: &str,
+        category: &'static str,
+        out: &Outbox,
+    ) -> Result<(), String> {
         self.ledger.set(
             &self.peer,
             id,
@@ -658,10 +715,13 @@ impl LinkRuntime {
         )?;
         self.ledger.burn_pending(&self.peer, id)?;
         self.note(|s| s.discarded(category));
-        send(out, &Control::Dropped {
-            block: id.to_string(),
-            reason: why.to_string(),
-        });
+        send(
+            out,
+            &Control::Dropped {
+                block: id.to_string(),
+                reason: why.to_string(),
+            },
+        );
         self.raw_decided(id, out)
     }
 
@@ -719,10 +779,13 @@ impl LinkRuntime {
 
     fn activate_alice(&self, id: &str, out: &Outbox) -> Result<(), String> {
         let refill = self.activate(id, None)?;
-        send(out, &Control::Activated {
-            block: id.to_string(),
-            refill,
-        });
+        send(
+            out,
+            &Control::Activated {
+                block: id.to_string(),
+                refill,
+            },
+        );
         self.raw_decided(id, out)
     }
 
@@ -758,10 +821,13 @@ impl LinkRuntime {
                         self.shared().peer_held.insert(block);
                     }
                     Some(BlockState::Active { .. }) => {}
-                    _ => send(out, &Control::Dropped {
-                        block,
-                        reason: "Alice holds no key of it".into(),
-                    }),
+                    _ => send(
+                        out,
+                        &Control::Dropped {
+                            block,
+                            reason: "Alice holds no key of it".into(),
+                        },
+                    ),
                 }
             }
             Control::Offer(r) if !self.is_alice() => {

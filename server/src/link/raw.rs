@@ -70,9 +70,12 @@ impl RawSource {
                 block_bits,
                 min_bits,
             ))),
-            SourceConfig::RawStream { dir, .. } => {
-                Some(Self::Dir(RawDir::new(dir.clone(), 50, block_bits, min_bits)))
-            }
+            SourceConfig::RawStream { dir, .. } => Some(Self::Dir(RawDir::new(
+                dir.clone(),
+                50,
+                block_bits,
+                min_bits,
+            ))),
             SourceConfig::SimulatedDevice {
                 seed,
                 qber,
@@ -278,7 +281,10 @@ impl RawDir {
             return Err(format!("block {} names no raw file", r.block));
         };
         if !valid_file_name(name) || file_of(&r.block) != Some(name) {
-            return Err(format!("block {} does not belong to file {name:?}", r.block));
+            return Err(format!(
+                "block {} does not belong to file {name:?}",
+                r.block
+            ));
         }
         let io = |e: std::io::Error| format!("raw file {name:?}: {e}");
         let f = File::open(self.dir.join(name)).map_err(io)?;
@@ -485,9 +491,7 @@ mod tests {
             .set("B", "f1#0", &BlockState::Discarded { reason: "x".into() })
             .unwrap();
         assert_eq!(src.decided(&ledger, "B", "f1#0").unwrap(), None);
-        ledger
-            .activate("B", "f1#1", None)
-            .unwrap();
+        ledger.activate("B", "f1#1", None).unwrap();
         assert_eq!(
             src.decided(&ledger, "B", "f1#1").unwrap().as_deref(),
             Some("f1")
@@ -510,7 +514,10 @@ mod tests {
         let b = RawSource::new(&cfg, 4096, 100).unwrap();
         let offers = a.poll_new(&ledger, "B", &HashSet::new(), 3).unwrap();
         assert_eq!(offers.len(), 3);
-        let (x, y) = (a.load(&offers[2], true).unwrap(), b.load(&offers[2], false).unwrap());
+        let (x, y) = (
+            a.load(&offers[2], true).unwrap(),
+            b.load(&offers[2], false).unwrap(),
+        );
         let diff = x
             .to_bytes()
             .iter()

@@ -81,7 +81,8 @@ impl LinkStats {
 
     fn mark(&mut self) {
         let now = Instant::now();
-        self.history.push_back((now, self.raw_bits, self.secret_bits));
+        self.history
+            .push_back((now, self.raw_bits, self.secret_bits));
         while self
             .history
             .front()

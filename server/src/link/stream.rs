@@ -61,7 +61,11 @@ async fn driver(mut s: UnixStream, dir: &Path) -> std::io::Result<()> {
             Err(e) => return Err(e),
         };
         if name_len == 0 || name_len > 100 {
-            return refuse(&mut s, &format!("name of {name_len} bytes; expected 1 to 100")).await;
+            return refuse(
+                &mut s,
+                &format!("name of {name_len} bytes; expected 1 to 100"),
+            )
+            .await;
         }
         let mut name = vec![0u8; name_len as usize];
         s.read_exact(&mut name).await?;
@@ -74,7 +78,11 @@ async fn driver(mut s: UnixStream, dir: &Path) -> std::io::Result<()> {
         let name = match String::from_utf8(name) {
             Ok(n) if valid_file_name(&n) => n,
             _ => {
-                reply(&mut s, Some("block name must be 1 to 100 bytes of [A-Za-z0-9._-]")).await?;
+                reply(
+                    &mut s,
+                    Some("block name must be 1 to 100 bytes of [A-Za-z0-9._-]"),
+                )
+                .await?;
                 continue;
             }
         };
@@ -154,7 +162,9 @@ mod tests {
         // A frame too large is refused and the connection closed.
         s.write_all(&1u32.to_le_bytes()).await.unwrap();
         s.write_all(b"c").await.unwrap();
-        s.write_all(&(MAX_STREAM_BYTES + 1).to_le_bytes()).await.unwrap();
+        s.write_all(&(MAX_STREAM_BYTES + 1).to_le_bytes())
+            .await
+            .unwrap();
         assert_eq!(s.read_u8().await.unwrap(), 1);
     }
 }
