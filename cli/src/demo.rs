@@ -9,7 +9,7 @@ use std::path::PathBuf;
 use anyhow::{Context, bail};
 use qkd_core::BitBlock;
 use qkd_core::dataset::{self, Entry, Manifest};
-use qkd_core::pipeline::{self, BlockReport, PipelineError, Summary};
+use qkd_core::pipeline::{self, BlockOutcome, BlockReport, PipelineError, Summary};
 use serde::Serialize;
 
 use crate::process::{self, PipelineArgs};
@@ -121,6 +121,18 @@ pub fn run(mut args: Args) -> anyhow::Result<()> {
         Ok(())
     })?;
     bar.finish_and_clear();
+    if !reports.iter().any(|r| r.outcome == BlockOutcome::Key) {
+        let why = reports
+            .first()
+            .map_or("no blocks".into(), |r| match &r.outcome {
+                BlockOutcome::Discarded(why) | BlockOutcome::Quarantined(why) => why.clone(),
+                BlockOutcome::Key => String::new(),
+            });
+        bail!(
+            "no block yielded key (block 0: {why}); larger --block-bits or --sample-bits shrink \
+             the finite-size terms"
+        );
+    }
     let kme = if args.no_kme {
         None
     } else {

@@ -236,3 +236,75 @@ impl AuthKeys for DurableAuth {
         self.pool.high_water()
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn setup() -> (tempfile::TempDir, Arc<Ledger>, PathBuf) {
+        let lab = tempfile::tempdir().unwrap();
+        let ledger = Arc::new(Ledger::open(&lab.path().join("links")).unwrap());
+        let psk = lab.path().join("psk");
+        let secret: Vec<u8> = (0..4096u32).map(|i| (i * 31 + 7) as u8).collect();
+        fs::write(&psk, secret).unwrap();
+        (lab, ledger, psk)
+    }
+
+    #[test]
+    fn after_a_restart_no_word_below_the_watermark_serves_and_spent_words_are_wiped() {
+        let (lab, ledger, psk) = setup();
+        let dir = lab.path().join("links/auth");
+        let (pool, file) = open(&dir, ledger.clone(), "B", &psk).unwrap();
+        let mut auth = DurableAuth::new(pool, file.clone());
+        let first = auth.lease().unwrap();
+        let mark = file.lock().unwrap().watermark();
+        assert!(
+            mark > first.pad_position + 1,
+            "the watermark passed the lease"
+        );
+        assert_eq!(ledger.counter("B", Counter::Watermark).unwrap(), mark);
+        // The file's words below the watermark are zero; the rest is the secret.
+        let bytes = fs::read(dir.join("B.pool")).unwrap();
+        assert!(bytes[..(mark * 16) as usize].iter().all(|&b| b == 0));
+        assert_eq!(
+            bytes[(mark * 16) as usize],
+            ((mark * 16 * 31 + 7) % 256) as u8
+        );
+        drop(auth);
+        // A restart (the same secret file is not read again) resumes past the watermark.
+        fs::remove_file(&psk).unwrap();
+        let (pool, file) = open(&dir, ledger.clone(), "B", &psk).unwrap();
+        let mut auth = DurableAuth::new(pool, file);
+        let again = auth.lease().unwrap();
+        assert!(again.hash_key_position >= mark && again.pad_position >= mark);
+    }
+
+    #[test]
+    fn an_interrupted_refill_is_cut_back_and_a_committed_one_is_kept() {
+        let (lab, ledger, psk) = setup();
+        let dir = lab.path().join("links/auth");
+        let (pool, file) = open(&dir, ledger.clone(), "B", &psk).unwrap();
+        let before = pool.available_bits();
+        let r = file.lock().unwrap().append(&[9u8; 128], 0).unwrap();
+        ledger.activate("B", "x#0", Some(r)).unwrap();
+        file.lock().unwrap().committed(r);
+        // A second share written but never committed (a crash before the ledger's commit).
+        file.lock().unwrap().append(&[7u8; 128], 1).unwrap();
+        drop(file);
+        let (pool, _) = open(&dir, ledger, "B", &psk).unwrap();
+        assert_eq!(pool.available_bits(), before + 128 * 8);
+        assert_eq!(fs::metadata(dir.join("B.pool")).unwrap().len(), 4096 + 128);
+    }
+
+    #[test]
+    fn a_short_or_missing_secret_is_refused_with_its_path() {
+        let (lab, ledger, _) = setup();
+        let short = lab.path().join("short");
+        fs::write(&short, [1u8; 100]).unwrap();
+        let dir = lab.path().join("links/auth");
+        let e = open(&dir, ledger.clone(), "B", &short).unwrap_err();
+        assert!(e.contains("100 bytes") && e.contains("short"), "{e}");
+        let e = open(&dir, ledger, "C", &lab.path().join("none")).unwrap_err();
+        assert!(e.contains("none"), "{e}");
+    }
+}
