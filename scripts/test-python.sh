@@ -21,12 +21,10 @@ fi
     "maturin==1.16.0" "pytest==9.2.0" "numpy==2.4.6" "matplotlib==3.11.2" \
     "nbclient==0.11.0" "nbformat==5.11.1" "ipykernel==7.4.0"
 
-# The test profile (optimized, no LTO) reuses what `cargo test` built instead of a release
-# build of its own: minutes less on a fresh machine.
-step "build and install qkd (maturin develop --profile test)"
+step "build and install qkd (maturin develop --release)"
 (
     export VIRTUAL_ENV="$PWD/$VENV" PATH="$PWD/$VENV/bin:$PATH"
-    cd python && maturin develop --profile test --locked --quiet
+    cd python && maturin develop --release --locked --quiet
 )
 
 step "pytest"

@@ -604,6 +604,20 @@ fn peer_of(ext: Option<Extension<Arc<Peer>>>) -> Arc<Peer> {
     ext.map(|Extension(p)| p).unwrap_or_default()
 }
 
+/// The peer KME a request on the peer listener comes from.
+fn peer_kme(ext: Option<Extension<Arc<Peer>>>) -> Option<String> {
+    peer_of(ext).id.clone()
+}
+
+/// The answer to a client certificate that is not a configured peer's.
+fn not_a_peer() -> Response {
+    (
+        StatusCode::FORBIDDEN,
+        "certificate is not a configured peer KME",
+    )
+        .into_response()
+}
+
 fn path_id(
     p: Result<Path<String>, axum::extract::rejection::PathRejection>,
 ) -> Result<String, ApiError> {
@@ -800,13 +814,8 @@ async fn peer_reserve_h(
     peer: Option<Extension<Arc<Peer>>>,
     body: Bytes,
 ) -> Response {
-    let peer = peer_of(peer);
-    let Some(from) = peer.id.clone() else {
-        return (
-            StatusCode::FORBIDDEN,
-            "certificate is not a configured peer KME",
-        )
-            .into_response();
+    let Some(from) = peer_kme(peer) else {
+        return not_a_peer();
     };
     let msg: PeerReserve = match serde_json::from_slice(&body) {
         Ok(m) => m,
@@ -822,17 +831,12 @@ async fn peer_health_h(
     State(kme): State<AppState>,
     peer: Option<Extension<Arc<Peer>>>,
 ) -> Response {
-    let peer = peer_of(peer);
-    match &peer.id {
+    match peer_kme(peer) {
         Some(from) => {
-            kme.set_link_up(from, true);
+            kme.set_link_up(&from, true);
             axum::Json(json!({"kme_id": kme.cfg.kme_id})).into_response()
         }
-        None => (
-            StatusCode::FORBIDDEN,
-            "certificate is not a configured peer KME",
-        )
-            .into_response(),
+        None => not_a_peer(),
     }
 }
 
@@ -843,13 +847,8 @@ async fn peer_channel_h(
     mut req: axum::extract::Request,
 ) -> Response {
     use crate::link::channel::UPGRADE;
-    let peer = peer_of(peer);
-    let Some(from) = peer.id.clone() else {
-        return (
-            StatusCode::FORBIDDEN,
-            "certificate is not a configured peer KME",
-        )
-            .into_response();
+    let Some(from) = peer_kme(peer) else {
+        return not_a_peer();
     };
     let Some(rt) = kme.processing.get(&from).cloned() else {
         return (
