@@ -21,7 +21,8 @@ async fn wait_blocks(h: &ServerHandle, peer: &str, blocks: u64) {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_kmes_post_process_and_serve_the_same_keys() {
-    let lab = common::raw_lab();
+    let mut lab = common::raw_lab();
+    lab.a.monitor_listen = Some("127.0.0.1:0".parse().unwrap());
     let a = serve(lab.a.clone()).await.unwrap();
     let b = serve(lab.b.clone()).await.unwrap();
     wait_blocks(&a, "KME_B", 3).await;
@@ -77,6 +78,33 @@ async fn two_kmes_post_process_and_serve_the_same_keys() {
     assert!(pp["blocks_kept"].as_u64().unwrap() >= 3, "{pp}");
     assert!(pp["qber"].as_f64().unwrap() > 0.005, "{pp}");
     assert!(pp["auth_pool_bits"].as_u64().unwrap() > 0, "{pp}");
+    // So do /metrics and the dashboard's state.
+    let mon = format!("http://{}", a.monitor_addr.unwrap());
+    let http = common::raw_tls_client(&lab.path("ca.pem"), None);
+    let metrics = http
+        .get(format!("{mon}/metrics"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    for line in [
+        "qkd_kme_link_state{kme=\"KME_A\",peer=\"KME_B\",state=\"up\"} 1",
+        "qkd_kme_link_blocks_kept_total{kme=\"KME_A\",peer=\"KME_B\"}",
+        "qkd_kme_auth_pool_bits{kme=\"KME_A\",peer=\"KME_B\"}",
+    ] {
+        assert!(metrics.contains(line), "{line} not in\n{metrics}");
+    }
+    let state: serde_json::Value = http
+        .get(format!("{mon}/api/state"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(state["links"][0]["peer"], "KME_B");
     a.shutdown().await;
     b.shutdown().await;
 }
@@ -148,6 +176,40 @@ async fn a_raw_file_at_one_site_only_is_held_until_the_other_has_it() {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     assert!(!raw_a.join("run-1").exists() && !raw_b.join("run-1").exists());
+    a.shutdown().await;
+    b.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_qber_above_the_limit_raises_the_alarm_and_yields_no_key() {
+    use qkd_server::config::SourceConfig;
+    let mut lab = common::raw_lab();
+    for c in [&mut lab.a, &mut lab.b] {
+        if let SourceConfig::SimulatedDevice { qber, .. } = &mut c.links[0].source {
+            *qber = 0.15;
+        }
+    }
+    let a = serve(lab.a.clone()).await.unwrap();
+    let b = serve(lab.b.clone()).await.unwrap();
+    let mut pp = serde_json::Value::Null;
+    for _ in 0..200 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let st = lab.client(&a, "SAE_1").status("SAE_2").await.unwrap();
+        pp = st.status_extension.unwrap()["post_processing"].clone();
+        if pp["blocks_discarded"]["qber"].as_u64().unwrap_or(0) >= 2 {
+            break;
+        }
+    }
+    assert_eq!(pp["state"], "qber_alarm", "{pp}");
+    assert!(pp["qber"].as_f64().unwrap() > 0.11, "{pp}");
+    assert_eq!(pp["blocks_kept"], 0, "{pp}");
+    assert!(
+        a.events()
+            .iter()
+            .any(|e| serde_json::to_value(e).unwrap()["kind"] == "qber_alarm")
+    );
+    assert_eq!(a.pool().stats("KME_B").blocks, 0);
+    assert_eq!(b.pool().stats("KME_A").blocks, 0);
     a.shutdown().await;
     b.shutdown().await;
 }
