@@ -8,6 +8,22 @@ use std::time::Duration;
 use qkd_server::etsi::KeyRequest;
 use qkd_server::{ServerHandle, serve};
 
+/// enc_keys until it succeeds: a KME allocates only from the blocks it owns (about half of
+/// them, by block ID), so the first few blocks may all be the other side's.
+async fn enc_until(
+    c: &qkd_server::client::Client,
+    slave: &str,
+    req: &KeyRequest,
+) -> qkd_server::etsi::KeyContainer {
+    for _ in 0..300 {
+        if let Ok(k) = c.enc_keys(slave, req).await {
+            return k;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    panic!("no keys for {slave} within 30 s");
+}
+
 /// Waits until `h` has at least `blocks` activated blocks on its link.
 async fn wait_blocks(h: &ServerHandle, peer: &str, blocks: u64) {
     for _ in 0..600 {
@@ -32,11 +48,7 @@ async fn two_kmes_post_process_and_serve_the_same_keys() {
         size: Some(256),
         ..Default::default()
     };
-    let enc = lab
-        .client(&a, "SAE_1")
-        .enc_keys("SAE_2", &req)
-        .await
-        .unwrap();
+    let enc = enc_until(&lab.client(&a, "SAE_1"), "SAE_2", &req).await;
     let ids: Vec<uuid::Uuid> = enc.keys.iter().map(|k| k.key_ID.parse().unwrap()).collect();
     // Bob activates a block one message after Alice: retry briefly.
     let mut dec = None;
@@ -56,11 +68,7 @@ async fn two_kmes_post_process_and_serve_the_same_keys() {
         assert_eq!(x.key, y.key);
     }
     // And the other way round: SAE_2 is master at KME_B.
-    let enc = lab
-        .client(&b, "SAE_2")
-        .enc_keys("SAE_1", &req)
-        .await
-        .unwrap();
+    let enc = enc_until(&lab.client(&b, "SAE_2"), "SAE_1", &req).await;
     let ids: Vec<uuid::Uuid> = enc.keys.iter().map(|k| k.key_ID.parse().unwrap()).collect();
     let dec = lab
         .client(&a, "SAE_1")
