@@ -197,6 +197,8 @@ async fn a_qber_above_the_limit_raises_the_alarm_and_yields_no_key() {
             *qber = 0.15;
         }
     }
+    // A watermark above the whole pre-shared secret: the first block's end reports it.
+    lab.a.links[0].auth_low_watermark_bits = 1 << 30;
     let a = serve(lab.a.clone()).await.unwrap();
     let b = serve(lab.b.clone()).await.unwrap();
     let mut pp = serde_json::Value::Null;
@@ -211,10 +213,20 @@ async fn a_qber_above_the_limit_raises_the_alarm_and_yields_no_key() {
     assert_eq!(pp["state"], "qber_alarm", "{pp}");
     assert!(pp["qber"].as_f64().unwrap() > 0.11, "{pp}");
     assert_eq!(pp["blocks_kept"], 0, "{pp}");
+    let events: Vec<serde_json::Value> = a
+        .events()
+        .iter()
+        .map(|e| serde_json::to_value(e).unwrap())
+        .collect();
     assert!(
-        a.events()
+        events.iter().any(|e| e["kind"] == "qber_alarm"),
+        "{events:?}"
+    );
+    assert!(
+        events
             .iter()
-            .any(|e| serde_json::to_value(e).unwrap()["kind"] == "qber_alarm")
+            .any(|e| e["kind"] == "low_watermark" && e["pool"] == "KME_B authentication"),
+        "{events:?}"
     );
     assert_eq!(a.pool().stats("KME_B").blocks, 0);
     assert_eq!(b.pool().stats("KME_A").blocks, 0);
