@@ -385,3 +385,21 @@ impl LinkRuntime {
         Ok(())
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_share_is_whole_words_from_the_front_and_the_rest_goes_to_saes() {
+        let key: Vec<u8> = (0..200u8).collect();
+        let (share, rest) = split_share(&key, 128);
+        assert_eq!(&share[..], &key[..128]);
+        assert_eq!(&rest[..], &key[128..]);
+        // A key shorter than the share gives its whole words and keeps the tail.
+        let (share, rest) = split_share(&key[..100], 128);
+        assert_eq!((share.len(), rest.len()), (96, 4));
+        let bits = BitBlock::from_bytes(&[0xff, 0x01], 13).unwrap();
+        assert_eq!(&key_bytes(&bits)[..], &[0xff]);
+    }
+}
