@@ -21,10 +21,11 @@ fi
     "maturin==1.16.0" "pytest==9.2.0" "numpy==2.4.6" "matplotlib==3.11.2" \
     "nbclient==0.11.0" "nbformat==5.11.1" "ipykernel==7.4.0"
 
-step "build and install qkd (maturin develop --release)"
+# The python-test profile: release optimizations without LTO or debug info (built sooner).
+step "build and install qkd (maturin develop --profile python-test)"
 (
     export VIRTUAL_ENV="$PWD/$VENV" PATH="$PWD/$VENV/bin:$PATH"
-    cd python && maturin develop --release --locked --quiet
+    cd python && maturin develop --profile python-test --locked --quiet
 )
 
 step "pytest"
