@@ -4,7 +4,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-step() { printf '\n==> %s\n' "$*" >&2; }
+step() { printf '\n==> [%4ds] %s\n' "$SECONDS" "$*" >&2; }
 
 step "rustfmt"
 rustup component add rustfmt clippy >/dev/null 2>&1 || true
