@@ -375,7 +375,11 @@ async fn serve_in(
                 tasks.push(tokio::spawn(link::stream::serve(socket, dir, stop)));
             }
             config::SourceConfig::RawDir { dir, .. } => {
-                let _ = link::ledger::private_dir(&dir);
+                // Created private if missing; an existing one keeps the modes the device's
+                // writer needs.
+                if !dir.exists() {
+                    let _ = link::ledger::private_dir(&dir);
+                }
             }
             config::SourceConfig::SimulatedDevice { .. } | config::SourceConfig::External => {}
         }

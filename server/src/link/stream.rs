@@ -10,6 +10,7 @@
 //! - KME: one status byte: `0` spooled; otherwise `1`, `u32 len` and a UTF-8 message, and the
 //!   connection stays usable unless the frame itself was malformed.
 
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -36,6 +37,12 @@ pub(crate) async fn serve(socket: PathBuf, dir: PathBuf, mut stop: watch::Receiv
             return;
         }
     };
+    // Only this KME's user (the driver runs as it, or is let in by the operator): anyone who
+    // can connect can feed raw key.
+    if let Err(e) = std::fs::set_permissions(&socket, std::fs::Permissions::from_mode(0o600)) {
+        tracing::error!(socket = %socket.display(), error = %e, "securing the raw stream socket");
+        return;
+    }
     loop {
         let conn = tokio::select! {
             c = listener.accept() => c,
@@ -152,6 +159,8 @@ mod tests {
                 Err(_) => tokio::time::sleep(std::time::Duration::from_millis(10)).await,
             }
         };
+        let mode = std::fs::metadata(&sock).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o600);
         assert!(send(&mut s, "b1", b"0123").await.is_empty());
         assert_eq!(std::fs::read(dir.join("b1")).unwrap(), b"0123");
         let again = String::from_utf8(send(&mut s, "b1", b"x").await).unwrap();
