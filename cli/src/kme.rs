@@ -22,6 +22,19 @@ pub struct ServeArgs {
 pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
     let cfg = qkd_server::Config::load(&args.config)
         .with_context(|| format!("loading {}", args.config.display()))?;
+    for l in &cfg.links {
+        if matches!(
+            l.source,
+            qkd_server::config::SourceConfig::SimulatedDevice { .. }
+                | qkd_server::config::SourceConfig::Simulated { .. }
+        ) {
+            eprintln!(
+                "WARNING: the link to {} uses an INSECURE simulated source: its keys follow \
+                 from the seed in the config (demos and benchmarks only)",
+                l.peer
+            );
+        }
+    }
     runtime()?.block_on(async {
         let h = qkd_server::serve(cfg).await?;
         eprintln!("{} serving SAEs on https://{}", h.kme_id(), h.sae_addr);

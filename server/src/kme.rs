@@ -563,6 +563,22 @@ impl Kme {
             keys: msg.keys,
         };
         let n = req.keys.len();
+        if let Some(rt) = self.processing.get(from).cloned() {
+            // Blocks Alice activated a message ago may still be pending here.
+            let blocks: std::collections::BTreeSet<String> = req
+                .keys
+                .iter()
+                .flat_map(|k| k.material.iter().map(|m| m.block_id.to_string()))
+                .collect();
+            let _ = blocking(move || {
+                for b in &blocks {
+                    if let Err(e) = rt.store_early(b) {
+                        tracing::warn!(block = %b, error = %e, "early store for a reservation");
+                    }
+                }
+            })
+            .await;
+        }
         let p = self.pool.clone();
         blocking(move || p.reserve_exact(&req))
             .await

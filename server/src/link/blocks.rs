@@ -260,6 +260,24 @@ impl LinkRuntime {
         Ok(refill)
     }
 
+    /// Bob: Alice reserves keys in a block she activated before her `Activated` arrived here.
+    /// Its key goes into the store now, so the reservation need not fail; the block stays
+    /// pending in the ledger and its authentication refill waits for `Activated` (Alice's order).
+    /// Alice allocates only from blocks she activated, and never drops one, so `Activated`
+    /// follows, at the latest at the next connection.
+    pub(crate) fn store_early(&self, block: &str) -> Result<(), String> {
+        if self.is_alice() || self.ledger.state(&self.peer, block)? != Some(BlockState::Pending) {
+            return Ok(());
+        }
+        let key = self.ledger.read_pending(&self.peer, block)?;
+        let (_, rest) = split_share(&key, self.cfg.auth_share_bits as usize / 8);
+        drop(key);
+        self.pool
+            .add_block(&self.peer, block, rest)
+            .map(|_| ())
+            .map_err(|e| format!("storing block {block}: {e}"))
+    }
+
     pub(super) fn activate_alice(&self, id: &str, out: &Outbox) -> Result<(), String> {
         let refill = self.activate(id, None)?;
         send(
