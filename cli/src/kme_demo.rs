@@ -123,16 +123,11 @@ pub fn run() -> anyhow::Result<KmeDemo> {
             .iter()
             .map(|k| uuid::Uuid::parse_str(&k.key_ID))
             .collect::<Result<_, _>>()?;
-        let mut dec = sae2.dec_keys("SAE_1", &ids).await;
-        for _ in 0..20 {
-            if dec.is_ok() {
-                break;
-            }
-            // Bob's KME activates a block one message after Alice's.
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            dec = sae2.dec_keys("SAE_1", &ids).await;
-        }
-        let dec = dec.context("SAE_2 fetching the keys at KME_B")?;
+        // KME_B reserved them durably before KME_A answered.
+        let dec = sae2
+            .dec_keys("SAE_1", &ids)
+            .await
+            .context("SAE_2 fetching the keys at KME_B")?;
         let bytes_match = enc.keys.len() == dec.keys.len()
             && enc
                 .keys
