@@ -85,7 +85,7 @@ pub(crate) struct LinkRuntime {
     pool: Arc<dyn KeyPool>,
     monitor: Arc<Monitor>,
     auth_file: Arc<Mutex<auth::PoolFile>>,
-    raw: Mutex<RawSource>,
+    raw: Mutex<Box<dyn RawSource>>,
     shared: Mutex<Shared>,
     pub(crate) stats: Mutex<LinkStats>,
     stop: watch::Receiver<bool>,
@@ -135,7 +135,7 @@ impl LinkRuntime {
         )
         .map_err(|e| format!("link {}: {e}", l.peer))?;
         let min_bits = 2 * cfg.sample_bits as u64 + 1;
-        let raw = RawSource::new(&l.source, cfg.block_bits as u64, min_bits)
+        let raw = raw::source(&l.source, cfg.block_bits as u64, min_bits)
             .ok_or_else(|| format!("link {}: not a raw key source", l.peer))?;
         if matches!(
             l.source,

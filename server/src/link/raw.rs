@@ -51,116 +51,79 @@ fn file_of(block: &str) -> Option<&str> {
     block.rsplit_once('#').map(|(name, _)| name)
 }
 
-/// One raw source, either side.
-pub(crate) enum RawSource {
-    /// A directory of raw files.
-    Dir(RawDir),
-    /// The INSECURE simulated device.
-    Simulated(SimDevice),
-}
-
-impl RawSource {
-    /// The source of a link's configuration, `block_bits` and `min_bits` (the smallest block the
-    /// sessions accept) from its processing settings.
-    pub(crate) fn new(cfg: &SourceConfig, block_bits: u64, min_bits: u64) -> Option<Self> {
-        match cfg {
-            SourceConfig::RawDir { dir, poll_ms } => Some(Self::Dir(RawDir::new(
-                dir.clone(),
-                *poll_ms,
-                block_bits,
-                min_bits,
-            ))),
-            SourceConfig::RawStream { dir, .. } => Some(Self::Dir(RawDir::new(
-                dir.clone(),
-                50,
-                block_bits,
-                min_bits,
-            ))),
-            SourceConfig::SimulatedDevice {
-                seed,
-                qber,
-                errors,
-                raw_bits_per_sec,
-            } => Some(Self::Simulated(SimDevice {
-                seed: seed.clone(),
-                qber: *qber,
-                model: errors.parse().unwrap_or(ErrorModel::IidExact),
-                block_bits,
-                raw_bits_per_sec: *raw_bits_per_sec,
-                next_offer: None,
-                started_at: Instant::now(),
-                first: 0,
-            })),
-            _ => None,
-        }
-    }
-
+/// One raw source, either side of a link.
+pub(crate) trait RawSource: Send {
     /// Alice: up to `max` raw blocks never started here and not in `busy`.
-    pub(crate) fn poll_new(
+    fn poll_new(
         &mut self,
         ledger: &Ledger,
         peer: &str,
         busy: &HashSet<String>,
         max: usize,
-    ) -> Result<Vec<RawRef>, String> {
-        match self {
-            Self::Dir(d) => d.poll_new(ledger, peer, busy, max),
-            Self::Simulated(s) => s.poll_new(ledger, peer, busy, max),
-        }
-    }
+    ) -> Result<Vec<RawRef>, String>;
 
     /// Alice: forget what was offered and not started (a new connection offers afresh).
-    pub(crate) fn reset_offers(&mut self) {
-        if let Self::Simulated(s) = self {
-            s.next_offer = None;
-        }
-    }
+    fn reset_offers(&mut self) {}
 
-    /// Bob: checks that the block is here and whole (a simulated device makes every block).
-    pub(crate) fn check(&self, r: &RawRef) -> Result<(), String> {
-        match self {
-            Self::Dir(d) => d.open_checked(r).map(|_| ()),
-            Self::Simulated(s) => s.number_of(r).map(|_| ()),
-        }
-    }
+    /// Bob: checks that the block is here and whole.
+    fn check(&self, r: &RawRef) -> Result<(), String>;
 
-    /// Either side: checks that the block is here, whole, and loads its bits.
-    pub(crate) fn load(&self, r: &RawRef, alice: bool) -> Result<BitBlock, String> {
-        match self {
-            Self::Dir(d) => d.load(r),
-            Self::Simulated(s) => s.load(r, alice),
-        }
-    }
+    /// Either side: loads a block's bits (after the checks of [`Self::check`]).
+    fn load(&self, r: &RawRef, alice: bool) -> Result<BitBlock, String>;
 
     /// Alice, after a block was decided: when every block of its file is, burns the file,
     /// records it and returns its name (to tell Bob).
-    pub(crate) fn decided(
+    fn decided(
         &mut self,
-        ledger: &Ledger,
-        peer: &str,
-        block: &str,
+        _ledger: &Ledger,
+        _peer: &str,
+        _block: &str,
     ) -> Result<Option<String>, String> {
-        match self {
-            Self::Dir(d) => d.decided(ledger, peer, block),
-            Self::Simulated(_) => Ok(None),
-        }
+        Ok(None)
     }
 
     /// Bob: Alice finished a file: burn this side's copy.
-    pub(crate) fn file_done(&mut self, name: &str) -> Result<(), String> {
-        match self {
-            Self::Dir(d) if valid_file_name(name) => burn(&d.dir.join(name)),
-            _ => Ok(()),
-        }
+    fn file_done(&mut self, _name: &str) -> Result<(), String> {
+        Ok(())
     }
 
     /// Bob: the raw files present (Alice answers for those she has finished).
-    pub(crate) fn files(&self) -> Vec<String> {
-        match self {
-            Self::Dir(d) => d.list().into_iter().map(|(n, _)| n).collect(),
-            Self::Simulated(_) => Vec::new(),
-        }
+    fn files(&self) -> Vec<String> {
+        Vec::new()
     }
+}
+
+/// The raw source of a link's configuration (`None` if it is not a raw one); `block_bits` and
+/// `min_bits` (the smallest block the sessions accept) come from its processing settings.
+pub(crate) fn source(
+    cfg: &SourceConfig,
+    block_bits: u64,
+    min_bits: u64,
+) -> Option<Box<dyn RawSource>> {
+    Some(match cfg {
+        SourceConfig::RawDir { dir, poll_ms } => {
+            Box::new(RawDir::new(dir.clone(), *poll_ms, block_bits, min_bits))
+        }
+        SourceConfig::RawStream { dir, .. } => {
+            Box::new(RawDir::new(dir.clone(), 50, block_bits, min_bits))
+        }
+        SourceConfig::SimulatedDevice {
+            seed,
+            qber,
+            errors,
+            raw_bits_per_sec,
+        } => Box::new(SimDevice {
+            seed: seed.clone(),
+            qber: *qber,
+            model: errors.parse().unwrap_or(ErrorModel::IidExact),
+            block_bits,
+            raw_bits_per_sec: *raw_bits_per_sec,
+            next_offer: None,
+            started_at: Instant::now(),
+            first: 0,
+        }),
+        _ => return None,
+    })
 }
 
 /// Blocks of a file of `bits` bits: `block_bits` each, the remainder joining the last one; none
@@ -234,6 +197,44 @@ impl RawDir {
             .collect()
     }
 
+    /// The block's raw file, opened, once its length matches Alice's and the block lies in it.
+    fn open_checked(&self, r: &RawRef) -> Result<File, String> {
+        let Some((name, bytes)) = &r.file else {
+            return Err(format!("block {} names no raw file", r.block));
+        };
+        if !valid_file_name(name) || file_of(&r.block) != Some(name) {
+            return Err(format!(
+                "block {} does not belong to file {name:?}",
+                r.block
+            ));
+        }
+        let io = |e: std::io::Error| format!("raw file {name:?}: {e}");
+        let f = File::open(self.dir.join(name)).map_err(io)?;
+        let len = f.metadata().map_err(io)?.len();
+        if len != *bytes {
+            return Err(format!(
+                "raw file {name:?} holds {len} bytes here and {bytes} at the peer \
+                 (not complete yet, or not the same file)"
+            ));
+        }
+        if !r.offset_bits.is_multiple_of(8) || r.offset_bits.saturating_add(r.bits) > len * 8 {
+            return Err(format!(
+                "block {} lies outside raw file {name:?} ({len} bytes)",
+                r.block
+            ));
+        }
+        Ok(f)
+    }
+
+    fn finish(&mut self, ledger: &Ledger, peer: &str, name: &str) -> Result<(), String> {
+        ledger.file_done(peer, name)?;
+        burn(&self.dir.join(name))?;
+        self.files.remove(name);
+        Ok(())
+    }
+}
+
+impl RawSource for RawDir {
     fn poll_new(
         &mut self,
         ledger: &Ledger,
@@ -275,36 +276,11 @@ impl RawDir {
         Ok(out)
     }
 
-    /// The block's raw file, opened, once its length matches Alice's and the block lies in it.
-    fn open_checked(&self, r: &RawRef) -> Result<File, String> {
-        let Some((name, bytes)) = &r.file else {
-            return Err(format!("block {} names no raw file", r.block));
-        };
-        if !valid_file_name(name) || file_of(&r.block) != Some(name) {
-            return Err(format!(
-                "block {} does not belong to file {name:?}",
-                r.block
-            ));
-        }
-        let io = |e: std::io::Error| format!("raw file {name:?}: {e}");
-        let f = File::open(self.dir.join(name)).map_err(io)?;
-        let len = f.metadata().map_err(io)?.len();
-        if len != *bytes {
-            return Err(format!(
-                "raw file {name:?} holds {len} bytes here and {bytes} at the peer \
-                 (not complete yet, or not the same file)"
-            ));
-        }
-        if !r.offset_bits.is_multiple_of(8) || r.offset_bits.saturating_add(r.bits) > len * 8 {
-            return Err(format!(
-                "block {} lies outside raw file {name:?} ({len} bytes)",
-                r.block
-            ));
-        }
-        Ok(f)
+    fn check(&self, r: &RawRef) -> Result<(), String> {
+        self.open_checked(r).map(|_| ())
     }
 
-    fn load(&self, r: &RawRef) -> Result<BitBlock, String> {
+    fn load(&self, r: &RawRef, _alice: bool) -> Result<BitBlock, String> {
         let mut f = self.open_checked(r)?;
         let (off, bits) = (r.offset_bits, r.bits);
         let io = |e: std::io::Error| format!("raw file of block {}: {e}", r.block);
@@ -339,11 +315,15 @@ impl RawDir {
         Ok(Some(name))
     }
 
-    fn finish(&mut self, ledger: &Ledger, peer: &str, name: &str) -> Result<(), String> {
-        ledger.file_done(peer, name)?;
-        burn(&self.dir.join(name))?;
-        self.files.remove(name);
+    fn file_done(&mut self, name: &str) -> Result<(), String> {
+        if valid_file_name(name) {
+            burn(&self.dir.join(name))?;
+        }
         Ok(())
+    }
+
+    fn files(&self) -> Vec<String> {
+        self.list().into_iter().map(|(n, _)| n).collect()
     }
 }
 
@@ -363,6 +343,20 @@ pub(crate) struct SimDevice {
 }
 
 impl SimDevice {
+    fn number_of(&self, r: &RawRef) -> Result<u64, String> {
+        let n = simulated_number(&r.block)
+            .ok_or_else(|| format!("{:?} is not a simulated block ID", r.block))?;
+        if r.bits != self.block_bits || r.file.is_some() {
+            return Err(format!(
+                "simulated block {} of {} bits; this device makes {}",
+                r.block, r.bits, self.block_bits
+            ));
+        }
+        Ok(n)
+    }
+}
+
+impl RawSource for SimDevice {
     fn poll_new(
         &mut self,
         ledger: &Ledger,
@@ -406,16 +400,12 @@ impl SimDevice {
         Ok(out)
     }
 
-    fn number_of(&self, r: &RawRef) -> Result<u64, String> {
-        let n = simulated_number(&r.block)
-            .ok_or_else(|| format!("{:?} is not a simulated block ID", r.block))?;
-        if r.bits != self.block_bits || r.file.is_some() {
-            return Err(format!(
-                "simulated block {} of {} bits; this device makes {}",
-                r.block, r.bits, self.block_bits
-            ));
-        }
-        Ok(n)
+    fn reset_offers(&mut self) {
+        self.next_offer = None;
+    }
+
+    fn check(&self, r: &RawRef) -> Result<(), String> {
+        self.number_of(r).map(|_| ())
     }
 
     fn load(&self, r: &RawRef, alice: bool) -> Result<BitBlock, String> {
@@ -469,7 +459,7 @@ mod tests {
             dir: raw.clone(),
             poll_ms: 10,
         };
-        let mut src = RawSource::new(&cfg, 800, 100).unwrap();
+        let mut src = source(&cfg, 800, 100).unwrap();
         let busy = HashSet::new();
         // The first scan only notes sizes.
         assert!(src.poll_new(&ledger, "B", &busy, 8).unwrap().is_empty());
@@ -510,8 +500,8 @@ mod tests {
         };
         let lab = tempfile::tempdir().unwrap();
         let ledger = Ledger::open(lab.path()).unwrap();
-        let mut a = RawSource::new(&cfg, 4096, 100).unwrap();
-        let b = RawSource::new(&cfg, 4096, 100).unwrap();
+        let mut a = source(&cfg, 4096, 100).unwrap();
+        let b = source(&cfg, 4096, 100).unwrap();
         let offers = a.poll_new(&ledger, "B", &HashSet::new(), 3).unwrap();
         assert_eq!(offers.len(), 3);
         let (x, y) = (
