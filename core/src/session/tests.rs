@@ -494,3 +494,88 @@ fn a_block_bob_has_no_raw_key_for_ends_on_both_sides_at_once() {
     );
     assert_eq!(bob, vec![("have".into(), true), ("missing".into(), false)]);
 }
+
+#[test]
+fn a_source_that_says_later_is_asked_again_and_other_messages_reach_the_caller_in_order() {
+    use super::drive::{BlockResult, BlockSource, NextBlock, Role, SideEvents, run_side_with};
+    use std::sync::mpsc;
+    let c = cfg(1 << 15, 1 << 11, 1 << 13);
+    let (la, lb) = links(&c, 4096, 21);
+    let pair = simulate(1 << 15, 0.02, ErrorModel::IidExact, 300).unwrap();
+    let (to_bob, bob_rx) = mpsc::channel::<Vec<u8>>();
+    let (to_alice, alice_rx) = mpsc::channel::<Vec<u8>>();
+    let side = SideConfig {
+        in_flight: 1,
+        block_timeout: Duration::from_secs(600),
+    };
+    /// Bob's events: the non-session messages, and the block IDs seen before each.
+    #[derive(Default)]
+    struct BobEvents {
+        ended: Vec<String>,
+        other: Vec<(Vec<u8>, usize)>,
+    }
+    impl SideEvents for BobEvents {
+        fn on_block(&mut self, id: &str, _: BlockResult) {
+            self.ended.push(id.to_owned());
+        }
+        fn on_other(&mut self, m: Vec<u8>) {
+            self.other.push((m, self.ended.len()));
+        }
+    }
+    let bob_bits = pair.bob.clone();
+    let bob = std::thread::spawn(move || {
+        let mut raw = Some(bob_bits);
+        let mut raw_for = |_: &str| raw.take();
+        let role = Role::Bob {
+            link: lb,
+            raw_for: &mut raw_for,
+        };
+        let mut send = |m| to_alice.send(m).map_err(std::io::Error::other);
+        let mut events = BobEvents::default();
+        run_side_with(role, &bob_rx, &mut send, side, &mut events).unwrap();
+        events
+    });
+    /// Says `Later` three times, then yields its block, then is done.
+    struct Slow {
+        later: u32,
+        block: Option<(String, crate::BitBlock)>,
+    }
+    impl BlockSource for Slow {
+        fn next_block(&mut self) -> NextBlock {
+            if self.later > 0 {
+                self.later -= 1;
+                return NextBlock::Later;
+            }
+            match self.block.take() {
+                Some((id, raw)) => NextBlock::Ready(id, raw),
+                None => NextBlock::Done,
+            }
+        }
+    }
+    let mut source = Slow {
+        later: 3,
+        block: Some(("b0".into(), pair.alice.clone())),
+    };
+    // A message of the caller's own protocol, before any session message.
+    to_bob.send(vec![0xC7, 1, 2]).unwrap();
+    let mut alice = Vec::new();
+    let role = Role::Alice {
+        link: la,
+        blocks: &mut source,
+    };
+    let mut send = |m| to_bob.send(m).map_err(std::io::Error::other);
+    super::drive::run_side(role, &alice_rx, &mut send, side, &mut |id, r| {
+        alice.push((id.to_owned(), r.map(|o| o.key.is_some())))
+    })
+    .unwrap();
+    // And one after the block ended on both sides.
+    to_bob.send(vec![0xC7, 3]).unwrap();
+    drop(to_bob);
+    let bob = bob.join().unwrap();
+    assert_eq!(source.later, 0);
+    assert_eq!(alice.len(), 1);
+    assert_eq!(alice[0].0, "b0");
+    assert_eq!(alice[0].1, Ok(true));
+    assert_eq!(bob.ended, vec!["b0".to_owned()]);
+    assert_eq!(bob.other, vec![(vec![0xC7, 1, 2], 0), (vec![0xC7, 3], 1)]);
+}
