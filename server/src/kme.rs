@@ -563,25 +563,31 @@ impl Kme {
             keys: msg.keys,
         };
         let n = req.keys.len();
-        if let Some(rt) = self.processing.get(from).cloned() {
-            // Blocks Alice activated a message ago may still be pending here.
+        let p = self.pool.clone();
+        let r2 = req.clone();
+        let mut reserved = blocking(move || p.reserve_exact(&r2)).await;
+        if matches!(reserved, Ok(Err(PoolError::Conflict(_))))
+            && let Some(rt) = self.processing.get(from).cloned()
+        {
+            // A block Alice activated a message ago may still be pending here: store it, then
+            // try once more.
             let blocks: std::collections::BTreeSet<String> = req
                 .keys
                 .iter()
                 .flat_map(|k| k.material.iter().map(|m| m.block_id.to_string()))
                 .collect();
-            let _ = blocking(move || {
+            let p = self.pool.clone();
+            reserved = blocking(move || {
                 for b in &blocks {
                     if let Err(e) = rt.store_early(b) {
                         tracing::warn!(block = %b, error = %e, "early store for a reservation");
                     }
                 }
+                p.reserve_exact(&req)
             })
             .await;
         }
-        let p = self.pool.clone();
-        blocking(move || p.reserve_exact(&req))
-            .await
+        reserved
             .map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, e.body.message))?
             .map_err(|e| match e {
                 PoolError::Conflict(_) => (StatusCode::CONFLICT, e.to_string()),

@@ -49,11 +49,14 @@ impl LinkRuntime {
 
     /// Bob: a channel arrived on the peer listener; an older one ends first.
     pub(crate) async fn accept(self: Arc<Self>, s: Box<dyn channel::Stream>) {
-        self.kick.notify_waiters();
+        self.kick.send_modify(|n| *n += 1);
         self.serve(s).await;
     }
 
     async fn serve(self: Arc<Self>, s: Box<dyn channel::Stream>) {
+        // Subscribed before waiting: a connection accepted after this one ends it, even while it
+        // still waits for its turn.
+        let mut kicked = self.kick.subscribe();
         let _one = self.connection.lock().await;
         let (rd, mut wr) = tokio::io::split(s);
         let mut rd = tokio::io::BufReader::new(rd);
@@ -104,7 +107,7 @@ impl LinkRuntime {
             let frame = tokio::select! {
                 f = tokio::time::timeout(READ_IDLE, channel::read_frame(&mut rd)) => f,
                 _ = close.notified() => break,
-                _ = self.kick.notified() => break,
+                _ = kicked.changed() => break,
                 _ = stop.changed() => break,
             };
             match frame {

@@ -17,6 +17,9 @@ use zeroize::Zeroizing;
 
 /// (peer, block ID) -> [`BlockState`].
 const BLOCKS: TableDefinition<'_, (&str, &str), &[u8]> = TableDefinition::new("blocks");
+/// (peer, block ID) -> (): the blocks not decided yet (started or pending), so that settling a
+/// connection reads those and not every block the link ever had.
+const OPEN: TableDefinition<'_, (&str, &str), ()> = TableDefinition::new("open_blocks");
 /// (peer, refill number) -> block ID whose share it was.
 const REFILLS: TableDefinition<'_, (&str, u64), &str> = TableDefinition::new("refills");
 /// (peer, name) -> counter (see [`Counter`]).
@@ -152,6 +155,27 @@ pub(crate) fn burn(path: &Path) -> Result<()> {
     sync_dir(path.parent().unwrap_or(Path::new(".")))
 }
 
+/// Writes a block's state in `txn`, keeping [`OPEN`] in step.
+fn put_block(
+    txn: &redb::WriteTransaction,
+    peer: &str,
+    block: &str,
+    state: &BlockState,
+) -> std::result::Result<(), String> {
+    let e = err("recording a block");
+    let bytes = postcard::to_stdvec(state).map_err(|x| e(&x))?;
+    let mut t = txn.open_table(BLOCKS).map_err(|x| e(&x))?;
+    t.insert((peer, block), bytes.as_slice())
+        .map_err(|x| e(&x))?;
+    let mut open = txn.open_table(OPEN).map_err(|x| e(&x))?;
+    if state.is_decided() {
+        open.remove((peer, block)).map_err(|x| e(&x))?;
+    } else {
+        open.insert((peer, block), ()).map_err(|x| e(&x))?;
+    }
+    Ok(())
+}
+
 impl Ledger {
     /// Opens (or creates) the ledger in `dir` (the KME's `links` directory).
     pub(crate) fn open(dir: &Path) -> Result<Self> {
@@ -165,6 +189,7 @@ impl Ledger {
         let txn = db.begin_write().map_err(|e| err("opening")(&e))?;
         {
             txn.open_table(BLOCKS).map_err(|e| err("opening")(&e))?;
+            txn.open_table(OPEN).map_err(|e| err("opening")(&e))?;
             txn.open_table(REFILLS).map_err(|e| err("opening")(&e))?;
             txn.open_table(META).map_err(|e| err("opening")(&e))?;
             txn.open_table(FILES_DONE).map_err(|e| err("opening")(&e))?;
@@ -187,13 +212,8 @@ impl Ledger {
     /// Records a block's new state.
     pub(crate) fn set(&self, peer: &str, block: &str, state: &BlockState) -> Result<()> {
         let e = err("recording a block");
-        let bytes = postcard::to_stdvec(state).map_err(|x| e(&x))?;
         let txn = self.db.begin_write().map_err(|x| e(&x))?;
-        {
-            let mut t = txn.open_table(BLOCKS).map_err(|x| e(&x))?;
-            t.insert((peer, block), bytes.as_slice())
-                .map_err(|x| e(&x))?;
-        }
+        put_block(&txn, peer, block, state)?;
         txn.commit().map_err(|x| e(&x))
     }
 
@@ -203,41 +223,40 @@ impl Ledger {
         let state = BlockState::Active {
             refill: refill.map(|r| r.number),
         };
-        let bytes = postcard::to_stdvec(&state).map_err(|x| e(&x))?;
         let txn = self.db.begin_write().map_err(|x| e(&x))?;
-        {
-            let mut t = txn.open_table(BLOCKS).map_err(|x| e(&x))?;
-            t.insert((peer, block), bytes.as_slice())
+        put_block(&txn, peer, block, &state)?;
+        if let Some(r) = refill {
+            let mut refills = txn.open_table(REFILLS).map_err(|x| e(&x))?;
+            refills.insert((peer, r.number), block).map_err(|x| e(&x))?;
+            let mut meta = txn.open_table(META).map_err(|x| e(&x))?;
+            meta.insert((peer, Counter::Refills.name()), r.number + 1)
                 .map_err(|x| e(&x))?;
-            if let Some(r) = refill {
-                let mut refills = txn.open_table(REFILLS).map_err(|x| e(&x))?;
-                refills.insert((peer, r.number), block).map_err(|x| e(&x))?;
-                let mut meta = txn.open_table(META).map_err(|x| e(&x))?;
-                meta.insert((peer, Counter::Refills.name()), r.number + 1)
-                    .map_err(|x| e(&x))?;
-                meta.insert((peer, Counter::PoolBytes.name()), r.pool_bytes)
-                    .map_err(|x| e(&x))?;
-            }
+            meta.insert((peer, Counter::PoolBytes.name()), r.pool_bytes)
+                .map_err(|x| e(&x))?;
         }
         txn.commit().map_err(|x| e(&x))
     }
 
-    /// Every block of `peer` in a state `keep` selects.
-    pub(crate) fn blocks_where(
+    /// The blocks of `peer` not decided yet (started or pending) in a state `keep` selects.
+    pub(crate) fn open_blocks(
         &self,
         peer: &str,
         keep: impl Fn(&BlockState) -> bool,
     ) -> Result<Vec<(String, BlockState)>> {
         let e = err("listing blocks");
         let txn = self.db.begin_read().map_err(|x| e(&x))?;
-        let t = txn.open_table(BLOCKS).map_err(|x| e(&x))?;
+        let open = txn.open_table(OPEN).map_err(|x| e(&x))?;
+        let blocks = txn.open_table(BLOCKS).map_err(|x| e(&x))?;
         let mut out = Vec::new();
-        for row in t.range((peer, "")..).map_err(|x| e(&x))? {
-            let (k, v) = row.map_err(|x| e(&x))?;
+        for row in open.range((peer, "")..).map_err(|x| e(&x))? {
+            let (k, _) = row.map_err(|x| e(&x))?;
             let (p, block) = k.value();
             if p != peer {
                 break;
             }
+            let Some(v) = blocks.get((peer, block)).map_err(|x| e(&x))? else {
+                continue;
+            };
             let state: BlockState = postcard::from_bytes(v.value()).map_err(|x| e(&x))?;
             if keep(&state) {
                 out.push((block.to_string(), state));
@@ -287,12 +306,9 @@ impl Ledger {
         value: u64,
     ) -> Result<()> {
         let e = err("starting a block");
-        let bytes = postcard::to_stdvec(&BlockState::Started).map_err(|x| e(&x))?;
         let txn = self.db.begin_write().map_err(|x| e(&x))?;
+        put_block(&txn, peer, block, &BlockState::Started)?;
         {
-            let mut t = txn.open_table(BLOCKS).map_err(|x| e(&x))?;
-            t.insert((peer, block), bytes.as_slice())
-                .map_err(|x| e(&x))?;
             let mut m = txn.open_table(META).map_err(|x| e(&x))?;
             m.insert((peer, c.name()), value).map_err(|x| e(&x))?;
         }
@@ -380,8 +396,19 @@ mod tests {
             Some(BlockState::Active { refill: Some(0) })
         );
         assert_eq!(l.state("B", "nope").unwrap(), None);
-        let pending = l.blocks_where("B", |s| *s == BlockState::Pending).unwrap();
+        let pending = l.open_blocks("B", |s| *s == BlockState::Pending).unwrap();
         assert_eq!(pending, vec![("x#1".to_string(), BlockState::Pending)]);
+        // Only undecided blocks are open: x#0 (started) and x#1; x#2 is active.
+        let open: Vec<String> = l
+            .open_blocks("B", |_| true)
+            .unwrap()
+            .into_iter()
+            .map(|(b, _)| b)
+            .collect();
+        assert_eq!(open, ["x#0", "x#1"]);
+        l.set("B", "x#0", &BlockState::Discarded { reason: "r".into() })
+            .unwrap();
+        assert_eq!(l.open_blocks("B", |_| true).unwrap().len(), 1);
         assert_eq!(&**l.read_pending("B", "x#1").unwrap(), b"secret");
         assert_eq!(l.counter("B", Counter::Refills).unwrap(), 1);
         assert_eq!(l.counter("B", Counter::PoolBytes).unwrap(), 4096);

@@ -40,7 +40,7 @@ use std::time::Instant;
 
 use qkd_core::rng::OsRandom;
 use qkd_core::session::Link;
-use tokio::sync::{Notify, mpsc, watch};
+use tokio::sync::{mpsc, watch};
 
 use crate::config::{LinkConfig, LinkRole, ProcessingConfig};
 use crate::monitor::{Event, Monitor};
@@ -90,7 +90,8 @@ pub(crate) struct LinkRuntime {
     pub(crate) stats: Mutex<LinkStats>,
     stop: watch::Receiver<bool>,
     connection: tokio::sync::Mutex<()>,
-    kick: Notify,
+    /// Bumped by every connection Bob accepts: each connection ends when it changes.
+    kick: watch::Sender<u64>,
     auth_low_watermark: u64,
     auth_below: AtomicBool,
 }
@@ -164,7 +165,7 @@ impl LinkRuntime {
             stats: Mutex::new(LinkStats::default()),
             stop,
             connection: tokio::sync::Mutex::new(()),
-            kick: Notify::new(),
+            kick: watch::Sender::new(0),
             auth_below: AtomicBool::new(false),
         }))
     }

@@ -23,7 +23,7 @@ impl LinkRuntime {
             refills: self.ledger.counter(&self.peer, Counter::Refills)?,
             pending: if bob {
                 self.ledger
-                    .blocks_where(&self.peer, |s| *s == BlockState::Pending)?
+                    .open_blocks(&self.peer, |s| *s == BlockState::Pending)?
                     .into_iter()
                     .map(|(b, _)| b)
                     .collect()
@@ -44,7 +44,7 @@ impl LinkRuntime {
         // Sessions of an earlier connection (or process) are gone: their blocks end here.
         for (b, _) in self
             .ledger
-            .blocks_where(&self.peer, |s| *s == BlockState::Started)?
+            .open_blocks(&self.peer, |s| *s == BlockState::Started)?
         {
             self.discard(
                 &b,
@@ -143,7 +143,7 @@ impl LinkRuntime {
         }
         for (block, _) in self
             .ledger
-            .blocks_where(&self.peer, |s| *s == BlockState::Pending)?
+            .open_blocks(&self.peer, |s| *s == BlockState::Pending)?
         {
             if !held.contains(&block) {
                 self.discard(&block, "Bob holds no key of it", "peer_only", out)?;
