@@ -153,6 +153,8 @@ pub(crate) struct RawDir {
     sizes: HashMap<String, u64>,
     /// Complete files not finished yet, with their length in bytes.
     files: HashMap<String, u64>,
+    /// Per file, how many of its first blocks were started here already (never asked again).
+    started: HashMap<String, usize>,
 }
 
 impl RawDir {
@@ -165,6 +167,7 @@ impl RawDir {
             last_scan: None,
             sizes: HashMap::new(),
             files: HashMap::new(),
+            started: HashMap::new(),
         }
     }
 
@@ -230,6 +233,7 @@ impl RawDir {
         ledger.file_done(peer, name)?;
         burn(&self.dir.join(name))?;
         self.files.remove(name);
+        self.started.remove(name);
         Ok(())
     }
 }
@@ -258,19 +262,30 @@ impl RawSource for RawDir {
                 }
             }
             self.files.retain(|name, _| now.contains_key(name));
+            self.started.retain(|name, _| now.contains_key(name));
             self.sizes = now;
         }
-        let mut names: Vec<(&String, &u64)> = self.files.iter().collect();
+        let mut names: Vec<(String, u64)> =
+            self.files.iter().map(|(n, &b)| (n.clone(), b)).collect();
         names.sort();
         let mut out = Vec::new();
-        for (name, &bytes) in names {
-            for r in self.blocks_of(name, bytes) {
+        for (name, bytes) in names {
+            let blocks = self.blocks_of(&name, bytes);
+            let cursor = self.started.entry(name).or_default();
+            for (k, r) in blocks.into_iter().enumerate().skip(*cursor) {
                 if out.len() >= max {
                     return Ok(out);
                 }
-                if !busy.contains(&r.block) && ledger.state(peer, &r.block)?.is_none() {
-                    out.push(r);
+                if busy.contains(&r.block) {
+                    continue;
                 }
+                if ledger.state(peer, &r.block)?.is_some() {
+                    if k == *cursor {
+                        *cursor += 1;
+                    }
+                    continue;
+                }
+                out.push(r);
             }
         }
         Ok(out)
@@ -481,6 +496,12 @@ mod tests {
             .set("B", "f1#0", &BlockState::Discarded { reason: "x".into() })
             .unwrap();
         assert_eq!(src.decided(&ledger, "B", "f1#0").unwrap(), None);
+        // A block started or decided here is never offered again; the others are.
+        let again = src.poll_new(&ledger, "B", &busy, 8).unwrap();
+        assert_eq!(
+            again.iter().map(|r| r.block.as_str()).collect::<Vec<_>>(),
+            ["f1#1"]
+        );
         ledger.activate("B", "f1#1", None).unwrap();
         assert_eq!(
             src.decided(&ledger, "B", "f1#1").unwrap().as_deref(),
