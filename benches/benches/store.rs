@@ -5,7 +5,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant, SystemTime};
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use qkd_core::store::{AllocateRequest, BlockId, NewBlock, Store};
+use qkd_store::{AllocateRequest, BlockId, NewBlock, Store};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 use zeroize::Zeroizing;

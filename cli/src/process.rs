@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::{Context, bail};
 use qkd_core::amplify::ToeplitzMethod;
 use qkd_core::pipeline::{self, BlockReport, PipelineConfig, PipelineError, StreamSummary};
-use qkd_core::store::{BlockId, NewBlock, Store};
+use qkd_store::{BlockId, NewBlock, Store};
 
 use crate::{report, ui};
 

@@ -3,7 +3,7 @@
 use std::path::PathBuf;
 
 use anyhow::Context;
-use qkd_core::store::{ImportOutcome, Store, import_cor_files};
+use qkd_store::{ImportOutcome, Store, import_cor_files};
 
 use crate::ui;
 

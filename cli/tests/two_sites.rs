@@ -12,11 +12,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 use qkd_core::rng::{RandomSource, SeededRandom};
-use qkd_core::store::{LedgerEvent, Store};
 use qkd_server::client::Client;
 use qkd_server::config::SourceConfig;
 use qkd_server::etsi::KeyRequest;
 use qkd_server::{Config, pki};
+use qkd_store::{LedgerEvent, Store};
 
 fn free_port() -> u16 {
     std::net::TcpListener::bind("127.0.0.1:0")

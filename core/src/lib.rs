@@ -6,8 +6,8 @@
 //! hashing), [`entropy`] (health of the output). [`session`] runs a block's whole life as one
 //! sans-IO state machine per side, whose messages any transport carries, and [`auth`]
 //! authenticates each direction's transcript (Wegman-Carter; [`gf128`] is the field both it and
-//! [`confirm`] hash over). [`pipeline`] drives both sides in one process; final keys go to the
-//! [`store`]. Every key bit lives in a [`bits::BitBlock`]. Randomness comes from a
+//! [`confirm`] hash over). [`pipeline`] drives both sides in one process; final keys go to a store (the
+//! `qkd-store` crate). Every key bit lives in a [`bits::BitBlock`]. Randomness comes from a
 //! [`rng::RandomSource`]: the OS CSPRNG unless configured otherwise.
 #![deny(missing_docs)]
 
@@ -24,6 +24,5 @@ pub mod reconcile;
 pub mod rng;
 pub mod session;
 pub mod sim;
-pub mod store;
 
 pub use bits::{BitBlock, BitsError, Permutation};

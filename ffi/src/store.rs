@@ -7,7 +7,7 @@
 use std::ffi::{CStr, c_char};
 use std::time::{Duration, SystemTime};
 
-use qkd_core::store::{AllocateRequest, BlockId, NewBlock, OpenError, Store, StoreError};
+use ::qkd_store::{AllocateRequest, BlockId, NewBlock, OpenError, Store, StoreError};
 use uuid::Uuid;
 
 use crate::block::{block, qkd_block};

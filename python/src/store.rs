@@ -4,7 +4,7 @@ use std::time::{Duration, SystemTime};
 
 use pyo3::prelude::*;
 use pyo3::types::{PyList, PyTuple};
-use qkd_core::store::{
+use qkd_store::{
     AllocateRequest, BlockFilter, BlockId, KeyAllocation, NewBlock, OpenError, ReserveRequest,
     StoreError as CoreStoreError,
 };
@@ -69,11 +69,11 @@ fn from_py<T: serde::de::DeserializeOwned>(obj: &Bound<'_, PyAny>, what: &str) -
 ///     StoreError: the directory cannot be opened, is locked by another handle, or is damaged.
 #[pyclass(module = "qkd.store")]
 struct Store {
-    inner: Option<qkd_core::store::Store>,
+    inner: Option<qkd_store::Store>,
 }
 
 impl Store {
-    fn get(&self) -> PyResult<&qkd_core::store::Store> {
+    fn get(&self) -> PyResult<&qkd_store::Store> {
         self.inner
             .as_ref()
             .ok_or_else(|| StoreError::new_err("the store is closed"))
@@ -85,7 +85,7 @@ impl Store {
     #[new]
     fn new(py: Python<'_>, path: std::path::PathBuf) -> PyResult<Self> {
         let store = py
-            .detach(|| qkd_core::store::Store::open(&path))
+            .detach(|| qkd_store::Store::open(&path))
             .map_err(open_err)?;
         Ok(Self { inner: Some(store) })
     }

@@ -113,7 +113,7 @@ pub(crate) struct PeerReserve {
     pub(crate) master: String,
     pub(crate) slaves: Vec<String>,
     pub(crate) expires_at_ms: u64,
-    pub(crate) keys: Vec<qkd_core::store::KeyAllocation>,
+    pub(crate) keys: Vec<qkd_store::KeyAllocation>,
 }
 
 impl Kme {

@@ -1,5 +1,5 @@
 //! What the KME server needs from a key store ([`KeyPool`]), implemented for the durable
-//! [`qkd_core::store::Store`].
+//! [`qkd_store::Store`].
 //!
 //! A *pool* is the key material of one link (named by the peer KME ID) or the local pool
 //! ([`LOCAL_POOL`]) for master and slave on this KME. Which side of a link allocates from which
@@ -11,7 +11,7 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use qkd_core::store::{
+use qkd_store::{
     AllocateRequest, BlockFilter, BlockId, KeyAllocation, NewBlock, Store, StoreError,
 };
 use serde::Serialize;
@@ -256,7 +256,7 @@ impl KeyPool for StorePool {
     }
 
     fn reserve_exact(&self, req: &ReserveRequest) -> Result<(), PoolError> {
-        let r = qkd_core::store::ReserveRequest {
+        let r = qkd_store::ReserveRequest {
             link: req.pool.clone(),
             master: req.master.clone(),
             slaves: req.slaves.clone(),

@@ -722,8 +722,7 @@ async fn cor_files_are_picked_up_within_a_second() {
     // Which side allocates from which block is the store's split rule, computed on both sides.
     let owns = |me: &str, other: &str| {
         ["block-0001.cor", "block-0002.cor"].iter().any(|n| {
-            qkd_core::store::BlockFilter::split(me, other)
-                .allows(&qkd_core::store::BlockId::new(*n).unwrap())
+            qkd_store::BlockFilter::split(me, other).allows(&qkd_store::BlockId::new(*n).unwrap())
         })
     };
     let ka = lab

@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use qkd_core::rng::SeededRandom;
-use qkd_core::store::{
+use qkd_store::{
     AllocateRequest, BlockFilter, BlockId, DestroyReason, ImportOutcome, KeyAllocation, KeyState,
     LedgerEvent, NewBlock, OpenError, ReserveRequest, Store, StoreError, StoreOptions,
     import_cor_files,
@@ -266,7 +266,7 @@ fn two_kmes_reserve_exact_in_both_directions() {
     wrong.keys = vec![KeyAllocation {
         key_id: uuid::Uuid::from_u128(5),
         size_bits: 8,
-        material: vec![qkd_core::store::MaterialRange {
+        material: vec![qkd_store::MaterialRange {
             block_id: kb[0].material[0].block_id.clone(),
             bit_offset: 504,
             bit_len: 8,

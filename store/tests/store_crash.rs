@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use qkd_core::rng::{OsRandom, RandomSource, SeededRandom};
-use qkd_core::store::{AllocateRequest, BlockId, LedgerEvent, NewBlock, Store, StoreError};
+use qkd_store::{AllocateRequest, BlockId, LedgerEvent, NewBlock, Store, StoreError};
 use uuid::Uuid;
 use zeroize::Zeroizing;
 

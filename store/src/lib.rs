@@ -39,8 +39,8 @@ use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
-use crate::BitBlock;
-use crate::rng::{OsRandom, RandomSource, RngError};
+use qkd_core::BitBlock;
+use qkd_core::rng::{OsRandom, RandomSource, RngError};
 
 pub use import::{ImportError, ImportOutcome, ImportReport, import_cor_files};
 
