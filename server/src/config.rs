@@ -62,6 +62,80 @@ pub struct Config {
     /// Links to peer KMEs.
     #[serde(default, rename = "link")]
     pub links: Vec<LinkConfig>,
+    /// Timeouts and caps of the listeners.
+    #[serde(default)]
+    pub limits: LimitsConfig,
+}
+
+/// Timeouts and caps that keep slow, idle or greedy clients from taking a listener away from
+/// everyone else. Each listener (SAE, peer, monitor) counts on its own.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LimitsConfig {
+    /// A TLS handshake must finish within this many milliseconds.
+    pub handshake_timeout_ms: u64,
+    /// Request headers must arrive within this many milliseconds, counted from the moment the
+    /// server waits for them (so it is also the keep-alive idle time of HTTP/1.1); the first
+    /// request of a connection must arrive within it too.
+    pub header_timeout_ms: u64,
+    /// A connection without a byte in either direction for this many milliseconds is closed.
+    pub idle_timeout_ms: u64,
+    /// A request body must arrive within this many milliseconds.
+    pub body_timeout_ms: u64,
+    /// Largest request body on the SAE and monitor listeners, in bytes.
+    pub max_body_bytes: usize,
+    /// Largest request body on the peer listener (reservations of many keys), in bytes.
+    pub peer_max_body_bytes: usize,
+    /// Open connections per listener, handshakes included.
+    pub max_connections: usize,
+    /// Open connections per client identity (SAE, peer KME, or all unidentified ones together).
+    pub max_connections_per_client: usize,
+    /// Requests in flight per listener.
+    pub max_in_flight: usize,
+    /// Requests in flight per client identity.
+    pub max_in_flight_per_client: usize,
+}
+
+impl LimitsConfig {
+    fn validate(&self) -> Result<(), ConfigError> {
+        let fields = [
+            ("handshake_timeout_ms", self.handshake_timeout_ms as usize),
+            ("header_timeout_ms", self.header_timeout_ms as usize),
+            ("idle_timeout_ms", self.idle_timeout_ms as usize),
+            ("body_timeout_ms", self.body_timeout_ms as usize),
+            ("max_body_bytes", self.max_body_bytes),
+            ("peer_max_body_bytes", self.peer_max_body_bytes),
+            ("max_connections", self.max_connections),
+            ("max_connections_per_client", self.max_connections_per_client),
+            ("max_in_flight", self.max_in_flight),
+            ("max_in_flight_per_client", self.max_in_flight_per_client),
+        ];
+        for (name, v) in fields {
+            if v == 0 {
+                return Err(ConfigError::Invalid(format!(
+                    "limits.{name} is 0; expected a positive value"
+                )));
+            }
+        }
+        Ok(())
+    }
+}
+
+impl Default for LimitsConfig {
+    fn default() -> Self {
+        Self {
+            handshake_timeout_ms: 5_000,
+            header_timeout_ms: 10_000,
+            idle_timeout_ms: 60_000,
+            body_timeout_ms: 10_000,
+            max_body_bytes: 256 << 10,
+            peer_max_body_bytes: 16 << 20,
+            max_connections: 4096,
+            max_connections_per_client: 64,
+            max_in_flight: 512,
+            max_in_flight_per_client: 32,
+        }
+    }
 }
 
 /// TLS files and protocol settings.
@@ -119,10 +193,11 @@ impl Default for KeyLimits {
 }
 
 /// How an SAE is recognised from its client certificate.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SaeMatch {
     /// Subject common name equals `value` (default: the SAE ID).
+    #[default]
     Cn,
     /// Serial number (hex, colons optional) equals `value` and the issuer DN equals `issuer`.
     Serial,
@@ -130,8 +205,8 @@ pub enum SaeMatch {
     Fingerprint,
 }
 
-/// One SAE attached to this KME.
-#[derive(Clone, Debug, Serialize, Deserialize)]
+/// One SAE attached to this KME, and what it may do.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SaeConfig {
     /// The SAE ID.
@@ -145,6 +220,23 @@ pub struct SaeConfig {
     /// Issuer DN (RFC 4514 string as x509-parser prints it), required for `serial`.
     #[serde(default)]
     pub issuer: Option<String>,
+    /// The slave SAEs this SAE may name as master (`None`: every SAE this KME knows).
+    #[serde(default)]
+    pub allowed_slaves: Option<Vec<String>>,
+    /// Most keys per second it may take as master (token bucket; the burst is one full
+    /// request of `keys.max_per_request`). `None`: no rate limit.
+    #[serde(default)]
+    pub max_keys_per_sec: Option<f64>,
+    /// Largest share (0 < share <= 1) of the key material this KME can allocate for the pair
+    /// that one request may take. `None`: 1.
+    #[serde(default)]
+    pub max_pool_share: Option<f64>,
+    /// Its own cap on open connections (default `limits.max_connections_per_client`).
+    #[serde(default)]
+    pub max_connections: Option<usize>,
+    /// Its own cap on requests in flight (default `limits.max_in_flight_per_client`).
+    #[serde(default)]
+    pub max_in_flight: Option<usize>,
 }
 
 fn default_match() -> SaeMatch {
@@ -512,7 +604,30 @@ impl Config {
             if s.matcher != SaeMatch::Cn && s.value.is_none() {
                 return bad(format!("SAE {}: match needs value", s.id));
             }
+            if let Some(r) = s.max_keys_per_sec
+                && !(r.is_finite() && r > 0.0)
+            {
+                return bad(format!(
+                    "SAE {}: max_keys_per_sec is {r}; expected a positive number",
+                    s.id
+                ));
+            }
+            if let Some(f) = s.max_pool_share
+                && !(f > 0.0 && f <= 1.0)
+            {
+                return bad(format!(
+                    "SAE {}: max_pool_share is {f}; expected 0 < share <= 1",
+                    s.id
+                ));
+            }
+            if s.max_connections == Some(0) || s.max_in_flight == Some(0) {
+                return bad(format!(
+                    "SAE {}: max_connections and max_in_flight must be at least 1",
+                    s.id
+                ));
+            }
         }
+        self.limits.validate()?;
         let mut peers = std::collections::HashSet::new();
         for l in &self.links {
             if l.peer == self.kme_id || !peers.insert(l.peer.clone()) {

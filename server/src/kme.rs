@@ -63,6 +63,11 @@ impl ApiError {
     }
 }
 
+/// A refusal on the ETSI routes (limits): the status with the standard's Error object.
+pub(crate) fn etsi_refusal(status: StatusCode, message: String) -> Response {
+    ApiError::new(status, message).into_response()
+}
+
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         (self.status, axum::Json(self.body)).into_response()
@@ -97,6 +102,7 @@ pub struct Kme {
     local_low_watermark: u64,
     local_below: AtomicBool,
     sites: HashMap<String, Site>,
+    policy: crate::policy::Policy,
 }
 
 impl std::fmt::Debug for Kme {
@@ -134,6 +140,7 @@ impl Kme {
             }
         }
         let local_low_watermark = cfg.local_pool.as_ref().map_or(0, |p| p.low_watermark_bytes);
+        let policy = crate::policy::Policy::new(&cfg);
         Self {
             cfg,
             pool,
@@ -143,6 +150,7 @@ impl Kme {
             local_low_watermark,
             local_below: AtomicBool::new(false),
             sites,
+            policy,
         }
     }
 
@@ -230,7 +238,7 @@ impl Kme {
             master_SAE_ID: master.to_string(),
             slave_SAE_ID: slave.to_string(),
             key_size: u64::from(k.default_size),
-            stored_key_count: stats.allocatable_bytes / key_bytes,
+            stored_key_count: (stats.allocatable_bytes / key_bytes).min(k.max_key_count),
             max_key_count: k.max_key_count,
             max_key_per_request: u64::from(k.max_per_request),
             max_key_size: u64::from(k.max_size),
@@ -310,6 +318,12 @@ impl Kme {
             return Err(ApiError::unauthorized("caller is not attached to this KME"));
         }
         let (slaves, number, size) = self.validate(master, slave, &req)?;
+        if let Some(s) = self.policy.forbidden_slave(master, &slaves) {
+            return Err(ApiError::unauthorized(format!(
+                "{master} may not request keys for slave {s} (allowed_slaves of its [[sae]] entry)"
+            ))
+            .detail(json!({"slave_SAE_ID": s})));
+        }
         let mut remote: Option<String> = None;
         let mut local_slaves = Vec::new();
         for s in &slaves {
@@ -343,6 +357,7 @@ impl Kme {
                     .detail(json!({"peer": peer, "reason": "link down"})),
             );
         }
+        self.admit_request(master, &pool, number, size)?;
         let ttl_ms = self.cfg.keys.reservation_ttl_secs.saturating_mul(1000);
         let alloc = AllocRequest {
             pool: pool.clone(),
@@ -424,6 +439,36 @@ impl Kme {
                 .collect(),
             key_container_extension: None,
         })
+    }
+
+    /// The limits a key request meets before anything is allocated: the pool's
+    /// `max_key_count` of keys waiting for their slaves, the master's share of the pool and its
+    /// rate (checked last, so a refused request spends no rate budget).
+    fn admit_request(&self, master: &str, pool: &str, number: u64, size: u64) -> Result<(), ApiError> {
+        let stats = self.pool.stats(pool);
+        let max = self.cfg.keys.max_key_count;
+        if stats.reserved_keys.saturating_add(number) > max {
+            return Err(ApiError::unavailable(format!(
+                "{} keys already wait for their slaves on this pair; at most {max} \
+                 (max_key_count): no key was delivered",
+                stats.reserved_keys
+            )));
+        }
+        let share = self.policy.max_share(master);
+        let available_bits = stats.allocatable_bytes.saturating_mul(8);
+        if share < 1.0 && (number * size) as f64 > share * available_bits as f64 {
+            return Err(ApiError::unavailable(format!(
+                "the request takes {} of {available_bits} bits available; {master} may take at \
+                 most a share of {share} per request (max_pool_share): no key was delivered",
+                number * size
+            )));
+        }
+        if !self.policy.take_rate(master, number) {
+            return Err(ApiError::unavailable(format!(
+                "{master} is over its rate (max_keys_per_sec); retry later: no key was delivered"
+            )));
+        }
+        Ok(())
     }
 
     async fn reserve_at_peer(&self, peer: &str, msg: &PeerReserve) -> Result<(), PeerFail> {
@@ -553,6 +598,16 @@ impl Kme {
                 "slaves must be attached to this KME".into(),
             ));
         }
+        let waiting = self.pool.stats(from).reserved_keys;
+        if waiting.saturating_add(msg.keys.len() as u64) > self.cfg.keys.max_key_count {
+            return Err((
+                StatusCode::SERVICE_UNAVAILABLE,
+                format!(
+                    "{waiting} keys already wait for their slaves; at most {} (max_key_count)",
+                    self.cfg.keys.max_key_count
+                ),
+            ));
+        }
         // Never keep a reservation longer than our own TTL.
         let cap = now_ms().saturating_add(self.cfg.keys.reservation_ttl_secs.saturating_mul(1000));
         let req = ReserveRequest {
@@ -660,15 +715,25 @@ fn respond<T: Serialize>(kme: &Kme, route: Route, r: Result<T, ApiError>) -> Res
     }
 }
 
+/// A request body as the standard's JSON object (an empty body is the default request).
+/// Arrays and other JSON values are refused, even where serde would map them onto the fields.
 fn parse_json<T: serde::de::DeserializeOwned + Default>(body: &Bytes) -> Result<T, ApiError> {
     if body.iter().all(u8::is_ascii_whitespace) {
         return Ok(T::default());
     }
-    serde_json::from_slice(body).map_err(|e| {
-        ApiError::bad(format!(
-            "request body is not valid JSON for this request: {e}"
-        ))
-    })
+    parse_object(body, "this request")
+}
+
+fn parse_object<T: serde::de::DeserializeOwned>(body: &Bytes, what: &str) -> Result<T, ApiError> {
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad(format!("request body is not valid JSON: {e}")))?;
+    if !value.is_object() {
+        return Err(ApiError::bad(format!(
+            "request body must be a JSON object for {what}"
+        )));
+    }
+    serde_json::from_value(value)
+        .map_err(|e| ApiError::bad(format!("request body is not valid for {what}: {e}")))
 }
 
 fn query_pairs(q: &Option<String>) -> Result<Vec<(String, String)>, ApiError> {
@@ -805,9 +870,7 @@ async fn dec_post(
     let r = async {
         let slave = Kme::caller(&peer)?;
         let master = path_id(master)?;
-        let ids: KeyIds = serde_json::from_slice(&body).map_err(|e| {
-            ApiError::bad(format!("request body is not a valid Key IDs object: {e}"))
-        })?;
+        let ids: KeyIds = parse_object(&body, "a Key IDs object")?;
         kme.dec_keys(
             &slave,
             &master,
@@ -819,9 +882,19 @@ async fn dec_post(
     respond(&kme, Route::DecKeys, r)
 }
 
+/// The answer to a method the ETSI routes do not define (the standard knows only 200, 400, 401
+/// and 503 on them).
+async fn etsi_wrong_method(method: http::Method) -> Response {
+    ApiError::bad(format!(
+        "method {method} is not defined on this route; use GET or POST (status: GET)"
+    ))
+    .into_response()
+}
+
 /// The ETSI 014 router (SAE listener).
 pub(crate) fn sae_router(kme: AppState) -> Router {
     Router::new()
+        .method_not_allowed_fallback(etsi_wrong_method)
         .route("/api/v1/keys/{slave}/status", get(status_h))
         .route("/api/v1/keys/{slave}/enc_keys", get(enc_get).post(enc_post))
         .route(

@@ -12,9 +12,11 @@ pub mod client;
 pub mod config;
 pub mod etsi;
 mod kme;
+mod limits;
 mod link;
 pub mod monitor;
 pub mod pki;
+mod policy;
 pub mod pool;
 pub mod sources;
 pub mod tls;
@@ -145,6 +147,60 @@ impl ServerHandle {
     }
 }
 
+/// The acceptor of one listener.
+enum Acceptor {
+    Mtls(tls::MtlsAcceptor),
+    Plain(tls::PlainAcceptor),
+}
+
+/// Serves `app` on `listener`: headers (and the first request of a connection) within
+/// `header_timeout`, the acceptor's caps and timeouts on every connection.
+fn spawn_listener(
+    listener: std::net::TcpListener,
+    acceptor: Acceptor,
+    app: Router,
+    header_timeout: Duration,
+    what: &'static str,
+    handle: axum_server::Handle<SocketAddr>,
+) -> std::io::Result<(JoinHandle<()>, axum_server::Handle<SocketAddr>)> {
+    let mut server = axum_server::from_tcp(listener)?
+        .handle(handle.clone())
+        .first_request_timeout(header_timeout);
+    server
+        .http_builder()
+        .http1()
+        .header_read_timeout(Some(header_timeout));
+    let app = app.into_make_service();
+    let task = match acceptor {
+        Acceptor::Mtls(a) => {
+            let server = server.acceptor(a);
+            tokio::spawn(async move {
+                if let Err(e) = server.serve(app).await {
+                    tracing::error!(%e, listener = what, "listener stopped");
+                }
+            })
+        }
+        Acceptor::Plain(a) => {
+            let server = server.acceptor(a);
+            tokio::spawn(async move {
+                if let Err(e) = server.serve(app).await {
+                    tracing::error!(%e, listener = what, "listener stopped");
+                }
+            })
+        }
+    };
+    Ok((task, handle))
+}
+
+/// `app` under the request caps of a listener (they replace the body limit of axum's
+/// extractors).
+fn with_request_limits(app: Router, limits: Arc<limits::RequestLimits>) -> Router {
+    app.layer(axum::middleware::from_fn(move |req, next| {
+        limits.clone().handle(req, next)
+    }))
+    .layer(axum::extract::DefaultBodyLimit::disable())
+}
+
 fn bind(addr: SocketAddr) -> Result<std::net::TcpListener, ServeError> {
     let l =
         std::net::TcpListener::bind(addr).map_err(|source| ServeError::Bind { addr, source })?;
@@ -198,7 +254,8 @@ async fn serve_in(
 
     let mut links = HashMap::new();
     for l in &config.links {
-        let client_tls = tls::client_config(&ca, chain.clone(), key.clone_key(), &min)?;
+        let client_tls =
+            tls::peer_client_config(&ca, chain.clone(), key.clone_key(), &min, &l.peer)?;
         let client = reqwest::Client::builder()
             .tls_backend_preconfigured(client_tls)
             .timeout(Duration::from_secs(5))
@@ -249,29 +306,33 @@ async fn serve_in(
     let mut handles = Vec::new();
     let mut tasks = Vec::new();
 
+    let header_timeout = Duration::from_millis(config.limits.header_timeout_ms);
+    let mut listen = |addr: SocketAddr, acceptor, app: Router, what: &'static str| {
+        let listener = bind(addr)?;
+        let local = listener
+            .local_addr()
+            .map_err(|source| ServeError::Bind { addr, source })?;
+        let h = axum_server::Handle::new();
+        let (task, h) = spawn_listener(listener, acceptor, app, header_timeout, what, h)
+            .map_err(|source| ServeError::Bind { addr, source })?;
+        tasks.push(task);
+        handles.push(h);
+        Ok::<_, ServeError>(local)
+    };
+
     // SAE listener.
     let sae_cfg = tls::server_config(&ca, chain.clone(), key.clone_key(), &min)?;
     let sae_resolver: Arc<dyn tls::Resolver> = Arc::new(tls::SaeResolver(config.saes.clone()));
-    let listener = bind(config.listen)?;
-    let sae_addr = listener.local_addr().map_err(|source| ServeError::Bind {
-        addr: config.listen,
-        source,
-    })?;
-    let h = axum_server::Handle::new();
-    let server = axum_server::from_tcp(listener)
-        .map_err(|source| ServeError::Bind {
-            addr: config.listen,
-            source,
-        })?
-        .acceptor(tls::MtlsAcceptor::new(sae_cfg, sae_resolver))
-        .handle(h.clone());
-    let app = kme::sae_router(kme.clone());
-    tasks.push(tokio::spawn(async move {
-        if let Err(e) = server.serve(app.into_make_service()).await {
-            tracing::error!(%e, "SAE listener stopped");
-        }
-    }));
-    handles.push(h);
+    let sae_acceptor = tls::MtlsAcceptor::new(
+        sae_cfg,
+        sae_resolver,
+        limits::ConnectionLimits::new(&config),
+    );
+    let sae_app = with_request_limits(
+        kme::sae_router(kme.clone()),
+        limits::RequestLimits::new(&config, config.limits.max_body_bytes, kme::etsi_refusal),
+    );
+    let sae_addr = listen(config.listen, Acceptor::Mtls(sae_acceptor), sae_app, "SAE")?;
 
     // Peer listener.
     let mut peer_addr = None;
@@ -280,46 +341,28 @@ async fn serve_in(
         let resolver: Arc<dyn tls::Resolver> = Arc::new(tls::KmeResolver(
             config.links.iter().map(|l| l.peer.clone()).collect(),
         ));
-        let listener = bind(addr)?;
-        peer_addr = Some(
-            listener
-                .local_addr()
-                .map_err(|source| ServeError::Bind { addr, source })?,
+        let acceptor =
+            tls::MtlsAcceptor::new(peer_cfg, resolver, limits::ConnectionLimits::new(&config));
+        let app = with_request_limits(
+            kme::peer_router(kme.clone()),
+            limits::RequestLimits::new(
+                &config,
+                config.limits.peer_max_body_bytes,
+                limits::refuse_text,
+            ),
         );
-        let h = axum_server::Handle::new();
-        let server = axum_server::from_tcp(listener)
-            .map_err(|source| ServeError::Bind { addr, source })?
-            .acceptor(tls::MtlsAcceptor::new(peer_cfg, resolver))
-            .handle(h.clone());
-        let app = kme::peer_router(kme.clone());
-        tasks.push(tokio::spawn(async move {
-            if let Err(e) = server.serve(app.into_make_service()).await {
-                tracing::error!(%e, "peer listener stopped");
-            }
-        }));
-        handles.push(h);
+        peer_addr = Some(listen(addr, Acceptor::Mtls(acceptor), app, "peer")?);
     }
 
-    // Monitoring listener (plain HTTP; keep it on localhost).
+    // Monitoring listener (plain HTTP, no authentication: keep it on localhost).
     let mut monitor_addr = None;
     if let Some(addr) = config.monitor_listen {
-        let listener = bind(addr)?;
-        monitor_addr = Some(
-            listener
-                .local_addr()
-                .map_err(|source| ServeError::Bind { addr, source })?,
+        let acceptor = tls::PlainAcceptor(limits::ConnectionLimits::new(&config));
+        let app = with_request_limits(
+            monitor_router(kme.clone()),
+            limits::RequestLimits::new(&config, config.limits.max_body_bytes, limits::refuse_text),
         );
-        let h = axum_server::Handle::new();
-        let server = axum_server::from_tcp(listener)
-            .map_err(|source| ServeError::Bind { addr, source })?
-            .handle(h.clone());
-        let app = monitor_router(kme.clone());
-        tasks.push(tokio::spawn(async move {
-            if let Err(e) = server.serve(app.into_make_service()).await {
-                tracing::error!(%e, "monitor listener stopped");
-            }
-        }));
-        handles.push(h);
+        monitor_addr = Some(listen(addr, Acceptor::Plain(acceptor), app, "monitor")?);
     }
 
     // Sources.
@@ -387,7 +430,8 @@ async fn serve_in(
     // Post-processing: Alice's KME dials each of its links' peers.
     for rt in processing.values() {
         if rt.role() == config::LinkRole::Alice {
-            let mut tls = tls::client_config(&ca, chain.clone(), key.clone_key(), &min)?;
+            let mut tls =
+                tls::peer_client_config(&ca, chain.clone(), key.clone_key(), &min, rt.peer())?;
             tls.alpn_protocols = vec![b"http/1.1".to_vec()];
             tasks.push(tokio::spawn(rt.clone().run_alice(Arc::new(tls))));
         }

@@ -11,7 +11,7 @@ use rcgen::{
 use time::{Duration, OffsetDateTime};
 
 use crate::config::{
-    Config, KeyLimits, LinkConfig, LinkRole, LocalPoolConfig, ProcessingConfig, SaeConfig,
+    Config, KeyLimits, LimitsConfig, LinkConfig, LinkRole, LocalPoolConfig, ProcessingConfig, SaeConfig,
     SaeMatch, SourceConfig, TlsConfig,
 };
 
@@ -89,14 +89,23 @@ fn write(path: &Path, bytes: &[u8], private: bool) -> Result<(), PkiError> {
         path: path.to_path_buf(),
         source,
     };
-    fs::write(path, bytes).map_err(io)?;
-    #[cfg(unix)]
-    if private {
-        use std::os::unix::fs::PermissionsExt;
-        fs::set_permissions(path, fs::Permissions::from_mode(0o600)).map_err(io)?;
+    if !private {
+        return fs::write(path, bytes).map_err(io);
     }
-    let _ = private;
-    Ok(())
+    // A private key exists with mode 0600 from its first byte: written to a fresh temporary
+    // file created 0600, then renamed over the old one (whose mode may have been wider).
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
+    let _ = fs::remove_file(&tmp);
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(io)?;
+    f.write_all(bytes).and_then(|()| f.sync_all()).map_err(io)?;
+    fs::rename(&tmp, path).map_err(io)
 }
 
 fn serial() -> Result<SerialNumber, PkiError> {
@@ -450,8 +459,13 @@ pub fn init_with(
                 .map(|(s, _)| SaeConfig {
                     id: s.clone(),
                     matcher: SaeMatch::Cn,
-                    value: None,
-                    issuer: None,
+                    allowed_slaves: Some(
+                        saes.iter()
+                            .map(|(other, _)| other.clone())
+                            .filter(|other| other != s)
+                            .collect(),
+                    ),
+                    ..SaeConfig::default()
                 })
                 .collect(),
             local_pool: Some(LocalPoolConfig {
@@ -461,6 +475,7 @@ pub fn init_with(
                 low_watermark_bytes: 0,
             }),
             links,
+            limits: LimitsConfig::default(),
         };
         let text = toml::to_string_pretty(&cfg)
             .map_err(|e| PkiError::Invalid(format!("config encoding: {e}")))?;

@@ -8,7 +8,6 @@ use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
-use std::time::Duration;
 
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
@@ -18,6 +17,7 @@ use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use tokio::net::TcpStream;
 
 use crate::config::{SaeConfig, SaeMatch};
+use crate::limits::{ConnectionLimits, IdleTimeout};
 
 /// Errors building TLS configurations.
 #[derive(Debug, thiserror::Error)]
@@ -123,6 +123,89 @@ pub fn client_config(
         .map_err(|e| TlsError::Rustls(e.to_string()))
 }
 
+/// A client configuration towards the peer KME `peer`: as [`client_config`], and the server's
+/// certificate must also name `peer` (subject CN = its KME ID). Another KME's certificate from
+/// the same CA is refused during the handshake.
+pub fn peer_client_config(
+    ca: &[CertificateDer<'static>],
+    chain: Vec<CertificateDer<'static>>,
+    key: PrivateKeyDer<'static>,
+    min_version: &str,
+    peer: &str,
+) -> Result<ClientConfig, TlsError> {
+    let provider = provider();
+    let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(roots(ca)?, provider.clone())
+        .build()
+        .map_err(|e| TlsError::Rustls(e.to_string()))?;
+    let verifier = Arc::new(PeerNameVerifier {
+        inner,
+        peer: peer.to_string(),
+    });
+    ClientConfig::builder_with_provider(provider)
+        .with_protocol_versions(versions(min_version))
+        .map_err(|e| TlsError::Rustls(e.to_string()))?
+        .dangerous()
+        .with_custom_certificate_verifier(verifier)
+        .with_client_auth_cert(chain, key)
+        .map_err(|e| TlsError::Rustls(e.to_string()))
+}
+
+/// The web PKI checks, then: the end-entity certificate's CN is the expected peer KME ID.
+#[derive(Debug)]
+struct PeerNameVerifier {
+    inner: Arc<rustls::client::WebPkiServerVerifier>,
+    peer: String,
+}
+
+impl rustls::client::danger::ServerCertVerifier for PeerNameVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &rustls::pki_types::ServerName<'_>,
+        ocsp_response: &[u8],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        let verified = self.inner.verify_server_cert(
+            end_entity,
+            intermediates,
+            server_name,
+            ocsp_response,
+            now,
+        )?;
+        let cn = parse_identity(end_entity.as_ref()).and_then(|i| i.cn);
+        if cn.as_deref() != Some(self.peer.as_str()) {
+            return Err(rustls::Error::General(format!(
+                "the server's certificate names {cn:?}, not the configured peer KME {:?}",
+                self.peer
+            )));
+        }
+        Ok(verified)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.inner.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.inner.supported_verify_schemes()
+    }
+}
+
 /// What the server learnt from a client certificate (parsed once per connection).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct CertIdentity {
@@ -222,13 +305,14 @@ impl Resolver for KmeResolver {
     }
 }
 
-/// An axum-server acceptor: TLS handshake (with timeout), TCP_NODELAY, and an `Arc<Peer>`
-/// inserted into every request of the connection.
+/// An axum-server acceptor: the listener's connection caps, the TLS handshake (with timeout),
+/// TCP_NODELAY, the per-client connection cap once the certificate says who it is, an idle
+/// timeout, and an `Arc<Peer>` inserted into every request of the connection.
 #[derive(Clone)]
 pub struct MtlsAcceptor {
     inner: tokio_rustls::TlsAcceptor,
     resolver: Arc<dyn Resolver>,
-    timeout: Duration,
+    limits: Arc<ConnectionLimits>,
 }
 
 impl std::fmt::Debug for MtlsAcceptor {
@@ -239,11 +323,15 @@ impl std::fmt::Debug for MtlsAcceptor {
 
 impl MtlsAcceptor {
     /// New acceptor.
-    pub fn new(cfg: Arc<ServerConfig>, resolver: Arc<dyn Resolver>) -> Self {
+    pub fn new(
+        cfg: Arc<ServerConfig>,
+        resolver: Arc<dyn Resolver>,
+        limits: Arc<ConnectionLimits>,
+    ) -> Self {
         Self {
             inner: tokio_rustls::TlsAcceptor::from(cfg),
             resolver,
-            timeout: Duration::from_secs(10),
+            limits,
         }
     }
 }
@@ -251,17 +339,18 @@ impl MtlsAcceptor {
 type BoxFut<T> = Pin<Box<dyn Future<Output = T> + Send>>;
 
 impl<S: Send + 'static> axum_server::accept::Accept<TcpStream, S> for MtlsAcceptor {
-    type Stream = tokio_rustls::server::TlsStream<TcpStream>;
+    type Stream = IdleTimeout<tokio_rustls::server::TlsStream<TcpStream>>;
     type Service = WithPeer<S>;
     type Future = BoxFut<io::Result<(Self::Stream, Self::Service)>>;
 
     fn accept(&self, stream: TcpStream, service: S) -> Self::Future {
         let acceptor = self.inner.clone();
         let resolver = self.resolver.clone();
-        let timeout = self.timeout;
+        let limits = self.limits.clone();
         Box::pin(async move {
+            let admission = limits.admit()?;
             let _ = stream.set_nodelay(true);
-            let tls = tokio::time::timeout(timeout, acceptor.accept(stream))
+            let tls = tokio::time::timeout(limits.handshake_timeout, acceptor.accept(stream))
                 .await
                 .map_err(|_| {
                     io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out")
@@ -273,14 +362,34 @@ impl<S: Send + 'static> axum_server::accept::Accept<TcpStream, S> for MtlsAccept
                 .and_then(|c| c.first())
                 .and_then(|c| parse_identity(c.as_ref()));
             let id = cert.as_ref().and_then(|c| resolver.resolve(c));
+            let admission = admission.identify(id.as_deref())?;
             Ok((
-                tls,
+                IdleTimeout::new(tls, admission),
                 WithPeer {
                     inner: service,
                     peer: Arc::new(Peer { cert, id }),
                 },
             ))
         })
+    }
+}
+
+/// The acceptor of the plain-HTTP monitor listener: connection caps and the idle timeout.
+#[derive(Clone, Debug)]
+pub struct PlainAcceptor(pub Arc<ConnectionLimits>);
+
+impl<S: Send + 'static> axum_server::accept::Accept<TcpStream, S> for PlainAcceptor {
+    type Stream = IdleTimeout<TcpStream>;
+    type Service = S;
+    type Future = std::future::Ready<io::Result<(Self::Stream, Self::Service)>>;
+
+    fn accept(&self, stream: TcpStream, service: S) -> Self::Future {
+        std::future::ready(
+            self.0
+                .admit()
+                .and_then(|a| a.identify(None))
+                .map(|a| (IdleTimeout::new(stream, a), service)),
+        )
     }
 }
 
@@ -334,6 +443,7 @@ mod tests {
             matcher,
             value,
             issuer,
+            ..SaeConfig::default()
         };
         let yes = |s: SaeConfig| SaeResolver(vec![s]).resolve(&id) == Some("ID".into());
         assert!(yes(sae(SaeMatch::Cn, Some("SAE_X".into()), None)));

@@ -32,7 +32,7 @@ impl LinkRuntime {
             if *stop.borrow() {
                 return;
             }
-            match channel::dial(&self.url, &self.peer, tls.clone()).await {
+            match channel::dial(&self.url, tls.clone()).await {
                 Ok(s) => {
                     backoff = Duration::from_millis(200);
                     self.clone().serve(s).await;

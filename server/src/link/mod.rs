@@ -170,6 +170,11 @@ impl LinkRuntime {
         }))
     }
 
+    /// The peer KME's ID.
+    pub(crate) fn peer(&self) -> &str {
+        &self.peer
+    }
+
     /// This KME's end of the link.
     pub(crate) fn role(&self) -> LinkRole {
         self.cfg.role
