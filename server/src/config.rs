@@ -106,7 +106,10 @@ impl LimitsConfig {
             ("max_body_bytes", self.max_body_bytes),
             ("peer_max_body_bytes", self.peer_max_body_bytes),
             ("max_connections", self.max_connections),
-            ("max_connections_per_client", self.max_connections_per_client),
+            (
+                "max_connections_per_client",
+                self.max_connections_per_client,
+            ),
             ("max_in_flight", self.max_in_flight),
             ("max_in_flight_per_client", self.max_in_flight_per_client),
         ];

@@ -318,12 +318,6 @@ impl Kme {
             return Err(ApiError::unauthorized("caller is not attached to this KME"));
         }
         let (slaves, number, size) = self.validate(master, slave, &req)?;
-        if let Some(s) = self.policy.forbidden_slave(master, &slaves) {
-            return Err(ApiError::unauthorized(format!(
-                "{master} may not request keys for slave {s} (allowed_slaves of its [[sae]] entry)"
-            ))
-            .detail(json!({"slave_SAE_ID": s})));
-        }
         let mut remote: Option<String> = None;
         let mut local_slaves = Vec::new();
         for s in &slaves {
@@ -338,6 +332,12 @@ impl Kme {
                     _ => remote = Some(p.clone()),
                 },
             }
+        }
+        if let Some(s) = self.policy.forbidden_slave(master, &slaves) {
+            return Err(ApiError::unauthorized(format!(
+                "{master} may not request keys for slave {s} (allowed_slaves of its [[sae]] entry)"
+            ))
+            .detail(json!({"slave_SAE_ID": s})));
         }
         let pool = remote.clone().unwrap_or_else(|| LOCAL_POOL.to_string());
         if remote.is_none() && self.cfg.local_pool.is_none() {
@@ -444,7 +444,13 @@ impl Kme {
     /// The limits a key request meets before anything is allocated: the pool's
     /// `max_key_count` of keys waiting for their slaves, the master's share of the pool and its
     /// rate (checked last, so a refused request spends no rate budget).
-    fn admit_request(&self, master: &str, pool: &str, number: u64, size: u64) -> Result<(), ApiError> {
+    fn admit_request(
+        &self,
+        master: &str,
+        pool: &str,
+        number: u64,
+        size: u64,
+    ) -> Result<(), ApiError> {
         let stats = self.pool.stats(pool);
         let max = self.cfg.keys.max_key_count;
         if stats.reserved_keys.saturating_add(number) > max {
@@ -894,13 +900,13 @@ async fn etsi_wrong_method(method: http::Method) -> Response {
 /// The ETSI 014 router (SAE listener).
 pub(crate) fn sae_router(kme: AppState) -> Router {
     Router::new()
-        .method_not_allowed_fallback(etsi_wrong_method)
         .route("/api/v1/keys/{slave}/status", get(status_h))
         .route("/api/v1/keys/{slave}/enc_keys", get(enc_get).post(enc_post))
         .route(
             "/api/v1/keys/{master}/dec_keys",
             get(dec_get).post(dec_post),
         )
+        .method_not_allowed_fallback(etsi_wrong_method)
         .with_state(kme)
 }
 

@@ -86,7 +86,10 @@ impl Drop for ClientSlot {
 }
 
 /// Per-SAE overrides of a per-client cap, from the `[[sae]]` entries.
-fn sae_caps(cfg: &Config, pick: impl Fn(&crate::config::SaeConfig) -> Option<usize>) -> HashMap<String, usize> {
+fn sae_caps(
+    cfg: &Config,
+    pick: impl Fn(&crate::config::SaeConfig) -> Option<usize>,
+) -> HashMap<String, usize> {
     cfg.saes
         .iter()
         .filter_map(|s| pick(s).map(|cap| (s.id.clone(), cap)))
@@ -295,7 +298,8 @@ impl RequestLimits {
         let Ok(_all) = self.in_flight.clone().try_acquire_owned() else {
             return (self.refuse)(
                 unavailable,
-                "too many requests in flight at this KME (limits.max_in_flight); retry later".into(),
+                "too many requests in flight at this KME (limits.max_in_flight); retry later"
+                    .into(),
             );
         };
         let Some(_mine) = self.per_client.acquire(&client) else {
@@ -310,8 +314,10 @@ impl RequestLimits {
             Err(message) => {
                 let mut r = (self.refuse)(http::StatusCode::BAD_REQUEST, message);
                 // The rest of the body is not read: the connection cannot be reused.
-                r.headers_mut()
-                    .insert(http::header::CONNECTION, http::HeaderValue::from_static("close"));
+                r.headers_mut().insert(
+                    http::header::CONNECTION,
+                    http::HeaderValue::from_static("close"),
+                );
                 return r;
             }
         };
@@ -325,10 +331,9 @@ impl RequestLimits {
                 "request body not received within {} ms (limits.body_timeout_ms)",
                 self.body_timeout.as_millis()
             )),
-            Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => Err(format!(
-                "request body larger than {} bytes",
-                self.max_body
-            )),
+            Ok(Err(e)) if e.is::<http_body_util::LengthLimitError>() => {
+                Err(format!("request body larger than {} bytes", self.max_body))
+            }
             Ok(Err(e)) => Err(format!("request body could not be read: {e}")),
             Ok(Ok(collected)) => Ok(collected.to_bytes()),
         }

@@ -11,8 +11,8 @@ use rcgen::{
 use time::{Duration, OffsetDateTime};
 
 use crate::config::{
-    Config, KeyLimits, LimitsConfig, LinkConfig, LinkRole, LocalPoolConfig, ProcessingConfig, SaeConfig,
-    SaeMatch, SourceConfig, TlsConfig,
+    Config, KeyLimits, LimitsConfig, LinkConfig, LinkRole, LocalPoolConfig, ProcessingConfig,
+    SaeConfig, SaeMatch, SourceConfig, TlsConfig,
 };
 
 /// Errors of the PKI commands.

@@ -71,7 +71,11 @@ impl Policy {
     }
 
     /// The first of `slaves` that `master` may not name, if any.
-    pub(crate) fn forbidden_slave<'a>(&self, master: &str, slaves: &'a [String]) -> Option<&'a str> {
+    pub(crate) fn forbidden_slave<'a>(
+        &self,
+        master: &str,
+        slaves: &'a [String],
+    ) -> Option<&'a str> {
         let allowed = self.0.get(master)?.allowed_slaves.as_ref()?;
         slaves
             .iter()
@@ -111,9 +115,15 @@ mod tests {
         };
         assert!(b.take(20.0, t0));
         assert!(!b.take(1.0, t0), "empty");
-        assert!(b.take(5.0, t0 + Duration::from_millis(500)), "5 back after 0.5 s");
+        assert!(
+            b.take(5.0, t0 + Duration::from_millis(500)),
+            "5 back after 0.5 s"
+        );
         assert!(!b.take(1.0, t0 + Duration::from_millis(500)));
-        assert!(!b.take(21.0, t0 + Duration::from_secs(100)), "never more than the burst");
+        assert!(
+            !b.take(21.0, t0 + Duration::from_secs(100)),
+            "never more than the burst"
+        );
         assert!(b.take(20.0, t0 + Duration::from_secs(100)));
     }
 }

@@ -134,9 +134,10 @@ pub fn peer_client_config(
     peer: &str,
 ) -> Result<ClientConfig, TlsError> {
     let provider = provider();
-    let inner = rustls::client::WebPkiServerVerifier::builder_with_provider(roots(ca)?, provider.clone())
-        .build()
-        .map_err(|e| TlsError::Rustls(e.to_string()))?;
+    let inner =
+        rustls::client::WebPkiServerVerifier::builder_with_provider(roots(ca)?, provider.clone())
+            .build()
+            .map_err(|e| TlsError::Rustls(e.to_string()))?;
     let verifier = Arc::new(PeerNameVerifier {
         inner,
         peer: peer.to_string(),

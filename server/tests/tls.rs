@@ -67,3 +67,34 @@ async fn hybrid_post_quantum_first_and_tls12_policy() {
     );
     a.shutdown().await;
 }
+
+/// Towards a peer KME, a certificate from the right CA is not enough: it must name the peer.
+/// (Before, the peer clients took any certificate of the CA, e.g. another KME's.)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn peer_clients_refuse_a_certificate_for_another_kme() {
+    let lab = lab(60);
+    let a = start(&lab.a).await;
+    let dial = |peer: &'static str| {
+        let ca = qkd_server::tls::load_certs(&lab.path("ca.pem")).unwrap();
+        let cfg = qkd_server::tls::peer_client_config(
+            &ca,
+            qkd_server::tls::load_certs(&lab.path("KME_B.pem")).unwrap(),
+            qkd_server::tls::load_key(&lab.path("KME_B.key")).unwrap(),
+            "1.2",
+            peer,
+        )
+        .unwrap();
+        let port = a.peer_addr.unwrap().port();
+        async move {
+            let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port)).await?;
+            tokio_rustls::TlsConnector::from(Arc::new(cfg))
+                .connect(ServerName::try_from("localhost").unwrap(), tcp)
+                .await
+        }
+    };
+    // KME_A's listener presents KME_A's certificate.
+    let err = dial("KME_C").await.unwrap_err();
+    assert!(err.to_string().contains("not the configured peer KME"), "{err}");
+    assert!(dial("KME_A").await.is_ok());
+    a.shutdown().await;
+}
