@@ -64,6 +64,26 @@ pub enum PkiCommand {
     Init(PkiInitArgs),
     /// Issue one certificate from an existing CA (ca.pem + ca.key).
     Issue(PkiIssueArgs),
+    /// Write a certificate revocation list (PEM) of the CA revoking the given certificates;
+    /// KMEs load it through `tls.crl`.
+    Revoke(PkiRevokeArgs),
+}
+
+/// Arguments of `qkd pki revoke`.
+#[derive(Debug, clap::Args)]
+pub struct PkiRevokeArgs {
+    /// Directory holding ca.pem and ca.key.
+    #[arg(long)]
+    ca_dir: PathBuf,
+    /// The CRL file to write (every certificate it should revoke must be named each time).
+    #[arg(long)]
+    out: PathBuf,
+    /// Days until the CRL's nextUpdate.
+    #[arg(long, default_value_t = 30)]
+    days: u32,
+    /// PEM certificates to revoke.
+    #[arg(required = true)]
+    certs: Vec<PathBuf>,
 }
 
 /// Arguments of `qkd pki init`.
@@ -153,6 +173,16 @@ pub fn pki(cmd: PkiCommand) -> anyhow::Result<()> {
                 &a.p12_password,
             )?;
             ui::print(format!("wrote {}", p.display()))
+        }
+        PkiCommand::Revoke(a) => {
+            let n = pki::revoke(
+                &a.ca_dir.join("ca.pem"),
+                &a.ca_dir.join("ca.key"),
+                &a.certs,
+                a.days,
+                &a.out,
+            )?;
+            ui::print(format!("wrote {} ({n} revoked)", a.out.display()))
         }
     }
 }

@@ -155,6 +155,10 @@ pub struct TlsConfig {
     /// Lowest TLS version accepted: `"1.2"` (default) or `"1.3"`.
     #[serde(default = "default_min_tls")]
     pub min_version: String,
+    /// PEM certificate revocation lists of the CA (e.g. from `qkd pki revoke`): SAE and peer
+    /// certificates they list are refused. Read at start.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub crl: Vec<PathBuf>,
 }
 
 fn default_min_tls() -> String {
@@ -542,6 +546,7 @@ impl Config {
         fix(&mut self.tls.ca);
         fix(&mut self.tls.cert);
         fix(&mut self.tls.key);
+        self.tls.crl.iter_mut().for_each(fix);
         for l in &mut self.links {
             match &mut l.source {
                 SourceConfig::Cor { dir, .. } | SourceConfig::RawDir { dir, .. } => fix(dir),

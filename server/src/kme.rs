@@ -712,12 +712,53 @@ fn respond<T: Serialize>(kme: &Kme, route: Route, r: Result<T, ApiError>) -> Res
     match r {
         Ok(v) => {
             kme.monitor.count(route, 200);
-            (StatusCode::OK, axum::Json(v)).into_response()
+            zeroizing_json(&v)
         }
         Err(e) => {
             kme.monitor.count(route, e.status.as_u16());
             e.into_response()
         }
+    }
+}
+
+/// A 200 JSON response whose body buffer is wiped when hyper drops it: answers carry key bytes
+/// (base64). The buffer is sized up front so serializing never reallocates (a reallocation
+/// would free a copy unwiped). What this cannot reach: hyper may copy a small body into its
+/// own write buffer, and rustls copies the plaintext into its record buffers before
+/// encrypting; neither wipes (see docs/server.md).
+fn zeroizing_json<T: Serialize>(v: &T) -> Response {
+    struct Wiped(zeroize::Zeroizing<Vec<u8>>);
+    impl AsRef<[u8]> for Wiped {
+        fn as_ref(&self) -> &[u8] {
+            &self.0
+        }
+    }
+    let mut size = SizeCounter(0);
+    if serde_json::to_writer(&mut size, v).is_err() {
+        return ApiError::unavailable("response could not be encoded").into_response();
+    }
+    let mut buf = zeroize::Zeroizing::new(Vec::with_capacity(size.0));
+    if serde_json::to_writer(&mut *buf, v).is_err() {
+        return ApiError::unavailable("response could not be encoded").into_response();
+    }
+    (
+        StatusCode::OK,
+        [(http::header::CONTENT_TYPE, "application/json")],
+        axum::body::Body::from(Bytes::from_owner(Wiped(buf))),
+    )
+        .into_response()
+}
+
+/// A writer that only counts bytes.
+struct SizeCounter(usize);
+
+impl std::io::Write for SizeCounter {
+    fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
+        self.0 += b.len();
+        Ok(b.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
     }
 }
 
@@ -1035,5 +1076,22 @@ pub(crate) async fn housekeeping(kme: AppState, mut stop: tokio::sync::watch::Re
                 kme.set_link_up(peer, ok);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn a_zeroizing_json_body_is_the_json_of_the_value() {
+        let v = json!({"keys": [{"key_ID": "x", "key": "AAAA"}], "n": 3});
+        let r = zeroizing_json(&v);
+        assert_eq!(r.status(), StatusCode::OK);
+        let body = http_body_util::BodyExt::collect(r.into_body())
+            .await
+            .unwrap()
+            .to_bytes();
+        assert_eq!(body, serde_json::to_vec(&v).unwrap());
     }
 }

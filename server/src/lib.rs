@@ -250,6 +250,7 @@ async fn serve_in(
     let ca = tls::load_certs(&config.tls.ca)?;
     let chain = tls::load_certs(&config.tls.cert)?;
     let key = tls::load_key(&config.tls.key)?;
+    let crls = tls::load_crls(&config.tls.crl)?;
     let min = config.tls.min_version.clone();
 
     let mut links = HashMap::new();
@@ -321,7 +322,7 @@ async fn serve_in(
     };
 
     // SAE listener.
-    let sae_cfg = tls::server_config(&ca, chain.clone(), key.clone_key(), &min)?;
+    let sae_cfg = tls::server_config(&ca, &crls, chain.clone(), key.clone_key(), &min)?;
     let sae_resolver: Arc<dyn tls::Resolver> = Arc::new(tls::SaeResolver(config.saes.clone()));
     let sae_acceptor = tls::MtlsAcceptor::new(
         sae_cfg,
@@ -337,7 +338,7 @@ async fn serve_in(
     // Peer listener.
     let mut peer_addr = None;
     if let Some(addr) = config.peer_listen {
-        let peer_cfg = tls::server_config(&ca, chain.clone(), key.clone_key(), &min)?;
+        let peer_cfg = tls::server_config(&ca, &crls, chain.clone(), key.clone_key(), &min)?;
         let resolver: Arc<dyn tls::Resolver> = Arc::new(tls::KmeResolver(
             config.links.iter().map(|l| l.peer.clone()).collect(),
         ));

@@ -276,6 +276,45 @@ pub fn issue(
     issue_with(&ca, cn, kind, sans, out_dir, p12_password)
 }
 
+/// Writes a certificate revocation list (PEM, signed by the CA in `ca_cert`/`ca_key`, valid for
+/// `days`) revoking the PEM certificates `certs`, to `out`. Returns how many it revokes. The
+/// CRL number is the current Unix time, so a newer CRL always has a larger number.
+pub fn revoke(
+    ca_cert: &Path,
+    ca_key: &Path,
+    certs: &[PathBuf],
+    days: u32,
+    out: &Path,
+) -> Result<usize, PkiError> {
+    let ca = load_ca(ca_cert, ca_key)?;
+    let now = OffsetDateTime::now_utc();
+    let mut revoked = Vec::new();
+    for c in certs {
+        let der = rustls::pki_types::CertificateDer::from_pem_file(c)
+            .map_err(|e| PkiError::Invalid(format!("{}: {e}", c.display())))?;
+        let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref())
+            .map_err(|e| PkiError::Invalid(format!("{}: {e}", c.display())))?;
+        revoked.push(rcgen::RevokedCertParams {
+            serial_number: SerialNumber::from_slice(cert.raw_serial()),
+            revocation_time: now,
+            reason_code: None,
+            invalidity_date: None,
+        });
+    }
+    let crl = rcgen::CertificateRevocationListParams {
+        this_update: now,
+        next_update: now + Duration::days(i64::from(days.max(1))),
+        crl_number: SerialNumber::from(now.unix_timestamp() as u64),
+        issuing_distribution_point: None,
+        revoked_certs: revoked,
+        key_identifier_method: rcgen::KeyIdMethod::Sha256,
+    }
+    .signed_by(&ca.issuer)?;
+    let pem = crl.pem()?;
+    write(out, pem.as_bytes(), false)?;
+    Ok(certs.len())
+}
+
 /// Writes a development PKI and one configuration per KME into `dir`:
 /// `ca.pem`/`ca.key`, `<KME>.pem`/`.key` (server and peer-client certificate, SANs `localhost`,
 /// `127.0.0.1` and `hosts`), `<SAE>.pem`/`.key`/`.p12` (client certificate, CN = SAE ID,
@@ -451,6 +490,7 @@ pub fn init_with(
                 cert: format!("{k}.pem").into(),
                 key: format!("{k}.key").into(),
                 min_version: "1.2".into(),
+                crl: Vec::new(),
             },
             keys: KeyLimits::default(),
             saes: saes

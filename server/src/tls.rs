@@ -11,7 +11,7 @@ use std::task::{Context, Poll};
 
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::pki_types::{CertificateDer, CertificateRevocationListDer, PrivateKeyDer};
 use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use tokio::net::TcpStream;
@@ -87,15 +87,41 @@ fn versions(min: &str) -> &'static [&'static rustls::SupportedProtocolVersion] {
     }
 }
 
-/// A server configuration that requires a client certificate issued by `ca`.
+/// Reads every CRL of the PEM files `paths`.
+pub fn load_crls(
+    paths: &[std::path::PathBuf],
+) -> Result<Vec<CertificateRevocationListDer<'static>>, TlsError> {
+    let mut out = Vec::new();
+    for path in paths {
+        let err = |m: String| TlsError::Pem {
+            path: path.display().to_string(),
+            message: m,
+        };
+        let crls: Vec<_> = CertificateRevocationListDer::pem_file_iter(path)
+            .map_err(|e| err(e.to_string()))?
+            .collect::<Result<_, _>>()
+            .map_err(|e| err(e.to_string()))?;
+        if crls.is_empty() {
+            return Err(err("no CRL found; expected PEM \"X509 CRL\" blocks".into()));
+        }
+        out.extend(crls);
+    }
+    Ok(out)
+}
+
+/// A server configuration that requires a client certificate issued by `ca` and not revoked
+/// by one of `crls`.
 pub fn server_config(
     ca: &[CertificateDer<'static>],
+    crls: &[CertificateRevocationListDer<'static>],
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
     min_version: &str,
 ) -> Result<Arc<ServerConfig>, TlsError> {
     let provider = provider();
     let verifier = WebPkiClientVerifier::builder_with_provider(roots(ca)?, provider.clone())
+        .with_crls(crls.iter().cloned())
+        .only_check_end_entity_revocation()
         .build()
         .map_err(|e| TlsError::Rustls(e.to_string()))?;
     let mut cfg = ServerConfig::builder_with_provider(provider)

@@ -94,7 +94,35 @@ async fn peer_clients_refuse_a_certificate_for_another_kme() {
     };
     // KME_A's listener presents KME_A's certificate.
     let err = dial("KME_C").await.unwrap_err();
-    assert!(err.to_string().contains("not the configured peer KME"), "{err}");
+    assert!(
+        err.to_string().contains("not the configured peer KME"),
+        "{err}"
+    );
     assert!(dial("KME_A").await.is_ok());
+    a.shutdown().await;
+}
+
+/// A certificate on the configured CRL is refused; the others are not.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_revoked_sae_certificate_is_refused() {
+    let mut lab = lab(60);
+    let crl = lab.path("crl.pem");
+    let n = qkd_server::pki::revoke(
+        &lab.path("ca.pem"),
+        &lab.path("ca.key"),
+        &[lab.path("SAE_3.pem")],
+        30,
+        &crl,
+    )
+    .unwrap();
+    assert_eq!(n, 1);
+    lab.a.tls.crl = vec![crl];
+    let a = start(&lab.a).await;
+    assert!(lab.client(&a, "SAE_1").status("SAE_3").await.is_ok());
+    let err = lab.client(&a, "SAE_3").status("SAE_1").await.unwrap_err();
+    assert!(
+        matches!(err, qkd_server::client::ClientError::Transport(_)),
+        "{err}"
+    );
     a.shutdown().await;
 }
