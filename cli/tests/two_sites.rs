@@ -361,3 +361,161 @@ fn a_peer_connection_cut_mid_block_settles_without_duplicates() {
         settle_and_compare(&mut site).await;
     });
 }
+
+/// What the SAEs saw during [`sigkill_under_sae_load_delivers_nothing_twice_and_loses_nothing`].
+#[derive(Default)]
+struct LoadLog {
+    /// Key ID -> base64 bytes, of every key KME_A delivered to SAE_1.
+    delivered: std::collections::HashMap<uuid::Uuid, String>,
+    /// Delivered, not yet fetched by SAE_2 at KME_B.
+    pending: Vec<uuid::Uuid>,
+    fetched: usize,
+    /// KME_B committed the fetch, then died before its answer left (at most once per crash).
+    answer_lost: usize,
+    /// Violations: a key ID or key bytes delivered twice, different bytes at the two sides, or
+    /// a delivered key KME_B does not know.
+    violations: Vec<String>,
+}
+
+impl LoadLog {
+    fn record_delivery(&mut self, keys: &[qkd_server::etsi::Key]) {
+        for k in keys {
+            let id: uuid::Uuid = k.key_ID.parse().unwrap();
+            if self.delivered.values().any(|b| *b == *k.key) {
+                self.violations
+                    .push(format!("key bytes of {id} delivered before"));
+            }
+            if self.delivered.insert(id, k.key.to_string()).is_some() {
+                self.violations.push(format!("key ID {id} delivered twice"));
+            }
+            self.pending.push(id);
+        }
+    }
+
+    /// SAE_2 fetches the pending keys (up to 128) at KME_B.
+    async fn fetch_pending(&mut self, dec: &Client) {
+        if self.pending.is_empty() {
+            return;
+        }
+        let ids: Vec<uuid::Uuid> = self.pending.iter().take(128).copied().collect();
+        match dec.dec_keys("SAE_1", &ids).await {
+            Ok(got) => {
+                for k in &got.keys {
+                    let id: uuid::Uuid = k.key_ID.parse().unwrap();
+                    if self.delivered.get(&id).map(String::as_str) != Some(&*k.key) {
+                        self.violations
+                            .push(format!("key {id} differs between the sites"));
+                    }
+                }
+                self.fetched += ids.len();
+                self.pending.drain(..ids.len());
+            }
+            Err(qkd_server::client::ClientError::Api { status, body }) => {
+                let msg = body.map(|b| b.message).unwrap_or_default();
+                if msg.contains("already fetched") {
+                    // One of them was fetched by a request whose answer died with KME_B:
+                    // fetch the rest one by one.
+                    for id in ids {
+                        match dec.dec_keys("SAE_1", &[id]).await {
+                            Ok(_) => self.fetched += 1,
+                            Err(_) => self.answer_lost += 1,
+                        }
+                        self.pending.retain(|p| *p != id);
+                    }
+                } else if status == 400 {
+                    self.violations
+                        .push(format!("KME_B does not know delivered keys {ids:?}: {msg}"));
+                    self.pending.drain(..ids.len());
+                }
+            }
+            Err(_) => {} // KME_B is down: later
+        }
+    }
+}
+
+async fn sae_load(enc: Client, dec: Client, stop: Arc<AtomicBool>) -> LoadLog {
+    let mut log = LoadLog::default();
+    let req = KeyRequest {
+        number: Some(4),
+        size: Some(256),
+        ..Default::default()
+    };
+    while !stop.load(Ordering::Relaxed) {
+        if let Ok(kc) = enc.enc_keys("SAE_2", &req).await {
+            log.record_delivery(&kc.keys);
+        }
+        log.fetch_pending(&dec).await;
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    log
+}
+
+/// `scripts/crash-soak.sh N`: SIGKILLs either KME at random moments while SAE_1 takes keys at
+/// KME_A and SAE_2 fetches them at KME_B without pause. No key ID or key is delivered twice,
+/// every key KME_A delivered is served by KME_B with the same bytes (except a fetch whose answer
+/// died with KME_B, counted), and in the end the stores hold the same blocks.
+#[test]
+fn sigkill_under_sae_load_delivers_nothing_twice_and_loses_nothing() {
+    let (mut site, _) = Site::new(false);
+    let var = |k: &str| std::env::var(k).ok().and_then(|v| v.parse().ok());
+    let rounds: u64 = var("QKD_CRASH_KILLS").unwrap_or(8);
+    let mut rng = SeededRandom::from_u64(var("QKD_CRASH_SEED").unwrap_or(29));
+    let mut r = |n: u64| {
+        let mut b = [0u8; 8];
+        rng.fill(&mut b).unwrap();
+        u64::from_le_bytes(b) % n
+    };
+    rt().block_on(async {
+        site.start(1);
+        site.start(0);
+        let stop = Arc::new(AtomicBool::new(false));
+        let load = tokio::spawn(sae_load(
+            site.client(0, "SAE_1"),
+            site.client(1, "SAE_2"),
+            stop.clone(),
+        ));
+        for _ in 0..rounds {
+            tokio::time::sleep(Duration::from_millis(300 + r(700))).await;
+            let victim = r(2) as usize;
+            site.kill(victim);
+            tokio::time::sleep(Duration::from_millis(r(300))).await;
+            site.start(victim);
+        }
+        stop.store(true, Ordering::Relaxed);
+        let mut log = load.await.unwrap();
+        let dec = site.client(1, "SAE_2");
+        let t = Instant::now();
+        while !log.pending.is_empty() && t.elapsed() < Duration::from_secs(30) {
+            log.fetch_pending(&dec).await;
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+        eprintln!(
+            "crash soak: {rounds} kills, {} keys delivered, {} fetched at the other site, {} \
+             fetches whose answer died with KME_B, {} never fetched, {} violations",
+            log.delivered.len(),
+            log.fetched,
+            log.answer_lost,
+            log.pending.len(),
+            log.violations.len()
+        );
+        if !log.violations.is_empty() {
+            site.kill(0);
+            site.kill(1);
+            for kme in ["KME_A", "KME_B"] {
+                let store = Store::open(site.dir.path().join(kme).join("store")).unwrap();
+                for id in log.delivered.keys() {
+                    if log.violations.iter().any(|v| v.contains(&id.to_string())) {
+                        eprintln!("{kme} {id}: {:?}", store.key_info(*id));
+                    }
+                }
+            }
+        }
+        assert!(log.violations.is_empty(), "{:?}", log.violations);
+        assert!(log.pending.is_empty(), "delivered keys KME_B never served");
+        assert!(
+            log.delivered.len() > 4 * rounds as usize / 4,
+            "too few keys were delivered"
+        );
+        settle_and_compare(&mut site).await;
+    });
+}
