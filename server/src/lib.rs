@@ -380,7 +380,9 @@ async fn serve_in(
         let stop = stop_rx.clone();
         match src {
             config::SourceConfig::Cor { dir, poll_ms } => {
-                let _ = std::fs::create_dir_all(&dir);
+                if !dir.exists() {
+                    let _ = link::ledger::private_dir(&dir);
+                }
                 tasks.push(tokio::spawn(sources::watch_cor(
                     kme,
                     pool,

@@ -446,10 +446,7 @@ pub fn init_with(
                 let (source, processing) = match raw {
                     RawSetup::Cor => {
                         let inc = dir.join(k).join("incoming").join(p);
-                        fs::create_dir_all(&inc).map_err(|source| PkiError::Io {
-                            path: inc.clone(),
-                            source,
-                        })?;
+                        crate::link::ledger::private_dir(&inc).map_err(PkiError::Invalid)?;
                         let dir = PathBuf::from(k).join("incoming").join(p);
                         (SourceConfig::Cor { dir, poll_ms: 200 }, None)
                     }

@@ -105,9 +105,15 @@ fn err(what: &str) -> impl Fn(&dyn std::fmt::Display) -> String + '_ {
     move |e| format!("link ledger: {what}: {e}")
 }
 
-/// Creates a private directory (0700) and its parents.
+/// Creates a private directory (0700 from the start, missing parents too) or makes an existing
+/// one private.
 pub(crate) fn private_dir(dir: &Path) -> Result<()> {
-    fs::create_dir_all(dir).map_err(|e| format!("creating {}: {e}", dir.display()))?;
+    use std::os::unix::fs::DirBuilderExt;
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(dir)
+        .map_err(|e| format!("creating {}: {e}", dir.display()))?;
     fs::set_permissions(dir, fs::Permissions::from_mode(0o700))
         .map_err(|e| format!("securing {}: {e}", dir.display()))
 }
