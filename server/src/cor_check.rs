@@ -216,7 +216,8 @@ impl CorLink {
         let path = self.dir.join(name);
         let p = path.clone();
         let material = blocking(move || {
-            let bytes = Zeroizing::new(std::fs::read(&p).map_err(|e| format!("{}: {e}", p.display()))?);
+            let bytes =
+                Zeroizing::new(std::fs::read(&p).map_err(|e| format!("{}: {e}", p.display()))?);
             Ok((tag(&bytes)? == t).then(|| Zeroizing::new(bytes[TAG_KEY_BYTES..].to_vec())))
         })
         .await?;
@@ -371,7 +372,7 @@ mod tests {
         for n in [33, 48, 63, 64, 100, 4096 + 7] {
             let f = file(n, 5);
             let t = tag(&f).unwrap();
-            assert_eq!(tag(&f.clone()).unwrap(), t);
+            assert_eq!(tag(&file(n, 5)).unwrap(), t);
             for bit in 0..n * 8 {
                 let mut g = f.clone();
                 g[bit / 8] ^= 1 << (bit % 8);
@@ -406,11 +407,26 @@ mod tests {
         }
         let t = tag(&file(40, 1)).unwrap();
         assert_eq!(parse_tag(&tag_hex(t)).unwrap(), t);
-        for bad in ["", "00", &"g".repeat(32), &"0".repeat(33), &format!("+{}", "0".repeat(31))] {
-            assert!(parse_tag(bad).is_err(), "{bad}");
+        let bad = [
+            String::new(),
+            "00".into(),
+            "g".repeat(32),
+            "0".repeat(33),
+            format!("+{}", "0".repeat(31)),
+        ];
+        for b in &bad {
+            assert!(parse_tag(b).is_err(), "{b}");
         }
         assert!(check_name("block-1.cor").is_ok());
-        for bad in ["../x.cor", "a/b.cor", ".cor", "x.cor.rejected", "x", "", ".."] {
+        for bad in [
+            "../x.cor",
+            "a/b.cor",
+            ".cor",
+            "x.cor.rejected",
+            "x",
+            "",
+            "..",
+        ] {
             assert!(check_name(bad).is_err(), "{bad}");
         }
     }

@@ -25,7 +25,12 @@ pub fn simulated_block(seed: &str, n: u64, len: usize) -> Zeroizing<Vec<u8>> {
     out
 }
 
-pub(crate) async fn add(kme: &Kme, pool: &str, id: String, data: Zeroizing<Vec<u8>>) -> Result<bool, String> {
+pub(crate) async fn add(
+    kme: &Kme,
+    pool: &str,
+    id: String,
+    data: Zeroizing<Vec<u8>>,
+) -> Result<bool, String> {
     let bytes = data.len() as u64;
     let p = kme.pool.clone();
     let (pl, bid) = (pool.to_string(), id.clone());
@@ -92,7 +97,10 @@ pub(crate) async fn watch_cor(
             errors.extend(taken.err());
         }
         if let Some(c) = &check {
-            let present = now.keys().filter_map(|p| file_name(p).ok()).map(String::from);
+            let present = now
+                .keys()
+                .filter_map(|p| file_name(p).ok())
+                .map(String::from);
             c.retain(&present.collect()).await;
             errors.extend(c.check_pending(&kme).await);
         }

@@ -58,7 +58,10 @@ fn drop_file(dir: &Path, name: &str, data: &[u8], keep: &Path) -> PathBuf {
 async fn wait_for(what: &str, secs: u64, mut f: impl FnMut() -> bool) {
     let t0 = Instant::now();
     while !f() {
-        assert!(t0.elapsed() < Duration::from_secs(secs), "timed out: {what}");
+        assert!(
+            t0.elapsed() < Duration::from_secs(secs),
+            "timed out: {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -79,11 +82,7 @@ fn zeroed(path: &Path, len: usize) -> bool {
 async fn one_key_each_way(lab: &Lab, a: &ServerHandle, b: &ServerHandle) -> Vec<Vec<u8>> {
     let mut out = Vec::new();
     for (m, s, mk, sk) in [("SAE_1", "SAE_2", a, b), ("SAE_2", "SAE_1", b, a)] {
-        let Ok(k) = lab
-            .client(mk, m)
-            .enc_keys(s, &KeyRequest::default())
-            .await
-        else {
+        let Ok(k) = lab.client(mk, m).enc_keys(s, &KeyRequest::default()).await else {
             continue;
         };
         let id = Uuid::parse_str(&k.keys[0].key_ID).unwrap();
@@ -112,9 +111,17 @@ async fn different_bytes_under_one_name_are_refused_at_both_kmes() {
             d.join("blk-1.cor.rejected").exists() && !d.join("blk-1.cor").exists()
         })
         .await;
-        assert_eq!(std::fs::metadata(d.join("blk-1.cor.rejected")).unwrap().len(), 0);
+        assert_eq!(
+            std::fs::metadata(d.join("blk-1.cor.rejected"))
+                .unwrap()
+                .len(),
+            0
+        );
     }
-    assert!(zeroed(&la, 8192) && zeroed(&lb, 8192), "refused files not overwritten");
+    assert!(
+        zeroed(&la, 8192) && zeroed(&lb, 8192),
+        "refused files not overwritten"
+    );
     assert_eq!(a.pool().stats("KME_B").blocks, 0);
     assert_eq!(b.pool().stats("KME_A").blocks, 0);
     for (m, s, h) in [("SAE_1", "SAE_2", &a), ("SAE_2", "SAE_1", &b)] {
@@ -131,7 +138,9 @@ async fn different_bytes_under_one_name_are_refused_at_both_kmes() {
             other => panic!("expected 503, got {other}"),
         }
     }
-    let metrics = reqwest::get(format!("http://{}/metrics", a.monitor_addr.unwrap()))
+    let metrics = raw_tls_client(&lab.path("ca.pem"), None)
+        .get(format!("http://{}/metrics", a.monitor_addr.unwrap()))
+        .send()
         .await
         .unwrap()
         .text()
@@ -147,7 +156,10 @@ async fn different_bytes_under_one_name_are_refused_at_both_kmes() {
     a.shutdown().await;
     let a = qkd_server::serve(lab.a.clone()).await.unwrap();
     let again = drop_file(&da, "blk-1.cor", &bytes(8192, 1), &lab.path("keep"));
-    wait_for("a decided file is erased", 5, || !da.join("blk-1.cor").exists()).await;
+    wait_for("a decided file is erased", 5, || {
+        !da.join("blk-1.cor").exists()
+    })
+    .await;
     assert!(zeroed(&again, 8192));
     assert_eq!(a.pool().stats("KME_B").blocks, 0);
     a.shutdown().await;
@@ -180,12 +192,19 @@ async fn equal_files_give_equal_keys_without_their_first_32_bytes() {
     }
     wait_for("files deleted", 5, || {
         ["KME_A", "KME_B"].iter().all(|k| {
-            std::fs::read_dir(incoming(&lab, k)).unwrap().next().is_none()
+            std::fs::read_dir(incoming(&lab, k))
+                .unwrap()
+                .next()
+                .is_none()
         })
     })
     .await;
     for l in &links {
-        assert!(zeroed(l, 8192), "imported file not overwritten: {}", l.display());
+        assert!(
+            zeroed(l, 8192),
+            "imported file not overwritten: {}",
+            l.display()
+        );
     }
     a.shutdown().await;
     b.shutdown().await;
