@@ -291,8 +291,8 @@ fn has_pclmul() -> bool {
 
 /// The polynomial value at `r` of the 128-bit blocks of `words` (block `j` = words `2j`,
 /// `2j + 1`, zero-padded) followed by the length block `len`; `portable` forces the portable
-/// path (for differential tests).
-pub(crate) fn poly_hash(words: &[u64], len: u64, r: u128, portable: bool) -> u128 {
+/// path (for differential tests). Also the hash of the KME's `.cor` block check.
+pub fn poly_hash(words: &[u64], len: u64, r: u128, portable: bool) -> u128 {
     #[cfg(target_arch = "x86_64")]
     if !portable && has_pclmul() {
         // SAFETY: the CPU supports PCLMULQDQ (checked just above) and SSE2 (x86-64 baseline).

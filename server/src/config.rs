@@ -255,7 +255,9 @@ fn default_match() -> SaeMatch {
 #[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
 pub enum SourceConfig {
     /// Watch a directory for `.cor` files (same name and bytes at both KMEs). A file is taken
-    /// when its size has not changed for `settle_ms`, then deleted.
+    /// when its size has not changed for one poll; a link's file becomes key (its bytes `32..`)
+    /// once the peer KME holds equal bytes (the block check), then it is overwritten and
+    /// deleted.
     Cor {
         /// The directory.
         dir: PathBuf,

@@ -98,6 +98,8 @@ pub struct Kme {
     pub(crate) links: HashMap<String, LinkState>,
     /// Links that post-process raw key with their peer, by peer KME ID.
     pub(crate) processing: HashMap<String, Arc<crate::link::LinkRuntime>>,
+    /// Links with a `.cor` source (their block check), by peer KME ID.
+    pub(crate) cor: HashMap<String, Arc<crate::cor_check::CorLink>>,
     pub(crate) monitor: Arc<Monitor>,
     local_low_watermark: u64,
     local_below: AtomicBool,
@@ -128,6 +130,7 @@ impl Kme {
         pool: Arc<dyn KeyPool>,
         links: HashMap<String, LinkState>,
         processing: HashMap<String, Arc<crate::link::LinkRuntime>>,
+        cor: HashMap<String, Arc<crate::cor_check::CorLink>>,
         monitor: Arc<Monitor>,
     ) -> Self {
         let mut sites = HashMap::new();
@@ -146,6 +149,7 @@ impl Kme {
             pool,
             links,
             processing,
+            cor,
             monitor,
             local_low_watermark,
             local_below: AtomicBool::new(false),
@@ -982,6 +986,18 @@ async fn peer_health_h(
     }
 }
 
+/// The `.cor` block check (`crate::cor_check`).
+async fn peer_block_check_h(
+    State(kme): State<AppState>,
+    peer: Option<Extension<Arc<Peer>>>,
+    body: Bytes,
+) -> Response {
+    match peer_kme(peer) {
+        Some(from) => crate::cor_check::peer_block_check(&kme, &from, &body).await,
+        None => not_a_peer(),
+    }
+}
+
 /// The post-processing channel: Alice's KME upgrades this request on Bob's peer listener.
 async fn peer_channel_h(
     State(kme): State<AppState>,
@@ -1041,6 +1057,7 @@ pub(crate) fn peer_router(kme: AppState) -> Router {
     Router::new()
         .route("/peer/v1/reserve", post(peer_reserve_h))
         .route("/peer/v1/health", get(peer_health_h))
+        .route(crate::cor_check::PATH, post(peer_block_check_h))
         .route(crate::link::channel::PATH, get(peer_channel_h))
         .with_state(kme)
 }

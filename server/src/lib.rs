@@ -10,6 +10,7 @@
 
 pub mod client;
 pub mod config;
+mod cor_check;
 pub mod etsi;
 mod kme;
 mod limits;
@@ -282,8 +283,20 @@ async fn serve_in(
     let monitor = Arc::new(Monitor::default());
     let (stop_tx, stop_rx) = watch::channel(false);
     let mut processing = HashMap::new();
-    if config.links.iter().any(|l| l.processing.is_some()) {
+    let mut cor = HashMap::new();
+    let is_cor = |l: &config::LinkConfig| matches!(l.source, config::SourceConfig::Cor { .. });
+    if config
+        .links
+        .iter()
+        .any(|l| l.processing.is_some() || is_cor(l))
+    {
         let ledger = Arc::new(link::ledger::Ledger::open(links_dir).map_err(ServeError::Link)?);
+        for l in &config.links {
+            if let config::SourceConfig::Cor { dir, .. } = &l.source {
+                let c = cor_check::CorLink::new(&l.peer, dir, ledger.clone());
+                cor.insert(l.peer.clone(), Arc::new(c));
+            }
+        }
         for l in config.links.iter().filter(|l| l.processing.is_some()) {
             let rt = link::LinkRuntime::open(
                 links_dir,
@@ -302,6 +315,7 @@ async fn serve_in(
         pool,
         links,
         processing.clone(),
+        cor,
         monitor,
     ));
     let mut handles = Vec::new();

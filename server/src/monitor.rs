@@ -103,6 +103,13 @@ pub enum Event {
         /// What Bob's KME said.
         reason: String,
     },
+    /// The two KMEs of a link hold different bytes for a `.cor` block: it is refused at both.
+    BlockMismatch {
+        /// Pool name (the peer KME).
+        pool: String,
+        /// Block ID (the file name).
+        block: String,
+    },
     /// A key source failed.
     SourceError {
         /// Pool name.

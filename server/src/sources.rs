@@ -1,5 +1,6 @@
-//! Key sources feeding the pools: `.cor` directory watching, the INSECURE simulated source
-//! (both KMEs derive identical blocks from a shared seed) and the local CSPRNG top-up.
+//! Key sources feeding the pools: `.cor` directory watching (a link's files go through the
+//! block check of [`crate::cor_check`]), the INSECURE simulated source (both KMEs derive
+//! identical blocks from a shared seed) and the local CSPRNG top-up.
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
@@ -24,7 +25,12 @@ pub fn simulated_block(seed: &str, n: u64, len: usize) -> Zeroizing<Vec<u8>> {
     out
 }
 
-async fn add(kme: &Kme, pool: &str, id: String, data: Zeroizing<Vec<u8>>) -> Result<bool, String> {
+pub(crate) async fn add(
+    kme: &Kme,
+    pool: &str,
+    id: String,
+    data: Zeroizing<Vec<u8>>,
+) -> Result<bool, String> {
     let bytes = data.len() as u64;
     let p = kme.pool.clone();
     let (pl, bid) = (pool.to_string(), id.clone());
@@ -43,8 +49,10 @@ async fn add(kme: &Kme, pool: &str, id: String, data: Zeroizing<Vec<u8>>) -> Res
     Ok(added)
 }
 
-/// Watches `dir` for `.cor` files; a file is ingested once its size is unchanged across one
-/// poll, then deleted.
+/// Watches `dir` for `.cor` files; a file is taken once its size is unchanged across one poll.
+/// A link's file becomes pending and is appended once the peer KME holds equal bytes
+/// ([`crate::cor_check`]); the local pool's is appended whole at once. Either is then
+/// overwritten and deleted.
 pub(crate) async fn watch_cor(
     kme: Arc<Kme>,
     pool: String,
@@ -75,31 +83,52 @@ pub(crate) async fn watch_cor(
             }
             now.insert(path, meta.len());
         }
+        let check = kme.cor.get(&pool).cloned();
+        let mut errors = Vec::new();
         for (path, &size) in &now {
             if size == 0 || sizes.get(path) != Some(&size) {
                 continue;
             }
-            if let Err(m) = ingest_cor(&kme, &pool, path).await {
-                kme.monitor.event(Event::SourceError {
-                    pool: pool.clone(),
-                    message: m,
-                });
-            }
+            let taken = match (&check, file_name(path)) {
+                (Some(c), Ok(name)) => c.offer(name, size).await,
+                (None, Ok(_)) => ingest_cor(&kme, &pool, path).await,
+                (_, Err(m)) => Err(m),
+            };
+            errors.extend(taken.err());
+        }
+        if let Some(c) = &check {
+            let present = now
+                .keys()
+                .filter_map(|p| file_name(p).ok())
+                .map(String::from);
+            c.retain(&present.collect()).await;
+            errors.extend(c.check_pending(&kme).await);
+        }
+        for message in errors {
+            kme.monitor.event(Event::SourceError {
+                pool: pool.clone(),
+                message,
+            });
         }
         sizes = now;
     }
 }
 
-async fn ingest_cor(kme: &Kme, pool: &str, path: &Path) -> Result<(), String> {
-    let name = path
-        .file_name()
+fn file_name(path: &Path) -> Result<&str, String> {
+    path.file_name()
         .and_then(|n| n.to_str())
-        .ok_or("file name is not UTF-8")?;
-    let id = name.to_string();
+        .ok_or_else(|| format!("{}: file name is not UTF-8", path.display()))
+}
+
+/// The local pool's `.cor` file: appended whole, then overwritten and deleted.
+async fn ingest_cor(kme: &Kme, pool: &str, path: &Path) -> Result<(), String> {
+    let id = file_name(path)?.to_string();
     let data = Zeroizing::new(std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?);
     add(kme, pool, id, data).await?;
-    std::fs::remove_file(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    Ok(())
+    let p = path.to_path_buf();
+    tokio::task::spawn_blocking(move || crate::link::ledger::burn(&p))
+        .await
+        .map_err(|e| e.to_string())?
 }
 
 /// The INSECURE simulated source.
