@@ -264,9 +264,10 @@ pub unsafe extern "C" fn qkd_store_allocate(
 
 /// Fetches key `key_id` for `recipient` (each recipient gets a key at most once; the delivery
 /// is committed before the bytes are returned) into `buf` (`size_bits / 8` bytes;
-/// `*out_len` = that). The capacity is checked before the delivery: with too small a buffer,
-/// QKD_ERR_BUFFER_TOO_SHORT and nothing is spent. Unknown IDs give QKD_ERR_NOT_FOUND; a key
-/// already fetched by this recipient, expired, destroyed or not for it QKD_ERR_KEY_UNAVAILABLE.
+/// `*out_len` = that). The capacity and `buf` are checked before the delivery: with too small a
+/// buffer, QKD_ERR_BUFFER_TOO_SHORT, with a NULL `buf`, QKD_ERR_NULL_ARGUMENT, and nothing is
+/// spent. Unknown IDs give QKD_ERR_NOT_FOUND; a key already fetched by this recipient, expired,
+/// destroyed or not for it QKD_ERR_KEY_UNAVAILABLE.
 /// The bytes are key material: wipe them when done.
 ///
 /// # Safety
@@ -304,6 +305,11 @@ pub unsafe extern "C" fn qkd_store_fetch(
                 qkd_result::QKD_ERR_BUFFER_TOO_SHORT,
                 format!("buffer holds {cap} bytes; the key needs {need}"),
             ));
+        }
+        // Every check that can fail happens before the delivery is committed: a failure after
+        // it would lose the key.
+        if need > 0 && buf.is_null() {
+            return Err(Error::null("buf"));
         }
         let keys = s.fetch(&[id], recipient).map_err(store_error)?;
         let key = keys

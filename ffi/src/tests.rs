@@ -918,6 +918,62 @@ fn store_open_append_allocate_fetch() {
     assert!(key.is_null());
 }
 
+/// A NULL `buf` for a non-empty key is refused before the delivery is committed: the key is
+/// still there for the next call with a real buffer.
+#[test]
+fn store_fetch_with_null_buf_spends_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = std::ffi::CString::new(dir.path().to_str().unwrap()).unwrap();
+    let mut store = null_mut();
+    let material: Vec<u8> = (0..64u32).map(|i| (i * 5 + 1) as u8).collect();
+    let block = block_from(&material, 512);
+    // SAFETY: valid handles, strings, buffers and out-pointers; each handle freed once.
+    unsafe {
+        assert_eq!(qkd_store_open(path.as_ptr(), &mut store), QKD_OK);
+        let r = qkd_store_append(
+            store,
+            c"KME_B".as_ptr(),
+            c"b".as_ptr(),
+            block,
+            f64::NAN,
+            null_mut(),
+        );
+        assert_eq!(r, QKD_OK);
+        let mut id = qkd_key_id { bytes: [0; 16] };
+        let mut n = 0usize;
+        let r = qkd_store_allocate(
+            store,
+            c"KME_B".as_ptr(),
+            c"SAE_A".as_ptr(),
+            null(),
+            0,
+            1,
+            256,
+            60,
+            &mut id,
+            1,
+            &mut n,
+        );
+        assert_eq!((r, n), (QKD_OK, 1));
+        let mut len = 0usize;
+        let r = qkd_store_fetch(store, &id, c"SAE_A".as_ptr(), null_mut(), 64, &mut len);
+        assert_eq!(r, QKD_ERR_NULL_ARGUMENT);
+        let mut buf = [0u8; 32];
+        let r = qkd_store_fetch(
+            store,
+            &id,
+            c"SAE_A".as_ptr(),
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut len,
+        );
+        assert_eq!((r, len), (QKD_OK, 32));
+        assert_eq!(&buf[..], &material[..32]);
+        qkd_store_free(store);
+        qkd_block_free(block);
+    }
+}
+
 fn blake3_of(bytes: &[u8]) -> [u8; 32] {
     *blake3::hash(bytes).as_bytes()
 }
