@@ -1154,9 +1154,10 @@ qkd_result qkd_store_allocate(const qkd_store *store,
 
 // Fetches key `key_id` for `recipient` (each recipient gets a key at most once; the delivery
 // is committed before the bytes are returned) into `buf` (`size_bits / 8` bytes;
-// `*out_len` = that). The capacity is checked before the delivery: with too small a buffer,
-// QKD_ERR_BUFFER_TOO_SHORT and nothing is spent. Unknown IDs give QKD_ERR_NOT_FOUND; a key
-// already fetched by this recipient, expired, destroyed or not for it QKD_ERR_KEY_UNAVAILABLE.
+// `*out_len` = that). The capacity and `buf` are checked before the delivery: with too small a
+// buffer, QKD_ERR_BUFFER_TOO_SHORT, with a NULL `buf`, QKD_ERR_NULL_ARGUMENT, and nothing is
+// spent. Unknown IDs give QKD_ERR_NOT_FOUND; a key already fetched by this recipient, expired,
+// destroyed or not for it QKD_ERR_KEY_UNAVAILABLE.
 // The bytes are key material: wipe them when done.
 //
 // # Safety

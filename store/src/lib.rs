@@ -825,6 +825,24 @@ pub struct StoreStatus {
     pub encrypted_at_rest: bool,
 }
 
+/// Which links [`Store::burn_after_restore`] burns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BurnScope {
+    /// Every link of the store: the side whose index was restored.
+    AllLinks,
+    /// Only these links: the peer KME burns its link to the restored side.
+    Links(Vec<String>),
+}
+
+impl BurnScope {
+    pub(crate) fn covers(&self, link: &str) -> bool {
+        match self {
+            Self::AllLinks => true,
+            Self::Links(l) => l.iter().any(|x| x == link),
+        }
+    }
+}
+
 /// What [`Store::burn_after_restore`] burned on one link.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct BurnedLink {
@@ -987,17 +1005,29 @@ impl Store {
 
     /// The operator's way out after restoring an older index (a backup, a VM snapshot): opens
     /// the store accepting the rolled-back index, then in one commit destroys every live key and
-    /// burns every unused bit of every link (marked spent, overwritten), and re-seals the epoch
-    /// file so the store opens normally again. Material appended after the backup was taken is
-    /// lost with it. **The peer KME must burn the same links** (the keys of that period are
-    /// burned on both sides), see `docs/store.md`. An index of another store is still refused.
+    /// burns every unused bit of the links in `scope` (marked spent, overwritten), and re-seals
+    /// the epoch file so the store opens normally again. Material appended after the backup was
+    /// taken is lost with it. **The peer KME must burn the same links** (the keys of that period
+    /// are burned on both sides): there, `BurnScope::Links(vec![restored_kme_id])`; see
+    /// `docs/store.md` §11. An index of another store is still refused.
     pub fn burn_after_restore(
         dir: impl AsRef<Path>,
         options: StoreOptions,
+        scope: &BurnScope,
     ) -> Result<BurnReport, OpenError> {
+        if let BurnScope::Links(l) = scope {
+            if l.is_empty() {
+                return Err(OpenError::Recovery(StoreError::InvalidRequest(
+                    "burn scope names no link".into(),
+                )));
+            }
+            for link in l {
+                validate_name("link", link).map_err(OpenError::Recovery)?;
+            }
+        }
         let (store, rollback_detected) =
             Self::open_mode(dir.as_ref(), options, writer::OpenMode::BurnAfterRestore)?;
-        let links = match store.submit(writer::OpKind::Burn) {
+        let links = match store.submit(writer::OpKind::Burn(scope.clone())) {
             Ok(writer::OpResult::Burned(l)) => l,
             Ok(_) => return Err(OpenError::Recovery(StoreError::Closed)),
             Err(e) => return Err(OpenError::Recovery(e)),

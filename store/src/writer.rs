@@ -24,7 +24,7 @@ use super::records::{
 };
 use super::segment::{self, Segment};
 use super::{
-    AllocateRequest, BlockInfo, BurnedLink, DestroyReason, Key, KeyAllocation, KeyState,
+    AllocateRequest, BlockInfo, BurnScope, BurnedLink, DestroyReason, Key, KeyAllocation, KeyState,
     LedgerEntry, LedgerEvent, MaterialRange, NewBlock, OpenError, ReserveRequest, StoreError,
     StoreOptions, unix_ms,
 };
@@ -64,8 +64,8 @@ pub(crate) enum OpKind {
     Expire {
         now_ms: u64,
     },
-    /// Burn every live key and every unused bit (after a restore from a backup).
-    Burn,
+    /// Burn every live key and every unused bit of some links (after a restore from a backup).
+    Burn(BurnScope),
 }
 
 /// How [`open`] treats a rolled-back index.
@@ -796,7 +796,7 @@ impl State {
                         self.last_expiry = Instant::now();
                         Ok(OpResult::Count(self.expire(&mut t, *now_ms, now)?))
                     }
-                    OpKind::Burn => Ok(OpResult::Burned(self.burn(&mut t, now)?)),
+                    OpKind::Burn(scope) => Ok(OpResult::Burned(self.burn(&mut t, scope, now)?)),
                 };
                 if let Some(slot) = results.get_mut(i) {
                     *slot = Some(r);
@@ -1745,7 +1745,7 @@ impl State {
 
     /// After a restore from a backup: destroys every live key, then marks every unspent block
     /// fully used and spends it, so all its unused material is overwritten and never served.
-    fn burn(&mut self, t: &mut Tables<'_>, now: u64) -> Fatal<Vec<BurnedLink>> {
+    fn burn(&mut self, t: &mut Tables<'_>, scope: &BurnScope, now: u64) -> Fatal<Vec<BurnedLink>> {
         const ACTOR: &str = "burn-after-restore";
         let ids: Vec<Uuid> = t
             .expiry
@@ -1757,7 +1757,9 @@ impl State {
         let mut recs = Vec::with_capacity(ids.len());
         let mut out: BTreeMap<String, BurnedLink> = BTreeMap::new();
         for id in ids {
-            if let Some(rec) = t.get_key(id)? {
+            if let Some(rec) = t.get_key(id)?
+                && scope.covers(&rec.link)
+            {
                 if rec.state == KeyState::Reserved {
                     out.entry(rec.link.clone())
                         .or_insert_with(|| BurnedLink {
@@ -1772,7 +1774,12 @@ impl State {
             }
         }
         self.destroy_keys(t, recs, DestroyReason::RestoredFromBackup, ACTOR, now)?;
-        let mut nums: Vec<u64> = self.blocks.keys().copied().collect();
+        let mut nums: Vec<u64> = self
+            .blocks
+            .iter()
+            .filter(|(_, b)| scope.covers(&b.link))
+            .map(|(&n, _)| n)
+            .collect();
         nums.sort_unstable();
         for n in nums {
             let Some(b) = self.blocks.get_mut(&n) else {

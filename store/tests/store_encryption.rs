@@ -7,8 +7,8 @@ use std::time::{Duration, SystemTime};
 
 use qkd_core::rng::SeededRandom;
 use qkd_store::{
-    AllocateRequest, BlockFilter, BlockId, Kek, KekError, NewBlock, OpenError, ReserveRequest,
-    Store, StoreError, StoreOptions,
+    AllocateRequest, BlockFilter, BlockId, BurnScope, Kek, KekError, NewBlock, OpenError,
+    ReserveRequest, Store, StoreError, StoreOptions,
 };
 use zeroize::Zeroizing;
 
@@ -263,10 +263,10 @@ fn encrypted_burn_after_restore() {
         Err(OpenError::RolledBack { .. })
     ));
     assert!(matches!(
-        Store::burn_after_restore(dir.path(), StoreOptions::default()),
+        Store::burn_after_restore(dir.path(), StoreOptions::default(), &BurnScope::AllLinks),
         Err(OpenError::EncryptionKeyRequired { .. })
     ));
-    let r = Store::burn_after_restore(dir.path(), enc(kek(9))).unwrap();
+    let r = Store::burn_after_restore(dir.path(), enc(kek(9)), &BurnScope::AllLinks).unwrap();
     assert!(r.rollback_detected);
     assert_eq!(r.links[0].bits_burned, 1024);
     let s = Store::open_with(dir.path(), enc(kek(9))).unwrap();

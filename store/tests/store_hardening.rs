@@ -7,7 +7,9 @@ use std::path::Path;
 use std::time::{Duration, SystemTime};
 
 use qkd_core::rng::SeededRandom;
-use qkd_store::{AllocateRequest, BlockId, NewBlock, OpenError, Store, StoreError, StoreOptions};
+use qkd_store::{
+    AllocateRequest, BlockId, BurnScope, NewBlock, OpenError, Store, StoreError, StoreOptions,
+};
 use zeroize::Zeroizing;
 
 fn later() -> SystemTime {
@@ -163,7 +165,9 @@ fn burn_after_restore_burns_unused_material_and_reseals() {
     let backup = dir.path().join("index.backup");
     let (before, after) = store_with_stale_backup(dir.path(), &backup);
     std::fs::copy(&backup, dir.path().join("index.redb")).unwrap();
-    let report = Store::burn_after_restore(dir.path(), StoreOptions::default()).unwrap();
+    let report =
+        Store::burn_after_restore(dir.path(), StoreOptions::default(), &BurnScope::AllLinks)
+            .unwrap();
     // b0 (256 bytes, one key of 32 taken before the backup) and b1: everything unused.
     assert_eq!(report.links.len(), 1);
     assert_eq!(report.links[0].link, "L");
@@ -213,7 +217,7 @@ fn burn_after_restore_refuses_an_index_of_another_store() {
     }
     std::fs::copy(b.path().join("index.redb"), a.path().join("index.redb")).unwrap();
     assert!(matches!(
-        Store::burn_after_restore(a.path(), StoreOptions::default()),
+        Store::burn_after_restore(a.path(), StoreOptions::default(), &BurnScope::AllLinks),
         Err(OpenError::RolledBack { .. })
     ));
 }
@@ -277,5 +281,43 @@ fn epoch_file_deleted_after_commits_is_refused() {
     assert!(matches!(
         Store::open(dir.path()),
         Err(OpenError::RolledBack { .. })
+    ));
+}
+
+#[test]
+fn peer_burns_only_the_named_link() {
+    let dir = tempfile::tempdir().unwrap();
+    let live;
+    {
+        let store = Store::open(dir.path()).unwrap();
+        append(&store, "A", "a0", &material(1, 64));
+        append(&store, "C", "c0", &material(2, 64));
+        live = store
+            .allocate(&AllocateRequest::new("A", "M", &[], 1, 64, later()))
+            .unwrap()[0]
+            .key_id;
+    }
+    let scope = BurnScope::Links(vec!["A".into()]);
+    let r = Store::burn_after_restore(dir.path(), StoreOptions::default(), &scope).unwrap();
+    assert!(!r.rollback_detected);
+    assert_eq!(r.links.len(), 1);
+    assert_eq!(
+        (r.links[0].bits_burned, r.links[0].keys_destroyed),
+        (448, 1)
+    );
+    let store = Store::open(dir.path()).unwrap();
+    assert!(matches!(
+        store.fetch(&[live], "M"),
+        Err(StoreError::Destroyed(_))
+    ));
+    assert_eq!(store.link_status("A").unwrap().bits_available, 0);
+    assert_eq!(store.link_status("C").unwrap().bits_available, 512);
+    assert!(matches!(
+        Store::burn_after_restore(
+            dir.path(),
+            StoreOptions::default(),
+            &BurnScope::Links(vec![])
+        ),
+        Err(OpenError::Recovery(StoreError::InvalidRequest(_)))
     ));
 }
