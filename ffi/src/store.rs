@@ -7,7 +7,9 @@
 use std::ffi::{CStr, c_char};
 use std::time::{Duration, SystemTime};
 
-use ::qkd_store::{AllocateRequest, BlockId, NewBlock, OpenError, Store, StoreError};
+use ::qkd_store::{
+    AllocateRequest, BlockId, Kek, NewBlock, OpenError, Store, StoreError, StoreOptions,
+};
 use uuid::Uuid;
 
 use crate::block::{block, qkd_block};
@@ -113,6 +115,42 @@ pub unsafe extern "C" fn qkd_store_open(
         let (out, dir) = unsafe { (out_ref(out, "out")?, in_str(dir, "dir")?) };
         *out = std::ptr::null_mut();
         let s = Store::open(dir).map_err(open_error)?;
+        *out = handle::into_raw(s);
+        Ok(())
+    })
+}
+
+/// Opens (creating if needed) the store in directory `dir`, encrypted at rest under the
+/// key-encryption key in the file `kek_file` (32 raw bytes, 64 hex digits or base64 of 32 bytes;
+/// mode 0600 or 0400). A new store is created encrypted; an existing store must have been
+/// created with the same key (QKD_ERR_STORE otherwise: missing, wrong or unexpected key).
+///
+/// # Safety
+/// `dir` and `kek_file` must be NULL or NUL-terminated paths; `out` NULL or a writable
+/// `qkd_store *`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn qkd_store_open_encrypted(
+    dir: *const c_char,
+    kek_file: *const c_char,
+    out: *mut *mut qkd_store,
+) -> qkd_result {
+    guard(|| {
+        // SAFETY: caller contract on `out`, `dir` and `kek_file`.
+        let (out, dir, kek_file) = unsafe {
+            (
+                out_ref(out, "out")?,
+                in_str(dir, "dir")?,
+                in_str(kek_file, "kek_file")?,
+            )
+        };
+        *out = std::ptr::null_mut();
+        let kek = Kek::from_file(kek_file)
+            .map_err(|e| Error::new(qkd_result::QKD_ERR_STORE, e.to_string()))?;
+        let options = StoreOptions {
+            encryption: Some(kek),
+            ..StoreOptions::default()
+        };
+        let s = Store::open_with(dir, options).map_err(open_error)?;
         *out = handle::into_raw(s);
         Ok(())
     })

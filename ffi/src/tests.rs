@@ -974,6 +974,41 @@ fn store_fetch_with_null_buf_spends_nothing() {
     }
 }
 
+/// An encrypted store opens only with its key-encryption key file.
+#[test]
+fn store_open_encrypted_needs_its_kek() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let store_dir = std::ffi::CString::new(dir.path().join("s").to_str().unwrap()).unwrap();
+    let kek_path = dir.path().join("kek");
+    std::fs::write(&kek_path, "ab".repeat(32)).unwrap();
+    std::fs::set_permissions(&kek_path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let kek = std::ffi::CString::new(kek_path.to_str().unwrap()).unwrap();
+    let other_path = dir.path().join("other");
+    std::fs::write(&other_path, "cd".repeat(32)).unwrap();
+    std::fs::set_permissions(&other_path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let other = std::ffi::CString::new(other_path.to_str().unwrap()).unwrap();
+    let mut store = null_mut();
+    // SAFETY: valid strings and out-pointers; each handle freed once.
+    unsafe {
+        let r = qkd_store_open_encrypted(store_dir.as_ptr(), kek.as_ptr(), &mut store);
+        assert_eq!(r, QKD_OK);
+        qkd_store_free(store);
+        assert_eq!(
+            qkd_store_open(store_dir.as_ptr(), &mut store),
+            QKD_ERR_STORE
+        );
+        assert!(store.is_null());
+        let r = qkd_store_open_encrypted(store_dir.as_ptr(), other.as_ptr(), &mut store);
+        assert_eq!(r, QKD_ERR_STORE);
+        let r = qkd_store_open_encrypted(store_dir.as_ptr(), null(), &mut store);
+        assert_eq!(r, QKD_ERR_NULL_ARGUMENT);
+        let r = qkd_store_open_encrypted(store_dir.as_ptr(), kek.as_ptr(), &mut store);
+        assert_eq!(r, QKD_OK);
+        qkd_store_free(store);
+    }
+}
+
 fn blake3_of(bytes: &[u8]) -> [u8; 32] {
     *blake3::hash(bytes).as_bytes()
 }

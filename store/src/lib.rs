@@ -1,9 +1,13 @@
 //! The durable key store: final key material in, single-use keys out, never a key twice.
 //!
-//! A store is a directory: `index.redb` (a redb database holding the index of blocks, the key
-//! records, the used-material intervals and the ledger) and `segments/*.seg` (append-only files
-//! holding the key material, read through a read-only memory map). The on-disk bytes and the
-//! commit protocol are specified in `docs/store.md`.
+//! A store is a directory, owner-only (0700, files 0600): `index.redb` (a redb database holding
+//! the index of blocks, the key records, the used-material intervals and the ledger), `epoch`
+//! (the store ID and commit counter, which make a rolled-back index detectable) and
+//! `segments/*.seg` (append-only files holding the key material, read through a read-only memory
+//! map; encrypted at rest under per-segment keys wrapped by a [`Kek`] when
+//! [`StoreOptions::encryption`] is set). The on-disk bytes, the commit protocol, the checks on
+//! open and the recovery from a restored backup ([`Store::burn_after_restore`]) are specified in
+//! `docs/store.md`.
 //!
 //! - [`Store::append`] adds a block of final key material for a link (the peer KME ID). Its bytes
 //!   are durable (`fdatasync`) before the redb commit that makes the block visible.
@@ -1068,9 +1072,13 @@ impl Store {
             random: Mutex::new(options.random),
             digester,
         };
-        store
-            .expire(SystemTime::now())
-            .map_err(OpenError::Recovery)?;
+        // A burn commits first (it destroys every live key itself): no commit may re-seal the
+        // store before its material is burned.
+        if mode == writer::OpenMode::Normal {
+            store
+                .expire(SystemTime::now())
+                .map_err(OpenError::Recovery)?;
+        }
         Ok((store, rollback))
     }
 

@@ -177,6 +177,11 @@ pub(crate) struct State {
     store_id: u128,
     /// The index's commit counter (`meta["commit"]`).
     commit: u64,
+    /// Burn-after-restore: the epoch file's counter, which the burn's commit must exceed.
+    commit_floor: u64,
+    /// Burn-after-restore: nothing but the burn may commit (no expiry pass), so that no commit
+    /// re-seals the store before its material is burned.
+    burn_pending: bool,
     /// The epoch file (`None` only while [`State::reload`] runs).
     epoch: Option<EpochFile>,
     last_epoch_sync: Instant,
@@ -435,8 +440,12 @@ pub(crate) fn open(
         },
         other => corrupt(other),
     })?;
-    // In burn mode the next commit must be above both the index and the epoch file.
-    state.commit = state.commit.max(meta.commit);
+    // In burn mode the burn's commit must be above both the index and the epoch file, and
+    // nothing may commit before it.
+    if mode == OpenMode::BurnAfterRestore {
+        state.commit_floor = meta.commit;
+        state.burn_pending = true;
+    }
     // Redo overwrites a crash interrupted.
     let pending = state.pending_scrub(&db).map_err(OpenError::Recovery)?;
     state.scrub_new = pending;
@@ -640,6 +649,8 @@ impl State {
             broken: None,
             store_id,
             commit,
+            commit_floor: 0,
+            burn_pending: false,
             epoch: Some(epoch),
             last_epoch_sync: Instant::now(),
             digester: Digester::new(ring.as_deref()),
@@ -703,7 +714,12 @@ impl State {
             self.ring.clone(),
             epoch,
         ) {
-            Ok(fresh) => *self = fresh,
+            Ok(fresh) => {
+                let (floor, pending) = (self.commit_floor, self.burn_pending);
+                *self = fresh;
+                self.commit_floor = floor;
+                self.burn_pending = pending;
+            }
             Err(e) => self.broken = Some(e),
         }
     }
@@ -772,6 +788,7 @@ impl State {
         auto_expire: bool,
     ) -> Fatal<()> {
         let now = now_ms();
+        let next = self.commit.max(self.commit_floor) + 1;
         let txn = db.begin_write().map_err(werr)?;
         {
             let mut t = Tables::open(&txn)?;
@@ -807,11 +824,14 @@ impl State {
                 self.expire(&mut t, now, now)?;
             }
             self.flush(&mut t)?;
-            t.meta.insert("commit", self.commit + 1).map_err(werr)?;
+            t.meta.insert("commit", next).map_err(werr)?;
         }
         txn.commit().map_err(werr)?;
         // The index is now ahead of the epoch file; the file follows (synced when idle).
-        self.commit += 1;
+        self.commit = next;
+        if ops.iter().any(|op| matches!(op.kind, OpKind::Burn(_))) {
+            self.burn_pending = false;
+        }
         if let Some(e) = &mut self.epoch {
             e.record(self.commit);
         }
@@ -1875,7 +1895,8 @@ pub(crate) fn run(db: Arc<Database>, mut state: State, rx: Receiver<Op>, max_bat
         {
             state.sync_epoch();
         }
-        let mut expire = state.last_expiry.elapsed() >= Duration::from_secs(1);
+        let mut expire =
+            !state.burn_pending && state.last_expiry.elapsed() >= Duration::from_secs(1);
         if ops.is_empty() && expire && !state.expiry_due(&db) {
             state.last_expiry = Instant::now();
             expire = false;
