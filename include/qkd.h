@@ -1108,6 +1108,16 @@ qkd_result qkd_simulate(size_t bits,
 // `dir` must be NULL or a NUL-terminated path; `out` NULL or a writable `qkd_store *`.
 qkd_result qkd_store_open(const char *dir, qkd_store **out);
 
+// Opens (creating if needed) the store in directory `dir`, encrypted at rest under the
+// key-encryption key in the file `kek_file` (32 raw bytes, 64 hex digits or base64 of 32 bytes;
+// mode 0600 or 0400). A new store is created encrypted; an existing store must have been
+// created with the same key (QKD_ERR_STORE otherwise: missing, wrong or unexpected key).
+//
+// # Safety
+// `dir` and `kek_file` must be NULL or NUL-terminated paths; `out` NULL or a writable
+// `qkd_store *`.
+qkd_result qkd_store_open_encrypted(const char *dir, const char *kek_file, qkd_store **out);
+
 // Appends a final key as block `block_id` (1..255 bytes of UTF-8, the same ID at both KMEs)
 // of link `link` (the peer KME's ID). Durable when this returns. `qber` is recorded unless it
 // is NaN. `info_out` may be NULL.
@@ -1154,9 +1164,10 @@ qkd_result qkd_store_allocate(const qkd_store *store,
 
 // Fetches key `key_id` for `recipient` (each recipient gets a key at most once; the delivery
 // is committed before the bytes are returned) into `buf` (`size_bits / 8` bytes;
-// `*out_len` = that). The capacity is checked before the delivery: with too small a buffer,
-// QKD_ERR_BUFFER_TOO_SHORT and nothing is spent. Unknown IDs give QKD_ERR_NOT_FOUND; a key
-// already fetched by this recipient, expired, destroyed or not for it QKD_ERR_KEY_UNAVAILABLE.
+// `*out_len` = that). The capacity and `buf` are checked before the delivery: with too small a
+// buffer, QKD_ERR_BUFFER_TOO_SHORT, with a NULL `buf`, QKD_ERR_NULL_ARGUMENT, and nothing is
+// spent. Unknown IDs give QKD_ERR_NOT_FOUND; a key already fetched by this recipient, expired,
+// destroyed or not for it QKD_ERR_KEY_UNAVAILABLE.
 // The bytes are key material: wipe them when done.
 //
 // # Safety

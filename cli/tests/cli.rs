@@ -398,6 +398,70 @@ fn process_into_a_store_then_import_and_status() {
     assert!(!missing.status.success());
 }
 
+/// A store whose index was restored from an older copy is refused; `store burn-after-restore`
+/// burns it and it opens again with nothing available. An encrypted store needs its KEK.
+#[test]
+fn store_burn_after_restore_and_encrypted_status() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let p = |f: &str| dir.path().join(f).to_str().unwrap().to_owned();
+    std::fs::create_dir(dir.path().join("keys")).unwrap();
+    for (name, byte) in [("a.cor", 1u8), ("b.cor", 2u8)] {
+        std::fs::write(dir.path().join("keys").join(name), [byte; 64]).unwrap();
+    }
+    let kek = p("kek");
+    std::fs::write(&kek, [7u8; 32]).unwrap();
+    std::fs::set_permissions(&kek, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let import = |f: &str| {
+        ok(&[
+            "store",
+            "import",
+            "--store",
+            &p("st"),
+            "--link",
+            "KME_B",
+            "--kek-file",
+            &kek,
+            &p(&format!("keys/{f}")),
+        ])
+    };
+    import("a.cor");
+    std::fs::copy(p("st/index.redb"), p("index.old")).unwrap();
+    import("b.cor");
+    std::fs::copy(p("index.old"), p("st/index.redb")).unwrap();
+    let status = |extra: &[&str]| {
+        let mut args = vec!["store", "status", "--json", "--store"];
+        let st = p("st");
+        args.push(&st);
+        args.extend_from_slice(extra);
+        qkd(&args)
+    };
+    let refused = status(&["--kek-file", &kek]);
+    assert!(!refused.status.success());
+    let err = String::from_utf8_lossy(&refused.stderr);
+    assert!(err.contains("burn-after-restore"), "{err}");
+    let out = ok(&[
+        "store",
+        "burn-after-restore",
+        "--store",
+        &p("st"),
+        "--kek-file",
+        &kek,
+        "--json",
+    ]);
+    let r: serde_json::Value = serde_json::from_str(out.trim()).unwrap();
+    assert_eq!(r["rollback_detected"], true);
+    assert_eq!(r["links"][0]["bits_burned"], 512);
+    let no_kek = status(&[]);
+    assert!(!no_kek.status.success());
+    let out = status(&["--kek-file", &kek]);
+    assert!(out.status.success());
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(s["encrypted_at_rest"], true);
+    assert_eq!(s["links"][0]["bits_available"], 0);
+    assert_eq!(s["links"][0]["bits_burned"], 512);
+}
+
 #[test]
 fn demo_keeps_an_explicit_sample_size_on_the_embedded_dataset() {
     let json = ok(&["demo", "--json", "--no-kme", "--sample-bits", "2048"]);

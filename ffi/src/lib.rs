@@ -72,7 +72,7 @@ pub use sim::{qkd_error_model, qkd_sim_report, qkd_simulate};
 pub use store::{
     QKD_KEY_ID_STR_LEN, qkd_key_id, qkd_key_id_parse, qkd_key_id_to_string, qkd_store,
     qkd_store_allocate, qkd_store_append, qkd_store_available_bits, qkd_store_block_info,
-    qkd_store_fetch, qkd_store_free, qkd_store_open,
+    qkd_store_fetch, qkd_store_free, qkd_store_open, qkd_store_open_encrypted,
 };
 
 /// The library version ("0.1.0"), a static NUL-terminated string. Never NULL; do not free.

@@ -7,7 +7,9 @@
 use std::ffi::{CStr, c_char};
 use std::time::{Duration, SystemTime};
 
-use ::qkd_store::{AllocateRequest, BlockId, NewBlock, OpenError, Store, StoreError};
+use ::qkd_store::{
+    AllocateRequest, BlockId, Kek, NewBlock, OpenError, Store, StoreError, StoreOptions,
+};
 use uuid::Uuid;
 
 use crate::block::{block, qkd_block};
@@ -113,6 +115,42 @@ pub unsafe extern "C" fn qkd_store_open(
         let (out, dir) = unsafe { (out_ref(out, "out")?, in_str(dir, "dir")?) };
         *out = std::ptr::null_mut();
         let s = Store::open(dir).map_err(open_error)?;
+        *out = handle::into_raw(s);
+        Ok(())
+    })
+}
+
+/// Opens (creating if needed) the store in directory `dir`, encrypted at rest under the
+/// key-encryption key in the file `kek_file` (32 raw bytes, 64 hex digits or base64 of 32 bytes;
+/// mode 0600 or 0400). A new store is created encrypted; an existing store must have been
+/// created with the same key (QKD_ERR_STORE otherwise: missing, wrong or unexpected key).
+///
+/// # Safety
+/// `dir` and `kek_file` must be NULL or NUL-terminated paths; `out` NULL or a writable
+/// `qkd_store *`.
+#[unsafe(no_mangle)]
+pub unsafe extern "C" fn qkd_store_open_encrypted(
+    dir: *const c_char,
+    kek_file: *const c_char,
+    out: *mut *mut qkd_store,
+) -> qkd_result {
+    guard(|| {
+        // SAFETY: caller contract on `out`, `dir` and `kek_file`.
+        let (out, dir, kek_file) = unsafe {
+            (
+                out_ref(out, "out")?,
+                in_str(dir, "dir")?,
+                in_str(kek_file, "kek_file")?,
+            )
+        };
+        *out = std::ptr::null_mut();
+        let kek = Kek::from_file(kek_file)
+            .map_err(|e| Error::new(qkd_result::QKD_ERR_STORE, e.to_string()))?;
+        let options = StoreOptions {
+            encryption: Some(kek),
+            ..StoreOptions::default()
+        };
+        let s = Store::open_with(dir, options).map_err(open_error)?;
         *out = handle::into_raw(s);
         Ok(())
     })
@@ -264,9 +302,10 @@ pub unsafe extern "C" fn qkd_store_allocate(
 
 /// Fetches key `key_id` for `recipient` (each recipient gets a key at most once; the delivery
 /// is committed before the bytes are returned) into `buf` (`size_bits / 8` bytes;
-/// `*out_len` = that). The capacity is checked before the delivery: with too small a buffer,
-/// QKD_ERR_BUFFER_TOO_SHORT and nothing is spent. Unknown IDs give QKD_ERR_NOT_FOUND; a key
-/// already fetched by this recipient, expired, destroyed or not for it QKD_ERR_KEY_UNAVAILABLE.
+/// `*out_len` = that). The capacity and `buf` are checked before the delivery: with too small a
+/// buffer, QKD_ERR_BUFFER_TOO_SHORT, with a NULL `buf`, QKD_ERR_NULL_ARGUMENT, and nothing is
+/// spent. Unknown IDs give QKD_ERR_NOT_FOUND; a key already fetched by this recipient, expired,
+/// destroyed or not for it QKD_ERR_KEY_UNAVAILABLE.
 /// The bytes are key material: wipe them when done.
 ///
 /// # Safety
@@ -304,6 +343,11 @@ pub unsafe extern "C" fn qkd_store_fetch(
                 qkd_result::QKD_ERR_BUFFER_TOO_SHORT,
                 format!("buffer holds {cap} bytes; the key needs {need}"),
             ));
+        }
+        // Every check that can fail happens before the delivery is committed: a failure after
+        // it would lose the key.
+        if need > 0 && buf.is_null() {
+            return Err(Error::null("buf"));
         }
         let keys = s.fetch(&[id], recipient).map_err(store_error)?;
         let key = keys

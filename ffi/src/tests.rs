@@ -918,6 +918,97 @@ fn store_open_append_allocate_fetch() {
     assert!(key.is_null());
 }
 
+/// A NULL `buf` for a non-empty key is refused before the delivery is committed: the key is
+/// still there for the next call with a real buffer.
+#[test]
+fn store_fetch_with_null_buf_spends_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = std::ffi::CString::new(dir.path().to_str().unwrap()).unwrap();
+    let mut store = null_mut();
+    let material: Vec<u8> = (0..64u32).map(|i| (i * 5 + 1) as u8).collect();
+    let block = block_from(&material, 512);
+    // SAFETY: valid handles, strings, buffers and out-pointers; each handle freed once.
+    unsafe {
+        assert_eq!(qkd_store_open(path.as_ptr(), &mut store), QKD_OK);
+        let r = qkd_store_append(
+            store,
+            c"KME_B".as_ptr(),
+            c"b".as_ptr(),
+            block,
+            f64::NAN,
+            null_mut(),
+        );
+        assert_eq!(r, QKD_OK);
+        let mut id = qkd_key_id { bytes: [0; 16] };
+        let mut n = 0usize;
+        let r = qkd_store_allocate(
+            store,
+            c"KME_B".as_ptr(),
+            c"SAE_A".as_ptr(),
+            null(),
+            0,
+            1,
+            256,
+            60,
+            &mut id,
+            1,
+            &mut n,
+        );
+        assert_eq!((r, n), (QKD_OK, 1));
+        let mut len = 0usize;
+        let r = qkd_store_fetch(store, &id, c"SAE_A".as_ptr(), null_mut(), 64, &mut len);
+        assert_eq!(r, QKD_ERR_NULL_ARGUMENT);
+        let mut buf = [0u8; 32];
+        let r = qkd_store_fetch(
+            store,
+            &id,
+            c"SAE_A".as_ptr(),
+            buf.as_mut_ptr(),
+            buf.len(),
+            &mut len,
+        );
+        assert_eq!((r, len), (QKD_OK, 32));
+        assert_eq!(&buf[..], &material[..32]);
+        qkd_store_free(store);
+        qkd_block_free(block);
+    }
+}
+
+/// An encrypted store opens only with its key-encryption key file.
+#[test]
+fn store_open_encrypted_needs_its_kek() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let store_dir = std::ffi::CString::new(dir.path().join("s").to_str().unwrap()).unwrap();
+    let kek_path = dir.path().join("kek");
+    std::fs::write(&kek_path, "ab".repeat(32)).unwrap();
+    std::fs::set_permissions(&kek_path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let kek = std::ffi::CString::new(kek_path.to_str().unwrap()).unwrap();
+    let other_path = dir.path().join("other");
+    std::fs::write(&other_path, "cd".repeat(32)).unwrap();
+    std::fs::set_permissions(&other_path, std::fs::Permissions::from_mode(0o600)).unwrap();
+    let other = std::ffi::CString::new(other_path.to_str().unwrap()).unwrap();
+    let mut store = null_mut();
+    // SAFETY: valid strings and out-pointers; each handle freed once.
+    unsafe {
+        let r = qkd_store_open_encrypted(store_dir.as_ptr(), kek.as_ptr(), &mut store);
+        assert_eq!(r, QKD_OK);
+        qkd_store_free(store);
+        assert_eq!(
+            qkd_store_open(store_dir.as_ptr(), &mut store),
+            QKD_ERR_STORE
+        );
+        assert!(store.is_null());
+        let r = qkd_store_open_encrypted(store_dir.as_ptr(), other.as_ptr(), &mut store);
+        assert_eq!(r, QKD_ERR_STORE);
+        let r = qkd_store_open_encrypted(store_dir.as_ptr(), null(), &mut store);
+        assert_eq!(r, QKD_ERR_NULL_ARGUMENT);
+        let r = qkd_store_open_encrypted(store_dir.as_ptr(), kek.as_ptr(), &mut store);
+        assert_eq!(r, QKD_OK);
+        qkd_store_free(store);
+    }
+}
+
 fn blake3_of(bytes: &[u8]) -> [u8; 32] {
     *blake3::hash(bytes).as_bytes()
 }

@@ -1,9 +1,13 @@
 //! The durable key store: final key material in, single-use keys out, never a key twice.
 //!
-//! A store is a directory: `index.redb` (a redb database holding the index of blocks, the key
-//! records, the used-material intervals and the ledger) and `segments/*.seg` (append-only files
-//! holding the key material, read through a read-only memory map). The on-disk bytes and the
-//! commit protocol are specified in `docs/store.md`.
+//! A store is a directory, owner-only (0700, files 0600): `index.redb` (a redb database holding
+//! the index of blocks, the key records, the used-material intervals and the ledger), `epoch`
+//! (the store ID and commit counter, which make a rolled-back index detectable) and
+//! `segments/*.seg` (append-only files holding the key material, read through a read-only memory
+//! map; encrypted at rest under per-segment keys wrapped by a [`Kek`] when
+//! [`StoreOptions::encryption`] is set). The on-disk bytes, the commit protocol, the checks on
+//! open and the recovery from a restored backup ([`Store::burn_after_restore`]) are specified in
+//! `docs/store.md`.
 //!
 //! - [`Store::append`] adds a block of final key material for a link (the peer KME ID). Its bytes
 //!   are durable (`fdatasync`) before the redb commit that makes the block visible.
@@ -23,6 +27,9 @@
 //! answer, so throughput is not one `fsync` per key. Status and ledger reads run concurrently
 //! on redb read transactions.
 
+mod crypto;
+mod epoch;
+mod files;
 mod import;
 mod records;
 mod segment;
@@ -42,6 +49,7 @@ use zeroize::Zeroizing;
 use qkd_core::BitBlock;
 use qkd_core::rng::{OsRandom, RandomSource, RngError};
 
+pub use crypto::{Kek, KekError};
 pub use import::{ImportError, ImportOutcome, ImportReport, import_cor_files};
 
 /// Smallest key size in bits.
@@ -96,6 +104,77 @@ pub enum OpenError {
         path: PathBuf,
         /// What redb reported.
         detail: String,
+    },
+    /// The store directory or one of its files is accessible to group or others. Nothing was
+    /// changed.
+    #[error(
+        "store path {path} has mode {mode:o}: a key store must be accessible to its owner only \
+         (directories 0700, files 0600); fix with `{fix}`"
+    )]
+    InsecurePermissions {
+        /// The directory or file.
+        path: PathBuf,
+        /// Its permission bits.
+        mode: u32,
+        /// The command that fixes it (`chmod -R go-rwx STORE_DIR`).
+        fix: String,
+    },
+    /// The directory holds a store (segment files or the epoch file) but its index is missing,
+    /// empty or holds no store. Nothing was changed: restore the index, or move the directory
+    /// away to start a new store.
+    #[error(
+        "store index {path} {detail}, but the directory holds a store's files; refusing to \
+         start a new store over them (restore the index, or move the directory away)"
+    )]
+    MissingIndex {
+        /// The index file.
+        path: PathBuf,
+        /// What was found (missing, empty, no store in it).
+        detail: String,
+    },
+    /// The index is older than the store's epoch file (restored from a backup or a snapshot),
+    /// or belongs to another store. Serving from it could re-issue keys already delivered or
+    /// serve material overwritten since. Nothing was changed.
+    #[error(
+        "store index {path} was rolled back or swapped: {detail}. Serving from it could re-issue \
+         keys already delivered. If it was restored from a backup, run \
+         `qkd store burn-after-restore --store DIR` here and burn the same links at the peer \
+         KME (docs/store.md, \"Rollback\")"
+    )]
+    RolledBack {
+        /// The index file.
+        path: PathBuf,
+        /// What the index and the epoch file say.
+        detail: String,
+    },
+    /// The epoch file exists but holds no valid record.
+    #[error("store epoch file {path} is damaged: {detail}")]
+    CorruptEpoch {
+        /// The epoch file.
+        path: PathBuf,
+        /// What was wrong.
+        detail: String,
+    },
+    /// The store is encrypted at rest and no key-encryption key was given.
+    #[error("store {path} is encrypted at rest; open it with its key-encryption key")]
+    EncryptionKeyRequired {
+        /// The index file.
+        path: PathBuf,
+    },
+    /// The key-encryption key given is not the store's.
+    #[error("the key-encryption key does not match store {path} (wrong KEK)")]
+    WrongEncryptionKey {
+        /// The index file.
+        path: PathBuf,
+    },
+    /// A key-encryption key was given for a store that is not encrypted at rest.
+    #[error(
+        "store {path} is not encrypted at rest, but a key-encryption key was given; refusing to \
+         mix (open it without a KEK, or create a new encrypted store)"
+    )]
+    NotEncrypted {
+        /// The index file.
+        path: PathBuf,
     },
     /// The recovery step on open (orphan truncation, scrubbing, expiry) failed.
     #[error("store recovery on open failed: {0}")]
@@ -612,6 +691,9 @@ pub enum DestroyReason {
     Expired,
     /// Someone asked ([`Store::destroy`]).
     Requested,
+    /// The index was restored from a backup and its unused material burned
+    /// ([`Store::burn_after_restore`]).
+    RestoredFromBackup,
 }
 
 /// One state change, as recorded in the ledger. Key IDs, never key bytes.
@@ -669,6 +751,14 @@ pub enum LedgerEvent {
         /// What was wrong.
         reason: String,
     },
+    /// After a restore from a backup, every unused bit of the link's blocks was burned (marked
+    /// spent and overwritten) by [`Store::burn_after_restore`].
+    MaterialBurned {
+        /// Blocks burned.
+        blocks: u64,
+        /// Usable bits burned (never handed out).
+        bits: u64,
+    },
 }
 
 /// A ledger record.
@@ -717,6 +807,8 @@ pub struct LinkStatus {
     pub keys_live: u64,
     /// Blocks found damaged.
     pub damaged_blocks: u64,
+    /// Usable bits burned after a restore from a backup ([`Store::burn_after_restore`]).
+    pub bits_burned: u64,
 }
 
 /// The state of a store, for `qkd store status`.
@@ -732,8 +824,52 @@ pub struct StoreStatus {
     pub segment_bytes: u64,
     /// Ledger records.
     pub ledger_entries: u64,
-    /// Whether key material is encrypted at rest (not implemented: always false).
+    /// Whether key material is encrypted at rest (segments under per-segment keys wrapped by
+    /// a KEK, see [`StoreOptions::encryption`]).
     pub encrypted_at_rest: bool,
+}
+
+/// Which links [`Store::burn_after_restore`] burns.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum BurnScope {
+    /// Every link of the store: the side whose index was restored.
+    AllLinks,
+    /// Only these links: the peer KME burns its link to the restored side.
+    Links(Vec<String>),
+}
+
+impl BurnScope {
+    pub(crate) fn covers(&self, link: &str) -> bool {
+        match self {
+            Self::AllLinks => true,
+            Self::Links(l) => l.iter().any(|x| x == link),
+        }
+    }
+}
+
+/// What [`Store::burn_after_restore`] burned on one link.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BurnedLink {
+    /// The link.
+    pub link: String,
+    /// Blocks burned (all unspent blocks of the link).
+    pub blocks: u64,
+    /// Usable bits burned (never handed out).
+    pub bits_burned: u64,
+    /// Live keys destroyed.
+    pub keys_destroyed: u64,
+}
+
+/// The result of [`Store::burn_after_restore`].
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BurnReport {
+    /// The store directory.
+    pub directory: PathBuf,
+    /// Whether a rolled-back index was detected (`false`: the store was consistent and was
+    /// burned on request, e.g. after restoring the whole directory).
+    pub rollback_detected: bool,
+    /// Per link, sorted by link.
+    pub links: Vec<BurnedLink>,
 }
 
 /// Tuning knobs for [`Store::open_with`].
@@ -746,6 +882,11 @@ pub struct StoreOptions {
     pub random: Box<dyn RandomSource>,
     /// redb page cache in bytes. Default 64 MiB.
     pub cache_bytes: usize,
+    /// Encryption at rest: the key-encryption key. `None` (default): segments hold plain
+    /// material. A store is created encrypted or not and must always be opened the same way
+    /// ([`OpenError::EncryptionKeyRequired`], [`OpenError::WrongEncryptionKey`],
+    /// [`OpenError::NotEncrypted`]).
+    pub encryption: Option<Kek>,
 }
 
 impl fmt::Debug for StoreOptions {
@@ -755,6 +896,7 @@ impl fmt::Debug for StoreOptions {
             .field("max_batch", &self.max_batch)
             .field("random", &self.random.name())
             .field("cache_bytes", &self.cache_bytes)
+            .field("encrypted", &self.encryption.is_some())
             .finish()
     }
 }
@@ -766,6 +908,7 @@ impl Default for StoreOptions {
             max_batch: 4096,
             random: Box::new(OsRandom),
             cache_bytes: 64 << 20,
+            encryption: None,
         }
     }
 }
@@ -777,6 +920,7 @@ pub struct Store {
     tx: Option<Sender<writer::Op>>,
     writer: Option<JoinHandle<()>>,
     random: Mutex<Box<dyn RandomSource>>,
+    digester: crypto::Digester,
 }
 
 impl fmt::Debug for Store {
@@ -853,9 +997,62 @@ impl Store {
     /// Opens (creating if needed) the store in `dir`. Recovery runs before this returns: segment
     /// tails no commit refers to are truncated, unreferenced segment files deleted, pending
     /// overwrites redone, expired keys destroyed.
+    ///
+    /// Refused, before anything is changed: a store accessible to group or others
+    /// ([`OpenError::InsecurePermissions`]), a store whose index is missing or empty
+    /// ([`OpenError::MissingIndex`]), an index older than the epoch file or of another store
+    /// ([`OpenError::RolledBack`]), a KEK mismatch. A nonexistent or empty directory becomes a
+    /// new store, encrypted iff `options.encryption` is set.
     pub fn open_with(dir: impl AsRef<Path>, options: StoreOptions) -> Result<Self, OpenError> {
-        let dir = dir.as_ref().to_path_buf();
-        let (db, state) = writer::open(&dir, &options)?;
+        Self::open_mode(dir.as_ref(), options, writer::OpenMode::Normal).map(|(s, _)| s)
+    }
+
+    /// The operator's way out after restoring an older index (a backup, a VM snapshot): opens
+    /// the store accepting the rolled-back index, then in one commit destroys every live key and
+    /// burns every unused bit of the links in `scope` (marked spent, overwritten), and re-seals
+    /// the epoch file so the store opens normally again. Material appended after the backup was
+    /// taken is lost with it. **The peer KME must burn the same links** (the keys of that period
+    /// are burned on both sides): there, `BurnScope::Links(vec![restored_kme_id])`; see
+    /// `docs/store.md` §11. An index of another store is still refused.
+    pub fn burn_after_restore(
+        dir: impl AsRef<Path>,
+        options: StoreOptions,
+        scope: &BurnScope,
+    ) -> Result<BurnReport, OpenError> {
+        if let BurnScope::Links(l) = scope {
+            if l.is_empty() {
+                return Err(OpenError::Recovery(StoreError::InvalidRequest(
+                    "burn scope names no link".into(),
+                )));
+            }
+            for link in l {
+                validate_name("link", link).map_err(OpenError::Recovery)?;
+            }
+        }
+        let (store, rollback_detected) =
+            Self::open_mode(dir.as_ref(), options, writer::OpenMode::BurnAfterRestore)?;
+        let links = match store.submit(writer::OpKind::Burn(scope.clone())) {
+            Ok(writer::OpResult::Burned(l)) => l,
+            Ok(_) => return Err(OpenError::Recovery(StoreError::Closed)),
+            Err(e) => return Err(OpenError::Recovery(e)),
+        };
+        let directory = store.dir.clone();
+        drop(store);
+        Ok(BurnReport {
+            directory,
+            rollback_detected,
+            links,
+        })
+    }
+
+    fn open_mode(
+        dir: &Path,
+        options: StoreOptions,
+        mode: writer::OpenMode,
+    ) -> Result<(Self, bool), OpenError> {
+        let dir = dir.to_path_buf();
+        let (db, state, rollback) = writer::open(&dir, &options, mode)?;
+        let digester = state.digester();
         let db = Arc::new(db);
         let (tx, rx) = mpsc::channel();
         let max_batch = options.max_batch.max(1);
@@ -873,11 +1070,16 @@ impl Store {
             tx: Some(tx),
             writer: Some(handle),
             random: Mutex::new(options.random),
+            digester,
         };
-        store
-            .expire(SystemTime::now())
-            .map_err(OpenError::Recovery)?;
-        Ok(store)
+        // A burn commits first (it destroys every live key itself): no commit may re-seal the
+        // store before its material is burned.
+        if mode == writer::OpenMode::Normal {
+            store
+                .expire(SystemTime::now())
+                .map_err(OpenError::Recovery)?;
+        }
+        Ok((store, rollback))
     }
 
     /// The store directory.
@@ -919,7 +1121,13 @@ impl Store {
                 "block material does not match the expected BLAKE3 digest".into(),
             ));
         }
-        match self.submit(writer::OpKind::Append { block, digest })? {
+        // What the index keeps: keyed BLAKE3 when encrypted (reveals nothing), else the same.
+        let stored = self.digester.digest(&block.bytes);
+        match self.submit(writer::OpKind::Append {
+            block,
+            digest,
+            stored,
+        })? {
             writer::OpResult::Block(info) => Ok(info),
             _ => Err(StoreError::Closed),
         }

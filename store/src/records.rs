@@ -10,9 +10,11 @@ use uuid::Uuid;
 use super::{BlockId, KeyInfo, KeyState, LedgerEntry, LinkStatus, StoreError, StoreStatus};
 
 /// Format version of the index, in `META["version"]`.
-pub(crate) const FORMAT_VERSION: u64 = 1;
+pub(crate) const FORMAT_VERSION: u64 = 2;
 
-/// Counters: `version`, `next_block`, `next_segment`, `next_ledger`.
+/// `version`, `store_id_hi`, `store_id_lo` (the random store ID), `commit` (commit counter, see
+/// the epoch file), `encrypted` (0 or 1), and the counters `next_block`, `next_segment`,
+/// `next_ledger`.
 pub(crate) const META: TableDefinition<'_, &str, u64> = TableDefinition::new("meta");
 /// Segment number -> [`SegmentRecord`].
 pub(crate) const SEGMENTS: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("segments");
@@ -33,6 +35,8 @@ pub(crate) const LINKS: TableDefinition<'_, &str, &[u8]> = TableDefinition::new(
 pub(crate) const LEDGER: TableDefinition<'_, u64, &[u8]> = TableDefinition::new("ledger");
 /// (segment, byte offset) -> byte length: committed-dead material not yet overwritten.
 pub(crate) const SCRUB: TableDefinition<'_, (u64, u64), u64> = TableDefinition::new("scrub");
+/// `kek_check` -> the KEK check value (encrypted stores only).
+pub(crate) const CRYPTO: TableDefinition<'_, &str, &[u8]> = TableDefinition::new("crypto");
 
 /// A segment file's committed state.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -43,6 +47,8 @@ pub(crate) struct SegmentRecord {
     pub live_blocks: u64,
     /// No more appends go to it.
     pub sealed: bool,
+    /// The segment's data key wrapped under the KEK (encrypted stores only).
+    pub wrapped_key: Option<Vec<u8>>,
 }
 
 /// A block's committed state.
@@ -107,6 +113,7 @@ pub(crate) struct LinkCounters {
     pub keys_consumed: u64,
     pub keys_destroyed: u64,
     pub damaged_blocks: u64,
+    pub bits_burned: u64,
 }
 
 impl LinkCounters {
@@ -121,7 +128,8 @@ impl LinkCounters {
             bits_available: self
                 .bits_usable
                 .saturating_sub(self.bits_used)
-                .saturating_sub(self.bits_damaged),
+                .saturating_sub(self.bits_damaged)
+                .saturating_sub(self.bits_burned),
             keys_allocated: self.keys_allocated,
             keys_reserved_by_peer: self.keys_reserved_by_peer,
             deliveries: self.deliveries,
@@ -130,6 +138,7 @@ impl LinkCounters {
             keys_live: (self.keys_allocated + self.keys_reserved_by_peer)
                 .saturating_sub(self.keys_consumed + self.keys_destroyed),
             damaged_blocks: self.damaged_blocks,
+            bits_burned: self.bits_burned,
         }
     }
 }
@@ -199,13 +208,18 @@ pub(crate) fn status(db: &redb::Database, dir: &Path) -> Result<StoreStatus, Sto
         .get("next_ledger")
         .map_err(rerr)?
         .map_or(0, |v| v.value());
+    let encrypted_at_rest = meta
+        .get("encrypted")
+        .map_err(rerr)?
+        .map_or(0, |v| v.value())
+        == 1;
     Ok(StoreStatus {
         directory: dir.to_path_buf(),
         links: out,
         segments,
         segment_bytes,
         ledger_entries,
-        encrypted_at_rest: false,
+        encrypted_at_rest,
     })
 }
 

@@ -21,6 +21,13 @@
 //!    file's current length when it is too short), so a short (truncated-while-closed) file
 //!    gives an error, never an out-of-range access.
 
+//!
+//! # Encryption
+//!
+//! In an encrypted store a segment carries its data key ([`SegmentKey`]): appends are encrypted
+//! on the way in, reads and hashes decrypt on the way out (the seekable stream cipher works on
+//! any byte range), and overwrites of dead material write plain zeros over the ciphertext.
+
 use std::fs::{File, OpenOptions};
 use std::io::{Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
@@ -29,6 +36,8 @@ use memmap2::Mmap;
 use zeroize::Zeroizing;
 
 use super::StoreError;
+use super::crypto::{Digester, SegmentKey};
+use super::files;
 
 /// The file name of segment `n`.
 pub(crate) fn file_name(n: u64) -> String {
@@ -55,6 +64,10 @@ pub(crate) struct Segment {
     pub short: Option<u64>,
     pub live_blocks: u64,
     pub sealed: bool,
+    /// The data key (encrypted stores only).
+    pub key: Option<SegmentKey>,
+    /// The data key wrapped under the KEK, for the segment's index record.
+    pub wrapped_key: Option<Vec<u8>>,
 }
 
 impl Segment {
@@ -73,17 +86,15 @@ impl Segment {
             short: None,
             live_blocks: 0,
             sealed: false,
+            key: None,
+            wrapped_key: None,
         })
     }
 
-    /// Creates a new, empty segment file (the caller syncs the directory).
+    /// Creates a new, empty segment file, owner-only (the caller syncs the directory).
     pub(crate) fn create(path: &Path) -> Result<Self, StoreError> {
-        let file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(true)
-            .open(path)
+        let file = files::open_or_create(path)
+            .and_then(|f| f.set_len(0).map(|()| f))
             .map_err(|e| StoreError::io(format!("creating {}", path.display()), e))?;
         Ok(Self {
             path: path.to_path_buf(),
@@ -93,6 +104,8 @@ impl Segment {
             short: None,
             live_blocks: 0,
             sealed: false,
+            key: None,
+            wrapped_key: None,
         })
     }
 
@@ -119,6 +132,19 @@ impl Segment {
             .seek(SeekFrom::Start(offset))
             .and_then(|_| self.file.write_all(bytes))
             .map_err(|e| StoreError::io(format!("writing {}", self.path.display()), e))
+    }
+
+    /// Appends material at `offset` (past the committed length), encrypting it when the
+    /// segment has a key. Not durable until [`Segment::sync`].
+    pub(crate) fn append_at(&mut self, offset: u64, plain: &[u8]) -> Result<(), StoreError> {
+        match &self.key {
+            None => self.write_at(offset, plain),
+            Some(key) => {
+                let mut buf = Zeroizing::new(plain.to_vec());
+                key.apply(offset, &mut buf)?;
+                self.write_at(offset, &buf)
+            }
+        }
     }
 
     /// `fdatasync`.
@@ -164,20 +190,46 @@ impl Segment {
         })
     }
 
-    /// Appends `len` bytes at `offset` to `out`.
+    /// Appends the `len` bytes of material at `offset` to `out` (decrypted).
     pub(crate) fn read_into(
         &mut self,
         offset: u64,
         len: u64,
         out: &mut Zeroizing<Vec<u8>>,
     ) -> Result<(), StoreError> {
+        let start = out.len();
         let s = self.slice(offset, len)?;
         out.extend_from_slice(s);
+        if let Some(key) = &self.key {
+            key.apply(offset, &mut out[start..])?;
+        }
         Ok(())
     }
 
-    /// BLAKE3 of `len` bytes at `offset`, hashed straight from the map (no copy).
-    pub(crate) fn hash(&mut self, offset: u64, len: u64) -> Result<[u8; 32], StoreError> {
-        Ok(*blake3::hash(self.slice(offset, len)?).as_bytes())
+    /// The digest of the `len` bytes of material at `offset`: hashed straight from the map
+    /// (no copy) when plain, decrypted 64 KiB at a time into a zeroized buffer when encrypted.
+    pub(crate) fn hash(
+        &mut self,
+        offset: u64,
+        len: u64,
+        digester: &Digester,
+    ) -> Result<[u8; 32], StoreError> {
+        let mut h = digester.hasher();
+        if self.key.is_none() {
+            h.update(self.slice(offset, len)?);
+            return Ok(*h.finalize().as_bytes());
+        }
+        const CHUNK: u64 = 64 << 10;
+        let mut buf = Zeroizing::new(Vec::with_capacity(CHUNK.min(len) as usize));
+        let mut pos = offset;
+        let end = offset.saturating_add(len);
+        while pos < end {
+            let n = (end - pos).min(CHUNK);
+            buf.clear();
+            self.read_into(pos, n, &mut buf)?;
+            h.update(&buf);
+            pos += n;
+        }
+        Ok(*h.finalize().as_bytes())
     }
 }

@@ -13,15 +13,20 @@ use redb::{Database, ReadableDatabase, ReadableTable, Table};
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
+use qkd_core::rng::{OsRandom, RandomSource};
+
+use super::crypto::{Digester, KeyRing};
+use super::epoch::{self, EpochFile};
+use super::files;
 use super::records::{
-    BLOCK_IDS, BLOCKS, BlockRecord, EXPIRY, Extent, FORMAT_VERSION, KEYS, KeyRecord, LEDGER, LINKS,
-    LinkCounters, META, SCRUB, SEGMENTS, SegmentRecord, USED, decode, encode,
+    BLOCK_IDS, BLOCKS, BlockRecord, CRYPTO, EXPIRY, Extent, FORMAT_VERSION, KEYS, KeyRecord,
+    LEDGER, LINKS, LinkCounters, META, SCRUB, SEGMENTS, SegmentRecord, USED, decode, encode,
 };
 use super::segment::{self, Segment};
 use super::{
-    AllocateRequest, BlockInfo, DestroyReason, Key, KeyAllocation, KeyState, LedgerEntry,
-    LedgerEvent, MaterialRange, NewBlock, OpenError, ReserveRequest, StoreError, StoreOptions,
-    unix_ms,
+    AllocateRequest, BlockInfo, BurnScope, BurnedLink, DestroyReason, Key, KeyAllocation, KeyState,
+    LedgerEntry, LedgerEvent, MaterialRange, NewBlock, OpenError, ReserveRequest, StoreError,
+    StoreOptions, unix_ms,
 };
 
 /// A request to the writer.
@@ -34,7 +39,10 @@ pub(crate) struct Op {
 pub(crate) enum OpKind {
     Append {
         block: NewBlock,
+        /// Plain BLAKE3 (for the caller's [`BlockInfo`]).
         digest: [u8; 32],
+        /// What the index keeps (keyed when encrypted).
+        stored: [u8; 32],
     },
     Allocate {
         req: AllocateRequest,
@@ -56,6 +64,17 @@ pub(crate) enum OpKind {
     Expire {
         now_ms: u64,
     },
+    /// Burn every live key and every unused bit of some links (after a restore from a backup).
+    Burn(BurnScope),
+}
+
+/// How [`open`] treats a rolled-back index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum OpenMode {
+    /// Refuse it.
+    Normal,
+    /// Accept it (the caller burns the store's material next).
+    BurnAfterRestore,
 }
 
 /// The answer.
@@ -65,6 +84,7 @@ pub(crate) enum OpResult {
     Unit,
     Keys(Vec<Key>),
     Count(usize),
+    Burned(Vec<BurnedLink>),
 }
 
 /// A fatal error aborts the whole batch; the inner result is the request's own outcome.
@@ -153,6 +173,21 @@ pub(crate) struct State {
     last_batch: usize,
     last_expiry: Instant,
     broken: Option<StoreError>,
+    /// The random store ID (index `meta` and epoch file).
+    store_id: u128,
+    /// The index's commit counter (`meta["commit"]`).
+    commit: u64,
+    /// Burn-after-restore: the epoch file's counter, which the burn's commit must exceed.
+    commit_floor: u64,
+    /// Burn-after-restore: nothing but the burn may commit (no expiry pass), so that no commit
+    /// re-seals the store before its material is burned.
+    burn_pending: bool,
+    /// The epoch file (`None` only while [`State::reload`] runs).
+    epoch: Option<EpochFile>,
+    last_epoch_sync: Instant,
+    /// Keys derived from the KEK (encrypted stores).
+    ring: Option<Arc<KeyRing>>,
+    digester: Digester,
 }
 
 fn open_err(path: &Path, e: redb::DatabaseError) -> OpenError {
@@ -177,71 +212,305 @@ fn open_err(path: &Path, e: redb::DatabaseError) -> OpenError {
     }
 }
 
-/// Opens the index, creates the tables, recovers, and loads the writer's state.
-pub(crate) fn open(dir: &Path, options: &StoreOptions) -> Result<(Database, State), OpenError> {
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |source| OpenError::Io { path, source }
+fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> OpenError {
+    let path = path.to_path_buf();
+    move |source| OpenError::Io { path, source }
+}
+
+/// What the index's `meta` table says about the store.
+struct Meta {
+    version: Option<u64>,
+    store_id: u128,
+    commit: u64,
+    encrypted: bool,
+    kek_check: Option<Vec<u8>>,
+}
+
+fn read_meta(db: &Database) -> Result<Meta, StoreError> {
+    let rerr = |e: redb::Error| StoreError::db("reading the index meta table", e);
+    let txn = db.begin_read().map_err(|e| rerr(e.into()))?;
+    let meta = match txn.open_table(META) {
+        Ok(t) => t,
+        Err(redb::TableError::TableDoesNotExist(_)) => {
+            return Ok(Meta {
+                version: None,
+                store_id: 0,
+                commit: 0,
+                encrypted: false,
+                kek_check: None,
+            });
+        }
+        Err(e) => return Err(rerr(e.into())),
     };
+    let get = |k: &str| -> Result<Option<u64>, StoreError> {
+        Ok(meta.get(k).map_err(|e| rerr(e.into()))?.map(|v| v.value()))
+    };
+    let (hi, lo) = (get("store_id_hi")?, get("store_id_lo")?);
+    let kek_check = match txn.open_table(CRYPTO) {
+        Ok(t) => t
+            .get("kek_check")
+            .map_err(|e| rerr(e.into()))?
+            .map(|v| v.value().to_vec()),
+        Err(redb::TableError::TableDoesNotExist(_)) => None,
+        Err(e) => return Err(rerr(e.into())),
+    };
+    Ok(Meta {
+        version: get("version")?,
+        store_id: (u128::from(hi.unwrap_or(0)) << 64) | u128::from(lo.unwrap_or(0)),
+        commit: get("commit")?.unwrap_or(0),
+        encrypted: get("encrypted")? == Some(1),
+        kek_check,
+    })
+}
+
+/// Opens the index and the epoch file and checks them against each other, the permissions and
+/// the KEK, all before changing anything; then recovers and loads the writer's state. Returns
+/// whether a rolled-back index was accepted (only in [`OpenMode::BurnAfterRestore`]).
+pub(crate) fn open(
+    dir: &Path,
+    options: &StoreOptions,
+    mode: OpenMode,
+) -> Result<(Database, State, bool), OpenError> {
     let seg_dir = dir.join("segments");
-    fs::create_dir_all(&seg_dir).map_err(io(&seg_dir))?;
     let index = dir.join("index.redb");
+    let epoch_path = dir.join("epoch");
+    // 1. Permissions, before anything is created or read.
+    if dir.exists() {
+        // An empty directory becomes a new store: made owner-only first. Anything else must be
+        // owner-only already (never chmod a directory with contents).
+        if fs::read_dir(dir).map_err(io_err(dir))?.next().is_none() {
+            files::make_private_dir(dir).map_err(io_err(dir))?;
+        }
+        files::check_private(dir, dir)?;
+        files::check_private(&seg_dir, dir)?;
+        files::check_private(&index, dir)?;
+        files::check_private(&epoch_path, dir)?;
+    } else {
+        files::create_dir(dir).map_err(io_err(dir))?;
+    }
+    let mut has_segments = false;
+    if seg_dir.exists() {
+        for entry in fs::read_dir(&seg_dir).map_err(io_err(&seg_dir))? {
+            let entry = entry.map_err(io_err(&seg_dir))?;
+            if entry
+                .file_name()
+                .to_str()
+                .and_then(segment::parse_name)
+                .is_some()
+            {
+                has_segments = true;
+                files::check_private(&entry.path(), dir)?;
+            }
+        }
+    }
+    let has_epoch = epoch_path.exists();
+    // 2. A store's files without an index: refuse (never start over them).
+    let index_len = match fs::metadata(&index) {
+        Ok(m) => Some(m.len()),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => None,
+        Err(e) => return Err(io_err(&index)(e)),
+    };
+    let store_files = || {
+        let mut v = Vec::new();
+        if has_segments {
+            v.push("segment files");
+        }
+        if has_epoch {
+            v.push("the epoch file");
+        }
+        v.join(" and ")
+    };
+    if (has_segments || has_epoch) && index_len.unwrap_or(0) == 0 {
+        return Err(OpenError::MissingIndex {
+            path: index.clone(),
+            detail: format!(
+                "is {} ({} present)",
+                if index_len.is_some() {
+                    "empty"
+                } else {
+                    "missing"
+                },
+                store_files()
+            ),
+        });
+    }
+    // 3. The index, created owner-only from its first byte.
+    let file = files::open_or_create(&index).map_err(io_err(&index))?;
+    let backend = redb::backends::FileBackend::new(file).map_err(|e| open_err(&index, e))?;
     let db = redb::Builder::new()
         .set_check_integrity_on_open(true)
         .set_cache_size(options.cache_bytes)
-        .create(&index)
+        .create_with_backend(backend)
         .map_err(|e| open_err(&index, e))?;
     let corrupt = |e: StoreError| OpenError::CorruptIndex {
         path: index.clone(),
         detail: e.to_string(),
     };
-    // Create the tables and check the format version.
-    {
-        let txn = db.begin_write().map_err(|e| corrupt(werr(e)))?;
-        {
-            let mut t = Tables::open(&txn).map_err(corrupt)?;
-            let found = t
-                .meta
-                .get("version")
-                .map_err(|e| corrupt(werr(e)))?
-                .map(|v| v.value());
+    let ring = options
+        .encryption
+        .as_ref()
+        .map(|k| Arc::new(KeyRing::new(k)));
+    let mut meta = read_meta(&db).map_err(corrupt)?;
+    let mut rolled_back = false;
+    let epoch_file = match meta.version {
+        None => {
+            if has_segments || has_epoch {
+                return Err(OpenError::MissingIndex {
+                    path: index.clone(),
+                    detail: format!("holds no store ({} present)", store_files()),
+                });
+            }
+            meta = init_index(&db, ring.as_deref()).map_err(corrupt)?;
+            files::create_dir(&seg_dir).map_err(io_err(&seg_dir))?;
+            EpochFile::create(&epoch_path, meta.store_id, meta.commit)
+                .map_err(io_err(&epoch_path))?
+        }
+        Some(v) => {
+            if v != FORMAT_VERSION {
+                return Err(OpenError::Version {
+                    path: index.clone(),
+                    found: v,
+                    expected: FORMAT_VERSION,
+                });
+            }
+            check_kek(&index, &meta, ring.as_deref())?;
+            let found = epoch::read(&epoch_path)
+                .map_err(io_err(&epoch_path))?
+                .map_err(|detail| OpenError::CorruptEpoch {
+                    path: epoch_path.clone(),
+                    detail,
+                })?;
+            let refuse = |detail: String| OpenError::RolledBack {
+                path: index.clone(),
+                detail,
+            };
             match found {
-                None => {
-                    t.meta
-                        .insert("version", FORMAT_VERSION)
-                        .map_err(|e| corrupt(werr(e)))?;
+                Some(e) if e.store_id != meta.store_id => {
+                    return Err(refuse(format!(
+                        "the index belongs to another store (store ID {:032x}; the epoch file \
+                         says {:032x})",
+                        meta.store_id, e.store_id
+                    )));
                 }
-                Some(v) if v != FORMAT_VERSION => {
-                    return Err(OpenError::Version {
-                        path: index.clone(),
-                        found: v,
-                        expected: FORMAT_VERSION,
-                    });
+                Some(e) if e.commit > meta.commit => {
+                    if mode == OpenMode::Normal {
+                        return Err(refuse(format!(
+                            "the index is at commit {}, but the epoch file shows commit {} was \
+                             reached: the index was restored from an older copy",
+                            meta.commit, e.commit
+                        )));
+                    }
+                    rolled_back = true;
+                    meta.commit = e.commit;
                 }
                 Some(_) => {}
+                None if meta.commit == 0 => {}
+                None => {
+                    if mode == OpenMode::Normal {
+                        return Err(refuse(format!(
+                            "the epoch file is missing but the index has {} commits (the \
+                             epoch file was deleted, or the index was copied from elsewhere)",
+                            meta.commit
+                        )));
+                    }
+                    rolled_back = true;
+                }
             }
+            files::create_dir(&seg_dir).map_err(io_err(&seg_dir))?;
+            match found {
+                Some(_) if !rolled_back => EpochFile::open(&epoch_path, meta.store_id, meta.commit),
+                _ => EpochFile::create(&epoch_path, meta.store_id, meta.commit),
+            }
+            .map_err(io_err(&epoch_path))?
         }
-        txn.commit().map_err(|e| corrupt(werr(e)))?;
+    };
+    // 4. Recovery: orphan files and tails, pending overwrites.
+    let loaded = State::load(
+        &db,
+        &seg_dir,
+        options.segment_max_bytes.max(1),
+        ring.clone(),
+        epoch_file,
+    );
+    let mut state = loaded.map_err(|e| match e {
+        StoreError::Io { context, source } => OpenError::Io {
+            path: PathBuf::from(context),
+            source: Arc::try_unwrap(source)
+                .unwrap_or_else(|a| std::io::Error::new(a.kind(), a.to_string())),
+        },
+        other => corrupt(other),
+    })?;
+    // In burn mode the burn's commit must be above both the index and the epoch file, and
+    // nothing may commit before it.
+    if mode == OpenMode::BurnAfterRestore {
+        state.commit_floor = meta.commit;
+        state.burn_pending = true;
     }
-    let mut state =
-        State::load(&db, &seg_dir, options.segment_max_bytes.max(1)).map_err(|e| match e {
-            StoreError::Io { context, source } => OpenError::Io {
-                path: PathBuf::from(context),
-                source: Arc::try_unwrap(source)
-                    .unwrap_or_else(|a| std::io::Error::new(a.kind(), a.to_string())),
-            },
-            other => corrupt(other),
-        })?;
     // Redo overwrites a crash interrupted.
     let pending = state.pending_scrub(&db).map_err(OpenError::Recovery)?;
     state.scrub_new = pending;
     state.do_scrub();
     state.sync_scrub();
-    Ok((db, state))
+    Ok((db, state, rolled_back))
+}
+
+/// Refuses a KEK mismatch: an encrypted store without a KEK or with another, a plain store with
+/// one.
+fn check_kek(index: &Path, meta: &Meta, ring: Option<&KeyRing>) -> Result<(), OpenError> {
+    let path = index.to_path_buf();
+    match (meta.encrypted, ring) {
+        (true, None) => Err(OpenError::EncryptionKeyRequired { path }),
+        (false, Some(_)) => Err(OpenError::NotEncrypted { path }),
+        (true, Some(r)) if !meta.kek_check.as_deref().is_some_and(|c| r.matches(c)) => {
+            Err(OpenError::WrongEncryptionKey { path })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Writes a new store's `meta` (and KEK check value) and creates every table.
+fn init_index(db: &Database, ring: Option<&KeyRing>) -> Result<Meta, StoreError> {
+    let mut id = [0u8; 16];
+    OsRandom.fill(&mut id)?;
+    let store_id = u128::from_le_bytes(id);
+    let txn = db.begin_write().map_err(werr)?;
+    {
+        let mut t = Tables::open(&txn)?;
+        let hi = u64::try_from(store_id >> 64).unwrap_or(0);
+        let lo = u64::try_from(store_id & u128::from(u64::MAX)).unwrap_or(0);
+        for (k, v) in [
+            ("version", FORMAT_VERSION),
+            ("store_id_hi", hi),
+            ("store_id_lo", lo),
+            ("commit", 0),
+            ("encrypted", u64::from(ring.is_some())),
+        ] {
+            t.meta.insert(k, v).map_err(werr)?;
+        }
+        let mut c = txn.open_table(CRYPTO).map_err(werr)?;
+        if let Some(r) = ring {
+            c.insert("kek_check", r.check_value().as_slice())
+                .map_err(werr)?;
+        }
+    }
+    txn.commit().map_err(werr)?;
+    Ok(Meta {
+        version: Some(FORMAT_VERSION),
+        store_id,
+        commit: 0,
+        encrypted: ring.is_some(),
+        kek_check: None,
+    })
 }
 
 impl State {
-    fn load(db: &Database, seg_dir: &Path, segment_max: u64) -> Fatal<Self> {
+    fn load(
+        db: &Database,
+        seg_dir: &Path,
+        segment_max: u64,
+        ring: Option<Arc<KeyRing>>,
+        epoch: EpochFile,
+    ) -> Fatal<Self> {
         let rerr = |e: redb::Error| StoreError::db("loading the index", e);
         let txn = db.begin_read().map_err(|e| rerr(e.into()))?;
         let meta = txn.open_table(META).map_err(|e| rerr(e.into()))?;
@@ -256,6 +525,8 @@ impl State {
             get("next_segment")?,
             get("next_ledger")?,
         );
+        let store_id = (u128::from(get("store_id_hi")?) << 64) | u128::from(get("store_id_lo")?);
+        let commit = get("commit")?;
         let mut records = BTreeMap::new();
         for row in txn
             .open_table(SEGMENTS)
@@ -293,6 +564,27 @@ impl State {
             };
             seg.live_blocks = r.live_blocks;
             seg.sealed = r.sealed;
+            match (&ring, &r.wrapped_key) {
+                (Some(ring), Some(w)) => {
+                    seg.key = Some(ring.unwrap_segment_key(store_id, n, w).ok_or_else(|| {
+                        StoreError::Damaged(format!(
+                            "the wrapped data key of segment {n} does not authenticate"
+                        ))
+                    })?);
+                    seg.wrapped_key = Some(w.clone());
+                }
+                (None, None) => {}
+                (Some(_), None) => {
+                    return Err(StoreError::Damaged(format!(
+                        "segment {n} of an encrypted store has no data key"
+                    )));
+                }
+                (None, Some(_)) => {
+                    return Err(StoreError::Damaged(format!(
+                        "segment {n} of a plain store has a data key"
+                    )));
+                }
+            }
             let real = seg.file_len()?;
             if real > r.committed_len {
                 seg.truncate(r.committed_len)?;
@@ -355,7 +647,34 @@ impl State {
             last_batch: 0,
             last_expiry: Instant::now(),
             broken: None,
+            store_id,
+            commit,
+            commit_floor: 0,
+            burn_pending: false,
+            epoch: Some(epoch),
+            last_epoch_sync: Instant::now(),
+            digester: Digester::new(ring.as_deref()),
+            ring,
         })
+    }
+
+    /// How blocks and keys are digested in this store.
+    pub(crate) fn digester(&self) -> Digester {
+        self.digester.clone()
+    }
+
+    /// Whether the epoch file has an unsynced counter.
+    fn epoch_dirty(&self) -> bool {
+        self.epoch.as_ref().is_some_and(EpochFile::is_dirty)
+    }
+
+    /// Syncs the epoch file (when idle, and at least once a second while busy).
+    fn sync_epoch(&mut self) {
+        if let Some(e) = &mut self.epoch {
+            // A failure leaves it dirty: retried at the next sync.
+            let _ = e.sync();
+        }
+        self.last_epoch_sync = Instant::now();
     }
 
     fn pending_scrub(&self, db: &Database) -> Fatal<Vec<(u64, u64, u64)>> {
@@ -384,8 +703,23 @@ impl State {
     fn reload(&mut self, db: &Database) {
         // Drop every map before `load` may truncate files (mapping contract rule 2).
         self.segments.clear();
-        match Self::load(db, &self.seg_dir, self.segment_max) {
-            Ok(fresh) => *self = fresh,
+        let Some(epoch) = self.epoch.take() else {
+            self.broken = Some(StoreError::Closed);
+            return;
+        };
+        match Self::load(
+            db,
+            &self.seg_dir,
+            self.segment_max,
+            self.ring.clone(),
+            epoch,
+        ) {
+            Ok(fresh) => {
+                let (floor, pending) = (self.commit_floor, self.burn_pending);
+                *self = fresh;
+                self.commit_floor = floor;
+                self.burn_pending = pending;
+            }
             Err(e) => self.broken = Some(e),
         }
     }
@@ -454,6 +788,7 @@ impl State {
         auto_expire: bool,
     ) -> Fatal<()> {
         let now = now_ms();
+        let next = self.commit.max(self.commit_floor) + 1;
         let txn = db.begin_write().map_err(werr)?;
         {
             let mut t = Tables::open(&txn)?;
@@ -478,6 +813,7 @@ impl State {
                         self.last_expiry = Instant::now();
                         Ok(OpResult::Count(self.expire(&mut t, *now_ms, now)?))
                     }
+                    OpKind::Burn(scope) => Ok(OpResult::Burned(self.burn(&mut t, scope, now)?)),
                 };
                 if let Some(slot) = results.get_mut(i) {
                     *slot = Some(r);
@@ -488,8 +824,18 @@ impl State {
                 self.expire(&mut t, now, now)?;
             }
             self.flush(&mut t)?;
+            t.meta.insert("commit", next).map_err(werr)?;
         }
-        txn.commit().map_err(werr)
+        txn.commit().map_err(werr)?;
+        // The index is now ahead of the epoch file; the file follows (synced when idle).
+        self.commit = next;
+        if ops.iter().any(|op| matches!(op.kind, OpKind::Burn(_))) {
+            self.burn_pending = false;
+        }
+        if let Some(e) = &mut self.epoch {
+            e.record(self.commit);
+        }
+        Ok(())
     }
 
     fn flush(&mut self, t: &mut Tables<'_>) -> Fatal<()> {
@@ -514,6 +860,7 @@ impl State {
                     committed_len: s.len,
                     live_blocks: s.live_blocks,
                     sealed: s.sealed,
+                    wrapped_key: s.wrapped_key.clone(),
                 };
                 t.segments.insert(n, encode(&r)?.as_slice()).map_err(werr)?;
             }
@@ -615,7 +962,12 @@ impl State {
         }
         let n = self.next_segment;
         self.next_segment += 1;
-        let seg = Segment::create(&self.seg_dir.join(segment::file_name(n)))?;
+        let mut seg = Segment::create(&self.seg_dir.join(segment::file_name(n)))?;
+        if let Some(ring) = &self.ring {
+            let (key, wrapped) = ring.new_segment_key(self.store_id, n)?;
+            seg.key = Some(key);
+            seg.wrapped_key = Some(wrapped);
+        }
         self.segments.insert(n, seg);
         self.dirty_segments.insert(n);
         self.active = Some(n);
@@ -639,10 +991,15 @@ impl State {
         results: &mut [Option<Result<OpResult, StoreError>>],
         now: u64,
     ) -> Fatal<()> {
-        let mut accepted: Vec<(usize, &NewBlock, [u8; 32])> = Vec::new();
+        let mut accepted: Vec<(usize, &NewBlock, [u8; 32], [u8; 32])> = Vec::new();
         let mut seen: HashMap<(&str, &str), [u8; 32]> = HashMap::new();
         for (i, op) in ops.iter().enumerate() {
-            let OpKind::Append { block, digest } = &op.kind else {
+            let OpKind::Append {
+                block,
+                digest: public,
+                stored: digest,
+            } = &op.kind
+            else {
                 continue;
             };
             let key = (block.link.as_str(), block.block_id.as_str());
@@ -668,7 +1025,7 @@ impl State {
                 continue;
             }
             seen.insert(key, *digest);
-            accepted.push((i, block, *digest));
+            accepted.push((i, block, *digest, *public));
         }
         if accepted.is_empty() {
             return Ok(());
@@ -677,12 +1034,12 @@ impl State {
         let mut created = false;
         let mut touched = BTreeSet::new();
         let mut placed = Vec::with_capacity(accepted.len());
-        for (_, block, _) in &accepted {
+        for (_, block, _, _) in &accepted {
             let len = block.bytes.len() as u64;
             let n = self.segment_for(t, len, &mut created)?;
             let seg = self.segments.get_mut(&n).ok_or(StoreError::Closed)?;
             let off = seg.len;
-            seg.write_at(off, &block.bytes)?;
+            seg.append_at(off, &block.bytes)?;
             seg.len += len;
             seg.live_blocks += 1;
             self.dirty_segments.insert(n);
@@ -700,7 +1057,7 @@ impl State {
                 .map_err(|e| StoreError::io("syncing the segment directory", e))?;
         }
         // 2. The index.
-        for ((i, block, digest), (seg, off)) in accepted.into_iter().zip(placed) {
+        for ((i, block, digest, public), (seg, off)) in accepted.into_iter().zip(placed) {
             let n = self.next_block;
             self.next_block += 1;
             let usable = block.len_bits / 8 * 8;
@@ -754,7 +1111,7 @@ impl State {
                     block_id: block.block_id.clone(),
                     len_bits: block.len_bits,
                     usable_bits: usable,
-                    digest,
+                    digest: public,
                     qber: block.qber,
                     leaked_bits: block.leaked_bits,
                 })));
@@ -777,7 +1134,7 @@ impl State {
         }
         let (segn, off, len, digest) = (b.segment, b.offset, b.len_bits.div_ceil(8), b.digest);
         let check = match self.segments.get_mut(&segn) {
-            Some(seg) => seg.hash(off, len).map(|d| d == digest),
+            Some(seg) => seg.hash(off, len, &self.digester).map(|d| d == digest),
             None => Err(StoreError::Damaged(format!("segment {segn} is missing"))),
         };
         match check {
@@ -1025,7 +1382,7 @@ impl State {
         let mut digests = Vec::with_capacity(keys.len());
         for (_, ex) in &keys {
             match self.read_extents(ex, req.size_bits) {
-                Ok(bytes) => digests.push(*blake3::hash(&bytes).as_bytes()),
+                Ok(bytes) => digests.push(self.digester.digest(&bytes)),
                 Err(e) => return Ok(Err(e)),
             }
         }
@@ -1192,7 +1549,7 @@ impl State {
         let mut digests = Vec::with_capacity(keys.len());
         for (k, ex) in req.keys.iter().zip(&keys) {
             match self.read_extents(ex, k.size_bits) {
-                Ok(bytes) => digests.push(*blake3::hash(&bytes).as_bytes()),
+                Ok(bytes) => digests.push(self.digester.digest(&bytes)),
                 Err(e) => return Ok(Err(e)),
             }
         }
@@ -1297,7 +1654,7 @@ impl State {
                 Ok(b) => b,
                 Err(e) => return Ok(Err(e)),
             };
-            if *blake3::hash(&bytes).as_bytes() != rec.digest {
+            if self.digester.digest(&bytes) != rec.digest {
                 return Ok(Err(StoreError::Damaged(format!(
                     "key {id} failed its BLAKE3 check; it is not served"
                 ))));
@@ -1405,6 +1762,86 @@ impl State {
         }
         self.destroy_keys(t, recs, DestroyReason::Expired, "expiry", now)
     }
+
+    /// After a restore from a backup: destroys every live key, then marks every unspent block
+    /// fully used and spends it, so all its unused material is overwritten and never served.
+    fn burn(&mut self, t: &mut Tables<'_>, scope: &BurnScope, now: u64) -> Fatal<Vec<BurnedLink>> {
+        const ACTOR: &str = "burn-after-restore";
+        let ids: Vec<Uuid> = t
+            .expiry
+            .iter()
+            .map_err(werr)?
+            .map(|r| r.map(|(k, _)| Uuid::from_u128(k.value().1)))
+            .collect::<Result<_, _>>()
+            .map_err(werr)?;
+        let mut recs = Vec::with_capacity(ids.len());
+        let mut out: BTreeMap<String, BurnedLink> = BTreeMap::new();
+        for id in ids {
+            if let Some(rec) = t.get_key(id)?
+                && scope.covers(&rec.link)
+            {
+                if rec.state == KeyState::Reserved {
+                    out.entry(rec.link.clone())
+                        .or_insert_with(|| BurnedLink {
+                            link: rec.link.clone(),
+                            blocks: 0,
+                            bits_burned: 0,
+                            keys_destroyed: 0,
+                        })
+                        .keys_destroyed += 1;
+                }
+                recs.push((id, rec));
+            }
+        }
+        self.destroy_keys(t, recs, DestroyReason::RestoredFromBackup, ACTOR, now)?;
+        let mut nums: Vec<u64> = self
+            .blocks
+            .iter()
+            .filter(|(_, b)| scope.covers(&b.link))
+            .map(|(&n, _)| n)
+            .collect();
+        nums.sort_unstable();
+        for n in nums {
+            let Some(b) = self.blocks.get_mut(&n) else {
+                continue;
+            };
+            // Damaged blocks count their unused bits as damaged already.
+            let lost = if b.damaged {
+                0
+            } else {
+                b.usable_bits - b.used_bits
+            };
+            b.frontier = b.usable_bits;
+            let link = b.link.clone();
+            self.dirty_blocks.insert(n);
+            if let Some(o) = self.open.get_mut(&link) {
+                o.remove(&n);
+            }
+            self.link(&link).bits_burned += lost;
+            let e = out.entry(link.clone()).or_insert_with(|| BurnedLink {
+                link,
+                blocks: 0,
+                bits_burned: 0,
+                keys_destroyed: 0,
+            });
+            e.blocks += 1;
+            e.bits_burned += lost;
+            self.maybe_spend(t, n)?;
+        }
+        for b in out.values() {
+            self.ledger(
+                t,
+                now,
+                ACTOR,
+                &b.link,
+                LedgerEvent::MaterialBurned {
+                    blocks: b.blocks,
+                    bits: b.bits_burned,
+                },
+            )?;
+        }
+        Ok(out.into_values().collect())
+    }
 }
 
 /// The writer thread's loop: one batch per wake-up, an expiry pass about once a second,
@@ -1417,7 +1854,7 @@ pub(crate) fn run(db: Arc<Database>, mut state: State, rx: Receiver<Op>, max_bat
     const GATHER: Duration = Duration::from_micros(300);
     loop {
         let mut ops = Vec::new();
-        let idle_wait = if state.scrub_unsynced.is_empty() {
+        let idle_wait = if state.scrub_unsynced.is_empty() && !state.epoch_dirty() {
             Duration::from_secs(1)
         } else {
             Duration::from_millis(5)
@@ -1453,7 +1890,13 @@ pub(crate) fn run(db: Arc<Database>, mut state: State, rx: Receiver<Op>, max_bat
         {
             state.sync_scrub();
         }
-        let mut expire = state.last_expiry.elapsed() >= Duration::from_secs(1);
+        if state.epoch_dirty()
+            && (ops.is_empty() || state.last_epoch_sync.elapsed() >= Duration::from_secs(1))
+        {
+            state.sync_epoch();
+        }
+        let mut expire =
+            !state.burn_pending && state.last_expiry.elapsed() >= Duration::from_secs(1);
         if ops.is_empty() && expire && !state.expiry_due(&db) {
             state.last_expiry = Instant::now();
             expire = false;
@@ -1464,4 +1907,5 @@ pub(crate) fn run(db: Arc<Database>, mut state: State, rx: Receiver<Op>, max_bat
         state.batch(&db, ops, expire);
     }
     state.sync_scrub();
+    state.sync_epoch();
 }

@@ -12,11 +12,23 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use qkd_core::rng::{OsRandom, RandomSource, SeededRandom};
-use qkd_store::{AllocateRequest, BlockId, LedgerEvent, NewBlock, Store, StoreError};
+use qkd_store::{
+    AllocateRequest, BlockId, Kek, LedgerEvent, NewBlock, Store, StoreError, StoreOptions,
+};
 use uuid::Uuid;
 use zeroize::Zeroizing;
 
 const CHILD_ENV: &str = "QKD_STORE_CRASH_CHILD";
+/// Set (to the KEK in hex) for the encrypted variant, in the child and read by the parent.
+const KEK_ENV: &str = "QKD_STORE_CRASH_KEK";
+const KEK_HEX: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
+
+fn options(encrypted: bool) -> StoreOptions {
+    StoreOptions {
+        encryption: encrypted.then(|| Kek::parse(KEK_HEX).unwrap()),
+        ..StoreOptions::default()
+    }
+}
 const SLAVES: [&str; 2] = ["S1", "S2"];
 
 fn hex(b: &[u8]) -> String {
@@ -25,7 +37,8 @@ fn hex(b: &[u8]) -> String {
 
 /// The child's body: runs until killed.
 fn child(dir: &Path, log: &Path) {
-    let store = Arc::new(Store::open(dir).expect("child opens the store"));
+    let encrypted = std::env::var_os(KEK_ENV).is_some();
+    let store = Arc::new(Store::open_with(dir, options(encrypted)).expect("child opens the store"));
     let log = Arc::new(Mutex::new(
         std::fs::OpenOptions::new()
             .create(true)
@@ -142,6 +155,15 @@ fn unhex(s: &str) -> Vec<u8> {
 
 #[test]
 fn sigkill_never_delivers_twice_or_loses_a_key() {
+    sigkill_rounds(false);
+}
+
+#[test]
+fn sigkill_encrypted_never_delivers_twice_or_loses_a_key() {
+    sigkill_rounds(true);
+}
+
+fn sigkill_rounds(encrypted: bool) {
     let work = tempfile::tempdir().unwrap();
     let exe = std::env::current_exe().unwrap();
     let mut rng = SeededRandom::from_u64(0x5eed);
@@ -154,18 +176,21 @@ fn sigkill_never_delivers_twice_or_loses_a_key() {
     let mut all_reserved: HashSet<Uuid> = HashSet::new();
     let (mut bits, mut consumed, mut deliveries) = (0u64, 0u64, 0u64);
     for _ in 0..iterations {
-        let mut child = Command::new(&exe)
-            .args([
-                "crash_child_entry",
-                "--exact",
-                "--nocapture",
-                "--test-threads=1",
-            ])
-            .env(CHILD_ENV, work.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
+        let mut cmd = Command::new(&exe);
+        cmd.args([
+            "crash_child_entry",
+            "--exact",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CHILD_ENV, work.path())
+        .env_remove(KEK_ENV)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+        if encrypted {
+            cmd.env(KEK_ENV, KEK_HEX);
+        }
+        let mut child = cmd.spawn().unwrap();
         std::thread::sleep(Duration::from_millis(40 + rng.below(260)));
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
@@ -198,7 +223,7 @@ fn sigkill_never_delivers_twice_or_loses_a_key() {
         }
 
         // Reopen and check against the ledger.
-        let store = Store::open(work.path().join("store")).unwrap();
+        let store = Store::open_with(work.path().join("store"), options(encrypted)).unwrap();
         let ledger = store.ledger(ledger_from, usize::MAX).unwrap();
         let mut reserved: Vec<Uuid> = Vec::new();
         for e in &ledger {
