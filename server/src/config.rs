@@ -65,6 +65,44 @@ pub struct Config {
     /// Timeouts and caps of the listeners.
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// How the key store in `state_dir` is opened.
+    #[serde(default)]
+    pub store: StoreConfig,
+}
+
+/// The key store's encryption at rest (docs/store.md §7): the key-encryption key (KEK) comes
+/// from a file or an environment variable, never from the configuration text.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// A file (mode 0600 or 0400) holding the 32-byte KEK: raw, 64 hex digits or base64.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kek_file: Option<PathBuf>,
+    /// An environment variable holding the KEK (hex or base64).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kek_env: Option<String>,
+}
+
+impl StoreConfig {
+    /// The store options: encrypted when a KEK is configured.
+    pub fn options(&self) -> Result<qkd_store::StoreOptions, ConfigError> {
+        let kek = match (&self.kek_file, &self.kek_env) {
+            (Some(_), Some(_)) => {
+                return Err(ConfigError::Invalid(
+                    "store: set kek_file or kek_env, not both".into(),
+                ));
+            }
+            (Some(f), None) => Some(qkd_store::Kek::from_file(f)),
+            (None, Some(v)) => Some(qkd_store::Kek::from_env(v)),
+            (None, None) => None,
+        }
+        .transpose()
+        .map_err(|e| ConfigError::Invalid(format!("store: {e}")))?;
+        Ok(qkd_store::StoreOptions {
+            encryption: kek,
+            ..qkd_store::StoreOptions::default()
+        })
+    }
 }
 
 /// Timeouts and caps that keep slow, idle or greedy clients from taking a listener away from
@@ -549,6 +587,9 @@ impl Config {
         fix(&mut self.tls.cert);
         fix(&mut self.tls.key);
         self.tls.crl.iter_mut().for_each(fix);
+        if let Some(f) = &mut self.store.kek_file {
+            fix(f);
+        }
         for l in &mut self.links {
             match &mut l.source {
                 SourceConfig::Cor { dir, .. } | SourceConfig::RawDir { dir, .. } => fix(dir),

@@ -225,7 +225,8 @@ pub async fn serve(config: Config) -> Result<ServerHandle, ServeError> {
             d
         }
     };
-    let pool: Arc<dyn KeyPool> = StorePool::open(&dir, &config.kme_id)?;
+    let pool: Arc<dyn KeyPool> =
+        StorePool::open_with(&dir, &config.kme_id, config.store.options()?)?;
     serve_in(config, pool, &dir.join("links")).await
 }
 

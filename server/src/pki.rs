@@ -513,6 +513,7 @@ pub fn init_with(
             }),
             links,
             limits: LimitsConfig::default(),
+            store: Default::default(),
         };
         let text = toml::to_string_pretty(&cfg)
             .map_err(|e| PkiError::Invalid(format!("config encoding: {e}")))?;

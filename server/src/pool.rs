@@ -158,9 +158,19 @@ pub struct StorePool {
 }
 
 impl StorePool {
-    /// Opens (or creates) the store in `dir` for KME `local_kme`.
+    /// Opens (or creates) the store in `dir` for KME `local_kme`, unencrypted.
     pub fn open(dir: &Path, local_kme: &str) -> Result<Arc<Self>, PoolError> {
-        let store = Store::open(dir).map_err(|e| PoolError::Store(e.to_string()))?;
+        Self::open_with(dir, local_kme, qkd_store::StoreOptions::default())
+    }
+
+    /// Opens (or creates) the store in `dir` for KME `local_kme` with `options` (encryption at
+    /// rest).
+    pub fn open_with(
+        dir: &Path,
+        local_kme: &str,
+        options: qkd_store::StoreOptions,
+    ) -> Result<Arc<Self>, PoolError> {
+        let store = Store::open_with(dir, options).map_err(|e| PoolError::Store(e.to_string()))?;
         Ok(Arc::new(Self {
             store,
             local_kme: local_kme.to_string(),
