@@ -536,3 +536,37 @@ pub fn init_with(
         sae_certs,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::os::unix::fs::PermissionsExt;
+
+    fn mode(p: &Path) -> u32 {
+        fs::metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    /// Private keys, PKCS#12 files and the incoming directories are owner-only; a key file that
+    /// existed with a wider mode is replaced by a fresh owner-only one, never rewritten in place.
+    #[test]
+    fn secrets_are_owner_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        fs::write(d.join("SAE_1.key"), b"old").unwrap();
+        fs::set_permissions(d.join("SAE_1.key"), fs::Permissions::from_mode(0o644)).unwrap();
+        let kmes = ["KME_A".to_string(), "KME_B".to_string()];
+        let saes = [("SAE_1".to_string(), "KME_A".to_string())];
+        init(d, &kmes, &saes, 9000, &[]).unwrap();
+        for f in ["ca.key", "KME_A.key", "KME_B.key", "SAE_1.key", "SAE_1.p12"] {
+            assert_eq!(mode(&d.join(f)), 0o600, "{f}");
+        }
+        assert_eq!(mode(&d.join("KME_A/incoming/KME_B")), 0o700);
+        assert_eq!(mode(&d.join("ca.pem")) & 0o600, 0o600);
+        let leftovers: Vec<_> = fs::read_dir(d)
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_name().to_string_lossy().contains(".tmp-"))
+            .collect();
+        assert!(leftovers.is_empty(), "temporary files left behind");
+    }
+}
