@@ -260,17 +260,22 @@ fn kills() -> (u64, u64) {
     )
 }
 
+/// Numbers below `n` from a seeded generator: a soak is the same on every run with its seed
+/// (which KME is killed, when).
+fn below(seed: u64) -> impl FnMut(u64) -> u64 {
+    let mut rng = SeededRandom::from_u64(seed);
+    move |n| {
+        let mut b = [0u8; 8];
+        rng.fill(&mut b).unwrap();
+        u64::from_le_bytes(b) % n
+    }
+}
+
 #[test]
 fn sigkill_at_random_points_never_breaks_both_or_neither() {
     let (mut site, _) = Site::new(false);
     let (rounds, seed) = kills();
-    // Seeded: the test is the same on every run (which KME, when).
-    let mut rng = SeededRandom::from_u64(seed);
-    let mut r = |n: u64| {
-        let mut b = [0u8; 8];
-        rng.fill(&mut b).unwrap();
-        u64::from_le_bytes(b) % n
-    };
+    let mut r = below(seed);
     rt().block_on(async {
         site.start(1);
         site.start(0);
@@ -454,12 +459,7 @@ fn sigkill_under_sae_load_delivers_nothing_twice_and_loses_nothing() {
     let (mut site, _) = Site::new(false);
     let var = |k: &str| std::env::var(k).ok().and_then(|v| v.parse().ok());
     let rounds: u64 = var("QKD_CRASH_KILLS").unwrap_or(8);
-    let mut rng = SeededRandom::from_u64(var("QKD_CRASH_SEED").unwrap_or(29));
-    let mut r = |n: u64| {
-        let mut b = [0u8; 8];
-        rng.fill(&mut b).unwrap();
-        u64::from_le_bytes(b) % n
-    };
+    let mut r = below(var("QKD_CRASH_SEED").unwrap_or(29));
     rt().block_on(async {
         site.start(1);
         site.start(0);

@@ -1,36 +1,18 @@
 //! Functional tests of the key store: allocation, fetch, peer reservation, expiry, import,
 //! overwriting, reclamation, damaged data.
 
+mod common;
+
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
+use common::*;
 use qkd_core::rng::SeededRandom;
 use qkd_store::{
     AllocateRequest, BlockFilter, BlockId, DestroyReason, ImportOutcome, KeyAllocation, KeyState,
-    LedgerEvent, NewBlock, OpenError, ReserveRequest, Store, StoreError, StoreOptions,
-    import_cor_files,
+    LedgerEvent, OpenError, ReserveRequest, Store, StoreError, StoreOptions, import_cor_files,
 };
-use zeroize::Zeroizing;
-
-fn later() -> SystemTime {
-    SystemTime::now() + Duration::from_secs(3600)
-}
-
-fn material(seed: u64, len: usize) -> Vec<u8> {
-    let mut v = vec![0u8; len];
-    SeededRandom::from_u64(seed).bytes(&mut v);
-    v
-}
-
-fn append(store: &Store, link: &str, id: &str, bytes: &[u8]) {
-    let b = NewBlock::from_bytes(
-        link,
-        BlockId::new(id).unwrap(),
-        Zeroizing::new(bytes.to_vec()),
-    );
-    store.append(b).unwrap();
-}
 
 /// The key bytes a material address names, computed from the appended blocks by hand.
 fn expected(blocks: &[(&str, &[u8])], alloc: &KeyAllocation) -> Vec<u8> {

@@ -1,35 +1,16 @@
 //! Encryption at rest: segment bytes are ciphertext, index digests are keyed, the store works
 //! the same through the API, and a missing, wrong or unexpected KEK is refused.
 
+mod common;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::time::{Duration, SystemTime};
 
-use qkd_core::rng::SeededRandom;
+use common::*;
 use qkd_store::{
-    AllocateRequest, BlockFilter, BlockId, BurnScope, Kek, KekError, NewBlock, OpenError,
-    ReserveRequest, Store, StoreError, StoreOptions,
+    AllocateRequest, BlockFilter, BurnScope, Kek, KekError, OpenError, ReserveRequest, Store,
+    StoreError, StoreOptions,
 };
-use zeroize::Zeroizing;
-
-fn later() -> SystemTime {
-    SystemTime::now() + Duration::from_secs(3600)
-}
-
-fn material(seed: u64, len: usize) -> Vec<u8> {
-    let mut v = vec![0u8; len];
-    SeededRandom::from_u64(seed).bytes(&mut v);
-    v
-}
-
-fn append(store: &Store, link: &str, id: &str, bytes: &[u8]) {
-    let b = NewBlock::from_bytes(
-        link,
-        BlockId::new(id).unwrap(),
-        Zeroizing::new(bytes.to_vec()),
-    );
-    store.append(b).unwrap();
-}
 
 fn kek(seed: u8) -> Kek {
     Kek::from_bytes(&[seed; 32])

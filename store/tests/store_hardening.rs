@@ -2,34 +2,13 @@
 //! accessible stores, detection of a rolled-back or swapped index (and the operator's way out),
 //! refusal of a store whose index is missing or empty while it has segments.
 
+mod common;
+
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::time::{Duration, SystemTime};
 
-use qkd_core::rng::SeededRandom;
-use qkd_store::{
-    AllocateRequest, BlockId, BurnScope, NewBlock, OpenError, Store, StoreError, StoreOptions,
-};
-use zeroize::Zeroizing;
-
-fn later() -> SystemTime {
-    SystemTime::now() + Duration::from_secs(3600)
-}
-
-fn material(seed: u64, len: usize) -> Vec<u8> {
-    let mut v = vec![0u8; len];
-    SeededRandom::from_u64(seed).bytes(&mut v);
-    v
-}
-
-fn append(store: &Store, link: &str, id: &str, bytes: &[u8]) {
-    let b = NewBlock::from_bytes(
-        link,
-        BlockId::new(id).unwrap(),
-        Zeroizing::new(bytes.to_vec()),
-    );
-    store.append(b).unwrap();
-}
+use common::*;
+use qkd_store::{AllocateRequest, BurnScope, OpenError, Store, StoreError, StoreOptions};
 
 fn mode(p: &Path) -> u32 {
     std::fs::metadata(p).unwrap().permissions().mode() & 0o777
