@@ -327,3 +327,45 @@ async fn slow_idle_and_greedy_clients_are_cut_off_while_others_are_served() {
     drop(holder);
     a.shutdown().await;
 }
+
+/// A KME with a valid certificate of the same CA, set up like KME_B (same SAEs, same
+/// simulated source) but named KME_C, sits at the URL of KME_A's link to KME_B. The old
+/// reservation client accepted its certificate, and about half of the requests (the blocks both
+/// split rules give to KME_A) were delivered with 200 although KME_B never reserved them.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_kme_impersonating_the_peer_gets_no_reservation() {
+    let mut lab = lab(60);
+    qkd_server::pki::issue(
+        &lab.path("ca.pem"),
+        &lab.path("ca.key"),
+        "KME_C",
+        qkd_server::pki::CertKind::Both,
+        &["localhost".into(), "127.0.0.1".into()],
+        lab.dir.path(),
+        "",
+    )
+    .unwrap();
+    let mut c = lab.b.clone();
+    c.kme_id = "KME_C".into();
+    c.tls.cert = lab.path("KME_C.pem");
+    c.tls.key = lab.path("KME_C.key");
+    c.state_dir = Some(lab.path("KME_C/store"));
+    c.listen = std::net::SocketAddr::from(([127, 0, 0, 1], free_port()));
+    let c_peer = free_port();
+    c.peer_listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], c_peer)));
+    lab.a.links[0].url = format!("https://127.0.0.1:{c_peer}");
+    let impostor = start(&c).await;
+    let a = start(&lab.a).await;
+    let sae1 = lab.client(&a, "SAE_1");
+    for _ in 0..12 {
+        let r = sae1.enc_keys("SAE_2", &KeyRequest::default()).await;
+        let (status, msg) = api_status(r);
+        assert_eq!(
+            status, 503,
+            "a key was delivered through an impostor: {msg}"
+        );
+    }
+    assert_eq!(impostor.pool().stats("KME_A").reserved_keys, 0);
+    a.shutdown().await;
+    impostor.shutdown().await;
+}
