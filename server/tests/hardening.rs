@@ -357,8 +357,15 @@ async fn a_kme_impersonating_the_peer_gets_no_reservation() {
     let impostor = start(&c).await;
     let a = start(&lab.a).await;
     let sae1 = lab.client(&a, "SAE_1");
+    // Large requests, so they run through every block KME_A owns (a block that the impostor's
+    // split rule gives to itself would be refused anyway).
+    let big = KeyRequest {
+        number: Some(3),
+        size: Some(8192),
+        ..Default::default()
+    };
     for _ in 0..12 {
-        let r = sae1.enc_keys("SAE_2", &KeyRequest::default()).await;
+        let r = sae1.enc_keys("SAE_2", &big).await;
         let (status, msg) = api_status(r);
         assert_eq!(
             status, 503,
