@@ -25,10 +25,11 @@ use std::sync::atomic::Ordering;
 
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
+use qkd_core::BitBlock;
 use qkd_core::gf128::poly_hash;
 use serde::{Deserialize, Serialize};
 use tokio::sync::Mutex;
-use zeroize::{Zeroize, Zeroizing};
+use zeroize::Zeroizing;
 
 use crate::kme::Kme;
 use crate::link::ledger::{BlockState, Ledger, burn, write_private};
@@ -81,18 +82,17 @@ pub(crate) fn tag(file: &[u8]) -> Result<u128, String> {
         ));
     }
     let (key, material) = file.split_at(TAG_KEY_BYTES);
-    let mut k = Zeroizing::new([0u8; TAG_KEY_BYTES]);
-    k.copy_from_slice(key);
-    let k1 = Zeroizing::new(u128::from_le_bytes(k[..16].try_into().unwrap_or_default()));
-    let k2 = Zeroizing::new(u128::from_le_bytes(k[16..].try_into().unwrap_or_default()));
-    let mut words = Zeroizing::new(vec![0u64; material.len().div_ceil(8)]);
-    for (w, c) in words.iter_mut().zip(material.chunks(8)) {
-        let mut b = [0u8; 8];
-        b[..c.len()].copy_from_slice(c);
-        *w = u64::from_le_bytes(b);
-        b.zeroize();
-    }
-    Ok(poly_hash(&words, material.len() as u64 * 8, *k1, false) ^ *k2)
+    let k1 = Zeroizing::new(u128::from_le_bytes(
+        key[..16].try_into().unwrap_or_default(),
+    ));
+    let k2 = Zeroizing::new(u128::from_le_bytes(
+        key[16..].try_into().unwrap_or_default(),
+    ));
+    let bits = material.len() * 8;
+    // The bits as the engine packs them (little-endian words), wiped on drop.
+    let block = BitBlock::from_bytes(material, bits).map_err(|e| e.to_string())?;
+    let words = &block.words()[..bits.div_ceil(64)];
+    Ok(poly_hash(words, bits as u64, *k1, false) ^ *k2)
 }
 
 fn tag_hex(t: u128) -> String {

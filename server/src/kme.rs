@@ -726,43 +726,47 @@ fn respond<T: Serialize>(kme: &Kme, route: Route, r: Result<T, ApiError>) -> Res
 }
 
 /// A 200 JSON response whose body buffer is wiped when hyper drops it: answers carry key bytes
-/// (base64). The buffer is sized up front so serializing never reallocates (a reallocation
-/// would free a copy unwiped). What this cannot reach: hyper may copy a small body into its
-/// own write buffer, and rustls copies the plaintext into its record buffers before
-/// encrypting; neither wipes (see docs/server.md).
+/// (base64). Serialized in one pass into a [`WipingBuf`]. What this cannot reach: hyper may copy
+/// a small body into its own write buffer, and rustls copies the plaintext into its record
+/// buffers before encrypting; neither wipes (see docs/server.md).
 fn zeroizing_json<T: Serialize>(v: &T) -> Response {
-    struct Wiped(zeroize::Zeroizing<Vec<u8>>);
-    impl AsRef<[u8]> for Wiped {
-        fn as_ref(&self) -> &[u8] {
-            &self.0
-        }
-    }
-    let mut size = SizeCounter(0);
-    if serde_json::to_writer(&mut size, v).is_err() {
-        return ApiError::unavailable("response could not be encoded").into_response();
-    }
-    let mut buf = zeroize::Zeroizing::new(Vec::with_capacity(size.0));
-    if serde_json::to_writer(&mut *buf, v).is_err() {
+    let mut buf = WipingBuf::default();
+    if serde_json::to_writer(&mut buf, v).is_err() {
         return ApiError::unavailable("response could not be encoded").into_response();
     }
     (
         StatusCode::OK,
         [(http::header::CONTENT_TYPE, "application/json")],
-        axum::body::Body::from(Bytes::from_owner(Wiped(buf))),
+        axum::body::Body::from(Bytes::from_owner(buf)),
     )
         .into_response()
 }
 
-/// A writer that only counts bytes.
-struct SizeCounter(usize);
+/// A growable buffer that wipes what it held: on drop, and the old allocation whenever it grows
+/// (a plain `Vec` would free it unwiped).
+#[derive(Default)]
+struct WipingBuf(zeroize::Zeroizing<Vec<u8>>);
 
-impl std::io::Write for SizeCounter {
+impl std::io::Write for WipingBuf {
     fn write(&mut self, b: &[u8]) -> std::io::Result<usize> {
-        self.0 += b.len();
+        let need = self.0.len() + b.len();
+        if need > self.0.capacity() {
+            let mut grown = Vec::with_capacity(need.max(2 * self.0.capacity()).max(256));
+            grown.extend_from_slice(&self.0);
+            // The old allocation is wiped as it drops.
+            self.0 = zeroize::Zeroizing::new(grown);
+        }
+        self.0.extend_from_slice(b);
         Ok(b.len())
     }
     fn flush(&mut self) -> std::io::Result<()> {
         Ok(())
+    }
+}
+
+impl AsRef<[u8]> for WipingBuf {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
     }
 }
 
@@ -776,15 +780,15 @@ fn parse_json<T: serde::de::DeserializeOwned + Default>(body: &Bytes) -> Result<
 }
 
 fn parse_object<T: serde::de::DeserializeOwned>(body: &Bytes, what: &str) -> Result<T, ApiError> {
-    let value: Value = serde_json::from_slice(body)
-        .map_err(|e| ApiError::bad(format!("request body is not valid JSON: {e}")))?;
-    if !value.is_object() {
+    // Valid JSON that starts with `{` is an object; anything else (an array, a number) is not
+    // one, even where serde would map it onto the fields in order.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         return Err(ApiError::bad(format!(
             "request body must be a JSON object for {what}"
         )));
     }
-    serde_json::from_value(value)
-        .map_err(|e| ApiError::bad(format!("request body is not valid for {what}: {e}")))
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad(format!("request body is not valid JSON for {what}: {e}")))
 }
 
 fn query_pairs(q: &Option<String>) -> Result<Vec<(String, String)>, ApiError> {
@@ -1102,13 +1106,21 @@ mod tests {
 
     #[tokio::test]
     async fn a_zeroizing_json_body_is_the_json_of_the_value() {
-        let v = json!({"keys": [{"key_ID": "x", "key": "AAAA"}], "n": 3});
-        let r = zeroizing_json(&v);
-        assert_eq!(r.status(), StatusCode::OK);
-        let body = http_body_util::BodyExt::collect(r.into_body())
-            .await
-            .unwrap()
-            .to_bytes();
-        assert_eq!(body, serde_json::to_vec(&v).unwrap());
+        // Small, and large enough that the buffer grows several times.
+        let keys: Vec<Value> = (0..200)
+            .map(|i| json!({"key_ID": i.to_string(), "key": "A".repeat(i)}))
+            .collect();
+        for v in [
+            json!({"keys": [{"key_ID": "x", "key": "AAAA"}], "n": 3}),
+            json!({"keys": keys}),
+        ] {
+            let r = zeroizing_json(&v);
+            assert_eq!(r.status(), StatusCode::OK);
+            let body = http_body_util::BodyExt::collect(r.into_body())
+                .await
+                .unwrap()
+                .to_bytes();
+            assert_eq!(body, serde_json::to_vec(&v).unwrap());
+        }
     }
 }

@@ -162,8 +162,8 @@ fn spawn_listener(
     app: Router,
     header_timeout: Duration,
     what: &'static str,
-    handle: axum_server::Handle<SocketAddr>,
 ) -> std::io::Result<(JoinHandle<()>, axum_server::Handle<SocketAddr>)> {
+    let handle = axum_server::Handle::new();
     let mut server = axum_server::from_tcp(listener)?
         .handle(handle.clone())
         .first_request_timeout(header_timeout);
@@ -328,8 +328,7 @@ async fn serve_in(
         let local = listener
             .local_addr()
             .map_err(|source| ServeError::Bind { addr, source })?;
-        let h = axum_server::Handle::new();
-        let (task, h) = spawn_listener(listener, acceptor, app, header_timeout, what, h)
+        let (task, h) = spawn_listener(listener, acceptor, app, header_timeout, what)
             .map_err(|source| ServeError::Bind { addr, source })?;
         tasks.push(task);
         handles.push(h);

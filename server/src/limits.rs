@@ -164,6 +164,9 @@ impl Admission {
 pub struct IdleTimeout<S> {
     inner: S,
     idle: Duration,
+    /// The last byte read or written.
+    last: Instant,
+    /// Armed at `last + idle` as of when it was last armed; re-armed lazily when it fires.
     deadline: Pin<Box<Sleep>>,
     _admission: Admission,
 }
@@ -175,23 +178,32 @@ impl<S> IdleTimeout<S> {
         Self {
             inner,
             idle,
+            last: Instant::now(),
             deadline: Box::pin(tokio::time::sleep(idle)),
             _admission: admission,
         }
     }
 
+    /// Notes activity (a clock read, not a timer update on every read and write).
     fn touch(&mut self) {
-        self.deadline.as_mut().reset(Instant::now() + self.idle);
+        self.last = Instant::now();
     }
 
-    /// On `Pending`: an error once the idle deadline has passed.
+    /// On `Pending`: an error once `idle` has passed since the last byte. A timer that fires
+    /// after more recent activity is re-armed at the new deadline.
     fn check(&mut self, cx: &mut Context<'_>) -> Poll<io::Error> {
-        match self.deadline.as_mut().poll(cx) {
-            Poll::Ready(()) => Poll::Ready(io::Error::new(
-                io::ErrorKind::TimedOut,
-                "connection idle for longer than limits.idle_timeout_ms",
-            )),
-            Poll::Pending => Poll::Pending,
+        loop {
+            if self.deadline.as_mut().poll(cx).is_pending() {
+                return Poll::Pending;
+            }
+            let due = self.last + self.idle;
+            if due <= Instant::now() {
+                return Poll::Ready(io::Error::new(
+                    io::ErrorKind::TimedOut,
+                    "connection idle for longer than limits.idle_timeout_ms",
+                ));
+            }
+            self.deadline.as_mut().reset(due);
         }
     }
 }

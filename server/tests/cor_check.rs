@@ -9,32 +9,17 @@ use std::time::{Duration, Instant};
 
 use common::*;
 use qkd_server::ServerHandle;
-use qkd_server::config::SourceConfig;
 use qkd_server::etsi::KeyRequest;
 use uuid::Uuid;
 
 /// Two KMEs whose link takes `.cor` files from `<lab>/<KME>/incoming/<PEER>`, polled every
 /// 50 ms.
-async fn cor_lab() -> (Lab, ServerHandle, ServerHandle) {
-    let mut lab = lab(60);
-    for c in [&mut lab.a, &mut lab.b] {
-        let dir = lab
-            .dir
-            .path()
-            .join(&c.kme_id)
-            .join("incoming")
-            .join(&c.links[0].peer);
-        c.links[0].source = SourceConfig::Cor { dir, poll_ms: 50 };
-    }
+async fn cor_kmes() -> (Lab, ServerHandle, ServerHandle) {
+    let mut lab = common::cor_lab(50);
     lab.a.monitor_listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], free_port())));
     let a = qkd_server::serve(lab.a.clone()).await.unwrap();
     let b = qkd_server::serve(lab.b.clone()).await.unwrap();
     (lab, a, b)
-}
-
-fn incoming(lab: &Lab, kme: &str) -> PathBuf {
-    let peer = if kme == "KME_A" { "KME_B" } else { "KME_A" };
-    lab.dir.path().join(kme).join("incoming").join(peer)
 }
 
 fn bytes(n: usize, seed: u32) -> Vec<u8> {
@@ -95,9 +80,9 @@ async fn one_key_each_way(lab: &Lab, a: &ServerHandle, b: &ServerHandle) -> Vec<
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn different_bytes_under_one_name_are_refused_at_both_kmes() {
-    let (lab, a, b) = cor_lab().await;
+    let (lab, a, b) = cor_kmes().await;
     let keep = lab.path("keep");
-    let (da, db) = (incoming(&lab, "KME_A"), incoming(&lab, "KME_B"));
+    let (da, db) = (lab.incoming("KME_A"), lab.incoming("KME_B"));
     let la = drop_file(&da, "blk-1.cor", &bytes(8192, 1), &keep);
     let mut other = bytes(8192, 1);
     other[5000] ^= 0x10; // one bit of the material differs
@@ -168,13 +153,13 @@ async fn different_bytes_under_one_name_are_refused_at_both_kmes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn equal_files_give_equal_keys_without_their_first_32_bytes() {
-    let (lab, a, b) = cor_lab().await;
+    let (lab, a, b) = cor_kmes().await;
     let keep = lab.path("keep");
     let data = bytes(8192, 2);
     let mut links = Vec::new();
     for k in ["KME_A", "KME_B"] {
         for n in ["blk-1.cor", "blk-2.cor"] {
-            links.push(drop_file(&incoming(&lab, k), n, &data, &keep));
+            links.push(drop_file(&lab.incoming(k), n, &data, &keep));
         }
     }
     wait_for("both blocks at both KMEs", 10, || {
@@ -191,12 +176,9 @@ async fn equal_files_give_equal_keys_without_their_first_32_bytes() {
         assert!(at.is_some(), "a key that is not from the material");
     }
     wait_for("files deleted", 5, || {
-        ["KME_A", "KME_B"].iter().all(|k| {
-            std::fs::read_dir(incoming(&lab, k))
-                .unwrap()
-                .next()
-                .is_none()
-        })
+        ["KME_A", "KME_B"]
+            .iter()
+            .all(|k| std::fs::read_dir(lab.incoming(k)).unwrap().next().is_none())
     })
     .await;
     for l in &links {
@@ -212,16 +194,16 @@ async fn equal_files_give_equal_keys_without_their_first_32_bytes() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_at_one_kme_waits_for_the_other() {
-    let (lab, a, b) = cor_lab().await;
+    let (lab, a, b) = cor_kmes().await;
     let keep = lab.path("keep");
     let data = bytes(4096, 3);
-    drop_file(&incoming(&lab, "KME_A"), "blk-1.cor", &data, &keep);
+    drop_file(&lab.incoming("KME_A"), "blk-1.cor", &data, &keep);
     tokio::time::sleep(Duration::from_millis(600)).await;
     assert_eq!(a.pool().stats("KME_B").blocks, 0, "appended alone");
     assert_eq!(a.pool().stats("KME_B").allocatable_bytes, 0);
-    assert!(incoming(&lab, "KME_A").join("blk-1.cor").exists());
+    assert!(lab.incoming("KME_A").join("blk-1.cor").exists());
     assert!(one_key_each_way(&lab, &a, &b).await.is_empty());
-    drop_file(&incoming(&lab, "KME_B"), "blk-1.cor", &data, &keep);
+    drop_file(&lab.incoming("KME_B"), "blk-1.cor", &data, &keep);
     wait_for("the block at both KMEs", 10, || {
         a.pool().stats("KME_B").blocks == 1 && b.pool().stats("KME_A").blocks == 1
     })
@@ -235,9 +217,9 @@ async fn a_file_at_one_kme_waits_for_the_other() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_file_of_32_bytes_is_refused_with_an_event() {
-    let (lab, a, b) = cor_lab().await;
+    let (lab, a, b) = cor_kmes().await;
     for k in ["KME_A", "KME_B"] {
-        std::fs::write(incoming(&lab, k).join("tiny.cor"), [9u8; 32]).unwrap();
+        std::fs::write(lab.incoming(k).join("tiny.cor"), [9u8; 32]).unwrap();
     }
     wait_for("source_error", 5, || {
         a.events().iter().any(|e| {

@@ -693,21 +693,12 @@ async fn restart_preserves_state() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cor_files_are_picked_up_within_a_second() {
-    let mut lab = lab(60);
-    for c in [&mut lab.a, &mut lab.b] {
-        let dir = lab
-            .dir
-            .path()
-            .join(&c.kme_id)
-            .join("incoming")
-            .join(&c.links[0].peer);
-        c.links[0].source = qkd_server::config::SourceConfig::Cor { dir, poll_ms: 100 };
-    }
+    let lab = cor_lab(100);
     let a = qkd_server::serve(lab.a.clone()).await.unwrap();
     let b = qkd_server::serve(lab.b.clone()).await.unwrap();
     let bytes: Vec<u8> = (0..8192u32).map(|i| (i * 7 + 3) as u8).collect();
-    for (k, p) in [("KME_A", "KME_B"), ("KME_B", "KME_A")] {
-        let d = lab.dir.path().join(k).join("incoming").join(p);
+    for k in ["KME_A", "KME_B"] {
+        let d = lab.incoming(k);
         std::fs::write(d.join("block-0001.cor"), &bytes).unwrap();
         std::fs::write(d.join("block-0002.cor"), &bytes).unwrap();
     }

@@ -376,3 +376,31 @@ async fn a_kme_impersonating_the_peer_gets_no_reservation() {
     a.shutdown().await;
     impostor.shutdown().await;
 }
+
+/// The idle timeout of the stream itself (hyper's header timeout set far away): a connection
+/// that sends nothing is closed; one that keeps sending stays open past the idle time.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_idle_timeout_counts_from_the_last_byte() {
+    let mut lab = lab(60);
+    lab.a.limits.header_timeout_ms = 30_000;
+    lab.a.limits.idle_timeout_ms = 300;
+    let a = start(&lab.a).await;
+    let port = a.sae_addr.port();
+    let mut quiet = connect(&lab, port, "SAE_3").await.unwrap();
+    let mut busy = connect(&lab, port, "SAE_1").await.unwrap();
+    busy.write_all(b"GET /api/v1/keys/SAE_3/status HTTP/1.1\r\nX-Slow: ")
+        .await
+        .unwrap();
+    for _ in 0..8 {
+        tokio::time::sleep(Duration::from_millis(120)).await;
+        busy.write_all(b"a").await.unwrap();
+    }
+    // Nearly a second of activity, three times the idle time: still served.
+    busy.write_all(b"\r\nHost: localhost\r\nConnection: close\r\n\r\n")
+        .await
+        .unwrap();
+    let resp = read_to_close(&mut busy).await.unwrap();
+    assert_eq!(parse(&resp).0, 200, "{resp}");
+    assert_eq!(read_to_close(&mut quiet).await.as_deref(), Some(""));
+    a.shutdown().await;
+}

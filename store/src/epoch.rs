@@ -95,25 +95,23 @@ impl EpochFile {
         if let Some(dir) = path.parent() {
             files::sync_dir(dir)?;
         }
-        Ok(Self {
-            path: path.to_path_buf(),
-            file,
-            store_id,
-            last: commit,
-            dirty: false,
-        })
+        Ok(Self::with_file(path, file, store_id, commit))
     }
 
     /// Opens the existing file for updates.
     pub(crate) fn open(path: &Path, store_id: u128, commit: u64) -> io::Result<Self> {
         let file = std::fs::OpenOptions::new().write(true).open(path)?;
-        Ok(Self {
+        Ok(Self::with_file(path, file, store_id, commit))
+    }
+
+    fn with_file(path: &Path, file: std::fs::File, store_id: u128, commit: u64) -> Self {
+        Self {
             path: path.to_path_buf(),
             file,
             store_id,
             last: commit,
             dirty: false,
-        })
+        }
     }
 
     /// Records that the index committed `commit` (not synced).

@@ -47,6 +47,22 @@ pub fn lab(ttl_secs: u64) -> Lab {
     lab
 }
 
+/// Like [`lab`], with links that take `.cor` files from `<lab>/<KME>/incoming/<PEER>`
+/// ([`Lab::incoming`]), polled every `poll_ms`.
+pub fn cor_lab(poll_ms: u64) -> Lab {
+    let mut lab = lab(60);
+    for c in [&mut lab.a, &mut lab.b] {
+        let dir = lab
+            .dir
+            .path()
+            .join(&c.kme_id)
+            .join("incoming")
+            .join(&c.links[0].peer);
+        c.links[0].source = SourceConfig::Cor { dir, poll_ms };
+    }
+    lab
+}
+
 /// Two KMEs that post-process a simulated device between them (KME_A is Alice), with small
 /// blocks, and their stores in the lab directory.
 pub fn raw_lab() -> Lab {
@@ -89,6 +105,11 @@ fn base_lab(raw: pki::RawSetup) -> Lab {
 impl Lab {
     pub fn path(&self, f: &str) -> PathBuf {
         self.dir.path().join(f)
+    }
+    /// The `.cor` directory of `kme`'s link (see [`cor_lab`]).
+    pub fn incoming(&self, kme: &str) -> PathBuf {
+        let peer = if kme == "KME_A" { "KME_B" } else { "KME_A" };
+        self.dir.path().join(kme).join("incoming").join(peer)
     }
     pub fn client(&self, kme: &ServerHandle, sae: &str) -> Client {
         Client::new(
