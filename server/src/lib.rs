@@ -469,7 +469,7 @@ async fn serve_in(
     })
 }
 
-fn pool_rows(kme: &Kme) -> Vec<(String, u64, u64, Option<bool>)> {
+fn pool_rows(kme: &Kme) -> Vec<monitor::PoolRow> {
     let mut names: Vec<String> = kme.links.keys().cloned().collect();
     names.sort();
     if kme.cfg.local_pool.is_some() {
@@ -479,11 +479,16 @@ fn pool_rows(kme: &Kme) -> Vec<(String, u64, u64, Option<bool>)> {
         .into_iter()
         .map(|n| {
             let s = kme.pool.stats(&n);
-            let up = kme
-                .links
-                .get(&n)
-                .map(|l| l.up.load(std::sync::atomic::Ordering::Relaxed));
-            (n, s.allocatable_bytes, s.reserved_keys, up)
+            let link = kme.links.get(&n);
+            monitor::PoolRow {
+                allocatable_bytes: s.allocatable_bytes,
+                peer_allocatable_bytes: s.peer_allocatable_bytes,
+                reserved_keys: s.reserved_keys,
+                link_up: link.map(|l| l.up.load(std::sync::atomic::Ordering::Relaxed)),
+                low_watermark_bytes: kme.low_watermark(&n),
+                insufficient_total: kme.monitor.insufficient_total(&n),
+                pool: n,
+            }
         })
         .collect()
 }
@@ -521,10 +526,7 @@ fn monitor_router(kme: Arc<Kme>) -> Router {
             get(move || {
                 let kme = k2.clone();
                 async move {
-                    let pools: Vec<_> = pool_rows(&kme)
-                        .into_iter()
-                        .map(|(p, b, r, up)| json!({"pool": p, "allocatable_bytes": b, "reserved_keys": r, "link_up": up}))
-                        .collect();
+                    let pools = pool_rows(&kme);
                     let mut links: Vec<_> = kme.processing.values().map(|rt| rt.snapshot()).collect();
                     links.sort_by(|a, b| a["peer"].as_str().cmp(&b["peer"].as_str()));
                     axum::Json(json!({"kme_id": kme.cfg.kme_id, "pools": pools, "links": links, "events": kme.monitor.recent()}))
