@@ -387,10 +387,11 @@ impl Kme {
             size_bits: size as u32,
             expires_at_ms: now_ms().saturating_add(ttl_ms),
         };
-        let p = self.pool.clone();
-        let a2 = alloc.clone();
-        let (allocs, keys) = blocking(move || p.allocate_for_master(&a2))
-            .await?
+        let (allocs, keys) = self
+            .pool
+            .allocate_for_master(&alloc)
+            .await
+            .map_err(|_| ApiError::unavailable("key pool closed"))?
             .map_err(|e| match e {
                 PoolError::Insufficient {
                     needed_bits,

@@ -21,6 +21,12 @@ use zeroize::Zeroizing;
 /// Name of the pool for master and slave on the same KME.
 pub const LOCAL_POOL: &str = "_local";
 
+/// An answer that arrives after a commit.
+pub type Pending<T> = tokio::sync::oneshot::Receiver<Result<T, PoolError>>;
+
+/// What [`KeyPool::allocate_for_master`] gives: where each key lies, and its bytes.
+pub type MasterKeys = (Vec<KeyAllocation>, Vec<FetchedKey>);
+
 /// A request to allocate keys from a pool.
 #[derive(Clone, Debug)]
 pub struct AllocRequest {
@@ -151,11 +157,9 @@ pub trait KeyPool: Send + Sync + 'static {
     /// Allocates keys atomically under fresh UUIDv4s for the master and the local slaves, from
     /// blocks this side owns, and hands them to the master in the same durable step (one
     /// commit), or fails spending nothing. The caller holds the bytes back until the slaves'
-    /// KME has reserved them; if it cannot, the caller destroys the keys.
-    fn allocate_for_master(
-        &self,
-        req: &AllocRequest,
-    ) -> Result<(Vec<KeyAllocation>, Vec<FetchedKey>), PoolError>;
+    /// KME has reserved them; if it cannot, the caller destroys the keys. Does not block: the
+    /// answer arrives on the receiver after the commit.
+    fn allocate_for_master(&self, req: &AllocRequest) -> Pending<MasterKeys>;
     /// Durably reserves exactly this material under these IDs for a peer KME's master.
     fn reserve_exact(&self, req: &ReserveRequest) -> Result<(), PoolError>;
     /// Hands keys to one recipient, all or nothing; each recipient gets each key once.
@@ -275,10 +279,7 @@ impl KeyPool for StorePool {
         }
     }
 
-    fn allocate_for_master(
-        &self,
-        req: &AllocRequest,
-    ) -> Result<(Vec<KeyAllocation>, Vec<FetchedKey>), PoolError> {
+    fn allocate_for_master(&self, req: &AllocRequest) -> Pending<MasterKeys> {
         let mut recipients = vec![req.master.clone()];
         recipients.extend(req.local_slaves.iter().cloned());
         let r = AllocateRequest {
@@ -291,11 +292,13 @@ impl KeyPool for StorePool {
             expires_at: at(req.expires_at_ms),
             filter: self.filter(&req.pool),
         };
-        let (allocations, keys) = self
-            .store
-            .allocate_and_fetch(&r, &req.master)
-            .map_err(store_err)?;
-        Ok((allocations, keys.into_iter().map(FetchedKey::from).collect()))
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.store.allocate_and_fetch_then(&r, &req.master, move |outcome| {
+            let _ = tx.send(outcome.map_err(store_err).map(|(allocations, keys)| {
+                (allocations, keys.into_iter().map(FetchedKey::from).collect())
+            }));
+        });
+        rx
     }
 
     fn reserve_exact(&self, req: &ReserveRequest) -> Result<(), PoolError> {

@@ -1120,10 +1120,23 @@ impl Store {
 
     fn submit(&self, kind: writer::OpKind) -> Result<writer::OpResult, StoreError> {
         let (reply, rx) = mpsc::sync_channel(1);
-        let tx = self.tx.as_ref().ok_or(StoreError::Closed)?;
-        tx.send(writer::Op { kind, reply })
-            .map_err(|_| StoreError::Closed)?;
+        self.submit_then(
+            kind,
+            Box::new(move |r| {
+                let _ = reply.send(r);
+            }),
+        );
         rx.recv().map_err(|_| StoreError::Closed)?
+    }
+
+    /// Queues a request; `reply` gets its outcome (inline if the store is closed).
+    fn submit_then(&self, kind: writer::OpKind, reply: writer::Reply) {
+        let Some(tx) = self.tx.as_ref() else {
+            return reply(Err(StoreError::Closed));
+        };
+        if let Err(mpsc::SendError(op)) = tx.send(writer::Op { kind, reply }) {
+            (op.reply)(Err(StoreError::Closed));
+        }
     }
 
     /// Appends a block of final key material. Durable when this returns.
@@ -1184,15 +1197,41 @@ impl Store {
         req: &AllocateRequest,
         recipient: &str,
     ) -> Result<(Vec<KeyAllocation>, Vec<Key>), StoreError> {
+        let (reply, rx) = mpsc::sync_channel(1);
+        self.allocate_and_fetch_then(req, recipient, move |r| {
+            let _ = reply.send(r);
+        });
+        rx.recv().map_err(|_| StoreError::Closed)?
+    }
+
+    /// [`Store::allocate_and_fetch`] without waiting: `done` is called exactly once with the
+    /// outcome, on the writer thread after the commit (or inline for a refused request), so it
+    /// must not block (send it into a channel). An async caller awaits its commit this way
+    /// without holding a thread.
+    pub fn allocate_and_fetch_then(
+        &self,
+        req: &AllocateRequest,
+        recipient: &str,
+        done: impl FnOnce(Result<(Vec<KeyAllocation>, Vec<Key>), StoreError>) + Send + 'static,
+    ) {
         if !req.recipients.iter().any(|r| r == recipient) {
-            return Err(StoreError::InvalidRequest(format!(
+            return done(Err(StoreError::InvalidRequest(format!(
                 "'{recipient}' is not a recipient of the keys it would fetch"
-            )));
+            ))));
         }
-        match self.submit_allocation(req, Some(recipient.to_owned()))? {
-            writer::OpResult::Delivered(a, k) => Ok((a, k)),
-            _ => Err(StoreError::Closed),
-        }
+        let kind = match self.allocation(req, Some(recipient.to_owned())) {
+            Ok(kind) => kind,
+            Err(e) => return done(Err(e)),
+        };
+        self.submit_then(
+            kind,
+            Box::new(move |r| {
+                done(r.and_then(|r| match r {
+                    writer::OpResult::Delivered(a, k) => Ok((a, k)),
+                    _ => Err(StoreError::Closed),
+                }))
+            }),
+        );
     }
 
     fn submit_allocation(
@@ -1200,6 +1239,16 @@ impl Store {
         req: &AllocateRequest,
         deliver: Option<String>,
     ) -> Result<writer::OpResult, StoreError> {
+        let kind = self.allocation(req, deliver)?;
+        self.submit(kind)
+    }
+
+    /// The checked allocation request for the writer, with fresh key IDs.
+    fn allocation(
+        &self,
+        req: &AllocateRequest,
+        deliver: Option<String>,
+    ) -> Result<writer::OpKind, StoreError> {
         validate_name("link", &req.link)?;
         check_names(&req.master, &req.slaves, &req.recipients)?;
         check_size(req.size_bits)?;
@@ -1221,7 +1270,7 @@ impl Store {
                 ids.push(uuid::Builder::from_random_bytes(b).into_uuid());
             }
         }
-        self.submit(writer::OpKind::Allocate {
+        Ok(writer::OpKind::Allocate {
             req: req.clone(),
             ids,
             expires_ms,

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
 use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
@@ -36,8 +36,12 @@ pub(crate) type LiveCounts = Arc<RwLock<HashMap<String, LinkStatus>>>;
 /// A request to the writer.
 pub(crate) struct Op {
     pub kind: OpKind,
-    pub reply: SyncSender<Result<OpResult, StoreError>>,
+    /// Called once, on the writer thread, after the commit (or the failure): must not block.
+    pub reply: Reply,
 }
+
+/// How the writer answers a request.
+pub(crate) type Reply = Box<dyn FnOnce(Result<OpResult, StoreError>) + Send>;
 
 /// What is asked.
 pub(crate) enum OpKind {
@@ -841,7 +845,7 @@ impl State {
     fn batch(&mut self, db: &Database, ops: Vec<Op>, auto_expire: bool) {
         if let Some(e) = &self.broken {
             for op in ops {
-                let _ = op.reply.send(Err(e.clone()));
+                (op.reply)(Err(e.clone()));
             }
             return;
         }
@@ -850,13 +854,13 @@ impl State {
         match self.apply(db, &ops, &mut results, auto_expire) {
             Ok(()) => {
                 for (op, r) in ops.into_iter().zip(results) {
-                    let _ = op.reply.send(r.unwrap_or(Err(StoreError::Closed)));
+                    (op.reply)(r.unwrap_or(Err(StoreError::Closed)));
                 }
                 self.after_commit();
             }
             Err(e) => {
                 for op in ops {
-                    let _ = op.reply.send(Err(e.clone()));
+                    (op.reply)(Err(e.clone()));
                 }
                 self.reload(db);
             }

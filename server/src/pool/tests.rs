@@ -26,7 +26,7 @@ fn local_pool_allocate_fetch_once_per_recipient() {
         expires_at_ms: later(),
     };
     assert!(matches!(
-        p.allocate_for_master(&req(5)),
+        p.allocate_for_master(&req(5)).blocking_recv().unwrap(),
         Err(PoolError::Insufficient { .. })
     ));
     assert_eq!(
@@ -34,7 +34,7 @@ fn local_pool_allocate_fetch_once_per_recipient() {
         64,
         "a refused allocation spent material"
     );
-    let (a, m) = p.allocate_for_master(&req(2)).unwrap();
+    let (a, m) = p.allocate_for_master(&req(2)).blocking_recv().unwrap().unwrap();
     let ids: Vec<Uuid> = a.iter().map(|k| k.key_id).collect();
     assert_eq!(&m[0].material[..], &data[0..16]);
     assert_eq!(p.fetch(&ids, "M").unwrap_err(), FetchError::NotFound);
@@ -87,6 +87,8 @@ fn peer_reservation_mirrors_allocation_and_split_is_complementary() {
             size_bits: 256,
             expires_at_ms: later(),
         })
+        .blocking_recv()
+        .unwrap()
         .unwrap();
     assert!(fa.allows(&alloc[0].material[0].block_id));
     let r = ReserveRequest {
