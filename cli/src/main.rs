@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 mod amplify;
+mod audit;
 mod bench;
 mod bench_link;
 mod demo;
@@ -41,6 +42,8 @@ enum Command {
     /// Import key files into a key store, or show its state.
     #[command(subcommand)]
     Store(store::Command),
+    /// The audit trail of a key store: every block and key event, also while a KME runs.
+    Audit(audit::Args),
     /// Run a KME: ETSI GS QKD 014 key delivery over mutual TLS.
     Serve(kme::ServeArgs),
     /// Development PKI: a CA, KME and SAE certificates, and KME configs.
@@ -66,6 +69,7 @@ fn main() -> std::process::ExitCode {
         Command::Keyrate(args) => keyrate::run(args),
         Command::Bench(cmd) => bench::run(cmd),
         Command::Store(cmd) => store::run(cmd),
+        Command::Audit(args) => audit::run(args),
         Command::Serve(args) => kme::serve(args),
         Command::Pki(cmd) => kme::pki(cmd),
         Command::Client(cmd) => kme::client(cmd),
