@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod cidr;
 pub mod client;
 pub mod config;
 mod cor_check;
@@ -335,8 +336,18 @@ async fn serve_in(
         Ok::<_, ServeError>(local)
     };
 
-    // SAE listener.
-    let sae_cfg = tls::server_config(&ca, &crls, chain.clone(), key.clone_key(), &min)?;
+    // SAE listener: without client certificates too once an SAE is identified by address.
+    let mut sae_auth = tls::ClientAuth::Required;
+    for s in config
+        .saes
+        .iter()
+        .filter(|s| s.matcher == config::SaeMatch::Address)
+    {
+        let from = s.value.as_deref().unwrap_or_default();
+        tracing::warn!(sae = %s.id, from, "SAE {} is authenticated by its IP address only", s.id);
+        sae_auth = tls::ClientAuth::Optional;
+    }
+    let sae_cfg = tls::server_config(&ca, &crls, chain.clone(), key.clone_key(), &min, sae_auth)?;
     let sae_resolver: Arc<dyn tls::Resolver> = Arc::new(tls::SaeResolver(config.saes.clone()));
     let sae_acceptor = tls::MtlsAcceptor::new(
         sae_cfg,
@@ -352,7 +363,14 @@ async fn serve_in(
     // Peer listener.
     let mut peer_addr = None;
     if let Some(addr) = config.peer_listen {
-        let peer_cfg = tls::server_config(&ca, &crls, chain.clone(), key.clone_key(), &min)?;
+        let peer_cfg = tls::server_config(
+            &ca,
+            &crls,
+            chain.clone(),
+            key.clone_key(),
+            &min,
+            tls::ClientAuth::Required,
+        )?;
         let resolver: Arc<dyn tls::Resolver> = Arc::new(tls::KmeResolver(
             config.links.iter().map(|l| l.peer.clone()).collect(),
         ));
