@@ -132,6 +132,9 @@ pub struct LimitsConfig {
     pub max_in_flight: usize,
     /// Requests in flight per client identity.
     pub max_in_flight_per_client: usize,
+    /// On shutdown, requests in flight may finish within this many milliseconds; then their
+    /// connections are closed.
+    pub shutdown_grace_ms: u64,
 }
 
 impl LimitsConfig {
@@ -150,6 +153,7 @@ impl LimitsConfig {
             ),
             ("max_in_flight", self.max_in_flight),
             ("max_in_flight_per_client", self.max_in_flight_per_client),
+            ("shutdown_grace_ms", self.shutdown_grace_ms as usize),
         ];
         for (name, v) in fields {
             if v == 0 {
@@ -175,6 +179,7 @@ impl Default for LimitsConfig {
             max_connections_per_client: 64,
             max_in_flight: 512,
             max_in_flight_per_client: 32,
+            shutdown_grace_ms: 5_000,
         }
     }
 }
