@@ -2,12 +2,15 @@
 //! PKI, and a client that talks to a KME the way an encryptor does.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
 use qkd_server::client::Client;
 use qkd_server::etsi::KeyRequest;
 use qkd_server::pki::{self, CertKind};
+use tokio::signal::unix::{SignalKind, signal};
 
+use crate::logging::{self, LogFormat};
 use crate::ui;
 
 /// Arguments of `qkd serve`.
@@ -16,10 +19,16 @@ pub struct ServeArgs {
     /// The KME's configuration (TOML; every field is documented in docs/server.md).
     #[arg(long)]
     config: PathBuf,
+    /// Log lines on stderr: `text`, or `json` (one JSON object per line, for log shippers).
+    /// The RUST_LOG environment variable filters them (default `info`).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
 }
 
-/// Runs a KME until Ctrl-C.
+/// Runs a KME until SIGTERM or SIGINT, then shuts it down: no new connections, requests in
+/// flight get `limits.shutdown_grace_ms`, the key store is closed, exit status 0.
 pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    logging::init(args.log_format)?;
     let cfg = qkd_server::Config::load(&args.config)
         .with_context(|| format!("loading {}", args.config.display()))?;
     for l in &cfg.links {
@@ -28,27 +37,44 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
             qkd_server::config::SourceConfig::SimulatedDevice { .. }
                 | qkd_server::config::SourceConfig::Simulated { .. }
         ) {
-            eprintln!(
-                "WARNING: the link to {} uses an INSECURE simulated source: its keys follow \
-                 from the seed in the config (demos and benchmarks only)",
+            tracing::warn!(
+                peer = %l.peer,
+                "the link to {} uses an INSECURE simulated source: its keys follow from the \
+                 seed in the config (demos and benchmarks only)",
                 l.peer
             );
         }
     }
-    runtime()?.block_on(async {
+    let grace_ms = cfg.limits.shutdown_grace_ms;
+    let grace = Duration::from_millis(grace_ms);
+    let rt = runtime()?;
+    let served = rt.block_on(async {
+        // Before the listeners are bound: from the first connection on, a signal shuts the KME
+        // down cleanly instead of killing it.
+        let mut term = signal(SignalKind::terminate()).context("installing a SIGTERM handler")?;
+        let mut int = signal(SignalKind::interrupt()).context("installing a SIGINT handler")?;
         let h = qkd_server::serve(cfg).await?;
-        eprintln!("{} serving SAEs on https://{}", h.kme_id(), h.sae_addr);
+        let kme = h.kme_id().to_string();
+        tracing::info!(kme, addr = %h.sae_addr, "serving SAEs on https://{}", h.sae_addr);
         if let Some(p) = h.peer_addr {
-            eprintln!("{} serving peer KMEs on https://{p}", h.kme_id());
+            tracing::info!(kme, addr = %p, "serving peer KMEs on https://{p}");
         }
         if let Some(m) = h.monitor_addr {
-            eprintln!("dashboard and /metrics on http://{m}");
+            tracing::info!(kme, addr = %m, "dashboard and /metrics on http://{m}");
         }
-        tokio::signal::ctrl_c().await?;
-        eprintln!("shutting down");
+        let sig = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        tracing::info!(kme, signal = sig, grace_ms, "{sig}: shutting down");
         h.shutdown().await;
-        Ok(())
-    })
+        tracing::info!(kme, "stopped");
+        anyhow::Ok(())
+    });
+    // Blocking work still running (a store call of a request cut at the end of the grace
+    // period) gets as long again.
+    rt.shutdown_timeout(grace);
+    served
 }
 
 pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

@@ -153,7 +153,8 @@ impl ServerHandle {
             store_closed,
             ..
         } = self;
-        let grace = Duration::from_millis(kme.cfg.limits.shutdown_grace_ms);
+        let grace_ms = kme.cfg.limits.shutdown_grace_ms;
+        let grace = Duration::from_millis(grace_ms);
         let _ = stop.send(true);
         for h in &handles {
             h.graceful_shutdown(Some(grace));
@@ -166,7 +167,7 @@ impl ServerHandle {
             && tokio::time::timeout(grace, closed.wait()).await.is_err()
         {
             tracing::error!(
-                grace_ms = grace.as_millis(),
+                grace_ms,
                 "the key store is still in use after the listeners stopped; not closed"
             );
         }
