@@ -267,7 +267,7 @@ pub struct CertIdentity {
 /// The authenticated caller of one connection.
 #[derive(Clone, Debug, Default)]
 pub struct Peer {
-    /// Certificate facts (None when the certificate could not be parsed).
+    /// Certificate facts (None when the client presented none, or it could not be parsed).
     pub cert: Option<CertIdentity>,
     /// The SAE ID (SAE listener) or KME ID (peer listener) it maps to, if any.
     pub id: Option<String>,
