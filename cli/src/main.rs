@@ -13,6 +13,7 @@ mod demo;
 mod keyrate;
 mod kme;
 mod kme_demo;
+mod logging;
 mod process;
 mod report;
 mod sim;

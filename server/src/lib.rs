@@ -8,6 +8,7 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod cidr;
 pub mod client;
 pub mod config;
 mod cor_check;
@@ -87,6 +88,8 @@ pub struct ServerHandle {
     handles: Vec<axum_server::Handle<SocketAddr>>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    /// The key store opened by [`serve`] (`None`: the caller's pool).
+    store_closed: Option<pool::PoolClosed>,
 }
 
 impl std::fmt::Debug for ServerHandle {
@@ -136,14 +139,37 @@ impl ServerHandle {
         self.kme.monitor.recent()
     }
 
-    /// Stops listeners and background tasks; waits for in-flight requests up to one second.
+    /// Stops accepting connections and stops the background tasks; requests in flight may
+    /// finish within `limits.shutdown_grace_ms`, then their connections are closed. A KME
+    /// started by [`serve`] has closed its key store when this returns (the store's writer
+    /// thread finished, its epoch file synced), unless something still held the store for
+    /// another grace period after the listeners stopped (logged as an error).
     pub async fn shutdown(self) {
-        let _ = self.stop.send(true);
-        for h in &self.handles {
-            h.graceful_shutdown(Some(Duration::from_secs(1)));
+        let Self {
+            kme,
+            handles,
+            stop,
+            tasks,
+            store_closed,
+            ..
+        } = self;
+        let grace_ms = kme.cfg.limits.shutdown_grace_ms;
+        let grace = Duration::from_millis(grace_ms);
+        let _ = stop.send(true);
+        for h in &handles {
+            h.graceful_shutdown(Some(grace));
         }
-        for t in self.tasks {
+        for t in tasks {
             let _ = t.await;
+        }
+        drop(kme);
+        if let Some(closed) = store_closed
+            && tokio::time::timeout(grace, closed.wait()).await.is_err()
+        {
+            tracing::error!(
+                grace_ms,
+                "the key store is still in use after the listeners stopped; not closed"
+            );
         }
     }
 }
@@ -225,9 +251,11 @@ pub async fn serve(config: Config) -> Result<ServerHandle, ServeError> {
             d
         }
     };
-    let pool: Arc<dyn KeyPool> =
-        StorePool::open_with(&dir, &config.kme_id, config.store.options()?)?;
-    serve_in(config, pool, &dir.join("links")).await
+    let store = StorePool::open_with(&dir, &config.kme_id, config.store.options()?)?;
+    let closed = store.closed();
+    let mut handle = serve_in(config, store, &dir.join("links")).await?;
+    handle.store_closed = Some(closed);
+    Ok(handle)
 }
 
 /// Like [`serve`] with a key pool of the caller's choosing (post-processing links keep their
@@ -335,8 +363,18 @@ async fn serve_in(
         Ok::<_, ServeError>(local)
     };
 
-    // SAE listener.
-    let sae_cfg = tls::server_config(&ca, &crls, chain.clone(), key.clone_key(), &min)?;
+    // SAE listener: without client certificates too once an SAE is identified by address.
+    let mut sae_auth = tls::ClientAuth::Required;
+    for s in config
+        .saes
+        .iter()
+        .filter(|s| s.matcher == config::SaeMatch::Address)
+    {
+        let from = s.value.as_deref().unwrap_or_default();
+        tracing::warn!(sae = %s.id, from, "SAE {} is authenticated by its IP address only", s.id);
+        sae_auth = tls::ClientAuth::Optional;
+    }
+    let sae_cfg = tls::server_config(&ca, &crls, chain.clone(), key.clone_key(), &min, sae_auth)?;
     let sae_resolver: Arc<dyn tls::Resolver> = Arc::new(tls::SaeResolver(config.saes.clone()));
     let sae_acceptor = tls::MtlsAcceptor::new(
         sae_cfg,
@@ -352,7 +390,14 @@ async fn serve_in(
     // Peer listener.
     let mut peer_addr = None;
     if let Some(addr) = config.peer_listen {
-        let peer_cfg = tls::server_config(&ca, &crls, chain.clone(), key.clone_key(), &min)?;
+        let peer_cfg = tls::server_config(
+            &ca,
+            &crls,
+            chain.clone(),
+            key.clone_key(),
+            &min,
+            tls::ClientAuth::Required,
+        )?;
         let resolver: Arc<dyn tls::Resolver> = Arc::new(tls::KmeResolver(
             config.links.iter().map(|l| l.peer.clone()).collect(),
         ));
@@ -466,6 +511,7 @@ async fn serve_in(
         handles,
         stop: stop_tx,
         tasks,
+        store_closed: None,
     })
 }
 

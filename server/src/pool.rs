@@ -177,6 +177,22 @@ pub trait KeyPool: Send + Sync + 'static {
 pub struct StorePool {
     store: Store,
     local_kme: String,
+    /// Declared after `store`, so dropped after it: its receivers learn that the store is
+    /// closed ([`PoolClosed`]).
+    closed: tokio::sync::watch::Sender<()>,
+}
+
+/// Resolves once a [`StorePool`] has been dropped and its store closed (the store's writer
+/// thread has finished and synced the epoch file): [`StorePool::closed`].
+#[derive(Clone, Debug)]
+pub struct PoolClosed(tokio::sync::watch::Receiver<()>);
+
+impl PoolClosed {
+    /// Waits until the pool's store is closed.
+    pub async fn wait(mut self) {
+        // Nothing is ever sent: `changed` fails once the sender is dropped with the pool.
+        while self.0.changed().await.is_ok() {}
+    }
 }
 
 impl StorePool {
@@ -197,7 +213,13 @@ impl StorePool {
         Ok(Arc::new(Self {
             store,
             local_kme: local_kme.to_string(),
+            closed: tokio::sync::watch::channel(()).0,
         }))
+    }
+
+    /// A signal that this pool is dropped and its store closed.
+    pub fn closed(&self) -> PoolClosed {
+        PoolClosed(self.closed.subscribe())
     }
 
     /// The underlying store (ledger, status).
