@@ -1,5 +1,6 @@
-//! `qkd serve` as a process: its log (text or one JSON object per line, filtered by RUST_LOG)
-//! and its shutdown on SIGTERM or SIGINT (exit status 0, the key store closed and readable).
+//! `qkd serve` as a process: its log (text or one JSON object per line, filtered by RUST_LOG),
+//! its shutdown on SIGTERM or SIGINT (exit status 0, the key store closed and readable), and
+//! its store read by `qkd store status` and `qkd audit` while it runs.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -254,4 +255,94 @@ fn rust_log_filters_the_log_and_server_warnings_appear() {
     assert!(!out.status.success());
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("RUST_LOG"), "{err}");
+}
+
+fn client(dir: &Path, cfg: &Config, sae: &str) -> Client {
+    Client::new(
+        &format!("https://localhost:{}", cfg.listen.port()),
+        &dir.join("ca.pem"),
+        &dir.join(format!("{sae}.pem")),
+        &dir.join(format!("{sae}.key")),
+    )
+    .unwrap()
+}
+
+fn run_ok(args: &[&str]) -> String {
+    let out = qkd().args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "qkd {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+#[test]
+fn audit_and_store_status_read_the_store_while_serve_runs() {
+    let (dir, path, cfg) = lab("cor", |_| {});
+    let serve = Serve::start(&path, &[], &[], None);
+    wait_ready(dir.path(), &cfg);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let kc = rt
+        .block_on(client(dir.path(), &cfg, "SAE_1").enc_keys("SAE_3", &Default::default()))
+        .unwrap();
+    let id: uuid::Uuid = kc.keys[0].key_ID.parse().unwrap();
+    rt.block_on(client(dir.path(), &cfg, "SAE_3").dec_keys("SAE_1", &[id]))
+        .unwrap();
+    let store = dir.path().join("KME_A/store");
+    let store = store.to_str().unwrap();
+
+    // The store is held by the running KME: status comes from a read-only view.
+    let text = run_ok(&["store", "status", "--store", store, "--kme", "KME_A"]);
+    assert!(text.contains("live view"), "{text}");
+    assert!(text.contains("allocatable here"), "{text}");
+    let s: serde_json::Value =
+        serde_json::from_str(&run_ok(&["store", "status", "--json", "--store", store])).unwrap();
+    let local = s["links"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|l| l["link"] == "_local")
+        .unwrap()
+        .clone();
+    assert_eq!(local["deliveries"], 2);
+    assert_eq!(local["keys_consumed"], 1);
+
+    // The audit trail names who got the key, as JSON lines or text.
+    let json = run_ok(&["audit", "--store", store, "--json"]);
+    let entries: Vec<serde_json::Value> = json
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    let key = serde_json::json!(id.to_string());
+    for who in ["SAE_1", "SAE_3"] {
+        assert!(
+            entries.iter().any(|e| {
+                let f = &e["event"]["KeysFetched"];
+                f["recipient"] == who && f["key_ids"].as_array().unwrap().contains(&key)
+            }),
+            "no delivery to {who} in {json}"
+        );
+    }
+    assert!(entries.iter().any(|e| e["event"].get("BlockAppended").is_some()));
+    let text = run_ok(&["audit", "--store", store, "--since", "1h"]);
+    assert!(
+        text.contains(&format!("delivered 1 key(s) to SAE_3: {id}")),
+        "{text}"
+    );
+    assert_eq!(text.lines().count(), entries.len());
+    let none = run_ok(&["audit", "--store", store, "--since", "2099-01-01T00:00:00Z"]);
+    assert!(none.is_empty(), "{none}");
+    let bad = qkd()
+        .args(["audit", "--store", store, "--since", "yesterday"])
+        .output()
+        .unwrap();
+    assert!(!bad.status.success());
+    assert!(String::from_utf8_lossy(&bad.stderr).contains("RFC 3339"));
+
+    let (status, lines) = serve.stop("TERM");
+    assert_eq!(status.code(), Some(0), "{lines:#?}");
 }
