@@ -8,6 +8,7 @@
 mod amplify;
 mod bench;
 mod bench_link;
+mod client_check;
 mod demo;
 mod keyrate;
 mod kme;

@@ -98,7 +98,7 @@ impl History {
             && s.at_ms > prev.at_ms
         {
             let secs = (s.at_ms - prev.at_ms) as f64 / 1000.0;
-            let delta = |now: u64, then: u64| now.checked_sub(then).unwrap_or(0) as f64;
+            let delta = |now: u64, then: u64| now.saturating_sub(then) as f64;
             s.keys_per_second = delta(s.keys_delivered, prev.keys_delivered) / secs;
             s.refused_per_minute = delta(s.refused, prev.refused) / secs * 60.0;
         }

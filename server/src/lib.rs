@@ -9,6 +9,7 @@
 #![deny(missing_docs)]
 
 mod access;
+pub mod check;
 pub mod client;
 pub mod config;
 mod cor_check;

@@ -64,7 +64,11 @@ async fn site() -> (Lab, ServerHandle, ServerHandle) {
     let ids: Vec<uuid::Uuid> = enc.keys.iter().map(|k| k.key_ID.parse().unwrap()).collect();
     sae2.dec_keys("SAE_1", &ids).await.unwrap();
     let local = sae1.enc_keys("SAE_3", &req).await.unwrap();
-    let ids: Vec<uuid::Uuid> = local.keys.iter().map(|k| k.key_ID.parse().unwrap()).collect();
+    let ids: Vec<uuid::Uuid> = local
+        .keys
+        .iter()
+        .map(|k| k.key_ID.parse().unwrap())
+        .collect();
     sae3.dec_keys("SAE_1", &ids).await.unwrap();
     sae1.status("SAE_2").await.unwrap();
     (lab, a, b)
@@ -91,7 +95,10 @@ fn chromium(url: &str, extra: &[String]) -> String {
             "--disable-sync",
             "--virtual-time-budget=5000",
         ])
-        .arg(format!("--user-data-dir={}", profile.path().join("p").display()))
+        .arg(format!(
+            "--user-data-dir={}",
+            profile.path().join("p").display()
+        ))
         .args(extra)
         .arg(url)
         .stdin(Stdio::null())
@@ -197,7 +204,11 @@ async fn dashboard_renders_pools_states_and_version_in_a_browser() {
     let dim = |i: usize| u32::from_be_bytes(bytes[i..i + 4].try_into().unwrap());
     assert_eq!((dim(16), dim(20)), (1280, 1600), "IHDR width and height");
     // A blank page of this size compresses to a few KiB; text, badges and charts take more.
-    assert!(bytes.len() > 40_000, "screenshot only {} bytes", bytes.len());
+    assert!(
+        bytes.len() > 40_000,
+        "screenshot only {} bytes",
+        bytes.len()
+    );
     a.shutdown().await;
     b.shutdown().await;
 }
@@ -216,7 +227,14 @@ fn metric_names(expr: &str) -> BTreeSet<String> {
             _ => {}
         }
     }
-    let grouping = ["by", "without", "on", "ignoring", "group_left", "group_right"];
+    let grouping = [
+        "by",
+        "without",
+        "on",
+        "ignoring",
+        "group_left",
+        "group_right",
+    ];
     let words = ["and", "or", "unless", "bool", "offset"];
     let mut rest = clean.as_str();
     while !rest.is_empty() {
@@ -235,7 +253,10 @@ fn metric_names(expr: &str) -> BTreeSet<String> {
             let word = &rest[..end];
             rest = &rest[end..];
             let next = rest.trim_start().chars().next();
-            let next_word = rest.trim_start().split(|c: char| !c.is_ascii_alphabetic()).next();
+            let next_word = rest
+                .trim_start()
+                .split(|c: char| !c.is_ascii_alphabetic())
+                .next();
             if grouping.contains(&word) {
                 // Its label list, if any, up to the ')'.
                 if next == Some('(') {
@@ -294,7 +315,10 @@ async fn grafana_dashboard_queries_only_live_metric_names() {
         for k in ["x", "y", "w", "h"] {
             assert!(g[k].is_u64(), "{p}");
         }
-        assert!(g["x"].as_u64().unwrap() + g["w"].as_u64().unwrap() <= 24, "{p}");
+        assert!(
+            g["x"].as_u64().unwrap() + g["w"].as_u64().unwrap() <= 24,
+            "{p}"
+        );
         if p["type"] == "row" {
             continue;
         }

@@ -203,9 +203,7 @@ pub fn parse(text: &str) -> Result<Exposition, String> {
             }
             continue;
         }
-        let name_end = line
-            .find(|c: char| c == '{' || c == ' ')
-            .ok_or_else(|| at("no value".into()))?;
+        let name_end = line.find(['{', ' ']).ok_or_else(|| at("no value".into()))?;
         let name = &line[..name_end];
         if !valid_metric_name(name) {
             return Err(at(format!("bad metric name {name:?}")));
@@ -232,7 +230,7 @@ pub fn parse(text: &str) -> Result<Exposition, String> {
         if kind != "histogram" && name != family {
             return Err(at(format!("{name} in family {family}")));
         }
-        if kind == "counter" && !(value >= 0.0) {
+        if kind == "counter" && (value.is_nan() || value < 0.0) {
             return Err(at("counter below zero or NaN".into()));
         }
         if kind == "histogram" && (name.ends_with("_bucket") != labels.contains_key("le")) {
@@ -264,7 +262,10 @@ fn check_histograms(exp: &Exposition) -> Result<(), String> {
         }
         for (labels, buckets) in &groups {
             let what = format!("{family}{labels:?}");
-            if buckets.windows(2).any(|w| !(w[0].0 < w[1].0)) {
+            if buckets
+                .windows(2)
+                .any(|w| w[0].0.is_nan() || w[0].0 >= w[1].0)
+            {
                 return Err(format!("{what}: le bounds not increasing"));
             }
             if buckets.windows(2).any(|w| w[1].1 < w[0].1) {
