@@ -2,12 +2,15 @@
 //! PKI, and a client that talks to a KME the way an encryptor does.
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use anyhow::Context;
 use qkd_server::client::Client;
 use qkd_server::etsi::KeyRequest;
 use qkd_server::pki::{self, CertKind};
+use tokio::signal::unix::{SignalKind, signal};
 
+use crate::logging::{self, LogFormat};
 use crate::ui;
 
 /// Arguments of `qkd serve`.
@@ -16,10 +19,16 @@ pub struct ServeArgs {
     /// The KME's configuration (TOML; every field is documented in docs/server.md).
     #[arg(long)]
     config: PathBuf,
+    /// Log lines on stderr: `text`, or `json` (one JSON object per line, for log shippers).
+    /// The RUST_LOG environment variable filters them (default `info`).
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
 }
 
-/// Runs a KME until Ctrl-C.
+/// Runs a KME until SIGTERM or SIGINT, then shuts it down: no new connections, requests in
+/// flight get `limits.shutdown_grace_ms`, the key store is closed, exit status 0.
 pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
+    logging::init(args.log_format)?;
     let cfg = qkd_server::Config::load(&args.config)
         .with_context(|| format!("loading {}", args.config.display()))?;
     for l in &cfg.links {
@@ -28,27 +37,44 @@ pub fn serve(args: ServeArgs) -> anyhow::Result<()> {
             qkd_server::config::SourceConfig::SimulatedDevice { .. }
                 | qkd_server::config::SourceConfig::Simulated { .. }
         ) {
-            eprintln!(
-                "WARNING: the link to {} uses an INSECURE simulated source: its keys follow \
-                 from the seed in the config (demos and benchmarks only)",
+            tracing::warn!(
+                peer = %l.peer,
+                "the link to {} uses an INSECURE simulated source: its keys follow from the \
+                 seed in the config (demos and benchmarks only)",
                 l.peer
             );
         }
     }
-    runtime()?.block_on(async {
+    let grace_ms = cfg.limits.shutdown_grace_ms;
+    let grace = Duration::from_millis(grace_ms);
+    let rt = runtime()?;
+    let served = rt.block_on(async {
+        // Before the listeners are bound: from the first connection on, a signal shuts the KME
+        // down cleanly instead of killing it.
+        let mut term = signal(SignalKind::terminate()).context("installing a SIGTERM handler")?;
+        let mut int = signal(SignalKind::interrupt()).context("installing a SIGINT handler")?;
         let h = qkd_server::serve(cfg).await?;
-        eprintln!("{} serving SAEs on https://{}", h.kme_id(), h.sae_addr);
+        let kme = h.kme_id().to_string();
+        tracing::info!(kme, addr = %h.sae_addr, "serving SAEs on https://{}", h.sae_addr);
         if let Some(p) = h.peer_addr {
-            eprintln!("{} serving peer KMEs on https://{p}", h.kme_id());
+            tracing::info!(kme, addr = %p, "serving peer KMEs on https://{p}");
         }
         if let Some(m) = h.monitor_addr {
-            eprintln!("dashboard and /metrics on http://{m}");
+            tracing::info!(kme, addr = %m, "dashboard and /metrics on http://{m}");
         }
-        tokio::signal::ctrl_c().await?;
-        eprintln!("shutting down");
+        let sig = tokio::select! {
+            _ = term.recv() => "SIGTERM",
+            _ = int.recv() => "SIGINT",
+        };
+        tracing::info!(kme, signal = sig, grace_ms, "{sig}: shutting down");
         h.shutdown().await;
-        Ok(())
-    })
+        tracing::info!(kme, "stopped");
+        anyhow::Ok(())
+    });
+    // Blocking work still running (a store call of a request cut at the end of the grace
+    // period) gets as long again.
+    rt.shutdown_timeout(grace);
+    served
 }
 
 pub(crate) fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -64,6 +90,12 @@ pub enum PkiCommand {
     Init(PkiInitArgs),
     /// Issue one certificate from an existing CA (ca.pem + ca.key).
     Issue(PkiIssueArgs),
+    /// Generate a key pair (0600) and a PKCS#10 certificate signing request for a KME or an
+    /// SAE, to be signed by `qkd pki sign` (or another CA) without the key leaving this machine.
+    Csr(PkiCsrArgs),
+    /// Sign a certificate signing request with an existing CA (ca.pem + ca.key) into a KME or
+    /// SAE certificate; prints the subject it signed.
+    Sign(PkiSignArgs),
     /// Write a certificate revocation list (PEM) of the CA revoking the given certificates;
     /// KMEs load it through `tls.crl`.
     Revoke(PkiRevokeArgs),
@@ -107,6 +139,76 @@ pub struct PkiInitArgs {
     /// `simulated` (each pair post-processes an INSECURE simulated device between them).
     #[arg(long, default_value = "cor", value_parser = ["cor", "simulated"])]
     raw: String,
+    /// Overwrite a PKI already in the directory (its CA, keys, certificates, configurations
+    /// and secrets; the key stores under DIR/<KME>/store are kept). Without it, a directory
+    /// holding any file this command would write is refused.
+    #[arg(long)]
+    force: bool,
+}
+
+/// What a certificate of `qkd pki csr` / `qkd pki sign` is for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+pub enum Role {
+    /// A KME: server and client authentication, with subject alternative names.
+    Kme,
+    /// An SAE: client authentication.
+    Sae,
+}
+
+impl Role {
+    fn kind(self) -> CertKind {
+        match self {
+            Self::Kme => CertKind::Both,
+            Self::Sae => CertKind::Client,
+        }
+    }
+}
+
+/// Arguments of `qkd pki csr`.
+#[derive(Debug, clap::Args)]
+pub struct PkiCsrArgs {
+    /// The KME or SAE ID: the subject CN, and the names of the files written (NAME.key,
+    /// NAME.csr).
+    #[arg(long)]
+    name: String,
+    /// kme or sae.
+    #[arg(long, value_enum, default_value_t = Role::Sae)]
+    kind: Role,
+    /// Subject alternative names of a KME (DNS names or IP addresses; repeat). Default:
+    /// localhost and 127.0.0.1.
+    #[arg(long = "san")]
+    sans: Vec<String>,
+    /// Output directory.
+    #[arg(long, default_value = ".")]
+    out: PathBuf,
+    /// Replace an existing NAME.key / NAME.csr (with a new key).
+    #[arg(long)]
+    force: bool,
+}
+
+/// Arguments of `qkd pki sign`.
+#[derive(Debug, clap::Args)]
+pub struct PkiSignArgs {
+    /// Directory holding ca.pem and ca.key.
+    #[arg(long)]
+    ca_dir: PathBuf,
+    /// The certificate signing request (PEM, PKCS#10). One whose signature does not verify is
+    /// refused.
+    #[arg(long)]
+    csr: PathBuf,
+    /// kme (server and client authentication, the request's subject alternative names and
+    /// --san) or sae (client authentication).
+    #[arg(long, value_enum)]
+    kind: Role,
+    /// Days the certificate is valid.
+    #[arg(long, default_value_t = pki::DEFAULT_DAYS)]
+    days: u32,
+    /// More subject alternative names for a KME certificate (repeat).
+    #[arg(long = "san")]
+    sans: Vec<String>,
+    /// The certificate to write (PEM). Default: the request's path with extension .pem.
+    #[arg(long)]
+    out: Option<PathBuf>,
 }
 
 /// Arguments of `qkd pki issue`.
@@ -145,6 +247,9 @@ pub fn pki(cmd: PkiCommand) -> anyhow::Result<()> {
                 "simulated" => pki::RawSetup::Simulated,
                 _ => pki::RawSetup::Cor,
             };
+            if !a.force {
+                pki::check_fresh(&a.dir, &a.kmes, &saes, raw)?;
+            }
             let s = pki::init_with(&a.dir, &a.kmes, &saes, a.port_base, &a.hosts, raw)?;
             ui::print(format!("trust anchor: {}", s.ca.display()))?;
             for c in &s.kme_configs {
@@ -173,6 +278,32 @@ pub fn pki(cmd: PkiCommand) -> anyhow::Result<()> {
                 &a.p12_password,
             )?;
             ui::print(format!("wrote {}", p.display()))
+        }
+        PkiCommand::Csr(a) => {
+            let (key, csr) = pki::csr(&a.name, a.kind.kind(), &a.sans, &a.out, a.force)?;
+            ui::print(format!("wrote {} and {}", key.display(), csr.display()))
+        }
+        PkiCommand::Sign(a) => {
+            let out = a.out.clone().unwrap_or_else(|| a.csr.with_extension("pem"));
+            let s = pki::sign(
+                &a.ca_dir.join("ca.pem"),
+                &a.ca_dir.join("ca.key"),
+                &a.csr,
+                a.kind.kind(),
+                &a.sans,
+                a.days,
+                &out,
+            )?;
+            let what = match a.kind {
+                Role::Kme => "KME",
+                Role::Sae => "SAE",
+            };
+            ui::print(format!(
+                "signed {what} certificate for {} (valid {} days): wrote {}",
+                s.subject,
+                a.days,
+                s.cert.display()
+            ))
         }
         PkiCommand::Revoke(a) => {
             let n = pki::revoke(

@@ -6,6 +6,7 @@
 #![forbid(unsafe_code)]
 
 mod amplify;
+mod audit;
 mod bench;
 mod bench_link;
 mod client_check;
@@ -13,6 +14,7 @@ mod demo;
 mod keyrate;
 mod kme;
 mod kme_demo;
+mod logging;
 mod process;
 mod report;
 mod sim;
@@ -42,6 +44,8 @@ enum Command {
     /// Import key files into a key store, or show its state.
     #[command(subcommand)]
     Store(store::Command),
+    /// The audit trail of a key store: every block and key event, also while a KME runs.
+    Audit(audit::Args),
     /// Run a KME: ETSI GS QKD 014 key delivery over mutual TLS.
     Serve(kme::ServeArgs),
     /// Development PKI: a CA, KME and SAE certificates, and KME configs.
@@ -67,6 +71,7 @@ fn main() -> std::process::ExitCode {
         Command::Keyrate(args) => keyrate::run(args),
         Command::Bench(cmd) => bench::run(cmd),
         Command::Store(cmd) => store::run(cmd),
+        Command::Audit(args) => audit::run(args),
         Command::Serve(args) => kme::serve(args),
         Command::Pki(cmd) => kme::pki(cmd),
         Command::Client(cmd) => kme::client(cmd),

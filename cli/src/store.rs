@@ -4,7 +4,10 @@
 use std::path::{Path, PathBuf};
 
 use anyhow::Context;
-use qkd_store::{BurnScope, ImportOutcome, Kek, Store, StoreOptions, import_cor_files};
+use qkd_store::{
+    BurnScope, ImportOutcome, Kek, OpenError, Store, StoreOptions, StoreStatus, StoreView,
+    import_cor_files,
+};
 
 use crate::ui;
 
@@ -14,7 +17,8 @@ pub enum Command {
     /// Import `.cor` final-key files (same name and bytes on both KMEs) for a link. Files are
     /// appended in name order; re-importing a file is a no-op.
     Import(ImportArgs),
-    /// Counts per link and the store's files.
+    /// Counts per link and the store's files. Works while a KME holds the store (a read-only
+    /// view of its last commit).
     Status(StatusArgs),
     /// After restoring the store's index from a backup or snapshot (the store then refuses to
     /// open): destroy every live key and burn all unused material of every link (or of the
@@ -96,11 +100,34 @@ pub struct StatusArgs {
     /// Store directory.
     #[arg(long)]
     store: PathBuf,
+    /// The KME that owns the store: splits the available bits into what it may allocate and
+    /// what its peers may (the blocks `BlockFilter::split` gives each side).
+    #[arg(long)]
+    kme: Option<String>,
     #[command(flatten)]
     kek: KekArgs,
     /// Print JSON.
     #[arg(long)]
     json: bool,
+}
+
+/// The status, from a full open (which checks the whole store) when the store is free, else
+/// from a read-only view beside the process that holds it (`true`).
+fn status(a: &StatusArgs) -> anyhow::Result<(StoreStatus, bool)> {
+    let sides = a.kme.as_deref().map(qkd_server::pool::sides);
+    let options = StoreOptions {
+        sides: sides.clone(),
+        ..a.kek.options()?
+    };
+    match Store::open_with(&a.store, options) {
+        Ok(store) => Ok((store.status()?, false)),
+        Err(OpenError::Locked { .. }) => {
+            let view = StoreView::open(&a.store, sides)
+                .with_context(|| format!("opening the store {} read-only", a.store.display()))?;
+            Ok((view.status()?, true))
+        }
+        Err(e) => Err(e).with_context(|| format!("opening the store {}", a.store.display())),
+    }
 }
 
 /// Runs `qkd store ...`.
@@ -126,30 +153,39 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
             if !a.store.is_dir() {
                 anyhow::bail!("no store at {}", a.store.display());
             }
-            let store = open(&a.store, &a.kek)?;
-            let s = store.status()?;
+            let (s, live) = status(&a)?;
             if a.json {
                 return ui::print(serde_json::to_string(&s)?);
             }
             let mut t = comfy_table::Table::new();
+            let mut header = vec!["link", "blocks", "bits available"];
+            if a.kme.is_some() {
+                header.extend(["allocatable here", "other side"]);
+            }
+            header.extend([
+                "bits used",
+                "keys live",
+                "deliveries",
+                "consumed",
+                "destroyed",
+                "damaged blocks",
+                "bits burned",
+            ]);
             t.load_style(comfy_table::presets::UTF8_FULL_CONDENSED)
-                .set_header([
-                    "link",
-                    "blocks",
-                    "bits available",
-                    "bits used",
-                    "keys live",
-                    "deliveries",
-                    "consumed",
-                    "destroyed",
-                    "damaged blocks",
-                    "bits burned",
-                ]);
+                .set_header(header);
             for l in &s.links {
-                t.add_row([
+                let mut row = vec![
                     l.link.clone(),
                     l.blocks.to_string(),
                     l.bits_available.to_string(),
+                ];
+                if a.kme.is_some() {
+                    row.extend([
+                        l.bits_allocatable.to_string(),
+                        l.bits_other_side.to_string(),
+                    ]);
+                }
+                row.extend([
                     l.bits_used.to_string(),
                     l.keys_live.to_string(),
                     l.deliveries.to_string(),
@@ -158,15 +194,23 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
                     l.damaged_blocks.to_string(),
                     l.bits_burned.to_string(),
                 ]);
+                t.add_row(row);
             }
             ui::print(t)?;
             ui::print(format!(
-                "{}: {} segment file(s), {} bytes, {} ledger entries, encrypted at rest: {}",
+                "{}: {} segment file(s), {} bytes, {} ledger entries, {} commits, encrypted at \
+                 rest: {}{}",
                 s.directory.display(),
                 s.segments,
                 s.segment_bytes,
                 s.ledger_entries,
-                s.encrypted_at_rest
+                s.commits,
+                s.encrypted_at_rest,
+                if live {
+                    " (live view: a running process holds the store)"
+                } else {
+                    ""
+                }
             ))
         }
         Command::BurnAfterRestore(a) => {

@@ -58,6 +58,10 @@ async fn main() {
     let mut b = Config::load(&dir.join("KME_B.toml")).unwrap();
     for c in [&mut a, &mut b] {
         c.keys.max_key_count = 1 << 30;
+        // One SAE drives every connection: lift the per-client caps (an operator sizes them
+        // for its biggest SAE the same way).
+        c.limits.max_connections_per_client = 4096;
+        c.limits.max_in_flight_per_client = 4096;
         c.links[0].source = SourceConfig::Simulated {
             seed: "load".into(),
             block_bytes: 1 << 20,

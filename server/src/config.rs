@@ -132,6 +132,9 @@ pub struct LimitsConfig {
     pub max_in_flight: usize,
     /// Requests in flight per client identity.
     pub max_in_flight_per_client: usize,
+    /// On shutdown, requests in flight may finish within this many milliseconds; then their
+    /// connections are closed.
+    pub shutdown_grace_ms: u64,
 }
 
 impl LimitsConfig {
@@ -150,6 +153,7 @@ impl LimitsConfig {
             ),
             ("max_in_flight", self.max_in_flight),
             ("max_in_flight_per_client", self.max_in_flight_per_client),
+            ("shutdown_grace_ms", self.shutdown_grace_ms as usize),
         ];
         for (name, v) in fields {
             if v == 0 {
@@ -175,6 +179,7 @@ impl Default for LimitsConfig {
             max_connections_per_client: 64,
             max_in_flight: 512,
             max_in_flight_per_client: 32,
+            shutdown_grace_ms: 5_000,
         }
     }
 }
@@ -237,7 +242,7 @@ impl Default for KeyLimits {
     }
 }
 
-/// How an SAE is recognised from its client certificate.
+/// How an SAE is recognised: from its client certificate, or (opt-in) its IP address.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum SaeMatch {
@@ -248,6 +253,10 @@ pub enum SaeMatch {
     Serial,
     /// SHA-256 of the SubjectPublicKeyInfo (hex) equals `value`.
     Fingerprint,
+    /// No certificate: the client connects from `value`, an IP address or CIDR block. For
+    /// encryptors that cannot present a client certificate; anyone who can send from that
+    /// address is this SAE (docs/server.md).
+    Address,
 }
 
 /// One SAE attached to this KME, and what it may do.
@@ -259,7 +268,8 @@ pub struct SaeConfig {
     /// How its certificate is recognised (default `cn`).
     #[serde(default = "default_match", rename = "match")]
     pub matcher: SaeMatch,
-    /// The value to match (CN, serial or fingerprint); for `cn` defaults to the SAE ID.
+    /// The value to match (CN, serial, fingerprint, or IP address / CIDR block); for `cn`
+    /// defaults to the SAE ID.
     #[serde(default)]
     pub value: Option<String>,
     /// Issuer DN (RFC 4514 string as x509-parser prints it), required for `serial`.
@@ -654,6 +664,12 @@ impl Config {
             }
             if s.matcher != SaeMatch::Cn && s.value.is_none() {
                 return bad(format!("SAE {}: match needs value", s.id));
+            }
+            if s.matcher == SaeMatch::Address
+                && let Some(v) = &s.value
+            {
+                crate::cidr::Cidr::parse(v)
+                    .map_err(|e| ConfigError::Invalid(format!("SAE {}: value {e}", s.id)))?;
             }
             if let Some(r) = s.max_keys_per_sec
                 && !(r.is_finite() && r > 0.0)

@@ -13,7 +13,6 @@ use serde::Serialize;
 use serde_json::{Value, json};
 
 use crate::kme::Kme;
-use crate::pool::LOCAL_POOL;
 
 /// Time between samples.
 pub(crate) const INTERVAL: Duration = Duration::from_secs(5);
@@ -122,14 +121,12 @@ impl History {
 pub(crate) fn sample(kme: &Kme) -> Sample {
     let pools = crate::pool_rows(kme)
         .into_iter()
-        .map(
-            |(pool, allocatable_bytes, reserved_keys, link_up)| PoolSample {
-                pool,
-                allocatable_bytes,
-                reserved_keys,
-                link_up,
-            },
-        )
+        .map(|r| PoolSample {
+            pool: r.pool,
+            allocatable_bytes: r.allocatable_bytes,
+            reserved_keys: r.reserved_keys,
+            link_up: r.link_up,
+        })
         .collect();
     let mut links: Vec<LinkSample> = kme
         .processing
@@ -169,18 +166,10 @@ pub(crate) async fn run(kme: Arc<Kme>, mut stop: tokio::sync::watch::Receiver<bo
 /// The `/api/history` document: what the dashboard draws, and the samples after `since`.
 pub(crate) fn json(kme: &Kme, since: Option<u64>) -> Value {
     let cfg = &kme.cfg;
-    let mut pools: Vec<Value> = cfg
-        .links
-        .iter()
-        .map(|l| json!({"pool": l.peer, "low_watermark_bytes": l.low_watermark_bytes}))
+    let pools: Vec<Value> = crate::pool_rows(kme)
+        .into_iter()
+        .map(|r| json!({"pool": r.pool, "low_watermark_bytes": r.low_watermark_bytes}))
         .collect();
-    pools.sort_by(|a, b| a["pool"].as_str().cmp(&b["pool"].as_str()));
-    if let Some(lp) = &cfg.local_pool {
-        pools.insert(
-            0,
-            json!({"pool": LOCAL_POOL, "low_watermark_bytes": lp.low_watermark_bytes}),
-        );
-    }
     json!({
         "kme_id": cfg.kme_id,
         "version": crate::procinfo::VERSION,

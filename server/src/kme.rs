@@ -177,7 +177,17 @@ impl Kme {
         }
     }
 
-    /// Checks the low watermark of a pool and raises an event on crossing it.
+    /// The low watermark of a pool in bytes (0: none).
+    pub(crate) fn low_watermark(&self, pool: &str) -> u64 {
+        if pool == LOCAL_POOL {
+            self.local_low_watermark
+        } else {
+            self.links.get(pool).map_or(0, |l| l.low_watermark)
+        }
+    }
+
+    /// Checks the low watermark of a pool (this KME's share) and raises an event on crossing
+    /// it.
     pub(crate) fn check_watermark(&self, pool: &str) {
         let (mark, flag) = if pool == LOCAL_POOL {
             (self.local_low_watermark, &self.local_below)
@@ -225,10 +235,15 @@ impl Kme {
                 (p.clone(), if up { "up" } else { "down" }.to_string())
             }
         };
+        let low_watermark = self.low_watermark(pool);
         let mut extension = json!({
             "reservation_ttl_seconds": k.reservation_ttl_secs,
             "link_state": link_state,
+            "pool": pool,
             "stored_key_bits": stats.allocatable_bytes * 8,
+            "peer_stored_key_bits": stats.peer_allocatable_bytes * 8,
+            "low_watermark_bits": low_watermark * 8,
+            "below_low_watermark": low_watermark > 0 && stats.allocatable_bytes < low_watermark,
             "reserved_key_count": stats.reserved_keys,
         });
         if let Site::Remote(p) = &site
@@ -372,23 +387,21 @@ impl Kme {
             size_bits: size as u32,
             expires_at_ms: now_ms().saturating_add(ttl_ms),
         };
-        let p = self.pool.clone();
-        let a2 = alloc.clone();
-        let allocs = blocking(move || p.allocate(&a2))
-            .await?
+        let (allocs, keys) = self
+            .pool
+            .allocate_for_master(&alloc)
+            .await
+            .map_err(|_| ApiError::unavailable("key pool closed"))?
             .map_err(|e| match e {
                 PoolError::Insufficient {
                     needed_bits,
                     available_bits,
                     ..
-                } => ApiError::unavailable("insufficient key material: no key was delivered")
-                    .detail(
-                        json!({"requested_bits": needed_bits, "available_bits": available_bits}),
-                    ),
+                } => self.insufficient(master, &pool, needed_bits, available_bits),
                 other => ApiError::unavailable(format!("key pool error: {other}")),
             })?;
-        let ids: Vec<Uuid> = allocs.iter().map(|k| k.key_id).collect();
         if let Some(peer) = &remote {
+            let ids: Vec<Uuid> = allocs.iter().map(|k| k.key_id).collect();
             let remote_slaves: Vec<String> = slaves
                 .iter()
                 .filter(|s| self.sites.get(*s) != Some(&Site::Local))
@@ -401,10 +414,11 @@ impl Kme {
                 keys: allocs,
             };
             if let Err(fail) = self.reserve_at_peer(peer, &msg).await {
-                // Never delivered to anyone: destroy (the store cannot give material back).
+                // Never delivered to anyone (the bytes are dropped, zeroized, below): destroy
+                // the keys here too (the store cannot give material back).
+                drop(keys);
                 let p = self.pool.clone();
-                let ids2 = ids.clone();
-                let _ = blocking(move || p.destroy(&ids2)).await;
+                let _ = blocking(move || p.destroy(&ids)).await;
                 let (message, reason) = match fail {
                     PeerFail::Conflict(m) => {
                         ("peer KME refused the reservation; no key was delivered", m)
@@ -416,12 +430,6 @@ impl Kme {
                 );
             }
         }
-        let p = self.pool.clone();
-        let m = master.to_string();
-        let ids2 = ids.clone();
-        let keys = blocking(move || p.fetch(&ids2, &m))
-            .await?
-            .map_err(|e| ApiError::unavailable(format!("key pool error: {e}")))?;
         self.check_watermark(&pool);
         self.monitor.event(Event::Requested {
             master: master.to_string(),
@@ -479,6 +487,28 @@ impl Kme {
             )));
         }
         Ok(())
+    }
+
+    /// The refusal of a request the pool cannot serve: an event, a counter, and a 503 that
+    /// names the pool that ran dry.
+    fn insufficient(&self, master: &str, pool: &str, needed: u64, available: u64) -> ApiError {
+        self.monitor.event(Event::InsufficientKey {
+            pool: pool.to_string(),
+            master: master.to_string(),
+            requested_bits: needed,
+            available_bits: available,
+        });
+        self.check_watermark(pool);
+        let which = if pool == LOCAL_POOL {
+            "the local pool (master and slaves on this KME)".to_string()
+        } else {
+            format!("pool {pool} (this KME's share of its link to {pool})")
+        };
+        ApiError::unavailable(format!(
+            "insufficient key material in {which}: {needed} bits requested, {available} bits \
+             available; no key was delivered"
+        ))
+        .detail(json!({"pool": pool, "requested_bits": needed, "available_bits": available}))
     }
 
     async fn reserve_at_peer(&self, peer: &str, msg: &PeerReserve) -> Result<(), PeerFail> {

@@ -10,6 +10,7 @@
 
 mod access;
 pub mod check;
+mod cidr;
 pub mod client;
 pub mod config;
 mod cor_check;
@@ -91,6 +92,8 @@ pub struct ServerHandle {
     handles: Vec<axum_server::Handle<SocketAddr>>,
     stop: watch::Sender<bool>,
     tasks: Vec<JoinHandle<()>>,
+    /// The key store opened by [`serve`] (`None`: the caller's pool).
+    store_closed: Option<pool::PoolClosed>,
 }
 
 impl std::fmt::Debug for ServerHandle {
@@ -140,14 +143,37 @@ impl ServerHandle {
         self.kme.monitor.recent()
     }
 
-    /// Stops listeners and background tasks; waits for in-flight requests up to one second.
+    /// Stops accepting connections and stops the background tasks; requests in flight may
+    /// finish within `limits.shutdown_grace_ms`, then their connections are closed. A KME
+    /// started by [`serve`] has closed its key store when this returns (the store's writer
+    /// thread finished, its epoch file synced), unless something still held the store for
+    /// another grace period after the listeners stopped (logged as an error).
     pub async fn shutdown(self) {
-        let _ = self.stop.send(true);
-        for h in &self.handles {
-            h.graceful_shutdown(Some(Duration::from_secs(1)));
+        let Self {
+            kme,
+            handles,
+            stop,
+            tasks,
+            store_closed,
+            ..
+        } = self;
+        let grace_ms = kme.cfg.limits.shutdown_grace_ms;
+        let grace = Duration::from_millis(grace_ms);
+        let _ = stop.send(true);
+        for h in &handles {
+            h.graceful_shutdown(Some(grace));
         }
-        for t in self.tasks {
+        for t in tasks {
             let _ = t.await;
+        }
+        drop(kme);
+        if let Some(closed) = store_closed
+            && tokio::time::timeout(grace, closed.wait()).await.is_err()
+        {
+            tracing::error!(
+                grace_ms,
+                "the key store is still in use after the listeners stopped; not closed"
+            );
         }
     }
 }
@@ -229,9 +255,11 @@ pub async fn serve(config: Config) -> Result<ServerHandle, ServeError> {
             d
         }
     };
-    let pool: Arc<dyn KeyPool> =
-        StorePool::open_with(&dir, &config.kme_id, config.store.options()?)?;
-    serve_in(config, pool, &dir.join("links")).await
+    let store = StorePool::open_with(&dir, &config.kme_id, config.store.options()?)?;
+    let closed = store.closed();
+    let mut handle = serve_in(config, store, &dir.join("links")).await?;
+    handle.store_closed = Some(closed);
+    Ok(handle)
 }
 
 /// Like [`serve`] with a key pool of the caller's choosing (post-processing links keep their
@@ -339,8 +367,18 @@ async fn serve_in(
         Ok::<_, ServeError>(local)
     };
 
-    // SAE listener.
-    let sae_cfg = tls::server_config(&ca, &crls, chain.clone(), key.clone_key(), &min)?;
+    // SAE listener: without client certificates too once an SAE is identified by address.
+    let mut sae_auth = tls::ClientAuth::Required;
+    for s in config
+        .saes
+        .iter()
+        .filter(|s| s.matcher == config::SaeMatch::Address)
+    {
+        let from = s.value.as_deref().unwrap_or_default();
+        tracing::warn!(sae = %s.id, from, "SAE {} is authenticated by its IP address only", s.id);
+        sae_auth = tls::ClientAuth::Optional;
+    }
+    let sae_cfg = tls::server_config(&ca, &crls, chain.clone(), key.clone_key(), &min, sae_auth)?;
     let sae_resolver: Arc<dyn tls::Resolver> = Arc::new(tls::SaeResolver(config.saes.clone()));
     let sae_acceptor = tls::MtlsAcceptor::new(
         sae_cfg,
@@ -361,7 +399,14 @@ async fn serve_in(
     // Peer listener.
     let mut peer_addr = None;
     if let Some(addr) = config.peer_listen {
-        let peer_cfg = tls::server_config(&ca, &crls, chain.clone(), key.clone_key(), &min)?;
+        let peer_cfg = tls::server_config(
+            &ca,
+            &crls,
+            chain.clone(),
+            key.clone_key(),
+            &min,
+            tls::ClientAuth::Required,
+        )?;
         let resolver: Arc<dyn tls::Resolver> = Arc::new(tls::KmeResolver(
             config.links.iter().map(|l| l.peer.clone()).collect(),
         ));
@@ -476,10 +521,11 @@ async fn serve_in(
         handles,
         stop: stop_tx,
         tasks,
+        store_closed: None,
     })
 }
 
-fn pool_rows(kme: &Kme) -> Vec<(String, u64, u64, Option<bool>)> {
+fn pool_rows(kme: &Kme) -> Vec<monitor::PoolRow> {
     let mut names: Vec<String> = kme.links.keys().cloned().collect();
     names.sort();
     if kme.cfg.local_pool.is_some() {
@@ -489,11 +535,16 @@ fn pool_rows(kme: &Kme) -> Vec<(String, u64, u64, Option<bool>)> {
         .into_iter()
         .map(|n| {
             let s = kme.pool.stats(&n);
-            let up = kme
-                .links
-                .get(&n)
-                .map(|l| l.up.load(std::sync::atomic::Ordering::Relaxed));
-            (n, s.allocatable_bytes, s.reserved_keys, up)
+            let link = kme.links.get(&n);
+            monitor::PoolRow {
+                allocatable_bytes: s.allocatable_bytes,
+                peer_allocatable_bytes: s.peer_allocatable_bytes,
+                reserved_keys: s.reserved_keys,
+                link_up: link.map(|l| l.up.load(std::sync::atomic::Ordering::Relaxed)),
+                low_watermark_bytes: kme.low_watermark(&n),
+                insufficient_total: kme.monitor.insufficient_total(&n),
+                pool: n,
+            }
         })
         .collect()
 }
@@ -536,13 +587,16 @@ fn monitor_router(kme: Arc<Kme>) -> Router {
             get(move || {
                 let kme = k2.clone();
                 async move {
-                    let pools: Vec<_> = pool_rows(&kme)
-                        .into_iter()
-                        .map(|(p, b, r, up)| json!({"pool": p, "allocatable_bytes": b, "reserved_keys": r, "link_up": up}))
-                        .collect();
+                    let pools = pool_rows(&kme);
                     let mut links: Vec<_> = kme.processing.values().map(|rt| rt.snapshot()).collect();
                     links.sort_by(|a, b| a["peer"].as_str().cmp(&b["peer"].as_str()));
-                    axum::Json(json!({"kme_id": kme.cfg.kme_id, "pools": pools, "links": links, "events": kme.monitor.recent()}))
+                    // Each event says whether it is an alarm (the dashboard draws those red).
+                    let events: Vec<_> = kme.monitor.recent().into_iter().map(|e| {
+                        let mut v = serde_json::to_value(&e).unwrap_or_default();
+                        v["alarm"] = e.event.is_alarm().into();
+                        v
+                    }).collect();
+                    axum::Json(json!({"kme_id": kme.cfg.kme_id, "pools": pools, "links": links, "events": events}))
                 }
             }),
         )

@@ -51,6 +51,17 @@ pub enum Event {
         /// Allocatable bytes.
         bytes: u64,
     },
+    /// A key request was refused because this KME's share of the pool ran dry (503).
+    InsufficientKey {
+        /// Pool name.
+        pool: String,
+        /// The master SAE that asked.
+        master: String,
+        /// Bits requested.
+        requested_bits: u64,
+        /// Bits this KME could allocate for the pair.
+        available_bits: u64,
+    },
     /// A pool rose above its low watermark again.
     AboveWatermark {
         /// Pool name.
@@ -119,6 +130,42 @@ pub enum Event {
     },
 }
 
+impl Event {
+    /// Whether an operator should act (logged as a warning; the dashboard shows it red).
+    pub fn is_alarm(&self) -> bool {
+        matches!(
+            self,
+            Self::LowWatermark { .. }
+                | Self::InsufficientKey { .. }
+                | Self::PeerDown { .. }
+                | Self::InsecureSource { .. }
+                | Self::QberAlarm { .. }
+                | Self::BlockMismatch { .. }
+                | Self::SourceError { .. }
+                | Self::Channel { up: false, .. }
+        )
+    }
+}
+
+/// One pool as `/metrics` and the dashboard show it.
+#[derive(Clone, Debug, Serialize)]
+pub struct PoolRow {
+    /// Pool name (peer KME ID, or `_local`).
+    pub pool: String,
+    /// Bytes this KME may allocate for its masters.
+    pub allocatable_bytes: u64,
+    /// Bytes the peer KME may allocate (0 for the local pool).
+    pub peer_allocatable_bytes: u64,
+    /// Keys reserved and waiting for slaves.
+    pub reserved_keys: u64,
+    /// Whether the peer answers (`None` for the local pool).
+    pub link_up: Option<bool>,
+    /// The configured low watermark in bytes (0: none).
+    pub low_watermark_bytes: u64,
+    /// Requests refused because this pool ran dry, so far.
+    pub insufficient_total: u64,
+}
+
 /// A logged event with its time.
 #[derive(Clone, Debug, Serialize)]
 pub struct LoggedEvent {
@@ -150,6 +197,8 @@ pub struct Monitor {
     requests: [[AtomicU64; 5]; 3],
     keys_delivered: AtomicU64,
     events_total: AtomicU64,
+    /// Requests refused for lack of key, per pool.
+    insufficient: Mutex<std::collections::BTreeMap<String, u64>>,
     /// Latency histograms of the SAE listener (`crate::access`).
     pub(crate) access: crate::access::AccessMetrics,
     /// The dashboard's samples (`crate::history`).
@@ -164,6 +213,7 @@ impl Default for Monitor {
             requests: Default::default(),
             keys_delivered: AtomicU64::new(0),
             events_total: AtomicU64::new(0),
+            insufficient: Mutex::default(),
             access: Default::default(),
             history: Default::default(),
             started: std::time::Instant::now(),
@@ -174,7 +224,16 @@ impl Default for Monitor {
 impl Monitor {
     /// Logs an event (also to `tracing`).
     pub fn event(&self, event: Event) {
-        tracing::info!(?event, "kme event");
+        let json = serde_json::to_string(&event).unwrap_or_default();
+        if event.is_alarm() {
+            tracing::warn!(target: "qkd::event", event = %json, "kme alarm");
+        } else {
+            tracing::info!(target: "qkd::event", event = %json, "kme event");
+        }
+        if let Event::InsufficientKey { pool, .. } = &event {
+            let mut m = self.insufficient.lock().unwrap_or_else(|p| p.into_inner());
+            *m.entry(pool.clone()).or_default() += 1;
+        }
         self.events_total.fetch_add(1, Ordering::Relaxed);
         let mut q = self.events.lock().unwrap_or_else(|p| p.into_inner());
         if q.len() >= 256 {
@@ -202,6 +261,12 @@ impl Monitor {
         self.requests[route as usize][i].fetch_add(1, Ordering::Relaxed);
     }
 
+    /// Requests refused so far because `pool` ran dry.
+    pub fn insufficient_total(&self, pool: &str) -> u64 {
+        let m = self.insufficient.lock().unwrap_or_else(|p| p.into_inner());
+        m.get(pool).copied().unwrap_or(0)
+    }
+
     /// Counts delivered keys.
     pub fn keys_delivered(&self, n: u64) {
         self.keys_delivered.fetch_add(n, Ordering::Relaxed);
@@ -217,8 +282,8 @@ impl Monitor {
         self.started.elapsed().as_secs_f64()
     }
 
-    /// Prometheus text format; `pools` are (name, allocatable bytes, reserved keys, link up).
-    pub fn prometheus(&self, kme: &str, pools: &[(String, u64, u64, Option<bool>)]) -> String {
+    /// Prometheus text format.
+    pub fn prometheus(&self, kme: &str, pools: &[PoolRow]) -> String {
         let mut s = String::new();
         let _ = writeln!(
             s,
@@ -256,36 +321,68 @@ impl Monitor {
             "qkd_kme_events_total{{kme=\"{kme}\"}} {}",
             self.events_total.load(Ordering::Relaxed)
         );
-        let _ = writeln!(
-            s,
-            "# HELP qkd_kme_pool_allocatable_bytes Key material this KME may allocate, per pool."
+        type Family = (
+            &'static str,
+            &'static str,
+            &'static str,
+            fn(&PoolRow) -> u64,
         );
-        let _ = writeln!(s, "# TYPE qkd_kme_pool_allocatable_bytes gauge");
-        for (p, b, _, _) in pools {
-            let _ = writeln!(
-                s,
-                "qkd_kme_pool_allocatable_bytes{{kme=\"{kme}\",pool=\"{p}\"}} {b}"
-            );
-        }
-        let _ = writeln!(
-            s,
-            "# HELP qkd_kme_pool_reserved_keys Keys reserved and waiting for slaves, per pool."
-        );
-        let _ = writeln!(s, "# TYPE qkd_kme_pool_reserved_keys gauge");
-        for (p, _, r, _) in pools {
-            let _ = writeln!(
-                s,
-                "qkd_kme_pool_reserved_keys{{kme=\"{kme}\",pool=\"{p}\"}} {r}"
-            );
+        let per_pool: [Family; 5] = [
+            (
+                "qkd_kme_pool_allocatable_bytes",
+                "gauge",
+                "Key material this KME may allocate for its own masters, per pool (its \
+                 side of a link's blocks).",
+                |p| p.allocatable_bytes,
+            ),
+            (
+                "qkd_kme_pool_peer_allocatable_bytes",
+                "gauge",
+                "Key material the peer KME may allocate for its masters, per pool (as far \
+                 as this KME knows).",
+                |p| p.peer_allocatable_bytes,
+            ),
+            (
+                "qkd_kme_pool_low_watermark_bytes",
+                "gauge",
+                "The pool's configured low watermark (0: none).",
+                |p| p.low_watermark_bytes,
+            ),
+            (
+                "qkd_kme_pool_reserved_keys",
+                "gauge",
+                "Keys reserved and waiting for slaves, per pool.",
+                |p| p.reserved_keys,
+            ),
+            (
+                "qkd_kme_insufficient_key_total",
+                "counter",
+                "Key requests refused (503) because this KME's share of the pool ran \
+                 dry.",
+                |p| p.insufficient_total,
+            ),
+        ];
+        for (name, kind, help, value) in per_pool {
+            let _ = writeln!(s, "# HELP {name} {help}");
+            let _ = writeln!(s, "# TYPE {name} {kind}");
+            for p in pools {
+                let _ = writeln!(
+                    s,
+                    "{name}{{kme=\"{kme}\",pool=\"{}\"}} {}",
+                    p.pool,
+                    value(p)
+                );
+            }
         }
         let _ = writeln!(s, "# HELP qkd_kme_link_up 1 when the peer KME answers.");
         let _ = writeln!(s, "# TYPE qkd_kme_link_up gauge");
-        for (p, _, _, up) in pools {
-            if let Some(up) = up {
+        for p in pools {
+            if let Some(up) = p.link_up {
                 let _ = writeln!(
                     s,
-                    "qkd_kme_link_up{{kme=\"{kme}\",peer=\"{p}\"}} {}",
-                    u8::from(*up)
+                    "qkd_kme_link_up{{kme=\"{kme}\",peer=\"{}\"}} {}",
+                    p.pool,
+                    u8::from(up)
                 );
             }
         }

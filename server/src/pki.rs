@@ -123,7 +123,18 @@ fn getrandom_fill(b: &mut [u8]) -> Result<(), PkiError> {
         .map_err(|e| PkiError::Invalid(format!("OS random source: {e}")))
 }
 
-fn leaf_params(cn: &str, kind: CertKind, sans: &[String]) -> Result<CertificateParams, PkiError> {
+/// Days a certificate of [`init`] and [`issue`] is valid (also the default of `qkd pki sign`).
+pub const DEFAULT_DAYS: u32 = 825;
+
+/// Most days [`sign`] accepts.
+const MAX_DAYS: u32 = 36_500;
+
+fn leaf_params(
+    cn: &str,
+    kind: CertKind,
+    sans: &[String],
+    days: u32,
+) -> Result<CertificateParams, PkiError> {
     let mut p = CertificateParams::default();
     let mut dn = DistinguishedName::new();
     dn.push(DnType::CommonName, cn);
@@ -132,7 +143,7 @@ fn leaf_params(cn: &str, kind: CertKind, sans: &[String]) -> Result<CertificateP
     p.serial_number = Some(serial()?);
     let now = OffsetDateTime::now_utc();
     p.not_before = now - Duration::hours(1);
-    p.not_after = now + Duration::days(825);
+    p.not_after = now + Duration::days(i64::from(days));
     p.key_usages = vec![
         KeyUsagePurpose::DigitalSignature,
         KeyUsagePurpose::KeyEncipherment,
@@ -241,7 +252,7 @@ fn issue_with(
 ) -> Result<PathBuf, PkiError> {
     check_name("certificate name", cn)?;
     let key = KeyPair::generate()?;
-    let cert = leaf_params(cn, kind, sans)?.signed_by(&key, &ca.issuer)?;
+    let cert = leaf_params(cn, kind, sans, DEFAULT_DAYS)?.signed_by(&key, &ca.issuer)?;
     let pem_path = out_dir.join(format!("{cn}.pem"));
     write(&pem_path, cert.pem().as_bytes(), false)?;
     write(
@@ -274,6 +285,186 @@ pub fn issue(
         source,
     })?;
     issue_with(&ca, cn, kind, sans, out_dir, p12_password)
+}
+
+/// Writes a fresh key pair `out_dir/<name>.key` (mode 0600) and a PKCS#10 certificate signing
+/// request `out_dir/<name>.csr` for subject CN = `name` (O = qkd dev PKI), signed by that key,
+/// for a certificate of `kind`. A server certificate's request names `sans` (DNS names or IP
+/// addresses), or `localhost` and `127.0.0.1` when there are none. Existing files are refused
+/// unless `force`. Returns the paths of the key and the request.
+pub fn csr(
+    name: &str,
+    kind: CertKind,
+    sans: &[String],
+    out_dir: &Path,
+    force: bool,
+) -> Result<(PathBuf, PathBuf), PkiError> {
+    check_name("name", name)?;
+    let key_path = out_dir.join(format!("{name}.key"));
+    let csr_path = out_dir.join(format!("{name}.csr"));
+    if !force {
+        let found: Vec<String> = [&key_path, &csr_path]
+            .iter()
+            .filter(|p| p.exists())
+            .map(|p| p.display().to_string())
+            .collect();
+        if !found.is_empty() {
+            return Err(PkiError::Invalid(format!(
+                "{} exists already; pass --force to replace it with a new key",
+                found.join(" and ")
+            )));
+        }
+    }
+    let mut names = sans.to_vec();
+    if names.is_empty() {
+        names = vec!["localhost".into(), "127.0.0.1".into()];
+    }
+    let key = KeyPair::generate()?;
+    // The CA picks the serial number and the validity: a request carries neither.
+    let mut params = leaf_params(name, kind, &names, DEFAULT_DAYS)?;
+    params.serial_number = None;
+    let request = params.serialize_request(&key)?;
+    fs::create_dir_all(out_dir).map_err(|source| PkiError::Io {
+        path: out_dir.to_path_buf(),
+        source,
+    })?;
+    write(&key_path, key.serialize_pem().as_bytes(), true)?;
+    write(&csr_path, request.pem()?.as_bytes(), false)?;
+    Ok((key_path, csr_path))
+}
+
+/// A certificate made by [`sign`].
+#[derive(Clone, Debug)]
+pub struct Signed {
+    /// The PEM file written.
+    pub cert: PathBuf,
+    /// Its subject, as x509-parser prints it (`CN=SAE_9, O=qkd dev PKI`).
+    pub subject: String,
+}
+
+/// Signs the PKCS#10 request in the PEM file `csr` with the CA in `ca_cert`/`ca_key` into a
+/// certificate of `kind` valid for `days`, written to `out` (PEM). The certificate has the
+/// request's subject (it must have a CN: the KME identifies SAEs and peers by it) and public
+/// key; what it may be used for is this CA's choice, not the request's: the key usages and
+/// extended key usages of `kind`, and for server certificates the request's subject
+/// alternative names and `sans`. A request whose signature does not verify is refused.
+pub fn sign(
+    ca_cert: &Path,
+    ca_key: &Path,
+    csr: &Path,
+    kind: CertKind,
+    sans: &[String],
+    days: u32,
+    out: &Path,
+) -> Result<Signed, PkiError> {
+    if !(1..=MAX_DAYS).contains(&days) {
+        return Err(PkiError::Invalid(format!(
+            "validity of {days} days: expected 1 to {MAX_DAYS}"
+        )));
+    }
+    let ca = load_ca(ca_cert, ca_key)?;
+    let text = fs::read_to_string(csr).map_err(|source| PkiError::Io {
+        path: csr.to_path_buf(),
+        source,
+    })?;
+    let bad = |m: &str| PkiError::Invalid(format!("{}: {m}", csr.display()));
+    let request = rcgen::CertificateSigningRequestParams::from_pem(&text).map_err(|e| match e {
+        rcgen::Error::InvalidCertificationRequestSignature => {
+            bad("the request's signature does not verify (altered, or not signed by its own key)")
+        }
+        rcgen::Error::CouldNotParseCertificationRequest => {
+            bad("not a PEM certificate signing request (PKCS#10)")
+        }
+        rcgen::Error::UnsupportedExtension => {
+            bad("the request asks for an extension this CA does not sign")
+        }
+        other => bad(&other.to_string()),
+    })?;
+    let cn = match request.params.distinguished_name.get(&DnType::CommonName) {
+        Some(rcgen::DnValue::Utf8String(s)) => s.clone(),
+        Some(rcgen::DnValue::PrintableString(s)) => s.as_str().to_string(),
+        Some(rcgen::DnValue::Ia5String(s)) => s.as_str().to_string(),
+        Some(_) => {
+            return Err(bad(
+                "the subject's CN is not a UTF-8, printable or IA5 string",
+            ));
+        }
+        None => {
+            return Err(bad(
+                "the subject has no common name (CN): the KME identifies SAEs and peers by it",
+            ));
+        }
+    };
+    let mut params = leaf_params(&cn, kind, sans, days)?;
+    params.distinguished_name = request.params.distinguished_name.clone();
+    if kind != CertKind::Client {
+        for san in &request.params.subject_alt_names {
+            if !params.subject_alt_names.contains(san) {
+                params.subject_alt_names.push(san.clone());
+            }
+        }
+        if params.subject_alt_names.is_empty() {
+            return Err(bad(
+                "a server certificate needs a subject alternative name (the name clients \
+                 connect to): the request has none; pass --san",
+            ));
+        }
+    }
+    let cert = params.signed_by(&request.public_key, &ca.issuer)?;
+    let (_, parsed) = x509_parser::parse_x509_certificate(cert.der())
+        .map_err(|e| PkiError::Invalid(format!("the signed certificate: {e}")))?;
+    let subject = parsed.subject().to_string();
+    write(out, cert.pem().as_bytes(), false)?;
+    Ok(Signed {
+        cert: out.to_path_buf(),
+        subject,
+    })
+}
+
+/// The files [`init_with`] would write into its directory, by name.
+fn planned_files(kmes: &[String], saes: &[(String, String)], raw: RawSetup) -> Vec<String> {
+    let mut files = vec!["ca.pem".to_string(), "ca.key".to_string()];
+    for k in kmes {
+        files.extend(["pem", "key", "toml"].map(|e| format!("{k}.{e}")));
+    }
+    for (s, _) in saes {
+        files.extend(["pem", "key", "p12"].map(|e| format!("{s}.{e}")));
+    }
+    if raw == RawSetup::Simulated {
+        for (i, a) in kmes.iter().enumerate() {
+            for b in &kmes[i + 1..] {
+                files.push(format!("auth-{a}-{b}.psk"));
+            }
+        }
+    }
+    files
+}
+
+/// Refuses a directory that already holds a PKI: any file [`init_with`] would write there
+/// with these arguments (the CA, a key, a certificate, a configuration, a pre-shared secret).
+/// `qkd pki init` checks this unless `--force`.
+pub fn check_fresh(
+    dir: &Path,
+    kmes: &[String],
+    saes: &[(String, String)],
+    raw: RawSetup,
+) -> Result<(), PkiError> {
+    let found: Vec<String> = planned_files(kmes, saes, raw)
+        .into_iter()
+        .filter(|f| dir.join(f).exists())
+        .collect();
+    if found.is_empty() {
+        return Ok(());
+    }
+    let shown = if found.len() > 4 {
+        format!("{} and {} more", found[..4].join(", "), found.len() - 4)
+    } else {
+        found.join(", ")
+    };
+    Err(PkiError::Invalid(format!(
+        "{} already holds a PKI ({shown}); pass --force to overwrite it",
+        dir.display()
+    )))
 }
 
 /// Writes a certificate revocation list (PEM, signed by the CA in `ca_cert`/`ca_key`, valid for
@@ -544,6 +735,33 @@ mod tests {
 
     fn mode(p: &Path) -> u32 {
         fs::metadata(p).unwrap().permissions().mode() & 0o777
+    }
+
+    /// [`check_fresh`] knows every file `init_with` writes at the top of its directory.
+    #[test]
+    fn check_fresh_names_every_file_init_writes() {
+        let dir = tempfile::tempdir().unwrap();
+        let kmes = ["A".to_string(), "B".to_string(), "C".to_string()];
+        let saes = [("S1".to_string(), "A".to_string())];
+        check_fresh(dir.path(), &kmes, &saes, RawSetup::Simulated).unwrap();
+        init_with(dir.path(), &kmes, &saes, 9000, &[], RawSetup::Simulated).unwrap();
+        let mut written: Vec<String> = fs::read_dir(dir.path())
+            .unwrap()
+            .flatten()
+            .filter(|e| e.file_type().unwrap().is_file())
+            .map(|e| e.file_name().to_string_lossy().into_owned())
+            .collect();
+        written.sort();
+        let mut planned = planned_files(&kmes, &saes, RawSetup::Simulated);
+        planned.sort();
+        assert_eq!(written, planned);
+        let e = check_fresh(dir.path(), &kmes, &saes, RawSetup::Simulated)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("already holds a PKI") && e.contains("--force"),
+            "{e}"
+        );
     }
 
     /// Private keys, PKCS#12 files and the incoming directories are owner-only; a key file that

@@ -21,6 +21,12 @@ use zeroize::Zeroizing;
 /// Name of the pool for master and slave on the same KME.
 pub const LOCAL_POOL: &str = "_local";
 
+/// An answer that arrives after a commit.
+pub type Pending<T> = tokio::sync::oneshot::Receiver<Result<T, PoolError>>;
+
+/// What [`KeyPool::allocate_for_master`] gives: where each key lies, and its bytes.
+pub type MasterKeys = (Vec<KeyAllocation>, Vec<FetchedKey>);
+
 /// A request to allocate keys from a pool.
 #[derive(Clone, Debug)]
 pub struct AllocRequest {
@@ -58,8 +64,12 @@ pub struct ReserveRequest {
 /// Counts of one pool.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct PoolStats {
-    /// Bytes this side may allocate (for a link, an estimate: half of the unused material).
+    /// Bytes this KME may allocate for its own masters: the unused material of the blocks
+    /// [`BlockFilter::split`] gives this side (all of the local pool).
     pub allocatable_bytes: u64,
+    /// Bytes the peer KME may allocate (the other side's blocks, as far as this KME knows:
+    /// material the peer allocated but never reserved here still counts). 0 for the local pool.
+    pub peer_allocatable_bytes: u64,
     /// Keys reserved and not yet fetched by every recipient.
     pub reserved_keys: u64,
     /// Blocks ingested so far.
@@ -115,6 +125,15 @@ pub struct FetchedKey {
     pub material: Zeroizing<Vec<u8>>,
 }
 
+impl From<qkd_store::Key> for FetchedKey {
+    fn from(k: qkd_store::Key) -> Self {
+        Self {
+            id: k.key_id(),
+            material: k.into_bytes(),
+        }
+    }
+}
+
 impl std::fmt::Debug for FetchedKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("FetchedKey")
@@ -136,8 +155,11 @@ pub trait KeyPool: Send + Sync + 'static {
     /// Counts of a pool.
     fn stats(&self, pool: &str) -> PoolStats;
     /// Allocates keys atomically under fresh UUIDv4s for the master and the local slaves, from
-    /// blocks this side owns, or fails spending nothing.
-    fn allocate(&self, req: &AllocRequest) -> Result<Vec<KeyAllocation>, PoolError>;
+    /// blocks this side owns, and hands them to the master in the same durable step (one
+    /// commit), or fails spending nothing. The caller holds the bytes back until the slaves'
+    /// KME has reserved them; if it cannot, the caller destroys the keys. Does not block: the
+    /// answer arrives on the receiver after the commit.
+    fn allocate_for_master(&self, req: &AllocRequest) -> Pending<MasterKeys>;
     /// Durably reserves exactly this material under these IDs for a peer KME's master.
     fn reserve_exact(&self, req: &ReserveRequest) -> Result<(), PoolError>;
     /// Hands keys to one recipient, all or nothing; each recipient gets each key once.
@@ -155,6 +177,22 @@ pub trait KeyPool: Send + Sync + 'static {
 pub struct StorePool {
     store: Store,
     local_kme: String,
+    /// Declared after `store`, so dropped after it: its receivers learn that the store is
+    /// closed ([`PoolClosed`]).
+    closed: tokio::sync::watch::Sender<()>,
+}
+
+/// Resolves once a [`StorePool`] has been dropped and its store closed (the store's writer
+/// thread has finished and synced the epoch file): [`StorePool::closed`].
+#[derive(Clone, Debug)]
+pub struct PoolClosed(tokio::sync::watch::Receiver<()>);
+
+impl PoolClosed {
+    /// Waits until the pool's store is closed.
+    pub async fn wait(mut self) {
+        // Nothing is ever sent: `changed` fails once the sender is dropped with the pool.
+        while self.0.changed().await.is_ok() {}
+    }
 }
 
 impl StorePool {
@@ -168,13 +206,20 @@ impl StorePool {
     pub fn open_with(
         dir: &Path,
         local_kme: &str,
-        options: qkd_store::StoreOptions,
+        mut options: qkd_store::StoreOptions,
     ) -> Result<Arc<Self>, PoolError> {
+        options.sides = Some(sides(local_kme));
         let store = Store::open_with(dir, options).map_err(|e| PoolError::Store(e.to_string()))?;
         Ok(Arc::new(Self {
             store,
             local_kme: local_kme.to_string(),
+            closed: tokio::sync::watch::channel(()).0,
         }))
+    }
+
+    /// A signal that this pool is dropped and its store closed.
+    pub fn closed(&self) -> PoolClosed {
+        PoolClosed(self.closed.subscribe())
     }
 
     /// The underlying store (ledger, status).
@@ -183,12 +228,24 @@ impl StorePool {
     }
 
     fn filter(&self, pool: &str) -> BlockFilter {
-        if pool == LOCAL_POOL {
-            BlockFilter::all()
-        } else {
-            BlockFilter::split(&self.local_kme, pool)
-        }
+        pool_filter(&self.local_kme, pool)
     }
+}
+
+/// The blocks of `pool` KME `kme` allocates from.
+fn pool_filter(kme: &str, pool: &str) -> BlockFilter {
+    if pool == LOCAL_POOL {
+        BlockFilter::all()
+    } else {
+        BlockFilter::split(kme, pool)
+    }
+}
+
+/// KME `kme`'s side of every pool, for [`qkd_store::StoreOptions::sides`] (and read-only views
+/// of its store, `qkd store status --kme`).
+pub fn sides(kme: &str) -> qkd_store::SideFilter {
+    let kme = kme.to_string();
+    Arc::new(move |pool: &str| pool_filter(&kme, pool))
 }
 
 fn at(ms: u64) -> SystemTime {
@@ -235,21 +292,16 @@ impl KeyPool for StorePool {
         let Ok(s) = self.store.link_status(pool) else {
             return PoolStats::default();
         };
-        // The store counts both sides' shares of a link; this side owns about half of them.
-        let bits = if pool == LOCAL_POOL {
-            s.bits_available
-        } else {
-            s.bits_available / 2
-        };
         PoolStats {
-            allocatable_bytes: bits / 8,
+            allocatable_bytes: s.bits_allocatable / 8,
+            peer_allocatable_bytes: s.bits_other_side / 8,
             reserved_keys: s.keys_live,
             blocks: s.blocks,
             destroyed_keys: s.keys_destroyed,
         }
     }
 
-    fn allocate(&self, req: &AllocRequest) -> Result<Vec<KeyAllocation>, PoolError> {
+    fn allocate_for_master(&self, req: &AllocRequest) -> Pending<MasterKeys> {
         let mut recipients = vec![req.master.clone()];
         recipients.extend(req.local_slaves.iter().cloned());
         let r = AllocateRequest {
@@ -262,7 +314,17 @@ impl KeyPool for StorePool {
             expires_at: at(req.expires_at_ms),
             filter: self.filter(&req.pool),
         };
-        self.store.allocate(&r).map_err(store_err)
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        self.store
+            .allocate_and_fetch_then(&r, &req.master, move |outcome| {
+                let _ = tx.send(outcome.map_err(store_err).map(|(allocations, keys)| {
+                    (
+                        allocations,
+                        keys.into_iter().map(FetchedKey::from).collect(),
+                    )
+                }));
+            });
+        rx
     }
 
     fn reserve_exact(&self, req: &ReserveRequest) -> Result<(), PoolError> {
@@ -281,13 +343,7 @@ impl KeyPool for StorePool {
 
     fn fetch(&self, ids: &[Uuid], recipient: &str) -> Result<Vec<FetchedKey>, FetchError> {
         match self.store.fetch(ids, recipient) {
-            Ok(keys) => Ok(keys
-                .into_iter()
-                .map(|k| FetchedKey {
-                    id: k.key_id(),
-                    material: k.into_bytes(),
-                })
-                .collect()),
+            Ok(keys) => Ok(keys.into_iter().map(FetchedKey::from).collect()),
             Err(StoreError::NotARecipient { sae, .. }) => Err(FetchError::NotRecipient(sae)),
             Err(
                 StoreError::UnknownKey(_)

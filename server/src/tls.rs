@@ -4,6 +4,7 @@
 
 use std::future::Future;
 use std::io;
+use std::net::IpAddr;
 use std::path::Path;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -16,6 +17,7 @@ use rustls::server::WebPkiClientVerifier;
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use tokio::net::TcpStream;
 
+use crate::cidr::Cidr;
 use crate::config::{SaeConfig, SaeMatch};
 use crate::limits::{ConnectionLimits, IdleTimeout};
 
@@ -114,19 +116,35 @@ pub fn load_crls(
     Ok(out)
 }
 
-/// A server configuration that requires a client certificate issued by `ca` and not revoked
-/// by one of `crls`.
+/// Whether a listener accepts TLS clients that present no certificate.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientAuth {
+    /// Every client presents a certificate issued by the CA (the peer listener; the SAE
+    /// listener unless an SAE is identified by its address).
+    Required,
+    /// A client may present no certificate (then its address identifies it, or no one); one
+    /// that presents a certificate is still verified against the CA and the CRLs.
+    Optional,
+}
+
+/// A server configuration that verifies client certificates against `ca` and `crls`, and
+/// requires one unless `auth` is [`ClientAuth::Optional`].
 pub fn server_config(
     ca: &[CertificateDer<'static>],
     crls: &[CertificateRevocationListDer<'static>],
     chain: Vec<CertificateDer<'static>>,
     key: PrivateKeyDer<'static>,
     min_version: &str,
+    auth: ClientAuth,
 ) -> Result<Arc<ServerConfig>, TlsError> {
     let provider = provider();
-    let verifier = WebPkiClientVerifier::builder_with_provider(roots(ca)?, provider.clone())
+    let mut builder = WebPkiClientVerifier::builder_with_provider(roots(ca)?, provider.clone())
         .with_crls(crls.iter().cloned())
-        .only_check_end_entity_revocation()
+        .only_check_end_entity_revocation();
+    if auth == ClientAuth::Optional {
+        builder = builder.allow_unauthenticated();
+    }
+    let verifier = builder
         .build()
         .map_err(|e| TlsError::Rustls(e.to_string()))?;
     let mut cfg = ServerConfig::builder_with_provider(provider)
@@ -254,7 +272,7 @@ pub struct CertIdentity {
 /// The authenticated caller of one connection.
 #[derive(Clone, Debug, Default)]
 pub struct Peer {
-    /// Certificate facts (None when the certificate could not be parsed).
+    /// Certificate facts (None when the client presented none, or it could not be parsed).
     pub cert: Option<CertIdentity>,
     /// The SAE ID (SAE listener) or KME ID (peer listener) it maps to, if any.
     pub id: Option<String>,
@@ -297,10 +315,15 @@ fn normalize_hex(s: &str) -> String {
     }
 }
 
-/// Maps a certificate to an ID.
+/// Maps a certificate (or, for a client without one, its address) to an ID.
 pub trait Resolver: Send + Sync + 'static {
     /// The ID for these certificate facts, if any.
     fn resolve(&self, cert: &CertIdentity) -> Option<String>;
+    /// The ID of a client that presented no certificate, from the address it connects from
+    /// (only SAEs configured with `match = "address"`; none by default).
+    fn resolve_address(&self, _ip: IpAddr) -> Option<String> {
+        None
+    }
 }
 
 /// SAE identification per [`SaeConfig`].
@@ -321,6 +344,22 @@ impl Resolver for SaeResolver {
                     .value
                     .as_deref()
                     .is_some_and(|v| normalize_hex(v) == normalize_hex(&c.spki_sha256)),
+                // Never by a certificate: a certificate that names no SAE does not fall back
+                // to the address it comes from.
+                SaeMatch::Address => false,
+            })
+            .map(|s| s.id.clone())
+    }
+
+    fn resolve_address(&self, ip: IpAddr) -> Option<String> {
+        self.0
+            .iter()
+            .find(|s| {
+                s.matcher == SaeMatch::Address
+                    && s.value
+                        .as_deref()
+                        .and_then(|v| Cidr::parse(v).ok())
+                        .is_some_and(|c| c.contains(ip))
             })
             .map(|s| s.id.clone())
     }
@@ -382,18 +421,23 @@ impl<S: Send + 'static> axum_server::accept::Accept<TcpStream, S> for MtlsAccept
         Box::pin(async move {
             let admission = limits.admit()?;
             let _ = stream.set_nodelay(true);
+            let remote = stream.peer_addr().ok();
             let tls = tokio::time::timeout(limits.handshake_timeout, acceptor.accept(stream))
                 .await
                 .map_err(|_| {
                     io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out")
                 })??;
-            let cert = tls
-                .get_ref()
-                .1
-                .peer_certificates()
-                .and_then(|c| c.first())
-                .and_then(|c| parse_identity(c.as_ref()));
-            let id = cert.as_ref().and_then(|c| resolver.resolve(c));
+            // A client that presented a certificate is identified by it alone (even when it
+            // maps to no one, or cannot be parsed); only one without a certificate by its
+            // address.
+            let (cert, id) = match tls.get_ref().1.peer_certificates().and_then(|c| c.first()) {
+                Some(der) => {
+                    let cert = parse_identity(der.as_ref());
+                    let id = cert.as_ref().and_then(|c| resolver.resolve(c));
+                    (cert, id)
+                }
+                None => (None, remote.and_then(|a| resolver.resolve_address(a.ip()))),
+            };
             let admission = admission.identify(id.as_deref())?;
             Ok((
                 IdleTimeout::new(tls, admission),

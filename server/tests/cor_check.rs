@@ -166,9 +166,15 @@ async fn equal_files_give_equal_keys_without_their_first_32_bytes() {
         a.pool().stats("KME_B").blocks == 2 && b.pool().stats("KME_A").blocks == 2
     })
     .await;
-    // Each side may allocate about half of the material, which is the file less 32 bytes.
-    assert_eq!(a.pool().stats("KME_B").allocatable_bytes, 8192 - 32);
-    assert_eq!(b.pool().stats("KME_A").allocatable_bytes, 8192 - 32);
+    // The material is the files less 32 bytes each; each side counts its own blocks as
+    // allocatable and the other's as the peer's.
+    let (sa, sb) = (a.pool().stats("KME_B"), b.pool().stats("KME_A"));
+    assert_eq!(
+        sa.allocatable_bytes + sa.peer_allocatable_bytes,
+        2 * (8192 - 32)
+    );
+    assert_eq!(sa.allocatable_bytes, sb.peer_allocatable_bytes);
+    assert_eq!(sb.allocatable_bytes, sa.peer_allocatable_bytes);
     let keys = one_key_each_way(&lab, &a, &b).await;
     assert!(!keys.is_empty());
     for k in &keys {

@@ -1,6 +1,7 @@
 //! The monitor's dashboard in a real headless browser (Debian's chromium, installed by
 //! scripts/install-browser.sh): after its JavaScript ran, the page shows each pool with its
-//! allocatable key in units, its state and the version; a screenshot is drawn. And the files in
+//! allocatable key in units, its state (green, then red with the alarm once the peer KME is
+//! gone) and the version; a screenshot is drawn. And the files in
 //! deploy/: the Grafana dashboard queries only metrics a live `/metrics` has, and the systemd
 //! unit passes `systemd-analyze verify`.
 
@@ -154,7 +155,7 @@ fn is_byte_amount(s: &str) -> bool {
 async fn dashboard_renders_pools_states_and_version_in_a_browser() {
     let (_lab, a, b) = site().await;
     let url = format!("http://{}/", a.monitor_addr.unwrap());
-    let u = url.clone();
+    let (u, url2) = (url.clone(), url.clone());
     let dom = tokio::task::spawn_blocking(move || chromium(&u, &["--dump-dom".into()]))
         .await
         .unwrap();
@@ -209,8 +210,36 @@ async fn dashboard_renders_pools_states_and_version_in_a_browser() {
         "screenshot only {} bytes",
         bytes.len()
     );
-    a.shutdown().await;
+
+    // KME_B goes away: once KME_A has noticed, its pool and the alarm are drawn red.
     b.shutdown().await;
+    let mut noticed = false;
+    for _ in 0..300 {
+        noticed = a
+            .events()
+            .iter()
+            .any(|e| serde_json::to_value(e).unwrap()["kind"] == "peer_down");
+        if noticed {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert!(noticed, "KME_A did not notice KME_B stopping within 30 s");
+    let dom = tokio::task::spawn_blocking(move || chromium(&url2, &["--dump-dom".into()]))
+        .await
+        .unwrap();
+    let dom = markup(&dom);
+    assert_eq!(text_of(&dom, "state-KME_B"), "link down");
+    assert!(
+        dom.contains("class=\"badge red\" id=\"state-KME_B\""),
+        "{dom}"
+    );
+    assert!(
+        dom.contains("<span class=\"badge red\">peer_down</span>"),
+        "{dom}"
+    );
+    assert_eq!(text_of(&dom, "overall"), "alarm");
+    a.shutdown().await;
 }
 
 /// Metric names a PromQL expression reads: identifiers that are not functions, keywords,

@@ -33,6 +33,7 @@ mod files;
 mod import;
 mod records;
 mod segment;
+mod view;
 mod writer;
 
 use std::path::{Path, PathBuf};
@@ -51,6 +52,7 @@ use qkd_core::rng::{OsRandom, RandomSource, RngError};
 
 pub use crypto::{Kek, KekError};
 pub use import::{ImportError, ImportOutcome, ImportReport, import_cor_files};
+pub use view::StoreView;
 
 /// Smallest key size in bits.
 pub const MIN_KEY_BITS: u32 = 8;
@@ -131,6 +133,12 @@ pub enum OpenError {
         path: PathBuf,
         /// What was found (missing, empty, no store in it).
         detail: String,
+    },
+    /// A read-only view ([`StoreView`]) was asked for a directory that holds no store.
+    #[error("no key store at {path}: it has no index holding a store")]
+    NotAStore {
+        /// The directory.
+        path: PathBuf,
     },
     /// The index is older than the store's epoch file (restored from a backup or a snapshot),
     /// or belongs to another store. Serving from it could re-issue keys already delivered or
@@ -793,6 +801,11 @@ pub struct LinkStatus {
     pub bits_damaged: u64,
     /// Bits still available (both sides' shares).
     pub bits_available: u64,
+    /// Of those, the bits this side may allocate: its own blocks
+    /// ([`StoreOptions::sides`]) past their allocation frontier. What a request here can get.
+    pub bits_allocatable: u64,
+    /// Of those, the bits in the other side's blocks (reserved here only at its request).
+    pub bits_other_side: u64,
     /// Keys allocated by this store.
     pub keys_allocated: u64,
     /// Keys reserved at the peer's request.
@@ -824,6 +837,8 @@ pub struct StoreStatus {
     pub segment_bytes: u64,
     /// Ledger records.
     pub ledger_entries: u64,
+    /// Commits of the index so far (its commit counter, see the epoch file).
+    pub commits: u64,
     /// Whether key material is encrypted at rest (segments under per-segment keys wrapped by
     /// a KEK, see [`StoreOptions::encryption`]).
     pub encrypted_at_rest: bool,
@@ -887,7 +902,15 @@ pub struct StoreOptions {
     /// ([`OpenError::EncryptionKeyRequired`], [`OpenError::WrongEncryptionKey`],
     /// [`OpenError::NotEncrypted`]).
     pub encryption: Option<Kek>,
+    /// Which blocks of a link this side allocates from: the filter its allocate requests pass
+    /// (e.g. [`BlockFilter::split`] with the peer). It splits [`LinkStatus::bits_available`]
+    /// into [`LinkStatus::bits_allocatable`] and [`LinkStatus::bits_other_side`]. `None`
+    /// (default): every block is this side's.
+    pub sides: Option<SideFilter>,
 }
+
+/// Per link, the blocks this side allocates from ([`StoreOptions::sides`]).
+pub type SideFilter = Arc<dyn Fn(&str) -> BlockFilter + Send + Sync>;
 
 impl fmt::Debug for StoreOptions {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -897,6 +920,7 @@ impl fmt::Debug for StoreOptions {
             .field("random", &self.random.name())
             .field("cache_bytes", &self.cache_bytes)
             .field("encrypted", &self.encryption.is_some())
+            .field("sides", &self.sides.is_some())
             .finish()
     }
 }
@@ -909,6 +933,7 @@ impl Default for StoreOptions {
             random: Box::new(OsRandom),
             cache_bytes: 64 << 20,
             encryption: None,
+            sides: None,
         }
     }
 }
@@ -921,6 +946,9 @@ pub struct Store {
     writer: Option<JoinHandle<()>>,
     random: Mutex<Box<dyn RandomSource>>,
     digester: crypto::Digester,
+    /// Per-link counts as of the last commit, published by the writer.
+    live: writer::LiveCounts,
+    sides: Option<SideFilter>,
 }
 
 impl fmt::Debug for Store {
@@ -1053,6 +1081,7 @@ impl Store {
         let dir = dir.to_path_buf();
         let (db, state, rollback) = writer::open(&dir, &options, mode)?;
         let digester = state.digester();
+        let live = state.live_counts();
         let db = Arc::new(db);
         let (tx, rx) = mpsc::channel();
         let max_batch = options.max_batch.max(1);
@@ -1071,6 +1100,8 @@ impl Store {
             writer: Some(handle),
             random: Mutex::new(options.random),
             digester,
+            live,
+            sides: options.sides,
         };
         // A burn commits first (it destroys every live key itself): no commit may re-seal the
         // store before its material is burned.
@@ -1089,10 +1120,23 @@ impl Store {
 
     fn submit(&self, kind: writer::OpKind) -> Result<writer::OpResult, StoreError> {
         let (reply, rx) = mpsc::sync_channel(1);
-        let tx = self.tx.as_ref().ok_or(StoreError::Closed)?;
-        tx.send(writer::Op { kind, reply })
-            .map_err(|_| StoreError::Closed)?;
+        self.submit_then(
+            kind,
+            Box::new(move |r| {
+                let _ = reply.send(r);
+            }),
+        );
         rx.recv().map_err(|_| StoreError::Closed)?
+    }
+
+    /// Queues a request; `reply` gets its outcome (inline if the store is closed).
+    fn submit_then(&self, kind: writer::OpKind, reply: writer::Reply) {
+        let Some(tx) = self.tx.as_ref() else {
+            return reply(Err(StoreError::Closed));
+        };
+        if let Err(mpsc::SendError(op)) = tx.send(writer::Op { kind, reply }) {
+            (op.reply)(Err(StoreError::Closed));
+        }
     }
 
     /// Appends a block of final key material. Durable when this returns.
@@ -1137,6 +1181,74 @@ impl Store {
     /// from blocks the filter allows: all of them or none ([`StoreError::InsufficientKeyMaterial`]).
     /// Durable when this returns. The key IDs are fresh UUIDv4s from the store's random source.
     pub fn allocate(&self, req: &AllocateRequest) -> Result<Vec<KeyAllocation>, StoreError> {
+        match self.submit_allocation(req, None)? {
+            writer::OpResult::Allocations(a) => Ok(a),
+            _ => Err(StoreError::Closed),
+        }
+    }
+
+    /// [`Store::allocate`] and [`Store::fetch`] by `recipient` (one of `req.recipients`) in one
+    /// commit: the keys' allocations and their bytes, in the same order. This is how a KME
+    /// serves its master SAE with one commit per request. Should the fetch fail after the
+    /// allocation (a key failing its digest check), nothing is delivered and the allocated keys
+    /// are left to expire.
+    pub fn allocate_and_fetch(
+        &self,
+        req: &AllocateRequest,
+        recipient: &str,
+    ) -> Result<(Vec<KeyAllocation>, Vec<Key>), StoreError> {
+        let (reply, rx) = mpsc::sync_channel(1);
+        self.allocate_and_fetch_then(req, recipient, move |r| {
+            let _ = reply.send(r);
+        });
+        rx.recv().map_err(|_| StoreError::Closed)?
+    }
+
+    /// [`Store::allocate_and_fetch`] without waiting: `done` is called exactly once with the
+    /// outcome, on the writer thread after the commit (or inline for a refused request), so it
+    /// must not block (send it into a channel). An async caller awaits its commit this way
+    /// without holding a thread.
+    pub fn allocate_and_fetch_then(
+        &self,
+        req: &AllocateRequest,
+        recipient: &str,
+        done: impl FnOnce(Result<(Vec<KeyAllocation>, Vec<Key>), StoreError>) + Send + 'static,
+    ) {
+        if !req.recipients.iter().any(|r| r == recipient) {
+            return done(Err(StoreError::InvalidRequest(format!(
+                "'{recipient}' is not a recipient of the keys it would fetch"
+            ))));
+        }
+        let kind = match self.allocation(req, Some(recipient.to_owned())) {
+            Ok(kind) => kind,
+            Err(e) => return done(Err(e)),
+        };
+        self.submit_then(
+            kind,
+            Box::new(move |r| {
+                done(r.and_then(|r| match r {
+                    writer::OpResult::Delivered(a, k) => Ok((a, k)),
+                    _ => Err(StoreError::Closed),
+                }))
+            }),
+        );
+    }
+
+    fn submit_allocation(
+        &self,
+        req: &AllocateRequest,
+        deliver: Option<String>,
+    ) -> Result<writer::OpResult, StoreError> {
+        let kind = self.allocation(req, deliver)?;
+        self.submit(kind)
+    }
+
+    /// The checked allocation request for the writer, with fresh key IDs.
+    fn allocation(
+        &self,
+        req: &AllocateRequest,
+        deliver: Option<String>,
+    ) -> Result<writer::OpKind, StoreError> {
         validate_name("link", &req.link)?;
         check_names(&req.master, &req.slaves, &req.recipients)?;
         check_size(req.size_bits)?;
@@ -1158,14 +1270,12 @@ impl Store {
                 ids.push(uuid::Builder::from_random_bytes(b).into_uuid());
             }
         }
-        match self.submit(writer::OpKind::Allocate {
+        Ok(writer::OpKind::Allocate {
             req: req.clone(),
             ids,
             expires_ms,
-        })? {
-            writer::OpResult::Allocations(a) => Ok(a),
-            _ => Err(StoreError::Closed),
-        }
+            deliver,
+        })
     }
 
     /// Reserves exactly the material the peer allocated, under its key IDs, all or nothing.
@@ -1251,21 +1361,26 @@ impl Store {
 
     /// What the store knows about a key, or `None`.
     pub fn key_info(&self, key_id: Uuid) -> Result<Option<KeyInfo>, StoreError> {
-        records::key_info(&self.db, key_id)
+        records::key_info(&*self.db, key_id)
     }
 
-    /// Counts for one link (zeros for an unknown link).
+    /// Counts for one link as of the last commit (zeros for an unknown link). Read from memory:
+    /// cheap enough for every request.
     pub fn link_status(&self, link: &str) -> Result<LinkStatus, StoreError> {
-        records::link_status(&self.db, link)
+        let live = self.live.read().map_err(|_| StoreError::Closed)?;
+        Ok(live
+            .get(link)
+            .cloned()
+            .unwrap_or_else(|| records::LinkCounters::default().status(link, 0, 0)))
     }
 
     /// The whole store's status.
     pub fn status(&self) -> Result<StoreStatus, StoreError> {
-        records::status(&self.db, &self.dir)
+        records::status(&*self.db, &self.dir, self.sides.as_ref())
     }
 
     /// Up to `limit` ledger records from sequence number `from` on.
     pub fn ledger(&self, from: u64, limit: usize) -> Result<Vec<LedgerEntry>, StoreError> {
-        records::ledger(&self.db, from, limit)
+        records::ledger(&*self.db, from, limit)
     }
 }

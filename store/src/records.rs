@@ -7,7 +7,10 @@ use redb::{ReadableDatabase, ReadableTable, TableDefinition};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{BlockId, KeyInfo, KeyState, LedgerEntry, LinkStatus, StoreError, StoreStatus};
+use super::{
+    BlockFilter, BlockId, KeyInfo, KeyState, LedgerEntry, LinkStatus, SideFilter, StoreError,
+    StoreStatus,
+};
 
 /// Format version of the index, in `META["version"]`.
 pub(crate) const FORMAT_VERSION: u64 = 2;
@@ -117,7 +120,9 @@ pub(crate) struct LinkCounters {
 }
 
 impl LinkCounters {
-    pub(crate) fn status(&self, link: &str) -> LinkStatus {
+    /// The status, with the available bits split between this side (`allocatable`) and the
+    /// other (`other_side`), as [`side_bits`] counts them.
+    pub(crate) fn status(&self, link: &str, allocatable: u64, other_side: u64) -> LinkStatus {
         LinkStatus {
             link: link.to_owned(),
             blocks: self.blocks,
@@ -130,6 +135,8 @@ impl LinkCounters {
                 .saturating_sub(self.bits_used)
                 .saturating_sub(self.bits_damaged)
                 .saturating_sub(self.bits_burned),
+            bits_allocatable: allocatable,
+            bits_other_side: other_side,
             keys_allocated: self.keys_allocated,
             keys_reserved_by_peer: self.keys_reserved_by_peer,
             deliveries: self.deliveries,
@@ -155,7 +162,10 @@ fn rerr(e: impl std::fmt::Display) -> StoreError {
     StoreError::db("reading", e)
 }
 
-pub(crate) fn key_info(db: &redb::Database, id: Uuid) -> Result<Option<KeyInfo>, StoreError> {
+pub(crate) fn key_info(
+    db: &impl ReadableDatabase,
+    id: Uuid,
+) -> Result<Option<KeyInfo>, StoreError> {
     let txn = db.begin_read().map_err(rerr)?;
     let t = txn.open_table(KEYS).map_err(rerr)?;
     let Some(v) = t.get(id.as_u128()).map_err(rerr)? else {
@@ -176,24 +186,67 @@ pub(crate) fn key_info(db: &redb::Database, id: Uuid) -> Result<Option<KeyInfo>,
     }))
 }
 
-pub(crate) fn link_status(db: &redb::Database, link: &str) -> Result<LinkStatus, StoreError> {
-    let txn = db.begin_read().map_err(rerr)?;
-    let t = txn.open_table(LINKS).map_err(rerr)?;
-    let c: LinkCounters = match t.get(link).map_err(rerr)? {
-        Some(v) => decode("link", v.value())?,
-        None => LinkCounters::default(),
-    };
-    Ok(c.status(link))
+/// What is left to allocate in a block, and whether it is this side's: the material past its
+/// frontier (local allocations continue there; the peer's reservations push it too), nothing
+/// in a damaged or spent block.
+pub(crate) fn block_remaining(b: &BlockRecord) -> u64 {
+    if b.damaged || b.spent {
+        0
+    } else {
+        b.usable_bits.saturating_sub(b.frontier)
+    }
 }
 
-pub(crate) fn status(db: &redb::Database, dir: &Path) -> Result<StoreStatus, StoreError> {
+/// Adds a block's remaining bits to this side's or the other side's count.
+pub(crate) fn count_side(counts: &mut (u64, u64), mine: bool, remaining: u64) {
+    if mine {
+        counts.0 += remaining;
+    } else {
+        counts.1 += remaining;
+    }
+}
+
+/// Per link, (this side's, the other side's) remaining bits, from the block table.
+fn side_bits(
+    txn: &redb::ReadTransaction,
+    sides: Option<&SideFilter>,
+) -> Result<std::collections::HashMap<String, (u64, u64)>, StoreError> {
+    let mut filters: std::collections::HashMap<String, BlockFilter> = Default::default();
+    let mut out: std::collections::HashMap<String, (u64, u64)> = Default::default();
+    for row in txn.open_table(BLOCKS).map_err(rerr)?.iter().map_err(rerr)? {
+        let (_, v) = row.map_err(rerr)?;
+        let b: BlockRecord = decode("block", v.value())?;
+        let remaining = block_remaining(&b);
+        if remaining == 0 {
+            continue;
+        }
+        let mine = match sides {
+            None => true,
+            Some(f) => filters
+                .entry(b.link.clone())
+                .or_insert_with(|| f(&b.link))
+                .allows(&b.block_id),
+        };
+        count_side(out.entry(b.link).or_default(), mine, remaining);
+    }
+    Ok(out)
+}
+
+/// The store's status from the index (`sides`: see [`super::StoreOptions::sides`]).
+pub(crate) fn status(
+    db: &impl ReadableDatabase,
+    dir: &Path,
+    sides: Option<&SideFilter>,
+) -> Result<StoreStatus, StoreError> {
     let txn = db.begin_read().map_err(rerr)?;
+    let split = side_bits(&txn, sides)?;
     let links = txn.open_table(LINKS).map_err(rerr)?;
     let mut out = Vec::new();
     for row in links.iter().map_err(rerr)? {
         let (k, v) = row.map_err(rerr)?;
         let c: LinkCounters = decode("link", v.value())?;
-        out.push(c.status(k.value()));
+        let (here, other) = split.get(k.value()).copied().unwrap_or_default();
+        out.push(c.status(k.value(), here, other));
     }
     let segs = txn.open_table(SEGMENTS).map_err(rerr)?;
     let (mut segments, mut segment_bytes) = (0, 0);
@@ -208,6 +261,7 @@ pub(crate) fn status(db: &redb::Database, dir: &Path) -> Result<StoreStatus, Sto
         .get("next_ledger")
         .map_err(rerr)?
         .map_or(0, |v| v.value());
+    let commits = meta.get("commit").map_err(rerr)?.map_or(0, |v| v.value());
     let encrypted_at_rest = meta
         .get("encrypted")
         .map_err(rerr)?
@@ -219,12 +273,13 @@ pub(crate) fn status(db: &redb::Database, dir: &Path) -> Result<StoreStatus, Sto
         segments,
         segment_bytes,
         ledger_entries,
+        commits,
         encrypted_at_rest,
     })
 }
 
 pub(crate) fn ledger(
-    db: &redb::Database,
+    db: &impl ReadableDatabase,
     from: u64,
     limit: usize,
 ) -> Result<Vec<LedgerEntry>, StoreError> {

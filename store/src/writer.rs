@@ -5,8 +5,8 @@
 use std::collections::{BTreeMap, BTreeSet, HashMap, HashSet};
 use std::fs;
 use std::path::{Path, PathBuf};
-use std::sync::Arc;
-use std::sync::mpsc::{Receiver, RecvTimeoutError, SyncSender};
+use std::sync::mpsc::{Receiver, RecvTimeoutError};
+use std::sync::{Arc, RwLock};
 use std::time::{Duration, Instant, SystemTime};
 
 use redb::{Database, ReadableDatabase, ReadableTable, Table};
@@ -20,20 +20,28 @@ use super::epoch::{self, EpochFile};
 use super::files;
 use super::records::{
     BLOCK_IDS, BLOCKS, BlockRecord, CRYPTO, EXPIRY, Extent, FORMAT_VERSION, KEYS, KeyRecord,
-    LEDGER, LINKS, LinkCounters, META, SCRUB, SEGMENTS, SegmentRecord, USED, decode, encode,
+    LEDGER, LINKS, LinkCounters, META, SCRUB, SEGMENTS, SegmentRecord, USED, block_remaining,
+    count_side, decode, encode,
 };
 use super::segment::{self, Segment};
 use super::{
-    AllocateRequest, BlockInfo, BurnScope, BurnedLink, DestroyReason, Key, KeyAllocation, KeyState,
-    LedgerEntry, LedgerEvent, MaterialRange, NewBlock, OpenError, ReserveRequest, StoreError,
-    StoreOptions, unix_ms,
+    AllocateRequest, BlockFilter, BlockInfo, BurnScope, BurnedLink, DestroyReason, Key,
+    KeyAllocation, KeyState, LedgerEntry, LedgerEvent, LinkStatus, MaterialRange, NewBlock,
+    OpenError, ReserveRequest, SideFilter, StoreError, StoreOptions, unix_ms,
 };
+
+/// Per-link status as of the last commit, published by the writer for cheap reads.
+pub(crate) type LiveCounts = Arc<RwLock<HashMap<String, LinkStatus>>>;
 
 /// A request to the writer.
 pub(crate) struct Op {
     pub kind: OpKind,
-    pub reply: SyncSender<Result<OpResult, StoreError>>,
+    /// Called once, on the writer thread, after the commit (or the failure): must not block.
+    pub reply: Reply,
 }
+
+/// How the writer answers a request.
+pub(crate) type Reply = Box<dyn FnOnce(Result<OpResult, StoreError>) + Send>;
 
 /// What is asked.
 pub(crate) enum OpKind {
@@ -48,6 +56,8 @@ pub(crate) enum OpKind {
         req: AllocateRequest,
         ids: Vec<Uuid>,
         expires_ms: u64,
+        /// Fetch the keys for this recipient in the same commit.
+        deliver: Option<String>,
     },
     Reserve {
         req: ReserveRequest,
@@ -81,6 +91,8 @@ pub(crate) enum OpenMode {
 pub(crate) enum OpResult {
     Block(BlockInfo),
     Allocations(Vec<KeyAllocation>),
+    /// Allocated and fetched in one commit.
+    Delivered(Vec<KeyAllocation>, Vec<Key>),
     Unit,
     Keys(Vec<Key>),
     Count(usize),
@@ -188,9 +200,16 @@ pub(crate) struct State {
     /// Keys derived from the KEK (encrypted stores).
     ring: Option<Arc<KeyRing>>,
     digester: Digester,
+    /// Which blocks are this side's ([`StoreOptions::sides`]); the filter per link, and the
+    /// answer per block number, computed once.
+    sides: Option<SideFilter>,
+    side_filters: HashMap<String, BlockFilter>,
+    mine: HashMap<u64, bool>,
+    /// What [`State::publish`] last published.
+    live: LiveCounts,
 }
 
-fn open_err(path: &Path, e: redb::DatabaseError) -> OpenError {
+pub(crate) fn open_err(path: &Path, e: redb::DatabaseError) -> OpenError {
     match e {
         redb::DatabaseError::DatabaseAlreadyOpen => OpenError::Locked {
             path: path.to_path_buf(),
@@ -218,15 +237,15 @@ fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> OpenError {
 }
 
 /// What the index's `meta` table says about the store.
-struct Meta {
-    version: Option<u64>,
+pub(crate) struct Meta {
+    pub(crate) version: Option<u64>,
     store_id: u128,
     commit: u64,
     encrypted: bool,
     kek_check: Option<Vec<u8>>,
 }
 
-fn read_meta(db: &Database) -> Result<Meta, StoreError> {
+pub(crate) fn read_meta(db: &impl ReadableDatabase) -> Result<Meta, StoreError> {
     let rerr = |e: redb::Error| StoreError::db("reading the index meta table", e);
     let txn = db.begin_read().map_err(|e| rerr(e.into()))?;
     let meta = match txn.open_table(META) {
@@ -338,6 +357,8 @@ pub(crate) fn open(
     let file = files::open_or_create(&index).map_err(io_err(&index))?;
     let backend = redb::backends::FileBackend::new(file).map_err(|e| open_err(&index, e))?;
     let db = redb::Builder::new()
+        // Read-only views (`qkd store status`, `qkd audit`) may open it while this writes.
+        .set_concurrency_mode(redb::ConcurrencyMode::SingleWriter)
         .set_check_integrity_on_open(true)
         .set_cache_size(options.cache_bytes)
         .create_with_backend(backend)
@@ -451,6 +472,9 @@ pub(crate) fn open(
     state.scrub_new = pending;
     state.do_scrub();
     state.sync_scrub();
+    state.sides = options.sides.clone();
+    let links: Vec<String> = state.links.keys().cloned().collect();
+    state.publish(links);
     Ok((db, state, rolled_back))
 }
 
@@ -655,7 +679,65 @@ impl State {
             last_epoch_sync: Instant::now(),
             digester: Digester::new(ring.as_deref()),
             ring,
+            sides: None,
+            side_filters: HashMap::new(),
+            mine: HashMap::new(),
+            live: LiveCounts::default(),
         })
+    }
+
+    /// The counts [`State::publish`] keeps current.
+    pub(crate) fn live_counts(&self) -> LiveCounts {
+        self.live.clone()
+    }
+
+    /// Whether block `n` is this side's.
+    fn is_mine(&mut self, n: u64) -> bool {
+        let Some(sides) = &self.sides else {
+            return true;
+        };
+        if let Some(&m) = self.mine.get(&n) {
+            return m;
+        }
+        let Some(b) = self.blocks.get(&n) else {
+            return true;
+        };
+        let filter = self
+            .side_filters
+            .entry(b.link.clone())
+            .or_insert_with(|| sides(&b.link));
+        let m = filter.allows(&b.block_id);
+        self.mine.insert(n, m);
+        m
+    }
+
+    /// Publishes the status of `links` (after a commit, before its callers are answered).
+    fn publish(&mut self, links: impl IntoIterator<Item = String>) {
+        let mut fresh = Vec::new();
+        for link in links {
+            let open: Vec<u64> = self
+                .open
+                .get(&link)
+                .map(|o| o.iter().copied().collect())
+                .unwrap_or_default();
+            let mut counts = (0, 0);
+            for n in open {
+                let remaining = self.blocks.get(&n).map_or(0, block_remaining);
+                let mine = self.is_mine(n);
+                count_side(&mut counts, mine, remaining);
+            }
+            let c = self.links.get(&link).cloned().unwrap_or_default();
+            fresh.push(c.status(&link, counts.0, counts.1));
+        }
+        if self.mine.len() > 2 * self.blocks.len() + 64 {
+            let blocks = &self.blocks;
+            self.mine.retain(|n, _| blocks.contains_key(n));
+        }
+        if let Ok(mut live) = self.live.write() {
+            for s in fresh {
+                live.insert(s.link.clone(), s);
+            }
+        }
     }
 
     /// How blocks and keys are digested in this store.
@@ -716,9 +798,14 @@ impl State {
         ) {
             Ok(fresh) => {
                 let (floor, pending) = (self.commit_floor, self.burn_pending);
+                let (sides, live) = (self.sides.take(), self.live.clone());
                 *self = fresh;
                 self.commit_floor = floor;
                 self.burn_pending = pending;
+                self.sides = sides;
+                self.live = live;
+                let links: Vec<String> = self.links.keys().cloned().collect();
+                self.publish(links);
             }
             Err(e) => self.broken = Some(e),
         }
@@ -758,7 +845,7 @@ impl State {
     fn batch(&mut self, db: &Database, ops: Vec<Op>, auto_expire: bool) {
         if let Some(e) = &self.broken {
             for op in ops {
-                let _ = op.reply.send(Err(e.clone()));
+                (op.reply)(Err(e.clone()));
             }
             return;
         }
@@ -767,13 +854,13 @@ impl State {
         match self.apply(db, &ops, &mut results, auto_expire) {
             Ok(()) => {
                 for (op, r) in ops.into_iter().zip(results) {
-                    let _ = op.reply.send(r.unwrap_or(Err(StoreError::Closed)));
+                    (op.reply)(r.unwrap_or(Err(StoreError::Closed)));
                 }
                 self.after_commit();
             }
             Err(e) => {
                 for op in ops {
-                    let _ = op.reply.send(Err(e.clone()));
+                    (op.reply)(Err(e.clone()));
                 }
                 self.reload(db);
             }
@@ -789,6 +876,7 @@ impl State {
     ) -> Fatal<()> {
         let now = now_ms();
         let next = self.commit.max(self.commit_floor) + 1;
+        let touched: Vec<String>;
         let txn = db.begin_write().map_err(werr)?;
         {
             let mut t = Tables::open(&txn)?;
@@ -803,7 +891,16 @@ impl State {
                         req,
                         ids,
                         expires_ms,
-                    } => self.allocate(&mut t, req, ids, *expires_ms, now)?,
+                        deliver,
+                    } => match (self.allocate(&mut t, req, ids, *expires_ms, now)?, deliver) {
+                        (Ok(OpResult::Allocations(a)), Some(to)) => {
+                            match self.fetch(&mut t, ids, to, now)? {
+                                Ok(OpResult::Keys(k)) => Ok(OpResult::Delivered(a, k)),
+                                other => other,
+                            }
+                        }
+                        (other, _) => other,
+                    },
                     OpKind::Reserve { req, expires_ms } => {
                         self.reserve(&mut t, req, *expires_ms, now)?
                     }
@@ -823,10 +920,12 @@ impl State {
                 self.last_expiry = Instant::now();
                 self.expire(&mut t, now, now)?;
             }
+            touched = self.dirty_links.iter().cloned().collect();
             self.flush(&mut t)?;
             t.meta.insert("commit", next).map_err(werr)?;
         }
         txn.commit().map_err(werr)?;
+        self.publish(touched);
         // The index is now ahead of the epoch file; the file follows (synced when idle).
         self.commit = next;
         if ops.iter().any(|op| matches!(op.kind, OpKind::Burn(_))) {

@@ -26,7 +26,7 @@ fn local_pool_allocate_fetch_once_per_recipient() {
         expires_at_ms: later(),
     };
     assert!(matches!(
-        p.allocate(&req(5)),
+        p.allocate_for_master(&req(5)).blocking_recv().unwrap(),
         Err(PoolError::Insufficient { .. })
     ));
     assert_eq!(
@@ -34,10 +34,14 @@ fn local_pool_allocate_fetch_once_per_recipient() {
         64,
         "a refused allocation spent material"
     );
-    let a = p.allocate(&req(2)).unwrap();
+    let (a, m) = p
+        .allocate_for_master(&req(2))
+        .blocking_recv()
+        .unwrap()
+        .unwrap();
     let ids: Vec<Uuid> = a.iter().map(|k| k.key_id).collect();
-    let m = p.fetch(&ids, "M").unwrap();
     assert_eq!(&m[0].material[..], &data[0..16]);
+    assert_eq!(p.fetch(&ids, "M").unwrap_err(), FetchError::NotFound);
     assert_eq!(
         p.fetch(&ids, "X").unwrap_err(),
         FetchError::NotRecipient("X".into())
@@ -65,12 +69,20 @@ fn peer_reservation_mirrors_allocation_and_split_is_complementary() {
     }
     let fa = BlockFilter::split("A", "B");
     let fb = BlockFilter::split("B", "A");
+    let mut a_owns = 0;
     for i in 0..8 {
         let id = BlockId::new(format!("blk{i}")).unwrap();
         assert_ne!(fa.allows(&id), fb.allows(&id));
+        a_owns += u64::from(fa.allows(&id));
     }
-    let alloc = a
-        .allocate(&AllocRequest {
+    // Each side counts exactly its own blocks as allocatable, and the other's as the peer's.
+    let (sa, sb) = (a.stats("B"), b.stats("A"));
+    assert_eq!(sa.allocatable_bytes, 32 * a_owns);
+    assert_eq!(sa.peer_allocatable_bytes, 32 * (8 - a_owns));
+    assert_eq!(sb.allocatable_bytes, sa.peer_allocatable_bytes);
+    assert_eq!(sb.peer_allocatable_bytes, sa.allocatable_bytes);
+    let (alloc, ka) = a
+        .allocate_for_master(&AllocRequest {
             pool: "B".into(),
             master: "M".into(),
             slaves: vec!["S".into()],
@@ -79,6 +91,8 @@ fn peer_reservation_mirrors_allocation_and_split_is_complementary() {
             size_bits: 256,
             expires_at_ms: later(),
         })
+        .blocking_recv()
+        .unwrap()
         .unwrap();
     assert!(fa.allows(&alloc[0].material[0].block_id));
     let r = ReserveRequest {
@@ -90,7 +104,10 @@ fn peer_reservation_mirrors_allocation_and_split_is_complementary() {
     };
     b.reserve_exact(&r).unwrap();
     assert!(matches!(b.reserve_exact(&r), Err(PoolError::Conflict(_))));
-    let ka = a.fetch(&[alloc[0].key_id], "M").unwrap();
+    assert_eq!(
+        b.stats("A").peer_allocatable_bytes,
+        a.stats("B").allocatable_bytes
+    );
     let kb = b.fetch(&[alloc[0].key_id], "S").unwrap();
     assert_eq!(ka[0].material, kb[0].material);
 }
