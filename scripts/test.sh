@@ -14,6 +14,7 @@ step "clippy (-D warnings)"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "cargo test"
+./scripts/install-browser.sh
 cargo test --workspace --locked
 
 step "libqkd: header freshness, C tests and examples under ASan/UBSan and valgrind"

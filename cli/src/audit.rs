@@ -150,8 +150,5 @@ fn line(e: &LedgerEntry) -> String {
         }
         other => format!("{other:?}"),
     };
-    format!(
-        "{when} #{} link {} by {}: {what}",
-        e.seq, e.link, e.actor
-    )
+    format!("{when} #{} link {} by {}: {what}", e.seq, e.link, e.actor)
 }

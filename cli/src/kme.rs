@@ -323,16 +323,19 @@ pub fn pki(cmd: PkiCommand) -> anyhow::Result<()> {
 pub struct ClientConn {
     /// The KME's base URL, e.g. https://localhost:8443.
     #[arg(long)]
-    kme: String,
+    pub(crate) kme: String,
     /// The SAE's client certificate (PEM).
     #[arg(long)]
-    cert: PathBuf,
+    pub(crate) cert: PathBuf,
     /// Its private key (PEM).
     #[arg(long)]
-    key: PathBuf,
+    pub(crate) key: PathBuf,
     /// The CA that signed the KME's certificate (PEM).
     #[arg(long)]
-    ca: PathBuf,
+    pub(crate) ca: PathBuf,
+    /// Seconds a request (or each step of `check`) may take.
+    #[arg(long, default_value_t = 30)]
+    pub(crate) timeout: u64,
 }
 
 /// `qkd client` subcommands (output: the KME's JSON answer).
@@ -374,10 +377,16 @@ pub enum ClientCommand {
         #[arg(long = "key-id", required = true)]
         key_ids: Vec<uuid::Uuid>,
     },
+    /// Test connectivity: TLS version and key exchange, the KME's certificate and KME ID, the
+    /// SAE identity the KME sees, and Status (exit status 1 with the reason if a step fails).
+    Check(crate::client_check::Args),
 }
 
 fn connect(c: &ClientConn) -> anyhow::Result<Client> {
-    Client::new(&c.kme, &c.ca, &c.cert, &c.key).context("setting up the mTLS client")
+    let timeout = std::time::Duration::from_secs(c.timeout.max(1));
+    Ok(Client::with_timeout(
+        &c.kme, &c.ca, &c.cert, &c.key, timeout,
+    )?)
 }
 
 /// Runs `qkd client ...`.
@@ -408,6 +417,7 @@ pub fn client(cmd: ClientCommand) -> anyhow::Result<()> {
                 master,
                 key_ids,
             } => serde_json::to_string_pretty(&connect(&conn)?.dec_keys(&master, &key_ids).await?)?,
+            ClientCommand::Check(args) => return crate::client_check::run(args).await,
         };
         ui::print(json)
     })

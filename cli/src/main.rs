@@ -9,6 +9,7 @@ mod amplify;
 mod audit;
 mod bench;
 mod bench_link;
+mod client_check;
 mod demo;
 mod keyrate;
 mod kme;

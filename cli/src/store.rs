@@ -180,7 +180,10 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
                     l.bits_available.to_string(),
                 ];
                 if a.kme.is_some() {
-                    row.extend([l.bits_allocatable.to_string(), l.bits_other_side.to_string()]);
+                    row.extend([
+                        l.bits_allocatable.to_string(),
+                        l.bits_other_side.to_string(),
+                    ]);
                 }
                 row.extend([
                     l.bits_used.to_string(),

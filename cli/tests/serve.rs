@@ -327,13 +327,18 @@ fn audit_and_store_status_read_the_store_while_serve_runs() {
             "no delivery to {who} in {json}"
         );
     }
-    assert!(entries.iter().any(|e| e["event"].get("BlockAppended").is_some()));
+    assert!(
+        entries
+            .iter()
+            .any(|e| e["event"].get("BlockAppended").is_some())
+    );
     let text = run_ok(&["audit", "--store", store, "--since", "1h"]);
     assert!(
         text.contains(&format!("delivered 1 key(s) to SAE_3: {id}")),
         "{text}"
     );
-    assert_eq!(text.lines().count(), entries.len());
+    // The local pool's top-up may append a block between the two calls: never fewer lines.
+    assert!(text.lines().count() >= entries.len());
     let none = run_ok(&["audit", "--store", store, "--since", "2099-01-01T00:00:00Z"]);
     assert!(none.is_empty(), "{none}");
     let bad = qkd()

@@ -742,11 +742,19 @@ fn path_id(
         .map_err(|e| ApiError::bad(format!("invalid SAE ID in path: {e}")))
 }
 
-fn respond<T: Serialize>(kme: &Kme, route: Route, r: Result<T, ApiError>) -> Response {
+fn respond<T: Serialize + crate::access::Served>(
+    kme: &Kme,
+    route: Route,
+    r: Result<T, ApiError>,
+) -> Response {
     match r {
         Ok(v) => {
             kme.monitor.count(route, 200);
-            zeroizing_json(&v)
+            let mut resp = zeroizing_json(&v);
+            if let Some(served) = v.served() {
+                resp.extensions_mut().insert(served);
+            }
+            resp
         }
         Err(e) => {
             kme.monitor.count(route, e.status.as_u16());
@@ -836,7 +844,7 @@ fn query_pairs(q: &Option<String>) -> Result<Vec<(String, String)>, ApiError> {
     Ok(out)
 }
 
-fn percent_decode(s: &str) -> Option<String> {
+pub(crate) fn percent_decode(s: &str) -> Option<String> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;

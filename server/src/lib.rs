@@ -8,11 +8,14 @@
 #![forbid(unsafe_code)]
 #![deny(missing_docs)]
 
+mod access;
+pub mod check;
 mod cidr;
 pub mod client;
 pub mod config;
 mod cor_check;
 pub mod etsi;
+mod history;
 mod kme;
 mod limits;
 mod link;
@@ -20,6 +23,7 @@ pub mod monitor;
 pub mod pki;
 mod policy;
 pub mod pool;
+mod procinfo;
 pub mod sources;
 pub mod tls;
 
@@ -385,6 +389,11 @@ async fn serve_in(
         kme::sae_router(kme.clone()),
         limits::RequestLimits::new(&config, config.limits.max_body_bytes, kme::etsi_refusal),
     );
+    // Outermost: the access log and latency histograms see the limits' refusals too.
+    let monitor = kme.monitor.clone();
+    let sae_app = sae_app.layer(axum::middleware::from_fn(move |req, next| {
+        access::middleware(monitor.clone(), req, next)
+    }));
     let sae_addr = listen(config.listen, Acceptor::Mtls(sae_acceptor), sae_app, "SAE")?;
 
     // Peer listener.
@@ -423,6 +432,7 @@ async fn serve_in(
             limits::RequestLimits::new(&config, config.limits.max_body_bytes, limits::refuse_text),
         );
         monitor_addr = Some(listen(addr, Acceptor::Plain(acceptor), app, "monitor")?);
+        tasks.push(tokio::spawn(history::run(kme.clone(), stop_rx.clone())));
     }
 
     // Sources.
@@ -562,7 +572,12 @@ fn monitor_router(kme: Arc<Kme>) -> Router {
                     (
                         [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
                         kme.monitor.prometheus(&kme.cfg.kme_id, &pool_rows(&kme))
-                            + &link_metrics(&kme),
+                            + &link_metrics(&kme)
+                            + &kme.monitor.access.prometheus(&kme.cfg.kme_id)
+                            + &procinfo::prometheus(
+                                &kme.cfg.kme_id,
+                                kme.monitor.uptime_seconds(),
+                            ),
                     )
                 }
             }),
@@ -575,9 +590,29 @@ fn monitor_router(kme: Arc<Kme>) -> Router {
                     let pools = pool_rows(&kme);
                     let mut links: Vec<_> = kme.processing.values().map(|rt| rt.snapshot()).collect();
                     links.sort_by(|a, b| a["peer"].as_str().cmp(&b["peer"].as_str()));
-                    axum::Json(json!({"kme_id": kme.cfg.kme_id, "pools": pools, "links": links, "events": kme.monitor.recent()}))
+                    // Each event says whether it is an alarm (the dashboard draws those red).
+                    let events: Vec<_> = kme.monitor.recent().into_iter().map(|e| {
+                        let mut v = serde_json::to_value(&e).unwrap_or_default();
+                        v["alarm"] = e.event.is_alarm().into();
+                        v
+                    }).collect();
+                    axum::Json(json!({"kme_id": kme.cfg.kme_id, "pools": pools, "links": links, "events": events}))
                 }
             }),
         )
+        .route("/api/history", get(history_h).with_state(kme.clone()))
         .route("/", get(|| async { axum::response::Html(monitor::DASHBOARD_HTML) }))
+}
+
+/// `/api/history[?since=MS]` (see [`history`]).
+async fn history_h(
+    axum::extract::State(kme): axum::extract::State<Arc<Kme>>,
+    axum::extract::Query(q): axum::extract::Query<HistoryQuery>,
+) -> axum::Json<serde_json::Value> {
+    axum::Json(history::json(&kme, q.since))
+}
+
+#[derive(Debug, serde::Deserialize)]
+struct HistoryQuery {
+    since: Option<u64>,
 }

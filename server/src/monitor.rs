@@ -199,6 +199,11 @@ pub struct Monitor {
     events_total: AtomicU64,
     /// Requests refused for lack of key, per pool.
     insufficient: Mutex<std::collections::BTreeMap<String, u64>>,
+    /// Latency histograms of the SAE listener (`crate::access`).
+    pub(crate) access: crate::access::AccessMetrics,
+    /// The dashboard's samples (`crate::history`).
+    pub(crate) history: crate::history::History,
+    started: std::time::Instant,
 }
 
 impl Default for Monitor {
@@ -209,6 +214,9 @@ impl Default for Monitor {
             keys_delivered: AtomicU64::new(0),
             events_total: AtomicU64::new(0),
             insufficient: Mutex::default(),
+            access: Default::default(),
+            history: Default::default(),
+            started: std::time::Instant::now(),
         }
     }
 }
@@ -264,6 +272,16 @@ impl Monitor {
         self.keys_delivered.fetch_add(n, Ordering::Relaxed);
     }
 
+    /// Keys delivered so far.
+    pub(crate) fn keys_delivered_total(&self) -> u64 {
+        self.keys_delivered.load(Ordering::Relaxed)
+    }
+
+    /// Seconds since this monitor (its KME) started.
+    pub(crate) fn uptime_seconds(&self) -> f64 {
+        self.started.elapsed().as_secs_f64()
+    }
+
     /// Prometheus text format.
     pub fn prometheus(&self, kme: &str, pools: &[PoolRow]) -> String {
         let mut s = String::new();
@@ -303,7 +321,12 @@ impl Monitor {
             "qkd_kme_events_total{{kme=\"{kme}\"}} {}",
             self.events_total.load(Ordering::Relaxed)
         );
-        type Family = (&'static str, &'static str, &'static str, fn(&PoolRow) -> u64);
+        type Family = (
+            &'static str,
+            &'static str,
+            &'static str,
+            fn(&PoolRow) -> u64,
+        );
         let per_pool: [Family; 5] = [
             (
                 "qkd_kme_pool_allocatable_bytes",
@@ -466,37 +489,5 @@ pub(crate) fn link_prometheus(kme: &str, links: &[serde_json::Value]) -> String 
     s
 }
 
-/// The dashboard page: polls `/api/state` and draws pool levels over time.
-pub const DASHBOARD_HTML: &str = r#"<!doctype html>
-<html><head><meta charset="utf-8"><title>qkd KME</title>
-<style>body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:.2em .6em}
-canvas{border:1px solid #ccc}</style></head>
-<body><h1 id="t">qkd KME</h1>
-<h2>Pools</h2><table id="pools"></table>
-<h2>Post-processing links</h2><table id="links"></table>
-<h2>Pool level (allocatable bytes)</h2><canvas id="c" width="800" height="200"></canvas>
-<h2>Recent events</h2><table id="ev"></table>
-<script>
-const hist={};
-function esc(s){return String(s).replace(/[&<>"]/g,c=>({'&':'&amp;','<':'&lt;','>':'&gt;','"':'&quot;'}[c]))}
-async function tick(){
- const s=await (await fetch('/api/state')).json();
- document.getElementById('t').textContent='qkd KME '+s.kme_id;
- let h='<tr><th>pool</th><th>allocatable bytes</th><th>reserved keys</th><th>link</th></tr>';
- for(const p of s.pools){h+=`<tr><td>${esc(p.pool)}</td><td>${p.allocatable_bytes}</td><td>${p.reserved_keys}</td><td>${p.link_up===null?'local':(p.link_up?'up':'down')}</td></tr>`;
-  (hist[p.pool]=hist[p.pool]||[]).push(p.allocatable_bytes); if(hist[p.pool].length>200)hist[p.pool].shift();}
- document.getElementById('pools').innerHTML=h;
- let l='<tr><th>peer</th><th>role</th><th>state</th><th>QBER</th><th>f</th><th>raw bit/s</th><th>secret bit/s</th><th>kept</th><th>discarded</th><th>auth pool bits</th><th>last error</th></tr>';
- const n=(v,d)=>v===null||v===undefined?'-':Number(v).toFixed(d);
- for(const k of (s.links||[])){l+=`<tr><td>${esc(k.peer)}</td><td>${esc(k.role)}</td><td>${esc(k.state)}</td><td>${n(k.qber,4)}</td><td>${n(k.efficiency,3)}</td><td>${n(k.raw_bits_per_second,0)}</td><td>${n(k.secret_bits_per_second,0)}</td><td>${k.blocks_kept}</td><td>${esc(JSON.stringify(k.blocks_discarded))}</td><td>${k.auth_pool_bits}</td><td>${esc(k.last_error||'')}</td></tr>`}
- document.getElementById('links').innerHTML=l;
- let e='<tr><th>time</th><th>event</th></tr>';
- for(const x of s.events.slice().reverse()){const {at_ms,...r}=x;e+=`<tr><td>${new Date(at_ms).toISOString()}</td><td>${esc(JSON.stringify(r))}</td></tr>`}
- document.getElementById('ev').innerHTML=e;
- const c=document.getElementById('c').getContext('2d');c.clearRect(0,0,800,200);
- const colors=['#c33','#36c','#3a3','#a3a'];let i=0;
- const max=Math.max(1,...Object.values(hist).flat());
- for(const k in hist){c.strokeStyle=colors[i++%4];c.beginPath();hist[k].forEach((v,j)=>{const x=j*4,y=195-190*v/max;j?c.lineTo(x,y):c.moveTo(x,y)});c.stroke();c.fillStyle=c.strokeStyle;c.fillText(k,5,12*i)}
-}
-tick();setInterval(tick,1000);
-</script></body></html>"#;
+/// The dashboard page (`dashboard.html`): reads `/api/history` and `/api/state`.
+pub const DASHBOARD_HTML: &str = include_str!("dashboard.html");

@@ -315,11 +315,15 @@ impl KeyPool for StorePool {
             filter: self.filter(&req.pool),
         };
         let (tx, rx) = tokio::sync::oneshot::channel();
-        self.store.allocate_and_fetch_then(&r, &req.master, move |outcome| {
-            let _ = tx.send(outcome.map_err(store_err).map(|(allocations, keys)| {
-                (allocations, keys.into_iter().map(FetchedKey::from).collect())
-            }));
-        });
+        self.store
+            .allocate_and_fetch_then(&r, &req.master, move |outcome| {
+                let _ = tx.send(outcome.map_err(store_err).map(|(allocations, keys)| {
+                    (
+                        allocations,
+                        keys.into_iter().map(FetchedKey::from).collect(),
+                    )
+                }));
+            });
         rx
     }
 

@@ -66,7 +66,12 @@ pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError>
 pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     PrivateKeyDer::from_pem_file(path).map_err(|e| TlsError::Pem {
         path: path.display().to_string(),
-        message: e.to_string(),
+        message: match e {
+            rustls::pki_types::pem::Error::NoItemsFound => {
+                "no private key found; expected a PEM \"PRIVATE KEY\" block".into()
+            }
+            other => other.to_string(),
+        },
     })
 }
 

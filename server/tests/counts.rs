@@ -37,12 +37,26 @@ async fn a_side_without_its_own_blocks_reports_none_and_says_which_pool_ran_dry(
     // Four blocks of 4 KiB at both KMEs, every one of them KME_B's to allocate from.
     for id in blocks_of("KME_B", 4) {
         let data = vec![7u8; 4096];
-        assert!(a.add_block("KME_B", &id, Zeroizing::new(data.clone())).await.unwrap());
-        assert!(b.add_block("KME_A", &id, Zeroizing::new(data)).await.unwrap());
+        assert!(
+            a.add_block("KME_B", &id, Zeroizing::new(data.clone()))
+                .await
+                .unwrap()
+        );
+        assert!(
+            b.add_block("KME_A", &id, Zeroizing::new(data))
+                .await
+                .unwrap()
+        );
     }
     let (sa, sb) = (a.pool().stats("KME_B"), b.pool().stats("KME_A"));
-    assert_eq!((sa.allocatable_bytes, sa.peer_allocatable_bytes), (0, 4 * 4096));
-    assert_eq!((sb.allocatable_bytes, sb.peer_allocatable_bytes), (4 * 4096, 0));
+    assert_eq!(
+        (sa.allocatable_bytes, sa.peer_allocatable_bytes),
+        (0, 4 * 4096)
+    );
+    assert_eq!(
+        (sb.allocatable_bytes, sb.peer_allocatable_bytes),
+        (4 * 4096, 0)
+    );
 
     // KME_A's Status says there is nothing for SAE_1 -> SAE_2, and why.
     let sae1 = lab.client(&a, "SAE_1");
@@ -91,7 +105,10 @@ async fn a_side_without_its_own_blocks_reports_none_and_says_which_pool_ran_dry(
         "qkd_kme_pool_peer_allocatable_bytes{kme=\"KME_A\",pool=\"KME_B\"} 16384",
         "qkd_kme_pool_low_watermark_bytes{kme=\"KME_A\",pool=\"KME_B\"} 1024",
     ] {
-        assert!(metrics.lines().any(|l| l == line), "{line} not in\n{metrics}");
+        assert!(
+            metrics.lines().any(|l| l == line),
+            "{line} not in\n{metrics}"
+        );
     }
     let state: serde_json::Value = http
         .get(format!("http://{}/api/state", a.monitor_addr.unwrap()))

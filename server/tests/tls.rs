@@ -120,9 +120,11 @@ async fn a_revoked_sae_certificate_is_refused() {
     let a = start(&lab.a).await;
     assert!(lab.client(&a, "SAE_1").status("SAE_3").await.is_ok());
     let err = lab.client(&a, "SAE_3").status("SAE_1").await.unwrap_err();
-    assert!(
-        matches!(err, qkd_server::client::ClientError::Transport(_)),
+    assert_eq!(
+        err.transport_kind(),
+        Some(qkd_server::client::TransportKind::ClientCertRejected),
         "{err}"
     );
+    assert!(err.to_string().contains("revoked"), "{err}");
     a.shutdown().await;
 }

@@ -162,7 +162,10 @@ fn rerr(e: impl std::fmt::Display) -> StoreError {
     StoreError::db("reading", e)
 }
 
-pub(crate) fn key_info(db: &impl ReadableDatabase, id: Uuid) -> Result<Option<KeyInfo>, StoreError> {
+pub(crate) fn key_info(
+    db: &impl ReadableDatabase,
+    id: Uuid,
+) -> Result<Option<KeyInfo>, StoreError> {
     let txn = db.begin_read().map_err(rerr)?;
     let t = txn.open_table(KEYS).map_err(rerr)?;
     let Some(v) = t.get(id.as_u128()).map_err(rerr)? else {

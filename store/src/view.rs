@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 
 use super::records::{self, FORMAT_VERSION};
 use super::writer::{open_err, read_meta};
-use super::{files, LedgerEntry, OpenError, SideFilter, StoreError, StoreStatus};
+use super::{LedgerEntry, OpenError, SideFilter, StoreError, StoreStatus, files};
 
 /// A read-only view of a store directory ([`StoreView::open`]).
 pub struct StoreView {

@@ -7,7 +7,8 @@ use std::sync::Arc;
 
 use common::*;
 use qkd_store::{
-    AllocateRequest, BlockFilter, BlockId, LedgerEvent, OpenError, Store, StoreError, StoreOptions, StoreView,
+    AllocateRequest, BlockFilter, BlockId, LedgerEvent, OpenError, Store, StoreError, StoreOptions,
+    StoreView,
 };
 
 const LINK: &str = "KME_B";
@@ -51,8 +52,8 @@ fn available_material_is_split_per_side_and_all_of_this_side_can_be_allocated() 
     let filter = BlockFilter::split("KME_A", LINK);
     let mut got = 0u64;
     loop {
-        let req = AllocateRequest::new(LINK, "SAE_1", &["SAE_2"], 1, 64, later())
-            .filter(filter.clone());
+        let req =
+            AllocateRequest::new(LINK, "SAE_1", &["SAE_2"], 1, 64, later()).filter(filter.clone());
         match store.allocate(&req) {
             Ok(_) => got += 64,
             Err(StoreError::InsufficientKeyMaterial { available_bits, .. }) => {
@@ -68,7 +69,10 @@ fn available_material_is_split_per_side_and_all_of_this_side_can_be_allocated() 
     let s = store.link_status(LINK).unwrap();
     assert_eq!(got + s.bits_allocatable, mine);
     assert!(s.bits_allocatable < 64, "{s:?}");
-    assert_eq!(s.bits_other_side, theirs, "the other side's blocks untouched");
+    assert_eq!(
+        s.bits_other_side, theirs,
+        "the other side's blocks untouched"
+    );
     // The status computed from the index agrees with the published counts.
     let from_index = store.status().unwrap();
     assert_eq!(from_index.links, vec![s]);
@@ -101,9 +105,11 @@ fn allocate_and_fetch_delivers_in_one_commit() {
     let ledger = store.ledger(0, 100).unwrap();
     assert!(ledger.iter().any(|e| matches!(&e.event,
         LedgerEvent::KeysFetched { recipient, key_ids, .. } if recipient == "SAE_1" && *key_ids == ids)));
-    assert!(ledger
-        .iter()
-        .any(|e| matches!(&e.event, LedgerEvent::KeysReserved { key_ids, .. } if *key_ids == ids)));
+    assert!(
+        ledger.iter().any(
+            |e| matches!(&e.event, LedgerEvent::KeysReserved { key_ids, .. } if *key_ids == ids)
+        )
+    );
     // A recipient the keys are not for is refused before anything is allocated.
     let commits = store.status().unwrap().commits;
     let bad = AllocateRequest::new(LINK, "SAE_1", &["SAE_2"], 1, 256, later());

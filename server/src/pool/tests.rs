@@ -34,7 +34,11 @@ fn local_pool_allocate_fetch_once_per_recipient() {
         64,
         "a refused allocation spent material"
     );
-    let (a, m) = p.allocate_for_master(&req(2)).blocking_recv().unwrap().unwrap();
+    let (a, m) = p
+        .allocate_for_master(&req(2))
+        .blocking_recv()
+        .unwrap()
+        .unwrap();
     let ids: Vec<Uuid> = a.iter().map(|k| k.key_id).collect();
     assert_eq!(&m[0].material[..], &data[0..16]);
     assert_eq!(p.fetch(&ids, "M").unwrap_err(), FetchError::NotFound);
@@ -100,7 +104,10 @@ fn peer_reservation_mirrors_allocation_and_split_is_complementary() {
     };
     b.reserve_exact(&r).unwrap();
     assert!(matches!(b.reserve_exact(&r), Err(PoolError::Conflict(_))));
-    assert_eq!(b.stats("A").peer_allocatable_bytes, a.stats("B").allocatable_bytes);
+    assert_eq!(
+        b.stats("A").peer_allocatable_bytes,
+        a.stats("B").allocatable_bytes
+    );
     let kb = b.fetch(&[alloc[0].key_id], "S").unwrap();
     assert_eq!(ka[0].material, kb[0].material);
 }
