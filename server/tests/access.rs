@@ -176,14 +176,7 @@ async fn access_log_and_request_metrics() {
     }
 
     // The histograms count the same requests; the whole exposition is valid.
-    let text = raw_tls_client(&lab.path("ca.pem"), None)
-        .get(format!("http://{}/metrics", a.monitor_addr.unwrap()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let text = monitor_get(&lab, &a, "/metrics").await;
     let m = prom::parse(&text).unwrap_or_else(|e| panic!("{e}\n{text}"));
     assert_eq!(m.types["qkd_kme_request_duration_seconds"], "histogram");
     let count = |route: &str, code: &str| {

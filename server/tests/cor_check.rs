@@ -123,14 +123,7 @@ async fn different_bytes_under_one_name_are_refused_at_both_kmes() {
             other => panic!("expected 503, got {other}"),
         }
     }
-    let metrics = raw_tls_client(&lab.path("ca.pem"), None)
-        .get(format!("http://{}/metrics", a.monitor_addr.unwrap()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = monitor_get(&lab, &a, "/metrics").await;
     let events: u64 = metrics
         .lines()
         .find_map(|l| l.strip_prefix("qkd_kme_events_total{kme=\"KME_A\"} "))

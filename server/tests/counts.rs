@@ -90,15 +90,7 @@ async fn a_side_without_its_own_blocks_reports_none_and_says_which_pool_ran_dry(
         let v = serde_json::to_value(e).unwrap();
         v["kind"] == "insufficient_key" && v["pool"] == "KME_B" && v["master"] == "SAE_1"
     }));
-    let http = raw_tls_client(&lab.path("ca.pem"), None);
-    let metrics = http
-        .get(format!("http://{}/metrics", a.monitor_addr.unwrap()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let metrics = monitor_get(&lab, &a, "/metrics").await;
     for line in [
         "qkd_kme_insufficient_key_total{kme=\"KME_A\",pool=\"KME_B\"} 1",
         "qkd_kme_pool_allocatable_bytes{kme=\"KME_A\",pool=\"KME_B\"} 0",
@@ -110,14 +102,8 @@ async fn a_side_without_its_own_blocks_reports_none_and_says_which_pool_ran_dry(
             "{line} not in\n{metrics}"
         );
     }
-    let state: serde_json::Value = http
-        .get(format!("http://{}/api/state", a.monitor_addr.unwrap()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let state: serde_json::Value =
+        serde_json::from_str(&monitor_get(&lab, &a, "/api/state").await).unwrap();
     let pool = state["pools"]
         .as_array()
         .unwrap()

@@ -22,17 +22,6 @@ use serde_json::Value;
 
 const CHROMIUM: &str = "/usr/bin/chromium";
 
-/// Waits until `h` has at least `blocks` activated blocks on its link.
-async fn wait_blocks(h: &ServerHandle, peer: &str, blocks: u64) {
-    for _ in 0..600 {
-        if h.pool().stats(peer).blocks >= blocks {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("{} holds fewer than {blocks} blocks", h.kme_id());
-}
-
 /// Two KMEs post-processing between themselves (KME_A with its monitor listener), after key
 /// requests on the link and on the local pool.
 async fn site() -> (Lab, ServerHandle, ServerHandle) {
@@ -367,14 +356,7 @@ async fn grafana_dashboard_queries_only_live_metric_names() {
     assert!(queried.len() >= 10, "{queried:?}");
 
     let (lab, a, b) = site().await;
-    let live = raw_tls_client(&lab.path("ca.pem"), None)
-        .get(format!("http://{}/metrics", a.monitor_addr.unwrap()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let live = monitor_get(&lab, &a, "/metrics").await;
     let m = prom::parse(&live).unwrap_or_else(|e| panic!("{e}\n{live}"));
     let have = m.names();
     let missing: Vec<&String> = queried.iter().filter(|n| !have.contains(*n)).collect();

@@ -5,8 +5,9 @@ mod common;
 
 use std::time::Duration;
 
+use common::wait_blocks;
 use qkd_server::etsi::KeyRequest;
-use qkd_server::{ServerHandle, serve};
+use qkd_server::serve;
 
 /// enc_keys until it succeeds: a KME allocates only from the blocks it owns (about half of
 /// them, by block ID), so the first few blocks may all be the other side's.
@@ -22,17 +23,6 @@ async fn enc_until(
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
     panic!("no keys for {slave} within 30 s");
-}
-
-/// Waits until `h` has at least `blocks` activated blocks on its link.
-async fn wait_blocks(h: &ServerHandle, peer: &str, blocks: u64) {
-    for _ in 0..600 {
-        if h.pool().stats(peer).blocks >= blocks {
-            return;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
-    panic!("{} holds fewer than {blocks} blocks", h.kme_id());
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -180,3 +180,26 @@ pub fn raw_tls_client(ca: &Path, cert: Option<(&Path, &Path)>) -> reqwest::Clien
         .build()
         .unwrap()
 }
+
+/// The body of `GET path` on `h`'s monitor listener.
+pub async fn monitor_get(lab: &Lab, h: &ServerHandle, path: &str) -> String {
+    raw_tls_client(&lab.path("ca.pem"), None)
+        .get(format!("http://{}{path}", h.monitor_addr.unwrap()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
+}
+
+/// Waits until `h` has at least `blocks` activated blocks on its link to `peer`.
+pub async fn wait_blocks(h: &ServerHandle, peer: &str, blocks: u64) {
+    for _ in 0..600 {
+        if h.pool().stats(peer).blocks >= blocks {
+            return;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    panic!("{} holds fewer than {blocks} blocks", h.kme_id());
+}
