@@ -24,8 +24,11 @@
 //!
 //! Concurrency: the store is `Send + Sync` (share it through an `Arc`). One writer thread drains
 //! a queue of requests into one redb transaction (group commit), each caller waiting for its own
-//! answer, so throughput is not one `fsync` per key. Status and ledger reads run concurrently
-//! on redb read transactions.
+//! answer, so throughput is not one `fsync` per key. [`Store::allocate_and_fetch`] allocates
+//! and delivers to one recipient in one commit; [`Store::allocate_and_fetch_then`] does it
+//! without holding the caller's thread. Per-link counts ([`Store::link_status`], split per side
+//! by [`StoreOptions::sides`]) are read from memory; status and ledger reads run on redb read
+//! transactions, also from another process while this one writes ([`StoreView`]).
 
 mod crypto;
 mod epoch;
