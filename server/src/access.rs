@@ -129,11 +129,27 @@ impl AccessMetrics {
             .sum()
     }
 
-    /// The histogram family in Prometheus text format (series that have counted something).
+    /// `qkd_kme_requests_total` (the histograms' counts: every route and status, zeros too) and
+    /// the histogram family (series that have counted something), in Prometheus text format.
     pub(crate) fn prometheus(&self, kme: &str) -> String {
         use std::fmt::Write as _;
-        let name = "qkd_kme_request_duration_seconds";
         let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "# HELP qkd_kme_requests_total SAE requests answered, by route and status; refusals \
+             by the request limits included."
+        );
+        let _ = writeln!(s, "# TYPE qkd_kme_requests_total counter");
+        for (r, route) in ROUTES.iter().enumerate() {
+            for (c, code) in CODES.iter().enumerate() {
+                let count = self.hist[r][c].cumulative()[BUCKETS.len()];
+                let _ = writeln!(
+                    s,
+                    "qkd_kme_requests_total{{kme=\"{kme}\",route=\"{route}\",code=\"{code}\"}} {count}"
+                );
+            }
+        }
+        let name = "qkd_kme_request_duration_seconds";
         let _ = writeln!(
             s,
             "# HELP {name} Time to answer an SAE request (to the response head), by route and \

@@ -18,7 +18,7 @@ use uuid::Uuid;
 
 use crate::config::Config;
 use crate::etsi::{ErrorBody, Key, KeyContainer, KeyIds, KeyRequest, Status, messages};
-use crate::monitor::{Event, Monitor, Route};
+use crate::monitor::{Event, Monitor};
 use crate::pool::{AllocRequest, FetchError, KeyPool, LOCAL_POOL, PoolError, ReserveRequest};
 use crate::tls::Peer;
 
@@ -742,24 +742,16 @@ fn path_id(
         .map_err(|e| ApiError::bad(format!("invalid SAE ID in path: {e}")))
 }
 
-fn respond<T: Serialize + crate::access::Served>(
-    kme: &Kme,
-    route: Route,
-    r: Result<T, ApiError>,
-) -> Response {
+fn respond<T: Serialize + crate::access::Served>(r: Result<T, ApiError>) -> Response {
     match r {
         Ok(v) => {
-            kme.monitor.count(route, 200);
             let mut resp = zeroizing_json(&v);
             if let Some(served) = v.served() {
                 resp.extensions_mut().insert(served);
             }
             resp
         }
-        Err(e) => {
-            kme.monitor.count(route, e.status.as_u16());
-            e.into_response()
-        }
+        Err(e) => e.into_response(),
     }
 }
 
@@ -878,7 +870,7 @@ async fn status_h(
         let slave = path_id(slave)?;
         kme.status(&master, &slave)
     })();
-    respond(&kme, Route::Status, r)
+    respond(r)
 }
 
 async fn enc_get(
@@ -906,7 +898,7 @@ async fn enc_get(
         kme.enc_keys(&master, &slave, req).await
     }
     .await;
-    respond(&kme, Route::EncKeys, r)
+    respond(r)
 }
 
 async fn enc_post(
@@ -923,7 +915,7 @@ async fn enc_post(
         kme.enc_keys(&master, &slave, req).await
     }
     .await;
-    respond(&kme, Route::EncKeys, r)
+    respond(r)
 }
 
 async fn dec_get(
@@ -950,7 +942,7 @@ async fn dec_get(
         kme.dec_keys(&slave, &master, vec![v.clone()]).await
     }
     .await;
-    respond(&kme, Route::DecKeys, r)
+    respond(r)
 }
 
 async fn dec_post(
@@ -972,7 +964,7 @@ async fn dec_post(
         .await
     }
     .await;
-    respond(&kme, Route::DecKeys, r)
+    respond(r)
 }
 
 /// The answer to a method the ETSI routes do not define (the standard knows only 200, 400, 401

@@ -187,14 +187,10 @@ pub enum Route {
     DecKeys = 2,
 }
 
-const CODES: [u16; 4] = [200, 400, 401, 503];
-const ROUTES: [&str; 3] = ["status", "enc_keys", "dec_keys"];
-
 /// Counters and the recent-event ring.
 #[derive(Debug)]
 pub struct Monitor {
     events: Mutex<VecDeque<LoggedEvent>>,
-    requests: [[AtomicU64; 5]; 3],
     keys_delivered: AtomicU64,
     events_total: AtomicU64,
     /// Requests refused for lack of key, per pool.
@@ -210,7 +206,6 @@ impl Default for Monitor {
     fn default() -> Self {
         Self {
             events: Mutex::new(VecDeque::with_capacity(256)),
-            requests: Default::default(),
             keys_delivered: AtomicU64::new(0),
             events_total: AtomicU64::new(0),
             insufficient: Mutex::default(),
@@ -255,12 +250,6 @@ impl Monitor {
             .collect()
     }
 
-    /// Counts one answered request.
-    pub fn count(&self, route: Route, code: u16) {
-        let i = CODES.iter().position(|&c| c == code).unwrap_or(4);
-        self.requests[route as usize][i].fetch_add(1, Ordering::Relaxed);
-    }
-
     /// Requests refused so far because `pool` ran dry.
     pub fn insufficient_total(&self, pool: &str) -> u64 {
         let m = self.insufficient.lock().unwrap_or_else(|p| p.into_inner());
@@ -285,25 +274,6 @@ impl Monitor {
     /// Prometheus text format.
     pub fn prometheus(&self, kme: &str, pools: &[PoolRow]) -> String {
         let mut s = String::new();
-        let _ = writeln!(
-            s,
-            "# HELP qkd_kme_requests_total ETSI 014 requests answered, by route and status."
-        );
-        let _ = writeln!(s, "# TYPE qkd_kme_requests_total counter");
-        for (r, name) in ROUTES.iter().enumerate() {
-            for (c, code) in CODES
-                .iter()
-                .map(|c| c.to_string())
-                .chain(["other".to_string()])
-                .enumerate()
-            {
-                let v = self.requests[r][c].load(Ordering::Relaxed);
-                let _ = writeln!(
-                    s,
-                    "qkd_kme_requests_total{{kme=\"{kme}\",route=\"{name}\",code=\"{code}\"}} {v}"
-                );
-            }
-        }
         let _ = writeln!(
             s,
             "# HELP qkd_kme_keys_delivered_total Keys delivered to SAEs (master and slave side)."

@@ -17,19 +17,13 @@ async fn stalled_request(
     lab: &Lab,
     port: u16,
 ) -> tokio_rustls::client::TlsStream<tokio::net::TcpStream> {
-    let mut roots = rustls::RootCertStore::empty();
-    for c in qkd_server::tls::load_certs(&lab.path("ca.pem")).unwrap() {
-        roots.add(c).unwrap();
-    }
-    let cfg = rustls::ClientConfig::builder_with_provider(qkd_server::tls::provider())
-        .with_safe_default_protocol_versions()
-        .unwrap()
-        .with_root_certificates(roots)
-        .with_client_auth_cert(
-            qkd_server::tls::load_certs(&lab.path("SAE_1.pem")).unwrap(),
-            qkd_server::tls::load_key(&lab.path("SAE_1.key")).unwrap(),
-        )
-        .unwrap();
+    let cfg = qkd_server::tls::client_config(
+        &qkd_server::tls::load_certs(&lab.path("ca.pem")).unwrap(),
+        qkd_server::tls::load_certs(&lab.path("SAE_1.pem")).unwrap(),
+        qkd_server::tls::load_key(&lab.path("SAE_1.key")).unwrap(),
+        "1.2",
+    )
+    .unwrap();
     let tcp = tokio::net::TcpStream::connect(("127.0.0.1", port))
         .await
         .unwrap();
