@@ -1,28 +1,14 @@
 //! End-to-end tests of the `qkd` binary.
 
+mod common;
+
+use common::{ok, qkd};
+
 use std::path::Path;
-use std::process::{Command, Output};
 
 use qkd_core::BitBlock;
 use qkd_core::amplify::toeplitz_reference;
 use qkd_core::dataset::Manifest;
-
-fn qkd(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_qkd"))
-        .args(args)
-        .output()
-        .expect("qkd runs")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = qkd(args);
-    assert!(
-        out.status.success(),
-        "qkd {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).expect("utf-8 stdout")
-}
 
 #[test]
 fn sim_writes_a_pair_and_manifest() {

@@ -2,20 +2,16 @@
 //! what went wrong and what to check (no debug dump, no OS message twice), and `qkd client
 //! check` reports the negotiated TLS version, key exchange and the KME ID.
 
+mod common;
+
+use common::free_port;
+
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;
 use std::process::Command;
 
 use qkd_server::config::SourceConfig;
 use qkd_server::{Config, ServerHandle, pki};
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 /// A dev PKI: KME_A (and KME_B, its configured peer, never started), SAE_1 and SAE_3 at KME_A.
 fn pki_dir(dir: &Path) {

@@ -2,31 +2,18 @@
 //! certificates that a KME accepts (an SAE's client certificate, a KME's server certificate)
 //! and refuse a request whose signature does not verify.
 
+mod common;
+
+use common::{free_port, ok, qkd};
+
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
-use std::process::{Command, Output};
+use std::process::Output;
 
 use qkd_server::Config;
 use qkd_server::client::Client;
 use qkd_server::config::SaeConfig;
-
-fn qkd(args: &[&str]) -> Output {
-    Command::new(env!("CARGO_BIN_EXE_qkd"))
-        .args(args)
-        .output()
-        .expect("qkd runs")
-}
-
-fn ok(args: &[&str]) -> String {
-    let out = qkd(args);
-    assert!(
-        out.status.success(),
-        "qkd {args:?} failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
 
 fn fails(args: &[&str]) -> String {
     let out = qkd(args);
@@ -102,14 +89,6 @@ fn tamper(csr: &Path, out: &Path) {
         b64.encode(der)
     );
     std::fs::write(out, pem).unwrap();
-}
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 #[test]

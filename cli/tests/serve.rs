@@ -2,6 +2,10 @@
 //! its shutdown on SIGTERM or SIGINT (exit status 0, the key store closed and readable), and
 //! its store read by `qkd store status` and `qkd audit` while it runs.
 
+mod common;
+
+use common::{free_port, ok};
+
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -11,14 +15,6 @@ use std::time::{Duration, Instant};
 
 use qkd_server::Config;
 use qkd_server::client::Client;
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 fn qkd() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_qkd"));
@@ -267,16 +263,6 @@ fn client(dir: &Path, cfg: &Config, sae: &str) -> Client {
     .unwrap()
 }
 
-fn run_ok(args: &[&str]) -> String {
-    let out = qkd().args(args).output().unwrap();
-    assert!(
-        out.status.success(),
-        "qkd {args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8(out.stdout).unwrap()
-}
-
 #[test]
 fn audit_and_store_status_read_the_store_while_serve_runs() {
     let (dir, path, cfg) = lab("cor", |_| {});
@@ -296,11 +282,11 @@ fn audit_and_store_status_read_the_store_while_serve_runs() {
     let store = store.to_str().unwrap();
 
     // The store is held by the running KME: status comes from a read-only view.
-    let text = run_ok(&["store", "status", "--store", store, "--kme", "KME_A"]);
+    let text = ok(&["store", "status", "--store", store, "--kme", "KME_A"]);
     assert!(text.contains("live view"), "{text}");
     assert!(text.contains("allocatable here"), "{text}");
     let s: serde_json::Value =
-        serde_json::from_str(&run_ok(&["store", "status", "--json", "--store", store])).unwrap();
+        serde_json::from_str(&ok(&["store", "status", "--json", "--store", store])).unwrap();
     let local = s["links"]
         .as_array()
         .unwrap()
@@ -312,7 +298,7 @@ fn audit_and_store_status_read_the_store_while_serve_runs() {
     assert_eq!(local["keys_consumed"], 1);
 
     // The audit trail names who got the key, as JSON lines or text.
-    let json = run_ok(&["audit", "--store", store, "--json"]);
+    let json = ok(&["audit", "--store", store, "--json"]);
     let entries: Vec<serde_json::Value> = json
         .lines()
         .map(|l| serde_json::from_str(l).unwrap())
@@ -332,14 +318,14 @@ fn audit_and_store_status_read_the_store_while_serve_runs() {
             .iter()
             .any(|e| e["event"].get("BlockAppended").is_some())
     );
-    let text = run_ok(&["audit", "--store", store, "--since", "1h"]);
+    let text = ok(&["audit", "--store", store, "--since", "1h"]);
     assert!(
         text.contains(&format!("delivered 1 key(s) to SAE_3: {id}")),
         "{text}"
     );
     // The local pool's top-up may append a block between the two calls: never fewer lines.
     assert!(text.lines().count() >= entries.len());
-    let none = run_ok(&["audit", "--store", store, "--since", "2099-01-01T00:00:00Z"]);
+    let none = ok(&["audit", "--store", store, "--since", "2099-01-01T00:00:00Z"]);
     assert!(none.is_empty(), "{none}");
     let bad = qkd()
         .args(["audit", "--store", store, "--since", "yesterday"])

@@ -3,6 +3,10 @@
 //! one side serves is served by the other with the same bytes, and once both have settled
 //! their stores hold the same blocks.
 
+mod common;
+
+use common::free_port;
+
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -17,14 +21,6 @@ use qkd_server::config::SourceConfig;
 use qkd_server::etsi::KeyRequest;
 use qkd_server::{Config, pki};
 use qkd_store::{LedgerEvent, Store};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
 
 struct Site {
     dir: tempfile::TempDir,
