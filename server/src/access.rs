@@ -129,9 +129,13 @@ impl AccessMetrics {
             .sum()
     }
 
-    /// `qkd_kme_requests_total` (the histograms' counts: every route and status, zeros too) and
-    /// the histogram family (series that have counted something), in Prometheus text format.
+    /// `qkd_kme_requests_total` and the latency histograms, in Prometheus text format.
     pub(crate) fn prometheus(&self, kme: &str) -> String {
+        self.requests_prometheus(kme) + &self.histogram_prometheus(kme)
+    }
+
+    /// `qkd_kme_requests_total`: the histograms' counts, every route and status (zeros too).
+    fn requests_prometheus(&self, kme: &str) -> String {
         use std::fmt::Write as _;
         let mut s = String::new();
         let _ = writeln!(
@@ -149,6 +153,13 @@ impl AccessMetrics {
                 );
             }
         }
+        s
+    }
+
+    /// The histogram family (series that have counted something).
+    fn histogram_prometheus(&self, kme: &str) -> String {
+        use std::fmt::Write as _;
+        let mut s = String::new();
         let name = "qkd_kme_request_duration_seconds";
         let _ = writeln!(
             s,
@@ -318,7 +329,16 @@ mod tests {
         m.observe(Some(Route::Status), 503, Duration::from_millis(20));
         assert_eq!(m.answered(503), 1);
         assert_eq!(m.answered(200), 3);
-        let text = m.prometheus("K");
+        let requests = m.requests_prometheus("K");
+        assert!(
+            requests
+                .contains("qkd_kme_requests_total{kme=\"K\",route=\"enc_keys\",code=\"200\"} 3\n")
+        );
+        assert!(
+            requests
+                .contains("qkd_kme_requests_total{kme=\"K\",route=\"dec_keys\",code=\"200\"} 0\n")
+        );
+        let text = m.histogram_prometheus("K");
         let series = |labels: &str| -> Vec<String> {
             text.lines()
                 .filter(|l| l.contains(labels))
