@@ -488,17 +488,14 @@ pub fn toeplitz_hash_clmul_tuned(
 fn fft_hash(backend: ClmulBackend, input: &BitBlock, seed: &BitBlock, m: usize) -> BitBlock {
     let n = input.len();
     let needed = seed_bits_needed(n, m);
-    let prod = gf2fft::multiply(
+    let words = gf2fft::product_bits(
         backend.or_portable(),
-        seed.words(),
-        needed,
-        input.words(),
-        n,
+        (seed.words(), needed),
+        (input.words(), n),
+        n - 1,
+        m,
     );
-    let words = (0..m.div_ceil(64))
-        .map(|i| ntt::read64(&prod, (n - 1 + 64 * i) as i64))
-        .collect();
-    match BitBlock::from_words(words, m) {
+    match BitBlock::from_words(words.to_vec(), m) {
         Ok(b) => b,
         Err(_) => unreachable!("m.div_ceil(64) words"),
     }
