@@ -110,18 +110,17 @@ fn novel<T: Coeff>(f: &mut [T], k: u32, row: usize, inverse: bool) {
     if k <= 1 {
         return; // X_0 = 1, X_1 = x: already the monomial basis.
     }
-    if k <= SMALL_LOG {
+    if k <= SCALAR_LOG && row == 1 {
         // The same XORs, replayed from a recorded list (no recursion on tiny slices).
-        let ops = small_ops(k, inverse);
-        if row == 1 {
-            for &(dst, src) in ops {
-                if let (Some(&v), true) = (f.get(usize::from(src)), usize::from(dst) < f.len()) {
-                    f[usize::from(dst)] ^= v;
-                }
+        for &(dst, src) in small_ops(k, inverse) {
+            if let (Some(&v), true) = (f.get(usize::from(src)), usize::from(dst) < f.len()) {
+                f[usize::from(dst)] ^= v;
             }
-            return;
         }
-        replay_by_columns(f, k, row, ops);
+        return;
+    }
+    if k <= SMALL_LOG && row > 1 {
+        replay_rows(f, k, row, small_ops(k, inverse));
         return;
     }
     let b = 1u32 << (31 - (k - 1).leading_zeros());
@@ -146,10 +145,22 @@ fn novel<T: Coeff>(f: &mut [T], k: u32, row: usize, inverse: bool) {
 }
 
 /// Replays the row XORs `ops` on `2^k` rows of `row` coefficients (`f.len() = row << k`)
-/// column range by column range, so that each range's rows stay in cache for all of them;
-/// the ranges run on the rayon pool.
-fn replay_by_columns<T: Coeff>(f: &mut [T], k: u32, row: usize, ops: &[(u8, u8)]) {
-    let parallel = f.len() >= 2 * PARALLEL;
+/// (long ones column range by column range, so that each range's rows stay in cache for all
+/// of them, on the rayon pool).
+fn replay_rows<T: Coeff>(f: &mut [T], k: u32, row: usize, ops: &[(u8, u8)]) {
+    if f.len() < 2 * PARALLEL {
+        return ops.iter().for_each(|&(dst, src)| {
+            let (d, s) = (usize::from(dst) * row, usize::from(src) * row);
+            let (dst_row, src_row) = if d < s {
+                let (lo, hi) = f.split_at_mut(s);
+                (&mut lo[d..d + row], &hi[..row])
+            } else {
+                let (lo, hi) = f.split_at_mut(d);
+                (&mut hi[..row], &lo[s..s + row])
+            };
+            dst_row.iter_mut().zip(src_row).for_each(|(x, y)| *x ^= *y);
+        });
+    }
     let columns = (SCRATCH_BYTES / size_of::<T>() >> k).max(8);
     let mut ranges: Vec<Vec<&mut [T]>> = (0..row.div_ceil(columns))
         .map(|_| Vec::with_capacity(1 << k))
@@ -175,15 +186,13 @@ fn replay_by_columns<T: Coeff>(f: &mut [T], k: u32, row: usize, ops: &[(u8, u8)]
                 .for_each(|(x, y)| *x ^= *y);
         }
     };
-    if parallel {
-        ranges.par_iter_mut().for_each(replay);
-    } else {
-        ranges.iter_mut().for_each(replay);
-    }
+    ranges.par_iter_mut().for_each(replay);
 }
 
-/// Conversions of at most `2^SMALL_LOG` coefficients replay a recorded XOR list.
+/// Conversions of at most `2^SMALL_LOG` rows replay a recorded XOR list of row XORs.
 const SMALL_LOG: u32 = 8;
+/// ... and of at most `2^SCALAR_LOG` single coefficients, of coefficient XORs.
+const SCALAR_LOG: u32 = 4;
 
 /// The coefficient XORs `(dst, src)` that [`novel`] performs on `2^k` coefficients
 /// (`k <= SMALL_LOG`), in order, recorded once by running it symbolically.
@@ -292,7 +301,7 @@ mod tests {
     }
 
     #[test]
-    fn column_replay_matches_whole_rows() {
+    fn row_replay_by_columns_matches_whole_rows() {
         let mut rng = SeededRandom::from_u64(28);
         for k in [2u32, 7, 8] {
             let row = 3000;
@@ -308,7 +317,7 @@ mod tests {
                     }
                 }
                 let mut got = f.clone();
-                replay_by_columns(&mut got, k, row, ops);
+                replay_rows(&mut got, k, row, ops);
                 assert!(got == expect, "k={k} inverse={inverse}");
             }
         }

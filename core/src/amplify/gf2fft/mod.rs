@@ -33,6 +33,7 @@
 //! sub-block of `2^j` elements starts as a copy of the converted polynomial.
 
 mod basis;
+mod buffer;
 mod field;
 mod kernels;
 
@@ -41,6 +42,7 @@ use rayon::prelude::*;
 use zeroize::Zeroizing;
 
 use super::clmul::ClmulBackend;
+use buffer::Buffer;
 use field::Twiddles;
 use kernels::{GROUP_LOG, Kernels, LEAF, Portable};
 
@@ -137,23 +139,23 @@ fn load_chunks(out: &mut [u32], words: &[u64], bits: usize) {
 }
 
 /// The transform at `2^k` points of the polynomial of the first `bits` bits of `words`
-/// (see "Zero tops" in the module docs).
+/// (see "Zero tops" in the module docs); `secret` buffers are zeroized after use.
 fn transform_input<K: Kernels>(
-    words: &[u64],
-    bits: usize,
+    (words, bits): (&[u64], usize),
+    secret: bool,
     k: u32,
     tw: &Twiddles,
-) -> Zeroizing<Vec<u64>> {
+) -> Buffer<u64> {
     let used = bits.div_ceil(32).max(1);
     let j = used
         .next_power_of_two()
         .trailing_zeros()
         .max(LEAF_LOG)
         .min(k);
-    let mut chunks = Zeroizing::new(vec![0u32; 1 << j]);
+    let mut chunks = Buffer::<u32>::zeroed(1 << j, secret);
     load_chunks(&mut chunks, words, bits);
     basis::to_novel(&mut chunks[..]);
-    let mut out = Zeroizing::new(vec![0u64; 1 << k]);
+    let mut out = Buffer::<u64>::zeroed(1 << k, secret);
     out.par_chunks_mut(1 << j).enumerate().for_each(|(u, sub)| {
         sub.par_chunks_mut(COLUMNS)
             .zip(chunks.par_chunks(COLUMNS))
@@ -174,7 +176,8 @@ pub(crate) fn log_len(a_bits: usize, b_bits: usize) -> u32 {
 }
 
 /// Bits `start .. start + len` of the binary product of `a` (`a_bits` bits) and `b`
-/// (`b_bits` bits), as words (the last one zero-padded), with a supported `backend`.
+/// (`b_bits` bits), as words (the last one zero-padded), with a supported `backend`. `a` is
+/// public (the seed), `b` secret: every buffer derived from `b` is zeroized after use.
 pub(crate) fn product_bits(
     backend: ClmulBackend,
     a: (&[u64], usize),
@@ -192,16 +195,16 @@ pub(crate) fn product_bits(
 }
 
 fn product_bits_with<K: Kernels>(
-    (a, a_bits): (&[u64], usize),
-    (b, b_bits): (&[u64], usize),
+    a: (&[u64], usize),
+    b: (&[u64], usize),
     start: usize,
     len: usize,
 ) -> Zeroizing<Vec<u64>> {
-    let k = log_len(a_bits, b_bits);
+    let k = log_len(a.1, b.1);
     let tw = Twiddles::new(k);
     let (fa, mut fb) = join(
-        || transform_input::<K>(a, a_bits, k, &tw),
-        || transform_input::<K>(b, b_bits, k, &tw),
+        || transform_input::<K>(a, false, k, &tw),
+        || transform_input::<K>(b, true, k, &tw),
     );
     fb.par_chunks_mut(COLUMNS)
         .zip(fa.par_chunks(COLUMNS))
