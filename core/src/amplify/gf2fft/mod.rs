@@ -57,20 +57,22 @@ const PARALLEL: usize = 1 << 14;
 /// chunk size.
 const COLUMNS: usize = 1 << 11;
 
-/// The sub-blocks of `2^(L - t)` elements of `d` with their indices, on the rayon pool when
-/// `d` is long.
-fn sub_blocks(d: &mut [u64], t: u32, each: impl Fn(usize, &mut [u64]) + Sync) {
-    let s = d.len() >> t;
-    if d.len() >= PARALLEL {
-        d.par_chunks_mut(s).enumerate().for_each(|(u, sub)| each(u, sub));
-    } else {
-        d.chunks_mut(s).enumerate().for_each(|(u, sub)| each(u, sub));
-    }
+/// `dst[i] = src[i]` widened to a field element.
+fn widen(dst: &mut [u64], src: &[u32]) {
+    dst.iter_mut().zip(src).for_each(|(d, s)| *d = u64::from(*s));
 }
 
 /// The first `t` levels of block `b` in one pass ([`Kernels::group`]), column ranges on the
-/// rayon pool when long.
-fn group_pass<K: Kernels>(d: &mut [u64], t: u32, tw: &Twiddles, b: usize, inverse: bool) {
+/// rayon pool when long. With a `source`, the block is first loaded from it (widened),
+/// range by range, so the loading costs no pass of its own.
+fn group_pass<K: Kernels>(
+    d: &mut [u64],
+    source: Option<&[u32]>,
+    t: u32,
+    tw: &Twiddles,
+    b: usize,
+    inverse: bool,
+) {
     let s = d.len() >> t;
     if s >= 2 * COLUMNS && d.len() >= PARALLEL {
         let mut ranges: Vec<Vec<&mut [u64]>> = (0..s.div_ceil(COLUMNS))
@@ -81,10 +83,18 @@ fn group_pass<K: Kernels>(d: &mut [u64], t: u32, tw: &Twiddles, b: usize, invers
                 rows.push(piece);
             }
         }
-        ranges
-            .par_iter_mut()
-            .for_each(|rows| K::group(rows, tw, b, inverse));
+        ranges.par_iter_mut().enumerate().for_each(|(c, rows)| {
+            if let Some(src) = source {
+                for (j, piece) in rows.iter_mut().enumerate() {
+                    widen(piece, &src[j * s + c * COLUMNS..]);
+                }
+            }
+            K::group(rows, tw, b, inverse)
+        });
     } else {
+        if let Some(src) = source {
+            widen(d, src);
+        }
         let mut rows: [&mut [u64]; 1 << GROUP_LOG] = Default::default();
         for (slot, row) in rows.iter_mut().zip(d.chunks_exact_mut(s)) {
             *slot = row;
@@ -98,24 +108,48 @@ fn group_levels(len: usize) -> u32 {
     (len.trailing_zeros() - LEAF_LOG).min(GROUP_LOG)
 }
 
-/// Forward transform of block `b` (`d.len()` a power of two).
-fn forward<K: Kernels>(d: &mut [u64], tw: &Twiddles, b: usize) {
+/// Forward transform of block `b` (`d.len()` a power of two), loaded first from `source`
+/// (32-bit coefficients, widened) when given.
+fn forward<K: Kernels>(d: &mut [u64], source: Option<&[u32]>, tw: &Twiddles, b: usize) {
     if d.len() <= LEAF {
+        if let Some(src) = source {
+            widen(d, src);
+        }
         return K::leaf(d, tw, b, false);
     }
     let t = group_levels(d.len());
-    group_pass::<K>(d, t, tw, b, false);
-    sub_blocks(d, t, |u, sub| forward::<K>(sub, tw, (b << t) + u));
+    group_pass::<K>(d, source, t, tw, b, false);
+    let s = d.len() >> t;
+    let each = |(u, sub): (usize, &mut [u64])| forward::<K>(sub, None, tw, (b << t) + u);
+    if d.len() >= PARALLEL {
+        d.par_chunks_mut(s).enumerate().for_each(each);
+    } else {
+        d.chunks_mut(s).enumerate().for_each(each);
+    }
 }
 
-/// Inverse of [`forward`].
-fn inverse<K: Kernels>(d: &mut [u64], tw: &Twiddles, b: usize) {
+/// Inverse of [`forward`], of the element-wise product of `d` and `factor` when given (the
+/// products are taken leaf by leaf, just before each leaf's levels, so they cost no pass of
+/// their own).
+fn inverse<K: Kernels>(d: &mut [u64], factor: Option<&[u64]>, tw: &Twiddles, b: usize) {
     if d.len() <= LEAF {
+        if let Some(f) = factor {
+            K::pointwise(d, f);
+        }
         return K::leaf(d, tw, b, true);
     }
     let t = group_levels(d.len());
-    sub_blocks(d, t, |u, sub| inverse::<K>(sub, tw, (b << t) + u));
-    group_pass::<K>(d, t, tw, b, true);
+    let s = d.len() >> t;
+    let each = |(u, sub): (usize, &mut [u64])| {
+        let f = factor.map(|f| &f[u * s..(u + 1) * s]);
+        inverse::<K>(sub, f, tw, (b << t) + u)
+    };
+    if d.len() >= PARALLEL {
+        d.par_chunks_mut(s).enumerate().for_each(each);
+    } else {
+        d.chunks_mut(s).enumerate().for_each(each);
+    }
+    group_pass::<K>(d, None, t, tw, b, true);
 }
 
 /// The 32-bit chunks of the first `bits` bits of `words` into `out` (the rest zero).
@@ -156,16 +190,9 @@ fn transform_input<K: Kernels>(
     load_chunks(&mut chunks, words, bits);
     basis::to_novel(&mut chunks[..]);
     let mut out = Buffer::<u64>::zeroed(1 << k, secret);
-    out.par_chunks_mut(1 << j).enumerate().for_each(|(u, sub)| {
-        sub.par_chunks_mut(COLUMNS)
-            .zip(chunks.par_chunks(COLUMNS))
-            .for_each(|(dst, src)| {
-                dst.iter_mut()
-                    .zip(src)
-                    .for_each(|(d, s)| *d = u64::from(*s))
-            });
-        forward::<K>(sub, tw, u);
-    });
+    out.par_chunks_mut(1 << j)
+        .enumerate()
+        .for_each(|(u, sub)| forward::<K>(sub, Some(&chunks), tw, u));
     out
 }
 
@@ -206,11 +233,8 @@ fn product_bits_with<K: Kernels>(
         || transform_input::<K>(a, false, k, &tw),
         || transform_input::<K>(b, true, k, &tw),
     );
-    fb.par_chunks_mut(COLUMNS)
-        .zip(fa.par_chunks(COLUMNS))
-        .for_each(|(x, y)| K::pointwise(x, y));
+    inverse::<K>(&mut fb, Some(&fa), &tw, 0);
     drop(fa);
-    inverse::<K>(&mut fb, &tw, 0);
     basis::from_novel(&mut fb[..]);
     extract_bits(&fb, start, len)
 }

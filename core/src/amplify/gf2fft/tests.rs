@@ -41,9 +41,9 @@ fn random_words(rng: &mut SeededRandom, n: usize) -> Vec<u64> {
 fn with_kernels(backend: ClmulBackend, data: &mut [u64], tw: &Twiddles, b: usize, inv: bool) {
     fn run<K: Kernels>(d: &mut [u64], tw: &Twiddles, b: usize, inv: bool) {
         if inv {
-            inverse::<K>(d, tw, b)
+            inverse::<K>(d, None, tw, b)
         } else {
-            forward::<K>(d, tw, b)
+            forward::<K>(d, None, tw, b)
         }
     }
     match backend {
@@ -122,7 +122,7 @@ fn transform_evaluates_the_novel_basis_polynomial() {
         let d = random_words(&mut rng, n);
         let tw = Twiddles::new(k);
         let mut got = d.clone();
-        forward::<Portable>(&mut got, &tw, 0);
+        forward::<Portable>(&mut got, None, &tw, 0);
         for (l, &g) in got.iter().enumerate().step_by(n / 8 + 1) {
             let w = (0..k).filter(|t| l >> t & 1 == 1).fold(0, |a, t| a ^ v[t as usize]);
             let expect = d.iter().enumerate().fold(0u64, |acc, (j, &dj)| {
@@ -134,7 +134,7 @@ fn transform_evaluates_the_novel_basis_polynomial() {
             assert_eq!(g, expect, "k={k} l={l}");
         }
         let mut back = got.clone();
-        inverse::<Portable>(&mut back, &tw, 0);
+        inverse::<Portable>(&mut back, None, &tw, 0);
         assert_eq!(back, d, "k={k}");
     }
 }
@@ -150,7 +150,7 @@ fn every_backend_transforms_blocks_like_the_portable_one() {
         let d = random_words(&mut rng, 1 << l);
         let b = (rng.u64() as usize) & ((1usize << (big - l)) - 1);
         let mut expect = d.clone();
-        forward::<Portable>(&mut expect, &tw, b);
+        forward::<Portable>(&mut expect, None, &tw, b);
         for be in supported() {
             let mut got = d.clone();
             with_kernels(be, &mut got, &tw, b, false);
