@@ -186,10 +186,10 @@ fn transform_input<K: Kernels>(
         .trailing_zeros()
         .max(LEAF_LOG)
         .min(k);
-    let mut chunks = Buffer::<u32>::zeroed(1 << j, secret);
+    let mut chunks = Buffer::<u32>::scratch(1 << j, secret);
     load_chunks(&mut chunks, words, bits);
     basis::to_novel(&mut chunks[..]);
-    let mut out = Buffer::<u64>::zeroed(1 << k, secret);
+    let mut out = Buffer::<u64>::scratch(1 << k, secret);
     out.par_chunks_mut(1 << j)
         .enumerate()
         .for_each(|(u, sub)| forward::<K>(sub, Some(&chunks), tw, u));
