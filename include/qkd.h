@@ -31,9 +31,9 @@
 #include <stddef.h>
 #include <stdint.h>
 
-// Largest Toeplitz input accepted, in bits (2^28; qkd-core's `MAX_INPUT_BITS`, checked equal by
+// Largest Toeplitz input accepted, in bits (2^30; qkd-core's `MAX_INPUT_BITS`, checked equal by
 // a test).
-#define QKD_TOEPLITZ_MAX_INPUT_BITS 268435456
+#define QKD_TOEPLITZ_MAX_INPUT_BITS 1073741824
 
 // Length in bytes of the seeds this API takes (`seed` arguments point to this many bytes).
 #define QKD_SEED_LEN 32

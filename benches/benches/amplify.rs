@@ -1,10 +1,11 @@
-//! Toeplitz privacy amplification on 10^6- and 10^7-bit blocks (m = n/2), for every exact
-//! method this CPU supports, plus the finite-key length.
+//! Toeplitz privacy amplification on 10^6-, 10^7- and 10^8-bit blocks (m = n/2), for
+//! `auto` and every exact method this CPU supports (at 10^8 bits the FFT backends only),
+//! plus the finite-key length. Threads: `RAYON_NUM_THREADS` (default: all cores).
 //!
-//! Larger blocks are too slow for criterion's sampling: run the plain timing mode instead,
-//! `QKD_AMPLIFY_PLAIN=100000000 cargo bench -p qkd-benches --bench amplify`, which prints one
-//! JSON line per method from `qkd_core::amplify::bench_toeplitz` (one run each, peak RSS
-//! included). `QKD_AMPLIFY_LOG_LEN=24,25,26` adds runs with forced transform lengths;
+//! Other sizes and slow methods: the plain timing mode,
+//! `QKD_AMPLIFY_PLAIN=100000000 cargo bench -p qkd-benches --bench amplify`, prints one
+//! JSON line per method from `qkd_core::amplify::bench_toeplitz` (a first hash, then
+//! `QKD_AMPLIFY_REPEAT` (default 3) timed ones; peak RSS included). `QKD_AMPLIFY_LOG_LEN=24,25,26` adds runs with forced transform lengths;
 //! `QKD_AMPLIFY_CLMUL=K:B,K:B` adds carry-less runs with forced block (`K`) and base-case
 //! (`B`) sizes in words; `QKD_AMPLIFY_METHODS=ntt-avx512,clmul-vpclmul` restricts the
 //! methods (both modes).
@@ -56,14 +57,34 @@ fn methods() -> Vec<ToeplitzMethod> {
 
 fn toeplitz(c: &mut Criterion) {
     let mut rng = ChaCha20Rng::seed_from_u64(1);
-    for (label, n) in [("1e6", 1_000_000usize), ("1e7", 10_000_000)] {
+    for (label, n) in [
+        ("1e6", 1_000_000usize),
+        ("1e7", 10_000_000),
+        ("1e8", 100_000_000),
+    ] {
         let m = n / 2;
         let x = block(&mut rng, n);
         let s = block(&mut rng, seed_bits_needed(n, m));
         let mut g = c.benchmark_group(format!("toeplitz_{label}"));
         g.throughput(Throughput::Elements(n as u64));
         g.sample_size(10);
-        for method in methods() {
+        // At 10^8 bits only the methods that are fast there (Karatsuba and the NTT take
+        // seconds to minutes per hash), plus `auto`.
+        let at_size: Vec<ToeplitzMethod> = if n >= 100_000_000 {
+            g.measurement_time(std::time::Duration::from_secs(10));
+            std::iter::once(ToeplitzMethod::Auto)
+                .chain(
+                    methods()
+                        .into_iter()
+                        .filter(|m| m.name().starts_with("fft")),
+                )
+                .collect()
+        } else {
+            std::iter::once(ToeplitzMethod::Auto)
+                .chain(methods())
+                .collect()
+        };
+        for method in at_size {
             g.bench_function(BenchmarkId::from_parameter(method.name()), |bn| {
                 bn.iter(|| toeplitz_hash_with(method, black_box(&x), black_box(&s), m))
             });
@@ -88,9 +109,17 @@ fn finite_key(c: &mut Criterion) {
     });
 }
 
+/// Hashes timed after the first in the plain mode: `QKD_AMPLIFY_REPEAT` (default 3).
+fn repeats() -> usize {
+    std::env::var("QKD_AMPLIFY_REPEAT")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(3)
+}
+
 fn plain(n: usize) {
     for method in methods() {
-        match bench_toeplitz(n, 0.5, method) {
+        match bench_toeplitz(n, 0.5, method, repeats()) {
             Ok(r) => println!("{}", serde_json::to_string(&r).unwrap_or_default()),
             Err(e) => println!("{{\"error\": \"{e}\"}}"),
         }

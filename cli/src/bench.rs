@@ -65,6 +65,11 @@ pub struct AmplifyArgs {
     /// Method: auto (default), clmul, fft, ntt, reference, or a named backend.
     #[arg(long, default_value = "auto")]
     method: String,
+    /// Hashes timed after the first (the report gives their median; the first, which also
+    /// pays for fresh memory, is reported apart). Threads: RAYON_NUM_THREADS (default: all
+    /// cores).
+    #[arg(long, default_value_t = 5)]
+    repeat: usize,
     /// Print one JSON object on stdout and nothing else.
     #[arg(long)]
     json: bool,
@@ -149,15 +154,20 @@ fn print_reconcile(r: &ExperimentResult) -> anyhow::Result<()> {
 fn amplify(args: AmplifyArgs) -> anyhow::Result<()> {
     let method = ToeplitzMethod::from_name(&args.method)
         .with_context(|| format!("unknown method '{}'", args.method))?;
-    let r = bench_toeplitz(args.block_bits, args.ratio, method)?;
+    let r = bench_toeplitz(args.block_bits, args.ratio, method, args.repeat)?;
     if args.json {
         return ui::print(serde_json::to_string(&r)?);
     }
     let rows = vec![
         ("method".into(), r.method.clone()),
+        ("threads".into(), r.threads.to_string()),
         ("block bits".into(), r.block_bits.to_string()),
         ("output bits".into(), r.output_bits.to_string()),
-        ("time".into(), format!("{:.3} s", r.seconds)),
+        ("first hash".into(), format!("{:.3} s", r.first_seconds)),
+        (
+            format!("time (median of {})", r.repeats),
+            format!("{:.3} s (fastest {:.3} s)", r.seconds, r.min_seconds),
+        ),
         ("throughput (input)".into(), ui::rate(r.bits_per_second)),
         (
             "peak RSS".into(),

@@ -15,9 +15,9 @@ use crate::buffer::{in_ref, out_ref};
 use crate::handle;
 use crate::result::{Error, guard, guard_value, qkd_result};
 
-/// Largest Toeplitz input accepted, in bits (2^28; qkd-core's `MAX_INPUT_BITS`, checked equal by
+/// Largest Toeplitz input accepted, in bits (2^30; qkd-core's `MAX_INPUT_BITS`, checked equal by
 /// a test).
-pub const QKD_TOEPLITZ_MAX_INPUT_BITS: usize = 268_435_456;
+pub const QKD_TOEPLITZ_MAX_INPUT_BITS: usize = 1_073_741_824;
 
 /// What the finite-key bound needs to know about one block.
 #[repr(C)]

@@ -26,7 +26,7 @@ pub use finite_key::{
 pub use ntt::NttBackend;
 pub use qber_ladder::{DEFAULT_LOWEST_RUNG, DEFAULT_RUNG_RATIO, QberLadder};
 pub use toeplitz::{
-    AUTO_FFT_MIN_BITS, MAX_INPUT_BITS, ToeplitzBench, ToeplitzError, ToeplitzMethod,
-    bench_toeplitz, peak_rss_bytes, seed_bits_needed, toeplitz_hash, toeplitz_hash_clmul_tuned,
-    toeplitz_hash_ntt_log_len, toeplitz_hash_with, toeplitz_reference,
+    AUTO_FFT_MIN_BITS, MAX_INPUT_BITS, NTT_MAX_INPUT_BITS, ToeplitzBench, ToeplitzError,
+    ToeplitzMethod, bench_toeplitz, peak_rss_bytes, seed_bits_needed, toeplitz_hash,
+    toeplitz_hash_clmul_tuned, toeplitz_hash_ntt_log_len, toeplitz_hash_with, toeplitz_reference,
 };

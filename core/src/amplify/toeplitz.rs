@@ -42,13 +42,21 @@ use super::ntt::{self, NttBackend, Plan};
 use crate::bits::BitBlock;
 use crate::rng::SeededRandom;
 
-/// Largest input accepted, `2^28` bits (about 2.7 * 10^8): the exactness bound of the NTT
-/// (every output bit is a sum of at most `n` products, which must stay below the prime).
-pub const MAX_INPUT_BITS: usize = 1 << 28;
+/// Largest input accepted, `2^30` bits (about 1.07 * 10^9; the FFT's transforms then hold
+/// `2^27` elements, 1 GiB each).
+pub const MAX_INPUT_BITS: usize = 1 << 30;
+
+/// Largest input of [`ToeplitzMethod::Ntt`], `2^28` bits: within its exactness bound (every
+/// output bit is a sum of at most `n` products, which must stay below the prime).
+pub const NTT_MAX_INPUT_BITS: usize = 1 << 28;
 
 /// Input length from which [`ToeplitzMethod::Auto`] uses the additive FFT instead of
 /// Karatsuba.
-pub const AUTO_FFT_MIN_BITS: usize = 3_000_000;
+pub const AUTO_FFT_MIN_BITS: usize = 500_000;
+
+/// Carry-less products of fewer matrix words squared (`n m / 64^2`) than this run on one
+/// thread.
+const CLMUL_PARALLEL_WORDS2: usize = 1 << 14;
 
 /// Errors from Toeplitz hashing: always a caller's mistake about lengths.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -86,6 +94,16 @@ pub enum ToeplitzError {
         input_bits: usize,
         /// The maximum, [`MAX_INPUT_BITS`].
         max: usize,
+    },
+    /// The input is longer than the chosen method supports.
+    #[error("input of {input_bits} bits exceeds the {max} bits method {method} supports")]
+    InputTooLongForMethod {
+        /// Input length.
+        input_bits: usize,
+        /// The method's maximum (e.g. [`NTT_MAX_INPUT_BITS`]).
+        max: usize,
+        /// The method's name.
+        method: String,
     },
     /// A benchmark parameter is out of range.
     #[error("invalid benchmark parameter: {0}")]
@@ -166,8 +184,9 @@ impl ToeplitzMethod {
     ///
     /// `Auto` is [`ToeplitzMethod::Clmul`] below [`AUTO_FFT_MIN_BITS`] input bits and
     /// [`ToeplitzMethod::Fft`] from there on: the crossover measured on the 2-core AVX-512
-    /// development machine (November 2026; Karatsuba's `n^1.58` against the FFT's padding to
-    /// a power of two). The NTT is slower than both at every size measured there.
+    /// development machine (December 2026, `m = n/2`, 10^3 to 2^30 bits: the two tie between
+    /// 4 * 10^5 and 5.2 * 10^5 bits, Karatsuba's `n^1.58` loses clearly from 7 * 10^5 on).
+    /// The NTT is slower than both at every size measured there.
     pub fn resolve(self, input_bits: usize, output_bits: usize) -> Self {
         let _ = output_bits;
         match self {
@@ -230,7 +249,17 @@ pub fn toeplitz_hash_with(
     output_bits: usize,
 ) -> Result<BitBlock, ToeplitzError> {
     validate(input, seed, output_bits)?;
-    Ok(match method.resolve(input.len(), output_bits) {
+    let method = method.resolve(input.len(), output_bits);
+    if matches!(method, ToeplitzMethod::Ntt | ToeplitzMethod::NttWith(_))
+        && input.len() > NTT_MAX_INPUT_BITS
+    {
+        return Err(ToeplitzError::InputTooLongForMethod {
+            input_bits: input.len(),
+            max: NTT_MAX_INPUT_BITS,
+            method: method.name(),
+        });
+    }
+    Ok(match method {
         ToeplitzMethod::Reference => reference_unchecked(input, seed, output_bits),
         ToeplitzMethod::Ntt | ToeplitzMethod::Auto => {
             ntt_hash(NttBackend::best(), input, seed, output_bits)
@@ -544,46 +573,57 @@ fn clmul_hash_blocks(
     x[..input.words().len()].copy_from_slice(input.words());
     let mut y = Zeroizing::new(vec![0u64; b_blocks * k]);
     let kern = crate::bits::kernels::best();
-    y.par_chunks_mut(k).enumerate().for_each(|(b, yb)| {
-        let acc = (0..t_blocks)
-            .into_par_iter()
-            .fold(
-                || {
-                    (
-                        Zeroizing::new(vec![0u64; k]),
-                        Zeroizing::new(vec![0u64; 4 * k]),
-                    )
-                },
-                |(mut acc, mut scratch), t| {
-                    let s0 = (b + t_blocks - 1 - t) * k;
-                    clmul::tmvp_acc(
-                        backend,
-                        base,
-                        &ext[s0..s0 + 2 * k],
-                        &x[t * k..(t + 1) * k],
-                        &mut acc,
-                        &mut scratch,
-                    );
-                    (acc, scratch)
-                },
-            )
-            .map(|(acc, _)| acc)
-            .reduce(
-                || Zeroizing::new(vec![0u64; k]),
-                |mut a, b| {
-                    kern.xor_into(&mut a, &b);
-                    a
-                },
-            );
-        yb.copy_from_slice(&acc);
-    });
+    let block_product = |b: usize, t: usize, acc: &mut [u64], scratch: &mut [u64]| {
+        let s0 = (b + t_blocks - 1 - t) * k;
+        clmul::tmvp_acc(
+            backend,
+            base,
+            &ext[s0..s0 + 2 * k],
+            &x[t * k..(t + 1) * k],
+            acc,
+            scratch,
+        );
+    };
+    if t_blocks * b_blocks * k * k < CLMUL_PARALLEL_WORDS2 {
+        // Small products: the rayon pool costs more than it saves.
+        let mut scratch = Zeroizing::new(vec![0u64; 4 * k]);
+        for (b, yb) in y.chunks_mut(k).enumerate() {
+            (0..t_blocks).for_each(|t| block_product(b, t, yb, &mut scratch));
+        }
+    } else {
+        y.par_chunks_mut(k).enumerate().for_each(|(b, yb)| {
+            let acc = (0..t_blocks)
+                .into_par_iter()
+                .fold(
+                    || {
+                        (
+                            Zeroizing::new(vec![0u64; k]),
+                            Zeroizing::new(vec![0u64; 4 * k]),
+                        )
+                    },
+                    |(mut acc, mut scratch), t| {
+                        block_product(b, t, &mut acc, &mut scratch);
+                        (acc, scratch)
+                    },
+                )
+                .map(|(acc, _)| acc)
+                .reduce(
+                    || Zeroizing::new(vec![0u64; k]),
+                    |mut a, b| {
+                        kern.xor_into(&mut a, &b);
+                        a
+                    },
+                );
+            yb.copy_from_slice(&acc);
+        });
+    }
     match BitBlock::from_words(std::mem::take(&mut *y), m) {
         Ok(b) => b,
         Err(_) => unreachable!("b_blocks * k words hold at least m bits"),
     }
 }
 
-/// Result of one timed Toeplitz run, as `qkd bench amplify` prints it.
+/// Result of a timed Toeplitz benchmark, as `qkd bench amplify` prints it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct ToeplitzBench {
     /// Input length `n`.
@@ -592,20 +632,31 @@ pub struct ToeplitzBench {
     pub output_bits: usize,
     /// Method used, as resolved for this size (e.g. `fft-vpclmul`).
     pub method: String,
-    /// Wall time of the hash alone, in seconds.
+    /// Threads of the rayon pool the hash ran on.
+    pub threads: usize,
+    /// Hashes timed (after the first).
+    pub repeats: usize,
+    /// Wall time of the first hash of the process, in seconds: it also pays for fresh
+    /// memory and one-time tables.
+    pub first_seconds: f64,
+    /// Median wall time of the `repeats` hashes after the first (the steady state of a
+    /// pipeline hashing block after block), in seconds; the first one's when `repeats` is 0.
     pub seconds: f64,
-    /// Input bits hashed per second.
+    /// Fastest of those hashes, in seconds.
+    pub min_seconds: f64,
+    /// Input bits hashed per second, from the median.
     pub bits_per_second: f64,
     /// Peak resident set size of the process so far (`VmHWM`), when the OS reports it.
     pub peak_rss_bytes: Option<u64>,
 }
 
 /// Hashes a random `block_bits`-bit input to `floor(ratio * block_bits)` bits with a random
-/// seed (both from a fixed ChaCha20 stream) and times the hash alone.
+/// seed (both from a fixed ChaCha20 stream) `1 + repeats` times and times each hash alone.
 pub fn bench_toeplitz(
     block_bits: usize,
     ratio: f64,
     method: ToeplitzMethod,
+    repeats: usize,
 ) -> Result<ToeplitzBench, ToeplitzError> {
     if !(ratio > 0.0 && ratio < 1.0) {
         return Err(ToeplitzError::InvalidBenchmark(format!(
@@ -623,15 +674,30 @@ pub fn bench_toeplitz(
     };
     let input = random_block(block_bits);
     let seed = random_block(seed_bits_needed(block_bits, m));
-    let t0 = Instant::now();
-    let out = toeplitz_hash_with(method, &input, &seed, m)?;
-    let seconds = t0.elapsed().as_secs_f64();
-    std::hint::black_box(&out);
+    let mut times = Vec::with_capacity(1 + repeats);
+    for _ in 0..=repeats {
+        let t0 = Instant::now();
+        let out = toeplitz_hash_with(method, &input, &seed, m)?;
+        times.push(t0.elapsed().as_secs_f64());
+        std::hint::black_box(&out);
+    }
+    let first_seconds = times[0];
+    let mut steady = if repeats == 0 {
+        vec![first_seconds]
+    } else {
+        times[1..].to_vec()
+    };
+    steady.sort_by(f64::total_cmp);
+    let seconds = steady[steady.len() / 2];
     Ok(ToeplitzBench {
         block_bits,
         output_bits: m,
         method: method.resolve(block_bits, m).name(),
+        threads: rayon::current_num_threads(),
+        repeats,
+        first_seconds,
         seconds,
+        min_seconds: steady[0],
         bits_per_second: block_bits as f64 / seconds.max(1e-12),
         peak_rss_bytes: peak_rss_bytes(),
     })

@@ -161,7 +161,7 @@ fn replay_rows<T: Coeff>(f: &mut [T], k: u32, row: usize, ops: &[(u8, u8)]) {
             dst_row.iter_mut().zip(src_row).for_each(|(x, y)| *x ^= *y);
         });
     }
-    let columns = (SCRATCH_BYTES / size_of::<T>() >> k).max(8);
+    let columns = ((SCRATCH_BYTES / size_of::<T>()) >> k).max(8);
     let mut ranges: Vec<Vec<&mut [T]>> = (0..row.div_ceil(columns))
         .map(|_| Vec::with_capacity(1 << k))
         .collect();
@@ -180,10 +180,7 @@ fn replay_rows<T: Coeff>(f: &mut [T], k: u32, row: usize, ops: &[(u8, u8)]) {
                 let (lo, hi) = rows.split_at_mut(d);
                 (&mut *hi[0], &*lo[s])
             };
-            dst_row
-                .iter_mut()
-                .zip(src_row)
-                .for_each(|(x, y)| *x ^= *y);
+            dst_row.iter_mut().zip(src_row).for_each(|(x, y)| *x ^= *y);
         }
     };
     ranges.par_iter_mut().for_each(replay);
@@ -274,7 +271,6 @@ pub(super) fn from_novel<T: Coeff>(f: &mut [T]) {
     novel(f, f.len().trailing_zeros(), 1, true);
 }
 
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -285,7 +281,15 @@ mod tests {
         // Small and large row counts; at 2^20 coefficients of (k, b) = (20, 16) the pass has
         // 16 segments of two blocks each, so saved halos and short blocks are exercised.
         let mut rng = SeededRandom::from_u64(27);
-        for (k, b) in [(4u32, 2u32), (6, 4), (9, 8), (12, 8), (15, 8), (20, 16), (23, 16)] {
+        for (k, b) in [
+            (4u32, 2u32),
+            (6, 4),
+            (9, 8),
+            (12, 8),
+            (15, 8),
+            (20, 16),
+            (23, 16),
+        ] {
             let f: Vec<u64> = (0..1usize << k).map(|_| rng.u64()).collect();
             for inverse in [false, true] {
                 let mut expect = f.clone();

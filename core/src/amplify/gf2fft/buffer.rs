@@ -97,7 +97,9 @@ impl<T: Word> Deref for Buffer<T> {
             // initialised bytes (zero-filled by the kernel, then written only through `T`), every bit pattern is a valid `T`
             // (`Word` is only implemented for unsigned integers), and the borrow of `self`
             // keeps the map alive and unaliased for the slice's lifetime.
-            Storage::Map(map, len) => unsafe { std::slice::from_raw_parts(map.as_ptr().cast(), *len) },
+            Storage::Map(map, len) => unsafe {
+                std::slice::from_raw_parts(map.as_ptr().cast(), *len)
+            },
             Storage::Heap(v) => v,
         }
     }
@@ -120,7 +122,9 @@ impl<T: Word> Drop for Buffer<T> {
         if self.secret {
             self.par_chunks_mut(1 << 16).for_each(|c| c.zeroize());
         }
-        if let Storage::Map(map, _) = std::mem::replace(&mut self.storage, Storage::Heap(Vec::new())) {
+        if let Storage::Map(map, _) =
+            std::mem::replace(&mut self.storage, Storage::Heap(Vec::new()))
+        {
             give_back(map);
         }
     }
@@ -138,7 +142,9 @@ mod tests {
             let mut b = Buffer::<u64>::scratch(len, secret);
             assert!(matches!(b.storage, Storage::Map(..)));
             assert_eq!(b.len(), len);
-            b.iter_mut().enumerate().for_each(|(i, w)| *w = i as u64 + 1);
+            b.iter_mut()
+                .enumerate()
+                .for_each(|(i, w)| *w = i as u64 + 1);
             assert!(b.iter().enumerate().all(|(i, &w)| w == i as u64 + 1));
             drop(b);
             let again = Buffer::<u64>::scratch(len, false);

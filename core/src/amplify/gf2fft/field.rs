@@ -108,10 +108,10 @@ impl Twiddles {
 /// The `2^bits` sums of subsets of `basis[..bits]`, indexed by the subset's bit mask.
 fn span(basis: &[u64], bits: u32) -> Vec<u64> {
     let mut out = vec![0u64; 1 << bits];
-    for t in 0..bits as usize {
+    for (t, &v) in basis.iter().take(bits as usize).enumerate() {
         let half = 1 << t;
         for i in 0..half {
-            out[half + i] = out[i] ^ basis[t];
+            out[half + i] = out[i] ^ v;
         }
     }
     out

@@ -285,8 +285,9 @@ mod x86 {
         let low = tw.low();
         let spread = idx(SPREAD[r]);
         // SAFETY: `low[..8]` is in bounds (checked by the slice); unaligned loads are allowed.
-        let offsets =
-            _mm512_permutexvar_epi64(spread, unsafe { _mm512_loadu_si512(low[..8].as_ptr().cast()) });
+        let offsets = _mm512_permutexvar_epi64(spread, unsafe {
+            _mm512_loadu_si512(low[..8].as_ptr().cast())
+        });
         for p in 0..4 {
             // `first` is a multiple of `per_pair`, so lambda(first + i) = lambda(first) ^
             // low[i] for i < per_pair <= 8.

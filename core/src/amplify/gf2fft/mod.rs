@@ -59,7 +59,9 @@ const COLUMNS: usize = 1 << 11;
 
 /// `dst[i] = src[i]` widened to a field element.
 fn widen(dst: &mut [u64], src: &[u32]) {
-    dst.iter_mut().zip(src).for_each(|(d, s)| *d = u64::from(*s));
+    dst.iter_mut()
+        .zip(src)
+        .for_each(|(d, s)| *d = u64::from(*s));
 }
 
 /// The first `t` levels of block `b` in one pass ([`Kernels::group`]), column ranges on the
@@ -166,7 +168,11 @@ fn load_chunks(out: &mut [u32], words: &[u64], bits: usize) {
                     let w = words.get(e / 2).copied().unwrap_or(0);
                     let v = (w >> (32 * (e % 2))) as u32;
                     let rest = bits - 32 * e;
-                    if rest < 32 { v & ((1u32 << rest) - 1) } else { v }
+                    if rest < 32 {
+                        v & ((1u32 << rest) - 1)
+                    } else {
+                        v
+                    }
                 };
             }
         });

@@ -124,7 +124,9 @@ fn transform_evaluates_the_novel_basis_polynomial() {
         let mut got = d.clone();
         forward::<Portable>(&mut got, None, &tw, 0);
         for (l, &g) in got.iter().enumerate().step_by(n / 8 + 1) {
-            let w = (0..k).filter(|t| l >> t & 1 == 1).fold(0, |a, t| a ^ v[t as usize]);
+            let w = (0..k)
+                .filter(|t| l >> t & 1 == 1)
+                .fold(0, |a, t| a ^ v[t as usize]);
             let expect = d.iter().enumerate().fold(0u64, |acc, (j, &dj)| {
                 let xj = (0..k)
                     .filter(|i| j >> i & 1 == 1)
@@ -175,7 +177,10 @@ fn basis_conversion_round_trips_and_matches_x2_plus_x() {
         // The same XORs on 32-bit coefficients give the low halves.
         let mut low: Vec<u32> = orig.iter().map(|&w| w as u32).collect();
         basis::to_novel(&mut low);
-        assert!(f.iter().zip(&low).all(|(a, b)| *a as u32 == *b), "log={log}");
+        assert!(
+            f.iter().zip(&low).all(|(a, b)| *a as u32 == *b),
+            "log={log}"
+        );
         basis::from_novel(&mut f);
         assert_eq!(f, orig, "log={log}");
     }
@@ -220,7 +225,13 @@ fn large_products_agree_across_backends() {
     let (ab, bb) = (5_000_000, 2_000_000);
     let a = random_words(&mut rng, ab / 64 + 1);
     let b = random_words(&mut rng, bb / 64 + 1);
-    let expect = product_bits(ClmulBackend::Portable, (&a, ab), (&b, bb), 1_999_999, 3_000_001);
+    let expect = product_bits(
+        ClmulBackend::Portable,
+        (&a, ab),
+        (&b, bb),
+        1_999_999,
+        3_000_001,
+    );
     for be in supported() {
         let got = product_bits(be, (&a, ab), (&b, bb), 1_999_999, 3_000_001);
         assert!(got == expect, "{be:?}");

@@ -226,7 +226,7 @@ fn tiling_choice_is_sane() {
         (1000, 1),
         (1_000_000, 500_000),
         (100_000_000, 50_000_000),
-        (MAX_INPUT_BITS, MAX_INPUT_BITS - 1),
+        (NTT_MAX_INPUT_BITS, NTT_MAX_INPUT_BITS - 1),
     ] {
         let t = choose_tiling(n, m);
         let l = t.block();
@@ -263,12 +263,15 @@ fn method_names_round_trip() {
 
 #[test]
 fn bench_helper_reports_consistent_numbers() {
-    let r = bench_toeplitz(10_000, 0.5, ToeplitzMethod::Ntt).unwrap();
-    assert_eq!((r.block_bits, r.output_bits), (10_000, 5_000));
-    assert!(r.bits_per_second > 0.0 && r.seconds > 0.0);
-    assert!(bench_toeplitz(10_000, 1.0, ToeplitzMethod::Ntt).is_err());
+    let r = bench_toeplitz(10_000, 0.5, ToeplitzMethod::Auto, 3).unwrap();
+    assert_eq!((r.block_bits, r.output_bits, r.repeats), (10_000, 5_000, 3));
+    assert_eq!(r.method, ToeplitzMethod::Auto.resolve(10_000, 5_000).name());
+    assert_eq!(r.threads, rayon::current_num_threads());
+    assert!(r.min_seconds > 0.0 && r.min_seconds <= r.seconds);
+    assert!((r.bits_per_second - 10_000.0 / r.seconds).abs() < 1e-6 * r.bits_per_second);
+    assert!(bench_toeplitz(10_000, 1.0, ToeplitzMethod::Ntt, 0).is_err());
     let json = serde_json::to_string(&r).unwrap();
-    assert!(json.contains("\"bits_per_second\""));
+    assert!(json.contains("\"bits_per_second\"") && json.contains("\"threads\""));
 }
 
 #[test]
@@ -314,7 +317,7 @@ fn clmul_matches_ntt_at_3e5_bits_with_parallel_karatsuba() {
 #[test]
 fn auto_picks_karatsuba_then_fft() {
     assert_eq!(
-        ToeplitzMethod::Auto.resolve(1_000_000, 500_000),
+        ToeplitzMethod::Auto.resolve(AUTO_FFT_MIN_BITS - 1, 1),
         ToeplitzMethod::Clmul
     );
     assert_eq!(
@@ -325,4 +328,20 @@ fn auto_picks_karatsuba_then_fft() {
         ToeplitzMethod::Ntt.resolve(100_000_000, 1),
         ToeplitzMethod::Ntt
     );
+}
+
+#[test]
+fn the_ntt_refuses_inputs_past_its_exactness_bound() {
+    let n = NTT_MAX_INPUT_BITS + 1;
+    let input = BitBlock::zeros(n);
+    let seed = BitBlock::zeros(seed_bits_needed(n, 1));
+    let err = toeplitz_hash_with(ToeplitzMethod::Ntt, &input, &seed, 1).unwrap_err();
+    assert!(matches!(
+        err,
+        ToeplitzError::InputTooLongForMethod { input_bits, max, .. }
+            if input_bits == n && max == NTT_MAX_INPUT_BITS
+    ));
+    let too_long = BitBlock::zeros(MAX_INPUT_BITS + 1);
+    let err = toeplitz_hash(&too_long, &seed, 1).unwrap_err();
+    assert!(matches!(err, ToeplitzError::InputTooLong { .. }));
 }

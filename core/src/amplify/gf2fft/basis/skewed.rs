@@ -77,6 +77,13 @@ fn overflow_columns<T: Coeff>(f: &[T], tau: usize, rows: usize) -> Vec<T> {
         .collect()
 }
 
+/// A column range of every row, and the `rows - 1` columns left of it as they were before
+/// the pass.
+struct Segment<'a, T> {
+    saved: Vec<T>,
+    pieces: Vec<&'a mut [T]>,
+}
+
 /// The zeta transform of columns `0..tau` in place, by cache-sized column blocks.
 fn zeta<T: Coeff>(f: &mut [T], tau: usize, rows: usize) {
     let halo = rows - 1;
@@ -84,7 +91,7 @@ fn zeta<T: Coeff>(f: &mut [T], tau: usize, rows: usize) {
     let block = budget.saturating_sub(halo).max(2 * halo).max(1);
     let segment = tau.div_ceil(SEGMENTS).max(block);
     // The halo of each segment, saved before any segment writes.
-    let mut segments: Vec<(usize, Vec<T>, Vec<&mut [T]>)> = (0..tau.div_ceil(segment))
+    let mut segments: Vec<Segment<'_, T>> = (0..tau.div_ceil(segment))
         .map(|g| {
             let start = g * segment;
             let mut saved = vec![T::default(); rows * halo];
@@ -93,34 +100,39 @@ fn zeta<T: Coeff>(f: &mut [T], tau: usize, rows: usize) {
                     saved[h * halo..(h + 1) * halo].copy_from_slice(&r[start - halo..start]);
                 }
             }
-            (start, saved, Vec::with_capacity(rows))
+            Segment {
+                saved,
+                pieces: Vec::with_capacity(rows),
+            }
         })
         .collect();
     for r in f.chunks_exact_mut(tau) {
         for (seg, piece) in segments.iter_mut().zip(r.chunks_mut(segment)) {
-            seg.2.push(piece);
+            seg.pieces.push(piece);
         }
     }
-    segments.par_iter_mut().for_each(|(_, saved, pieces)| {
-        let mut scratch = vec![T::default(); rows * (halo + block)];
-        let len = pieces.first().map_or(0, |p| p.len());
-        let mut end = len;
-        while end > 0 {
-            let start = end.saturating_sub(block);
-            let width = halo + end - start;
-            for (h, piece) in pieces.iter().enumerate() {
-                let row = &mut scratch[h * width..(h + 1) * width];
-                // Columns start - halo .. start: from this segment, else the saved halo.
-                let own = halo.min(start);
-                row[halo - own..halo].copy_from_slice(&piece[start - own..start]);
-                row[..halo - own].copy_from_slice(&saved[h * halo + own..(h + 1) * halo]);
-                row[halo..].copy_from_slice(&piece[start..end]);
+    segments
+        .par_iter_mut()
+        .for_each(|Segment { saved, pieces }| {
+            let mut scratch = vec![T::default(); rows * (halo + block)];
+            let len = pieces.first().map_or(0, |p| p.len());
+            let mut end = len;
+            while end > 0 {
+                let start = end.saturating_sub(block);
+                let width = halo + end - start;
+                for (h, piece) in pieces.iter().enumerate() {
+                    let row = &mut scratch[h * width..(h + 1) * width];
+                    // Columns start - halo .. start: from this segment, else the saved halo.
+                    let own = halo.min(start);
+                    row[halo - own..halo].copy_from_slice(&piece[start - own..start]);
+                    row[..halo - own].copy_from_slice(&saved[h * halo + own..(h + 1) * halo]);
+                    row[halo..].copy_from_slice(&piece[start..end]);
+                }
+                zeta_scratch(&mut scratch[..rows * width], rows, width);
+                for (h, piece) in pieces.iter_mut().enumerate() {
+                    piece[start..end].copy_from_slice(&scratch[h * width + halo..(h + 1) * width]);
+                }
+                end = start;
             }
-            zeta_scratch(&mut scratch[..rows * width], rows, width);
-            for (h, piece) in pieces.iter_mut().enumerate() {
-                piece[start..end].copy_from_slice(&scratch[h * width + halo..(h + 1) * width]);
-            }
-            end = start;
-        }
-    });
+        });
 }
