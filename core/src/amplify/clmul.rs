@@ -199,27 +199,38 @@ fn base_generic<C: Clmul>(s: &[u64], x: &[u64], y: &mut [u64]) {
 }
 
 #[cfg(target_arch = "x86_64")]
+pub(crate) use x86::clmul64_pclmul;
+
+#[cfg(target_arch = "x86_64")]
 mod x86 {
     use super::{Clmul, MAX_BASE_WORDS, base_generic, fold_columns};
     use std::arch::x86_64::*;
 
     struct Pclmul;
 
+    /// The 128-bit carry-less product of `a` and `b` by PCLMULQDQ. Only for inlining into
+    /// functions compiled with PCLMULQDQ and SSE4.1 (`base_pclmul` here, the additive FFT's
+    /// PCLMULQDQ kernels), which run only once both were detected.
+    #[inline(always)]
+    pub(crate) fn clmul64_pclmul(a: u64, b: u64) -> u128 {
+        // SAFETY: every caller is compiled with PCLMULQDQ and SSE4.1 and runs only after
+        // both were detected (see above).
+        unsafe {
+            let p = _mm_clmulepi64_si128(
+                _mm_cvtsi64_si128(a as i64),
+                _mm_cvtsi64_si128(b as i64),
+                0x00,
+            );
+            let lo = _mm_cvtsi128_si64(p) as u64;
+            let hi = _mm_extract_epi64(p, 1) as u64;
+            u128::from(lo) | (u128::from(hi) << 64)
+        }
+    }
+
     impl Clmul for Pclmul {
         #[inline(always)]
         fn mul(a: u64, b: u64) -> u128 {
-            // SAFETY: only reached from `base_pclmul`, compiled with PCLMULQDQ and SSE4.1,
-            // which is only called once they were detected.
-            unsafe {
-                let p = _mm_clmulepi64_si128(
-                    _mm_cvtsi64_si128(a as i64),
-                    _mm_cvtsi64_si128(b as i64),
-                    0x00,
-                );
-                let lo = _mm_cvtsi128_si64(p) as u64;
-                let hi = _mm_extract_epi64(p, 1) as u64;
-                u128::from(lo) | (u128::from(hi) << 64)
-            }
+            clmul64_pclmul(a, b)
         }
     }
 

@@ -106,22 +106,16 @@ pub(super) use x86::{Pclmul, Vpclmul};
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
+    use super::super::super::clmul::clmul64_pclmul;
     use super::super::field::{Twiddles, reduce};
     use super::{GROUP_LOG, Kernels, LEAF, group_scalar, levels_scalar};
     use std::arch::x86_64::*;
 
+    /// Product in GF(2^64); only inlined into the PCLMULQDQ kernels below.
     #[inline(always)]
     fn mul1(a: u64, b: u64) -> u64 {
-        // SAFETY: only inlined into functions compiled with PCLMULQDQ and SSE4.1, which run
-        // only after both were detected.
-        unsafe {
-            let p = _mm_clmulepi64_si128(
-                _mm_cvtsi64_si128(a as i64),
-                _mm_cvtsi64_si128(b as i64),
-                0x00,
-            );
-            reduce(_mm_cvtsi128_si64(p) as u64, _mm_extract_epi64(p, 1) as u64)
-        }
+        let p = clmul64_pclmul(a, b);
+        reduce(p as u64, (p >> 64) as u64)
     }
 
     /// The PCLMULQDQ backend.
