@@ -250,14 +250,8 @@ pub fn toeplitz_hash_with(
 ) -> Result<BitBlock, ToeplitzError> {
     validate(input, seed, output_bits)?;
     let method = method.resolve(input.len(), output_bits);
-    if matches!(method, ToeplitzMethod::Ntt | ToeplitzMethod::NttWith(_))
-        && input.len() > NTT_MAX_INPUT_BITS
-    {
-        return Err(ToeplitzError::InputTooLongForMethod {
-            input_bits: input.len(),
-            max: NTT_MAX_INPUT_BITS,
-            method: method.name(),
-        });
+    if let ToeplitzMethod::Ntt | ToeplitzMethod::NttWith(_) = method {
+        ntt_fits(method, input)?;
     }
     Ok(match method {
         ToeplitzMethod::Reference => reference_unchecked(input, seed, output_bits),
@@ -270,6 +264,18 @@ pub fn toeplitz_hash_with(
         ToeplitzMethod::Fft => fft_hash(ClmulBackend::best(), input, seed, output_bits),
         ToeplitzMethod::FftWith(b) => fft_hash(b, input, seed, output_bits),
     })
+}
+
+/// Refuses inputs past the NTT's exactness bound, [`NTT_MAX_INPUT_BITS`].
+fn ntt_fits(method: ToeplitzMethod, input: &BitBlock) -> Result<(), ToeplitzError> {
+    if input.len() > NTT_MAX_INPUT_BITS {
+        return Err(ToeplitzError::InputTooLongForMethod {
+            input_bits: input.len(),
+            max: NTT_MAX_INPUT_BITS,
+            method: method.name(),
+        });
+    }
+    Ok(())
 }
 
 /// The reference: `y[i] = parity(s[i .. i + n] AND reverse(x))`, which is row `i` of `T`
@@ -384,6 +390,7 @@ pub fn toeplitz_hash_ntt_log_len(
     output_bits: usize,
 ) -> Result<BitBlock, ToeplitzError> {
     validate(input, seed, output_bits)?;
+    ntt_fits(ToeplitzMethod::NttWith(backend), input)?;
     let log_len = log_len.clamp(ntt::MIN_LOG_LEN, ntt::MAX_LOG_LEN);
     let block = 1usize << (log_len - 1);
     let tiling = Tiling {
@@ -517,14 +524,14 @@ pub fn toeplitz_hash_clmul_tuned(
 fn fft_hash(backend: ClmulBackend, input: &BitBlock, seed: &BitBlock, m: usize) -> BitBlock {
     let n = input.len();
     let needed = seed_bits_needed(n, m);
-    let words = gf2fft::product_bits(
+    let mut words = gf2fft::product_bits(
         backend.or_portable(),
         (seed.words(), needed),
         (input.words(), n),
         n - 1,
         m,
     );
-    match BitBlock::from_words(words.to_vec(), m) {
+    match BitBlock::from_words(std::mem::take(&mut *words), m) {
         Ok(b) => b,
         Err(_) => unreachable!("m.div_ceil(64) words"),
     }

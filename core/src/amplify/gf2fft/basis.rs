@@ -33,14 +33,19 @@ pub(super) trait Coeff: Copy + Default + Send + Sync + BitXorAssign {}
 impl Coeff for u32 {}
 impl Coeff for u64 {}
 
-/// `dst ^= src`, in parallel chunks when long.
+/// `dst ^= src` element-wise (over the shorter length).
+fn xor_into<T: Coeff>(dst: &mut [T], src: &[T]) {
+    dst.iter_mut().zip(src).for_each(|(x, y)| *x ^= *y);
+}
+
+/// [`xor_into`], in parallel chunks when long.
 fn xor_slices<T: Coeff>(dst: &mut [T], src: &[T]) {
     if dst.len() >= 2 * CHUNK {
         dst.par_chunks_mut(CHUNK)
             .zip(src.par_chunks(CHUNK))
-            .for_each(|(d, s)| d.iter_mut().zip(s).for_each(|(x, y)| *x ^= *y));
+            .for_each(|(d, s)| xor_into(d, s));
     } else {
-        dst.iter_mut().zip(src).for_each(|(x, y)| *x ^= *y);
+        xor_into(dst, src);
     }
 }
 
@@ -149,41 +154,33 @@ fn novel<T: Coeff>(f: &mut [T], k: u32, row: usize, inverse: bool) {
 /// of them, on the rayon pool).
 fn replay_rows<T: Coeff>(f: &mut [T], k: u32, row: usize, ops: &[(u8, u8)]) {
     if f.len() < 2 * PARALLEL {
-        return ops.iter().for_each(|&(dst, src)| {
+        for &(dst, src) in ops {
             let (d, s) = (usize::from(dst) * row, usize::from(src) * row);
-            let (dst_row, src_row) = if d < s {
+            if d < s {
                 let (lo, hi) = f.split_at_mut(s);
-                (&mut lo[d..d + row], &hi[..row])
+                xor_into(&mut lo[d..d + row], &hi[..row]);
             } else {
                 let (lo, hi) = f.split_at_mut(d);
-                (&mut hi[..row], &lo[s..s + row])
-            };
-            dst_row.iter_mut().zip(src_row).for_each(|(x, y)| *x ^= *y);
-        });
+                xor_into(&mut hi[..row], &lo[s..s + row]);
+            }
+        }
+        return;
     }
     let columns = ((SCRATCH_BYTES / size_of::<T>()) >> k).max(8);
-    let mut ranges: Vec<Vec<&mut [T]>> = (0..row.div_ceil(columns))
-        .map(|_| Vec::with_capacity(1 << k))
-        .collect();
-    for r in f.chunks_exact_mut(row) {
-        for (rows, piece) in ranges.iter_mut().zip(r.chunks_mut(columns)) {
-            rows.push(piece);
-        }
-    }
-    let replay = |rows: &mut Vec<&mut [T]>| {
-        for &(dst, src) in ops {
-            let (d, s) = (usize::from(dst), usize::from(src));
-            let (dst_row, src_row) = if d < s {
-                let (lo, hi) = rows.split_at_mut(s);
-                (&mut *lo[d], &*hi[0])
-            } else {
-                let (lo, hi) = rows.split_at_mut(d);
-                (&mut *hi[0], &*lo[s])
-            };
-            dst_row.iter_mut().zip(src_row).for_each(|(x, y)| *x ^= *y);
-        }
-    };
-    ranges.par_iter_mut().for_each(replay);
+    super::column_ranges(f, row, columns)
+        .par_iter_mut()
+        .for_each(|rows| {
+            for &(dst, src) in ops {
+                let (d, s) = (usize::from(dst), usize::from(src));
+                if d < s {
+                    let (lo, hi) = rows.split_at_mut(s);
+                    xor_into(lo[d], hi[0]);
+                } else {
+                    let (lo, hi) = rows.split_at_mut(d);
+                    xor_into(hi[0], lo[s]);
+                }
+            }
+        });
 }
 
 /// Conversions of at most `2^SMALL_LOG` rows replay a recorded XOR list of row XORs.

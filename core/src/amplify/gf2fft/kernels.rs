@@ -84,6 +84,14 @@ fn group_scalar(
     }
 }
 
+/// [`Kernels::pointwise`], one field product at a time.
+#[inline(always)]
+fn pointwise_scalar(a: &mut [u64], b: &[u64], mul: impl Fn(u64, u64) -> u64) {
+    for (x, y) in a.iter_mut().zip(b) {
+        *x = mul(*x, *y);
+    }
+}
+
 /// The portable backend.
 pub(super) struct Portable;
 
@@ -95,9 +103,7 @@ impl Kernels for Portable {
         levels_scalar(d, tw, b, inverse, gf_mul_portable);
     }
     fn pointwise(a: &mut [u64], b: &[u64]) {
-        for (x, y) in a.iter_mut().zip(b) {
-            *x = gf_mul_portable(*x, *y);
-        }
+        pointwise_scalar(a, b, gf_mul_portable);
     }
 }
 
@@ -108,7 +114,7 @@ pub(super) use x86::{Pclmul, Vpclmul};
 mod x86 {
     use super::super::super::clmul::clmul64_pclmul;
     use super::super::field::{Twiddles, reduce};
-    use super::{GROUP_LOG, Kernels, LEAF, group_scalar, levels_scalar};
+    use super::{GROUP_LOG, Kernels, LEAF, group_scalar, levels_scalar, pointwise_scalar};
     use std::arch::x86_64::*;
 
     /// Product in GF(2^64); only inlined into the PCLMULQDQ kernels below.
@@ -131,9 +137,7 @@ mod x86 {
     }
     #[target_feature(enable = "pclmulqdq,sse4.1")]
     fn pointwise_pclmul(a: &mut [u64], b: &[u64]) {
-        for (x, y) in a.iter_mut().zip(b) {
-            *x = mul1(*x, *y);
-        }
+        pointwise_scalar(a, b, mul1);
     }
 
     impl Kernels for Pclmul {

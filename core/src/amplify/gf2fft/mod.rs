@@ -47,7 +47,7 @@ use field::Twiddles;
 use kernels::{GROUP_LOG, Kernels, LEAF, Portable};
 
 /// Largest transform, `2^MAX_LOG` elements (`2^33` bits of product).
-pub(crate) const MAX_LOG: u32 = 28;
+const MAX_LOG: u32 = 28;
 /// `log2(LEAF)`.
 const LEAF_LOG: u32 = LEAF.trailing_zeros();
 /// Blocks of at least this many elements spread their sub-blocks over the rayon pool.
@@ -56,6 +56,31 @@ const PARALLEL: usize = 1 << 14;
 /// this many for the rayon pool; element loops (loading, widening, extraction) use the same
 /// chunk size.
 const COLUMNS: usize = 1 << 11;
+
+/// The rows of `row` elements of `d`, cut into column ranges of `width`: range `c` holds
+/// columns `c width ..` of every row, in row order. Ranges are disjoint, so they can be
+/// handed to different threads.
+fn column_ranges<T>(d: &mut [T], row: usize, width: usize) -> Vec<Vec<&mut [T]>> {
+    let mut ranges: Vec<Vec<&mut [T]>> = (0..row.div_ceil(width))
+        .map(|_| Vec::with_capacity(d.len() / row.max(1)))
+        .collect();
+    for r in d.chunks_exact_mut(row) {
+        for (rows, piece) in ranges.iter_mut().zip(r.chunks_mut(width)) {
+            rows.push(piece);
+        }
+    }
+    ranges
+}
+
+/// `each(u, sub-block u)` for the sub-blocks of `s` elements of `d`, on the rayon pool when
+/// `d` is long.
+fn for_each_sub_block(d: &mut [u64], s: usize, each: impl Fn((usize, &mut [u64])) + Sync + Send) {
+    if d.len() >= PARALLEL {
+        d.par_chunks_mut(s).enumerate().for_each(each);
+    } else {
+        d.chunks_mut(s).enumerate().for_each(each);
+    }
+}
 
 /// `dst[i] = src[i]` widened to a field element.
 fn widen(dst: &mut [u64], src: &[u32]) {
@@ -77,22 +102,17 @@ fn group_pass<K: Kernels>(
 ) {
     let s = d.len() >> t;
     if s >= 2 * COLUMNS && d.len() >= PARALLEL {
-        let mut ranges: Vec<Vec<&mut [u64]>> = (0..s.div_ceil(COLUMNS))
-            .map(|_| Vec::with_capacity(1 << t))
-            .collect();
-        for row in d.chunks_exact_mut(s) {
-            for (rows, piece) in ranges.iter_mut().zip(row.chunks_mut(COLUMNS)) {
-                rows.push(piece);
-            }
-        }
-        ranges.par_iter_mut().enumerate().for_each(|(c, rows)| {
-            if let Some(src) = source {
-                for (j, piece) in rows.iter_mut().enumerate() {
-                    widen(piece, &src[j * s + c * COLUMNS..]);
+        column_ranges(d, s, COLUMNS)
+            .par_iter_mut()
+            .enumerate()
+            .for_each(|(c, rows)| {
+                if let Some(src) = source {
+                    for (j, piece) in rows.iter_mut().enumerate() {
+                        widen(piece, &src[j * s + c * COLUMNS..]);
+                    }
                 }
-            }
-            K::group(rows, tw, b, inverse)
-        });
+                K::group(rows, tw, b, inverse)
+            });
     } else {
         if let Some(src) = source {
             widen(d, src);
@@ -121,13 +141,9 @@ fn forward<K: Kernels>(d: &mut [u64], source: Option<&[u32]>, tw: &Twiddles, b: 
     }
     let t = group_levels(d.len());
     group_pass::<K>(d, source, t, tw, b, false);
-    let s = d.len() >> t;
-    let each = |(u, sub): (usize, &mut [u64])| forward::<K>(sub, None, tw, (b << t) + u);
-    if d.len() >= PARALLEL {
-        d.par_chunks_mut(s).enumerate().for_each(each);
-    } else {
-        d.chunks_mut(s).enumerate().for_each(each);
-    }
+    for_each_sub_block(d, d.len() >> t, |(u, sub)| {
+        forward::<K>(sub, None, tw, (b << t) + u)
+    });
 }
 
 /// Inverse of [`forward`], of the element-wise product of `d` and `factor` when given (the
@@ -142,15 +158,10 @@ fn inverse<K: Kernels>(d: &mut [u64], factor: Option<&[u64]>, tw: &Twiddles, b: 
     }
     let t = group_levels(d.len());
     let s = d.len() >> t;
-    let each = |(u, sub): (usize, &mut [u64])| {
+    for_each_sub_block(d, s, |(u, sub)| {
         let f = factor.map(|f| &f[u * s..(u + 1) * s]);
         inverse::<K>(sub, f, tw, (b << t) + u)
-    };
-    if d.len() >= PARALLEL {
-        d.par_chunks_mut(s).enumerate().for_each(each);
-    } else {
-        d.chunks_mut(s).enumerate().for_each(each);
-    }
+    });
     group_pass::<K>(d, None, t, tw, b, true);
 }
 
@@ -203,7 +214,7 @@ fn transform_input<K: Kernels>(
 }
 
 /// Transform length (log2) for a product of `a_bits` and `b_bits` bits.
-pub(crate) fn log_len(a_bits: usize, b_bits: usize) -> u32 {
+fn log_len(a_bits: usize, b_bits: usize) -> u32 {
     let coeffs = a_bits.div_ceil(32) + b_bits.div_ceil(32);
     coeffs.next_power_of_two().trailing_zeros().max(1)
 }

@@ -341,6 +341,9 @@ fn the_ntt_refuses_inputs_past_its_exactness_bound() {
         ToeplitzError::InputTooLongForMethod { input_bits, max, .. }
             if input_bits == n && max == NTT_MAX_INPUT_BITS
     ));
+    // The tuning entry point as well.
+    let err = toeplitz_hash_ntt_log_len(NttBackend::best(), 20, &input, &seed, 1).unwrap_err();
+    assert!(matches!(err, ToeplitzError::InputTooLongForMethod { .. }));
     let too_long = BitBlock::zeros(MAX_INPUT_BITS + 1);
     let err = toeplitz_hash(&too_long, &seed, 1).unwrap_err();
     assert!(matches!(err, ToeplitzError::InputTooLong { .. }));

@@ -22,7 +22,8 @@
 
 use rayon::prelude::*;
 
-use super::{Coeff, SCRATCH_BYTES};
+use super::super::column_ranges;
+use super::{Coeff, SCRATCH_BYTES, xor_into};
 
 /// Segments (parallel column ranges) per pass, at most.
 const SEGMENTS: usize = 16;
@@ -53,10 +54,7 @@ fn zeta_scratch<T: Coeff>(s: &mut [T], rows: usize, width: usize) {
     while d < rows {
         for h in (0..rows).filter(|h| h & d != 0) {
             let (lo, hi) = s.split_at_mut(h * width);
-            let dst = &mut lo[(h - d) * width..][d..width];
-            dst.iter_mut()
-                .zip(&hi[..width - d])
-                .for_each(|(x, y)| *x ^= *y);
+            xor_into(&mut lo[(h - d) * width..][d..width], &hi[..width - d]);
         }
         d *= 2;
     }
@@ -77,21 +75,14 @@ fn overflow_columns<T: Coeff>(f: &[T], tau: usize, rows: usize) -> Vec<T> {
         .collect()
 }
 
-/// A column range of every row, and the `rows - 1` columns left of it as they were before
-/// the pass.
-struct Segment<'a, T> {
-    saved: Vec<T>,
-    pieces: Vec<&'a mut [T]>,
-}
-
 /// The zeta transform of columns `0..tau` in place, by cache-sized column blocks.
 fn zeta<T: Coeff>(f: &mut [T], tau: usize, rows: usize) {
     let halo = rows - 1;
     let budget = SCRATCH_BYTES / size_of::<T>() / rows;
     let block = budget.saturating_sub(halo).max(2 * halo).max(1);
     let segment = tau.div_ceil(SEGMENTS).max(block);
-    // The halo of each segment, saved before any segment writes.
-    let mut segments: Vec<Segment<'_, T>> = (0..tau.div_ceil(segment))
+    // The `halo` columns left of each segment, saved before any segment writes.
+    let saved: Vec<Vec<T>> = (0..tau.div_ceil(segment))
         .map(|g| {
             let start = g * segment;
             let mut saved = vec![T::default(); rows * halo];
@@ -100,20 +91,13 @@ fn zeta<T: Coeff>(f: &mut [T], tau: usize, rows: usize) {
                     saved[h * halo..(h + 1) * halo].copy_from_slice(&r[start - halo..start]);
                 }
             }
-            Segment {
-                saved,
-                pieces: Vec::with_capacity(rows),
-            }
+            saved
         })
         .collect();
-    for r in f.chunks_exact_mut(tau) {
-        for (seg, piece) in segments.iter_mut().zip(r.chunks_mut(segment)) {
-            seg.pieces.push(piece);
-        }
-    }
-    segments
+    column_ranges(f, tau, segment)
         .par_iter_mut()
-        .for_each(|Segment { saved, pieces }| {
+        .zip(&saved)
+        .for_each(|(pieces, saved)| {
             let mut scratch = vec![T::default(); rows * (halo + block)];
             let len = pieces.first().map_or(0, |p| p.len());
             let mut end = len;
