@@ -12,6 +12,7 @@
 pub mod cascade;
 pub mod experiment;
 pub mod frames;
+pub mod ldpc;
 pub mod loopback;
 pub mod message;
 pub mod testkit;

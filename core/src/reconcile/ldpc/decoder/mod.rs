@@ -1,0 +1,508 @@
+//! Layered min-sum decoding of syndromes, many frames at once.
+//!
+//! Bob knows his noisy frame `y` and Alice's syndrome `s = H x`; he looks for the word `x` with
+//! syndrome `s` nearest to `y`. Each variable starts from a quantized log-likelihood ratio
+//! (positive: "bit is 0"; [`channel_llr`]), punctured variables from 0 and shortened ones from
+//! [`KNOWN`]. The decoder is the layered (row-by-row, "turbo-decoding message passing") form of
+//! normalized min-sum: for each check, in block-row order,
+//!
+//! 1. `t_j = L_vj - R_j` for its variables (posterior minus the check's previous message);
+//! 2. the new messages `R_j = (-1)^(s + sum of the other signs) * alpha * min_{k != j} |t_k|`,
+//!    with `alpha = 1 - 2^-a - 2^-b` ([`Scaling`]);
+//! 3. `L_vj = t_j + R_j`.
+//!
+//! Messages and posteriors are `i8`, saturated and clamped to `-127..=127`. After every
+//! iteration the hard decisions' syndrome is checked per frame; a frame that matches is kept as
+//! decoded at that iteration (its later iterations cannot change the result), and the batch
+//! stops when all its frames have matched or at the iteration limit.
+//!
+//! One batch holds one lane per frame ([`lanes`]): 64 frames with AVX-512BW, 32 with AVX2 or
+//! the portable `wide` lanes; [`decode`] cuts the frames into batches and runs them on rayon.
+//! [`reference`] holds a floating-point sum-product decoder the tests compare against.
+
+pub(crate) mod lanes;
+pub mod reference;
+
+use rayon::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use self::lanes::{Lanes, Portable};
+use super::code::BaseMatrix;
+use crate::bits::BitBlock;
+use crate::reconcile::ReconcileError;
+
+/// LLR of a variable known to both sides (shortened).
+pub const KNOWN: i8 = 127;
+
+/// Fixed-point scale of the channel LLRs: `llr * LLR_SCALE`, rounded.
+pub const LLR_SCALE: f64 = 4.0;
+
+/// Largest check degree the decoder accepts (its argmin index is a signed byte).
+pub const MAX_CHECK_DEGREE: usize = 127;
+
+/// The quantized channel LLR of a bit read over a binary symmetric channel with crossover
+/// `qber`: `round(LLR_SCALE * ln((1 - q) / q))`, at least 1 and at most 126.
+pub fn channel_llr(qber: f64) -> i8 {
+    let q = qber.clamp(1e-6, 0.5 - 1e-6);
+    ((LLR_SCALE * ((1.0 - q) / q).ln()).round()).clamp(1.0, 126.0) as i8
+}
+
+/// The normalization `alpha = 1 - 2^-a - 2^-b` of the min-sum magnitudes (`b = 0`: no second
+/// term).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Scaling {
+    /// First shift (1..=7).
+    pub a: u8,
+    /// Second shift (0: none, else 1..=7).
+    pub b: u8,
+}
+
+impl Scaling {
+    /// `alpha = 0.75`.
+    pub const THREE_QUARTERS: Self = Self { a: 2, b: 0 };
+    /// `alpha = 0.8125`.
+    pub const THIRTEEN_SIXTEENTHS: Self = Self { a: 3, b: 4 };
+    /// `alpha = 0.875`.
+    pub const SEVEN_EIGHTHS: Self = Self { a: 3, b: 0 };
+
+    /// The factor as a number.
+    pub fn alpha(self) -> f64 {
+        let term = |k: u8| {
+            if k == 0 {
+                0.0
+            } else {
+                0.5f64.powi(i32::from(k))
+            }
+        };
+        1.0 - term(self.a) - term(self.b)
+    }
+
+    fn check(self) -> Result<(), ReconcileError> {
+        if (1..=7).contains(&self.a) && self.b <= 7 {
+            Ok(())
+        } else {
+            Err(ReconcileError::BadParams(format!(
+                "min-sum scaling shifts {self:?}; expected a in 1..=7, b in 0..=7"
+            )))
+        }
+    }
+}
+
+/// Decoder settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DecoderParams {
+    /// Most iterations per batch.
+    pub max_iterations: u32,
+    /// Min-sum normalization.
+    pub scaling: Scaling,
+}
+
+impl Default for DecoderParams {
+    fn default() -> Self {
+        Self {
+            max_iterations: 60,
+            scaling: Scaling::THREE_QUARTERS,
+        }
+    }
+}
+
+/// The parity-check matrix in the shape the decoder walks: block rows ("layers") of `z`
+/// checks, each check `i` of layer `r` on variables `c * z + (i + s) mod z`.
+#[derive(Debug, Clone)]
+pub struct Graph {
+    z: usize,
+    n: usize,
+    layers: Vec<Vec<(u32, u32)>>,
+    /// First message index of each layer.
+    layer_edges: Vec<usize>,
+    edges: usize,
+}
+
+impl Graph {
+    /// The decoder's view of a base matrix.
+    pub fn new(base: &BaseMatrix) -> Result<Self, ReconcileError> {
+        let layers = base.layers();
+        let z = base.z() as usize;
+        if let Some(d) = layers.iter().map(Vec::len).find(|&d| d > MAX_CHECK_DEGREE) {
+            return Err(ReconcileError::BadParams(format!(
+                "check degree {d} above the decoder's {MAX_CHECK_DEGREE}"
+            )));
+        }
+        let mut layer_edges = Vec::with_capacity(layers.len());
+        let mut edges = 0;
+        for l in &layers {
+            layer_edges.push(edges);
+            edges += l.len() * z;
+        }
+        Ok(Self {
+            z,
+            n: base.n(),
+            layers,
+            layer_edges,
+            edges,
+        })
+    }
+
+    /// Variables.
+    pub fn n(&self) -> usize {
+        self.n
+    }
+
+    /// Checks.
+    pub fn m(&self) -> usize {
+        self.layers.len() * self.z
+    }
+
+    /// The variables of check `i` of layer `r`, in message order.
+    fn check_vars(&self, r: usize, i: usize) -> impl Iterator<Item = usize> + '_ {
+        let z = self.z;
+        self.layers[r]
+            .iter()
+            .map(move |&(c, s)| c as usize * z + (i + s as usize) % z)
+    }
+
+    /// Every check's variables, check `r * z + i` at position `r * z + i`.
+    pub fn checks(&self) -> impl Iterator<Item = Vec<usize>> + '_ {
+        (0..self.layers.len())
+            .flat_map(move |r| (0..self.z).map(move |i| self.check_vars(r, i).collect()))
+    }
+
+    /// The syndrome `H x` of a word of `n` bits.
+    pub fn syndrome(&self, word: &BitBlock) -> Result<BitBlock, ReconcileError> {
+        if word.len() != self.n {
+            return Err(ReconcileError::KeyLength {
+                got: word.len(),
+                expected: self.n,
+            });
+        }
+        let words = word.words();
+        let bit = |v: usize| (words[v / 64] >> (v % 64)) & 1;
+        let mut out = vec![0u64; self.m().div_ceil(64)];
+        let z = self.z;
+        for (r, layer) in self.layers.iter().enumerate() {
+            for i in 0..z {
+                let p = layer.iter().fold(0, |p, &(c, s)| {
+                    p ^ bit(c as usize * z + (i + s as usize) % z)
+                });
+                let row = r * z + i;
+                out[row / 64] |= p << (row % 64);
+            }
+        }
+        BitBlock::from_words(out, self.m()).map_err(|e| ReconcileError::BadParams(e.to_string()))
+    }
+}
+
+/// One frame to decode: its LLRs (`n`) and Alice's syndrome (`m` bits).
+#[derive(Debug, Clone, Copy)]
+pub struct Frame<'a> {
+    /// Quantized LLR per variable (positive: 0 more likely), in `-127..=127`.
+    pub llr: &'a [i8],
+    /// The syndrome to match.
+    pub syndrome: &'a BitBlock,
+}
+
+/// What decoding one frame gave.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Decoded {
+    /// The word found, `None` if none matched the syndrome within the iteration limit.
+    pub word: Option<BitBlock>,
+    /// Iterations until the syndrome matched (the limit if it never did).
+    pub iterations: u32,
+}
+
+/// Which lanes decode.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Backend {
+    /// `wide` lanes, 32 frames.
+    Portable,
+    /// AVX2, 32 frames.
+    Avx2,
+    /// AVX-512BW, 64 frames.
+    Avx512,
+}
+
+impl Backend {
+    /// Every backend, slowest first.
+    pub const ALL: [Backend; 3] = [Backend::Portable, Backend::Avx2, Backend::Avx512];
+
+    /// True if this CPU runs it.
+    pub fn is_supported(self) -> bool {
+        match self {
+            Backend::Portable => true,
+            #[cfg(target_arch = "x86_64")]
+            Backend::Avx2 => std::arch::is_x86_feature_detected!("avx2"),
+            #[cfg(target_arch = "x86_64")]
+            Backend::Avx512 => {
+                std::arch::is_x86_feature_detected!("avx512f")
+                    && std::arch::is_x86_feature_detected!("avx512bw")
+            }
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => false,
+        }
+    }
+
+    /// The fastest backend this CPU runs.
+    pub fn best() -> Self {
+        *Self::ALL
+            .iter()
+            .rev()
+            .find(|b| b.is_supported())
+            .unwrap_or(&Backend::Portable)
+    }
+
+    /// Frames per batch.
+    pub fn width(self) -> usize {
+        match self {
+            Backend::Portable | Backend::Avx2 => 32,
+            Backend::Avx512 => 64,
+        }
+    }
+
+    /// Name, as in `qkd bench reconcile`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Backend::Portable => "portable",
+            Backend::Avx2 => "avx2",
+            Backend::Avx512 => "avx512",
+        }
+    }
+
+    /// Decodes up to [`Backend::width`] frames in one batch.
+    fn decode_batch(
+        self,
+        graph: &Graph,
+        params: DecoderParams,
+        frames: &[Frame<'_>],
+    ) -> Vec<Decoded> {
+        match self {
+            // SAFETY: the portable lanes need no CPU feature.
+            Backend::Portable => unsafe { decode_lanes::<Portable>(graph, params, frames) },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `decode` only picks a supported backend.
+            Backend::Avx2 => unsafe { decode_avx2(graph, params, frames) },
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: as above.
+            Backend::Avx512 => unsafe { decode_avx512(graph, params, frames) },
+            #[cfg(not(target_arch = "x86_64"))]
+            _ => unreachable!("checked by decode"),
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn decode_avx2(graph: &Graph, params: DecoderParams, frames: &[Frame<'_>]) -> Vec<Decoded> {
+    // SAFETY: compiled for and called on AVX2.
+    unsafe { decode_lanes::<lanes::Avx2>(graph, params, frames) }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,avx512bw")]
+unsafe fn decode_avx512(
+    graph: &Graph,
+    params: DecoderParams,
+    frames: &[Frame<'_>],
+) -> Vec<Decoded> {
+    // SAFETY: compiled for and called on AVX-512BW.
+    unsafe { decode_lanes::<lanes::Avx512>(graph, params, frames) }
+}
+
+/// Decodes `frames` (any number) on `backend`, batches in parallel on the current rayon pool.
+pub fn decode(
+    graph: &Graph,
+    params: DecoderParams,
+    backend: Backend,
+    frames: &[Frame<'_>],
+) -> Result<Vec<Decoded>, ReconcileError> {
+    params.scaling.check()?;
+    if !backend.is_supported() {
+        return Err(ReconcileError::BadParams(format!(
+            "decoder backend {} is not supported by this CPU",
+            backend.name()
+        )));
+    }
+    for f in frames {
+        if f.llr.len() != graph.n || f.syndrome.len() != graph.m() {
+            return Err(ReconcileError::BadParams(format!(
+                "frame of {} LLRs and a {}-bit syndrome for a code of n = {}, m = {}",
+                f.llr.len(),
+                f.syndrome.len(),
+                graph.n,
+                graph.m()
+            )));
+        }
+    }
+    let batches: Vec<&[Frame<'_>]> = frames.chunks(backend.width()).collect();
+    let decoded: Vec<Vec<Decoded>> = if batches.len() > 1 {
+        batches
+            .par_iter()
+            .map(|b| backend.decode_batch(graph, params, b))
+            .collect()
+    } else {
+        batches
+            .iter()
+            .map(|b| backend.decode_batch(graph, params, b))
+            .collect()
+    };
+    Ok(decoded.into_iter().flatten().collect())
+}
+
+/// The decoder proper, for one batch of at most `V::WIDTH` frames (lanes past the frames are
+/// a satisfied all-zero word).
+///
+/// # Safety
+/// The CPU must support `V`'s instructions.
+#[inline(always)]
+unsafe fn decode_lanes<V: Lanes>(
+    graph: &Graph,
+    params: DecoderParams,
+    frames: &[Frame<'_>],
+) -> Vec<Decoded> {
+    let w = V::WIDTH;
+    let (n, m, z) = (graph.n, graph.m(), graph.z);
+    debug_assert!(frames.len() <= w);
+    // SAFETY: the caller guarantees V's instructions (every lane operation below).
+    unsafe {
+        // Posteriors, lane-interleaved: variable v's lanes at llr[v].
+        let mut bytes = vec![KNOWN; w];
+        let mut post: Vec<V> = Vec::with_capacity(n);
+        for v in 0..n {
+            for (lane, f) in frames.iter().enumerate() {
+                bytes[lane] = f.llr[v].max(-127);
+            }
+            post.push(V::from_slice(&bytes));
+        }
+        // Syndrome per check as a sign bit per lane.
+        bytes.fill(0);
+        let mut synd: Vec<V> = Vec::with_capacity(m);
+        for c in 0..m {
+            for (lane, f) in frames.iter().enumerate() {
+                bytes[lane] = if f.syndrome.get(c).unwrap_or(false) {
+                    -128
+                } else {
+                    0
+                };
+            }
+            synd.push(V::from_slice(&bytes));
+        }
+        let mut msgs: Vec<V> = vec![V::splat(0); graph.edges];
+        let active: u64 = if frames.len() >= 64 {
+            u64::MAX
+        } else {
+            (1u64 << frames.len()) - 1
+        };
+        let mut done = 0u64;
+        let mut out: Vec<Decoded> = frames
+            .iter()
+            .map(|_| Decoded {
+                word: None,
+                iterations: params.max_iterations,
+            })
+            .collect();
+        let (zero, floor) = (V::splat(0), V::splat(-127));
+        let (sa, sb) = (u32::from(params.scaling.a), u32::from(params.scaling.b));
+        let scale = |x: V| {
+            let y = x.subs(x.shr(sa));
+            if sb == 0 { y } else { y.subs(x.shr(sb)) }
+        };
+        let mut t: Vec<V> = vec![zero; MAX_CHECK_DEGREE];
+        let mut vars = [0usize; MAX_CHECK_DEGREE];
+        for iteration in 1..=params.max_iterations {
+            for (r, layer) in graph.layers.iter().enumerate() {
+                let d = layer.len();
+                // vars[k] = c_k * z + (i + s_k) mod z, advanced with i.
+                for (k, &(c, s)) in layer.iter().enumerate() {
+                    vars[k] = c as usize * z + s as usize;
+                }
+                for i in 0..z {
+                    let base = graph.layer_edges[r] + i * d;
+                    let check_msgs = &mut msgs[base..base + d];
+                    // Pass 1: extrinsic inputs, their sign parity and two smallest magnitudes.
+                    let mut parity = synd[r * z + i];
+                    let (mut min1, mut min2) = (V::splat(127), V::splat(127));
+                    let mut arg = zero;
+                    for k in 0..d {
+                        let tk = post[vars[k]].subs(check_msgs[k]).max(floor);
+                        t[k] = tk;
+                        parity = parity.xor(tk);
+                        let a = tk.abs();
+                        let smaller = a.le(min1);
+                        min2 = a.max(min1).min(min2);
+                        min1 = a.min(min1);
+                        arg = arg.select(smaller, V::splat(k as i8));
+                    }
+                    let (m1, m2) = (scale(min1), scale(min2));
+                    // Pass 2: new messages and posteriors.
+                    for k in 0..d {
+                        let tk = t[k];
+                        let mag = m1.select(arg.eq(V::splat(k as i8)), m2);
+                        let msg = mag.negate_where_negative(parity.xor(tk));
+                        check_msgs[k] = msg;
+                        post[vars[k]] = tk.adds(msg).max(floor);
+                    }
+                    for (k, &(c, _)) in layer.iter().enumerate() {
+                        vars[k] += 1;
+                        if vars[k] == (c as usize + 1) * z {
+                            vars[k] -= z;
+                        }
+                    }
+                }
+            }
+            // Which lanes' hard decisions match their syndrome.
+            let mut unsatisfied = 0u64;
+            for r in 0..graph.layers.len() {
+                for i in 0..z {
+                    let mut p = synd[r * z + i];
+                    for v in graph.check_vars(r, i) {
+                        p = p.xor(post[v]);
+                    }
+                    unsatisfied |= p.sign_bits();
+                }
+                if unsatisfied & active & !done == active & !done {
+                    break;
+                }
+            }
+            let newly = active & !done & !unsatisfied;
+            if newly != 0 {
+                harvest::<V>(&post, newly, iteration, &mut out);
+                done |= newly;
+            }
+            if done == active {
+                break;
+            }
+        }
+        out
+    }
+}
+
+/// Copies the hard decisions of the lanes in `lanes` into their outputs.
+///
+/// # Safety
+/// The CPU must support `V`'s instructions.
+#[inline(always)]
+unsafe fn harvest<V: Lanes>(post: &[V], lanes: u64, iteration: u32, out: &mut [Decoded]) {
+    let n = post.len();
+    let mut words: Vec<Vec<u64>> = (0..out.len()).map(|_| vec![0u64; n.div_ceil(64)]).collect();
+    for (v, &p) in post.iter().enumerate() {
+        // SAFETY: the caller guarantees V's instructions.
+        let signs = unsafe { p.sign_bits() } & lanes;
+        let mut rest = signs;
+        while rest != 0 {
+            let lane = rest.trailing_zeros() as usize;
+            words[lane][v / 64] |= 1 << (v % 64);
+            rest &= rest - 1;
+        }
+    }
+    for (lane, w) in words.into_iter().enumerate() {
+        if lanes >> lane & 1 == 1 {
+            out[lane] = Decoded {
+                word: BitBlock::from_words(w, n).ok(),
+                iterations: iteration,
+            };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,162 @@
+use super::reference::sum_product;
+use super::*;
+use crate::reconcile::ldpc::codes::builtin;
+use crate::reconcile::testkit::{error_count, noisy_pair};
+
+/// Alice's word, its syndrome and Bob's LLRs at `qber`, seeded.
+fn frame(graph: &Graph, qber: f64, seed: u64) -> (BitBlock, BitBlock, Vec<i8>) {
+    let (x, y) = noisy_pair(graph.n(), error_count(graph.n(), qber), seed);
+    let s = graph.syndrome(&x).unwrap();
+    let q = channel_llr(qber);
+    let llr = y.iter().map(|b| if b { -q } else { q }).collect();
+    (x, s, llr)
+}
+
+fn frames<'a>(inputs: &'a [(BitBlock, BitBlock, Vec<i8>)]) -> Vec<Frame<'a>> {
+    inputs
+        .iter()
+        .map(|(_, s, l)| Frame {
+            llr: l,
+            syndrome: s,
+        })
+        .collect()
+}
+
+#[test]
+fn syndrome_is_h_times_x() {
+    let code = builtin(40, 24).unwrap();
+    let (x, _) = noisy_pair(code.graph.n(), 0, 1);
+    let s = code.graph.syndrome(&x).unwrap();
+    for (c, vars) in code.graph.checks().enumerate() {
+        let p = vars.iter().fold(false, |p, &v| p ^ x.get(v).unwrap());
+        assert_eq!(s.get(c).unwrap(), p, "check {c}");
+    }
+    assert!(code.graph.syndrome(&BitBlock::zeros(5)).is_err());
+}
+
+#[test]
+fn every_backend_decodes_bit_for_bit_alike() {
+    // Rate 0.8 at 2.3 % (f = 1.26): near the code's limit, so some frames fail and iteration counts vary.
+    let code = builtin(40, 64).unwrap();
+    let inputs: Vec<_> = (0..70)
+        .map(|i| frame(&code.graph, 0.023, 100 + i))
+        .collect();
+    let fs = frames(&inputs);
+    let params = DecoderParams::default();
+    let portable = decode(&code.graph, params, Backend::Portable, &fs).unwrap();
+    let ok = portable.iter().filter(|d| d.word.is_some()).count();
+    assert!(
+        ok > 0 && ok < fs.len(),
+        "{ok} of {} decoded: not a mixed batch",
+        fs.len()
+    );
+    for (d, (x, _, _)) in portable.iter().zip(&inputs) {
+        if let Some(w) = &d.word {
+            assert_eq!(w, x);
+        }
+    }
+    for backend in [Backend::Avx2, Backend::Avx512] {
+        if !backend.is_supported() {
+            eprintln!("{} not supported here: skipped", backend.name());
+            continue;
+        }
+        let got = decode(&code.graph, params, backend, &fs).unwrap();
+        assert_eq!(got, portable, "{}", backend.name());
+    }
+}
+
+#[test]
+fn min_sum_agrees_with_floating_point_sum_product() {
+    let code = builtin(40, 24).unwrap();
+    let graph = &code.graph;
+    let params = DecoderParams::default();
+    // An easy QBER: both decode every frame, to Alice's word.
+    for (qber, expect_all) in [(0.02, true), (0.05, false)] {
+        let inputs: Vec<_> = (0..12).map(|i| frame(graph, qber, 7 + i)).collect();
+        let quantized = decode(graph, params, Backend::best(), &frames(&inputs)).unwrap();
+        let (mut both, mut spa_only, mut ms_only) = (0, 0, 0);
+        for ((x, s, llr), q) in inputs.iter().zip(&quantized) {
+            let real: Vec<f64> = llr.iter().map(|&l| f64::from(l) / LLR_SCALE).collect();
+            let spa = sum_product(graph, &real, s, 100);
+            if let Some((w, _)) = &spa {
+                assert_eq!(w, x, "sum-product decodes to Alice's word");
+            }
+            match (&spa, &q.word) {
+                (Some(_), Some(w)) => {
+                    assert_eq!(w, x);
+                    both += 1;
+                }
+                (Some(_), None) => spa_only += 1,
+                (None, Some(_)) => ms_only += 1,
+                (None, None) => {}
+            }
+        }
+        if expect_all {
+            assert_eq!(both, inputs.len(), "qber {qber}");
+        }
+        // Near the limit, min-sum may lose a little to sum-product, not the other way round
+        // by much.
+        assert!(
+            ms_only <= spa_only + 2,
+            "qber {qber}: {ms_only} vs {spa_only}"
+        );
+    }
+}
+
+#[test]
+fn known_and_punctured_variables() {
+    let code = builtin(50, 24).unwrap();
+    let graph = &code.graph;
+    let (x, s, mut llr) = frame(graph, 0.01, 3);
+    // No noise on the known bits, nothing on the punctured ones.
+    for v in (0..graph.n()).step_by(17) {
+        llr[v] = if x.get(v).unwrap() { -KNOWN } else { KNOWN };
+    }
+    for v in (5..graph.n()).step_by(41) {
+        llr[v] = 0;
+    }
+    let d = decode(
+        graph,
+        DecoderParams::default(),
+        Backend::best(),
+        &[Frame {
+            llr: &llr,
+            syndrome: &s,
+        }],
+    )
+    .unwrap();
+    assert_eq!(d[0].word.as_ref(), Some(&x));
+    // A noiseless frame matches after one iteration.
+    let exact: Vec<i8> = x.iter().map(|b| if b { -20 } else { 20 }).collect();
+    let d = decode(
+        graph,
+        DecoderParams::default(),
+        Backend::Portable,
+        &[Frame {
+            llr: &exact,
+            syndrome: &s,
+        }],
+    )
+    .unwrap();
+    assert_eq!((d[0].word.as_ref(), d[0].iterations), (Some(&x), 1));
+}
+
+#[test]
+fn bad_inputs_are_errors() {
+    let code = builtin(50, 24).unwrap();
+    let s = BitBlock::zeros(code.graph.m());
+    let short = vec![0i8; 10];
+    let f = [Frame {
+        llr: &short,
+        syndrome: &s,
+    }];
+    assert!(decode(&code.graph, DecoderParams::default(), Backend::Portable, &f).is_err());
+    let params = DecoderParams {
+        scaling: Scaling { a: 0, b: 0 },
+        ..DecoderParams::default()
+    };
+    assert!(decode(&code.graph, params, Backend::Portable, &[]).is_err());
+    assert!((Scaling::THIRTEEN_SIXTEENTHS.alpha() - 0.8125).abs() < 1e-12);
+    assert_eq!(channel_llr(0.02), 16);
+    assert!((Scaling::THREE_QUARTERS.alpha() - 0.75).abs() < 1e-12);
+}
