@@ -26,7 +26,9 @@ pub enum Command {
 #[derive(Debug, clap::Args)]
 pub struct ReconcileArgs {
     /// Cascade variant: original, biconf, yanetal, option3, option4, option7, option8, or an
-    /// extra variant (see the core docs).
+    /// extra variant (see the core docs); or LDPC: ldpc-blind[:F_START:F_END] (blind, up to 3
+    /// reveal rounds), ldpc-oneway[:F] (one syndrome). For LDPC, --block-bits picks the frame
+    /// (4320, 11520, 46080 or 92160 key bits: the largest that fits).
     #[arg(long, default_value = "yanetal", conflicts_with = "grid")]
     algorithm: String,
     /// True error rate of the simulated key pairs.
@@ -132,6 +134,10 @@ fn print_reconcile(r: &ExperimentResult) -> anyhow::Result<()> {
         (
             "efficiency f".into(),
             format!("{:.4} ± {:.4}", r.efficiency_mean, r.efficiency_std),
+        ),
+        (
+            "efficiency with failures".into(),
+            format!("{:.4}", r.efficiency_with_failures),
         ),
         (
             "frame error rate".into(),

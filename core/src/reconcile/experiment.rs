@@ -27,6 +27,9 @@
 //!   "block_bits": 16384, "runs": 1000, "threads": 2, "seed": 1 }
 //! ```
 //!
+//! `algorithm` may also name an LDPC protocol (`ldpc-blind[:F_START:F_END]`,
+//! `ldpc-oneway[:F]`; [`super::ldpc::harness`]).
+//!
 //! `qber_estimate` (optional, single value or list) sets the QBER the protocol is told,
 //! default the true one. `variants` (optional) is a list of full [`Variant`] objects, usable
 //! by name in `algorithm` (for block-size tuning without code).
@@ -144,7 +147,11 @@ impl ExperimentConfig {
             return Ok(v.clone());
         }
         Variant::by_name(&self.algorithm).ok_or_else(|| {
-            let names: Vec<String> = Variant::all().into_iter().map(|v| v.name).collect();
+            let names: Vec<String> = Variant::all()
+                .into_iter()
+                .map(|v| v.name)
+                .chain(["ldpc-blind".into(), "ldpc-oneway".into()])
+                .collect();
             ExperimentError::UnknownAlgorithm(self.algorithm.clone(), names.join(", "))
         })
     }
@@ -171,7 +178,11 @@ pub struct ExperimentResult {
     pub efficiency_mean: f64,
     /// Sample standard deviation of the efficiency.
     pub efficiency_std: f64,
-    /// Fraction of blocks with residual errors after Cascade, before confirmation.
+    /// Efficiency counting failed blocks as fully disclosed:
+    /// `(1 - FER) f + FER / h(QBER)`.
+    pub efficiency_with_failures: f64,
+    /// Fraction of blocks with residual errors after Cascade (or, for LDPC, failed or wrongly
+    /// decoded frames), before confirmation.
     pub frame_error_rate: f64,
     /// Residual errors over all bits, before confirmation.
     pub bit_error_rate: f64,
@@ -218,6 +229,15 @@ fn derive_seed(base: u64, tag: u64, i: u64) -> u64 {
 
 /// Runs one configuration.
 pub fn run(cfg: &ExperimentConfig) -> Result<ExperimentResult, ExperimentError> {
+    if cfg.runs == 0 || cfg.threads == 0 {
+        return Err(ExperimentError::BadConfig(format!(
+            "runs = {}, threads = {}; expected at least 1",
+            cfg.runs, cfg.threads
+        )));
+    }
+    if let Some(params) = super::ldpc::harness::params_for(&cfg.algorithm, cfg.block_bits) {
+        return super::ldpc::harness::run(cfg, params?);
+    }
     let variant = cfg.resolve_variant()?;
     let n = cfg.block_bits;
     if n == 0 || n > super::cascade::MAX_BITS {
@@ -319,6 +339,7 @@ pub fn run(cfg: &ExperimentConfig) -> Result<ExperimentResult, ExperimentError> 
         0.0
     };
     let failed = outs.iter().filter(|o| o.residual > 0).count();
+    let fer = failed as f64 / runs;
     Ok(ExperimentResult {
         algorithm: cfg.algorithm.clone(),
         qber: cfg.qber,
@@ -329,7 +350,9 @@ pub fn run(cfg: &ExperimentConfig) -> Result<ExperimentResult, ExperimentError> 
         seed: cfg.seed,
         efficiency_mean: f_mean,
         efficiency_std: f_var.sqrt(),
-        frame_error_rate: failed as f64 / runs,
+        efficiency_with_failures: (1.0 - fer) * f_mean
+            + fer / super::binary_entropy(errors as f64 / n as f64),
+        frame_error_rate: fer,
         bit_error_rate: mean(&|o| o.residual as f64) / n as f64,
         round_trips_mean: mean(&|o| f64::from(o.round_trips)),
         round_trips_max: outs.iter().map(|o| o.round_trips).max().unwrap_or(0),
@@ -396,7 +419,8 @@ pub fn parse_grid(json: &str) -> Result<Vec<ExperimentConfig>, ExperimentError> 
     let mut out = Vec::new();
     for algorithm in g.algorithm.to_vec() {
         let variant = g.variants.iter().find(|v| v.name == algorithm).cloned();
-        if variant.is_none() && Variant::by_name(&algorithm).is_none() {
+        let ldpc = super::ldpc::harness::params_for(&algorithm, 0).is_some();
+        if variant.is_none() && Variant::by_name(&algorithm).is_none() && !ldpc {
             let names: Vec<String> = Variant::all()
                 .into_iter()
                 .map(|v| v.name)

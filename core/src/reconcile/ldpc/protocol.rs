@@ -1,0 +1,706 @@
+//! LDPC reconciliation of many frames as two sans-IO parties: one-way (Alice's syndromes, Bob
+//! decodes) or blind (Martinez-Mateo, Elkouss and Martin, "Blind reconciliation", Quantum Inf.
+//! Comput. 12, 2012): for the frames Bob could not decode, Alice reveals a share of the
+//! punctured bits, in up to [`MAX_REVEAL_ROUNDS`] short rounds.
+//!
+//! **Rate adaption** ([`FramePlan::choose`]; Elkouss, Martinez-Mateo and Martin, "Untainted
+//! puncturing for irregular LDPC codes", 2011). Each frame carries `key_bits = n - d` bits of
+//! key in a mother code of length `n`; the other `d = n / 10` positions are punctured (filled
+//! by Alice with fresh secret random bits, unknown to Bob: LLR 0) or shortened (zero, known to
+//! everyone: LLR [`KNOWN`]). Punctured positions are variables of every other staircase column
+//! (degree 2), so no check sees two of them: their columns of `H` have disjoint supports and are
+//! independent, which is what makes the count below exact. The plan picks the mother code and
+//! the number `p` of punctured bits from the QBER estimate so that the first attempt discloses
+//! `f_start * h(QBER) * key_bits` bits.
+//!
+//! **Leakage** (docs/security.md, section 9): Alice's syndrome is `m` bits, but `p` of them are
+//! masked by her secret punctured bits, so it tells Eve at most `m - p` bits about the key;
+//! every punctured bit revealed later adds one. Shortened bits are public and carry no key.
+//! Bob's success/failure answer per frame and round is one more key-dependent bit, counted in
+//! [`LdpcAlice::bob_leak_bits`]. A frame still undecoded after the last round is dropped.
+
+use std::sync::Arc;
+
+use serde::{Deserialize, Serialize};
+
+use super::codes::{BASE_COLUMNS, BASE_ROWS, builtin};
+use super::decoder::{Backend, DecoderParams, Frame, Graph, KNOWN, channel_llr, decode};
+use crate::bits::BitBlock;
+use crate::reconcile::message::Parities;
+use crate::reconcile::{ReconcileError, binary_entropy};
+use crate::rng::RandomSource;
+
+/// Most rounds of reveals in blind mode.
+pub const MAX_REVEAL_ROUNDS: u8 = 3;
+
+/// Version byte of [`LdpcMessage`]'s encoding.
+pub const LDPC_WIRE_VERSION: u8 = 1;
+
+/// How a block is reconciled with LDPC codes.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct LdpcParams {
+    /// Circulant size of the mother codes ([`super::codes::LIFTS`]).
+    pub z: u32,
+    /// Efficiency of the first attempt.
+    pub f_start: f64,
+    /// Efficiency with every punctured bit revealed (chooses the mother code).
+    pub f_end: f64,
+    /// Reveal rounds after the first attempt (0: one-way).
+    pub rounds: u8,
+    /// Decoder settings.
+    pub decoder: DecoderParams,
+}
+
+impl LdpcParams {
+    /// One-way: a single syndrome at efficiency `f`.
+    pub fn one_way(z: u32, f: f64) -> Self {
+        Self {
+            z,
+            f_start: f,
+            f_end: f,
+            rounds: 0,
+            decoder: DecoderParams::default(),
+        }
+    }
+
+    /// Blind: first attempt at `f_start`, up to three reveals towards `f_end`.
+    pub fn blind(z: u32, f_start: f64, f_end: f64) -> Self {
+        Self {
+            z,
+            f_start,
+            f_end,
+            rounds: MAX_REVEAL_ROUNDS,
+            decoder: DecoderParams::default(),
+        }
+    }
+}
+
+/// The code and the positions of one frame shape, the same on both sides.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FramePlan {
+    /// Mother code block rows.
+    pub rows: u32,
+    /// Circulant size.
+    pub z: u32,
+    /// Punctured positions, in reveal order.
+    pub punctured: Vec<usize>,
+    /// Shortened positions.
+    pub shortened: Vec<usize>,
+    /// Key positions (the rest), increasing.
+    pub key_positions: Vec<usize>,
+    /// Reveal rounds.
+    pub rounds: u8,
+    /// The QBER the LLRs are computed for.
+    pub qber: f64,
+    /// Decoder settings.
+    pub decoder: DecoderParams,
+}
+
+impl FramePlan {
+    /// The plan for frames at QBER estimate `qber` (module docs).
+    pub fn choose(params: &LdpcParams, qber: f64) -> Result<Self, ReconcileError> {
+        let valid = qber > 0.0 && qber < 0.5 && (1.0..=3.0).contains(&params.f_start);
+        if !valid
+            || params.f_end < params.f_start
+            || params.f_end > 3.0
+            || params.rounds > MAX_REVEAL_ROUNDS
+        {
+            return Err(ReconcileError::BadParams(format!(
+                "LDPC plan for QBER {qber} with {params:?}: expected 0 < QBER < 0.5, \
+                 1 <= f_start <= f_end <= 3 and at most {MAX_REVEAL_ROUNDS} rounds"
+            )));
+        }
+        let z = params.z as usize;
+        let n = BASE_COLUMNS as usize * z;
+        let d = n / 10;
+        let key_bits = n - d;
+        let h = binary_entropy(qber);
+        let leak_start = (params.f_start * h * key_bits as f64).ceil() as usize;
+        let leak_end = (params.f_end * h * key_bits as f64).ceil() as usize;
+        // The highest-rate mother whose syndrome covers the last attempt.
+        let rows = BASE_ROWS
+            .iter()
+            .rev()
+            .copied()
+            .find(|&r| r as usize * z >= leak_end && builtin(r, params.z).is_ok())
+            .ok_or_else(|| {
+                ReconcileError::BadParams(format!(
+                    "QBER {qber} needs more than the lowest-rate code's syndrome at f = {}",
+                    params.f_end
+                ))
+            })?;
+        let m = rows as usize * z;
+        let candidates = puncturable(rows, params.z);
+        let p = m.saturating_sub(leak_start).min(d).min(candidates.len());
+        let punctured: Vec<usize> = candidates[..p].to_vec();
+        let mut is_special = vec![false; n];
+        punctured.iter().for_each(|&v| is_special[v] = true);
+        // Shortened: spread over the degree-3 columns (after the staircase), by a fixed stride.
+        let first_info = (rows as usize - 1) * z;
+        let info = n - first_info;
+        let mut shortened = Vec::with_capacity(d - p);
+        let stride = info / (d - p).max(1);
+        let mut v = first_info;
+        while shortened.len() < d - p {
+            if !is_special[v] {
+                is_special[v] = true;
+                shortened.push(v);
+            }
+            v += stride.max(1);
+            if v >= n {
+                v = first_info + (v - n + 1) % info;
+            }
+        }
+        let key_positions = (0..n).filter(|&v| !is_special[v]).collect();
+        Ok(Self {
+            rows,
+            z: params.z,
+            punctured,
+            shortened,
+            key_positions,
+            rounds: params.rounds,
+            qber,
+            decoder: params.decoder,
+        })
+    }
+
+    /// Key bits per frame.
+    pub fn key_bits(&self) -> usize {
+        self.key_positions.len()
+    }
+
+    /// Syndrome bits.
+    pub fn m(&self) -> usize {
+        self.rows as usize * self.z as usize
+    }
+
+    /// Punctured bits revealed after `round` reveal rounds (all of them after the last).
+    pub fn revealed_after(&self, round: u8) -> usize {
+        if self.rounds == 0 {
+            return 0;
+        }
+        (self.punctured.len() * usize::from(round)).div_ceil(usize::from(self.rounds))
+    }
+
+    /// Bits a frame decoded after `round` reveal rounds disclosed: `m - p + revealed`.
+    pub fn leak_after(&self, round: u8) -> u64 {
+        (self.m() - self.punctured.len() + self.revealed_after(round)) as u64
+    }
+
+    fn graph(&self) -> Result<&'static Graph, ReconcileError> {
+        Ok(&builtin(self.rows, self.z)?.graph)
+    }
+}
+
+/// Variables of the even staircase columns (rows `2j`, `2j + 1`), spread over the columns.
+fn puncturable(rows: u32, z: u32) -> Vec<usize> {
+    let z = z as usize;
+    let cols: Vec<usize> = (0..rows as usize - 1).step_by(2).collect();
+    (0..z)
+        .flat_map(|x| cols.iter().map(move |&c| c * z + x))
+        .collect()
+}
+
+/// Messages of the LDPC protocol.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum LdpcMessage {
+    /// Alice -> Bob: the code and every frame's syndrome.
+    Syndromes {
+        /// Mother code block rows.
+        rows: u32,
+        /// Circulant size.
+        z: u32,
+        /// Punctured bits per frame.
+        punctured: u32,
+        /// One syndrome per frame.
+        syndromes: Vec<Parities>,
+    },
+    /// Bob -> Alice: the frames still undecoded; reveal the next share of their punctured bits.
+    Reveal {
+        /// Reveal round (1-based).
+        round: u8,
+        /// Frame indices, increasing.
+        frames: Vec<u32>,
+    },
+    /// Alice -> Bob: the punctured bits of the asked frames for this round.
+    Revealed {
+        /// Reveal round.
+        round: u8,
+        /// Values in reveal order, one entry per asked frame.
+        values: Vec<Parities>,
+    },
+    /// Bob -> Alice: reconciliation over; these frames failed and are dropped.
+    Done {
+        /// Frame indices, increasing.
+        failed: Vec<u32>,
+    },
+}
+
+impl LdpcMessage {
+    fn kind(&self) -> &'static str {
+        match self {
+            LdpcMessage::Syndromes { .. } => "syndromes",
+            LdpcMessage::Reveal { .. } => "reveal",
+            LdpcMessage::Revealed { .. } => "revealed",
+            LdpcMessage::Done { .. } => "done",
+        }
+    }
+
+    /// Version byte, then postcard.
+    pub fn encode(&self) -> Result<Vec<u8>, ReconcileError> {
+        let mut out = vec![LDPC_WIRE_VERSION];
+        postcard::to_io(self, &mut out)
+            .map_err(|e| ReconcileError::Malformed(format!("cannot encode LDPC message: {e}")))?;
+        Ok(out)
+    }
+
+    /// Decodes one message, rejecting another version, malformed bodies and trailing bytes.
+    pub fn decode(bytes: &[u8]) -> Result<Self, ReconcileError> {
+        match bytes.split_first() {
+            Some((&LDPC_WIRE_VERSION, body)) => match postcard::take_from_bytes(body) {
+                Ok((m, [])) => Ok(m),
+                Ok((_, rest)) => Err(ReconcileError::Malformed(format!(
+                    "{} trailing bytes after the LDPC message",
+                    rest.len()
+                ))),
+                Err(e) => Err(ReconcileError::Malformed(format!(
+                    "undecodable LDPC message: {e}"
+                ))),
+            },
+            Some((&v, _)) => Err(ReconcileError::WrongVersion {
+                got: v,
+                expected: LDPC_WIRE_VERSION,
+            }),
+            None => Err(ReconcileError::Malformed("empty LDPC message".into())),
+        }
+    }
+}
+
+/// Checks that `frames` increase and stay below `count`.
+fn check_indices(frames: &[u32], count: usize) -> Result<(), ReconcileError> {
+    for (k, &f) in frames.iter().enumerate() {
+        if f as usize >= count || (k > 0 && frames[k - 1] >= f) {
+            return Err(ReconcileError::Malformed(format!(
+                "frame index {f}: indices must increase and stay below {count}"
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// Alice: holds the reference frames, sends syndromes, reveals punctured bits on request.
+#[derive(Debug)]
+pub struct LdpcAlice {
+    plan: Arc<FramePlan>,
+    keys: Vec<BitBlock>,
+    /// The whole codeword-length words (key, zeros, secret punctured bits).
+    words: Vec<BitBlock>,
+    /// Reveal rounds each frame went through.
+    revealed_rounds: Vec<u8>,
+    round: u8,
+    feedback_bits: u64,
+    failed: Option<Vec<u32>>,
+}
+
+impl LdpcAlice {
+    /// Alice over `frames` (each `plan.key_bits()` long); the punctured bits come from `rng`
+    /// (the OS generator or the configured entropy source outside simulations). Returns her
+    /// first message.
+    pub fn start(
+        plan: Arc<FramePlan>,
+        frames: Vec<BitBlock>,
+        rng: &mut dyn RandomSource,
+    ) -> Result<(Self, LdpcMessage), ReconcileError> {
+        let graph = plan.graph()?;
+        let n = graph.n();
+        let mut words = Vec::with_capacity(frames.len());
+        let mut syndromes = Vec::with_capacity(frames.len());
+        let mut random = vec![0u8; plan.punctured.len().div_ceil(8)];
+        for f in &frames {
+            if f.len() != plan.key_bits() {
+                return Err(ReconcileError::KeyLength {
+                    got: f.len(),
+                    expected: plan.key_bits(),
+                });
+            }
+            let mut word = BitBlock::zeros(n);
+            for (i, &v) in plan.key_positions.iter().enumerate() {
+                if f.get(i).unwrap_or(false) {
+                    let _ = word.set(v, true);
+                }
+            }
+            rng.fill(&mut random)
+                .map_err(|e| ReconcileError::Randomness(e.to_string()))?;
+            for (i, &v) in plan.punctured.iter().enumerate() {
+                if (random[i / 8] >> (i % 8)) & 1 == 1 {
+                    let _ = word.set(v, true);
+                }
+            }
+            let s = graph.syndrome(&word)?;
+            syndromes.push(Parities::from_bits(s.iter()));
+            words.push(word);
+        }
+        zeroize::Zeroize::zeroize(&mut random);
+        let message = LdpcMessage::Syndromes {
+            rows: plan.rows,
+            z: plan.z,
+            punctured: plan.punctured.len() as u32,
+            syndromes,
+        };
+        let count = frames.len();
+        Ok((
+            Self {
+                plan,
+                keys: frames,
+                words,
+                revealed_rounds: vec![0; count],
+                round: 0,
+                feedback_bits: 0,
+                failed: None,
+            },
+            message,
+        ))
+    }
+
+    /// Answers Bob: the next reveal, or nothing once he is done.
+    pub fn handle(&mut self, msg: LdpcMessage) -> Result<Option<LdpcMessage>, ReconcileError> {
+        if self.failed.is_some() {
+            return Err(ReconcileError::Unexpected {
+                got: msg.kind(),
+                state: "done",
+            });
+        }
+        match msg {
+            LdpcMessage::Reveal { round, frames } => {
+                if round != self.round + 1 || round > self.plan.rounds {
+                    return Err(ReconcileError::OutOfOrder {
+                        got: u32::from(round),
+                        expected: u32::from(self.round + 1),
+                    });
+                }
+                check_indices(&frames, self.keys.len())?;
+                self.feedback_bits += self.pending_frames() as u64;
+                self.round = round;
+                let (from, to) = (
+                    self.plan.revealed_after(round - 1),
+                    self.plan.revealed_after(round),
+                );
+                let values = frames
+                    .iter()
+                    .map(|&f| {
+                        self.revealed_rounds[f as usize] = round;
+                        let w = &self.words[f as usize];
+                        Parities::from_bits(
+                            self.plan.punctured[from..to]
+                                .iter()
+                                .map(|&v| w.get(v).unwrap_or(false)),
+                        )
+                    })
+                    .collect();
+                Ok(Some(LdpcMessage::Revealed { round, values }))
+            }
+            LdpcMessage::Done { failed } => {
+                check_indices(&failed, self.keys.len())?;
+                self.feedback_bits += self.pending_frames() as u64;
+                self.failed = Some(failed);
+                Ok(None)
+            }
+            other => Err(ReconcileError::Unexpected {
+                got: other.kind(),
+                state: "waiting for Bob",
+            }),
+        }
+    }
+
+    /// Frames that were still undecoded when Bob last answered (all of them before his first).
+    fn pending_frames(&self) -> usize {
+        self.revealed_rounds
+            .iter()
+            .filter(|&&r| r == self.round)
+            .count()
+    }
+
+    /// True once Bob said he is done.
+    pub fn is_done(&self) -> bool {
+        self.failed.is_some()
+    }
+
+    /// The frames Bob could not decode (empty until done).
+    pub fn failed(&self) -> &[u32] {
+        self.failed.as_deref().unwrap_or(&[])
+    }
+
+    /// Syndrome and revealed bits of the frames that were not dropped: `sum (m - p + revealed)`.
+    pub fn disclosed_bits(&self) -> u64 {
+        (0..self.keys.len())
+            .filter_map(|f| self.frame_disclosed(f))
+            .sum()
+    }
+
+    /// What frame `f` disclosed, `None` if it failed (or does not exist).
+    pub fn frame_disclosed(&self, f: usize) -> Option<u64> {
+        let round = *self.revealed_rounds.get(f)?;
+        let failed = self.failed().binary_search(&(f as u32)).is_ok();
+        (!failed).then(|| self.plan.leak_after(round))
+    }
+
+    /// Bob's success/failure answers: one key-dependent bit per frame and answer.
+    pub fn bob_leak_bits(&self) -> u64 {
+        self.feedback_bits
+    }
+
+    /// Alice's frames (never changed).
+    pub fn into_frames(self) -> Vec<BitBlock> {
+        self.keys
+    }
+}
+
+/// What Bob's side measured.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct LdpcStats {
+    /// Frames.
+    pub frames: u64,
+    /// Frames decoded at the first attempt.
+    pub first_attempt: u64,
+    /// Frames that failed after every round.
+    pub failed: u64,
+    /// Reveal rounds run.
+    pub rounds: u32,
+    /// Decoder iterations summed over frames and attempts.
+    pub iterations: u64,
+    /// Bits corrected in the decoded frames.
+    pub corrected: u64,
+}
+
+/// Bob: decodes with his noisy frames, asks for reveals, ends with the failed frames.
+#[derive(Debug)]
+pub struct LdpcBob {
+    plan: Arc<FramePlan>,
+    backend: Backend,
+    keys: Vec<BitBlock>,
+    llrs: Vec<Vec<i8>>,
+    syndromes: Vec<BitBlock>,
+    decoded: Vec<Option<BitBlock>>,
+    round: u8,
+    stats: LdpcStats,
+    done: bool,
+}
+
+impl LdpcBob {
+    /// Bob over his frames, decoding on `backend`.
+    pub fn new(
+        plan: Arc<FramePlan>,
+        frames: Vec<BitBlock>,
+        backend: Backend,
+    ) -> Result<Self, ReconcileError> {
+        let n = plan.graph()?.n();
+        let q = channel_llr(plan.qber);
+        let mut llrs = Vec::with_capacity(frames.len());
+        for f in &frames {
+            if f.len() != plan.key_bits() {
+                return Err(ReconcileError::KeyLength {
+                    got: f.len(),
+                    expected: plan.key_bits(),
+                });
+            }
+            let mut llr = vec![0i8; n];
+            plan.shortened.iter().for_each(|&v| llr[v] = KNOWN);
+            for (i, &v) in plan.key_positions.iter().enumerate() {
+                llr[v] = if f.get(i).unwrap_or(false) { -q } else { q };
+            }
+            llrs.push(llr);
+        }
+        let count = frames.len();
+        Ok(Self {
+            plan,
+            backend,
+            keys: frames,
+            llrs,
+            syndromes: Vec::new(),
+            decoded: vec![None; count],
+            round: 0,
+            stats: LdpcStats {
+                frames: count as u64,
+                ..LdpcStats::default()
+            },
+            done: false,
+        })
+    }
+
+    /// Reads Alice's message and answers it (a reveal request or `Done`).
+    pub fn handle(&mut self, msg: LdpcMessage) -> Result<LdpcMessage, ReconcileError> {
+        if self.done {
+            return Err(ReconcileError::Unexpected {
+                got: msg.kind(),
+                state: "done",
+            });
+        }
+        match msg {
+            LdpcMessage::Syndromes {
+                rows,
+                z,
+                punctured,
+                syndromes,
+            } if self.syndromes.is_empty() => {
+                if (rows, z, punctured as usize)
+                    != (self.plan.rows, self.plan.z, self.plan.punctured.len())
+                {
+                    return Err(ReconcileError::ParamsMismatch(format!(
+                        "Alice's code {rows}x{z} with {punctured} punctured bits; this side \
+                         planned {}x{} with {}",
+                        self.plan.rows,
+                        self.plan.z,
+                        self.plan.punctured.len()
+                    )));
+                }
+                if syndromes.len() != self.keys.len() {
+                    return Err(ReconcileError::WrongLength {
+                        what: "syndromes",
+                        got: syndromes.len(),
+                        expected: self.keys.len(),
+                    });
+                }
+                let m = self.plan.m();
+                for s in &syndromes {
+                    s.check(m)?;
+                }
+                self.syndromes = syndromes
+                    .iter()
+                    .map(|s| BitBlock::from_bytes(&s.bytes, m))
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| ReconcileError::Malformed(e.to_string()))?;
+                let all: Vec<u32> = (0..self.keys.len() as u32).collect();
+                self.attempt(&all)?;
+                self.stats.first_attempt =
+                    self.decoded.iter().filter(|d| d.is_some()).count() as u64;
+                Ok(self.next_request())
+            }
+            LdpcMessage::Revealed { round, values } if round == self.round && round > 0 => {
+                let asked = self.pending();
+                if values.len() != asked.len() {
+                    return Err(ReconcileError::WrongLength {
+                        what: "revealed frames",
+                        got: values.len(),
+                        expected: asked.len(),
+                    });
+                }
+                let (from, to) = (
+                    self.plan.revealed_after(round - 1),
+                    self.plan.revealed_after(round),
+                );
+                for (&f, bits) in asked.iter().zip(&values) {
+                    bits.check(to - from)?;
+                    let llr = &mut self.llrs[f as usize];
+                    for (k, &v) in self.plan.punctured[from..to].iter().enumerate() {
+                        llr[v] = if bits.get(k) { -KNOWN } else { KNOWN };
+                    }
+                }
+                self.attempt(&asked)?;
+                Ok(self.next_request())
+            }
+            other => Err(ReconcileError::Unexpected {
+                got: other.kind(),
+                state: if self.syndromes.is_empty() {
+                    "waiting for syndromes"
+                } else {
+                    "waiting for revealed bits"
+                },
+            }),
+        }
+    }
+
+    /// Frames not decoded yet.
+    fn pending(&self) -> Vec<u32> {
+        (0..self.decoded.len() as u32)
+            .filter(|&f| self.decoded[f as usize].is_none())
+            .collect()
+    }
+
+    /// Decodes `frames` with the current LLRs.
+    fn attempt(&mut self, frames: &[u32]) -> Result<(), ReconcileError> {
+        let graph = self.plan.graph()?;
+        let inputs: Vec<Frame<'_>> = frames
+            .iter()
+            .map(|&f| Frame {
+                llr: &self.llrs[f as usize],
+                syndrome: &self.syndromes[f as usize],
+            })
+            .collect();
+        let out = decode(graph, self.plan.decoder, self.backend, &inputs)?;
+        for (&f, d) in frames.iter().zip(out) {
+            self.stats.iterations += u64::from(d.iterations);
+            if let Some(word) = d.word {
+                let key = word.extract(&self.plan.key_positions).map_err(|e| {
+                    ReconcileError::BadParams(format!("extracting the key positions: {e}"))
+                })?;
+                self.stats.corrected +=
+                    key.hamming_distance(&self.keys[f as usize]).unwrap_or(0) as u64;
+                self.decoded[f as usize] = Some(key);
+            }
+        }
+        Ok(())
+    }
+
+    /// A reveal request for the undecoded frames while rounds remain, else `Done`.
+    fn next_request(&mut self) -> LdpcMessage {
+        let pending = self.pending();
+        if pending.is_empty() || self.round >= self.plan.rounds {
+            self.done = true;
+            self.stats.failed = pending.len() as u64;
+            return LdpcMessage::Done { failed: pending };
+        }
+        self.round += 1;
+        self.stats.rounds = u32::from(self.round);
+        LdpcMessage::Reveal {
+            round: self.round,
+            frames: pending,
+        }
+    }
+
+    /// True once Bob sent `Done`.
+    pub fn is_done(&self) -> bool {
+        self.done
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> LdpcStats {
+        self.stats
+    }
+
+    /// Bob's frames: corrected, or `None` for the failed ones.
+    pub fn into_frames(self) -> Vec<Option<BitBlock>> {
+        self.decoded
+    }
+}
+
+/// Round trips and bytes of a loopback run.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize)]
+pub struct LdpcTranscript {
+    /// Messages Alice sent (her syndromes and every reveal).
+    pub alice_messages: u32,
+    /// Encoded bytes both ways.
+    pub bytes: u64,
+}
+
+/// Runs both parties in this process through the wire encoding until Bob is done.
+pub fn run_loopback(
+    alice: &mut LdpcAlice,
+    first: LdpcMessage,
+    bob: &mut LdpcBob,
+) -> Result<LdpcTranscript, ReconcileError> {
+    let mut t = LdpcTranscript::default();
+    let mut to_bob = Some(first);
+    while let Some(m) = to_bob.take() {
+        let wire = m.encode()?;
+        t.bytes += wire.len() as u64;
+        t.alice_messages += 1;
+        let answer = bob.handle(LdpcMessage::decode(&wire)?)?;
+        let wire = answer.encode()?;
+        t.bytes += wire.len() as u64;
+        to_bob = alice.handle(LdpcMessage::decode(&wire)?)?;
+    }
+    Ok(t)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,202 @@
+use super::*;
+use crate::reconcile::testkit::{error_count, noisy_pair};
+use crate::rng::SeededRandom;
+
+fn parties(
+    params: &LdpcParams,
+    qber: f64,
+    frames: usize,
+    seed: u64,
+) -> (LdpcAlice, LdpcMessage, LdpcBob, Vec<BitBlock>) {
+    let plan = Arc::new(FramePlan::choose(params, qber).unwrap());
+    let k = plan.key_bits();
+    let (mut xs, mut ys) = (Vec::new(), Vec::new());
+    for i in 0..frames {
+        let (x, y) = noisy_pair(k, error_count(k, qber), seed + i as u64);
+        xs.push(x);
+        ys.push(y);
+    }
+    let mut rng = SeededRandom::from_u64(seed);
+    let (alice, first) = LdpcAlice::start(Arc::clone(&plan), xs.clone(), &mut rng).unwrap();
+    let bob = LdpcBob::new(plan, ys, Backend::best()).unwrap();
+    (alice, first, bob, xs)
+}
+
+#[test]
+fn plans_hit_the_requested_efficiency() {
+    for (qber, f) in [(0.01, 1.2), (0.03, 1.15), (0.08, 1.3)] {
+        let plan = FramePlan::choose(&LdpcParams::one_way(64, f), qber).unwrap();
+        let n = BASE_COLUMNS as usize * 64;
+        assert_eq!(
+            plan.key_bits() + plan.punctured.len() + plan.shortened.len(),
+            n
+        );
+        let got = plan.leak_after(0) as f64 / (plan.key_bits() as f64 * binary_entropy(qber));
+        assert!((got - f).abs() < 0.01, "qber {qber}: f {got}");
+        // Punctured variables never share a check: disjoint columns of H.
+        let graph = plan.graph().unwrap();
+        let mut punct = vec![false; n];
+        plan.punctured.iter().for_each(|&v| punct[v] = true);
+        for vars in graph.checks() {
+            assert!(vars.iter().filter(|&&v| punct[v]).count() <= 1);
+        }
+    }
+    assert!(FramePlan::choose(&LdpcParams::one_way(64, 1.1), 0.3).is_err());
+    assert!(FramePlan::choose(&LdpcParams::one_way(64, 0.9), 0.02).is_err());
+    assert!(FramePlan::choose(&LdpcParams::one_way(63, 1.2), 0.02).is_err());
+}
+
+#[test]
+fn one_way_reconciles_in_one_message() {
+    let params = LdpcParams::one_way(64, 1.8);
+    let (mut alice, first, mut bob, xs) = parties(&params, 0.03, 40, 1);
+    let t = run_loopback(&mut alice, first, &mut bob).unwrap();
+    assert_eq!(t.alice_messages, 1);
+    assert!(
+        alice.is_done() && bob.is_done() && alice.failed().is_empty(),
+        "{:?}",
+        bob.stats()
+    );
+    let s = bob.stats();
+    assert_eq!((s.frames, s.first_attempt, s.failed), (40, 40, 0));
+    assert_eq!(alice.bob_leak_bits(), 40);
+    let plan = FramePlan::choose(&params, 0.03).unwrap();
+    assert_eq!(alice.disclosed_bits(), 40 * plan.leak_after(0));
+    for (got, want) in bob.into_frames().into_iter().zip(&xs) {
+        assert_eq!(got.as_ref(), Some(want));
+    }
+}
+
+#[test]
+fn blind_reveals_until_frames_decode_and_counts_every_bit() {
+    // f_start 1.0 is below what the codes decode: every frame needs reveals.
+    let params = LdpcParams::blind(64, 1.0, 1.6);
+    let (mut alice, first, mut bob, xs) = parties(&params, 0.02, 33, 9);
+    let t = run_loopback(&mut alice, first, &mut bob).unwrap();
+    let s = bob.stats();
+    assert!(
+        s.rounds >= 1 && t.alice_messages == 1 + s.rounds,
+        "{s:?} {t:?}"
+    );
+    assert!(s.first_attempt < 33);
+    let plan = FramePlan::choose(&params, 0.02).unwrap();
+    let failed = alice.failed().to_vec();
+    assert_eq!(failed.len() as u64, s.failed);
+    let decoded = bob.into_frames();
+    let mut expect_leak = 0;
+    for (f, (got, want)) in decoded.iter().zip(&xs).enumerate() {
+        match got {
+            Some(k) => {
+                assert_eq!(k, want);
+                expect_leak += plan.leak_after(0);
+            }
+            None => assert!(failed.contains(&(f as u32))),
+        }
+    }
+    // Every kept frame disclosed at least the first syndrome, and reveals add on top.
+    assert!(alice.disclosed_bits() > expect_leak);
+    assert!(alice.disclosed_bits() <= (33 - failed.len() as u64) * plan.leak_after(3));
+}
+
+#[test]
+fn bad_messages_are_errors() {
+    let params = LdpcParams::blind(24, 1.1, 1.5);
+    let (mut alice, first, mut bob, _) = parties(&params, 0.03, 3, 2);
+    // Alice refuses her own kinds and rounds out of order.
+    assert!(alice.handle(first.clone()).is_err());
+    assert!(
+        alice
+            .handle(LdpcMessage::Reveal {
+                round: 2,
+                frames: vec![0]
+            })
+            .is_err()
+    );
+    assert!(
+        alice
+            .handle(LdpcMessage::Reveal {
+                round: 1,
+                frames: vec![1, 0]
+            })
+            .is_err()
+    );
+    assert!(
+        alice
+            .handle(LdpcMessage::Reveal {
+                round: 1,
+                frames: vec![3]
+            })
+            .is_err()
+    );
+    // Bob: wrong code, wrong count, wrong syndrome length, reveals before syndromes.
+    let LdpcMessage::Syndromes {
+        rows,
+        z,
+        punctured,
+        syndromes,
+    } = first.clone()
+    else {
+        unreachable!()
+    };
+    let plan = Arc::new(FramePlan::choose(&params, 0.03).unwrap());
+    let fresh = || {
+        LdpcBob::new(
+            Arc::clone(&plan),
+            vec![BitBlock::zeros(plan.key_bits()); 3],
+            Backend::Portable,
+        )
+        .unwrap()
+    };
+    for bad in [
+        LdpcMessage::Syndromes {
+            rows: rows + 1,
+            z,
+            punctured,
+            syndromes: syndromes.clone(),
+        },
+        LdpcMessage::Syndromes {
+            rows,
+            z,
+            punctured,
+            syndromes: syndromes[..2].to_vec(),
+        },
+        LdpcMessage::Syndromes {
+            rows,
+            z,
+            punctured,
+            syndromes: vec![Parities::from_bits([true]); 3],
+        },
+        LdpcMessage::Revealed {
+            round: 1,
+            values: vec![],
+        },
+    ] {
+        assert!(fresh().handle(bad).is_err());
+    }
+    assert!(
+        LdpcBob::new(
+            Arc::clone(&plan),
+            vec![BitBlock::zeros(5)],
+            Backend::Portable
+        )
+        .is_err()
+    );
+    // Encoding: round trip, version, trailing bytes, garbage never panics.
+    let wire = first.encode().unwrap();
+    assert_eq!(LdpcMessage::decode(&wire).unwrap(), first);
+    assert!(LdpcMessage::decode(&[]).is_err());
+    assert!(LdpcMessage::decode(&[9, 0]).is_err());
+    let mut long = wire.clone();
+    long.push(0);
+    assert!(LdpcMessage::decode(&long).is_err());
+    let mut rng = SeededRandom::from_u64(5);
+    for _ in 0..300 {
+        let mut junk = vec![LDPC_WIRE_VERSION; 1 + rng.below(40) as usize];
+        RandomSource::fill(&mut rng, &mut junk[1..]).unwrap();
+        if let Ok(m) = LdpcMessage::decode(&junk) {
+            let _ = fresh().handle(m.clone());
+            let _ = alice.handle(m);
+        }
+    }
+    let _ = bob.handle(first);
+}
