@@ -13,7 +13,7 @@
 //! the number `p` of punctured bits from the QBER estimate so that the first attempt discloses
 //! `f_start * h(QBER) * key_bits` bits.
 //!
-//! **Leakage** (docs/security.md, section 9): Alice's syndrome is `m` bits, but `p` of them are
+//! **Leakage** (docs/security.md, section 11): Alice's syndrome is `m` bits, but `p` of them are
 //! masked by her secret punctured bits, so it tells Eve at most `m - p` bits about the key;
 //! every punctured bit revealed later adds one. Shortened bits are public and carry no key.
 //! Bob's success/failure answer per frame and round is one more key-dependent bit, counted in
