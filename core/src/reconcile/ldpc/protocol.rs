@@ -117,16 +117,20 @@ impl FramePlan {
         let h = binary_entropy(qber);
         let leak_start = (params.f_start * h * key_bits as f64).ceil() as usize;
         let leak_end = (params.f_end * h * key_bits as f64).ceil() as usize;
-        // The highest-rate mother whose syndrome covers the last attempt.
+        // The highest-rate mother whose syndrome covers the last attempt, else the lowest-rate
+        // one if it still covers the first.
+        let available = |r: u32| builtin(r, params.z).is_ok();
         let rows = BASE_ROWS
             .iter()
             .rev()
             .copied()
-            .find(|&r| r as usize * z >= leak_end && builtin(r, params.z).is_ok())
+            .find(|&r| r as usize * z >= leak_end && available(r))
+            .or_else(|| BASE_ROWS.iter().copied().find(|&r| available(r)))
+            .filter(|&r| r as usize * z >= leak_start)
             .ok_or_else(|| {
                 ReconcileError::BadParams(format!(
                     "QBER {qber} needs more than the lowest-rate code's syndrome at f = {}",
-                    params.f_end
+                    params.f_start
                 ))
             })?;
         let m = rows as usize * z;
