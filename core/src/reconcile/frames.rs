@@ -33,31 +33,12 @@ pub struct FrameBatch {
 impl FrameBatch {
     /// The wire encoding: version byte, then postcard.
     pub fn encode(&self) -> Result<Vec<u8>, ReconcileError> {
-        let mut out = vec![FRAME_BATCH_VERSION];
-        postcard::to_io(self, &mut out)
-            .map_err(|e| ReconcileError::Malformed(format!("cannot encode frame batch: {e}")))?;
-        Ok(out)
+        super::encode_versioned(FRAME_BATCH_VERSION, self, "frame batch")
     }
 
     /// Decodes one batch, rejecting another version, malformed bodies and trailing bytes.
     pub fn decode(bytes: &[u8]) -> Result<Self, ReconcileError> {
-        match bytes.split_first() {
-            Some((&FRAME_BATCH_VERSION, body)) => match postcard::take_from_bytes(body) {
-                Ok((batch, [])) => Ok(batch),
-                Ok((_, rest)) => Err(ReconcileError::Malformed(format!(
-                    "{} trailing bytes after the frame batch",
-                    rest.len()
-                ))),
-                Err(e) => Err(ReconcileError::Malformed(format!(
-                    "undecodable frame batch: {e}"
-                ))),
-            },
-            Some((&v, _)) => Err(ReconcileError::WrongVersion {
-                got: v,
-                expected: FRAME_BATCH_VERSION,
-            }),
-            None => Err(ReconcileError::Malformed("empty frame batch".into())),
-        }
+        super::decode_versioned(FRAME_BATCH_VERSION, bytes, "frame batch")
     }
 
     /// Pairs each message with its frame, checking that indices increase and are in range.

@@ -84,6 +84,45 @@ pub enum ReconcileError {
     Poisoned,
 }
 
+/// The wire form of a reconciliation message: `version`, then postcard. `what` names it in
+/// errors.
+pub(crate) fn encode_versioned<T: serde::Serialize>(
+    version: u8,
+    value: &T,
+    what: &str,
+) -> Result<Vec<u8>, ReconcileError> {
+    let mut out = vec![version];
+    postcard::to_io(value, &mut out)
+        .map_err(|e| ReconcileError::Malformed(format!("cannot encode {what}: {e}")))?;
+    Ok(out)
+}
+
+/// Decodes [`encode_versioned`]'s form, rejecting another version, malformed bodies and
+/// trailing bytes.
+pub(crate) fn decode_versioned<T: serde::de::DeserializeOwned>(
+    version: u8,
+    bytes: &[u8],
+    what: &str,
+) -> Result<T, ReconcileError> {
+    match bytes.split_first() {
+        Some((&v, body)) if v == version => match postcard::take_from_bytes(body) {
+            Ok((value, [])) => Ok(value),
+            Ok((_, rest)) => Err(ReconcileError::Malformed(format!(
+                "{} trailing bytes after the {what}",
+                rest.len()
+            ))),
+            Err(e) => Err(ReconcileError::Malformed(format!(
+                "undecodable {what}: {e}"
+            ))),
+        },
+        Some((&v, _)) => Err(ReconcileError::WrongVersion {
+            got: v,
+            expected: version,
+        }),
+        None => Err(ReconcileError::Malformed(format!("empty {what}"))),
+    }
+}
+
 /// Binary entropy, shared with the finite-key bound.
 pub use crate::amplify::binary_entropy;
 

@@ -252,31 +252,12 @@ impl LdpcMessage {
 
     /// Version byte, then postcard.
     pub fn encode(&self) -> Result<Vec<u8>, ReconcileError> {
-        let mut out = vec![LDPC_WIRE_VERSION];
-        postcard::to_io(self, &mut out)
-            .map_err(|e| ReconcileError::Malformed(format!("cannot encode LDPC message: {e}")))?;
-        Ok(out)
+        crate::reconcile::encode_versioned(LDPC_WIRE_VERSION, self, "LDPC message")
     }
 
     /// Decodes one message, rejecting another version, malformed bodies and trailing bytes.
     pub fn decode(bytes: &[u8]) -> Result<Self, ReconcileError> {
-        match bytes.split_first() {
-            Some((&LDPC_WIRE_VERSION, body)) => match postcard::take_from_bytes(body) {
-                Ok((m, [])) => Ok(m),
-                Ok((_, rest)) => Err(ReconcileError::Malformed(format!(
-                    "{} trailing bytes after the LDPC message",
-                    rest.len()
-                ))),
-                Err(e) => Err(ReconcileError::Malformed(format!(
-                    "undecodable LDPC message: {e}"
-                ))),
-            },
-            Some((&v, _)) => Err(ReconcileError::WrongVersion {
-                got: v,
-                expected: LDPC_WIRE_VERSION,
-            }),
-            None => Err(ReconcileError::Malformed("empty LDPC message".into())),
-        }
+        crate::reconcile::decode_versioned(LDPC_WIRE_VERSION, bytes, "LDPC message")
     }
 }
 
