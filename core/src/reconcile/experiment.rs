@@ -221,10 +221,22 @@ struct RunOut {
     confirm_ok: bool,
 }
 
-fn derive_seed(base: u64, tag: u64, i: u64) -> u64 {
+/// The seed of item `i` of stream `tag` (keys, plans, confirmation...) of a configuration.
+pub(crate) fn derive_seed(base: u64, tag: u64, i: u64) -> u64 {
     let mut r =
         SeededRandom::from_u64(base ^ tag.rotate_left(32) ^ i.wrapping_mul(0x9e37_79b9_7f4a_7c15));
     r.u64()
+}
+
+/// A rayon pool of `threads` threads for one configuration.
+pub(crate) fn thread_pool(threads: usize) -> Result<rayon::ThreadPool, ExperimentError> {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(threads)
+        .build()
+        .map_err(|e| ExperimentError::ThreadPool {
+            threads,
+            error: e.to_string(),
+        })
 }
 
 /// Runs one configuration.
@@ -252,21 +264,15 @@ pub fn run(cfg: &ExperimentConfig) -> Result<ExperimentResult, ExperimentError> 
             cfg.qber
         )));
     }
-    if cfg.runs == 0 || cfg.threads == 0 || cfg.plans == 0 || cfg.plans > MAX_PLANS {
+    if cfg.plans == 0 || cfg.plans > MAX_PLANS {
         return Err(ExperimentError::BadConfig(format!(
-            "runs = {}, threads = {}, plans = {}; expected runs and threads at least 1, plans in 1..={MAX_PLANS}",
-            cfg.runs, cfg.threads, cfg.plans
+            "plans = {}; expected 1..={MAX_PLANS}",
+            cfg.plans
         )));
     }
     let estimate = cfg.qber_estimate.unwrap_or(cfg.qber);
     let tag_bits = confirm::tag_bits_for(cfg.eps_cor, n)?;
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(cfg.threads)
-        .build()
-        .map_err(|e| ExperimentError::ThreadPool {
-            threads: cfg.threads,
-            error: e.to_string(),
-        })?;
+    let pool = thread_pool(cfg.threads)?;
     let plans: Vec<_> = (0..cfg.runs.min(cfg.plans))
         .map(|i| {
             let mut seed = [0u8; 32];
@@ -350,8 +356,11 @@ pub fn run(cfg: &ExperimentConfig) -> Result<ExperimentResult, ExperimentError> 
         seed: cfg.seed,
         efficiency_mean: f_mean,
         efficiency_std: f_var.sqrt(),
-        efficiency_with_failures: (1.0 - fer) * f_mean
-            + fer / super::binary_entropy(errors as f64 / n as f64),
+        efficiency_with_failures: super::efficiency_with_failures(
+            f_mean,
+            fer,
+            errors as f64 / n as f64,
+        ),
         frame_error_rate: fer,
         bit_error_rate: mean(&|o| o.residual as f64) / n as f64,
         round_trips_mean: mean(&|o| f64::from(o.round_trips)),
@@ -419,7 +428,10 @@ pub fn parse_grid(json: &str) -> Result<Vec<ExperimentConfig>, ExperimentError> 
     let mut out = Vec::new();
     for algorithm in g.algorithm.to_vec() {
         let variant = g.variants.iter().find(|v| v.name == algorithm).cloned();
-        let ldpc = super::ldpc::harness::params_for(&algorithm, 0).is_some();
+        // An LDPC name is checked here (its frame size only depends on block_bits).
+        let ldpc = super::ldpc::harness::params_for(&algorithm, 0)
+            .transpose()?
+            .is_some();
         if variant.is_none() && Variant::by_name(&algorithm).is_none() && !ldpc {
             let names: Vec<String> = Variant::all()
                 .into_iter()

@@ -259,33 +259,12 @@ impl Message {
 
     /// Replaces the contents of `out` with the wire encoding (reuses its allocation).
     pub fn encode_into(&self, out: &mut Vec<u8>) -> Result<(), ReconcileError> {
-        out.clear();
-        out.push(WIRE_VERSION);
-        postcard::to_io(self, out)
-            .map_err(|e| ReconcileError::Malformed(format!("cannot encode message: {e}")))?;
-        Ok(())
+        super::encode_versioned_into(WIRE_VERSION, self, out, "message")
     }
 
     /// Decodes one message, rejecting another version, malformed bodies and trailing bytes.
     pub fn decode(bytes: &[u8]) -> Result<Self, ReconcileError> {
-        let Some((&version, body)) = bytes.split_first() else {
-            return Err(ReconcileError::Malformed("empty message".into()));
-        };
-        if version != WIRE_VERSION {
-            return Err(ReconcileError::WrongVersion {
-                got: version,
-                expected: WIRE_VERSION,
-            });
-        }
-        let (msg, rest) = postcard::take_from_bytes::<Self>(body)
-            .map_err(|e| ReconcileError::Malformed(format!("undecodable message: {e}")))?;
-        if !rest.is_empty() {
-            return Err(ReconcileError::Malformed(format!(
-                "{} trailing bytes after the message",
-                rest.len()
-            )));
-        }
-        Ok(msg)
+        super::decode_versioned(WIRE_VERSION, bytes, "message")
     }
 
     /// Short name of the message kind, for errors.

@@ -84,20 +84,33 @@ pub enum ReconcileError {
     Poisoned,
 }
 
-/// The wire form of a reconciliation message: `version`, then postcard. `what` names it in
-/// errors.
+/// Replaces `out` with the wire form of a reconciliation message: `version`, then postcard
+/// (reusing `out`'s allocation). `what` names the message in errors.
+pub(crate) fn encode_versioned_into<T: serde::Serialize>(
+    version: u8,
+    value: &T,
+    out: &mut Vec<u8>,
+    what: &str,
+) -> Result<(), ReconcileError> {
+    out.clear();
+    out.push(version);
+    postcard::to_io(value, out)
+        .map_err(|e| ReconcileError::Malformed(format!("cannot encode {what}: {e}")))?;
+    Ok(())
+}
+
+/// [`encode_versioned_into`] a new buffer.
 pub(crate) fn encode_versioned<T: serde::Serialize>(
     version: u8,
     value: &T,
     what: &str,
 ) -> Result<Vec<u8>, ReconcileError> {
-    let mut out = vec![version];
-    postcard::to_io(value, &mut out)
-        .map_err(|e| ReconcileError::Malformed(format!("cannot encode {what}: {e}")))?;
+    let mut out = Vec::new();
+    encode_versioned_into(version, value, &mut out, what)?;
     Ok(out)
 }
 
-/// Decodes [`encode_versioned`]'s form, rejecting another version, malformed bodies and
+/// Decodes [`encode_versioned_into`]'s form, rejecting another version, malformed bodies and
 /// trailing bytes.
 pub(crate) fn decode_versioned<T: serde::de::DeserializeOwned>(
     version: u8,
@@ -134,4 +147,29 @@ pub use crate::amplify::binary_entropy;
 pub fn efficiency(disclosed: u64, n: usize, errors: u64) -> f64 {
     let h = binary_entropy(errors as f64 / n.max(1) as f64);
     disclosed as f64 / (n as f64 * h)
+}
+
+/// The efficiency that counts failed frames as fully disclosed (their bits are dropped, so
+/// for the key rate they cost `1 / h(QBER)` each): `(1 - fer) f + fer / h(qber)`, with `f` the
+/// mean efficiency of the frames that succeeded. Equal to `f` when no frame failed.
+pub fn efficiency_with_failures(f: f64, fer: f64, qber: f64) -> f64 {
+    if fer == 0.0 {
+        return f;
+    }
+    (1.0 - fer) * f + fer / binary_entropy(qber)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn efficiency_with_failures_counts_failed_frames_as_disclosed() {
+        // h(0.02) = 0.1414405 (worked by hand); 0.99 * 1.1 + 0.01 / 0.1414405 = 1.159701.
+        assert!((efficiency_with_failures(1.1, 0.01, 0.02) - 1.159701).abs() < 1e-5);
+        // Every frame failed: 1 / h.
+        assert!((efficiency_with_failures(1.1, 1.0, 0.02) - 7.070109).abs() < 1e-5);
+        // No failure: f itself, even at QBER 0 where 1 / h is infinite.
+        assert_eq!(efficiency_with_failures(1.2, 0.0, 0.0), 1.2);
+    }
 }

@@ -23,6 +23,30 @@ use super::super::ReconcileError;
 /// Largest circulant size (shifts and positions stay far inside `u32`).
 pub const MAX_Z: u32 = 1 << 16;
 
+/// The checks `r * z + i` of lifted variable `x` of a block column with these
+/// `(block row, shift)` entries: `i = (x - s) mod z`.
+pub(crate) fn lifted_checks(
+    entries: &[(u32, u32)],
+    z: usize,
+    x: usize,
+) -> impl Iterator<Item = usize> + '_ {
+    entries
+        .iter()
+        .map(move |&(r, s)| r as usize * z + (x + z - s as usize) % z)
+}
+
+/// The variables `c * z + v` of lifted check `i` of a block row with these
+/// `(block column, shift)` entries: `v = (i + s) mod z`.
+pub(crate) fn lifted_vars(
+    entries: &[(u32, u32)],
+    z: usize,
+    i: usize,
+) -> impl Iterator<Item = usize> + '_ {
+    entries
+        .iter()
+        .map(move |&(c, s)| c as usize * z + (i + s as usize) % z)
+}
+
 /// A quasi-cyclic base matrix.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct BaseMatrix {
@@ -193,15 +217,20 @@ impl BaseMatrix {
     /// variable, and the lift maps variable `(c, x)` onto `(c, 0)` by a graph automorphism, so
     /// breadth-first searches from the `cols` variables `(c, 0)` see every cycle's length.
     pub fn girth(&self, limit: usize) -> Option<usize> {
+        let layers = self.layers();
         (0..self.cols())
-            .filter_map(|c| self.shortest_cycle_through(c, limit))
+            .filter_map(|c| self.shortest_cycle_through(&layers, c, limit))
             .min()
     }
 
     /// Shortest cycle through variable `(c, 0)` of length at most `limit`.
-    fn shortest_cycle_through(&self, c: u32, limit: usize) -> Option<usize> {
+    fn shortest_cycle_through(
+        &self,
+        layers: &[Vec<(u32, u32)>],
+        c: u32,
+        limit: usize,
+    ) -> Option<usize> {
         let z = self.z as usize;
-        let layers = self.layers();
         let nvar = self.n();
         // Node ids: variables 0..nvar, checks nvar + r * z + i. Each node remembers the
         // first edge out of the root its path took; two different branches meeting close a
@@ -217,28 +246,27 @@ impl BaseMatrix {
         while !frontier.is_empty() && 2 * depth < limit {
             let mut next = Vec::new();
             for &u in &frontier {
-                let neighbours: Vec<usize> = if u < nvar {
-                    let (cu, x) = (u / z, u % z);
-                    self.columns[cu]
-                        .iter()
-                        .map(|&(r, s)| nvar + r as usize * z + (x + z - s as usize) % z)
-                        .collect()
-                } else {
-                    let (r, i) = ((u - nvar) / z, (u - nvar) % z);
-                    layers[r]
-                        .iter()
-                        .map(|&(cc, s)| cc as usize * z + (i + s as usize) % z)
-                        .collect()
-                };
-                for (k, w) in neighbours.into_iter().enumerate() {
-                    let b = if u == root { k as u32 } else { branch[u] };
+                let b_u = branch[u];
+                let d_u = dist[u] as usize;
+                let mut visit = |k: usize, w: usize| {
+                    let b = if u == root { k as u32 } else { b_u };
                     if dist[w] == u32::MAX {
                         dist[w] = depth as u32 + 1;
                         branch[w] = b;
                         next.push(w);
                     } else if w != root && branch[w] != b {
-                        let len = dist[u] as usize + dist[w] as usize + 1;
+                        let len = d_u + dist[w] as usize + 1;
                         best = Some(best.map_or(len, |x| x.min(len)));
+                    }
+                };
+                if u < nvar {
+                    for (k, id) in lifted_checks(&self.columns[u / z], z, u % z).enumerate() {
+                        visit(k, nvar + id);
+                    }
+                } else {
+                    let (r, i) = ((u - nvar) / z, (u - nvar) % z);
+                    for (k, w) in lifted_vars(&layers[r], z, i).enumerate() {
+                        visit(k, w);
                     }
                 }
             }

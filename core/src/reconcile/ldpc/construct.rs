@@ -22,7 +22,7 @@
 //! shift with the longest such cycle (capped at [`TARGET_GIRTH`]), then the least used row,
 //! then a draw from ChaCha20 seeded with [`SEED`] and the code's shape.
 
-use super::code::BaseMatrix;
+use super::code::{BaseMatrix, lifted_checks, lifted_vars};
 use crate::reconcile::ReconcileError;
 use crate::rng::SeededRandom;
 
@@ -151,8 +151,7 @@ impl Lifted {
             let mut checks = Vec::new();
             for &v in &frontier {
                 let (cv, x) = (v / z, v % z);
-                for &(r, s) in &self.columns[cv] {
-                    let id = r as usize * z + (x + z - s as usize) % z;
+                for id in lifted_checks(&self.columns[cv], z, x) {
                     if check_dist[id] == u32::MAX {
                         check_dist[id] = depth + 1;
                         checks.push(id);
@@ -164,8 +163,7 @@ impl Lifted {
             let mut next = Vec::new();
             for &id in &checks {
                 let (r, i) = (id / z, id % z);
-                for &(cc, s) in &self.rows[r] {
-                    let v = cc as usize * z + (i + s as usize) % z;
+                for v in lifted_vars(&self.rows[r], z, i) {
                     if !var_seen[v] {
                         var_seen[v] = true;
                         next.push(v);

@@ -9,6 +9,8 @@
 //! pool of `threads`. Efficiency is per decoded frame with its realized error count; frames
 //! that failed, or decoded to a wrong word, count in `frame_error_rate` and in
 //! `efficiency_with_failures`. Confirmation is not run here (the `confirm_*` fields are 0).
+//! Round trips are the block's (every frame of a block takes as many as its slowest), and
+//! `messages_mean` is per block of frames.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -16,9 +18,11 @@ use std::time::{Duration, Instant};
 use super::codes::LIFTS;
 use super::decoder::Backend;
 use super::protocol::{FramePlan, LdpcAlice, LdpcBob, LdpcParams, run_loopback};
-use crate::reconcile::experiment::{ExperimentConfig, ExperimentError, ExperimentResult};
+use crate::reconcile::experiment::{
+    ExperimentConfig, ExperimentError, ExperimentResult, derive_seed, thread_pool,
+};
 use crate::reconcile::testkit::{error_count, noisy_pair};
-use crate::reconcile::{ReconcileError, efficiency};
+use crate::reconcile::{ReconcileError, efficiency, efficiency_with_failures};
 use crate::rng::SeededRandom;
 
 /// Frames reconciled together (one block's worth).
@@ -38,7 +42,7 @@ pub fn params_for(name: &str, block_bits: usize) -> Option<Result<LdpcParams, Ex
         .iter()
         .rev()
         .copied()
-        .find(|&z| (200 * z as usize) * 9 / 10 <= block_bits)
+        .find(|&z| FramePlan::key_bits_for(z) <= block_bits)
         .unwrap_or(LIFTS[0]);
     let Ok(numbers) = numbers else {
         return Some(Err(bad()));
@@ -62,13 +66,7 @@ pub(crate) fn run(
     let plan = Arc::new(FramePlan::choose(&params, estimate)?);
     let k = plan.key_bits();
     let errors = error_count(k, cfg.qber);
-    let pool = rayon::ThreadPoolBuilder::new()
-        .num_threads(cfg.threads)
-        .build()
-        .map_err(|e| ExperimentError::ThreadPool {
-            threads: cfg.threads,
-            error: e.to_string(),
-        })?;
+    let pool = thread_pool(cfg.threads)?;
     let backend = Backend::best();
     let (mut fs, mut failed, mut residual_frames, mut residual_bits) = (Vec::new(), 0usize, 0, 0);
     let (mut messages, mut bytes, mut round_trips, mut round_trips_max) = (0u64, 0u64, 0u64, 0);
@@ -78,17 +76,18 @@ pub(crate) fn run(
     while start < cfg.runs {
         let end = (start + FRAMES_PER_BLOCK).min(cfg.runs);
         let (xs, ys): (Vec<_>, Vec<_>) = (start..end)
-            .map(|i| noisy_pair(k, errors, cfg.seed ^ (i as u64).wrapping_mul(0x9e37_79b9)))
+            .map(|i| noisy_pair(k, errors, derive_seed(cfg.seed, 2, i as u64)))
             .unzip();
-        let mut rng = SeededRandom::from_u64(cfg.seed ^ start as u64);
+        let mut rng = SeededRandom::from_u64(derive_seed(cfg.seed, 4, start as u64));
         let t0 = Instant::now();
         let outcome = pool.install(|| -> Result<_, ReconcileError> {
-            let (mut alice, first) = LdpcAlice::start(Arc::clone(&plan), xs.clone(), &mut rng)?;
+            let (mut alice, first) = LdpcAlice::start(Arc::clone(&plan), xs, &mut rng)?;
             let mut bob = LdpcBob::new(Arc::clone(&plan), ys, backend)?;
             let t = run_loopback(&mut alice, first, &mut bob)?;
-            let leaks: Vec<Option<u64>> = (0..xs.len()).map(|f| alice.frame_disclosed(f)).collect();
+            let leaks: Vec<Option<u64>> =
+                (0..end - start).map(|f| alice.frame_disclosed(f)).collect();
             Ok((
-                alice.disclosed_bits(),
+                alice.into_frames(),
                 leaks,
                 bob.stats(),
                 t,
@@ -96,8 +95,8 @@ pub(crate) fn run(
             ))
         })?;
         timed += t0.elapsed();
-        let (leak, leaks, stats, transcript, frames) = outcome;
-        disclosed += leak;
+        let (xs, leaks, stats, transcript, frames) = outcome;
+        disclosed += leaks.iter().flatten().sum::<u64>();
         messages += 2 * u64::from(transcript.alice_messages);
         bytes += transcript.bytes;
         let trips = 1 + stats.rounds;
@@ -123,7 +122,6 @@ pub(crate) fn run(
     let f_mean = fs.iter().sum::<f64>() / decoded;
     let f_var = fs.iter().map(|f| (f - f_mean).powi(2)).sum::<f64>() / (decoded - 1.0).max(1.0);
     let fer = (failed + residual_frames) as f64 / runs;
-    let h = crate::reconcile::binary_entropy(errors as f64 / k as f64);
     Ok(ExperimentResult {
         algorithm: cfg.algorithm.clone(),
         qber: cfg.qber,
@@ -134,7 +132,7 @@ pub(crate) fn run(
         seed: cfg.seed,
         efficiency_mean: f_mean,
         efficiency_std: f_var.sqrt(),
-        efficiency_with_failures: (1.0 - fer) * f_mean + fer / h,
+        efficiency_with_failures: efficiency_with_failures(f_mean, fer, errors as f64 / k as f64),
         frame_error_rate: fer,
         bit_error_rate: residual_bits as f64 / (runs * k as f64),
         round_trips_mean: round_trips as f64 / runs,

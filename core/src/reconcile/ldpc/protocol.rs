@@ -112,8 +112,8 @@ impl FramePlan {
         }
         let z = params.z as usize;
         let n = BASE_COLUMNS as usize * z;
-        let d = n / 10;
-        let key_bits = n - d;
+        let key_bits = Self::key_bits_for(params.z);
+        let d = n - key_bits;
         let h = binary_entropy(qber);
         let leak_start = (params.f_start * h * key_bits as f64).ceil() as usize;
         let leak_end = (params.f_end * h * key_bits as f64).ceil() as usize;
@@ -137,24 +137,17 @@ impl FramePlan {
         let candidates = puncturable(rows, params.z);
         let p = m.saturating_sub(leak_start).min(d).min(candidates.len());
         let punctured: Vec<usize> = candidates[..p].to_vec();
-        let mut is_special = vec![false; n];
-        punctured.iter().for_each(|&v| is_special[v] = true);
-        // Shortened: spread over the degree-3 columns (after the staircase), by a fixed stride.
+        // Shortened: spread evenly over the columns after the staircase, which are never
+        // punctured.
         let first_info = (rows as usize - 1) * z;
         let info = n - first_info;
-        let mut shortened = Vec::with_capacity(d - p);
-        let stride = info / (d - p).max(1);
-        let mut v = first_info;
-        while shortened.len() < d - p {
-            if !is_special[v] {
-                is_special[v] = true;
-                shortened.push(v);
-            }
-            v += stride.max(1);
-            if v >= n {
-                v = first_info + (v - n + 1) % info;
-            }
-        }
+        let count = d - p;
+        let shortened: Vec<usize> = (0..count).map(|k| first_info + k * info / count).collect();
+        let mut is_special = vec![false; n];
+        punctured
+            .iter()
+            .chain(&shortened)
+            .for_each(|&v| is_special[v] = true);
         let key_positions = (0..n).filter(|&v| !is_special[v]).collect();
         Ok(Self {
             rows,
@@ -166,6 +159,12 @@ impl FramePlan {
             qber,
             decoder: params.decoder,
         })
+    }
+
+    /// Key bits per frame of the mother codes of circulant `z`: all but `n / 10` positions.
+    pub fn key_bits_for(z: u32) -> usize {
+        let n = BASE_COLUMNS as usize * z as usize;
+        n - n / 10
     }
 
     /// Key bits per frame.
@@ -278,8 +277,8 @@ fn check_indices(frames: &[u32], count: usize) -> Result<(), ReconcileError> {
 pub struct LdpcAlice {
     plan: Arc<FramePlan>,
     keys: Vec<BitBlock>,
-    /// The whole codeword-length words (key, zeros, secret punctured bits).
-    words: Vec<BitBlock>,
+    /// Each frame's secret punctured bits, in reveal order.
+    padding: Vec<BitBlock>,
     /// Reveal rounds each frame went through.
     revealed_rounds: Vec<u8>,
     round: u8,
@@ -298,9 +297,10 @@ impl LdpcAlice {
     ) -> Result<(Self, LdpcMessage), ReconcileError> {
         let graph = plan.graph()?;
         let n = graph.n();
-        let mut words = Vec::with_capacity(frames.len());
+        let p = plan.punctured.len();
+        let mut padding = Vec::with_capacity(frames.len());
         let mut syndromes = Vec::with_capacity(frames.len());
-        let mut random = vec![0u8; plan.punctured.len().div_ceil(8)];
+        let mut random = zeroize::Zeroizing::new(vec![0u8; p.div_ceil(8)]);
         for f in &frames {
             if f.len() != plan.key_bits() {
                 return Err(ReconcileError::KeyLength {
@@ -308,24 +308,21 @@ impl LdpcAlice {
                     expected: plan.key_bits(),
                 });
             }
-            let mut word = BitBlock::zeros(n);
-            for (i, &v) in plan.key_positions.iter().enumerate() {
-                if f.get(i).unwrap_or(false) {
-                    let _ = word.set(v, true);
-                }
-            }
-            rng.fill(&mut random)
+            rng.fill(&mut random[..])
                 .map_err(|e| ReconcileError::Randomness(e.to_string()))?;
-            for (i, &v) in plan.punctured.iter().enumerate() {
-                if (random[i / 8] >> (i % 8)) & 1 == 1 {
+            let pad = BitBlock::from_bytes(&random, p)
+                .map_err(|e| ReconcileError::BadParams(e.to_string()))?;
+            let mut word = BitBlock::zeros(n);
+            let key_bits = plan.key_positions.iter().zip(f.iter());
+            for (&v, bit) in key_bits.chain(plan.punctured.iter().zip(pad.iter())) {
+                if bit {
                     let _ = word.set(v, true);
                 }
             }
             let s = graph.syndrome(&word)?;
             syndromes.push(Parities::from_bits(s.iter()));
-            words.push(word);
+            padding.push(pad);
         }
-        zeroize::Zeroize::zeroize(&mut random);
         let message = LdpcMessage::Syndromes {
             rows: plan.rows,
             z: plan.z,
@@ -337,7 +334,7 @@ impl LdpcAlice {
             Self {
                 plan,
                 keys: frames,
-                words,
+                padding,
                 revealed_rounds: vec![0; count],
                 round: 0,
                 feedback_bits: 0,
@@ -363,7 +360,7 @@ impl LdpcAlice {
                         expected: u32::from(self.round + 1),
                     });
                 }
-                check_indices(&frames, self.keys.len())?;
+                self.check_pending(&frames)?;
                 self.feedback_bits += self.pending_frames() as u64;
                 self.round = round;
                 let (from, to) = (
@@ -374,18 +371,14 @@ impl LdpcAlice {
                     .iter()
                     .map(|&f| {
                         self.revealed_rounds[f as usize] = round;
-                        let w = &self.words[f as usize];
-                        Parities::from_bits(
-                            self.plan.punctured[from..to]
-                                .iter()
-                                .map(|&v| w.get(v).unwrap_or(false)),
-                        )
+                        let pad = &self.padding[f as usize];
+                        Parities::from_bits((from..to).map(|i| pad.get(i).unwrap_or(false)))
                     })
                     .collect();
                 Ok(Some(LdpcMessage::Revealed { round, values }))
             }
             LdpcMessage::Done { failed } => {
-                check_indices(&failed, self.keys.len())?;
+                self.check_pending(&failed)?;
                 self.feedback_bits += self.pending_frames() as u64;
                 self.failed = Some(failed);
                 Ok(None)
@@ -394,6 +387,21 @@ impl LdpcAlice {
                 got: other.kind(),
                 state: "waiting for Bob",
             }),
+        }
+    }
+
+    /// Checks that `frames` increase and were all still undecoded at Bob's last answer (a
+    /// frame Bob decoded earlier cannot ask for more, nor fail).
+    fn check_pending(&self, frames: &[u32]) -> Result<(), ReconcileError> {
+        check_indices(frames, self.keys.len())?;
+        match frames
+            .iter()
+            .find(|&&f| self.revealed_rounds[f as usize] != self.round)
+        {
+            Some(f) => Err(ReconcileError::Malformed(format!(
+                "frame {f} was decoded in an earlier round"
+            ))),
+            None => Ok(()),
         }
     }
 
@@ -614,7 +622,15 @@ impl LdpcBob {
         let out = decode(graph, self.plan.decoder, self.backend, &inputs)?;
         for (&f, d) in frames.iter().zip(out) {
             self.stats.iterations += u64::from(d.iterations);
-            if let Some(word) = d.word {
+            // A word that matches the syndrome but contradicts a known (shortened or
+            // revealed) bit is not Alice's: treat it as undecoded.
+            let llr = &self.llrs[f as usize];
+            let agrees = |w: &BitBlock| {
+                llr.iter()
+                    .zip(w.iter())
+                    .all(|(&l, bit)| l.unsigned_abs() != KNOWN as u8 || bit == (l < 0))
+            };
+            if let Some(word) = d.word.filter(agrees) {
                 let key = word.extract(&self.plan.key_positions).map_err(|e| {
                     ReconcileError::BadParams(format!("extracting the key positions: {e}"))
                 })?;

@@ -27,7 +27,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use self::lanes::{Lanes, Portable};
-use super::code::BaseMatrix;
+use super::code::{BaseMatrix, lifted_vars};
 use crate::bits::BitBlock;
 use crate::reconcile::ReconcileError;
 
@@ -107,15 +107,16 @@ impl Default for DecoderParams {
 }
 
 /// The parity-check matrix in the shape the decoder walks: block rows ("layers") of `z`
-/// checks, each check `i` of layer `r` on variables `c * z + (i + s) mod z`.
+/// checks, each check `i` of layer `r` on variables `c * z + (i + s) mod z`, listed once in
+/// message order so that message `e` and its variable share an index.
 #[derive(Debug, Clone)]
 pub struct Graph {
     z: usize,
     n: usize,
-    layers: Vec<Vec<(u32, u32)>>,
-    /// First message index of each layer.
-    layer_edges: Vec<usize>,
-    edges: usize,
+    /// Check degree of each layer.
+    degrees: Vec<usize>,
+    /// The variables of every check, check after check.
+    vars: Vec<u32>,
 }
 
 impl Graph {
@@ -128,18 +129,17 @@ impl Graph {
                 "check degree {d} above the decoder's {MAX_CHECK_DEGREE}"
             )));
         }
-        let mut layer_edges = Vec::with_capacity(layers.len());
-        let mut edges = 0;
-        for l in &layers {
-            layer_edges.push(edges);
-            edges += l.len() * z;
+        let mut vars = Vec::with_capacity(base.edges());
+        for layer in &layers {
+            for i in 0..z {
+                vars.extend(lifted_vars(layer, z, i).map(|v| v as u32));
+            }
         }
         Ok(Self {
             z,
             n: base.n(),
-            layers,
-            layer_edges,
-            edges,
+            degrees: layers.iter().map(Vec::len).collect(),
+            vars,
         })
     }
 
@@ -150,21 +150,26 @@ impl Graph {
 
     /// Checks.
     pub fn m(&self) -> usize {
-        self.layers.len() * self.z
+        self.degrees.len() * self.z
     }
 
-    /// The variables of check `i` of layer `r`, in message order.
-    fn check_vars(&self, r: usize, i: usize) -> impl Iterator<Item = usize> + '_ {
-        let z = self.z;
-        self.layers[r]
+    /// Every check as `(first message index, its variables)`, in check order.
+    fn check_spans(&self) -> impl Iterator<Item = (usize, &[u32])> + '_ {
+        let degrees = self
+            .degrees
             .iter()
-            .map(move |&(c, s)| c as usize * z + (i + s as usize) % z)
+            .flat_map(|&d| std::iter::repeat_n(d, self.z));
+        degrees.scan(0, |at, d| {
+            let start = *at;
+            *at += d;
+            Some((start, &self.vars[start..start + d]))
+        })
     }
 
-    /// Every check's variables, check `r * z + i` at position `r * z + i`.
+    /// Every check's variables, in check order.
     pub fn checks(&self) -> impl Iterator<Item = Vec<usize>> + '_ {
-        (0..self.layers.len())
-            .flat_map(move |r| (0..self.z).map(move |i| self.check_vars(r, i).collect()))
+        self.check_spans()
+            .map(|(_, vars)| vars.iter().map(|&v| v as usize).collect())
     }
 
     /// The syndrome `H x` of a word of `n` bits.
@@ -176,17 +181,11 @@ impl Graph {
             });
         }
         let words = word.words();
-        let bit = |v: usize| (words[v / 64] >> (v % 64)) & 1;
+        let bit = |v: u32| (words[v as usize / 64] >> (v % 64)) & 1;
         let mut out = vec![0u64; self.m().div_ceil(64)];
-        let z = self.z;
-        for (r, layer) in self.layers.iter().enumerate() {
-            for i in 0..z {
-                let p = layer.iter().fold(0, |p, &(c, s)| {
-                    p ^ bit(c as usize * z + (i + s as usize) % z)
-                });
-                let row = r * z + i;
-                out[row / 64] |= p << (row % 64);
-            }
+        for (row, (_, vars)) in self.check_spans().enumerate() {
+            let p = vars.iter().fold(0, |p, &v| p ^ bit(v));
+            out[row / 64] |= p << (row % 64);
         }
         BitBlock::from_words(out, self.m()).map_err(|e| ReconcileError::BadParams(e.to_string()))
     }
@@ -360,7 +359,7 @@ unsafe fn decode_lanes<V: Lanes>(
     frames: &[Frame<'_>],
 ) -> Vec<Decoded> {
     let w = V::WIDTH;
-    let (n, m, z) = (graph.n, graph.m(), graph.z);
+    let (n, m) = (graph.n, graph.m());
     debug_assert!(frames.len() <= w);
     // SAFETY: the caller guarantees V's instructions (every lane operation below).
     unsafe {
@@ -386,7 +385,7 @@ unsafe fn decode_lanes<V: Lanes>(
             }
             synd.push(V::from_slice(&bytes));
         }
-        let mut msgs: Vec<V> = vec![V::splat(0); graph.edges];
+        let mut msgs: Vec<V> = vec![V::splat(0); graph.vars.len()];
         let active: u64 = if frames.len() >= 64 {
             u64::MAX
         } else {
@@ -407,63 +406,47 @@ unsafe fn decode_lanes<V: Lanes>(
             if sb == 0 { y } else { y.subs(x.shr(sb)) }
         };
         let mut t: Vec<V> = vec![zero; MAX_CHECK_DEGREE];
-        let mut vars = [0usize; MAX_CHECK_DEGREE];
         for iteration in 1..=params.max_iterations {
-            for (r, layer) in graph.layers.iter().enumerate() {
-                let d = layer.len();
-                // vars[k] = c_k * z + (i + s_k) mod z, advanced with i.
-                for (k, &(c, s)) in layer.iter().enumerate() {
-                    vars[k] = c as usize * z + s as usize;
+            for (check, (base, vars)) in graph.check_spans().enumerate() {
+                let check_msgs = &mut msgs[base..base + vars.len()];
+                // Pass 1: extrinsic inputs, their sign parity and two smallest magnitudes.
+                let mut parity = synd[check];
+                let (mut min1, mut min2) = (V::splat(127), V::splat(127));
+                let mut arg = zero;
+                for (k, &v) in vars.iter().enumerate() {
+                    let tk = post[v as usize].subs(check_msgs[k]).max(floor);
+                    t[k] = tk;
+                    parity = parity.xor(tk);
+                    let a = tk.abs();
+                    let smaller = a.le(min1);
+                    min2 = a.max(min1).min(min2);
+                    min1 = a.min(min1);
+                    arg = arg.select(smaller, V::splat(k as i8));
                 }
-                for i in 0..z {
-                    let base = graph.layer_edges[r] + i * d;
-                    let check_msgs = &mut msgs[base..base + d];
-                    // Pass 1: extrinsic inputs, their sign parity and two smallest magnitudes.
-                    let mut parity = synd[r * z + i];
-                    let (mut min1, mut min2) = (V::splat(127), V::splat(127));
-                    let mut arg = zero;
-                    for k in 0..d {
-                        let tk = post[vars[k]].subs(check_msgs[k]).max(floor);
-                        t[k] = tk;
-                        parity = parity.xor(tk);
-                        let a = tk.abs();
-                        let smaller = a.le(min1);
-                        min2 = a.max(min1).min(min2);
-                        min1 = a.min(min1);
-                        arg = arg.select(smaller, V::splat(k as i8));
-                    }
-                    let (m1, m2) = (scale(min1), scale(min2));
-                    // Pass 2: new messages and posteriors.
-                    for k in 0..d {
-                        let tk = t[k];
-                        let mag = m1.select(arg.eq(V::splat(k as i8)), m2);
-                        let msg = mag.negate_where_negative(parity.xor(tk));
-                        check_msgs[k] = msg;
-                        post[vars[k]] = tk.adds(msg).max(floor);
-                    }
-                    for (k, &(c, _)) in layer.iter().enumerate() {
-                        vars[k] += 1;
-                        if vars[k] == (c as usize + 1) * z {
-                            vars[k] -= z;
-                        }
-                    }
+                let (m1, m2) = (scale(min1), scale(min2));
+                // Pass 2: new messages and posteriors.
+                for (k, &v) in vars.iter().enumerate() {
+                    let tk = t[k];
+                    let mag = m1.select(arg.eq(V::splat(k as i8)), m2);
+                    let msg = mag.negate_where_negative(parity.xor(tk));
+                    check_msgs[k] = msg;
+                    post[v as usize] = tk.adds(msg).max(floor);
                 }
             }
-            // Which lanes' hard decisions match their syndrome.
+            // Which open lanes' hard decisions match their syndrome (stop looking once every
+            // open lane has failed a check).
+            let open = active & !done;
             let mut unsatisfied = 0u64;
-            for r in 0..graph.layers.len() {
-                for i in 0..z {
-                    let mut p = synd[r * z + i];
-                    for v in graph.check_vars(r, i) {
-                        p = p.xor(post[v]);
-                    }
-                    unsatisfied |= p.sign_bits();
-                }
-                if unsatisfied & active & !done == active & !done {
+            for (check, (_, vars)) in graph.check_spans().enumerate() {
+                let p = vars
+                    .iter()
+                    .fold(synd[check], |p, &v| p.xor(post[v as usize]));
+                unsatisfied |= p.sign_bits();
+                if unsatisfied & open == open {
                     break;
                 }
             }
-            let newly = active & !done & !unsatisfied;
+            let newly = open & !unsatisfied;
             if newly != 0 {
                 harvest::<V>(&post, newly, iteration, &mut out);
                 done |= newly;
@@ -483,19 +466,22 @@ unsafe fn decode_lanes<V: Lanes>(
 #[inline(always)]
 unsafe fn harvest<V: Lanes>(post: &[V], lanes: u64, iteration: u32, out: &mut [Decoded]) {
     let n = post.len();
-    let mut words: Vec<Vec<u64>> = (0..out.len()).map(|_| vec![0u64; n.div_ceil(64)]).collect();
+    let mut words: Vec<Option<Vec<u64>>> = (0..out.len())
+        .map(|lane| (lanes >> lane & 1 == 1).then(|| vec![0u64; n.div_ceil(64)]))
+        .collect();
     for (v, &p) in post.iter().enumerate() {
         // SAFETY: the caller guarantees V's instructions.
-        let signs = unsafe { p.sign_bits() } & lanes;
-        let mut rest = signs;
+        let mut rest = unsafe { p.sign_bits() } & lanes;
         while rest != 0 {
             let lane = rest.trailing_zeros() as usize;
-            words[lane][v / 64] |= 1 << (v % 64);
+            if let Some(w) = &mut words[lane] {
+                w[v / 64] |= 1 << (v % 64);
+            }
             rest &= rest - 1;
         }
     }
     for (lane, w) in words.into_iter().enumerate() {
-        if lanes >> lane & 1 == 1 {
+        if let Some(w) = w {
             out[lane] = Decoded {
                 word: BitBlock::from_words(w, n).ok(),
                 iterations: iteration,

@@ -198,5 +198,41 @@ fn bad_messages_are_errors() {
             let _ = alice.handle(m);
         }
     }
-    let _ = bob.handle(first);
+    // The untouched Bob still takes Alice's real first message.
+    assert!(bob.handle(first).is_ok());
+}
+
+#[test]
+fn alice_refuses_reveals_for_frames_bob_already_decoded() {
+    let params = LdpcParams::blind(24, 1.1, 1.5);
+    let (mut alice, _, _, _) = parties(&params, 0.03, 3, 4);
+    // Round 1 asks for frame 0 only: frames 1 and 2 were decoded.
+    let r1 = alice
+        .handle(LdpcMessage::Reveal {
+            round: 1,
+            frames: vec![0],
+        })
+        .unwrap();
+    assert!(
+        matches!(r1, Some(LdpcMessage::Revealed { round: 1, ref values }) if values.len() == 1)
+    );
+    assert!(
+        alice
+            .handle(LdpcMessage::Reveal {
+                round: 2,
+                frames: vec![0, 1]
+            })
+            .is_err()
+    );
+    assert!(alice.handle(LdpcMessage::Done { failed: vec![2] }).is_err());
+    // Frame 0 may still fail.
+    assert_eq!(
+        alice.handle(LdpcMessage::Done { failed: vec![0] }),
+        Ok(None)
+    );
+    assert_eq!(alice.frame_disclosed(0), None);
+    let plan = FramePlan::choose(&params, 0.03).unwrap();
+    assert_eq!(alice.frame_disclosed(1), Some(plan.leak_after(0)));
+    // Answers: 3 frames at the first attempt, then frame 0 once more.
+    assert_eq!(alice.bob_leak_bits(), 4);
 }
