@@ -40,7 +40,7 @@ use crate::BitBlock;
 use crate::amplify::{QberLadder, SecretLength, ToeplitzMethod};
 use crate::auth::KeyPool;
 use crate::entropy::Verdict;
-use crate::reconcile::cascade::Variant;
+use crate::reconcile::algorithm::Algorithm;
 use crate::reconcile::efficiency;
 use crate::rng::{OsRandom, RandomSource, RngError, SeededRandom};
 use crate::session::drive::run_pair;
@@ -53,10 +53,12 @@ pub struct PipelineConfig {
     pub block_bits: usize,
     /// Bits disclosed per block to estimate the QBER.
     pub sample_bits: usize,
-    /// Cascade variant name ([`Variant::by_name`]).
+    /// Reconciliation algorithm: a Cascade variant or LDPC ([`Algorithm::parse`]).
     pub algorithm: String,
-    /// Bits per Cascade frame: the block (sample removed) is reconciled as frames of this size
-    /// that advance together ([`crate::reconcile::frames`]); 0 reconciles it as one frame.
+    /// Bits per frame: the block (sample removed) is reconciled as frames of this size that
+    /// advance together ([`crate::reconcile::frames`]); 0 reconciles it as one frame. LDPC
+    /// frames are the largest built-in code's key part that fits (0: the largest, 92160 bits),
+    /// and the block's tail after its whole frames is left out of the key.
     pub frame_bits: usize,
     /// Failure probability of the reported QBER upper bound (parameter estimation).
     pub eps_pe: f64,
@@ -155,7 +157,18 @@ impl PipelineConfig {
                 self.block_bits
             ));
         }
-        self.validate_protocol()
+        self.validate_protocol()?;
+        let algorithm = Algorithm::parse(&self.algorithm, self.frame_bits)
+            .map_err(|e| PipelineError::Config(e.to_string()))?;
+        match algorithm.fixed_frame_bits() {
+            Some(frame) if self.block_bits - self.sample_bits < frame => bad(format!(
+                "a block of {} bits holds {} after the sample: fewer than one {frame}-bit LDPC \
+                 frame",
+                self.block_bits,
+                self.block_bits - self.sample_bits
+            )),
+            _ => Ok(()),
+        }
     }
 
     /// Checks every setting but the block size (a link's sessions each take their raw block's
@@ -183,17 +196,8 @@ impl PipelineConfig {
         if !(self.max_qber > 0.0 && self.max_qber <= 0.5) {
             return bad(format!("max_qber ({}) must lie in (0, 0.5]", self.max_qber));
         }
-        if Variant::by_name(&self.algorithm).is_none() {
-            let names: Vec<String> = Variant::all()
-                .into_iter()
-                .map(|v| v.name.to_string())
-                .collect();
-            return bad(format!(
-                "unknown algorithm '{}'; known: {}",
-                self.algorithm,
-                names.join(", ")
-            ));
-        }
+        Algorithm::parse(&self.algorithm, self.frame_bits)
+            .map_err(|e| PipelineError::Config(e.to_string()))?;
         Ok(())
     }
 }

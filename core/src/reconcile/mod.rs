@@ -1,5 +1,6 @@
 //! Two-party error reconciliation.
 //!
+//! [`algorithm`] names what reconciles a block: a Cascade variant or LDPC ([`ldpc`]).
 //! [`cascade`] holds the Cascade protocol as two sans-IO state machines, Alice (holds the
 //! reference key and answers parity questions) and Bob (holds the noisy key, asks and
 //! corrects), exchanging [`message::Message`] values. [`frames`] runs one party per frame of a
@@ -9,6 +10,7 @@
 //! exact number of errors for tests, benchmarks and the harness. Key confirmation after
 //! reconciliation lives in [`crate::confirm`].
 
+pub mod algorithm;
 pub mod cascade;
 pub mod experiment;
 pub mod frames;

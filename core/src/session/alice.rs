@@ -1,5 +1,6 @@
 //! Alice's side of a block's session: she draws every public seed, discloses the sample,
-//! answers Cascade, challenges confirmation and announces the secret length and Toeplitz seed.
+//! answers Cascade (or sends LDPC syndromes and reveals), challenges confirmation and announces
+//! the secret length and Toeplitz seed.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -14,14 +15,17 @@ use crate::amplify::{seed_bits_needed, toeplitz_hash_with};
 use crate::auth::{AuthLease, Direction};
 use crate::confirm::{ConfirmInitiator, ConfirmMessage};
 use crate::estimate::{self, Bound, QberEstimate};
+use crate::reconcile::algorithm::Algorithm;
 use crate::reconcile::cascade::Alice;
 use crate::reconcile::efficiency;
-use crate::reconcile::frames::FramedAlice;
+use crate::reconcile::frames::{FrameBatch, FramedAlice};
+use crate::reconcile::ldpc::protocol::{LdpcAlice, LdpcMessage};
 use crate::rng::RandomSource;
 
 enum State {
     AwaitEstimate { sifted: BitBlock },
-    Reconciling(FramedAlice),
+    Cascading(FramedAlice),
+    Decoding(LdpcAlice),
     AwaitVerdicts(Vec<ConfirmInitiator>),
     AwaitTag { key: BitBlock },
     Ended,
@@ -31,7 +35,8 @@ impl State {
     fn name(&self) -> &'static str {
         match self {
             State::AwaitEstimate { .. } => "awaiting the estimate",
-            State::Reconciling(_) => "reconciling",
+            State::Cascading(_) => "reconciling",
+            State::Decoding(_) => "waiting for Bob's LDPC decoding",
             State::AwaitVerdicts(_) => "awaiting confirmation verdicts",
             State::AwaitTag { .. } => "awaiting Bob's tag",
             State::Ended => "ended",
@@ -128,9 +133,8 @@ impl AliceSession {
             (State::AwaitEstimate { sifted }, Body::Estimate { sample_errors }) => {
                 self.on_estimate(sifted, sample_errors)
             }
-            (State::Reconciling(framed), Body::Reconcile(batch)) => {
-                self.on_reconcile(framed, batch)
-            }
+            (State::Cascading(framed), Body::Reconcile(batch)) => self.on_reconcile(framed, batch),
+            (State::Decoding(ldpc), Body::Ldpc(msg)) => self.on_ldpc(ldpc, msg),
             (
                 State::AwaitVerdicts(initiators),
                 Body::Verdicts {
@@ -173,13 +177,25 @@ impl AliceSession {
         }
         let frames = FrameSet::new(&sifted, &self.core.link, est.observed_qber)?;
         drop(sifted);
+        self.key_bits = frames.key_bits();
+        self.core.report.reconciled_bits = self.key_bits as u64;
         self.frames = Some(frames);
         self.start_round(self.core.link.shuffle_seed())
     }
 
-    /// Alice's Cascade parties for the round's frames (Bob opens the round).
+    /// Alice's side of the round: her Cascade parties (Bob opens the round), or her LDPC
+    /// syndromes, sent now.
     fn start_round(&mut self, seed: [u8; 32]) -> Result<(), SessionError> {
         let frames = self.frames.as_mut().ok_or(SessionError::Ended)?;
+        if let Algorithm::Ldpc(_) = self.core.link.algorithm() {
+            let t = Instant::now();
+            let plan = self.core.link.ldpc_plan(frames.plan_qber())?;
+            let (ldpc, first) = LdpcAlice::start(plan, frames.take_round(), self.rng.as_mut())?;
+            self.core.ch.send(Body::Ldpc(first))?;
+            self.core.report.times.reconcile += t.elapsed().as_secs_f64();
+            self.state = State::Decoding(ldpc);
+            return Ok(());
+        }
         let plans = frames.plans(&self.core.link, seed)?;
         let parties = frames
             .take_round()
@@ -187,14 +203,14 @@ impl AliceSession {
             .zip(plans)
             .map(|(f, p)| Alice::with_plan(f, p))
             .collect();
-        self.state = State::Reconciling(FramedAlice::new(parties));
+        self.state = State::Cascading(FramedAlice::new(parties));
         Ok(())
     }
 
     fn on_reconcile(
         &mut self,
         mut framed: FramedAlice,
-        batch: crate::reconcile::frames::FrameBatch,
+        batch: FrameBatch,
     ) -> Result<(), SessionError> {
         let t = Instant::now();
         self.core.report.round_trips += 1;
@@ -206,10 +222,13 @@ impl AliceSession {
         self.core.report.times.reconcile += t.elapsed().as_secs_f64();
         match (framed.is_done(), nothing_to_say) {
             (false, false) => {
-                self.state = State::Reconciling(framed);
+                self.state = State::Cascading(framed);
                 Ok(())
             }
-            (true, true) => self.confirm(framed),
+            (true, true) => {
+                let (leak_alice, leak_bob) = framed.leak_bits();
+                self.finish_round(leak_alice, leak_bob, framed.into_frames(), &[])
+            }
             (done, _) => Err(SessionError::Inconsistent {
                 message: "Reconcile",
                 reason: if done {
@@ -221,14 +240,37 @@ impl AliceSession {
         }
     }
 
-    /// The round's Cascade is over: one challenge per frame of the round.
-    fn confirm(&mut self, framed: FramedAlice) -> Result<(), SessionError> {
+    /// Bob's LDPC request: the next reveal, or his `Done`, which ends the round.
+    fn on_ldpc(&mut self, mut ldpc: LdpcAlice, msg: LdpcMessage) -> Result<(), SessionError> {
         let t = Instant::now();
-        let (leak_alice, leak_bob) = framed.leak_bits();
+        self.core.report.round_trips += 1;
+        let reply = ldpc.handle(msg)?;
+        self.core.report.times.reconcile += t.elapsed().as_secs_f64();
+        if let Some(reply) = reply {
+            self.core.ch.send(Body::Ldpc(reply))?;
+            self.state = State::Decoding(ldpc);
+            return Ok(());
+        }
+        let (disclosed, feedback) = (ldpc.disclosed_bits(), ldpc.bob_leak_bits());
+        let failed = ldpc.failed().to_vec();
+        self.finish_round(disclosed, feedback, ldpc.into_frames(), &failed)
+    }
+
+    /// The round's reconciliation is over: its leakage counted, its frames back (those that
+    /// `failed` it dropped), one confirmation challenge per remaining frame of the round.
+    fn finish_round(
+        &mut self,
+        leak_alice: u64,
+        leak_bob: u64,
+        round_frames: Vec<BitBlock>,
+        failed: &[u32],
+    ) -> Result<(), SessionError> {
+        let t = Instant::now();
         self.core.report.leak_alice_bits += leak_alice;
         self.core.report.leak_bob_bits += leak_bob;
         let frames = self.frames.as_mut().ok_or(SessionError::Ended)?;
-        frames.put_round(framed.into_frames())?;
+        frames.put_round(round_frames)?;
+        frames.drop_failed(failed);
         let eps = frames.eps_check(self.core.link.config().eps_cor);
         let mut initiators = Vec::with_capacity(frames.round_len());
         let mut challenges = Vec::with_capacity(frames.round_len());

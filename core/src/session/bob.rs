@@ -1,6 +1,6 @@
 //! Bob's side of a block's session: he checks Alice's hello against his own settings and raw
-//! block, compares the sample, asks Cascade's questions, answers confirmation, checks Alice's
-//! secret length and tag, and only then releases his key.
+//! block, compares the sample, asks Cascade's questions (or decodes Alice's LDPC syndromes),
+//! answers confirmation, checks Alice's secret length and tag, and only then releases his key.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -15,14 +15,18 @@ use crate::amplify::{seed_bits_needed, toeplitz_hash_with};
 use crate::auth::{AuthLease, Direction};
 use crate::confirm;
 use crate::estimate::{self, Bound, SampleMessage};
+use crate::reconcile::algorithm::Algorithm;
 use crate::reconcile::cascade::Bob;
 use crate::reconcile::efficiency;
 use crate::reconcile::frames::{FrameBatch, FramedBob};
+use crate::reconcile::ldpc::decoder::Backend;
+use crate::reconcile::ldpc::protocol::{LdpcBob, LdpcMessage};
 
 enum State {
     AwaitHello,
     AwaitSample { shuffle_seed: [u8; 32] },
-    Reconciling(FramedBob),
+    Cascading(FramedBob),
+    Decoding(LdpcBob),
     AwaitConfirm,
     AwaitRetry,
     AwaitAmplify { key: BitBlock, secret_bits: u64 },
@@ -35,7 +39,8 @@ impl State {
         match self {
             State::AwaitHello => "awaiting the hello",
             State::AwaitSample { .. } => "awaiting the sample",
-            State::Reconciling(_) => "reconciling",
+            State::Cascading(_) => "reconciling",
+            State::Decoding(_) => "decoding LDPC syndromes",
             State::AwaitConfirm => "awaiting confirmation challenges",
             State::AwaitRetry => "awaiting the retry",
             State::AwaitAmplify { .. } => "awaiting the secret length",
@@ -109,9 +114,8 @@ impl BobSession {
             (State::AwaitSample { shuffle_seed }, Body::Sample(sample)) => {
                 self.on_sample(&sample, shuffle_seed)
             }
-            (State::Reconciling(framed), Body::Reconcile(batch)) => {
-                self.on_reconcile(framed, batch)
-            }
+            (State::Cascading(framed), Body::Reconcile(batch)) => self.on_reconcile(framed, batch),
+            (State::Decoding(ldpc), Body::Ldpc(msg)) => self.on_ldpc(ldpc, msg),
             (State::AwaitConfirm, Body::Confirm { challenges }) => self.on_confirm(challenges),
             (State::AwaitRetry, Body::Retry { shuffle_seed }) => self.start_round(shuffle_seed),
             (
@@ -184,14 +188,24 @@ impl BobSession {
             self.core.end(discarded(self.core.report.clone(), why));
             return Ok(());
         }
-        self.frames = Some(FrameSet::new(&sifted, &self.core.link, est.observed_qber)?);
+        let frames = FrameSet::new(&sifted, &self.core.link, est.observed_qber)?;
+        self.key_bits = frames.key_bits();
+        self.core.report.reconciled_bits = self.key_bits as u64;
+        self.frames = Some(frames);
         self.start_round(shuffle_seed)
     }
 
-    /// Bob's Cascade parties for the round's frames; sends their hellos.
+    /// Bob's side of the round: his Cascade parties, whose hellos he sends, or his LDPC decoder,
+    /// which waits for Alice's syndromes.
     fn start_round(&mut self, seed: [u8; 32]) -> Result<(), SessionError> {
         let t = Instant::now();
         let frames = self.frames.as_mut().ok_or(SessionError::Ended)?;
+        if let Algorithm::Ldpc(_) = self.core.link.algorithm() {
+            let plan = self.core.link.ldpc_plan(frames.plan_qber())?;
+            let ldpc = LdpcBob::new(plan, frames.take_round(), Backend::best())?;
+            self.state = State::Decoding(ldpc);
+            return Ok(());
+        }
         let plans = frames.plans(&self.core.link, seed)?;
         let parties = frames
             .take_round()
@@ -204,7 +218,7 @@ impl BobSession {
         self.core.ch.send(Body::Reconcile(first))?;
         self.core.report.round_trips += 1;
         self.core.report.times.reconcile += t.elapsed().as_secs_f64();
-        self.state = State::Reconciling(framed);
+        self.state = State::Cascading(framed);
         Ok(())
     }
 
@@ -221,15 +235,46 @@ impl BobSession {
         }
         self.core.report.times.reconcile += t.elapsed().as_secs_f64();
         if !framed.is_done() {
-            self.state = State::Reconciling(framed);
+            self.state = State::Cascading(framed);
             return Ok(());
         }
         let stats = framed.stats();
-        self.core.report.leak_alice_bits += stats.disclosed_bits;
-        self.core.report.leak_bob_bits += stats.bob_leak_bits();
-        self.core.report.errors_corrected += stats.corrected;
+        let leaks = (stats.disclosed_bits, stats.bob_leak_bits());
+        self.finish_round(leaks, stats.corrected, framed.into_frames(), &[])
+    }
+
+    /// Decodes with Alice's syndromes or reveals; answers with a reveal request or `Done`.
+    fn on_ldpc(&mut self, mut ldpc: LdpcBob, msg: LdpcMessage) -> Result<(), SessionError> {
+        let t = Instant::now();
+        let reply = ldpc.handle(msg)?;
+        self.core.ch.send(Body::Ldpc(reply))?;
+        self.core.report.round_trips += 1;
+        self.core.report.times.reconcile += t.elapsed().as_secs_f64();
+        if !ldpc.is_done() {
+            self.state = State::Decoding(ldpc);
+            return Ok(());
+        }
+        let leaks = (ldpc.disclosed_bits(), ldpc.bob_leak_bits());
+        let failed = ldpc.failed().to_vec();
+        let corrected = ldpc.stats().corrected;
+        self.finish_round(leaks, corrected, ldpc.into_frames(), &failed)
+    }
+
+    /// The round's reconciliation is over: its leakage (Alice's, Bob's) and corrections counted,
+    /// its frames back, those that `failed` it dropped; confirmation comes next.
+    fn finish_round(
+        &mut self,
+        (leak_alice, leak_bob): (u64, u64),
+        corrected: u64,
+        round_frames: Vec<BitBlock>,
+        failed: &[u32],
+    ) -> Result<(), SessionError> {
+        self.core.report.leak_alice_bits += leak_alice;
+        self.core.report.leak_bob_bits += leak_bob;
+        self.core.report.errors_corrected += corrected;
         let frames = self.frames.as_mut().ok_or(SessionError::Ended)?;
-        frames.put_round(framed.into_frames())?;
+        frames.put_round(round_frames)?;
+        frames.drop_failed(failed);
         self.state = State::AwaitConfirm;
         Ok(())
     }

@@ -1,5 +1,10 @@
 //! A block's frames through reconciliation and confirmation, the same bookkeeping on both
 //! sides: which frames the current round reconciles, which matched, which were dropped.
+//!
+//! Cascade frames are `frame_bits` long (the last one takes the rest). LDPC frames are the
+//! code's key length: the block holds as many whole frames as fit, and the tail after them is
+//! left out of the key before anything about it is disclosed. LDPC frames are not retried: a
+//! frame Bob could not decode, or whose confirmation failed, is dropped.
 
 use std::sync::Arc;
 
@@ -14,28 +19,53 @@ pub(super) struct FrameSet {
     matched: Vec<bool>,
     /// Frames of the current round (all of them first, then those that failed confirmation).
     round: Vec<usize>,
+    /// Set once the frames that failed confirmation were retried (from the start for LDPC,
+    /// which does not retry).
     retried: bool,
-    /// The QBER Cascade plans its block sizes for.
+    /// The QBER the reconciliation plans for.
     plan_qber: f64,
 }
 
 impl FrameSet {
-    /// The sifted key (sample removed) cut into the link's frames; `observed_qber` sets Cascade's
-    /// block sizes (zero observed errors still needs a positive rate).
+    /// The sifted key (sample removed) cut into the link's frames; `observed_qber` sets the
+    /// plans (zero observed errors still needs a positive rate).
     pub(super) fn new(
         key: &BitBlock,
         link: &Link,
         observed_qber: f64,
     ) -> Result<Self, SessionError> {
         let cfg = link.config();
-        let frames = split_frames(key, cfg.frame_bits)?;
+        let fixed = link.algorithm().fixed_frame_bits();
+        let frames = match fixed {
+            None => split_frames(key, cfg.frame_bits)?,
+            Some(k) if key.len() >= k => (0..key.len() / k)
+                .map(|f| key.slice(f * k..(f + 1) * k))
+                .collect::<Result<_, _>>()
+                .map_err(|e| super::stage("reconcile", e))?,
+            Some(k) => {
+                return Err(SessionError::Config(format!(
+                    "the block's {} bits after the sample are fewer than one {k}-bit LDPC frame",
+                    key.len()
+                )));
+            }
+        };
         Ok(Self {
             matched: vec![false; frames.len()],
             round: (0..frames.len()).collect(),
             frames,
-            retried: false,
+            retried: fixed.is_some(),
             plan_qber: observed_qber.max(1.0 / cfg.sample_bits as f64).min(0.5),
         })
+    }
+
+    /// Bits of the frames: the sifted key but an LDPC block's tail.
+    pub(super) fn key_bits(&self) -> usize {
+        self.frames.iter().map(BitBlock::len).sum()
+    }
+
+    /// The QBER the plans are made for.
+    pub(super) fn plan_qber(&self) -> f64 {
+        self.plan_qber
     }
 
     /// Frames the current round reconciles.
@@ -88,6 +118,17 @@ impl FrameSet {
             self.frames[i] = f;
         }
         Ok(())
+    }
+
+    /// Takes the round's frames at positions `failed` (of the round, increasing) out of it:
+    /// they failed reconciliation, are not confirmed and are dropped.
+    pub(super) fn drop_failed(&mut self, failed: &[u32]) {
+        let mut k = 0;
+        self.round.retain(|_| {
+            let keep = failed.binary_search(&k).is_err();
+            k += 1;
+            keep
+        });
     }
 
     /// The round's frames, in order (for confirmation).

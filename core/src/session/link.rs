@@ -1,5 +1,5 @@
-//! What the sessions of one link share: the configuration, the QBER ladder, the Cascade plans
-//! and the authentication key pool.
+//! What the sessions of one link share: the configuration, the reconciliation algorithm and its
+//! plans, the QBER ladder and the authentication key pool.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -9,7 +9,9 @@ use super::wire::HelloParams;
 use crate::amplify::QberLadder;
 use crate::auth::AuthKeys;
 use crate::pipeline::PipelineConfig;
+use crate::reconcile::algorithm::Algorithm;
 use crate::reconcile::cascade::{Params, Plan, Variant};
+use crate::reconcile::ldpc::protocol::FramePlan;
 use crate::rng::RandomSource;
 
 /// QBER buckets of the plan cache are geometric with this ratio: the estimate is rounded to the
@@ -31,7 +33,7 @@ type PlanCache = HashMap<([u8; 32], u32, i32), Arc<Plan>>;
 /// (sample positions, confirmation and Toeplitz seeds) is fresh per block.
 pub struct Link {
     cfg: PipelineConfig,
-    variant: Variant,
+    algorithm: Algorithm,
     ladder: QberLadder,
     shuffle_seed: [u8; 32],
     plans: Mutex<PlanCache>,
@@ -58,13 +60,13 @@ impl Link {
     ) -> Result<Arc<Self>, SessionError> {
         cfg.validate_protocol()
             .map_err(|e| SessionError::Config(e.to_string()))?;
-        let variant = Variant::by_name(&cfg.algorithm)
-            .ok_or_else(|| SessionError::Config(format!("unknown algorithm {}", cfg.algorithm)))?;
+        let algorithm = Algorithm::parse(&cfg.algorithm, cfg.frame_bits)
+            .map_err(|e| SessionError::Config(e.to_string()))?;
         let ladder = QberLadder::default_up_to(cfg.max_qber)
             .map_err(|e| SessionError::Config(e.to_string()))?;
         Ok(Arc::new(Self {
             cfg,
-            variant,
+            algorithm,
             ladder,
             shuffle_seed: rng.seed32()?,
             plans: Mutex::default(),
@@ -75,6 +77,11 @@ impl Link {
     /// The configuration.
     pub fn config(&self) -> &PipelineConfig {
         &self.cfg
+    }
+
+    /// The reconciliation algorithm.
+    pub fn algorithm(&self) -> &Algorithm {
+        &self.algorithm
     }
 
     /// The parameters a hello carries.
@@ -129,12 +136,30 @@ impl Link {
         qber: f64,
     ) -> Result<Arc<Plan>, SessionError> {
         let params = Params {
-            variant: self.variant.clone(),
+            variant: self.cascade_variant()?.clone(),
             n: u32::try_from(n).map_err(|_| SessionError::Config(format!("frame of {n} bits")))?,
             qber,
             seed,
         };
         Ok(Plan::new(params)?)
+    }
+
+    /// The LDPC plan of the link's frames at `qber`: both sides compute it from the sample's
+    /// error count, which both know.
+    pub(crate) fn ldpc_plan(&self, qber: f64) -> Result<Arc<FramePlan>, SessionError> {
+        let Algorithm::Ldpc(params) = &self.algorithm else {
+            return Err(SessionError::Config(
+                "the link reconciles with Cascade".into(),
+            ));
+        };
+        Ok(Arc::new(FramePlan::choose(params, qber)?))
+    }
+
+    fn cascade_variant(&self) -> Result<&Variant, SessionError> {
+        match &self.algorithm {
+            Algorithm::Cascade(v) => Ok(v),
+            Algorithm::Ldpc(_) => Err(SessionError::Config("the link reconciles with LDPC".into())),
+        }
     }
 
     fn lock_plans(&self) -> MutexGuard<'_, PlanCache> {

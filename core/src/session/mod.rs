@@ -14,6 +14,8 @@
 //!                                      <----  Estimate (sample errors)
 //!                                      <----  Reconcile (every frame's Cascade hello)
 //! Reconcile (answers)                  ---->  ... one round trip per Cascade round ...
+//!   (LDPC links instead: Ldpc (syndromes) ---->, <---- Ldpc (reveal request or Done),
+//!    and up to three more reveal rounds for the frames Bob could not decode)
 //! Confirm (a tag per frame)            ---->
 //!                                      <----  Verdicts (per frame)
 //! [Retry (fresh shuffle seed)          ---->  the failed frames again, then Confirm/Verdicts]
@@ -30,8 +32,10 @@
 //!
 //! **Authentication** ([`crate::auth`]): each side's transcript (every envelope it sent, in
 //! order) is tagged once, at the end, with the block's [`crate::auth::AuthLease`]. Bob releases
-//! his key only once Alice's tag verifies; Alice hers once Bob's does. The last message, Bob's
-//! tag, can be lost or altered after Bob released his key; the two stores then disagree on that
+//! his key only once Alice's tag verifies; Alice hers once Bob's does. Bob's messages are
+//! authenticated by his tag alone, which Alice checks after Bob released his key: a lost or
+//! altered tag, or an altered Bob message that Alice does not refuse at once (a changed counter
+//! in `Verdicts`), leaves Bob with a key that Alice refused. The two stores then disagree on that
 //! one block, which the KMEs settle before activating it (a key is usable only when both sides
 //! hold it, DESIGN §9).
 //!

@@ -14,6 +14,7 @@ use crate::confirm::ConfirmMessage;
 use crate::estimate::SampleMessage;
 use crate::pipeline::PipelineConfig;
 use crate::reconcile::frames::FrameBatch;
+use crate::reconcile::ldpc::protocol::LdpcMessage;
 
 /// Version byte of the session encoding.
 pub const SESSION_WIRE_VERSION: u8 = 1;
@@ -85,6 +86,9 @@ pub enum Body {
         /// Why.
         reason: String,
     },
+    /// Either way, on LDPC links instead of `Reconcile`: Alice's syndromes and reveals, Bob's
+    /// requests and his `Done` (last here so that the other variants keep their encoding).
+    Ldpc(LdpcMessage),
 }
 
 impl Body {
@@ -101,6 +105,7 @@ impl Body {
             Body::Amplify { .. } => "Amplify",
             Body::Tag { .. } => "Tag",
             Body::Abort { .. } => "Abort",
+            Body::Ldpc(_) => "Ldpc",
         }
     }
 }
@@ -127,9 +132,9 @@ pub struct Hello {
 pub struct HelloParams {
     /// Bits disclosed per block to estimate the QBER.
     pub sample_bits: u64,
-    /// Cascade variant name.
+    /// Reconciliation algorithm name ([`crate::reconcile::algorithm::Algorithm::parse`]).
     pub algorithm: String,
-    /// Bits per Cascade frame (0: one frame).
+    /// Bits per frame (0: one Cascade frame, or the largest LDPC frame).
     pub frame_bits: u64,
     /// Failure probability of the QBER bound.
     pub eps_pe: f64,

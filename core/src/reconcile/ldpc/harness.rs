@@ -1,8 +1,7 @@
 //! LDPC in the experiment harness ([`crate::reconcile::experiment`]): algorithm names, and one
 //! configuration's run.
 //!
-//! Names: `ldpc-blind[:F_START:F_END]` (default 1.25 to 1.7, three reveal rounds) and
-//! `ldpc-oneway[:F]` (default 1.5); `ldpc` is `ldpc-blind`. A run is one frame; the frame's
+//! Names are [`LdpcParams::parse`]'s. A run is one frame; the frame's
 //! code length is the largest built-in lift whose key part fits `block_bits` (the smallest if
 //! none does), and the result's `block_bits` is that frame's key length. Frames are reconciled
 //! [`FRAMES_PER_BLOCK`] at a time, as a block would be, the decoder's batches in parallel on a
@@ -18,6 +17,7 @@ use std::time::{Duration, Instant};
 use super::codes::LIFTS;
 use super::decoder::Backend;
 use super::protocol::{FramePlan, LdpcAlice, LdpcBob, LdpcParams, run_loopback};
+use crate::reconcile::algorithm::ldpc_lift_for;
 use crate::reconcile::experiment::{
     ExperimentConfig, ExperimentError, ExperimentResult, derive_seed, thread_pool,
 };
@@ -28,33 +28,12 @@ use crate::rng::SeededRandom;
 /// Frames reconciled together (one block's worth).
 pub const FRAMES_PER_BLOCK: usize = 256;
 
-/// The LDPC parameters an algorithm name stands for, `None` if it is not an LDPC name.
+/// The LDPC parameters an algorithm name stands for ([`LdpcParams::parse`]), on the largest
+/// built-in code whose frame fits `block_bits` (the smallest if none does); `None` if it is not
+/// an LDPC name.
 pub fn params_for(name: &str, block_bits: usize) -> Option<Result<LdpcParams, ExperimentError>> {
-    let mut parts = name.split(':');
-    let kind = parts.next()?;
-    let numbers: Result<Vec<f64>, _> = parts.map(str::parse::<f64>).collect();
-    let bad = || {
-        ExperimentError::BadConfig(format!(
-            "'{name}': expected ldpc-blind[:F_START:F_END] or ldpc-oneway[:F]"
-        ))
-    };
-    let z = LIFTS
-        .iter()
-        .rev()
-        .copied()
-        .find(|&z| FramePlan::key_bits_for(z) <= block_bits)
-        .unwrap_or(LIFTS[0]);
-    let Ok(numbers) = numbers else {
-        return Some(Err(bad()));
-    };
-    Some(match (kind, numbers.as_slice()) {
-        ("ldpc" | "ldpc-blind", []) => Ok(LdpcParams::blind(z, 1.25, 1.7)),
-        ("ldpc" | "ldpc-blind", [a, b]) => Ok(LdpcParams::blind(z, *a, *b)),
-        ("ldpc-oneway", []) => Ok(LdpcParams::one_way(z, 1.5)),
-        ("ldpc-oneway", [f]) => Ok(LdpcParams::one_way(z, *f)),
-        ("ldpc" | "ldpc-blind" | "ldpc-oneway", _) => Err(bad()),
-        _ => return None,
-    })
+    let z = ldpc_lift_for(block_bits).unwrap_or(LIFTS[0]);
+    LdpcParams::parse(name, z).map(|r| r.map_err(|e| ExperimentError::BadConfig(e.to_string())))
 }
 
 /// Runs one LDPC configuration.
@@ -103,17 +82,16 @@ pub(crate) fn run(
         round_trips += u64::from(trips) * (end - start) as u64;
         round_trips_max = round_trips_max.max(trips);
         for ((got, want), frame_leak) in frames.iter().zip(&xs).zip(leaks) {
-            match (got, frame_leak) {
-                (None, _) | (_, None) => failed += 1,
-                (Some(key), Some(frame_leak)) => {
-                    let wrong = key.hamming_distance(want).unwrap_or(k) as u64;
-                    if wrong > 0 {
-                        residual_frames += 1;
-                        residual_bits += wrong;
-                    }
-                    fs.push(efficiency(frame_leak, k, errors as u64));
-                }
+            let Some(frame_leak) = frame_leak else {
+                failed += 1;
+                continue;
+            };
+            let wrong = got.hamming_distance(want).unwrap_or(k) as u64;
+            if wrong > 0 {
+                residual_frames += 1;
+                residual_bits += wrong;
             }
+            fs.push(efficiency(frame_leak, k, errors as u64));
         }
         start = end;
     }

@@ -63,6 +63,40 @@ impl LdpcParams {
         }
     }
 
+    /// The forms of the names [`LdpcParams::parse`] reads.
+    pub const NAME_FORMS: [&'static str; 2] = ["ldpc-blind[:F_START:F_END]", "ldpc-oneway[:F]"];
+
+    /// The parameters an algorithm name stands for on codes of circulant `z`, `None` if it is
+    /// not an LDPC name: `ldpc-blind[:F_START:F_END]` (default 1.25 to 1.7, three reveal
+    /// rounds; `ldpc` is the same) or `ldpc-oneway[:F]` (default 1.5).
+    pub fn parse(name: &str, z: u32) -> Option<Result<Self, ReconcileError>> {
+        let mut parts = name.split(':');
+        let kind = parts.next()?;
+        if !matches!(kind, "ldpc" | "ldpc-blind" | "ldpc-oneway") {
+            return None;
+        }
+        let bad = || {
+            ReconcileError::BadParams(format!(
+                "'{name}': expected {}",
+                Self::NAME_FORMS.join(" or ")
+            ))
+        };
+        let Ok(numbers) = parts
+            .map(str::parse::<f64>)
+            .collect::<Result<Vec<f64>, _>>()
+        else {
+            return Some(Err(bad()));
+        };
+        Some(match (kind, numbers.as_slice()) {
+            ("ldpc-oneway", []) => Ok(Self::one_way(z, 1.5)),
+            ("ldpc-oneway", [f]) => Ok(Self::one_way(z, *f)),
+            ("ldpc-oneway", _) => Err(bad()),
+            (_, []) => Ok(Self::blind(z, 1.25, 1.7)),
+            (_, [a, b]) => Ok(Self::blind(z, *a, *b)),
+            _ => Err(bad()),
+        })
+    }
+
     /// Blind: first attempt at `f_start`, up to three reveals towards `f_end`.
     pub fn blind(z: u32, f_start: f64, f_end: f64) -> Self {
         Self {
@@ -272,6 +306,85 @@ fn check_indices(frames: &[u32], count: usize) -> Result<(), ReconcileError> {
     Ok(())
 }
 
+/// What a block's frames disclosed, counted alike on both sides from the messages they
+/// exchanged: the reveal rounds each frame went through, Bob's answers, the frames that failed.
+#[derive(Debug)]
+struct Disclosure {
+    /// Reveal rounds each frame went through.
+    revealed_rounds: Vec<u8>,
+    /// The last reveal round asked for.
+    round: u8,
+    feedback_bits: u64,
+    failed: Option<Vec<u32>>,
+}
+
+impl Disclosure {
+    fn new(frames: usize) -> Self {
+        Self {
+            revealed_rounds: vec![0; frames],
+            round: 0,
+            feedback_bits: 0,
+            failed: None,
+        }
+    }
+
+    /// Checks that `frames` increase and were all still undecoded at Bob's last answer (a
+    /// frame Bob decoded earlier cannot ask for more, nor fail).
+    fn check_pending(&self, frames: &[u32]) -> Result<(), ReconcileError> {
+        check_indices(frames, self.revealed_rounds.len())?;
+        match frames
+            .iter()
+            .find(|&&f| self.revealed_rounds[f as usize] != self.round)
+        {
+            Some(f) => Err(ReconcileError::Malformed(format!(
+                "frame {f} was decoded in an earlier round"
+            ))),
+            None => Ok(()),
+        }
+    }
+
+    /// Bob's answer reports on every frame of the last attempt: one bit each.
+    fn count_answer(&mut self) {
+        let attempted = self.revealed_rounds.iter().filter(|&&r| r == self.round);
+        self.feedback_bits += attempted.count() as u64;
+    }
+
+    /// Bob asked for round `round`'s reveals of `frames` (checked by the caller).
+    fn reveal(&mut self, round: u8, frames: &[u32]) {
+        self.count_answer();
+        self.round = round;
+        frames
+            .iter()
+            .for_each(|&f| self.revealed_rounds[f as usize] = round);
+    }
+
+    /// Bob is done; `failed` are dropped.
+    fn finish(&mut self, failed: Vec<u32>) {
+        self.count_answer();
+        self.failed = Some(failed);
+    }
+
+    fn is_done(&self) -> bool {
+        self.failed.is_some()
+    }
+
+    fn failed(&self) -> &[u32] {
+        self.failed.as_deref().unwrap_or(&[])
+    }
+
+    fn frame_disclosed(&self, plan: &FramePlan, f: usize) -> Option<u64> {
+        let round = *self.revealed_rounds.get(f)?;
+        let failed = self.failed().binary_search(&(f as u32)).is_ok();
+        (!failed).then(|| plan.leak_after(round))
+    }
+
+    fn disclosed_bits(&self, plan: &FramePlan) -> u64 {
+        (0..self.revealed_rounds.len())
+            .filter_map(|f| self.frame_disclosed(plan, f))
+            .sum()
+    }
+}
+
 /// Alice: holds the reference frames, sends syndromes, reveals punctured bits on request.
 #[derive(Debug)]
 pub struct LdpcAlice {
@@ -279,11 +392,7 @@ pub struct LdpcAlice {
     keys: Vec<BitBlock>,
     /// Each frame's secret punctured bits, in reveal order.
     padding: Vec<BitBlock>,
-    /// Reveal rounds each frame went through.
-    revealed_rounds: Vec<u8>,
-    round: u8,
-    feedback_bits: u64,
-    failed: Option<Vec<u32>>,
+    disclosure: Disclosure,
 }
 
 impl LdpcAlice {
@@ -329,16 +438,12 @@ impl LdpcAlice {
             punctured: plan.punctured.len() as u32,
             syndromes,
         };
-        let count = frames.len();
         Ok((
             Self {
+                disclosure: Disclosure::new(frames.len()),
                 plan,
                 keys: frames,
                 padding,
-                revealed_rounds: vec![0; count],
-                round: 0,
-                feedback_bits: 0,
-                failed: None,
             },
             message,
         ))
@@ -346,7 +451,7 @@ impl LdpcAlice {
 
     /// Answers Bob: the next reveal, or nothing once he is done.
     pub fn handle(&mut self, msg: LdpcMessage) -> Result<Option<LdpcMessage>, ReconcileError> {
-        if self.failed.is_some() {
+        if self.disclosure.is_done() {
             return Err(ReconcileError::Unexpected {
                 got: msg.kind(),
                 state: "done",
@@ -354,15 +459,15 @@ impl LdpcAlice {
         }
         match msg {
             LdpcMessage::Reveal { round, frames } => {
-                if round != self.round + 1 || round > self.plan.rounds {
+                let next = self.disclosure.round + 1;
+                if round != next || round > self.plan.rounds {
                     return Err(ReconcileError::OutOfOrder {
                         got: u32::from(round),
-                        expected: u32::from(self.round + 1),
+                        expected: u32::from(next),
                     });
                 }
-                self.check_pending(&frames)?;
-                self.feedback_bits += self.pending_frames() as u64;
-                self.round = round;
+                self.disclosure.check_pending(&frames)?;
+                self.disclosure.reveal(round, &frames);
                 let (from, to) = (
                     self.plan.revealed_after(round - 1),
                     self.plan.revealed_after(round),
@@ -370,7 +475,6 @@ impl LdpcAlice {
                 let values = frames
                     .iter()
                     .map(|&f| {
-                        self.revealed_rounds[f as usize] = round;
                         let pad = &self.padding[f as usize];
                         Parities::from_bits((from..to).map(|i| pad.get(i).unwrap_or(false)))
                     })
@@ -378,9 +482,8 @@ impl LdpcAlice {
                 Ok(Some(LdpcMessage::Revealed { round, values }))
             }
             LdpcMessage::Done { failed } => {
-                self.check_pending(&failed)?;
-                self.feedback_bits += self.pending_frames() as u64;
-                self.failed = Some(failed);
+                self.disclosure.check_pending(&failed)?;
+                self.disclosure.finish(failed);
                 Ok(None)
             }
             other => Err(ReconcileError::Unexpected {
@@ -390,56 +493,29 @@ impl LdpcAlice {
         }
     }
 
-    /// Checks that `frames` increase and were all still undecoded at Bob's last answer (a
-    /// frame Bob decoded earlier cannot ask for more, nor fail).
-    fn check_pending(&self, frames: &[u32]) -> Result<(), ReconcileError> {
-        check_indices(frames, self.keys.len())?;
-        match frames
-            .iter()
-            .find(|&&f| self.revealed_rounds[f as usize] != self.round)
-        {
-            Some(f) => Err(ReconcileError::Malformed(format!(
-                "frame {f} was decoded in an earlier round"
-            ))),
-            None => Ok(()),
-        }
-    }
-
-    /// Frames that were still undecoded when Bob last answered (all of them before his first).
-    fn pending_frames(&self) -> usize {
-        self.revealed_rounds
-            .iter()
-            .filter(|&&r| r == self.round)
-            .count()
-    }
-
     /// True once Bob said he is done.
     pub fn is_done(&self) -> bool {
-        self.failed.is_some()
+        self.disclosure.is_done()
     }
 
     /// The frames Bob could not decode (empty until done).
     pub fn failed(&self) -> &[u32] {
-        self.failed.as_deref().unwrap_or(&[])
+        self.disclosure.failed()
     }
 
     /// Syndrome and revealed bits of the frames that were not dropped: `sum (m - p + revealed)`.
     pub fn disclosed_bits(&self) -> u64 {
-        (0..self.keys.len())
-            .filter_map(|f| self.frame_disclosed(f))
-            .sum()
+        self.disclosure.disclosed_bits(&self.plan)
     }
 
     /// What frame `f` disclosed, `None` if it failed (or does not exist).
     pub fn frame_disclosed(&self, f: usize) -> Option<u64> {
-        let round = *self.revealed_rounds.get(f)?;
-        let failed = self.failed().binary_search(&(f as u32)).is_ok();
-        (!failed).then(|| self.plan.leak_after(round))
+        self.disclosure.frame_disclosed(&self.plan, f)
     }
 
     /// Bob's success/failure answers: one key-dependent bit per frame and answer.
     pub fn bob_leak_bits(&self) -> u64 {
-        self.feedback_bits
+        self.disclosure.feedback_bits
     }
 
     /// Alice's frames (never changed).
@@ -474,9 +550,8 @@ pub struct LdpcBob {
     llrs: Vec<Vec<i8>>,
     syndromes: Vec<BitBlock>,
     decoded: Vec<Option<BitBlock>>,
-    round: u8,
+    disclosure: Disclosure,
     stats: LdpcStats,
-    done: bool,
 }
 
 impl LdpcBob {
@@ -511,23 +586,23 @@ impl LdpcBob {
             llrs,
             syndromes: Vec::new(),
             decoded: vec![None; count],
-            round: 0,
+            disclosure: Disclosure::new(count),
             stats: LdpcStats {
                 frames: count as u64,
                 ..LdpcStats::default()
             },
-            done: false,
         })
     }
 
     /// Reads Alice's message and answers it (a reveal request or `Done`).
     pub fn handle(&mut self, msg: LdpcMessage) -> Result<LdpcMessage, ReconcileError> {
-        if self.done {
+        if self.disclosure.is_done() {
             return Err(ReconcileError::Unexpected {
                 got: msg.kind(),
                 state: "done",
             });
         }
+        let round = self.disclosure.round;
         match msg {
             LdpcMessage::Syndromes {
                 rows,
@@ -568,7 +643,10 @@ impl LdpcBob {
                     self.decoded.iter().filter(|d| d.is_some()).count() as u64;
                 Ok(self.next_request())
             }
-            LdpcMessage::Revealed { round, values } if round == self.round && round > 0 => {
+            LdpcMessage::Revealed {
+                round: theirs,
+                values,
+            } if theirs == round && round > 0 => {
                 let asked = self.pending();
                 if values.len() != asked.len() {
                     return Err(ReconcileError::WrongLength {
@@ -645,22 +723,38 @@ impl LdpcBob {
     /// A reveal request for the undecoded frames while rounds remain, else `Done`.
     fn next_request(&mut self) -> LdpcMessage {
         let pending = self.pending();
-        if pending.is_empty() || self.round >= self.plan.rounds {
-            self.done = true;
+        if pending.is_empty() || self.disclosure.round >= self.plan.rounds {
             self.stats.failed = pending.len() as u64;
+            self.disclosure.finish(pending.clone());
             return LdpcMessage::Done { failed: pending };
         }
-        self.round += 1;
-        self.stats.rounds = u32::from(self.round);
+        let round = self.disclosure.round + 1;
+        self.disclosure.reveal(round, &pending);
+        self.stats.rounds = u32::from(round);
         LdpcMessage::Reveal {
-            round: self.round,
+            round,
             frames: pending,
         }
     }
 
     /// True once Bob sent `Done`.
     pub fn is_done(&self) -> bool {
-        self.done
+        self.disclosure.is_done()
+    }
+
+    /// The frames that failed (empty until done).
+    pub fn failed(&self) -> &[u32] {
+        self.disclosure.failed()
+    }
+
+    /// What the kept frames disclosed, as Alice counts it ([`LdpcAlice::disclosed_bits`]).
+    pub fn disclosed_bits(&self) -> u64 {
+        self.disclosure.disclosed_bits(&self.plan)
+    }
+
+    /// Bob's success/failure answers ([`LdpcAlice::bob_leak_bits`]).
+    pub fn bob_leak_bits(&self) -> u64 {
+        self.disclosure.feedback_bits
     }
 
     /// Counters.
@@ -668,9 +762,13 @@ impl LdpcBob {
         self.stats
     }
 
-    /// Bob's frames: corrected, or `None` for the failed ones.
-    pub fn into_frames(self) -> Vec<Option<BitBlock>> {
+    /// Bob's frames: corrected, or as he had them for the [`failed`](Self::failed) ones.
+    pub fn into_frames(self) -> Vec<BitBlock> {
         self.decoded
+            .into_iter()
+            .zip(self.keys)
+            .map(|(decoded, own)| decoded.unwrap_or(own))
+            .collect()
     }
 }
 
