@@ -396,7 +396,7 @@ typedef struct {
 typedef struct {
   // Bits disclosed per block to estimate the QBER (0 < sample_bits < block length / 2).
   uint64_t sample_bits;
-  // Cascade variant name, NUL-terminated (NULL: the engine's default, "yanetal" at this version). Must stay valid during the call.
+  // Reconciliation algorithm, NUL-terminated: a Cascade variant, "ldpc-blind[:F_START:F_END]" or "ldpc-oneway[:F]" (NULL: the engine's default, "yanetal" at this version). Must stay valid during the call.
   const char *variant;
   // Failure probability of the QBER upper bound (parameter estimation), in (0, 1).
   double eps_pe;
@@ -407,9 +407,10 @@ typedef struct {
   // The top rung of the QBER ladder (rungs from 0.25 % by a factor 1.1): blocks whose sample
   // QBER or QBER upper bound exceeds it are discarded before reconciliation; in (0, 0.5].
   double max_qber;
-  // Bits per Cascade frame: a block (sample removed) is reconciled as frames of this size
-  // that advance together and are confirmed one by one; 0 reconciles it as one frame,
-  // otherwise at least 1024.
+  // Bits per frame: a block (sample removed) is reconciled as frames of this size that
+  // advance together and are confirmed one by one; 0 reconciles it as one frame, otherwise
+  // at least 1024. LDPC frames are the largest code frame that fits (0: 92160 bits, at least
+  // 4320); the block's tail after its whole frames is charged as disclosed.
   uint64_t frame_bits;
 } qkd_pipeline_config;
 
@@ -436,18 +437,18 @@ typedef struct {
   // The tolerated QBER the block was sized for (its rung of the ladder); NaN before
   // estimation ended.
   double qber_tolerated;
-  // Cascade parity bits Alice disclosed (the numerator of the efficiency).
+  // Bits Alice disclosed: Cascade parities, or LDPC syndromes and reveals (the numerator of the efficiency).
   uint64_t leak_alice_bits;
-  // Bits of Bob's Cascade messages that depend on his key (counted conservatively; with
+  // Bits of Bob's messages that depend on his key (counted conservatively; with
   // leak_alice_bits it sizes the key).
   uint64_t leak_bob_bits;
-  // Cascade round trips.
+  // Reconciliation round trips.
   uint32_t round_trips;
-  // Cascade messages.
+  // Messages of the block's session.
   uint32_t messages;
-  // Errors Cascade corrected.
+  // Errors reconciliation corrected.
   uint64_t errors_corrected;
-  // Errors left after Cascade (this in-process run knows both keys).
+  // Errors left after reconciliation (this in-process run knows both keys).
   uint64_t residual_errors;
   // Errors present before reconciliation.
   uint64_t true_errors;
@@ -477,7 +478,7 @@ typedef struct {
   qkd_verdict entropy;
   // Seconds in estimation.
   double seconds_estimate;
-  // Seconds in Cascade (both sides).
+  // Seconds in reconciliation (both sides).
   double seconds_reconcile;
   // Seconds in confirmation.
   double seconds_confirm;

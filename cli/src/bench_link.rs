@@ -33,7 +33,7 @@ pub struct LinkArgs {
     /// Raw bits per block.
     #[arg(long, default_value_t = 1 << 24)]
     block_bits: usize,
-    /// Bits per Cascade frame.
+    /// Bits per frame (LDPC: the largest code frame that fits, 92160 bits at most).
     #[arg(long, default_value_t = 1 << 16)]
     frame_bits: usize,
     /// Bits per block disclosed for the QBER estimate.
@@ -54,7 +54,7 @@ pub struct LinkArgs {
     /// Blocks in flight.
     #[arg(long, default_value_t = 4)]
     in_flight: usize,
-    /// Cascade variant.
+    /// Reconciliation: a Cascade variant, ldpc-blind[:F_START:F_END] or ldpc-oneway[:F].
     #[arg(long, default_value = "yanetal")]
     algorithm: String,
     /// Seed of the simulated raw blocks and authentication secret.

@@ -53,11 +53,13 @@ pub struct PipelineArgs {
     /// Bits per block disclosed for QBER estimation.
     #[arg(long, default_value_t = Self::DEFAULT_SAMPLE_BITS)]
     pub sample_bits: usize,
-    /// Cascade variant.
+    /// Reconciliation: a Cascade variant, ldpc-blind[:F_START:F_END] or ldpc-oneway[:F].
     #[arg(long, default_value = "yanetal")]
     pub algorithm: String,
-    /// Bits per Cascade frame: a block's frames advance together and are confirmed one by one,
-    /// a failed frame being reconciled again (0: the whole block is one frame).
+    /// Bits per frame: a block's frames advance together and are confirmed one by one, a failed
+    /// Cascade frame being reconciled again (0: the whole block is one frame). LDPC frames are
+    /// the largest code frame that fits (0: 92160 bits); a block's tail after its whole frames
+    /// is left out of the key.
     #[arg(long, default_value_t = qkd_core::pipeline::DEFAULT_FRAME_BITS)]
     pub frame_bits: usize,
     /// Secrecy parameter.

@@ -58,7 +58,7 @@ pub struct PipelineConfig {
     /// Bits per frame: the block (sample removed) is reconciled as frames of this size that
     /// advance together ([`crate::reconcile::frames`]); 0 reconciles it as one frame. LDPC
     /// frames are the largest built-in code's key part that fits (0: the largest, 92160 bits),
-    /// and the block's tail after its whole frames is left out of the key.
+    /// and the block's tail after its whole frames is left out of the key (charged as disclosed).
     pub frame_bits: usize,
     /// Failure probability of the reported QBER upper bound (parameter estimation).
     pub eps_pe: f64,
@@ -292,9 +292,11 @@ pub struct BlockReport {
     pub confirmed: bool,
     /// Frames whose first confirmation failed and that were reconciled once more.
     pub retried_frames: u32,
-    /// Frames whose tags still differed after the retry, dropped on both sides.
+    /// Frames dropped on both sides: Cascade frames whose tags still differed after the retry,
+    /// LDPC frames Bob could not decode or whose tags differed.
     pub dropped_frames: u32,
-    /// Bits of the dropped frames (counted as disclosed in the length).
+    /// Bits of the dropped frames and of an LDPC block's tail after its whole frames (counted
+    /// as disclosed in the length).
     pub dropped_frame_bits: u64,
     /// The finite-key computation, when it ran.
     pub secret: Option<SecretLength>,

@@ -1,4 +1,4 @@
-//! The whole pipeline on one block pair (both parties in this process): estimate -> Cascade ->
+//! The whole pipeline on one block pair (both parties in this process): estimate -> reconcile ->
 //! confirm -> secret length -> Toeplitz -> entropy check, with its report.
 
 use std::ffi::{CStr, c_char};
@@ -22,7 +22,7 @@ pub const QKD_REASON_LEN: usize = 160;
 pub struct qkd_pipeline_config {
     /// Bits disclosed per block to estimate the QBER (0 < sample_bits < block length / 2).
     pub sample_bits: u64,
-    /// Cascade variant name, NUL-terminated (NULL: the engine's default, "yanetal" at this version). Must stay valid during the call.
+    /// Reconciliation algorithm, NUL-terminated: a Cascade variant, "ldpc-blind[:F_START:F_END]" or "ldpc-oneway[:F]" (NULL: the engine's default, "yanetal" at this version). Must stay valid during the call.
     pub variant: *const c_char,
     /// Failure probability of the QBER upper bound (parameter estimation), in (0, 1).
     pub eps_pe: f64,
@@ -33,9 +33,10 @@ pub struct qkd_pipeline_config {
     /// The top rung of the QBER ladder (rungs from 0.25 % by a factor 1.1): blocks whose sample
     /// QBER or QBER upper bound exceeds it are discarded before reconciliation; in (0, 0.5].
     pub max_qber: f64,
-    /// Bits per Cascade frame: a block (sample removed) is reconciled as frames of this size
-    /// that advance together and are confirmed one by one; 0 reconciles it as one frame,
-    /// otherwise at least 1024.
+    /// Bits per frame: a block (sample removed) is reconciled as frames of this size that
+    /// advance together and are confirmed one by one; 0 reconciles it as one frame, otherwise
+    /// at least 1024. LDPC frames are the largest code frame that fits (0: 92160 bits, at least
+    /// 4320); the block's tail after its whole frames is charged as disclosed.
     pub frame_bits: u64,
 }
 
@@ -76,18 +77,18 @@ pub struct qkd_block_report {
     /// The tolerated QBER the block was sized for (its rung of the ladder); NaN before
     /// estimation ended.
     pub qber_tolerated: f64,
-    /// Cascade parity bits Alice disclosed (the numerator of the efficiency).
+    /// Bits Alice disclosed: Cascade parities, or LDPC syndromes and reveals (the numerator of the efficiency).
     pub leak_alice_bits: u64,
-    /// Bits of Bob's Cascade messages that depend on his key (counted conservatively; with
+    /// Bits of Bob's messages that depend on his key (counted conservatively; with
     /// leak_alice_bits it sizes the key).
     pub leak_bob_bits: u64,
-    /// Cascade round trips.
+    /// Reconciliation round trips.
     pub round_trips: u32,
-    /// Cascade messages.
+    /// Messages of the block's session.
     pub messages: u32,
-    /// Errors Cascade corrected.
+    /// Errors reconciliation corrected.
     pub errors_corrected: u64,
-    /// Errors left after Cascade (this in-process run knows both keys).
+    /// Errors left after reconciliation (this in-process run knows both keys).
     pub residual_errors: u64,
     /// Errors present before reconciliation.
     pub true_errors: u64,
@@ -117,7 +118,7 @@ pub struct qkd_block_report {
     pub entropy: qkd_verdict,
     /// Seconds in estimation.
     pub seconds_estimate: f64,
-    /// Seconds in Cascade (both sides).
+    /// Seconds in reconciliation (both sides).
     pub seconds_reconcile: f64,
     /// Seconds in confirmation.
     pub seconds_confirm: f64,

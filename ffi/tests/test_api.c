@@ -633,6 +633,27 @@ static void test_pipeline(void) {
     CHECK(r.sample_bits == 16384 && r.outcome == QKD_OUTCOME_KEY);
     qkd_block_free(key);
     key = NULL;
+    /* LDPC: 8 whole frames of 11520 bits in the 95000 after the sample. */
+    {
+        qkd_block *x = NULL, *y = NULL;
+        uint64_t ldpc_seed = 78;
+        uint64_t frame_bits = cfg.frame_bits;
+        CHECK_RC(qkd_simulate(100000, 0.02, QKD_ERROR_MODEL_IID, &ldpc_seed, &x, &y, NULL), QKD_OK);
+        cfg.variant = "ldpc-blind";
+        cfg.frame_bits = 11520;
+        CHECK_RC(qkd_pipeline_process_block(x, y, &cfg, &r, &key), QKD_OK);
+        CHECK(r.outcome == QKD_OUTCOME_KEY && r.residual_errors == 0 && r.dropped_frames == 0);
+        CHECK(r.leak_alice_bits > 0 && r.errors_corrected > 0 && r.round_trips >= 1);
+        qkd_block_free(key);
+        key = NULL;
+        cfg.frame_bits = 4000;
+        CHECK_RC(qkd_pipeline_process_block(x, y, &cfg, &r, &key), QKD_ERR_INVALID_ARGUMENT);
+        CHECK(strstr(detail(), "smallest LDPC frame") != NULL && key == NULL);
+        cfg.variant = NULL;
+        cfg.frame_bits = frame_bits;
+        qkd_block_free(x);
+        qkd_block_free(y);
+    }
     /* Bad settings, mismatched lengths. */
     cfg.eps_sec = 2.0;
     CHECK_RC(qkd_pipeline_process_block(a, b, &cfg, &r, &key), QKD_ERR_INVALID_ARGUMENT);

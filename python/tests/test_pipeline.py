@@ -39,6 +39,28 @@ def test_process_keys_and_reports(run):
     assert 0 < summary["secret_fraction"] < 1
 
 
+@pytest.mark.parametrize("algorithm", ["ldpc-blind", "ldpc-oneway:1.8"])
+def test_process_reconciles_with_ldpc(algorithm):
+    a, b, _ = qkd.simulate(2 * BLOCK, 0.02, seed=5)
+    keys, reports, _ = pipeline.process(
+        a, b, block_bits=BLOCK, sample_bits=SAMPLE, algorithm=algorithm, frame_bits=11520
+    )
+    for k, r in zip(keys, reports):
+        assert r["outcome"] == "key" and r["residual_errors"] == 0 and k is not None
+        # 61440 bits after the sample hold 5 frames of 11520; the 3840-bit tail is charged.
+        assert r["dropped_frames"] == 0 and r["dropped_frame_bits"] == 3840
+        leak = r["leak_alice_bits"] + r["leak_bob_bits"] + r["dropped_frame_bits"]
+        sl = amplify.secret_length(
+            r["reconciled_bits"],
+            r["sample_bits"],
+            r["qber_tolerated"],
+            leak,
+            r["confirm_tag_bits"],
+            41,
+        )
+        assert r["final_bits"] == sl["bits"] > 0
+
+
 def test_process_discards_high_qber():
     a, b, _ = qkd.simulate(BLOCK, 0.2, seed=1)
     keys, reports, summary = pipeline.process(a, b, block_bits=BLOCK, sample_bits=SAMPLE)

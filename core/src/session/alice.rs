@@ -177,8 +177,6 @@ impl AliceSession {
         }
         let frames = FrameSet::new(&sifted, &self.core.link, est.observed_qber)?;
         drop(sifted);
-        self.key_bits = frames.key_bits();
-        self.core.report.reconciled_bits = self.key_bits as u64;
         self.frames = Some(frames);
         self.start_round(self.core.link.shuffle_seed())
     }

@@ -188,10 +188,7 @@ impl BobSession {
             self.core.end(discarded(self.core.report.clone(), why));
             return Ok(());
         }
-        let frames = FrameSet::new(&sifted, &self.core.link, est.observed_qber)?;
-        self.key_bits = frames.key_bits();
-        self.core.report.reconciled_bits = self.key_bits as u64;
-        self.frames = Some(frames);
+        self.frames = Some(FrameSet::new(&sifted, &self.core.link, est.observed_qber)?);
         self.start_round(shuffle_seed)
     }
 

@@ -3,7 +3,9 @@
 //!
 //! Cascade frames are `frame_bits` long (the last one takes the rest). LDPC frames are the
 //! code's key length: the block holds as many whole frames as fit, and the tail after them is
-//! left out of the key before anything about it is disclosed. LDPC frames are not retried: a
+//! left out of the key before anything about it is disclosed. The tail's bits are charged as
+//! disclosed, as a dropped frame's are (docs/security.md, section 6): the QBER bound is for the
+//! whole sifted key, and the tail is not a random part of it. LDPC frames are not retried: a
 //! frame Bob could not decode, or whose confirmation failed, is dropped.
 
 use std::sync::Arc;
@@ -24,6 +26,8 @@ pub(super) struct FrameSet {
     retried: bool,
     /// The QBER the reconciliation plans for.
     plan_qber: f64,
+    /// Bits after an LDPC block's whole frames, left out.
+    tail_bits: usize,
 }
 
 impl FrameSet {
@@ -52,15 +56,11 @@ impl FrameSet {
         Ok(Self {
             matched: vec![false; frames.len()],
             round: (0..frames.len()).collect(),
-            frames,
             retried: fixed.is_some(),
             plan_qber: observed_qber.max(1.0 / cfg.sample_bits as f64).min(0.5),
+            tail_bits: key.len() - frames.iter().map(BitBlock::len).sum::<usize>(),
+            frames,
         })
-    }
-
-    /// Bits of the frames: the sifted key but an LDPC block's tail.
-    pub(super) fn key_bits(&self) -> usize {
-        self.frames.iter().map(BitBlock::len).sum()
     }
 
     /// The QBER the plans are made for.
@@ -174,8 +174,9 @@ impl FrameSet {
     }
 
     /// The kept frames joined (or `None` when every frame was dropped), with the dropped frames
-    /// counted in `report`.
+    /// (and an LDPC tail's bits) counted in `report`.
     pub(super) fn finish(self, report: &mut BlockReport) -> Option<BitBlock> {
+        report.dropped_frame_bits += self.tail_bits as u64;
         let mut kept = Vec::with_capacity(self.frames.len());
         for (f, ok) in self.frames.into_iter().zip(self.matched) {
             if ok {
