@@ -322,6 +322,7 @@ impl AliceSession {
     /// Confirmation is over: the secret length, the Toeplitz seed, Alice's final key and tag.
     fn amplify(&mut self) -> Result<(), SessionError> {
         let frames = self.frames.take().ok_or(SessionError::Ended)?;
+        let basis = frames.efficiency_basis_bits();
         let Some(key) = frames.finish(&mut self.core.report) else {
             let why = "confirmation tags differ".to_owned();
             self.core.end(discarded(self.core.report.clone(), why));
@@ -329,11 +330,7 @@ impl AliceSession {
         };
         let r = &mut self.core.report;
         if r.errors_corrected > 0 {
-            r.efficiency = Some(efficiency(
-                r.leak_alice_bits,
-                self.key_bits,
-                r.errors_corrected,
-            ));
+            r.efficiency = Some(efficiency(r.leak_alice_bits, basis, r.errors_corrected));
         }
         let secret = secret_length(&self.core.link, r, self.key_bits)?;
         r.secret = Some(secret);

@@ -28,6 +28,8 @@ pub(super) struct FrameSet {
     plan_qber: f64,
     /// Bits after an LDPC block's whole frames, left out.
     tail_bits: usize,
+    /// Bits of the frames that failed reconciliation (LDPC).
+    failed_bits: usize,
 }
 
 impl FrameSet {
@@ -59,6 +61,7 @@ impl FrameSet {
             retried: fixed.is_some(),
             plan_qber: observed_qber.max(1.0 / cfg.sample_bits as f64).min(0.5),
             tail_bits: key.len() - frames.iter().map(BitBlock::len).sum::<usize>(),
+            failed_bits: 0,
             frames,
         })
     }
@@ -124,11 +127,24 @@ impl FrameSet {
     /// they failed reconciliation, are not confirmed and are dropped.
     pub(super) fn drop_failed(&mut self, failed: &[u32]) {
         let mut k = 0;
-        self.round.retain(|_| {
+        let frames = &self.frames;
+        let mut failed_bits = 0;
+        self.round.retain(|&i| {
             let keep = failed.binary_search(&k).is_err();
             k += 1;
+            if !keep {
+                failed_bits += frames[i].len();
+            }
             keep
         });
+        self.failed_bits += failed_bits;
+    }
+
+    /// Bits whose reconciliation leakage the report counts, the basis of the efficiency: every
+    /// frame for Cascade, the frames that did not fail for LDPC (whose failed frames' syndromes
+    /// are not counted; they are charged whole instead).
+    pub(super) fn efficiency_basis_bits(&self) -> usize {
+        self.frames.iter().map(BitBlock::len).sum::<usize>() - self.failed_bits
     }
 
     /// The round's frames, in order (for confirmation).
