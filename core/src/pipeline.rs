@@ -157,23 +157,30 @@ impl PipelineConfig {
                 self.block_bits
             ));
         }
-        self.validate_protocol()?;
-        let algorithm = Algorithm::parse(&self.algorithm, self.frame_bits)
-            .map_err(|e| PipelineError::Config(e.to_string()))?;
+        let algorithm = self.validate_protocol()?;
+        self.check_frame_fits(&algorithm, self.block_bits)
+    }
+
+    /// Checks that blocks of `block_bits` raw bits hold, after the sample, at least one whole
+    /// frame of `algorithm` when it fixes the frame length (LDPC).
+    pub fn check_frame_fits(
+        &self,
+        algorithm: &Algorithm,
+        block_bits: usize,
+    ) -> Result<(), PipelineError> {
+        let left = block_bits.saturating_sub(self.sample_bits);
         match algorithm.fixed_frame_bits() {
-            Some(frame) if self.block_bits - self.sample_bits < frame => bad(format!(
-                "a block of {} bits holds {} after the sample: fewer than one {frame}-bit LDPC \
-                 frame",
-                self.block_bits,
-                self.block_bits - self.sample_bits
-            )),
+            Some(frame) if left < frame => Err(PipelineError::Config(format!(
+                "a block of {block_bits} bits holds {left} after the sample: fewer than one \
+                 {frame}-bit LDPC frame"
+            ))),
             _ => Ok(()),
         }
     }
 
     /// Checks every setting but the block size (a link's sessions each take their raw block's
-    /// own length, checked by the session).
-    pub fn validate_protocol(&self) -> Result<(), PipelineError> {
+    /// own length, checked by the session) and returns the reconciliation algorithm they name.
+    pub fn validate_protocol(&self) -> Result<Algorithm, PipelineError> {
         let bad = |m: String| Err(PipelineError::Config(m));
         if self.sample_bits == 0 {
             return bad("sample bits must be positive".into());
@@ -197,8 +204,7 @@ impl PipelineConfig {
             return bad(format!("max_qber ({}) must lie in (0, 0.5]", self.max_qber));
         }
         Algorithm::parse(&self.algorithm, self.frame_bits)
-            .map_err(|e| PipelineError::Config(e.to_string()))?;
-        Ok(())
+            .map_err(|e| PipelineError::Config(e.to_string()))
     }
 }
 

@@ -4,6 +4,7 @@
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 
+use qkd_core::pipeline::PipelineError;
 use serde::{Deserialize, Serialize};
 
 /// Errors loading or checking a configuration.
@@ -747,9 +748,13 @@ impl Config {
 impl ProcessingConfig {
     fn validate(&self, peer: &str, source: &SourceConfig) -> Result<(), ConfigError> {
         let bad = |m: String| Err(ConfigError::Invalid(format!("link {peer}: processing.{m}")));
-        self.pipeline()
-            .validate_protocol()
-            .map_err(|e| ConfigError::Invalid(format!("link {peer}: processing: {e}")))?;
+        let pipeline = self.pipeline();
+        let invalid =
+            |e: PipelineError| ConfigError::Invalid(format!("link {peer}: processing: {e}"));
+        let algorithm = pipeline.validate_protocol().map_err(invalid)?;
+        pipeline
+            .check_frame_fits(&algorithm, self.block_bits)
+            .map_err(invalid)?;
         if self.block_bits <= 2 * self.sample_bits || self.block_bits > 1 << 30 {
             return bad(format!(
                 "block_bits is {}; expected more than twice sample_bits ({}) and at most 2^30",

@@ -24,24 +24,24 @@ impl Algorithm {
         if let Some(v) = Variant::by_name(name) {
             return Ok(Self::Cascade(v));
         }
+        let Some(params) = LdpcParams::parse(name, LIFTS[0]) else {
+            return Err(ReconcileError::BadParams(format!(
+                "unknown algorithm '{name}'; known: {}",
+                Self::names()
+            )));
+        };
         let limit = if frame_bits == 0 {
             usize::MAX
         } else {
             frame_bits
         };
-        let z = ldpc_lift_for(limit);
-        match (LdpcParams::parse(name, z.unwrap_or(LIFTS[0])), z) {
-            (Some(Ok(params)), Some(_)) => Ok(Self::Ldpc(params)),
-            (Some(Ok(_)), None) => Err(ReconcileError::BadParams(format!(
+        let z = ldpc_lift_for(limit).ok_or_else(|| {
+            ReconcileError::BadParams(format!(
                 "frames of {frame_bits} bits are smaller than the smallest LDPC frame ({} bits)",
                 FramePlan::key_bits_for(LIFTS[0])
-            ))),
-            (Some(Err(e)), _) => Err(e),
-            (None, _) => Err(ReconcileError::BadParams(format!(
-                "unknown algorithm '{name}'; known: {}",
-                Self::names()
-            ))),
-        }
+            ))
+        })?;
+        Ok(Self::Ldpc(LdpcParams { z, ..params? }))
     }
 
     /// Every name [`Algorithm::parse`] accepts, for help texts and errors.

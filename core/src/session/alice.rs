@@ -185,9 +185,9 @@ impl AliceSession {
     /// syndromes, sent now.
     fn start_round(&mut self, seed: [u8; 32]) -> Result<(), SessionError> {
         let frames = self.frames.as_mut().ok_or(SessionError::Ended)?;
-        if let Algorithm::Ldpc(_) = self.core.link.algorithm() {
+        if let Algorithm::Ldpc(params) = self.core.link.algorithm() {
             let t = Instant::now();
-            let plan = self.core.link.ldpc_plan(frames.plan_qber())?;
+            let plan = frames.ldpc_plan(params)?;
             let (ldpc, first) = LdpcAlice::start(plan, frames.take_round(), self.rng.as_mut())?;
             self.core.ch.send(Body::Ldpc(first))?;
             self.core.report.times.reconcile += t.elapsed().as_secs_f64();
@@ -223,10 +223,7 @@ impl AliceSession {
                 self.state = State::Cascading(framed);
                 Ok(())
             }
-            (true, true) => {
-                let (leak_alice, leak_bob) = framed.leak_bits();
-                self.finish_round(leak_alice, leak_bob, framed.into_frames(), &[])
-            }
+            (true, true) => self.finish_round(framed.leak_bits(), framed.into_frames(), &[]),
             (done, _) => Err(SessionError::Inconsistent {
                 message: "Reconcile",
                 reason: if done {
@@ -249,17 +246,16 @@ impl AliceSession {
             self.state = State::Decoding(ldpc);
             return Ok(());
         }
-        let (disclosed, feedback) = (ldpc.disclosed_bits(), ldpc.bob_leak_bits());
+        let leaks = (ldpc.disclosed_bits(), ldpc.bob_leak_bits());
         let failed = ldpc.failed().to_vec();
-        self.finish_round(disclosed, feedback, ldpc.into_frames(), &failed)
+        self.finish_round(leaks, ldpc.into_frames(), &failed)
     }
 
-    /// The round's reconciliation is over: its leakage counted, its frames back (those that
-    /// `failed` it dropped), one confirmation challenge per remaining frame of the round.
+    /// The round's reconciliation is over: its leakage (Alice's, Bob's) counted, its frames back
+    /// (those that `failed` it dropped), one confirmation challenge per remaining frame.
     fn finish_round(
         &mut self,
-        leak_alice: u64,
-        leak_bob: u64,
+        (leak_alice, leak_bob): (u64, u64),
         round_frames: Vec<BitBlock>,
         failed: &[u32],
     ) -> Result<(), SessionError> {

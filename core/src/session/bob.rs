@@ -197,8 +197,8 @@ impl BobSession {
     fn start_round(&mut self, seed: [u8; 32]) -> Result<(), SessionError> {
         let t = Instant::now();
         let frames = self.frames.as_mut().ok_or(SessionError::Ended)?;
-        if let Algorithm::Ldpc(_) = self.core.link.algorithm() {
-            let plan = self.core.link.ldpc_plan(frames.plan_qber())?;
+        if let Algorithm::Ldpc(params) = self.core.link.algorithm() {
+            let plan = frames.ldpc_plan(params)?;
             let ldpc = LdpcBob::new(plan, frames.take_round(), Backend::best())?;
             self.state = State::Decoding(ldpc);
             return Ok(());

@@ -15,6 +15,7 @@ use crate::BitBlock;
 use crate::pipeline::BlockReport;
 use crate::reconcile::cascade::Plan;
 use crate::reconcile::frames::{join_frames, split_frames};
+use crate::reconcile::ldpc::protocol::{FramePlan, LdpcParams};
 
 pub(super) struct FrameSet {
     frames: Vec<BitBlock>,
@@ -66,11 +67,6 @@ impl FrameSet {
         })
     }
 
-    /// The QBER the plans are made for.
-    pub(super) fn plan_qber(&self) -> f64 {
-        self.plan_qber
-    }
-
     /// Frames the current round reconciles.
     pub(super) fn round_len(&self) -> usize {
         self.round.len()
@@ -101,6 +97,12 @@ impl FrameSet {
             .collect()
     }
 
+    /// The LDPC plan of the frames under `params`: both sides compute it from the sample's
+    /// error count, which both know.
+    pub(super) fn ldpc_plan(&self, params: &LdpcParams) -> Result<Arc<FramePlan>, SessionError> {
+        Ok(Arc::new(FramePlan::choose(params, self.plan_qber)?))
+    }
+
     /// Moves the round's frames out (to the Cascade parties).
     pub(super) fn take_round(&mut self) -> Vec<BitBlock> {
         self.round
@@ -126,18 +128,13 @@ impl FrameSet {
     /// Takes the round's frames at positions `failed` (of the round, increasing) out of it:
     /// they failed reconciliation, are not confirmed and are dropped.
     pub(super) fn drop_failed(&mut self, failed: &[u32]) {
-        let mut k = 0;
-        let frames = &self.frames;
-        let mut failed_bits = 0;
-        self.round.retain(|&i| {
-            let keep = failed.binary_search(&k).is_err();
-            k += 1;
-            if !keep {
-                failed_bits += frames[i].len();
+        for (k, i) in std::mem::take(&mut self.round).into_iter().enumerate() {
+            if failed.binary_search(&(k as u32)).is_ok() {
+                self.failed_bits += self.frames[i].len();
+            } else {
+                self.round.push(i);
             }
-            keep
-        });
-        self.failed_bits += failed_bits;
+        }
     }
 
     /// Bits whose reconciliation leakage the report counts, the basis of the efficiency: every

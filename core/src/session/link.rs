@@ -11,7 +11,6 @@ use crate::auth::AuthKeys;
 use crate::pipeline::PipelineConfig;
 use crate::reconcile::algorithm::Algorithm;
 use crate::reconcile::cascade::{Params, Plan, Variant};
-use crate::reconcile::ldpc::protocol::FramePlan;
 use crate::rng::RandomSource;
 
 /// QBER buckets of the plan cache are geometric with this ratio: the estimate is rounded to the
@@ -58,9 +57,8 @@ impl Link {
         auth: Box<dyn AuthKeys>,
         rng: &mut dyn RandomSource,
     ) -> Result<Arc<Self>, SessionError> {
-        cfg.validate_protocol()
-            .map_err(|e| SessionError::Config(e.to_string()))?;
-        let algorithm = Algorithm::parse(&cfg.algorithm, cfg.frame_bits)
+        let algorithm = cfg
+            .validate_protocol()
             .map_err(|e| SessionError::Config(e.to_string()))?;
         let ladder = QberLadder::default_up_to(cfg.max_qber)
             .map_err(|e| SessionError::Config(e.to_string()))?;
@@ -142,17 +140,6 @@ impl Link {
             seed,
         };
         Ok(Plan::new(params)?)
-    }
-
-    /// The LDPC plan of the link's frames at `qber`: both sides compute it from the sample's
-    /// error count, which both know.
-    pub(crate) fn ldpc_plan(&self, qber: f64) -> Result<Arc<FramePlan>, SessionError> {
-        let Algorithm::Ldpc(params) = &self.algorithm else {
-            return Err(SessionError::Config(
-                "the link reconciles with Cascade".into(),
-            ));
-        };
-        Ok(Arc::new(FramePlan::choose(params, qber)?))
     }
 
     fn cascade_variant(&self) -> Result<&Variant, SessionError> {

@@ -724,13 +724,11 @@ impl LdpcBob {
     fn next_request(&mut self) -> LdpcMessage {
         let pending = self.pending();
         if pending.is_empty() || self.disclosure.round >= self.plan.rounds {
-            self.stats.failed = pending.len() as u64;
             self.disclosure.finish(pending.clone());
             return LdpcMessage::Done { failed: pending };
         }
         let round = self.disclosure.round + 1;
         self.disclosure.reveal(round, &pending);
-        self.stats.rounds = u32::from(round);
         LdpcMessage::Reveal {
             round,
             frames: pending,
@@ -759,7 +757,11 @@ impl LdpcBob {
 
     /// Counters.
     pub fn stats(&self) -> LdpcStats {
-        self.stats
+        LdpcStats {
+            failed: self.disclosure.failed().len() as u64,
+            rounds: u32::from(self.disclosure.round),
+            ..self.stats
+        }
     }
 
     /// Bob's frames: corrected, or as he had them for the [`failed`](Self::failed) ones.
