@@ -129,6 +129,11 @@ pub struct PkiInitArgs {
     /// An SAE attached to a KME, as SAE_ID@KME_ID (repeat).
     #[arg(long = "sae")]
     saes: Vec<String>,
+    /// A link between two KMEs, as KME_A-KME_B (repeat: a chain, a ring, a mesh). Keys for
+    /// SAEs at KMEs without a link of their own are relayed through the others. Default:
+    /// every pair of KMEs linked.
+    #[arg(long = "link")]
+    links: Vec<String>,
     /// First port P.
     #[arg(long, default_value_t = 8443)]
     port_base: u16,
@@ -247,10 +252,18 @@ pub fn pki(cmd: PkiCommand) -> anyhow::Result<()> {
                 "simulated" => pki::RawSetup::Simulated,
                 _ => pki::RawSetup::Cor,
             };
+            let links = if a.links.is_empty() {
+                pki::full_mesh(&a.kmes)
+            } else {
+                a.links
+                    .iter()
+                    .map(|l| pki::parse_link_spec(l, &a.kmes))
+                    .collect::<Result<Vec<_>, _>>()?
+            };
             if !a.force {
-                pki::check_fresh(&a.dir, &a.kmes, &saes, raw)?;
+                pki::check_fresh(&a.dir, &a.kmes, &saes, &links, raw)?;
             }
-            let s = pki::init_with(&a.dir, &a.kmes, &saes, a.port_base, &a.hosts, raw)?;
+            let s = pki::init_network(&a.dir, &a.kmes, &saes, &links, a.port_base, &a.hosts, raw)?;
             ui::print(format!("trust anchor: {}", s.ca.display()))?;
             for c in &s.kme_configs {
                 ui::print(format!("KME config:   {}", c.display()))?;

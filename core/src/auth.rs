@@ -462,13 +462,7 @@ impl TranscriptMac {
 
     /// `poly_k(transcript)` before the pad.
     fn hash(&self, hash_key: u128) -> u128 {
-        let mut words = Zeroizing::new(vec![0u64; self.encoded.len().div_ceil(8)]);
-        for (w, chunk) in words.iter_mut().zip(self.encoded.chunks(8)) {
-            let mut b = [0u8; 8];
-            b[..chunk.len()].copy_from_slice(chunk);
-            *w = u64::from_le_bytes(b);
-        }
-        poly_hash(&words, self.encoded.len() as u64 * 8, hash_key, false)
+        hash_bytes(&self.encoded, hash_key)
     }
 
     /// The sender's tag with the lease's hash key and this direction's pad.
@@ -479,15 +473,75 @@ impl TranscriptMac {
     /// The receiver's check of `tag` (constant time). On a mismatch the block must be
     /// discarded and the hash key retired on both sides ([`AuthKeys::retire_hash_key`]).
     pub fn verify(&self, tag: u128, lease: &AuthLease) -> Result<(), AuthError> {
-        let diff = self.tag(lease) ^ tag;
-        // Fold the difference before the one branch.
-        let folded = (diff as u64) | ((diff >> 64) as u64);
-        if folded == 0 {
-            Ok(())
-        } else {
-            Err(AuthError::TagMismatch)
-        }
+        tags_match(self.tag(lease), tag)
     }
+}
+
+/// `poly_k(bytes)`: the bytes as little-endian 64-bit words (the last one zero-padded), with
+/// their bit length appended by the hash.
+fn hash_bytes(bytes: &[u8], hash_key: u128) -> u128 {
+    let mut words = Zeroizing::new(vec![0u64; bytes.len().div_ceil(8)]);
+    for (w, chunk) in words.iter_mut().zip(bytes.chunks(8)) {
+        let mut b = [0u8; 8];
+        b[..chunk.len()].copy_from_slice(chunk);
+        *w = u64::from_le_bytes(b);
+    }
+    poly_hash(&words, bytes.len() as u64 * 8, hash_key, false)
+}
+
+/// Secret key bytes of one [`one_time_tag`]: a 128-bit hash key and a 128-bit pad, both used
+/// for this one tag only.
+pub const ONE_TIME_KEY_BYTES: usize = 32;
+
+/// Context string of every [`one_time_tag`] (version 1 of its encoding).
+const ONE_TIME_CONTEXT: &[u8] = b"qkd one-time tag v1";
+
+/// A Wegman-Carter tag whose hash key and pad are both fresh: for a single message that
+/// carries key material once (a key relayed between KMEs, docs/server.md), where no pool of
+/// recycled hash keys is kept. `key` is 32 secret bytes never used again: the first 16 are the
+/// hash key (little-endian), the last 16 the pad. The message is encoded injectively (a
+/// context string, then `context` and `message`, each after its length), so the forgery bound
+/// is [`forgery_bound`] of that encoding, as for transcripts.
+pub fn one_time_tag(context: &[u8], message: &[u8], key: &[u8; ONE_TIME_KEY_BYTES]) -> u128 {
+    let mut encoded = Zeroizing::new(Vec::with_capacity(
+        ONE_TIME_CONTEXT.len() + 16 + context.len() + message.len(),
+    ));
+    encoded.extend_from_slice(ONE_TIME_CONTEXT);
+    for part in [context, message] {
+        encoded.extend_from_slice(&(part.len() as u64).to_le_bytes());
+        encoded.extend_from_slice(part);
+    }
+    let mut halves = Zeroizing::new([[0u8; 16]; 2]);
+    halves[0].copy_from_slice(&key[..16]);
+    halves[1].copy_from_slice(&key[16..]);
+    let mut hash_key = u128::from_le_bytes(halves[0]);
+    let mut pad = u128::from_le_bytes(halves[1]);
+    let tag = hash_bytes(&encoded, hash_key) ^ pad;
+    hash_key.zeroize();
+    pad.zeroize();
+    tag
+}
+
+/// `Ok` when two tags are equal, compared in constant time.
+fn tags_match(a: u128, b: u128) -> Result<(), AuthError> {
+    let diff = a ^ b;
+    // Fold the difference before the one branch.
+    let folded = (diff as u64) | ((diff >> 64) as u64);
+    if folded == 0 {
+        Ok(())
+    } else {
+        Err(AuthError::TagMismatch)
+    }
+}
+
+/// The receiver's check of a [`one_time_tag`] (constant time).
+pub fn verify_one_time_tag(
+    context: &[u8],
+    message: &[u8],
+    key: &[u8; ONE_TIME_KEY_BYTES],
+    tag: u128,
+) -> Result<(), AuthError> {
+    tags_match(one_time_tag(context, message, key), tag)
 }
 
 /// Forgery bound of one tag when the transcripts involved are at most `bytes` bytes long
@@ -713,5 +767,42 @@ mod tests {
         let tag = transcript(&[b"hi"], Direction::AliceToBob).tag(&lease);
         assert_eq!(tag, acc ^ pad);
         assert!(forgery_bound(enc.len()) < 1e-37);
+    }
+
+    #[test]
+    fn a_one_time_tag_is_the_polynomial_of_its_encoding_plus_the_pad() {
+        // Worked with the field product: the one-time context, then context and message.
+        let mut enc = Vec::new();
+        enc.extend_from_slice(ONE_TIME_CONTEXT);
+        enc.extend_from_slice(&3u64.to_le_bytes());
+        enc.extend_from_slice(b"A>B");
+        enc.extend_from_slice(&5u64.to_le_bytes());
+        enc.extend_from_slice(b"key!!");
+        let (k, pad) = (0x0fed_cba9_8765_4321_u128 << 40 | 0x77, 0x1234u128 << 100);
+        let mut acc = 0u128;
+        for chunk in enc.chunks(16) {
+            let mut b = [0u8; 16];
+            b[..chunk.len()].copy_from_slice(chunk);
+            acc = crate::gf128::gf128_mul(acc ^ u128::from_le_bytes(b), k);
+        }
+        acc = crate::gf128::gf128_mul(acc ^ (enc.len() as u128 * 8), k);
+        let mut key = [0u8; ONE_TIME_KEY_BYTES];
+        key[..16].copy_from_slice(&k.to_le_bytes());
+        key[16..].copy_from_slice(&pad.to_le_bytes());
+        let tag = one_time_tag(b"A>B", b"key!!", &key);
+        assert_eq!(tag, acc ^ pad);
+        assert_eq!(verify_one_time_tag(b"A>B", b"key!!", &key, tag), Ok(()));
+        // Moving a byte between context and message, or changing any part, fails.
+        for (c, m, t) in [
+            (&b"A>"[..], &b">Bkey!!"[..], tag),
+            (b"A>B", b"key!?", tag),
+            (b"A>C", b"key!!", tag),
+            (b"A>B", b"key!!", tag ^ 1),
+        ] {
+            assert_eq!(
+                verify_one_time_tag(c, m, &key, t),
+                Err(AuthError::TagMismatch)
+            );
+        }
     }
 }

@@ -69,6 +69,41 @@ pub struct Config {
     /// How the key store in `state_dir` is opened.
     #[serde(default)]
     pub store: StoreConfig,
+    /// The network beyond this KME's own links: keys for SAEs there are relayed hop by hop.
+    #[serde(default, skip_serializing_if = "NetworkConfig::is_empty")]
+    pub network: NetworkConfig,
+}
+
+/// The KME network as this KME must know it to relay keys through trusted nodes
+/// (docs/server.md, "Keys across several hops"): every link of the network, and the SAEs of the
+/// KMEs this KME has no link with. Paths are the shortest over these links.
+#[derive(Clone, Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetworkConfig {
+    /// Every link between two KMEs, as pairs of KME IDs. This KME's own links (`[[link]]`)
+    /// are part of the network whether listed here or not.
+    #[serde(default)]
+    pub links: Vec<[String; 2]>,
+    /// The KMEs this KME has no link with, and their SAEs.
+    #[serde(default, rename = "kme")]
+    pub kmes: Vec<RemoteKmeConfig>,
+}
+
+impl NetworkConfig {
+    /// Nothing beyond this KME's own links.
+    pub fn is_empty(&self) -> bool {
+        self.links.is_empty() && self.kmes.is_empty()
+    }
+}
+
+/// A KME reached only through others, and the SAEs attached to it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RemoteKmeConfig {
+    /// Its KME ID.
+    pub id: String,
+    /// The SAE IDs attached to it.
+    pub saes: Vec<String>,
 }
 
 /// The key store's encryption at rest (docs/store.md §7): the key-encryption key (KEK) comes
@@ -740,6 +775,55 @@ impl Config {
         }
         if !self.links.is_empty() && self.peer_listen.is_none() {
             return bad("links are configured but peer_listen is not".into());
+        }
+        self.validate_network(&mut ids)
+    }
+
+    /// Checks `[network]`: distinct remote KMEs that are neither this KME nor a peer, SAE IDs
+    /// attached to one KME only, links between two different KMEs, and a path to every
+    /// remote KME.
+    fn validate_network(
+        &self,
+        ids: &mut std::collections::HashSet<String>,
+    ) -> Result<(), ConfigError> {
+        let bad = |m: String| Err(ConfigError::Invalid(format!("network: {m}")));
+        for [a, b] in &self.network.links {
+            if a.is_empty() || b.is_empty() || a == b {
+                return bad(format!(
+                    "link [{a:?}, {b:?}] must join two different, named KMEs"
+                ));
+            }
+        }
+        let mut kmes = std::collections::HashSet::new();
+        for k in &self.network.kmes {
+            if k.id == self.kme_id || self.links.iter().any(|l| l.peer == k.id) {
+                return bad(format!(
+                    "KME {:?} is this KME or a direct peer ([[link]]); list only KMEs \
+                     reached through others",
+                    k.id
+                ));
+            }
+            if !kmes.insert(k.id.clone()) {
+                return bad(format!("KME {:?} listed twice", k.id));
+            }
+            for s in &k.saes {
+                if !ids.insert(s.clone()) {
+                    return bad(format!("SAE ID {s:?} is attached to more than one KME"));
+                }
+            }
+        }
+        let topology = crate::relay::Topology::of(self);
+        for k in &self.network.kmes {
+            if topology
+                .path(&self.kme_id, &k.id, &Default::default())
+                .is_none()
+            {
+                return bad(format!(
+                    "no path of links from {} to KME {:?}; add the links between them to \
+                     network.links",
+                    self.kme_id, k.id
+                ));
+            }
         }
         Ok(())
     }

@@ -19,7 +19,9 @@ use uuid::Uuid;
 use crate::config::Config;
 use crate::etsi::{ErrorBody, Key, KeyContainer, KeyIds, KeyRequest, Status, messages};
 use crate::monitor::{Event, Monitor};
-use crate::pool::{AllocRequest, FetchError, KeyPool, LOCAL_POOL, PoolError, ReserveRequest};
+use crate::pool::{
+    AllocRequest, FetchError, FetchedKey, KeyPool, LOCAL_POOL, PoolError, ReserveRequest,
+};
 use crate::tls::Peer;
 
 /// Milliseconds since the Unix epoch.
@@ -31,7 +33,7 @@ pub fn now_ms() -> u64 {
 
 /// An HTTP error with the standard's Error body.
 #[derive(Debug)]
-pub struct ApiError {
+pub(crate) struct ApiError {
     status: StatusCode,
     body: ErrorBody,
 }
@@ -52,10 +54,10 @@ impl ApiError {
     fn unauthorized(message: impl Into<String>) -> Self {
         Self::new(StatusCode::UNAUTHORIZED, message)
     }
-    fn unavailable(message: impl Into<String>) -> Self {
+    pub(crate) fn unavailable(message: impl Into<String>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, message)
     }
-    fn detail(mut self, value: Value) -> Self {
+    pub(crate) fn detail(mut self, value: Value) -> Self {
         if let Value::Object(m) = value {
             self.body.details.get_or_insert_with(Vec::new).push(m);
         }
@@ -88,7 +90,10 @@ pub(crate) struct LinkState {
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum Site {
     Local,
+    /// At a peer KME (a link of this KME).
     Remote(String),
+    /// At a KME reached through others (`[network]`): keys are relayed.
+    Relayed(String),
 }
 
 /// The shared state of one KME.
@@ -105,6 +110,8 @@ pub struct Kme {
     local_below: AtomicBool,
     sites: HashMap<String, Site>,
     policy: crate::policy::Policy,
+    /// Relaying keys to and through KMEs beyond this one's links.
+    pub(crate) relay: crate::relay::Relay,
 }
 
 impl std::fmt::Debug for Kme {
@@ -122,6 +129,9 @@ pub(crate) struct PeerReserve {
     pub(crate) slaves: Vec<String>,
     pub(crate) expires_at_ms: u64,
     pub(crate) keys: Vec<qkd_store::KeyAllocation>,
+    /// For keys relayed to this KME: every KME from the master's to this one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub(crate) path: Option<Vec<String>>,
 }
 
 impl Kme {
@@ -142,8 +152,14 @@ impl Kme {
                 sites.insert(s.clone(), Site::Remote(l.peer.clone()));
             }
         }
+        for k in &cfg.network.kmes {
+            for s in &k.saes {
+                sites.insert(s.clone(), Site::Relayed(k.id.clone()));
+            }
+        }
         let local_low_watermark = cfg.local_pool.as_ref().map_or(0, |p| p.low_watermark_bytes);
         let policy = crate::policy::Policy::new(&cfg);
+        let relay = crate::relay::Relay::new(crate::relay::Topology::of(&cfg));
         Self {
             cfg,
             pool,
@@ -155,7 +171,23 @@ impl Kme {
             local_below: AtomicBool::new(false),
             sites,
             policy,
+            relay,
         }
+    }
+
+    /// The KME an SAE is attached to, if known.
+    pub(crate) fn kme_of(&self, sae: &str) -> Option<&str> {
+        match self.sites.get(sae)? {
+            Site::Local => Some(&self.cfg.kme_id),
+            Site::Remote(k) | Site::Relayed(k) => Some(k),
+        }
+    }
+
+    /// The client of the link to `peer` and the URL of `route` on its peer listener.
+    pub(crate) fn peer_url(&self, peer: &str, route: &str) -> Option<(&reqwest::Client, String)> {
+        let link = self.links.get(peer)?;
+        let url = format!("{}{route}", link.url.trim_end_matches('/'));
+        Some((link.client.as_ref()?, url))
     }
 
     fn caller(peer: &Peer) -> Result<String, ApiError> {
@@ -173,7 +205,7 @@ impl Kme {
     fn pool_for<'a>(&'a self, site: &'a Site) -> &'a str {
         match site {
             Site::Local => LOCAL_POOL,
-            Site::Remote(k) => k,
+            Site::Remote(k) | Site::Relayed(k) => k,
         }
     }
 
@@ -216,18 +248,28 @@ impl Kme {
         }
     }
 
-    fn status(&self, master: &str, slave: &str) -> Result<Status, ApiError> {
+    async fn status(&self, master: &str, slave: &str) -> Result<Status, ApiError> {
         let site = self.site(slave)?.clone();
         if self.site(master)? != &Site::Local {
             return Err(ApiError::unauthorized("caller is not attached to this KME"));
         }
         let k = &self.cfg.keys;
+        if let Site::Relayed(dest) = &site {
+            let (path, hops) = self.relay_status(dest).await;
+            let count = hops
+                .as_deref()
+                .map_or(0, |h| crate::relay::keys_over(h, k.default_size));
+            let mut extension = crate::relay::status_extension(path.as_deref(), hops.as_deref());
+            extension["reservation_ttl_seconds"] = json!(k.reservation_ttl_secs);
+            extension["link_state"] = json!(if hops.is_some() { "up" } else { "down" });
+            return Ok(self.status_of(master, slave, dest, count, extension));
+        }
         let pool = self.pool_for(&site);
         let stats = self.pool.stats(pool);
         let key_bytes = u64::from(k.default_size / 8);
         let (target, link_state) = match &site {
             Site::Local => (self.cfg.kme_id.clone(), "local".to_string()),
-            Site::Remote(p) => {
+            Site::Remote(p) | Site::Relayed(p) => {
                 let up = self
                     .links
                     .get(p)
@@ -251,20 +293,34 @@ impl Kme {
         {
             extension["post_processing"] = rt.snapshot();
         }
-        Ok(Status {
+        let count = stats.allocatable_bytes / key_bytes;
+        Ok(self.status_of(master, slave, &target, count, extension))
+    }
+
+    /// The Status object of a pair whose pool holds `count` keys of the default size.
+    fn status_of(
+        &self,
+        master: &str,
+        slave: &str,
+        target: &str,
+        count: u64,
+        extension: Value,
+    ) -> Status {
+        let k = &self.cfg.keys;
+        Status {
             source_KME_ID: self.cfg.kme_id.clone(),
-            target_KME_ID: target,
+            target_KME_ID: target.to_string(),
             master_SAE_ID: master.to_string(),
             slave_SAE_ID: slave.to_string(),
             key_size: u64::from(k.default_size),
-            stored_key_count: (stats.allocatable_bytes / key_bytes).min(k.max_key_count),
+            stored_key_count: count.min(k.max_key_count),
             max_key_count: k.max_key_count,
             max_key_per_request: u64::from(k.max_per_request),
             max_key_size: u64::from(k.max_size),
             min_key_size: u64::from(k.min_size),
             max_SAE_ID_count: u64::from(k.max_sae_id_count),
             status_extension: Some(extension),
-        })
+        }
     }
 
     fn validate(
@@ -337,18 +393,18 @@ impl Kme {
             return Err(ApiError::unauthorized("caller is not attached to this KME"));
         }
         let (slaves, number, size) = self.validate(master, slave, &req)?;
-        let mut remote: Option<String> = None;
+        let mut target: Option<&Site> = None;
         let mut local_slaves = Vec::new();
         for s in &slaves {
             match self.site(s)? {
                 Site::Local => local_slaves.push(s.clone()),
-                Site::Remote(p) => match &remote {
-                    Some(r) if r != p => {
+                other => match target {
+                    Some(t) if t != other => {
                         return Err(ApiError::bad(
-                            "all slave SAEs must be attached to this KME or to one peer KME",
+                            "all slave SAEs must be attached to this KME or to one other KME",
                         ));
                     }
-                    _ => remote = Some(p.clone()),
+                    _ => target = Some(other),
                 },
             }
         }
@@ -358,6 +414,21 @@ impl Kme {
             ))
             .detail(json!({"slave_SAE_ID": s})));
         }
+        if let Some(Site::Relayed(dest)) = target {
+            if !local_slaves.is_empty() {
+                return Err(ApiError::bad(format!(
+                    "slaves at {dest} get relayed keys; they cannot share them with slaves on \
+                     this KME"
+                )));
+            }
+            return self
+                .enc_keys_relayed(master, dest, slaves, number, size)
+                .await;
+        }
+        let remote = match target {
+            Some(Site::Remote(p)) => Some(p.clone()),
+            _ => None,
+        };
         let pool = remote.clone().unwrap_or_else(|| LOCAL_POOL.to_string());
         if remote.is_none() && self.cfg.local_pool.is_none() {
             return Err(ApiError::unavailable(
@@ -412,6 +483,7 @@ impl Kme {
                 slaves: remote_slaves,
                 expires_at_ms: alloc.expires_at_ms,
                 keys: allocs,
+                path: None,
             };
             if let Err(fail) = self.reserve_at_peer(peer, &msg).await {
                 // Never delivered to anyone (the bytes are dropped, zeroized, below): destroy
@@ -438,19 +510,39 @@ impl Kme {
             size,
         });
         self.monitor.keys_delivered(number);
-        let b64 = base64::engine::general_purpose::STANDARD;
-        Ok(KeyContainer {
-            keys: keys
-                .iter()
-                .map(|k| Key {
-                    key_ID: k.id.to_string(),
-                    key_ID_extension: None,
-                    key: b64.encode(&*k.material),
-                    key_extension: None,
-                })
-                .collect(),
-            key_container_extension: None,
-        })
+        Ok(container(&keys))
+    }
+
+    /// `enc_keys` for slaves at `dest`, a KME this one has no link with: relayed over the
+    /// network (`crate::relay`).
+    async fn enc_keys_relayed(
+        &self,
+        master: &str,
+        dest: &str,
+        slaves: Vec<String>,
+        number: u64,
+        size: u64,
+    ) -> Result<KeyContainer, ApiError> {
+        if let Some(first) = self.relay_first_hop(dest) {
+            self.admit_request(master, &first, number, size)?;
+        }
+        let ttl_ms = self.cfg.keys.reservation_ttl_secs.saturating_mul(1000);
+        let order = crate::relay::Order {
+            master: master.to_string(),
+            slaves: slaves.clone(),
+            number: number as u32,
+            size_bits: size as u32,
+            expires_at_ms: now_ms().saturating_add(ttl_ms),
+        };
+        let keys = self.relay_enc_keys(dest, order).await?;
+        self.monitor.event(Event::Requested {
+            master: master.to_string(),
+            slaves: slaves.join(","),
+            number,
+            size,
+        });
+        self.monitor.keys_delivered(number);
+        Ok(container(&keys))
     }
 
     /// The limits a key request meets before anything is allocated: the pool's
@@ -511,7 +603,11 @@ impl Kme {
         .detail(json!({"pool": pool, "requested_bits": needed, "available_bits": available}))
     }
 
-    async fn reserve_at_peer(&self, peer: &str, msg: &PeerReserve) -> Result<(), PeerFail> {
+    pub(crate) async fn reserve_at_peer(
+        &self,
+        peer: &str,
+        msg: &PeerReserve,
+    ) -> Result<(), PeerFail> {
         let link = self
             .links
             .get(peer)
@@ -601,19 +697,7 @@ impl Kme {
             other => ApiError::unavailable(other.to_string()),
         })?;
         self.monitor.keys_delivered(keys.len() as u64);
-        let b64 = base64::engine::general_purpose::STANDARD;
-        Ok(KeyContainer {
-            keys: keys
-                .iter()
-                .map(|k| Key {
-                    key_ID: k.id.to_string(),
-                    key_ID_extension: None,
-                    key: b64.encode(&*k.material),
-                    key_extension: None,
-                })
-                .collect(),
-            key_container_extension: None,
-        })
+        Ok(container(&keys))
     }
 
     async fn peer_reserve(&self, from: &str, msg: PeerReserve) -> Result<(), (StatusCode, String)> {
@@ -621,11 +705,17 @@ impl Kme {
             .links
             .get(from)
             .ok_or((StatusCode::FORBIDDEN, "unknown peer".into()))?;
-        if !link.saes.iter().any(|s| s == &msg.master) {
-            return Err((
-                StatusCode::BAD_REQUEST,
-                format!("master {} is not attached to {from}", msg.master),
-            ));
+        match &msg.path {
+            Some(path) => self
+                .check_relayed_reserve(from, &msg.master, path)
+                .map_err(|m| (StatusCode::BAD_REQUEST, m))?,
+            None if !link.saes.iter().any(|s| s == &msg.master) => {
+                return Err((
+                    StatusCode::BAD_REQUEST,
+                    format!("master {} is not attached to {from}", msg.master),
+                ));
+            }
+            None => {}
         }
         if msg.slaves.is_empty()
             || msg
@@ -698,8 +788,25 @@ impl Kme {
     }
 }
 
+/// The Key container of keys delivered to an SAE.
+fn container(keys: &[FetchedKey]) -> KeyContainer {
+    let b64 = base64::engine::general_purpose::STANDARD;
+    KeyContainer {
+        keys: keys
+            .iter()
+            .map(|k| Key {
+                key_ID: k.id.to_string(),
+                key_ID_extension: None,
+                key: b64.encode(&*k.material),
+                key_extension: None,
+            })
+            .collect(),
+        key_container_extension: None,
+    }
+}
+
 /// Runs a blocking store call off the async workers.
-async fn blocking<T: Send + 'static>(
+pub(crate) async fn blocking<T: Send + 'static>(
     f: impl FnOnce() -> T + Send + 'static,
 ) -> Result<T, ApiError> {
     tokio::task::spawn_blocking(f)
@@ -707,7 +814,7 @@ async fn blocking<T: Send + 'static>(
         .map_err(|e| ApiError::unavailable(format!("key pool task failed: {e}")))
 }
 
-enum PeerFail {
+pub(crate) enum PeerFail {
     Unreachable(String),
     Conflict(String),
 }
@@ -865,11 +972,12 @@ async fn status_h(
     slave: Result<Path<String>, axum::extract::rejection::PathRejection>,
 ) -> Response {
     let peer = peer_of(peer);
-    let r = (|| {
+    let r = async {
         let master = Kme::caller(&peer)?;
         let slave = path_id(slave)?;
-        kme.status(&master, &slave)
-    })();
+        kme.status(&master, &slave).await
+    }
+    .await;
     respond(r)
 }
 
@@ -1007,6 +1115,42 @@ async fn peer_reserve_h(
     }
 }
 
+/// A relay request from the previous hop (`crate::relay`).
+async fn peer_relay_h(
+    State(kme): State<AppState>,
+    peer: Option<Extension<Arc<Peer>>>,
+    body: Bytes,
+) -> Response {
+    let Some(from) = peer_kme(peer) else {
+        return not_a_peer();
+    };
+    match serde_json::from_slice(&body) {
+        Ok(request) => match kme.relay_transit(&from, request).await {
+            Ok(sealed) => zeroizing_json(&sealed),
+            Err((status, failure)) => (status, axum::Json(failure)).into_response(),
+        },
+        Err(e) => (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+    }
+}
+
+/// A relayed pair's status request from the previous hop.
+async fn peer_relay_status_h(
+    State(kme): State<AppState>,
+    peer: Option<Extension<Arc<Peer>>>,
+    body: Bytes,
+) -> Response {
+    let Some(from) = peer_kme(peer) else {
+        return not_a_peer();
+    };
+    match serde_json::from_slice(&body) {
+        Ok(request) => match kme.relay_transit_status(&from, request).await {
+            Ok(hops) => axum::Json(hops).into_response(),
+            Err((status, m)) => (status, m).into_response(),
+        },
+        Err(e) => (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+    }
+}
+
 async fn peer_health_h(
     State(kme): State<AppState>,
     peer: Option<Extension<Arc<Peer>>>,
@@ -1090,6 +1234,8 @@ async fn peer_channel_h(
 pub(crate) fn peer_router(kme: AppState) -> Router {
     Router::new()
         .route("/peer/v1/reserve", post(peer_reserve_h))
+        .route(crate::relay::RELAY_PATH, post(peer_relay_h))
+        .route(crate::relay::STATUS_PATH, post(peer_relay_status_h))
         .route("/peer/v1/health", get(peer_health_h))
         .route(crate::cor_check::PATH, post(peer_block_check_h))
         .route(crate::link::channel::PATH, get(peer_channel_h))

@@ -24,6 +24,7 @@ pub mod pki;
 mod policy;
 pub mod pool;
 mod procinfo;
+mod relay;
 pub mod sources;
 pub mod tls;
 
@@ -573,6 +574,7 @@ fn monitor_router(kme: Arc<Kme>) -> Router {
                         [(axum::http::header::CONTENT_TYPE, "text/plain; version=0.0.4")],
                         kme.monitor.prometheus(&kme.cfg.kme_id, &pool_rows(&kme))
                             + &link_metrics(&kme)
+                            + &kme.relay_prometheus()
                             + &kme.monitor.access.prometheus(&kme.cfg.kme_id)
                             + &procinfo::prometheus(
                                 &kme.cfg.kme_id,
@@ -596,7 +598,8 @@ fn monitor_router(kme: Arc<Kme>) -> Router {
                         v["alarm"] = e.event.is_alarm().into();
                         v
                     }).collect();
-                    axum::Json(json!({"kme_id": kme.cfg.kme_id, "pools": pools, "links": links, "events": events}))
+                    let relay = kme.relay_state();
+                    axum::Json(json!({"kme_id": kme.cfg.kme_id, "pools": pools, "links": links, "relay": relay, "events": events}))
                 }
             }),
         )

@@ -32,6 +32,19 @@ pub enum Event {
         /// Key size in bits.
         size: u64,
     },
+    /// Keys relayed over several hops (`origin`: for a master here; `transit`: through here).
+    Relayed {
+        /// `origin` or `transit`.
+        role: &'static str,
+        /// The KMEs from the master's to the slaves', `>`-separated.
+        path: String,
+        /// Master SAE.
+        master: String,
+        /// Slaves, comma separated.
+        slaves: String,
+        /// Number of keys.
+        number: u64,
+    },
     /// A peer KME reserved keys here.
     Reserved {
         /// Peer KME.

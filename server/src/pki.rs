@@ -11,8 +11,8 @@ use rcgen::{
 use time::{Duration, OffsetDateTime};
 
 use crate::config::{
-    Config, KeyLimits, LimitsConfig, LinkConfig, LinkRole, LocalPoolConfig, ProcessingConfig,
-    SaeConfig, SaeMatch, SourceConfig, TlsConfig,
+    Config, KeyLimits, LimitsConfig, LinkConfig, LinkRole, LocalPoolConfig, NetworkConfig,
+    ProcessingConfig, RemoteKmeConfig, SaeConfig, SaeMatch, SourceConfig, TlsConfig,
 };
 
 /// Errors of the PKI commands.
@@ -422,7 +422,12 @@ pub fn sign(
 }
 
 /// The files [`init_with`] would write into its directory, by name.
-fn planned_files(kmes: &[String], saes: &[(String, String)], raw: RawSetup) -> Vec<String> {
+fn planned_files(
+    kmes: &[String],
+    saes: &[(String, String)],
+    links: &[(String, String)],
+    raw: RawSetup,
+) -> Vec<String> {
     let mut files = vec!["ca.pem".to_string(), "ca.key".to_string()];
     for k in kmes {
         files.extend(["pem", "key", "toml"].map(|e| format!("{k}.{e}")));
@@ -431,13 +436,91 @@ fn planned_files(kmes: &[String], saes: &[(String, String)], raw: RawSetup) -> V
         files.extend(["pem", "key", "p12"].map(|e| format!("{s}.{e}")));
     }
     if raw == RawSetup::Simulated {
-        for (i, a) in kmes.iter().enumerate() {
-            for b in &kmes[i + 1..] {
-                files.push(format!("auth-{a}-{b}.psk"));
-            }
+        for (a, b) in links {
+            let (a, b) = in_order(kmes, a, b);
+            files.push(format!("auth-{a}-{b}.psk"));
         }
     }
     files
+}
+
+/// The two ends of a link, the one listed first among `kmes` first (Alice in a simulated
+/// setup).
+fn in_order<'a>(kmes: &[String], a: &'a str, b: &'a str) -> (&'a str, &'a str) {
+    let at = |k: &str| kmes.iter().position(|x| x == k).unwrap_or(usize::MAX);
+    if at(a) <= at(b) { (a, b) } else { (b, a) }
+}
+
+/// Every pair of KMEs linked: the network [`init_with`] writes.
+pub fn full_mesh(kmes: &[String]) -> Vec<(String, String)> {
+    let mut links = Vec::new();
+    for (i, a) in kmes.iter().enumerate() {
+        for b in &kmes[i + 1..] {
+            links.push((a.clone(), b.clone()));
+        }
+    }
+    links
+}
+
+/// A link given as `KME_A-KME_B`: the split at the `-` that leaves two of `kmes` (IDs may
+/// hold `-` themselves, as long as one split fits).
+pub fn parse_link_spec(spec: &str, kmes: &[String]) -> Result<(String, String), PkiError> {
+    let fits: Vec<(String, String)> = spec
+        .match_indices('-')
+        .map(|(i, _)| (&spec[..i], &spec[i + 1..]))
+        .filter(|(a, b)| kmes.iter().any(|k| k == a) && kmes.iter().any(|k| k == b))
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+    match fits.as_slice() {
+        [(a, b)] if a != b => Ok((a.clone(), b.clone())),
+        [(a, _)] => Err(PkiError::Invalid(format!(
+            "link {spec:?} joins {a} with itself"
+        ))),
+        [] => Err(PkiError::Invalid(format!(
+            "link {spec:?}: expected KME-KME with two of the KMEs given ({})",
+            kmes.join(", ")
+        ))),
+        _ => Err(PkiError::Invalid(format!(
+            "link {spec:?} splits into two known KMEs in more than one way"
+        ))),
+    }
+}
+
+/// Checks the links of a setup: between known, different KMEs, each once, joining them all.
+fn check_links(kmes: &[String], links: &[(String, String)]) -> Result<(), PkiError> {
+    let mut seen = std::collections::HashSet::new();
+    let mut cfg_links = Vec::new();
+    for (a, b) in links {
+        if a == b || !kmes.contains(a) || !kmes.contains(b) {
+            return Err(PkiError::Invalid(format!(
+                "link {a}-{b} must join two different KMEs of the setup"
+            )));
+        }
+        if !seen.insert(in_order(kmes, a, b)) {
+            return Err(PkiError::Invalid(format!("link {a}-{b} given twice")));
+        }
+        cfg_links.push([a.clone(), b.clone()]);
+    }
+    let mut reached = std::collections::BTreeSet::from([kmes[0].clone()]);
+    loop {
+        let before = reached.len();
+        for (a, b) in links {
+            if reached.contains(a) || reached.contains(b) {
+                reached.insert(a.clone());
+                reached.insert(b.clone());
+            }
+        }
+        if reached.len() == before {
+            break;
+        }
+    }
+    match kmes.iter().find(|k| !reached.contains(*k)) {
+        Some(k) => Err(PkiError::Invalid(format!(
+            "KME {k} is not joined to {} by the links given",
+            kmes[0]
+        ))),
+        None => Ok(()),
+    }
 }
 
 /// Refuses a directory that already holds a PKI: any file [`init_with`] would write there
@@ -447,9 +530,10 @@ pub fn check_fresh(
     dir: &Path,
     kmes: &[String],
     saes: &[(String, String)],
+    links: &[(String, String)],
     raw: RawSetup,
 ) -> Result<(), PkiError> {
-    let found: Vec<String> = planned_files(kmes, saes, raw)
+    let found: Vec<String> = planned_files(kmes, saes, links, raw)
         .into_iter()
         .filter(|f| dir.join(f).exists())
         .collect();
@@ -545,9 +629,7 @@ fn simulated_link(
     p: &str,
     seeds: &mut std::collections::HashMap<(String, String), String>,
 ) -> Result<(SourceConfig, ProcessingConfig), PkiError> {
-    let ik = kmes.iter().position(|x| x == k).unwrap_or(0);
-    let ip = kmes.iter().position(|x| x == p).unwrap_or(0);
-    let (a, b) = if ik < ip { (k, p) } else { (p, k) };
+    let (a, b) = in_order(kmes, k, p);
     let psk = format!("auth-{a}-{b}.psk");
     let key = (a.to_string(), b.to_string());
     if !seeds.contains_key(&key) {
@@ -564,7 +646,7 @@ fn simulated_link(
         errors: "iid".into(),
         raw_bits_per_sec: 1 << 20,
     };
-    let role = if ik < ip {
+    let role = if a == k {
         LinkRole::Alice
     } else {
         LinkRole::Bob
@@ -582,6 +664,21 @@ pub fn init_with(
     dir: &Path,
     kmes: &[String],
     saes: &[(String, String)],
+    port_base: u16,
+    hosts: &[String],
+    raw: RawSetup,
+) -> Result<PkiSummary, PkiError> {
+    init_network(dir, kmes, saes, &full_mesh(kmes), port_base, hosts, raw)
+}
+
+/// [`init_with`] for a network of the given links only (a chain, a ring, a mesh): each KME's
+/// configuration has a `[[link]]` per link of its own and a `[network]` with the other links
+/// and the SAEs of the KMEs it reaches only through others, so keys are relayed to them.
+pub fn init_network(
+    dir: &Path,
+    kmes: &[String],
+    saes: &[(String, String)],
+    links: &[(String, String)],
     port_base: u16,
     hosts: &[String],
     raw: RawSetup,
@@ -607,6 +704,7 @@ pub fn init_with(
             )));
         }
     }
+    check_links(kmes, links)?;
     let last = u32::from(port_base) + 2 * kmes.len() as u32 - 1;
     if last > u32::from(u16::MAX) {
         return Err(PkiError::Invalid(format!(
@@ -629,10 +727,36 @@ pub fn init_with(
     let port = |i: usize, peer: bool| port_base + 2 * i as u16 + u16::from(peer);
     for (i, k) in kmes.iter().enumerate() {
         issue_with(&ca, k, CertKind::Both, &sans, dir, "")?;
+        let linked = |p: &String| {
+            links
+                .iter()
+                .any(|(a, b)| (a == k && b == p) || (a == p && b == k))
+        };
+        let sae_ids_of = |kme: &String| -> Vec<String> {
+            saes.iter()
+                .filter(|(_, kk)| kk == kme)
+                .map(|(s, _)| s.clone())
+                .collect()
+        };
+        let network = NetworkConfig {
+            links: links
+                .iter()
+                .filter(|(a, b)| a != k && b != k)
+                .map(|(a, b)| [a.clone(), b.clone()])
+                .collect(),
+            kmes: kmes
+                .iter()
+                .filter(|p| *p != k && !linked(p) && !sae_ids_of(p).is_empty())
+                .map(|p| RemoteKmeConfig {
+                    id: p.clone(),
+                    saes: sae_ids_of(p),
+                })
+                .collect(),
+        };
         let links = kmes
             .iter()
             .enumerate()
-            .filter(|(_, p)| *p != k)
+            .filter(|(_, p)| linked(p))
             .map(|(j, p)| {
                 let (source, processing) = match raw {
                     RawSetup::Cor => {
@@ -649,11 +773,7 @@ pub fn init_with(
                 Ok(LinkConfig {
                     peer: p.clone(),
                     url: format!("https://127.0.0.1:{}", port(j, true)),
-                    saes: saes
-                        .iter()
-                        .filter(|(_, kk)| kk == p)
-                        .map(|(s, _)| s.clone())
-                        .collect(),
+                    saes: sae_ids_of(p),
                     source,
                     low_watermark_bytes: 4096,
                     processing,
@@ -705,6 +825,7 @@ pub fn init_with(
             links,
             limits: LimitsConfig::default(),
             store: Default::default(),
+            network,
         };
         let text = toml::to_string_pretty(&cfg)
             .map_err(|e| PkiError::Invalid(format!("config encoding: {e}")))?;
@@ -743,7 +864,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let kmes = ["A".to_string(), "B".to_string(), "C".to_string()];
         let saes = [("S1".to_string(), "A".to_string())];
-        check_fresh(dir.path(), &kmes, &saes, RawSetup::Simulated).unwrap();
+        let links = full_mesh(&kmes);
+        check_fresh(dir.path(), &kmes, &saes, &links, RawSetup::Simulated).unwrap();
         init_with(dir.path(), &kmes, &saes, 9000, &[], RawSetup::Simulated).unwrap();
         let mut written: Vec<String> = fs::read_dir(dir.path())
             .unwrap()
@@ -752,10 +874,10 @@ mod tests {
             .map(|e| e.file_name().to_string_lossy().into_owned())
             .collect();
         written.sort();
-        let mut planned = planned_files(&kmes, &saes, RawSetup::Simulated);
+        let mut planned = planned_files(&kmes, &saes, &links, RawSetup::Simulated);
         planned.sort();
         assert_eq!(written, planned);
-        let e = check_fresh(dir.path(), &kmes, &saes, RawSetup::Simulated)
+        let e = check_fresh(dir.path(), &kmes, &saes, &links, RawSetup::Simulated)
             .unwrap_err()
             .to_string();
         assert!(

@@ -203,3 +203,89 @@ pub async fn wait_blocks(h: &ServerHandle, peer: &str, blocks: u64) {
     }
     panic!("{} holds fewer than {blocks} blocks", h.kme_id());
 }
+
+/// KMEs joined by the given links only, from `qkd pki init --link`: `SAE_<KME>` at each KME,
+/// ports free on loopback, each link's key from a simulated source seeded by the link's name
+/// (`blocks` blocks of 4 KiB on each).
+pub struct NetLab {
+    pub dir: tempfile::TempDir,
+    pub configs: Vec<Config>,
+}
+
+pub fn net_lab(kmes: &[&str], links: &[(&str, &str)], blocks: u64) -> NetLab {
+    let dir = tempfile::tempdir().unwrap();
+    let kmes: Vec<String> = kmes.iter().map(|k| k.to_string()).collect();
+    let saes: Vec<(String, String)> = kmes
+        .iter()
+        .map(|k| (format!("SAE_{}", &k[4..]), k.clone()))
+        .collect();
+    let links: Vec<(String, String)> = links
+        .iter()
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect();
+    pki::init_network(
+        dir.path(),
+        &kmes,
+        &saes,
+        &links,
+        8443,
+        &[],
+        pki::RawSetup::Cor,
+    )
+    .unwrap();
+    let mut configs: Vec<Config> = kmes
+        .iter()
+        .map(|k| Config::load(&dir.path().join(format!("{k}.toml"))).unwrap())
+        .collect();
+    let ports: Vec<(u16, u16)> = kmes.iter().map(|_| (free_port(), free_port())).collect();
+    for (c, (sae, peer)) in configs.iter_mut().zip(&ports) {
+        c.listen = SocketAddr::from(([127, 0, 0, 1], *sae));
+        c.peer_listen = Some(SocketAddr::from(([127, 0, 0, 1], *peer)));
+        c.state_dir = None;
+        for l in &mut c.links {
+            let j = kmes.iter().position(|k| k == &l.peer).unwrap();
+            l.url = format!("https://127.0.0.1:{}", ports[j].1);
+            let mut pair = [c.kme_id.clone(), l.peer.clone()];
+            pair.sort();
+            l.source = SourceConfig::Simulated {
+                seed: pair.join("-"),
+                block_bytes: 4096,
+                initial_blocks: blocks,
+                interval_ms: 0,
+                max_blocks: blocks,
+            };
+        }
+    }
+    NetLab { dir, configs }
+}
+
+impl NetLab {
+    pub fn path(&self, f: &str) -> PathBuf {
+        self.dir.path().join(f)
+    }
+    /// The config of `kme`.
+    pub fn config(&self, kme: &str) -> &Config {
+        self.configs.iter().find(|c| c.kme_id == kme).unwrap()
+    }
+    /// Starts `kme` and waits until each of its links holds its blocks.
+    pub async fn start(&self, kme: &str) -> ServerHandle {
+        let cfg = self.config(kme);
+        let h = serve(cfg.clone()).await.unwrap();
+        for l in &cfg.links {
+            let SourceConfig::Simulated { initial_blocks, .. } = l.source else {
+                unreachable!()
+            };
+            wait_blocks(&h, &l.peer, initial_blocks).await;
+        }
+        h
+    }
+    pub fn client(&self, kme: &ServerHandle, sae: &str) -> Client {
+        Client::new(
+            &format!("https://localhost:{}", kme.sae_addr.port()),
+            &self.path("ca.pem"),
+            &self.path(&format!("{sae}.pem")),
+            &self.path(&format!("{sae}.key")),
+        )
+        .unwrap()
+    }
+}

@@ -1,0 +1,245 @@
+//! Keys across several hops: real KMEs on loopback joined as a chain or a ring, master and
+//! slave SAEs at KMEs without a link of their own.
+
+mod common;
+#[path = "common/prom.rs"]
+mod prom;
+
+use std::net::SocketAddr;
+
+use common::*;
+use qkd_server::client::{Client, ClientError};
+use qkd_server::etsi::{KeyContainer, KeyRequest};
+use uuid::Uuid;
+
+fn request(number: u64, size: u64) -> KeyRequest {
+    KeyRequest {
+        number: Some(number),
+        size: Some(size),
+        ..Default::default()
+    }
+}
+
+/// The slave fetches every key of `kc` from its KME: the same bytes; a second fetch fails.
+async fn slave_gets_the_same_keys(slave: &Client, master: &str, kc: &KeyContainer) {
+    let ids: Vec<Uuid> = kc.keys.iter().map(|k| k.key_ID.parse().unwrap()).collect();
+    let got = slave.dec_keys(master, &ids).await.unwrap();
+    assert_eq!(got.keys.len(), kc.keys.len());
+    for (a, b) in kc.keys.iter().zip(&got.keys) {
+        assert_eq!(a.key_ID, b.key_ID);
+        assert_eq!(b64(&a.key), b64(&b.key), "key {}", a.key_ID);
+    }
+    let again = slave.dec_keys(master, &ids).await.unwrap_err();
+    assert!(
+        matches!(again, ClientError::Api { status: 400, .. }),
+        "{again}"
+    );
+}
+
+fn api_error(e: &ClientError) -> (u16, String, String) {
+    match e {
+        ClientError::Api { status, body } => {
+            let b = body.as_ref().expect("an Error body");
+            (
+                *status,
+                b.message.clone(),
+                serde_json::to_string(&b.details).unwrap(),
+            )
+        }
+        other => panic!("expected an API error, got {other}"),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_cross_two_hops_both_ways_and_status_is_the_minimum_over_the_path() {
+    let mut lab = net_lab(
+        &["KME_A", "KME_B", "KME_C"],
+        &[("KME_A", "KME_B"), ("KME_B", "KME_C")],
+        8,
+    );
+    lab.configs[1].monitor_listen = Some(SocketAddr::from(([127, 0, 0, 1], free_port())));
+    let b = lab.start("KME_B").await;
+    let a = lab.start("KME_A").await;
+    let c = lab.start("KME_C").await;
+    let (sae_a, sae_c) = (lab.client(&a, "SAE_A"), lab.client(&c, "SAE_C"));
+
+    let st = sae_a.status("SAE_C").await.unwrap();
+    assert_eq!(st.target_KME_ID, "KME_C");
+    let ext = st.status_extension.clone().unwrap();
+    assert_eq!(ext["relay_path"], "KME_A>KME_B>KME_C");
+    assert_eq!(ext["link_state"], "up");
+    let hops = ext["relay_hops"].as_array().unwrap();
+    assert_eq!(hops.len(), 2);
+    // A pad on the first hop takes the key and its 256-bit tag share, the last hop the key.
+    let bits = |i: usize| hops[i]["allocatable_bits"].as_u64().unwrap();
+    let expected = (bits(0) / 512).min(bits(1) / 256).min(st.max_key_count);
+    assert_eq!(st.stored_key_count, expected);
+    assert!(expected > 0);
+
+    for (number, size) in [(1, 256), (5, 128), (3, 1024)] {
+        let kc = sae_a
+            .enc_keys("SAE_C", &request(number, size))
+            .await
+            .unwrap();
+        assert_eq!(kc.keys.len(), number as usize);
+        assert!(
+            kc.keys
+                .iter()
+                .all(|k| b64(&k.key).len() == size as usize / 8)
+        );
+        slave_gets_the_same_keys(&sae_c, "SAE_A", &kc).await;
+    }
+    // The other way: master at C, slave at A.
+    let kc = sae_c.enc_keys("SAE_A", &request(2, 256)).await.unwrap();
+    slave_gets_the_same_keys(&sae_a, "SAE_C", &kc).await;
+
+    // The middle node shows its per-hop consumption and the transit count.
+    let http = raw_tls_client(&lab.path("ca.pem"), None);
+    let metrics = http
+        .get(format!("http://{}/metrics", b.monitor_addr.unwrap()))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let exp = prom::parse(&metrics).unwrap();
+    assert_eq!(
+        exp.value(
+            "qkd_kme_relayed_keys_total",
+            &[("kme", "KME_B"), ("role", "transit")]
+        ),
+        11.0
+    );
+    // A→C: 9 keys over B-C as keys (1*256 + 5*128 + 3*1024 bits); C→A: 2 keys over B-A.
+    assert_eq!(
+        exp.value(
+            "qkd_kme_relay_hop_bits_total",
+            &[("kme", "KME_B"), ("peer", "KME_C")]
+        ),
+        (256 + 5 * 128 + 3 * 1024 + 2 * (256 + 128)) as f64
+    );
+    assert_eq!(
+        exp.value(
+            "qkd_kme_relay_hop_keys_total",
+            &[("kme", "KME_B"), ("peer", "KME_A")]
+        ),
+        11.0
+    );
+    let state: serde_json::Value = http
+        .get(format!("http://{}/api/state", b.monitor_addr.unwrap()))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(state["relay"]["keys"]["transit"], 11);
+    assert!(
+        state["events"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .any(|e| e["kind"] == "relayed" && e["path"] == "KME_C>KME_B>KME_A")
+    );
+    for h in [a, b, c] {
+        h.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn keys_cross_three_hops() {
+    let kmes = ["KME_A", "KME_B", "KME_C", "KME_D"];
+    let lab = net_lab(
+        &kmes,
+        &[("KME_A", "KME_B"), ("KME_B", "KME_C"), ("KME_C", "KME_D")],
+        8,
+    );
+    let mut hs = Vec::new();
+    for k in kmes {
+        hs.push(lab.start(k).await);
+    }
+    let (sae_a, sae_d) = (lab.client(&hs[0], "SAE_A"), lab.client(&hs[3], "SAE_D"));
+    let st = sae_a.status("SAE_D").await.unwrap();
+    assert_eq!(
+        st.status_extension.unwrap()["relay_path"],
+        "KME_A>KME_B>KME_C>KME_D"
+    );
+    let kc = sae_a.enc_keys("SAE_D", &request(4, 256)).await.unwrap();
+    slave_gets_the_same_keys(&sae_d, "SAE_A", &kc).await;
+    let kc = sae_d.enc_keys("SAE_A", &request(1, 512)).await.unwrap();
+    slave_gets_the_same_keys(&sae_a, "SAE_D", &kc).await;
+    // An SAE at B, one hop from D's other neighbour, is two hops from D.
+    let sae_b = lab.client(&hs[1], "SAE_B");
+    let kc = sae_d.enc_keys("SAE_B", &request(2, 256)).await.unwrap();
+    slave_gets_the_same_keys(&sae_b, "SAE_D", &kc).await;
+    for h in hs {
+        h.shutdown().await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_link_down_on_the_path_is_503_and_a_ring_takes_the_other_way() {
+    // A chain: C stopped, so B cannot reach it.
+    let lab = net_lab(
+        &["KME_A", "KME_B", "KME_C"],
+        &[("KME_A", "KME_B"), ("KME_B", "KME_C")],
+        8,
+    );
+    let a = lab.start("KME_A").await;
+    let b = lab.start("KME_B").await;
+    let c = lab.start("KME_C").await;
+    let sae_a = lab.client(&a, "SAE_A");
+    let before = a.pool().stats("KME_B");
+    c.shutdown().await;
+    let e = sae_a.enc_keys("SAE_C", &request(2, 256)).await.unwrap_err();
+    let (status, message, details) = api_error(&e);
+    assert_eq!(status, 503, "{message}");
+    assert!(
+        message.contains("no path") && message.contains("no key was delivered"),
+        "{message}"
+    );
+    assert!(
+        details.contains("KME_A>KME_B>KME_C") && details.contains("KME_C"),
+        "{details}"
+    );
+    // The pads A spent on the failed attempt are burned, not handed out again.
+    let after = a.pool().stats("KME_B");
+    assert!(after.allocatable_bytes < before.allocatable_bytes);
+    let st = sae_a.status("SAE_C").await.unwrap();
+    assert_eq!(st.stored_key_count, 0);
+    assert_eq!(st.status_extension.unwrap()["link_state"], "down");
+    a.shutdown().await;
+    b.shutdown().await;
+
+    // A ring A-B-C-D-A: with B down, keys for C go through D.
+    let kmes = ["KME_A", "KME_B", "KME_C", "KME_D"];
+    let ring = [
+        ("KME_A", "KME_B"),
+        ("KME_B", "KME_C"),
+        ("KME_C", "KME_D"),
+        ("KME_D", "KME_A"),
+    ];
+    let lab = net_lab(&kmes, &ring, 8);
+    let mut hs = Vec::new();
+    for k in kmes {
+        hs.push(Some(lab.start(k).await));
+    }
+    let sae_a = lab.client(hs[0].as_ref().unwrap(), "SAE_A");
+    let sae_c = lab.client(hs[2].as_ref().unwrap(), "SAE_C");
+    let path = |st: qkd_server::etsi::Status| st.status_extension.unwrap()["relay_path"].clone();
+    assert_eq!(
+        path(sae_a.status("SAE_C").await.unwrap()),
+        "KME_A>KME_B>KME_C"
+    );
+    hs[1].take().unwrap().shutdown().await;
+    let kc = sae_a.enc_keys("SAE_C", &request(3, 256)).await.unwrap();
+    slave_gets_the_same_keys(&sae_c, "SAE_A", &kc).await;
+    assert_eq!(
+        path(sae_a.status("SAE_C").await.unwrap()),
+        "KME_A>KME_D>KME_C"
+    );
+    for h in hs.into_iter().flatten() {
+        h.shutdown().await;
+    }
+}
