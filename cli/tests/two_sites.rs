@@ -6,154 +6,82 @@
 mod common;
 
 use common::free_port;
+use common::kmes::Kmes;
+use common::load::{below, sae_load};
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;
-use std::path::PathBuf;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use qkd_core::rng::{RandomSource, SeededRandom};
-use qkd_server::client::Client;
 use qkd_server::config::SourceConfig;
 use qkd_server::etsi::KeyRequest;
 use qkd_server::{Config, pki};
 use qkd_store::{LedgerEvent, Store};
 
-struct Site {
-    dir: tempfile::TempDir,
-    cfg: [Config; 2],
-    paths: [PathBuf; 2],
-    kids: [Option<Child>; 2],
+/// KME_A (Alice) and KME_B, small blocks, the device as fast as the sessions go; KME_A
+/// reaches KME_B's peer listener through a proxy (at the port returned) if `proxy`, else
+/// directly.
+fn new_site(proxy: bool) -> (Kmes, u16) {
+    let dir = tempfile::tempdir().unwrap();
+    let kmes = ["KME_A".to_string(), "KME_B".to_string()];
+    let saes = [
+        ("SAE_1".to_string(), "KME_A".to_string()),
+        ("SAE_2".to_string(), "KME_B".to_string()),
+    ];
+    pki::init_with(
+        dir.path(),
+        &kmes,
+        &saes,
+        8443,
+        &[],
+        pki::RawSetup::Simulated,
+    )
+    .unwrap();
+    let mut a = Config::load(&dir.path().join("KME_A.toml")).unwrap();
+    let mut b = Config::load(&dir.path().join("KME_B.toml")).unwrap();
+    let p: Vec<u16> = (0..5).map(|_| free_port()).collect();
+    let local = |port| SocketAddr::from(([127, 0, 0, 1], port));
+    a.listen = local(p[0]);
+    a.peer_listen = Some(local(p[1]));
+    b.listen = local(p[2]);
+    b.peer_listen = Some(local(p[3]));
+    let b_peer = if proxy { p[4] } else { p[3] };
+    a.links[0].url = format!("https://127.0.0.1:{b_peer}");
+    b.links[0].url = format!("https://127.0.0.1:{}", p[1]);
+    for c in [&mut a, &mut b] {
+        let pp = c.links[0].processing.as_mut().unwrap();
+        pp.block_bits = 1 << 17;
+        pp.sample_bits = 1 << 12;
+        pp.block_timeout_secs = 5;
+        set_rate(c, 1 << 22);
+    }
+    (Kmes::new(dir, vec![a, b]), p[3])
 }
 
-impl Site {
-    /// KME_A (Alice) and KME_B, small blocks, the device as fast as the sessions go; KME_A
-    /// reaches KME_B's peer listener at `peer_port_of_b` if given (a proxy), else directly.
-    fn new(proxy: bool) -> (Self, u16) {
-        let dir = tempfile::tempdir().unwrap();
-        let kmes = ["KME_A".to_string(), "KME_B".to_string()];
-        let saes = [
-            ("SAE_1".to_string(), "KME_A".to_string()),
-            ("SAE_2".to_string(), "KME_B".to_string()),
-        ];
-        pki::init_with(
-            dir.path(),
-            &kmes,
-            &saes,
-            8443,
-            &[],
-            pki::RawSetup::Simulated,
-        )
-        .unwrap();
-        let mut a = Config::load(&dir.path().join("KME_A.toml")).unwrap();
-        let mut b = Config::load(&dir.path().join("KME_B.toml")).unwrap();
-        let p: Vec<u16> = (0..5).map(|_| free_port()).collect();
-        let local = |port| SocketAddr::from(([127, 0, 0, 1], port));
-        a.listen = local(p[0]);
-        a.peer_listen = Some(local(p[1]));
-        b.listen = local(p[2]);
-        b.peer_listen = Some(local(p[3]));
-        let b_peer = if proxy { p[4] } else { p[3] };
-        a.links[0].url = format!("https://127.0.0.1:{b_peer}");
-        b.links[0].url = format!("https://127.0.0.1:{}", p[1]);
-        for c in [&mut a, &mut b] {
-            let pp = c.links[0].processing.as_mut().unwrap();
-            pp.block_bits = 1 << 17;
-            pp.sample_bits = 1 << 12;
-            pp.block_timeout_secs = 5;
-            set_rate(c, 1 << 22);
-        }
-        let paths = [
-            dir.path().join("A.test.toml"),
-            dir.path().join("B.test.toml"),
-        ];
-        let site = Self {
-            dir,
-            cfg: [a, b],
-            paths,
-            kids: [None, None],
-        };
-        site.write(0);
-        site.write(1);
-        (site, p[3])
-    }
-
-    fn write(&self, i: usize) {
-        std::fs::write(&self.paths[i], toml::to_string(&self.cfg[i]).unwrap()).unwrap();
-    }
-
-    fn start(&mut self, i: usize) {
-        let child = Command::new(env!("CARGO_BIN_EXE_qkd"))
-            .args(["serve", "--config"])
-            .arg(&self.paths[i])
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap();
-        self.kids[i] = Some(child);
-        let addr = self.cfg[i].listen;
-        let t = Instant::now();
-        while std::net::TcpStream::connect(addr).is_err() {
-            assert!(
-                t.elapsed() < Duration::from_secs(20),
-                "KME {i} did not start"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    fn kill(&mut self, i: usize) {
-        if let Some(mut c) = self.kids[i].take() {
-            c.kill().unwrap(); // SIGKILL
-            c.wait().unwrap();
-        }
-    }
-
-    fn client(&self, i: usize, sae: &str) -> Client {
-        let d = self.dir.path();
-        Client::new(
-            &format!("https://localhost:{}", self.cfg[i].listen.port()),
-            &d.join("ca.pem"),
-            &d.join(format!("{sae}.pem")),
-            &d.join(format!("{sae}.key")),
-        )
-        .unwrap()
-    }
-
-    /// The blocks (ID, bits) in a KME's store for its link, read offline.
-    fn stored_blocks(&self, kme: &str, peer: &str) -> BTreeMap<String, u64> {
-        let store = Store::open(self.dir.path().join(kme).join("store")).unwrap();
-        let mut out = BTreeMap::new();
-        let mut from = 0;
-        loop {
-            let entries = store.ledger(from, 1000).unwrap();
-            let Some(last) = entries.last() else { break };
-            from = last.seq + 1;
-            for e in entries {
-                if let (
-                    true,
-                    LedgerEvent::BlockAppended {
-                        block_id, len_bits, ..
-                    },
-                ) = (e.link == peer, &e.event)
-                {
-                    out.insert(block_id.to_string(), *len_bits);
-                }
+/// The blocks (ID, bits) in a KME's store for its link, read offline.
+fn stored_blocks(site: &Kmes, kme: &str, peer: &str) -> BTreeMap<String, u64> {
+    let store = Store::open(site.dir.path().join(kme).join("store")).unwrap();
+    let mut out = BTreeMap::new();
+    let mut from = 0;
+    loop {
+        let entries = store.ledger(from, 1000).unwrap();
+        let Some(last) = entries.last() else { break };
+        from = last.seq + 1;
+        for e in entries {
+            if let (
+                true,
+                LedgerEvent::BlockAppended {
+                    block_id, len_bits, ..
+                },
+            ) = (e.link == peer, &e.event)
+            {
+                out.insert(block_id.to_string(), *len_bits);
             }
         }
-        out
     }
-}
-
-impl Drop for Site {
-    fn drop(&mut self) {
-        self.kill(0);
-        self.kill(1);
-    }
+    out
 }
 
 fn set_rate(c: &mut Config, rate: u64) {
@@ -167,7 +95,7 @@ fn set_rate(c: &mut Config, rate: u64) {
 
 /// SAE_1 takes keys at KME_A (if it has any to give); SAE_2 must then get the same bytes at
 /// KME_B within a few seconds. Returns whether keys were served.
-async fn keys_agree(site: &Site) -> bool {
+async fn keys_agree(site: &Kmes) -> bool {
     let req = KeyRequest {
         number: Some(2),
         size: Some(256),
@@ -203,7 +131,7 @@ async fn keys_agree(site: &Site) -> bool {
 
 /// Stops the device (Alice restarted with a rate that makes no new block), lets the two
 /// settle, stops both, and compares their stores.
-async fn settle_and_compare(site: &mut Site) {
+async fn settle_and_compare(site: &mut Kmes) {
     site.kill(0);
     site.kill(1);
     set_rate(&mut site.cfg[0], 1);
@@ -226,8 +154,8 @@ async fn settle_and_compare(site: &mut Site) {
         }
         site.kill(0);
         site.kill(1);
-        let a = site.stored_blocks("KME_A", "KME_B");
-        let b = site.stored_blocks("KME_B", "KME_A");
+        let a = stored_blocks(site, "KME_A", "KME_B");
+        let b = stored_blocks(site, "KME_B", "KME_A");
         if a == b || t.elapsed() > Duration::from_secs(20) {
             break (a, b);
         }
@@ -256,20 +184,9 @@ fn kills() -> (u64, u64) {
     )
 }
 
-/// Numbers below `n` from a seeded generator: a soak is the same on every run with its seed
-/// (which KME is killed, when).
-fn below(seed: u64) -> impl FnMut(u64) -> u64 {
-    let mut rng = SeededRandom::from_u64(seed);
-    move |n| {
-        let mut b = [0u8; 8];
-        rng.fill(&mut b).unwrap();
-        u64::from_le_bytes(b) % n
-    }
-}
-
 #[test]
 fn sigkill_at_random_points_never_breaks_both_or_neither() {
-    let (mut site, _) = Site::new(false);
+    let (mut site, _) = new_site(false);
     let (rounds, seed) = kills();
     let mut r = below(seed);
     rt().block_on(async {
@@ -329,7 +246,7 @@ async fn proxy(
 
 #[test]
 fn a_peer_connection_cut_mid_block_settles_without_duplicates() {
-    let (mut site, b_peer) = Site::new(true);
+    let (mut site, b_peer) = new_site(true);
     let proxy_port: u16 = site.cfg[0].links[0]
         .url
         .rsplit(':')
@@ -363,96 +280,13 @@ fn a_peer_connection_cut_mid_block_settles_without_duplicates() {
     });
 }
 
-/// What the SAEs saw during [`sigkill_under_sae_load_delivers_nothing_twice_and_loses_nothing`].
-#[derive(Default)]
-struct LoadLog {
-    /// Key ID -> base64 bytes, of every key KME_A delivered to SAE_1.
-    delivered: std::collections::HashMap<uuid::Uuid, String>,
-    /// Delivered, not yet fetched by SAE_2 at KME_B.
-    pending: Vec<uuid::Uuid>,
-    fetched: usize,
-    /// Keys KME_B refused with 400 after a crash: each must be one that KME_B's store shows
-    /// fetched by SAE_2 (the fetch committed, then KME_B died before its answer left).
-    suspects: Vec<uuid::Uuid>,
-    /// Violations: a key ID or key bytes delivered twice, different bytes at the two sides, or
-    /// a delivered key KME_B does not know.
-    violations: Vec<String>,
-}
-
-impl LoadLog {
-    fn record_delivery(&mut self, keys: &[qkd_server::etsi::Key]) {
-        for k in keys {
-            let id: uuid::Uuid = k.key_ID.parse().unwrap();
-            if self.delivered.values().any(|b| *b == *k.key) {
-                self.violations
-                    .push(format!("key bytes of {id} delivered before"));
-            }
-            if self.delivered.insert(id, k.key.to_string()).is_some() {
-                self.violations.push(format!("key ID {id} delivered twice"));
-            }
-            self.pending.push(id);
-        }
-    }
-
-    /// SAE_2 fetches the pending keys (up to 128) at KME_B.
-    async fn fetch_pending(&mut self, dec: &Client) {
-        if self.pending.is_empty() {
-            return;
-        }
-        let ids: Vec<uuid::Uuid> = self.pending.iter().take(128).copied().collect();
-        match dec.dec_keys("SAE_1", &ids).await {
-            Ok(got) => {
-                for k in &got.keys {
-                    let id: uuid::Uuid = k.key_ID.parse().unwrap();
-                    if self.delivered.get(&id).map(String::as_str) != Some(&*k.key) {
-                        self.violations
-                            .push(format!("key {id} differs between the sites"));
-                    }
-                }
-                self.fetched += ids.len();
-                self.pending.drain(..ids.len());
-            }
-            Err(qkd_server::client::ClientError::Api { status: 400, .. }) => {
-                // Unknown or already fetched (the standard does not tell them apart): one of
-                // them may have been fetched by a request whose answer died with KME_B. One by
-                // one; the store decides at the end which it was.
-                for id in ids {
-                    match dec.dec_keys("SAE_1", &[id]).await {
-                        Ok(_) => self.fetched += 1,
-                        Err(_) => self.suspects.push(id),
-                    }
-                    self.pending.retain(|p| *p != id);
-                }
-            }
-            Err(_) => {} // KME_B is down: later
-        }
-    }
-}
-
-async fn sae_load(enc: Client, dec: Client, stop: Arc<AtomicBool>) -> LoadLog {
-    let mut log = LoadLog::default();
-    let req = KeyRequest {
-        number: Some(4),
-        size: Some(256),
-        ..Default::default()
-    };
-    while !stop.load(Ordering::Relaxed) {
-        if let Ok(kc) = enc.enc_keys("SAE_2", &req).await {
-            log.record_delivery(&kc.keys);
-        }
-        log.fetch_pending(&dec).await;
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
-    log
-}
-
 /// `scripts/crash-soak.sh N`: SIGKILLs either KME at random moments while SAE_1 takes keys at
 /// KME_A and SAE_2 fetches them at KME_B without pause. No key ID or key is delivered twice,
 /// every key KME_A delivered is served by KME_B with the same bytes (except a fetch whose answer
 /// died with KME_B, counted), and in the end the stores hold the same blocks.
 #[test]
 fn sigkill_under_sae_load_delivers_nothing_twice_and_loses_nothing() {
-    let (mut site, _) = Site::new(false);
+    let (mut site, _) = new_site(false);
     let var = |k: &str| std::env::var(k).ok().and_then(|v| v.parse().ok());
     let rounds: u64 = var("QKD_CRASH_KILLS").unwrap_or(8);
     let mut r = below(var("QKD_CRASH_SEED").unwrap_or(29));
@@ -463,6 +297,7 @@ fn sigkill_under_sae_load_delivers_nothing_twice_and_loses_nothing() {
         let load = tokio::spawn(sae_load(
             site.client(0, "SAE_1"),
             site.client(1, "SAE_2"),
+            ("SAE_1", "SAE_2"),
             stop.clone(),
         ));
         for _ in 0..rounds {

@@ -1,6 +1,9 @@
 //! Helpers shared by the CLI's integration tests.
 #![allow(dead_code)]
 
+pub mod kmes;
+pub mod load;
+
 use std::process::{Command, Output};
 
 /// Runs `qkd` with `args` and returns what it did.

@@ -36,7 +36,8 @@ use crate::kme::{ApiError, Kme, PeerFail, PeerReserve, blocking, now_ms};
 use crate::monitor::Event;
 use crate::pool::{AllocRequest, FetchedKey, MasterKeys, PoolError, ReserveRequest};
 
-/// How long a link beyond this KME's own that failed a relay is avoided.
+/// How long a link beyond this KME's own that failed a relay is avoided while another path
+/// exists.
 const FAILED_LINK_HOLD: Duration = Duration::from_secs(5);
 
 /// Paths a request tries before its master gets 503.
@@ -160,18 +161,23 @@ impl Relay {
 }
 
 impl Kme {
-    /// The path a relay to `dest` takes now, avoiding `avoid`, this KME's links that are down
-    /// and links that failed lately.
+    /// The path a relay to `dest` takes now: none of `avoid`, none of this KME's links that are
+    /// down, and preferably none of the links beyond that failed lately (when every path has
+    /// one, they are tried again: they may be back).
     fn relay_path(&self, dest: &str, avoid: &HashSet<LinkName>) -> Option<Vec<String>> {
         let me = &self.cfg.kme_id;
         let mut avoid = avoid.clone();
-        avoid.extend(self.relay.recently_failed());
         for (peer, l) in &self.links {
             if !l.up.load(std::sync::atomic::Ordering::Relaxed) {
                 avoid.insert(LinkName::new(me, peer));
             }
         }
-        self.relay.topology.path(me, dest, &avoid)
+        let mut preferred = avoid.clone();
+        preferred.extend(self.relay.recently_failed());
+        let topology = &self.relay.topology;
+        topology
+            .path(me, dest, &preferred)
+            .or_else(|| topology.path(me, dest, &avoid))
     }
 
     /// The first hop toward `dest` now.
@@ -207,7 +213,10 @@ impl Kme {
                 Err(f) => {
                     failures.push(json!({"path": path.join(">"), "reason": f.message}));
                     let Some(link) = f.link else { break };
-                    self.relay.mark_failed(&link);
+                    // This KME's own links are followed by their health checks.
+                    if !link.ends().contains(&self.cfg.kme_id.as_str()) {
+                        self.relay.mark_failed(&link);
+                    }
                     avoid.insert(link);
                 }
             }
