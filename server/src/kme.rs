@@ -270,10 +270,7 @@ impl Kme {
         let (target, link_state) = match &site {
             Site::Local => (self.cfg.kme_id.clone(), "local".to_string()),
             Site::Remote(p) | Site::Relayed(p) => {
-                let up = self
-                    .links
-                    .get(p)
-                    .is_some_and(|l| l.up.load(Ordering::Relaxed));
+                let up = self.link_up(p);
                 (p.clone(), if up { "up" } else { "down" }.to_string())
             }
         };
@@ -630,6 +627,13 @@ impl Kme {
                 resp.text().await.unwrap_or_default()
             ))),
         }
+    }
+
+    /// Whether this KME has a link to `peer` and it is up.
+    pub(crate) fn link_up(&self, peer: &str) -> bool {
+        self.links
+            .get(peer)
+            .is_some_and(|l| l.up.load(Ordering::Relaxed))
     }
 
     /// Records a link's state, raising an event when it changes.

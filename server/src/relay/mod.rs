@@ -167,8 +167,8 @@ impl Kme {
     fn relay_path(&self, dest: &str, avoid: &HashSet<LinkName>) -> Option<Vec<String>> {
         let me = &self.cfg.kme_id;
         let mut avoid = avoid.clone();
-        for (peer, l) in &self.links {
-            if !l.up.load(std::sync::atomic::Ordering::Relaxed) {
+        for peer in self.links.keys() {
+            if !self.link_up(peer) {
                 avoid.insert(LinkName::new(me, peer));
             }
         }
@@ -243,11 +243,7 @@ impl Kme {
         let me = &path[at];
         let next = &path[at + 1];
         let link = LinkName::new(me, next);
-        if !self
-            .links
-            .get(next)
-            .is_some_and(|l| l.up.load(std::sync::atomic::Ordering::Relaxed))
-        {
+        if !self.link_up(next) {
             return Err(Failure::at(link, format!("link {me}-{next} is down")));
         }
         if at + 2 == path.len() {
@@ -550,6 +546,9 @@ impl Kme {
     /// The hops of `path` from this KME (`path[at]`) on.
     async fn hops_from(&self, path: &[String], at: usize) -> Result<Vec<HopStatus>, String> {
         let next = &path[at + 1];
+        if !self.link_up(next) {
+            return Err(format!("link {}-{next} is down", self.cfg.kme_id));
+        }
         let mut hops = vec![HopStatus {
             from: self.cfg.kme_id.clone(),
             to: next.clone(),
