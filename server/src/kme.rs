@@ -433,12 +433,15 @@ impl Kme {
             ));
         }
         if let Some(peer) = &remote
-            && self
-                .links
-                .get(peer)
-                .is_some_and(|l| !l.up.load(Ordering::Relaxed))
+            && !self.link_up(peer)
         {
-            // Known down: refuse before any material is allocated.
+            // Known down: around it through other KMEs if the network has a way, else refuse
+            // before any material is allocated.
+            if local_slaves.is_empty() && self.relay_first_hop(peer).is_some() {
+                return self
+                    .enc_keys_relayed(master, peer, slaves, number, size)
+                    .await;
+            }
             return Err(
                 ApiError::unavailable("peer KME unreachable; no key was delivered")
                     .detail(json!({"peer": peer, "reason": "link down"})),

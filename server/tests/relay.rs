@@ -243,3 +243,143 @@ async fn a_link_down_on_the_path_is_503_and_a_ring_takes_the_other_way() {
         h.shutdown().await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_direct_link_down_is_gone_around_through_the_ring() {
+    let kmes = ["KME_A", "KME_B", "KME_C", "KME_D"];
+    let ring = [
+        ("KME_A", "KME_B"),
+        ("KME_B", "KME_C"),
+        ("KME_C", "KME_D"),
+        ("KME_D", "KME_A"),
+    ];
+    let mut lab = net_lab(&kmes, &ring, 8);
+    // A's side of the link to D leads nowhere: A sees D down, D sees A up.
+    let a_to_d = lab.configs[0]
+        .links
+        .iter_mut()
+        .find(|l| l.peer == "KME_D")
+        .unwrap();
+    a_to_d.url = format!("https://127.0.0.1:{}", free_port());
+    let b = lab.start("KME_B").await;
+    let c = lab.start("KME_C").await;
+    let d = lab.start("KME_D").await;
+    let a = lab.start("KME_A").await;
+    let (sae_a, sae_d) = (lab.client(&a, "SAE_A"), lab.client(&d, "SAE_D"));
+    // The first request finds the link down (or the health check did already); from then on
+    // the keys go A>B>C>D.
+    let mut kc = sae_a.enc_keys("SAE_D", &request(2, 256)).await;
+    if kc.is_err() {
+        kc = sae_a.enc_keys("SAE_D", &request(2, 256)).await;
+    }
+    let kc = kc.unwrap();
+    slave_gets_the_same_keys(&sae_d, "SAE_A", &kc).await;
+    let relayed = |h: &qkd_server::ServerHandle| {
+        h.events()
+            .iter()
+            .any(|e| serde_json::to_value(e).unwrap()["path"] == "KME_A>KME_B>KME_C>KME_D")
+    };
+    assert!(relayed(&a) && relayed(&b) && relayed(&c));
+    for h in [a, b, c, d] {
+        h.shutdown().await;
+    }
+}
+
+#[test]
+fn pki_init_link_writes_a_chain_and_refuses_what_is_not_a_network() {
+    let lab = net_lab(
+        &["KME_A", "KME_B", "KME_C"],
+        &[("KME_A", "KME_B"), ("KME_B", "KME_C")],
+        1,
+    );
+    let a = lab.config("KME_A");
+    assert_eq!(
+        a.links.iter().map(|l| l.peer.as_str()).collect::<Vec<_>>(),
+        ["KME_B"]
+    );
+    assert_eq!(
+        a.network.links,
+        vec![["KME_B".to_string(), "KME_C".to_string()]]
+    );
+    assert_eq!(a.network.kmes.len(), 1);
+    assert_eq!(
+        (
+            a.network.kmes[0].id.as_str(),
+            a.network.kmes[0].saes.as_slice()
+        ),
+        ("KME_C", &["SAE_C".to_string()][..])
+    );
+    let b = lab.config("KME_B");
+    assert_eq!(b.links.len(), 2);
+    assert!(b.network.is_empty());
+
+    let kmes: Vec<String> = ["K-1", "K-2", "K-3"].map(String::from).to_vec();
+    assert_eq!(
+        qkd_server::pki::parse_link_spec("K-1-K-3", &kmes).unwrap(),
+        ("K-1".to_string(), "K-3".to_string())
+    );
+    for (spec, want) in [("K-1-K-9", "expected KME-KME"), ("K-1-K-1", "with itself")] {
+        let e = qkd_server::pki::parse_link_spec(spec, &kmes)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains(want), "{spec}: {e}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let pair = |a: &str, b: &str| (a.to_string(), b.to_string());
+    for (links, want) in [
+        (vec![pair("K-1", "K-2")], "K-3 is not joined to K-1"),
+        (
+            vec![pair("K-1", "K-2"), pair("K-2", "K-1"), pair("K-2", "K-3")],
+            "given twice",
+        ),
+    ] {
+        let e = qkd_server::pki::init_network(
+            dir.path(),
+            &kmes,
+            &[],
+            &links,
+            9000,
+            &[],
+            qkd_server::pki::RawSetup::Cor,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains(want), "{e}");
+    }
+}
+
+#[test]
+fn a_network_config_that_cannot_be_routed_is_refused() {
+    let lab = net_lab(
+        &["KME_A", "KME_B", "KME_C"],
+        &[("KME_A", "KME_B"), ("KME_B", "KME_C")],
+        1,
+    );
+    let a = lab.config("KME_A").clone();
+    let edit = |f: &dyn Fn(&mut qkd_server::Config)| {
+        let mut c = a.clone();
+        f(&mut c);
+        c.validate().unwrap_err().to_string()
+    };
+    let cases: [(&dyn Fn(&mut qkd_server::Config), &str); 5] = [
+        (
+            &|c| c.network.links.clear(),
+            "no path of links from KME_A to KME \"KME_C\"",
+        ),
+        (&|c| c.network.kmes[0].id = "KME_B".into(), "a direct peer"),
+        (&|c| c.network.kmes[0].id = "KME_A".into(), "this KME"),
+        (
+            &|c| c.network.kmes[0].saes.push("SAE_A".into()),
+            "more than one KME",
+        ),
+        (
+            &|c| c.network.links.push(["KME_C".into(), "KME_C".into()]),
+            "two different",
+        ),
+    ];
+    for (f, want) in cases {
+        let e = edit(f);
+        assert!(e.contains(want), "{e}");
+    }
+    assert!(a.validate().is_ok());
+}
