@@ -361,7 +361,8 @@ fn a_network_config_that_cannot_be_routed_is_refused() {
         f(&mut c);
         c.validate().unwrap_err().to_string()
     };
-    let cases: [(&dyn Fn(&mut qkd_server::Config), &str); 5] = [
+    type Edit<'a> = &'a dyn Fn(&mut qkd_server::Config);
+    let cases: [(Edit, &str); 5] = [
         (
             &|c| c.network.links.clear(),
             "no path of links from KME_A to KME \"KME_C\"",
