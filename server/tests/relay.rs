@@ -362,7 +362,7 @@ fn a_network_config_that_cannot_be_routed_is_refused() {
         c.validate().unwrap_err().to_string()
     };
     type Edit<'a> = &'a dyn Fn(&mut qkd_server::Config);
-    let cases: [(Edit, &str); 5] = [
+    let cases: [(Edit<'_>, &str); 5] = [
         (
             &|c| c.network.links.clear(),
             "no path of links from KME_A to KME \"KME_C\"",
