@@ -292,10 +292,14 @@ impl Kme {
             wire::open(&request, &r, &pads)
                 .map_err(|m| Failure::at(link.clone(), format!("{next}: {m}")))
         });
-        // The pads served (or the request failed): either way they are never used again.
         drop(pads);
-        self.destroy_quietly(pad_ids).await;
-        let keys = opened?;
+        let keys = match opened {
+            Ok(keys) => keys,
+            Err(f) => {
+                self.destroy_quietly(pad_ids).await;
+                return Err(f);
+            }
+        };
         self.relay
             .count_hop(next, keys.len() as u64, u64::from(bits) * keys.len() as u64);
         Ok(keys)
@@ -343,8 +347,9 @@ impl Kme {
         })
     }
 
-    /// Destroys keys this KME allocated or took for a relay (a failure here is logged: the
-    /// keys expire anyway).
+    /// Destroys keys this KME allocated for a relay that failed. The allocation handed them to
+    /// the master already (so the store counts them spent, never to be allocated again); this
+    /// makes sure, as for one hop. A failure here is logged: the keys expire anyway.
     async fn destroy_quietly(&self, ids: Vec<uuid::Uuid>) {
         let p = self.pool.clone();
         if let Ok(Err(e)) = blocking(move || p.destroy(&ids)).await {
