@@ -278,6 +278,12 @@ impl Kme {
             .relay_allocate(next, order, vec![relay_recipient(next)], bits)
             .await?;
         let pad_ids: Vec<_> = allocs.iter().map(|a| a.key_id).collect();
+        let pads = in_order(pads, &pad_ids).ok_or_else(|| {
+            Failure::refused(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "pads do not match their allocation",
+            )
+        })?;
         let request = RelayRequest {
             master: order.master.clone(),
             slaves: order.slaves.clone(),
@@ -426,17 +432,17 @@ impl Kme {
             keys: request.pads.clone(),
         };
         let ids: Vec<_> = request.pads.iter().map(|a| a.key_id).collect();
-        let p = self.pool.clone();
+        let (p, fetch_ids) = (self.pool.clone(), ids.clone());
         let pads = blocking(move || {
             p.reserve_exact(&reserve)?;
-            p.fetch(&ids, &recipient)
+            p.fetch(&fetch_ids, &recipient)
                 .map_err(|e| PoolError::Store(e.to_string()))
         })
         .await
-        .map_err(|e| {
+        .map_err(|_| {
             fail(Failure::refused(
                 StatusCode::SERVICE_UNAVAILABLE,
-                format!("{e:?}"),
+                "key pool task failed",
             ))
         })?
         .map_err(|e| {
@@ -445,6 +451,12 @@ impl Kme {
                 _ => StatusCode::SERVICE_UNAVAILABLE,
             };
             fail(Failure::refused(status, format!("pads: {e}")))
+        })?;
+        let pads = in_order(pads, &ids).ok_or_else(|| {
+            fail(Failure::refused(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "pads do not match the request",
+            ))
         })?;
         let keys = self
             .relay_obtain(&request.path, at, &order)
@@ -660,6 +672,13 @@ impl Kme {
             "remote_kmes": self.cfg.network.kmes.iter().map(|k| &k.id).collect::<Vec<_>>(),
         })
     }
+}
+
+/// `keys` in the order of `ids` (each exactly once), whatever order the store gave them in.
+fn in_order(keys: Vec<FetchedKey>, ids: &[uuid::Uuid]) -> Option<Vec<FetchedKey>> {
+    let mut by_id: HashMap<uuid::Uuid, FetchedKey> = keys.into_iter().map(|k| (k.id, k)).collect();
+    let ordered: Vec<FetchedKey> = ids.iter().filter_map(|id| by_id.remove(id)).collect();
+    (ordered.len() == ids.len() && by_id.is_empty()).then_some(ordered)
 }
 
 /// The keys a relayed pair can still get: the fewest over the hops, each hop's material divided
