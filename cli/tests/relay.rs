@@ -5,7 +5,6 @@
 
 mod common;
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
@@ -13,8 +12,7 @@ use std::time::{Duration, Instant};
 use common::kmes::Kmes;
 use common::load::{below, sae_load};
 use common::{free_port, ok};
-use qkd_server::Config;
-use qkd_server::config::SourceConfig;
+use qkd_server::{Config, pki};
 
 /// KME_A - KME_B - KME_C, SAE_A at A and SAE_C at C; each link's key from a simulated source
 /// seeded by the link (64 blocks of 4 KiB), durable stores.
@@ -48,24 +46,7 @@ fn chain() -> Kmes {
     assert_eq!(cfgs[0].network.kmes[0].id, "KME_C");
     assert_eq!(cfgs[1].links.len(), 2);
     let ports: Vec<(u16, u16)> = ids.iter().map(|_| (free_port(), free_port())).collect();
-    let local = |port| SocketAddr::from(([127, 0, 0, 1], port));
-    for (c, (sae, peer)) in cfgs.iter_mut().zip(&ports) {
-        c.listen = local(*sae);
-        c.peer_listen = Some(local(*peer));
-        for l in &mut c.links {
-            let j = ids.iter().position(|k| *k == l.peer).unwrap();
-            l.url = format!("https://127.0.0.1:{}", ports[j].1);
-            let mut pair = [c.kme_id.clone(), l.peer.clone()];
-            pair.sort();
-            l.source = SourceConfig::Simulated {
-                seed: pair.join("-"),
-                block_bytes: 4096,
-                initial_blocks: 64,
-                interval_ms: 0,
-                max_blocks: 64,
-            };
-        }
-    }
+    pki::on_loopback(&mut cfgs, &ports, 4096, 64);
     Kmes::new(dir, cfgs)
 }
 

@@ -7,13 +7,12 @@
 //!
 //! `hops` = 1 is the direct link (no relay): the baseline for 2 and 3 hops.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use qkd_server::client::Client;
-use qkd_server::config::{Config, SourceConfig};
+use qkd_server::config::Config;
 use qkd_server::etsi::KeyRequest;
 use qkd_server::{pki, serve};
 
@@ -48,25 +47,11 @@ async fn main() {
             .port()
     };
     let ports: Vec<(u16, u16)> = kmes.iter().map(|_| (free(), free())).collect();
-    for (c, (sae, peer)) in cfgs.iter_mut().zip(&ports) {
-        c.listen = SocketAddr::from(([127, 0, 0, 1], *sae));
-        c.peer_listen = Some(SocketAddr::from(([127, 0, 0, 1], *peer)));
+    pki::on_loopback(&mut cfgs, &ports, 1 << 20, 32);
+    for c in &mut cfgs {
         c.keys.max_key_count = 1 << 30;
         c.limits.max_connections_per_client = 4096;
         c.limits.max_in_flight_per_client = 4096;
-        for l in &mut c.links {
-            let j = kmes.iter().position(|k| k == &l.peer).unwrap();
-            l.url = format!("https://127.0.0.1:{}", ports[j].1);
-            let mut pair = [c.kme_id.clone(), l.peer.clone()];
-            pair.sort();
-            l.source = SourceConfig::Simulated {
-                seed: pair.join("-"),
-                block_bytes: 1 << 20,
-                initial_blocks: 32,
-                interval_ms: 0,
-                max_blocks: 32,
-            };
-        }
     }
     let mut handles = Vec::new();
     for c in cfgs {

@@ -1104,22 +1104,39 @@ pub(crate) fn sae_router(kme: AppState) -> Router {
         .with_state(kme)
 }
 
+/// A JSON request on the peer listener from a configured peer KME, handed to `handle` with the
+/// peer's KME ID; a body that does not parse is 400.
+async fn peer_json<T, F, Fut>(
+    peer: Option<Extension<Arc<Peer>>>,
+    body: &Bytes,
+    handle: F,
+) -> Response
+where
+    T: serde::de::DeserializeOwned,
+    F: FnOnce(String, T) -> Fut,
+    Fut: std::future::Future<Output = Response>,
+{
+    let Some(from) = peer_kme(peer) else {
+        return not_a_peer();
+    };
+    match serde_json::from_slice(body) {
+        Ok(request) => handle(from, request).await,
+        Err(e) => (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
+    }
+}
+
 async fn peer_reserve_h(
     State(kme): State<AppState>,
     peer: Option<Extension<Arc<Peer>>>,
     body: Bytes,
 ) -> Response {
-    let Some(from) = peer_kme(peer) else {
-        return not_a_peer();
-    };
-    let msg: PeerReserve = match serde_json::from_slice(&body) {
-        Ok(m) => m,
-        Err(e) => return (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
-    };
-    match kme.peer_reserve(&from, msg).await {
-        Ok(()) => (StatusCode::OK, axum::Json(json!({}))).into_response(),
-        Err((s, m)) => (s, m).into_response(),
-    }
+    peer_json(peer, &body, |from, msg| async move {
+        match kme.peer_reserve(&from, msg).await {
+            Ok(()) => (StatusCode::OK, axum::Json(json!({}))).into_response(),
+            Err((s, m)) => (s, m).into_response(),
+        }
+    })
+    .await
 }
 
 /// A relay request from the previous hop (`crate::relay`).
@@ -1128,16 +1145,13 @@ async fn peer_relay_h(
     peer: Option<Extension<Arc<Peer>>>,
     body: Bytes,
 ) -> Response {
-    let Some(from) = peer_kme(peer) else {
-        return not_a_peer();
-    };
-    match serde_json::from_slice(&body) {
-        Ok(request) => match kme.relay_transit(&from, request).await {
+    peer_json(peer, &body, |from, request| async move {
+        match kme.relay_transit(&from, request).await {
             Ok(sealed) => zeroizing_json(&sealed),
             Err((status, failure)) => (status, axum::Json(failure)).into_response(),
-        },
-        Err(e) => (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
-    }
+        }
+    })
+    .await
 }
 
 /// A relayed pair's status request from the previous hop.
@@ -1146,16 +1160,13 @@ async fn peer_relay_status_h(
     peer: Option<Extension<Arc<Peer>>>,
     body: Bytes,
 ) -> Response {
-    let Some(from) = peer_kme(peer) else {
-        return not_a_peer();
-    };
-    match serde_json::from_slice(&body) {
-        Ok(request) => match kme.relay_transit_status(&from, request).await {
+    peer_json(peer, &body, |from, request| async move {
+        match kme.relay_transit_status(&from, request).await {
             Ok(hops) => axum::Json(hops).into_response(),
             Err((status, m)) => (status, m).into_response(),
-        },
-        Err(e) => (StatusCode::BAD_REQUEST, e.to_string()).into_response(),
-    }
+        }
+    })
+    .await
 }
 
 async fn peer_health_h(

@@ -849,6 +849,36 @@ pub fn init_network(
     })
 }
 
+/// Moves the configurations of a development setup onto loopback ports, for tests and
+/// benchmarks: KME `i` listens for SAEs on `ports[i].0` and for peers on `ports[i].1`, every link
+/// points at its peer's listener, and each link's key comes from a seeded simulated source that
+/// both ends share (seed: the link's KME IDs in order; `blocks` blocks of `block_bytes`).
+pub fn on_loopback(cfgs: &mut [Config], ports: &[(u16, u16)], block_bytes: u32, blocks: u64) {
+    let ids: Vec<String> = cfgs.iter().map(|c| c.kme_id.clone()).collect();
+    let local = |port: u16| std::net::SocketAddr::from(([127, 0, 0, 1], port));
+    for (c, (sae, peer)) in cfgs.iter_mut().zip(ports) {
+        c.listen = local(*sae);
+        c.peer_listen = Some(local(*peer));
+        for l in &mut c.links {
+            if let Some(j) = ids.iter().position(|k| k == &l.peer) {
+                l.url = format!("https://127.0.0.1:{}", ports[j].1);
+            }
+            let (a, b) = if c.kme_id <= l.peer {
+                (&c.kme_id, &l.peer)
+            } else {
+                (&l.peer, &c.kme_id)
+            };
+            l.source = SourceConfig::Simulated {
+                seed: format!("{a}-{b}"),
+                block_bytes,
+                initial_blocks: blocks,
+                interval_ms: 0,
+                max_blocks: blocks,
+            };
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -94,15 +94,8 @@ async fn keys_cross_two_hops_both_ways_and_status_is_the_minimum_over_the_path()
     slave_gets_the_same_keys(&sae_a, "SAE_C", &kc).await;
 
     // The middle node shows its per-hop consumption and the transit count.
-    let http = raw_tls_client(&lab.path("ca.pem"), None);
-    let metrics = http
-        .get(format!("http://{}/metrics", b.monitor_addr.unwrap()))
-        .send()
-        .await
-        .unwrap()
-        .text()
-        .await
-        .unwrap();
+    let ca = lab.path("ca.pem");
+    let metrics = monitor_text(&ca, &b, "/metrics").await;
     let exp = prom::parse(&metrics).unwrap();
     assert_eq!(
         exp.value(
@@ -126,14 +119,8 @@ async fn keys_cross_two_hops_both_ways_and_status_is_the_minimum_over_the_path()
         ),
         11.0
     );
-    let state: serde_json::Value = http
-        .get(format!("http://{}/api/state", b.monitor_addr.unwrap()))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let state: serde_json::Value =
+        serde_json::from_str(&monitor_text(&ca, &b, "/api/state").await).unwrap();
     assert_eq!(state["relay"]["keys"]["transit"], 11);
     assert!(
         state["events"]

@@ -112,14 +112,19 @@ impl Lab {
         self.dir.path().join(kme).join("incoming").join(peer)
     }
     pub fn client(&self, kme: &ServerHandle, sae: &str) -> Client {
-        Client::new(
-            &format!("https://localhost:{}", kme.sae_addr.port()),
-            &self.path("ca.pem"),
-            &self.path(&format!("{sae}.pem")),
-            &self.path(&format!("{sae}.key")),
-        )
-        .unwrap()
+        sae_client(self.dir.path(), kme, sae)
     }
+}
+
+/// An ETSI client of `sae` (its certificate in the PKI directory `dir`) at `kme`.
+pub fn sae_client(dir: &Path, kme: &ServerHandle, sae: &str) -> Client {
+    Client::new(
+        &format!("https://localhost:{}", kme.sae_addr.port()),
+        &dir.join("ca.pem"),
+        &dir.join(format!("{sae}.pem")),
+        &dir.join(format!("{sae}.key")),
+    )
+    .unwrap()
 }
 
 pub async fn start(cfg: &Config) -> ServerHandle {
@@ -183,7 +188,12 @@ pub fn raw_tls_client(ca: &Path, cert: Option<(&Path, &Path)>) -> reqwest::Clien
 
 /// The body of `GET path` on `h`'s monitor listener.
 pub async fn monitor_get(lab: &Lab, h: &ServerHandle, path: &str) -> String {
-    raw_tls_client(&lab.path("ca.pem"), None)
+    monitor_text(&lab.path("ca.pem"), h, path).await
+}
+
+/// The body of `GET path` on `h`'s monitor listener (`ca`: any CA file, for the client).
+pub async fn monitor_text(ca: &Path, h: &ServerHandle, path: &str) -> String {
+    raw_tls_client(ca, None)
         .get(format!("http://{}{path}", h.monitor_addr.unwrap()))
         .send()
         .await
@@ -238,23 +248,9 @@ pub fn net_lab(kmes: &[&str], links: &[(&str, &str)], blocks: u64) -> NetLab {
         .map(|k| Config::load(&dir.path().join(format!("{k}.toml"))).unwrap())
         .collect();
     let ports: Vec<(u16, u16)> = kmes.iter().map(|_| (free_port(), free_port())).collect();
-    for (c, (sae, peer)) in configs.iter_mut().zip(&ports) {
-        c.listen = SocketAddr::from(([127, 0, 0, 1], *sae));
-        c.peer_listen = Some(SocketAddr::from(([127, 0, 0, 1], *peer)));
+    pki::on_loopback(&mut configs, &ports, 4096, blocks);
+    for c in &mut configs {
         c.state_dir = None;
-        for l in &mut c.links {
-            let j = kmes.iter().position(|k| k == &l.peer).unwrap();
-            l.url = format!("https://127.0.0.1:{}", ports[j].1);
-            let mut pair = [c.kme_id.clone(), l.peer.clone()];
-            pair.sort();
-            l.source = SourceConfig::Simulated {
-                seed: pair.join("-"),
-                block_bytes: 4096,
-                initial_blocks: blocks,
-                interval_ms: 0,
-                max_blocks: blocks,
-            };
-        }
     }
     NetLab { dir, configs }
 }
@@ -280,12 +276,6 @@ impl NetLab {
         h
     }
     pub fn client(&self, kme: &ServerHandle, sae: &str) -> Client {
-        Client::new(
-            &format!("https://localhost:{}", kme.sae_addr.port()),
-            &self.path("ca.pem"),
-            &self.path(&format!("{sae}.pem")),
-            &self.path(&format!("{sae}.key")),
-        )
-        .unwrap()
+        sae_client(self.dir.path(), kme, sae)
     }
 }
