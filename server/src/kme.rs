@@ -202,13 +202,6 @@ impl Kme {
         })
     }
 
-    fn pool_for<'a>(&'a self, site: &'a Site) -> &'a str {
-        match site {
-            Site::Local => LOCAL_POOL,
-            Site::Remote(k) | Site::Relayed(k) => k,
-        }
-    }
-
     /// The low watermark of a pool in bytes (0: none).
     pub(crate) fn low_watermark(&self, pool: &str) -> u64 {
         if pool == LOCAL_POOL {
@@ -254,26 +247,23 @@ impl Kme {
             return Err(ApiError::unauthorized("caller is not attached to this KME"));
         }
         let k = &self.cfg.keys;
-        if let Site::Relayed(dest) = &site {
-            let (path, hops) = self.relay_status(dest).await;
-            let count = hops
-                .as_deref()
-                .map_or(0, |h| crate::relay::keys_over(h, k.default_size));
-            let mut extension = crate::relay::status_extension(path.as_deref(), hops.as_deref());
-            extension["reservation_ttl_seconds"] = json!(k.reservation_ttl_secs);
-            extension["link_state"] = json!(if hops.is_some() { "up" } else { "down" });
-            return Ok(self.status_of(master, slave, dest, count, extension));
-        }
-        let pool = self.pool_for(&site);
-        let stats = self.pool.stats(pool);
-        let key_bytes = u64::from(k.default_size / 8);
-        let (target, link_state) = match &site {
-            Site::Local => (self.cfg.kme_id.clone(), "local".to_string()),
-            Site::Remote(p) | Site::Relayed(p) => {
-                let up = self.link_up(p);
-                (p.clone(), if up { "up" } else { "down" }.to_string())
+        let (target, link_state, pool) = match &site {
+            Site::Local => (&self.cfg.kme_id, "local", LOCAL_POOL),
+            Site::Remote(p) => (p, if self.link_up(p) { "up" } else { "down" }, p.as_str()),
+            Site::Relayed(dest) => {
+                let (path, hops) = self.relay_status(dest).await;
+                let count = hops
+                    .as_deref()
+                    .map_or(0, |h| crate::relay::keys_over(h, k.default_size));
+                let mut extension =
+                    crate::relay::status_extension(path.as_deref(), hops.as_deref());
+                extension["reservation_ttl_seconds"] = json!(k.reservation_ttl_secs);
+                extension["link_state"] = json!(if hops.is_some() { "up" } else { "down" });
+                return Ok(self.status_of(master, slave, dest, count, extension));
             }
         };
+        let stats = self.pool.stats(pool);
+        let key_bytes = u64::from(k.default_size / 8);
         let low_watermark = self.low_watermark(pool);
         let mut extension = json!({
             "reservation_ttl_seconds": k.reservation_ttl_secs,
@@ -291,7 +281,7 @@ impl Kme {
             extension["post_processing"] = rt.snapshot();
         }
         let count = stats.allocatable_bytes / key_bytes;
-        Ok(self.status_of(master, slave, &target, count, extension))
+        Ok(self.status_of(master, slave, target, count, extension))
     }
 
     /// The Status object of a pair whose pool holds `count` keys of the default size.
