@@ -15,6 +15,7 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 
 step "cargo test"
 ./scripts/install-browser.sh
+./scripts/install-softhsm.sh
 cargo test --workspace --locked
 
 step "libqkd: header freshness, C tests and examples under ASan/UBSan and valgrind"

@@ -11,6 +11,7 @@ mod bench;
 mod bench_link;
 mod client_check;
 mod demo;
+mod hsm;
 mod keyrate;
 mod kme;
 mod kme_demo;
@@ -51,6 +52,9 @@ enum Command {
     /// Development PKI: a CA, KME and SAE certificates, and KME configs.
     #[command(subcommand)]
     Pki(kme::PkiCommand),
+    /// HSMs over PKCS#11: check what works with a token.
+    #[command(subcommand)]
+    Hsm(hsm::Command),
     /// An ETSI 014 client, as an encryptor would call the KME.
     #[command(subcommand)]
     Client(kme::ClientCommand),
@@ -75,6 +79,7 @@ fn main() -> std::process::ExitCode {
         Command::Serve(args) => kme::serve(args),
         Command::Pki(cmd) => kme::pki(cmd),
         Command::Client(cmd) => kme::client(cmd),
+        Command::Hsm(cmd) => hsm::run(cmd),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

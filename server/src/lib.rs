@@ -16,6 +16,7 @@ pub mod config;
 mod cor_check;
 pub mod etsi;
 mod history;
+pub mod hsm;
 mod kme;
 mod limits;
 mod link;

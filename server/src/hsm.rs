@@ -1,0 +1,328 @@
+//! HSMs over PKCS#11 (the `cryptoki` crate): open a token by label and log in, reseed the token's
+//! random generator (`C_SeedRandom`), keep a key as a secret-key object, and the checks of
+//! `qkd hsm test` (docs/server.md, "HSMs over PKCS#11").
+//!
+//! The PIN comes from a file or an environment variable, never from a configuration's text, and
+//! is wiped after the login.
+
+use std::path::{Path, PathBuf};
+
+use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
+use cryptoki::mechanism::Mechanism;
+use cryptoki::object::{Attribute, KeyType, ObjectClass, ObjectHandle};
+use cryptoki::session::{Session, UserType};
+use cryptoki::types::AuthPin;
+use zeroize::Zeroizing;
+
+/// Errors of HSM operations, each naming what failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HsmError {
+    /// The PKCS#11 module could not be loaded or initialized.
+    #[error("PKCS#11 module {path}: {message}")]
+    Module {
+        /// The module's path.
+        path: PathBuf,
+        /// What failed.
+        message: String,
+    },
+    /// No slot holds a token with this label.
+    #[error("no token labelled {label:?} (tokens present: {found})")]
+    NoToken {
+        /// The label asked for.
+        label: String,
+        /// The labels present, comma separated (`none` if none).
+        found: String,
+    },
+    /// The login was refused (wrong PIN, locked PIN, wrong user type).
+    #[error("login to token {label:?} as {user}: {message}")]
+    Login {
+        /// The token.
+        label: String,
+        /// `user` or `so`.
+        user: &'static str,
+        /// What the module said.
+        message: String,
+    },
+    /// The PIN could not be read.
+    #[error("PIN: {0}")]
+    Pin(String),
+    /// A PKCS#11 operation failed.
+    #[error("{what}: {message}")]
+    Operation {
+        /// The operation.
+        what: &'static str,
+        /// What the module said.
+        message: String,
+    },
+}
+
+fn op(what: &'static str) -> impl FnOnce(cryptoki::error::Error) -> HsmError {
+    move |e| HsmError::Operation {
+        what,
+        message: e.to_string(),
+    }
+}
+
+/// Who logs in to the token.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum HsmUser {
+    /// The normal user (CKU_USER).
+    #[default]
+    User,
+    /// The security officer (CKU_SO).
+    So,
+}
+
+impl HsmUser {
+    fn name(self) -> &'static str {
+        match self {
+            Self::User => "user",
+            Self::So => "so",
+        }
+    }
+}
+
+/// Reads a PIN from `file` (its first line; the file must be private: mode 0600 or 0400) or
+/// from the environment variable `env`, exactly one of them.
+pub fn read_pin(file: Option<&Path>, env: Option<&str>) -> Result<Zeroizing<String>, HsmError> {
+    let text = match (file, env) {
+        (Some(f), None) => {
+            use std::os::unix::fs::PermissionsExt;
+            let meta = std::fs::metadata(f)
+                .map_err(|e| HsmError::Pin(format!("cannot read {}: {e}", f.display())))?;
+            if meta.is_dir() {
+                return Err(HsmError::Pin(format!("{} is a directory", f.display())));
+            }
+            let mode = meta.permissions().mode() & 0o777;
+            if mode & 0o077 != 0 {
+                return Err(HsmError::Pin(format!(
+                    "{} has mode {mode:o}; a PIN file must be readable by its owner only \
+                     (chmod 600)",
+                    f.display()
+                )));
+            }
+            Zeroizing::new(
+                std::fs::read_to_string(f)
+                    .map_err(|e| HsmError::Pin(format!("cannot read {}: {e}", f.display())))?,
+            )
+        }
+        (None, Some(v)) => Zeroizing::new(
+            std::env::var(v)
+                .map_err(|_| HsmError::Pin(format!("environment variable {v} is not set")))?,
+        ),
+        _ => {
+            return Err(HsmError::Pin(
+                "give exactly one of a PIN file or a PIN environment variable".into(),
+            ));
+        }
+    };
+    let pin = Zeroizing::new(text.lines().next().unwrap_or("").to_string());
+    if pin.is_empty() {
+        return Err(HsmError::Pin("the PIN is empty".into()));
+    }
+    Ok(pin)
+}
+
+/// A logged-in session with one token.
+pub struct Hsm {
+    session: Session,
+    label: String,
+    // Declared after the session, so the session closes first.
+    _context: Pkcs11,
+}
+
+impl std::fmt::Debug for Hsm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Hsm").field("token", &self.label).finish()
+    }
+}
+
+impl Hsm {
+    /// Loads `module`, finds the token labelled `token` and logs in as `user` with `pin`.
+    pub fn open(module: &Path, token: &str, user: HsmUser, pin: &str) -> Result<Self, HsmError> {
+        let module_err = |message: String| HsmError::Module {
+            path: module.to_path_buf(),
+            message,
+        };
+        if !module.is_file() {
+            return Err(module_err("no such file".into()));
+        }
+        let context = Pkcs11::new(module).map_err(|e| module_err(e.to_string()))?;
+        context
+            .initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+            .map_err(|e| module_err(format!("C_Initialize: {e}")))?;
+        let slots = context
+            .get_slots_with_token()
+            .map_err(|e| module_err(format!("listing slots: {e}")))?;
+        let mut found = Vec::new();
+        let mut slot = None;
+        for s in slots {
+            let Ok(info) = context.get_token_info(s) else {
+                continue;
+            };
+            let label = info.label().trim_end().to_string();
+            if label == token && slot.is_none() {
+                slot = Some(s);
+            }
+            if !label.is_empty() {
+                found.push(label);
+            }
+        }
+        let Some(slot) = slot else {
+            return Err(HsmError::NoToken {
+                label: token.to_string(),
+                found: if found.is_empty() {
+                    "none".into()
+                } else {
+                    found.join(", ")
+                },
+            });
+        };
+        let session = context
+            .open_rw_session(slot)
+            .map_err(op("opening a session"))?;
+        let user_type = match user {
+            HsmUser::User => UserType::User,
+            HsmUser::So => UserType::So,
+        };
+        session
+            .login(user_type, Some(&AuthPin::from(pin)))
+            .map_err(|e| HsmError::Login {
+                label: token.to_string(),
+                user: user.name(),
+                message: e.to_string(),
+            })?;
+        Ok(Self {
+            session,
+            label: token.to_string(),
+            _context: context,
+        })
+    }
+
+    /// The token's label.
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// Mixes `seed` into the token's random generator (`C_SeedRandom`).
+    pub fn seed_random(&self, seed: &[u8]) -> Result<(), HsmError> {
+        self.session.seed_random(seed).map_err(op("C_SeedRandom"))
+    }
+
+    /// Keeps `key` in the token as a secret-key object labelled `label` (an AES key when its
+    /// length is 16, 24 or 32 bytes, else a generic secret): persistent, private, sensitive and
+    /// not extractable, so its value never leaves the token again.
+    pub fn store_secret(&self, label: &str, key: &[u8]) -> Result<(), HsmError> {
+        self.create_secret(label, key, true).map(|_| ())
+    }
+
+    fn create_secret(
+        &self,
+        label: &str,
+        key: &[u8],
+        persistent: bool,
+    ) -> Result<ObjectHandle, HsmError> {
+        let key_type = if matches!(key.len(), 16 | 24 | 32) {
+            KeyType::AES
+        } else {
+            KeyType::GENERIC_SECRET
+        };
+        let template = [
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(key_type),
+            Attribute::Token(persistent),
+            Attribute::Private(true),
+            Attribute::Sensitive(persistent),
+            Attribute::Extractable(!persistent),
+            Attribute::Label(label.as_bytes().to_vec()),
+            Attribute::Value(key.to_vec()),
+        ];
+        self.session
+            .create_object(&template)
+            .map_err(op("creating a secret-key object"))
+    }
+
+    /// The persistent secret-key objects labelled `label`.
+    pub fn count_secrets(&self, label: &str) -> Result<usize, HsmError> {
+        let found = self
+            .session
+            .find_objects(&[
+                Attribute::Class(ObjectClass::SECRET_KEY),
+                Attribute::Label(label.as_bytes().to_vec()),
+            ])
+            .map_err(op("finding objects"))?;
+        Ok(found.len())
+    }
+
+    /// The checks of `qkd hsm test`, in order, each with its outcome: SeedRandom, random
+    /// bytes, a session secret-key object, and an AES key wrap of it and back (what sealing a
+    /// store's key-encryption key in the HSM needs). Objects made here live in the session only.
+    pub fn self_test(&self, seed: &[u8]) -> Vec<(&'static str, Result<String, HsmError>)> {
+        let mut out = Vec::new();
+        out.push((
+            "C_SeedRandom",
+            self.seed_random(seed)
+                .map(|()| format!("{} bytes mixed in", seed.len())),
+        ));
+        let mut random = Zeroizing::new([0u8; 32]);
+        out.push((
+            "C_GenerateRandom",
+            self.session
+                .generate_random_slice(&mut random[..])
+                .map_err(op("C_GenerateRandom"))
+                .map(|()| "32 bytes".to_string()),
+        ));
+        let object = self.create_secret("qkd hsm test", &random[..], false);
+        let handle = object.as_ref().ok().copied();
+        out.push((
+            "create a secret-key object",
+            object.map(|_| "AES-256, session object".to_string()),
+        ));
+        if let Some(h) = handle {
+            out.push(("wrap and unwrap (AES key wrap)", self.wrap_round_trip(h)));
+            let _ = self.session.destroy_object(h);
+        }
+        out
+    }
+
+    /// Wraps `key` under a fresh session AES key and unwraps it again.
+    fn wrap_round_trip(&self, key: ObjectHandle) -> Result<String, HsmError> {
+        let kek = self
+            .session
+            .generate_key(
+                &Mechanism::AesKeyGen,
+                &[
+                    Attribute::Token(false),
+                    Attribute::ValueLen(32.into()),
+                    Attribute::Wrap(true),
+                    Attribute::Unwrap(true),
+                ],
+            )
+            .map_err(op("generating a wrapping key"))?;
+        let result = (|| {
+            let wrapped = self
+                .session
+                .wrap_key(&Mechanism::AesKeyWrapPad, kek, key)
+                .map_err(op("C_WrapKey"))?;
+            let back = self
+                .session
+                .unwrap_key(
+                    &Mechanism::AesKeyWrapPad,
+                    kek,
+                    &wrapped,
+                    &[
+                        Attribute::Class(ObjectClass::SECRET_KEY),
+                        Attribute::KeyType(KeyType::AES),
+                        Attribute::Token(false),
+                    ],
+                )
+                .map_err(op("C_UnwrapKey"))?;
+            let _ = self.session.destroy_object(back);
+            Ok(format!("{} bytes wrapped", wrapped.len()))
+        })();
+        let _ = self.session.destroy_object(kek);
+        result
+    }
+}
