@@ -1,6 +1,10 @@
-//! `qkd hsm test` against a SoftHSM2 token initialized in a temporary directory
-//! (`scripts/install-softhsm.sh` installs SoftHSM2): every check passes with the right PIN, and a
-//! wrong PIN, a missing module, an unknown token and a readable PIN file are refused clearly.
+//! HSMs against a SoftHSM2 token initialized in a temporary directory
+//! (`scripts/install-softhsm.sh` installs SoftHSM2): `qkd hsm test` passes every check with the
+//! right PIN and refuses a wrong PIN, a missing module, an unknown token and a readable PIN file
+//! clearly; a `qkd serve` reseeds the token on demand and on its schedule, with events, metrics
+//! and the link key it took in the audit trail.
+
+mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -143,4 +147,146 @@ fn hsm_test_passes_every_check_and_refuses_bad_input_clearly() {
         assert!(all.contains(want), "expected {want:?} in:\n{all}");
         assert!(!all.contains("panicked"), "{all}");
     }
+}
+
+/// A client of the SAE listener at `kme` with `sae`'s certificate.
+fn sae_http(dir: &Path, sae: &str) -> reqwest::Client {
+    use qkd_server::tls;
+    let ca = tls::load_certs(&dir.join("ca.pem")).unwrap();
+    let chain = tls::load_certs(&dir.join(format!("{sae}.pem"))).unwrap();
+    let key = tls::load_key(&dir.join(format!("{sae}.key"))).unwrap();
+    let cfg = tls::client_config(&ca, chain, key, "1.2").unwrap();
+    reqwest::Client::builder()
+        .tls_backend_preconfigured(cfg)
+        .build()
+        .unwrap()
+}
+
+#[test]
+fn a_kme_reseeds_the_token_on_demand_and_on_schedule() {
+    use qkd_server::config::HsmConfig;
+    use qkd_server::{Config, pki};
+    let t = Token::new();
+    let lab = tempfile::tempdir().unwrap();
+    let d = lab.path();
+    common::ok(&[
+        "pki",
+        "init",
+        d.to_str().unwrap(),
+        "--kme",
+        "KME_A",
+        "--kme",
+        "KME_B",
+        "--sae",
+        "SAE_1@KME_A",
+        "--sae",
+        "SAE_2@KME_B",
+    ]);
+    let mut cfgs = vec![
+        Config::load(&d.join("KME_A.toml")).unwrap(),
+        Config::load(&d.join("KME_B.toml")).unwrap(),
+    ];
+    let ports: Vec<(u16, u16)> = (0..2)
+        .map(|_| (common::free_port(), common::free_port()))
+        .collect();
+    pki::on_loopback(&mut cfgs, &ports, 4096, 4);
+    let mut a = cfgs.swap_remove(0);
+    let monitor = std::net::SocketAddr::from(([127, 0, 0, 1], common::free_port()));
+    a.monitor_listen = Some(monitor);
+    let hsm = |name: &str, pin: PathBuf, minutes: u8, source: &str| HsmConfig {
+        name: name.into(),
+        module: MODULE.into(),
+        token: "qkd-test".into(),
+        user: Default::default(),
+        pin_file: Some(pin),
+        pin_env: None,
+        reseed_minutes: minutes,
+        seed_source: source.into(),
+        seed_callers: vec!["SAE_1".into()],
+    };
+    a.hsms = vec![
+        hsm("main", t.pin_file("1234", 0o600), 1, "link:KME_B"),
+        hsm("badpin", t.pin_file("9999", 0o600), 0, "os"),
+    ];
+    let sae_port = a.listen.port();
+    let mut kmes = common::kmes::Kmes::new(tempfile::TempDir::new_in(d).unwrap(), vec![a]);
+    // The KME's paths (store, PIN files) are absolute; its PKI is the lab's.
+    for f in ["ca.pem", "KME_A.pem", "KME_A.key", "SAE_1.pem", "SAE_1.key"] {
+        std::fs::copy(d.join(f), kmes.dir.path().join(f)).unwrap();
+    }
+    kmes.env = vec![("SOFTHSM2_CONF".into(), t.dir.path().join("softhsm2.conf"))];
+    kmes.start(0);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let http = sae_http(d, "SAE_1");
+        let seed = |name: &str| {
+            http.post(format!(
+                "https://localhost:{sae_port}/admin/v1/hsm/{name}/seed"
+            ))
+            .send()
+        };
+        // The link's blocks arrive from the simulated source first.
+        let t0 = std::time::Instant::now();
+        let ok = loop {
+            let r = seed("main").await.unwrap();
+            if r.status() == 200 || t0.elapsed() > std::time::Duration::from_secs(10) {
+                break r;
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        };
+        let status = ok.status();
+        let text = ok.text().await.unwrap();
+        assert_eq!(status, 200, "{text}");
+        let body: serde_json::Value = serde_json::from_str(&text).unwrap();
+        assert!(
+            body["reseeded"].as_str().unwrap().contains("link:KME_B"),
+            "{body}"
+        );
+        let bad = seed("badpin").await.unwrap();
+        assert_eq!(bad.status(), 503);
+        let msg = bad.text().await.unwrap();
+        assert!(msg.contains("PIN is incorrect"), "{msg}");
+        assert_eq!(seed("nosuch").await.unwrap().status(), 404);
+
+        // The schedule: one more reseed of `main` within its minute.
+        let get = |path: &str| {
+            let req = http.get(format!("http://{monitor}{path}")).send();
+            async move { req.await.unwrap().text().await.unwrap() }
+        };
+        let t0 = std::time::Instant::now();
+        loop {
+            let s: serde_json::Value = serde_json::from_str(&get("/api/state").await).unwrap();
+            let reseeds: Vec<&serde_json::Value> = s["events"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .filter(|e| e["kind"] == "hsm_reseed" && e["hsm"] == "main" && e["ok"] == true)
+                .collect();
+            if reseeds.len() >= 2 {
+                break;
+            }
+            assert!(
+                t0.elapsed() < std::time::Duration::from_secs(90),
+                "no scheduled reseed: {s}"
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+        let metrics = get("/metrics").await;
+        assert!(
+            metrics.contains(
+                "qkd_kme_hsm_reseeds_total{kme=\"KME_A\",hsm=\"badpin\",outcome=\"failed\"} 1"
+            ),
+            "{metrics}"
+        );
+        assert!(
+            metrics
+                .contains("qkd_kme_hsm_reseeds_total{kme=\"KME_A\",hsm=\"main\",outcome=\"ok\"} 2"),
+            "{metrics}"
+        );
+        // The link key each reseed took is in the store's audit trail (read beside the
+        // running KME), under hsm:main.
+        let store = kmes.cfg[0].state_dir.clone().unwrap();
+        let audit = common::ok(&["audit", "--store", store.to_str().unwrap()]);
+        assert!(audit.matches("hsm:main").count() >= 2, "{audit}");
+    });
 }

@@ -72,6 +72,48 @@ pub struct Config {
     /// The network beyond this KME's own links: keys for SAEs there are relayed hop by hop.
     #[serde(default, skip_serializing_if = "NetworkConfig::is_empty")]
     pub network: NetworkConfig,
+    /// HSMs whose random generators this KME reseeds (PKCS#11).
+    #[serde(default, rename = "hsm", skip_serializing_if = "Vec::is_empty")]
+    pub hsms: Vec<HsmConfig>,
+}
+
+/// An HSM this KME reseeds with 256 bits (docs/server.md, "HSMs over PKCS#11"): on a schedule
+/// and on demand.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HsmConfig {
+    /// Its name (in events, metrics and the on-demand route).
+    pub name: String,
+    /// The PKCS#11 module (shared library).
+    pub module: PathBuf,
+    /// The token's label.
+    pub token: String,
+    /// Who logs in.
+    #[serde(default)]
+    pub user: crate::hsm::HsmUser,
+    /// A file holding the PIN (mode 0600 or 0400).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pin_file: Option<PathBuf>,
+    /// An environment variable holding the PIN.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pin_env: Option<String>,
+    /// Minutes between reseeds, 1 to 9; 0: on demand only.
+    #[serde(default)]
+    pub reseed_minutes: u8,
+    /// Where the 256 bits come from: `os` (the OS CSPRNG) or `link:<PEER>` (fresh QKD key from
+    /// this KME's share of the link to PEER, consumed like a delivery).
+    pub seed_source: String,
+    /// SAE IDs whose certificates may ask for a reseed (`POST /admin/v1/hsm/<name>/seed` on
+    /// the SAE listener).
+    #[serde(default)]
+    pub seed_callers: Vec<String>,
+}
+
+impl HsmConfig {
+    /// The peer whose link feeds the seeds, for `seed_source = "link:<PEER>"`.
+    pub fn seed_link(&self) -> Option<&str> {
+        self.seed_source.strip_prefix("link:")
+    }
 }
 
 /// The KME network as this KME must know it to relay keys through trusted nodes
@@ -636,6 +678,9 @@ impl Config {
         if let Some(f) = &mut self.store.kek_file {
             fix(f);
         }
+        for h in &mut self.hsms {
+            h.pin_file.iter_mut().for_each(fix);
+        }
         for l in &mut self.links {
             match &mut l.source {
                 SourceConfig::Cor { dir, .. } | SourceConfig::RawDir { dir, .. } => fix(dir),
@@ -776,7 +821,58 @@ impl Config {
         if !self.links.is_empty() && self.peer_listen.is_none() {
             return bad("links are configured but peer_listen is not".into());
         }
-        self.validate_network(&mut ids)
+        self.validate_network(&mut ids)?;
+        self.validate_hsms()
+    }
+
+    /// Checks `[[hsm]]`: distinct names, a period of 0 to 9 minutes, one PIN source, a seed
+    /// source that exists, callers that are SAEs of this KME.
+    fn validate_hsms(&self) -> Result<(), ConfigError> {
+        let mut names = std::collections::HashSet::new();
+        for h in &self.hsms {
+            let bad = |m: String| Err(ConfigError::Invalid(format!("hsm {:?}: {m}", h.name)));
+            let valid_name = !h.name.is_empty()
+                && h.name
+                    .chars()
+                    .all(|c| c.is_ascii_alphanumeric() || "._-".contains(c));
+            if !valid_name || !names.insert(&h.name) {
+                return bad("the name must be unique and of [A-Za-z0-9._-]".into());
+            }
+            if h.reseed_minutes > 9 {
+                return bad(format!(
+                    "reseed_minutes is {}; expected 0 (on demand only) to 9",
+                    h.reseed_minutes
+                ));
+            }
+            if h.pin_file.is_some() == h.pin_env.is_some() {
+                return bad("give exactly one of pin_file and pin_env".into());
+            }
+            match h.seed_link() {
+                Some(p) if self.links.iter().any(|l| l.peer == p) => {}
+                Some(p) => {
+                    return bad(format!(
+                        "seed_source names link {p:?}, which is not a [[link]]"
+                    ));
+                }
+                None if h.seed_source == "os" => {}
+                None => {
+                    return bad(format!(
+                        "seed_source is {:?}; expected \"os\" or \"link:<PEER>\"",
+                        h.seed_source
+                    ));
+                }
+            }
+            if let Some(c) = h
+                .seed_callers
+                .iter()
+                .find(|c| !self.saes.iter().any(|s| &s.id == *c))
+            {
+                return bad(format!(
+                    "seed_callers names {c:?}, which is not an [[sae]] of this KME"
+                ));
+            }
+        }
+        Ok(())
     }
 
     /// Checks `[network]`: distinct remote KMEs that are neither this KME nor a peer, SAE IDs

@@ -1081,6 +1081,42 @@ async fn etsi_wrong_method(method: http::Method) -> Response {
     .into_response()
 }
 
+/// `POST /admin/v1/hsm/{name}/seed`: reseeds an HSM now, for a caller named in its
+/// `seed_callers` (not an ETSI route; its errors still carry the Error object).
+async fn hsm_seed_h(
+    State(kme): State<AppState>,
+    peer: Option<Extension<Arc<Peer>>>,
+    name: Result<Path<String>, axum::extract::rejection::PathRejection>,
+) -> Response {
+    let peer = peer_of(peer);
+    let r = async {
+        let caller = Kme::caller(&peer)?;
+        let name = name
+            .map(|Path(n)| n)
+            .map_err(|e| ApiError::bad(format!("invalid HSM name: {e}")))?;
+        let Some(h) = kme.cfg.hsms.iter().find(|h| h.name == name) else {
+            return Err(ApiError::new(
+                StatusCode::NOT_FOUND,
+                format!("no HSM named {name:?}"),
+            ));
+        };
+        if !h.seed_callers.contains(&caller) {
+            return Err(ApiError::unauthorized(format!(
+                "{caller} may not reseed HSM {name} (seed_callers of its [[hsm]] entry)"
+            )));
+        }
+        kme.reseed_hsm(&name)
+            .await
+            .map(|done| json!({"hsm": name, "reseeded": done}))
+            .map_err(|e| ApiError::unavailable(format!("HSM {name} was not reseeded: {e}")))
+    }
+    .await;
+    match r {
+        Ok(v) => axum::Json(v).into_response(),
+        Err(e) => e.into_response(),
+    }
+}
+
 /// The ETSI 014 router (SAE listener).
 pub(crate) fn sae_router(kme: AppState) -> Router {
     Router::new()
@@ -1090,6 +1126,7 @@ pub(crate) fn sae_router(kme: AppState) -> Router {
             "/api/v1/keys/{master}/dec_keys",
             get(dec_get).post(dec_post),
         )
+        .route("/admin/v1/hsm/{name}/seed", post(hsm_seed_h))
         .method_not_allowed_fallback(etsi_wrong_method)
         .with_state(kme)
 }

@@ -14,6 +14,7 @@ mod cidr;
 pub mod client;
 pub mod config;
 mod cor_check;
+mod entropy_feed;
 pub mod etsi;
 mod history;
 pub mod hsm;
@@ -510,6 +511,14 @@ async fn serve_in(
             tasks.push(tokio::spawn(rt.clone().run_alice(Arc::new(tls))));
         }
     }
+    for h in kme.cfg.hsms.iter().filter(|h| h.reseed_minutes > 0) {
+        tasks.push(tokio::spawn(entropy_feed::run(
+            kme.clone(),
+            h.name.clone(),
+            h.reseed_minutes,
+            stop_rx.clone(),
+        )));
+    }
     tasks.push(tokio::spawn(kme::housekeeping(
         kme.clone(),
         stop_rx.clone(),
@@ -576,6 +585,10 @@ fn monitor_router(kme: Arc<Kme>) -> Router {
                         kme.monitor.prometheus(&kme.cfg.kme_id, &pool_rows(&kme))
                             + &link_metrics(&kme)
                             + &kme.relay_prometheus()
+                            + &kme.monitor.hsm_prometheus(
+                                &kme.cfg.kme_id,
+                                &kme.cfg.hsms.iter().map(|h| h.name.as_str()).collect::<Vec<_>>(),
+                            )
                             + &kme.monitor.access.prometheus(&kme.cfg.kme_id)
                             + &procinfo::prometheus(
                                 &kme.cfg.kme_id,

@@ -45,6 +45,17 @@ pub enum Event {
         /// Number of keys.
         number: u64,
     },
+    /// An HSM's random generator was reseeded (or the attempt failed).
+    HsmReseed {
+        /// The `[[hsm]]` name.
+        hsm: String,
+        /// Where the 256 bits came from (`os`, `link:<PEER>`).
+        source: String,
+        /// Whether `C_SeedRandom` succeeded.
+        ok: bool,
+        /// Why not.
+        error: Option<String>,
+    },
     /// A peer KME reserved keys here.
     Reserved {
         /// Peer KME.
@@ -156,6 +167,7 @@ impl Event {
                 | Self::BlockMismatch { .. }
                 | Self::SourceError { .. }
                 | Self::Channel { up: false, .. }
+                | Self::HsmReseed { ok: false, .. }
         )
     }
 }
@@ -208,6 +220,8 @@ pub struct Monitor {
     events_total: AtomicU64,
     /// Requests refused for lack of key, per pool.
     insufficient: Mutex<std::collections::BTreeMap<String, u64>>,
+    /// HSM reseeds by (HSM name, succeeded).
+    reseeds: Mutex<std::collections::BTreeMap<(String, bool), u64>>,
     /// Latency histograms of the SAE listener (`crate::access`).
     pub(crate) access: crate::access::AccessMetrics,
     /// The dashboard's samples (`crate::history`).
@@ -222,6 +236,7 @@ impl Default for Monitor {
             keys_delivered: AtomicU64::new(0),
             events_total: AtomicU64::new(0),
             insufficient: Mutex::default(),
+            reseeds: Mutex::default(),
             access: Default::default(),
             history: Default::default(),
             started: std::time::Instant::now(),
@@ -267,6 +282,33 @@ impl Monitor {
     pub fn insufficient_total(&self, pool: &str) -> u64 {
         let m = self.insufficient.lock().unwrap_or_else(|p| p.into_inner());
         m.get(pool).copied().unwrap_or(0)
+    }
+
+    /// Counts an HSM reseed and its outcome.
+    pub(crate) fn hsm_reseeded(&self, hsm: &str, ok: bool) {
+        let mut m = self.reseeds.lock().unwrap_or_else(|p| p.into_inner());
+        *m.entry((hsm.to_string(), ok)).or_default() += 1;
+    }
+
+    /// `qkd_kme_hsm_reseeds_total` for every configured HSM (`names`).
+    pub(crate) fn hsm_prometheus(&self, kme: &str, names: &[&str]) -> String {
+        let m = self.reseeds.lock().unwrap_or_else(|p| p.into_inner());
+        let mut s = String::new();
+        let _ = writeln!(
+            s,
+            "# HELP qkd_kme_hsm_reseeds_total HSM random-generator reseeds (C_SeedRandom), by outcome."
+        );
+        let _ = writeln!(s, "# TYPE qkd_kme_hsm_reseeds_total counter");
+        for name in names {
+            for (ok, outcome) in [(true, "ok"), (false, "failed")] {
+                let n = m.get(&(name.to_string(), ok)).copied().unwrap_or(0);
+                let _ = writeln!(
+                    s,
+                    "qkd_kme_hsm_reseeds_total{{kme=\"{kme}\",hsm=\"{name}\",outcome=\"{outcome}\"}} {n}"
+                );
+            }
+        }
+        s
     }
 
     /// Counts delivered keys.

@@ -826,6 +826,7 @@ pub fn init_network(
             limits: LimitsConfig::default(),
             store: Default::default(),
             network,
+            hsms: Vec::new(),
         };
         let text = toml::to_string_pretty(&cfg)
             .map_err(|e| PkiError::Invalid(format!("config encoding: {e}")))?;

@@ -12,6 +12,8 @@ use qkd_server::client::Client;
 pub struct Kmes {
     pub dir: tempfile::TempDir,
     pub cfg: Vec<Config>,
+    /// Environment variables every KME process gets.
+    pub env: Vec<(String, PathBuf)>,
     paths: Vec<PathBuf>,
     kids: Vec<Option<Child>>,
 }
@@ -27,6 +29,7 @@ impl Kmes {
         let kmes = Self {
             dir,
             cfg,
+            env: Vec::new(),
             paths,
             kids,
         };
@@ -46,6 +49,7 @@ impl Kmes {
         let child = Command::new(env!("CARGO_BIN_EXE_qkd"))
             .args(["serve", "--config"])
             .arg(&self.paths[i])
+            .envs(self.env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
