@@ -1,6 +1,6 @@
 //! HSMs over PKCS#11 (the `cryptoki` crate): open a token by label and log in, reseed the token's
-//! random generator (`C_SeedRandom`), keep a key as a secret-key object, and the checks of
-//! `qkd hsm test` (docs/server.md, "HSMs over PKCS#11").
+//! random generator (`C_SeedRandom`), and the checks of `qkd hsm test` (docs/server.md, "HSMs
+//! over PKCS#11").
 //!
 //! The PIN comes from a file or an environment variable, never from a configuration's text, and
 //! is wiped after the login.
@@ -211,19 +211,9 @@ impl Hsm {
         self.session.seed_random(seed).map_err(op("C_SeedRandom"))
     }
 
-    /// Keeps `key` in the token as a secret-key object labelled `label` (an AES key when its
-    /// length is 16, 24 or 32 bytes, else a generic secret): persistent, private, sensitive and
-    /// not extractable, so its value never leaves the token again.
-    pub fn store_secret(&self, label: &str, key: &[u8]) -> Result<(), HsmError> {
-        self.create_secret(label, key, true).map(|_| ())
-    }
-
-    fn create_secret(
-        &self,
-        label: &str,
-        key: &[u8],
-        persistent: bool,
-    ) -> Result<ObjectHandle, HsmError> {
+    /// A session (not persistent) secret-key object labelled `label` holding `key`: AES for
+    /// 16, 24 or 32 bytes, else a generic secret; extractable, so it can be wrapped.
+    fn create_session_secret(&self, label: &str, key: &[u8]) -> Result<ObjectHandle, HsmError> {
         let key_type = if matches!(key.len(), 16 | 24 | 32) {
             KeyType::AES
         } else {
@@ -232,28 +222,15 @@ impl Hsm {
         let template = [
             Attribute::Class(ObjectClass::SECRET_KEY),
             Attribute::KeyType(key_type),
-            Attribute::Token(persistent),
+            Attribute::Token(false),
             Attribute::Private(true),
-            Attribute::Sensitive(persistent),
-            Attribute::Extractable(!persistent),
+            Attribute::Extractable(true),
             Attribute::Label(label.as_bytes().to_vec()),
             Attribute::Value(key.to_vec()),
         ];
         self.session
             .create_object(&template)
             .map_err(op("creating a secret-key object"))
-    }
-
-    /// The persistent secret-key objects labelled `label`.
-    pub fn count_secrets(&self, label: &str) -> Result<usize, HsmError> {
-        let found = self
-            .session
-            .find_objects(&[
-                Attribute::Class(ObjectClass::SECRET_KEY),
-                Attribute::Label(label.as_bytes().to_vec()),
-            ])
-            .map_err(op("finding objects"))?;
-        Ok(found.len())
     }
 
     /// The checks of `qkd hsm test`, in order, each with its outcome: SeedRandom, random
@@ -274,7 +251,7 @@ impl Hsm {
                 .map_err(op("C_GenerateRandom"))
                 .map(|()| "32 bytes".to_string()),
         ));
-        let object = self.create_secret("qkd hsm test", &random[..], false);
+        let object = self.create_session_secret("qkd hsm test", &random[..]);
         let handle = object.as_ref().ok().copied();
         out.push((
             "create a secret-key object",
