@@ -31,6 +31,7 @@ impl Kme {
         let Some(h) = self.cfg.hsms.iter().find(|h| h.name == name).cloned() else {
             return Err(format!("no [[hsm]] named {name:?}"));
         };
+        let source = h.seed_source.clone();
         let outcome = match self.draw_seed(&h).await {
             Ok(seed) => blocking(move || seed_once(&h, &seed[..]))
                 .await
@@ -46,7 +47,7 @@ impl Kme {
         self.monitor.hsm_reseeded(name, outcome.is_ok());
         self.monitor.event(Event::HsmReseed {
             hsm: name.to_string(),
-            source: source.unwrap_or_default(),
+            source,
             ok: outcome.is_ok(),
             error: outcome.as_ref().err().cloned(),
         });
