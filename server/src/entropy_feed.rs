@@ -38,12 +38,6 @@ impl Kme {
                 .unwrap_or_else(|_| Err("HSM task failed".into())),
             Err(e) => Err(e),
         };
-        let source = self
-            .cfg
-            .hsms
-            .iter()
-            .find(|h| h.name == name)
-            .map(|h| h.seed_source.clone());
         self.monitor.hsm_reseeded(name, outcome.is_ok());
         self.monitor.event(Event::HsmReseed {
             hsm: name.to_string(),
