@@ -740,6 +740,18 @@ mod tests {
         assert_eq!(alice.available_bits(), bob.available_bits());
     }
 
+    /// The polynomial hash worked by hand with the field product: Horner over the 16-byte
+    /// blocks of `enc` (little-endian, the last zero-padded), then its bit length.
+    fn horner(enc: &[u8], k: u128) -> u128 {
+        let mut acc = 0u128;
+        for chunk in enc.chunks(16) {
+            let mut b = [0u8; 16];
+            b[..chunk.len()].copy_from_slice(chunk);
+            acc = crate::gf128::gf128_mul(acc ^ u128::from_le_bytes(b), k);
+        }
+        crate::gf128::gf128_mul(acc ^ (enc.len() as u128 * 8), k)
+    }
+
     #[test]
     fn the_tag_is_the_polynomial_of_the_encoding_plus_the_pad() {
         // Worked by hand with the field product: context, direction 0, block ID, one message.
@@ -751,13 +763,7 @@ mod tests {
         enc.extend_from_slice(&2u64.to_le_bytes());
         enc.extend_from_slice(b"hi");
         let (k, pad, pad_back) = (0x1234_5678_9abc_def0_u128 << 3, 0x55u128, 0x66u128);
-        let mut acc = 0u128;
-        for chunk in enc.chunks(16) {
-            let mut b = [0u8; 16];
-            b[..chunk.len()].copy_from_slice(chunk);
-            acc = crate::gf128::gf128_mul(acc ^ u128::from_le_bytes(b), k);
-        }
-        acc = crate::gf128::gf128_mul(acc ^ (enc.len() as u128 * 8), k);
+        let acc = horner(&enc, k);
         let mut secret = k.to_le_bytes().to_vec();
         secret.extend_from_slice(&pad.to_le_bytes());
         secret.extend_from_slice(&pad_back.to_le_bytes());
@@ -779,13 +785,7 @@ mod tests {
         enc.extend_from_slice(&5u64.to_le_bytes());
         enc.extend_from_slice(b"key!!");
         let (k, pad) = (0x0fed_cba9_8765_4321_u128 << 40 | 0x77, 0x1234u128 << 100);
-        let mut acc = 0u128;
-        for chunk in enc.chunks(16) {
-            let mut b = [0u8; 16];
-            b[..chunk.len()].copy_from_slice(chunk);
-            acc = crate::gf128::gf128_mul(acc ^ u128::from_le_bytes(b), k);
-        }
-        acc = crate::gf128::gf128_mul(acc ^ (enc.len() as u128 * 8), k);
+        let acc = horner(&enc, k);
         let mut key = [0u8; ONE_TIME_KEY_BYTES];
         key[..16].copy_from_slice(&k.to_le_bytes());
         key[16..].copy_from_slice(&pad.to_le_bytes());

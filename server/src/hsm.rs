@@ -5,7 +5,9 @@
 //! The PIN comes from a file or an environment variable, never from a configuration's text, and
 //! is wiped after the login.
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
+use std::sync::{Mutex, OnceLock};
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::mechanism::Mechanism;
@@ -125,12 +127,32 @@ pub fn read_pin(file: Option<&Path>, env: Option<&str>) -> Result<Zeroizing<Stri
     Ok(pin)
 }
 
+/// The process's one initialized context of `module`: PKCS#11 allows a single `C_Initialize`
+/// per library and process, so HSMs on the same module, and reseeds that overlap, share it.
+/// A module that fails to load or initialize is not kept (the next call tries again).
+fn context(module: &Path) -> Result<Pkcs11, String> {
+    static CONTEXTS: OnceLock<Mutex<HashMap<PathBuf, Pkcs11>>> = OnceLock::new();
+    let mut contexts = CONTEXTS
+        .get_or_init(Default::default)
+        .lock()
+        .unwrap_or_else(|p| p.into_inner());
+    if let Some(c) = contexts.get(module) {
+        return Ok(c.clone());
+    }
+    if !module.is_file() {
+        return Err("no such file".into());
+    }
+    let c = Pkcs11::new(module).map_err(|e| e.to_string())?;
+    c.initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
+        .map_err(|e| format!("C_Initialize: {e}"))?;
+    contexts.insert(module.to_path_buf(), c.clone());
+    Ok(c)
+}
+
 /// A logged-in session with one token.
 pub struct Hsm {
     session: Session,
     label: String,
-    // Declared after the session, so the session closes first.
-    _context: Pkcs11,
 }
 
 impl std::fmt::Debug for Hsm {
@@ -146,13 +168,7 @@ impl Hsm {
             path: module.to_path_buf(),
             message,
         };
-        if !module.is_file() {
-            return Err(module_err("no such file".into()));
-        }
-        let context = Pkcs11::new(module).map_err(|e| module_err(e.to_string()))?;
-        context
-            .initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))
-            .map_err(|e| module_err(format!("C_Initialize: {e}")))?;
+        let context = context(module).map_err(module_err)?;
         let slots = context
             .get_slots_with_token()
             .map_err(|e| module_err(format!("listing slots: {e}")))?;
@@ -197,7 +213,6 @@ impl Hsm {
         Ok(Self {
             session,
             label: token.to_string(),
-            _context: context,
         })
     }
 

@@ -12,6 +12,15 @@ use qkd_server::client::{Client, ClientError};
 use qkd_server::etsi::{KeyContainer, KeyRequest};
 use uuid::Uuid;
 
+/// Four KMEs, and the ring A-B-C-D-A that joins them.
+const FOUR: [&str; 4] = ["KME_A", "KME_B", "KME_C", "KME_D"];
+const RING: [(&str, &str); 4] = [
+    ("KME_A", "KME_B"),
+    ("KME_B", "KME_C"),
+    ("KME_C", "KME_D"),
+    ("KME_D", "KME_A"),
+];
+
 fn request(number: u64, size: u64) -> KeyRequest {
     KeyRequest {
         number: Some(number),
@@ -136,7 +145,7 @@ async fn keys_cross_two_hops_both_ways_and_status_is_the_minimum_over_the_path()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn keys_cross_three_hops() {
-    let kmes = ["KME_A", "KME_B", "KME_C", "KME_D"];
+    let kmes = FOUR;
     let lab = net_lab(
         &kmes,
         &[("KME_A", "KME_B"), ("KME_B", "KME_C"), ("KME_C", "KME_D")],
@@ -200,13 +209,8 @@ async fn a_link_down_on_the_path_is_503_and_a_ring_takes_the_other_way() {
     b.shutdown().await;
 
     // A ring A-B-C-D-A: with B down, keys for C go through D.
-    let kmes = ["KME_A", "KME_B", "KME_C", "KME_D"];
-    let ring = [
-        ("KME_A", "KME_B"),
-        ("KME_B", "KME_C"),
-        ("KME_C", "KME_D"),
-        ("KME_D", "KME_A"),
-    ];
+    let kmes = FOUR;
+    let ring = RING;
     let lab = net_lab(&kmes, &ring, 8);
     let mut hs = Vec::new();
     for k in kmes {
@@ -233,13 +237,8 @@ async fn a_link_down_on_the_path_is_503_and_a_ring_takes_the_other_way() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_direct_link_down_is_gone_around_through_the_ring() {
-    let kmes = ["KME_A", "KME_B", "KME_C", "KME_D"];
-    let ring = [
-        ("KME_A", "KME_B"),
-        ("KME_B", "KME_C"),
-        ("KME_C", "KME_D"),
-        ("KME_D", "KME_A"),
-    ];
+    let kmes = FOUR;
+    let ring = RING;
     let mut lab = net_lab(&kmes, &ring, 8);
     // A's side of the link to D leads nowhere: A sees D down, D sees A up.
     let a_to_d = lab.configs[0]
