@@ -148,6 +148,9 @@ fn line(e: &LedgerEntry) -> String {
         LedgerEvent::MaterialBurned { blocks, bits } => {
             format!("{blocks} block(s), {bits} unused bits burned after a restore")
         }
+        LedgerEvent::Recorded { what, ok, detail } => {
+            format!("{what}: {} ({detail})", if *ok { "ok" } else { "FAILED" })
+        }
         other => format!("{other:?}"),
     };
     format!("{when} #{} link {} by {}: {what}", e.seq, e.link, e.actor)

@@ -1,5 +1,6 @@
 //! `qkd hsm test`: what works with a PKCS#11 token (login, SeedRandom, random bytes, secret-key
-//! objects, AES key wrap), each check with its outcome.
+//! objects, AES key wrap), each check with its outcome. `qkd hsm key`: what the token holds
+//! under a label (a delivered key), with its check value.
 
 use std::path::PathBuf;
 
@@ -12,12 +13,24 @@ use crate::ui;
 #[derive(Debug, clap::Subcommand)]
 pub enum Command {
     /// Log in to a token and try what the KME needs of it; exit status 1 if anything fails.
-    Test(TestArgs),
+    Test(TokenArgs),
+    /// Show the secret key labelled LABEL (a key delivered to a pkcs11 SAE is labelled with
+    /// its key ID): type, length, whether it is sensitive and extractable, and for AES its key
+    /// check value (the first 3 bytes of AES-ECB of a zero block), to compare with the value
+    /// the peer SAE got without taking the key out of the token.
+    Key {
+        /// The token to log in to.
+        #[command(flatten)]
+        token: TokenArgs,
+        /// The key's label.
+        #[arg(long)]
+        label: String,
+    },
 }
 
-/// Arguments of `qkd hsm test`.
+/// Which token, and how to log in.
 #[derive(Debug, clap::Args)]
-pub struct TestArgs {
+pub struct TokenArgs {
     /// The PKCS#11 module (a shared library, e.g. /usr/lib/softhsm/libsofthsm2.so or a Luna
     /// client's libCryptoki2_64.so).
     #[arg(long)]
@@ -36,6 +49,17 @@ pub struct TestArgs {
     user: User,
 }
 
+impl TokenArgs {
+    fn open(&self) -> anyhow::Result<Hsm> {
+        let pin = read_pin(self.pin_file.as_deref(), self.pin_env.as_deref())?;
+        let user = match self.user {
+            User::User => HsmUser::User,
+            User::So => HsmUser::So,
+        };
+        Ok(Hsm::open(&self.module, &self.token, user, &pin)?)
+    }
+}
+
 #[derive(Clone, Copy, Debug, clap::ValueEnum)]
 enum User {
     User,
@@ -44,13 +68,14 @@ enum User {
 
 /// Runs `qkd hsm ...`.
 pub fn run(cmd: Command) -> anyhow::Result<()> {
-    let Command::Test(a) = cmd;
-    let pin = read_pin(a.pin_file.as_deref(), a.pin_env.as_deref())?;
-    let user = match a.user {
-        User::User => HsmUser::User,
-        User::So => HsmUser::So,
-    };
-    let hsm = Hsm::open(&a.module, &a.token, user, &pin)?;
+    match cmd {
+        Command::Test(t) => test(&t),
+        Command::Key { token, label } => key(&token, &label),
+    }
+}
+
+fn test(t: &TokenArgs) -> anyhow::Result<()> {
+    let hsm = t.open()?;
     ui::print(format!("ok      login to token {:?}", hsm.label()))?;
     let mut seed = zeroize::Zeroizing::new([0u8; 32]);
     qkd_core::rng::RandomSource::fill(&mut qkd_core::rng::OsRandom, &mut seed[..])
@@ -66,5 +91,22 @@ pub fn run(cmd: Command) -> anyhow::Result<()> {
         }
     }
     anyhow::ensure!(failed == 0, "{failed} check(s) failed");
+    Ok(())
+}
+
+fn key(t: &TokenArgs, label: &str) -> anyhow::Result<()> {
+    let facts = t.open()?.describe_key(label)?;
+    let yes_no = |b: bool| if b { "yes" } else { "no" };
+    ui::print(format!(
+        "label {label}\ntype {}\nbytes {}\npersistent {}\nsensitive {}\nextractable {}",
+        if facts.aes { "AES" } else { "generic secret" },
+        facts.bytes,
+        yes_no(facts.persistent),
+        yes_no(facts.sensitive),
+        yes_no(facts.extractable),
+    ))?;
+    if let Some(kcv) = facts.check_value {
+        ui::print(format!("kcv {:02x}{:02x}{:02x}", kcv[0], kcv[1], kcv[2]))?;
+    }
     Ok(())
 }

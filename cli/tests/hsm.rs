@@ -1,8 +1,9 @@
 //! HSMs against a SoftHSM2 token initialized in a temporary directory
 //! (`scripts/install-softhsm.sh` installs SoftHSM2): `qkd hsm test` passes every check with the
 //! right PIN and refuses a wrong PIN, a missing module, an unknown token and a readable PIN file
-//! clearly; a `qkd serve` reseeds the token on demand and on its schedule, with events, metrics
-//! and the link key it took in the audit trail.
+//! clearly; a `qkd serve` reseeds the token on demand and on its schedule, with events, metrics,
+//! and the link key it took and each outcome in the audit trail; keys of a pkcs11 SAE are created
+//! in the token with the values the master got.
 
 mod common;
 
@@ -291,5 +292,193 @@ fn a_kme_reseeds_the_token_on_demand_and_on_schedule() {
         let store = kmes.cfg[0].state_dir.clone().unwrap();
         let audit = common::ok(&["audit", "--store", store.to_str().unwrap()]);
         assert!(audit.matches("hsm:main").count() >= 3, "{audit}");
+        // And each reseed's outcome.
+        assert!(
+            audit.matches("reseed HSM main from link:KME_B: ok").count() >= 3,
+            "{audit}"
+        );
+        assert!(
+            audit.contains("reseed HSM badpin from os: FAILED")
+                && audit.contains("PIN is incorrect"),
+            "{audit}"
+        );
     });
+}
+
+/// The AES key check value of `key`, worked out here (RustCrypto's AES): the first 3 bytes of
+/// AES-ECB of a zero block.
+fn kcv(key: &[u8]) -> String {
+    use aes::cipher::{BlockCipherEncrypt, KeyInit};
+    let cipher = aes::Aes256::new_from_slice(key).unwrap();
+    let mut block = aes::Block::default();
+    cipher.encrypt_block(&mut block);
+    block[..3].iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn keys_of_a_pkcs11_sae_are_created_in_the_token_with_the_masters_values() {
+    use base64::Engine as _;
+    use qkd_server::config::{HsmConfig, SaeConfig, SaeKind};
+    use qkd_server::etsi::KeyRequest;
+    use qkd_server::{Config, pki};
+    let t = Token::new();
+    let lab = tempfile::tempdir().unwrap();
+    let d = lab.path();
+    common::ok(&[
+        "pki",
+        "init",
+        d.to_str().unwrap(),
+        "--kme",
+        "KME_A",
+        "--kme",
+        "KME_B",
+        "--sae",
+        "SAE_1@KME_A",
+        "--sae",
+        "SAE_H@KME_B",
+        "--sae",
+        "SAE_X@KME_B",
+    ]);
+    let mut cfgs = vec![
+        Config::load(&d.join("KME_A.toml")).unwrap(),
+        Config::load(&d.join("KME_B.toml")).unwrap(),
+    ];
+    let ports: Vec<(u16, u16)> = (0..2)
+        .map(|_| (common::free_port(), common::free_port()))
+        .collect();
+    pki::on_loopback(&mut cfgs, &ports, 4096, 4);
+    let b = &mut cfgs[1];
+    let monitor = std::net::SocketAddr::from(([127, 0, 0, 1], common::free_port()));
+    b.monitor_listen = Some(monitor);
+    let hsm = |name: &str, pin: PathBuf| HsmConfig {
+        name: name.into(),
+        module: MODULE.into(),
+        token: "qkd-test".into(),
+        user: Default::default(),
+        pin_file: Some(pin),
+        pin_env: None,
+        reseed_minutes: 0,
+        seed_source: "os".into(),
+        seed_callers: Vec::new(),
+    };
+    b.hsms = vec![
+        hsm("vault", t.pin_file("1234", 0o600)),
+        hsm("locked", t.pin_file("9999", 0o600)),
+    ];
+    let pkcs11 = |id: &str, hsm: &str| SaeConfig {
+        id: id.into(),
+        kind: SaeKind::Pkcs11,
+        hsm: Some(hsm.into()),
+        ..SaeConfig::default()
+    };
+    b.saes = vec![pkcs11("SAE_H", "vault"), pkcs11("SAE_X", "locked")];
+    let mut kmes = common::kmes::Kmes::new(tempfile::TempDir::new_in(d).unwrap(), cfgs);
+    for f in [
+        "ca.pem",
+        "KME_A.pem",
+        "KME_A.key",
+        "KME_B.pem",
+        "KME_B.key",
+        "SAE_1.pem",
+        "SAE_1.key",
+        "SAE_H.pem",
+        "SAE_H.key",
+    ] {
+        std::fs::copy(d.join(f), kmes.dir.path().join(f)).unwrap();
+    }
+    kmes.env = vec![("SOFTHSM2_CONF".into(), t.dir.path().join("softhsm2.conf"))];
+    kmes.start(0);
+    kmes.start(1);
+    let master = kmes.client(0, "SAE_1");
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    let req = |number| KeyRequest {
+        number: Some(number),
+        size: Some(256),
+        ..KeyRequest::default()
+    };
+    let keys = rt.block_on(async {
+        let t0 = std::time::Instant::now();
+        while !matches!(master.status("SAE_H").await, Ok(s) if s.stored_key_count >= 10) {
+            assert!(t0.elapsed() < std::time::Duration::from_secs(20), "no key");
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+        master.enc_keys("SAE_H", &req(3)).await.unwrap()
+    });
+    assert_eq!(keys.keys.len(), 3);
+    let pin = t.pin_file("1234", 0o600);
+    let show = |label: &str| {
+        t.command(env!("CARGO_BIN_EXE_qkd"))
+            .args(["hsm", "key", "--module", MODULE, "--token", "qkd-test"])
+            .arg("--pin-file")
+            .arg(&pin)
+            .args(["--label", label])
+            .output()
+            .unwrap()
+    };
+    for k in &keys.keys {
+        let value = base64::engine::general_purpose::STANDARD
+            .decode(&k.key)
+            .unwrap();
+        let out = show(&k.key_ID);
+        let all = text(&out);
+        assert!(out.status.success(), "{all}");
+        for line in [
+            "type AES",
+            "bytes 32",
+            "persistent yes",
+            "sensitive yes",
+            "extractable no",
+        ] {
+            assert!(all.contains(line), "{line}:\n{all}");
+        }
+        assert!(
+            all.contains(&format!("kcv {}", kcv(&value))),
+            "the token's key differs from the master's:\n{all}"
+        );
+    }
+    let unknown = show("00000000-0000-0000-0000-000000000000");
+    assert!(!unknown.status.success());
+    assert!(
+        text(&unknown).contains("0 secret keys labelled"),
+        "{}",
+        text(&unknown)
+    );
+
+    rt.block_on(async {
+        // The token refuses (wrong PIN): nothing is delivered, to the master either.
+        let refused = master.enc_keys("SAE_X", &req(2)).await.unwrap_err();
+        let msg = refused.to_string();
+        assert!(msg.contains("503"), "{msg}");
+        assert!(msg.contains("locked"), "{msg}");
+        assert!(msg.contains("PIN is incorrect"), "{msg}");
+        // A pkcs11 SAE never calls: its certificate names no SAE of KME_B.
+        let h = kmes.client(1, "SAE_H");
+        let e = h.status("SAE_1").await.unwrap_err().to_string();
+        assert!(e.contains("401"), "{e}");
+
+        let http = sae_http(d, "SAE_1");
+        let metrics = http
+            .get(format!("http://{monitor}/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap();
+        for line in [
+            "qkd_kme_hsm_keys_total{kme=\"KME_B\",hsm=\"vault\",outcome=\"ok\"} 3",
+            "qkd_kme_hsm_keys_total{kme=\"KME_B\",hsm=\"locked\",outcome=\"failed\"} 2",
+        ] {
+            assert!(metrics.contains(line), "{line}:\n{metrics}");
+        }
+    });
+    let store = kmes.cfg[1].state_dir.clone().unwrap();
+    let audit = common::ok(&["audit", "--store", store.to_str().unwrap()]);
+    for line in [
+        "create 3 key(s) of SAE_H in HSM vault: ok (created)",
+        "create 2 key(s) of SAE_X in HSM locked: FAILED",
+        "delivered 3 key(s) to SAE_H",
+    ] {
+        assert!(audit.contains(line), "{line}:\n{audit}");
+    }
 }

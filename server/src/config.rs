@@ -370,6 +370,30 @@ pub struct SaeConfig {
     /// Its own cap on requests in flight (default `limits.max_in_flight_per_client`).
     #[serde(default)]
     pub max_in_flight: Option<usize>,
+    /// How it receives its keys (default `etsi`).
+    #[serde(default, skip_serializing_if = "SaeKind::is_etsi")]
+    pub kind: SaeKind,
+    /// For `kind = "pkcs11"`: the `[[hsm]]` whose token receives its keys.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hsm: Option<String>,
+}
+
+/// How an SAE receives its keys.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SaeKind {
+    /// It calls the ETSI GS QKD 014 routes over mutual TLS.
+    #[default]
+    Etsi,
+    /// Its keys are created in the token of an `[[hsm]]` as secret-key objects labelled with
+    /// their key IDs, as the slave of a master's request; it never calls this KME.
+    Pkcs11,
+}
+
+impl SaeKind {
+    fn is_etsi(&self) -> bool {
+        *self == Self::Etsi
+    }
 }
 
 fn default_match() -> SaeMatch {
@@ -740,6 +764,28 @@ impl Config {
             if s.id.is_empty() || !ids.insert(s.id.clone()) {
                 return bad(format!("SAE ID {:?} is empty or listed twice", s.id));
             }
+            match (s.kind, &s.hsm) {
+                (SaeKind::Pkcs11, Some(h)) if self.hsms.iter().any(|x| &x.name == h) => {}
+                (SaeKind::Pkcs11, Some(h)) => {
+                    return bad(format!("SAE {}: hsm {h:?} is not an [[hsm]]", s.id));
+                }
+                (SaeKind::Pkcs11, None) => {
+                    return bad(format!(
+                        "SAE {}: kind = \"pkcs11\" needs hsm, the [[hsm]] that receives its keys",
+                        s.id
+                    ));
+                }
+                (SaeKind::Etsi, Some(_)) => {
+                    return bad(format!("SAE {}: hsm is only for kind = \"pkcs11\"", s.id));
+                }
+                (SaeKind::Etsi, None) => {}
+            }
+            if s.kind == SaeKind::Pkcs11 && (s.matcher != SaeMatch::Cn || s.value.is_some()) {
+                return bad(format!(
+                    "SAE {}: a pkcs11 SAE never calls this KME; remove match and value",
+                    s.id
+                ));
+            }
             if s.matcher == SaeMatch::Serial && s.issuer.is_none() {
                 return bad(format!("SAE {}: match = \"serial\" needs issuer", s.id));
             }
@@ -862,13 +908,14 @@ impl Config {
                     ));
                 }
             }
-            if let Some(c) = h
-                .seed_callers
-                .iter()
-                .find(|c| !self.saes.iter().any(|s| &s.id == *c))
-            {
+            if let Some(c) = h.seed_callers.iter().find(|c| {
+                !self
+                    .saes
+                    .iter()
+                    .any(|s| &s.id == *c && s.kind == SaeKind::Etsi)
+            }) {
                 return bad(format!(
-                    "seed_callers names {c:?}, which is not an [[sae]] of this KME"
+                    "seed_callers names {c:?}, which is not an ETSI [[sae]] of this KME"
                 ));
             }
         }

@@ -2,7 +2,8 @@
 //! minutes, and on demand through `POST /admin/v1/hsm/<name>/seed` on the SAE listener (mutual
 //! TLS, callers named in `seed_callers`). The bits come from the OS CSPRNG or are fresh QKD key
 //! of a link, allocated like a delivery to the pseudo-SAE `hsm:<name>` (so the store's ledger
-//! records it). Every reseed is an event with the HSM's name and outcome, and a metric.
+//! records it). Every reseed is an event with the HSM's name and outcome, a metric, and a
+//! record in the store's ledger (the audit trail).
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,6 +40,20 @@ impl Kme {
             Err(e) => Err(e),
         };
         self.monitor.hsm_reseeded(name, outcome.is_ok());
+        let (pool, what) = (
+            self.pool.clone(),
+            format!("reseed HSM {name} from {source}"),
+        );
+        let link = source.strip_prefix("link:").unwrap_or_default().to_string();
+        let recorded = outcome.clone();
+        let audit = blocking(move || {
+            let r = recorded.as_deref().map_err(String::as_str);
+            pool.record(&link, &what, r)
+        })
+        .await;
+        if !matches!(audit, Ok(Ok(()))) {
+            tracing::warn!(hsm = name, "the reseed could not be recorded in the ledger");
+        }
         self.monitor.event(Event::HsmReseed {
             hsm: name.to_string(),
             source,

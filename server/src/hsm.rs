@@ -7,11 +7,11 @@
 
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Condvar, Mutex, OnceLock};
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::mechanism::Mechanism;
-use cryptoki::object::{Attribute, KeyType, ObjectClass, ObjectHandle};
+use cryptoki::object::{Attribute, AttributeType, KeyType, ObjectClass, ObjectHandle};
 use cryptoki::session::{Session, UserType};
 use cryptoki::types::AuthPin;
 use zeroize::Zeroizing;
@@ -64,6 +64,23 @@ fn op(what: &'static str) -> impl FnOnce(cryptoki::error::Error) -> HsmError {
         what,
         message: e.to_string(),
     }
+}
+
+/// A secret key as [`Hsm::describe_key`] reads it from the token.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct KeyFacts {
+    /// An AES key (else a generic secret).
+    pub aes: bool,
+    /// Its length in bytes.
+    pub bytes: u64,
+    /// CKA_SENSITIVE: its value cannot be read.
+    pub sensitive: bool,
+    /// CKA_EXTRACTABLE: it can be wrapped out.
+    pub extractable: bool,
+    /// CKA_TOKEN: it lives beyond the session.
+    pub persistent: bool,
+    /// The AES key check value (AES keys only).
+    pub check_value: Option<[u8; 3]>,
 }
 
 /// Who logs in to the token.
@@ -149,10 +166,46 @@ fn context(module: &Path) -> Result<Pkcs11, String> {
     Ok(c)
 }
 
-/// A logged-in session with one token.
+/// The right to use one token of a module in this process, held by one [`Hsm`] at a time.
+/// PKCS#11 login state belongs to the application, not the session: a second session would be
+/// logged in already (and its PIN never checked) while the first is open. So each `Hsm` opens,
+/// logs in, works and closes in its turn; the login ends with its session.
+struct TokenTurn {
+    key: (PathBuf, String),
+}
+
+static TURNS: (Mutex<Vec<(PathBuf, String)>>, Condvar) = (Mutex::new(Vec::new()), Condvar::new());
+
+impl TokenTurn {
+    /// Waits until no other `Hsm` of this process uses `token` of `module`.
+    fn take(module: &Path, token: &str) -> Self {
+        let key = (module.to_path_buf(), token.to_string());
+        let (busy, freed) = &TURNS;
+        let mut b = busy.lock().unwrap_or_else(|p| p.into_inner());
+        while b.contains(&key) {
+            b = freed.wait(b).unwrap_or_else(|p| p.into_inner());
+        }
+        b.push(key.clone());
+        Self { key }
+    }
+}
+
+impl Drop for TokenTurn {
+    fn drop(&mut self) {
+        let (busy, freed) = &TURNS;
+        busy.lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .retain(|k| k != &self.key);
+        freed.notify_all();
+    }
+}
+
+/// A logged-in session with one token; the only one of this process while it lives.
 pub struct Hsm {
+    /// Closed (and so logged out) before `_turn` is released: fields drop in order.
     session: Session,
     label: String,
+    _turn: TokenTurn,
 }
 
 impl std::fmt::Debug for Hsm {
@@ -168,6 +221,7 @@ impl Hsm {
             path: module.to_path_buf(),
             message,
         };
+        let turn = TokenTurn::take(module, token);
         let context = context(module).map_err(module_err)?;
         let slots = context
             .get_slots_with_token()
@@ -213,6 +267,7 @@ impl Hsm {
         Ok(Self {
             session,
             label: token.to_string(),
+            _turn: turn,
         })
     }
 
@@ -224,6 +279,109 @@ impl Hsm {
     /// Mixes `seed` into the token's random generator (`C_SeedRandom`).
     pub fn seed_random(&self, seed: &[u8]) -> Result<(), HsmError> {
         self.session.seed_random(seed).map_err(op("C_SeedRandom"))
+    }
+
+    /// Stores `key` in the token as a persistent secret-key object labelled `label` with
+    /// CKA_ID `id`: sensitive and not extractable, so its value never leaves the token again.
+    /// AES (encrypt, decrypt) for 16, 24 or 32 bytes, else a generic secret (sign, verify).
+    pub fn import_key(&self, label: &str, id: &[u8], key: &[u8]) -> Result<(), HsmError> {
+        let usage = if matches!(key.len(), 16 | 24 | 32) {
+            [
+                Attribute::KeyType(KeyType::AES),
+                Attribute::Encrypt(true),
+                Attribute::Decrypt(true),
+            ]
+        } else {
+            [
+                Attribute::KeyType(KeyType::GENERIC_SECRET),
+                Attribute::Sign(true),
+                Attribute::Verify(true),
+            ]
+        };
+        let mut template = vec![
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::Token(true),
+            Attribute::Private(true),
+            Attribute::Sensitive(true),
+            Attribute::Extractable(false),
+            Attribute::Label(label.as_bytes().to_vec()),
+            Attribute::Id(id.to_vec()),
+        ];
+        template.extend(usage);
+        template.push(Attribute::Value(key.to_vec()));
+        let created = self.session.create_object(&template);
+        if let Some(Attribute::Value(v)) = template.last_mut() {
+            zeroize::Zeroize::zeroize(v);
+        }
+        created
+            .map(|_| ())
+            .map_err(op("creating a secret-key object"))
+    }
+
+    /// The secret-key objects labelled `label`.
+    fn secret_keys(&self, label: &str) -> Result<Vec<ObjectHandle>, HsmError> {
+        self.session
+            .find_objects(&[
+                Attribute::Class(ObjectClass::SECRET_KEY),
+                Attribute::Label(label.as_bytes().to_vec()),
+            ])
+            .map_err(op("finding objects"))
+    }
+
+    /// Destroys every secret-key object labelled `label`; returns how many there were.
+    pub fn destroy_keys(&self, label: &str) -> Result<usize, HsmError> {
+        let found = self.secret_keys(label)?;
+        for h in &found {
+            self.session
+                .destroy_object(*h)
+                .map_err(op("destroying an object"))?;
+        }
+        Ok(found.len())
+    }
+
+    /// What the token says of the one secret key labelled `label`, with its key check value
+    /// when it is an AES key: the first 3 bytes of its AES-ECB encryption of a zero block (the
+    /// usual KCV), so its value can be compared without taking it out of the token.
+    pub fn describe_key(&self, label: &str) -> Result<KeyFacts, HsmError> {
+        let found = self.secret_keys(label)?;
+        let [key] = found[..] else {
+            return Err(HsmError::Operation {
+                what: "finding the key",
+                message: format!("{} secret keys labelled {label:?}", found.len()),
+            });
+        };
+        let mut facts = KeyFacts::default();
+        let attributes = self
+            .session
+            .get_attributes(
+                key,
+                &[
+                    AttributeType::KeyType,
+                    AttributeType::ValueLen,
+                    AttributeType::Sensitive,
+                    AttributeType::Extractable,
+                    AttributeType::Token,
+                ],
+            )
+            .map_err(op("reading the key's attributes"))?;
+        for a in attributes {
+            match a {
+                Attribute::KeyType(t) => facts.aes = t == KeyType::AES,
+                Attribute::ValueLen(n) => facts.bytes = u64::from(n),
+                Attribute::Sensitive(b) => facts.sensitive = b,
+                Attribute::Extractable(b) => facts.extractable = b,
+                Attribute::Token(b) => facts.persistent = b,
+                _ => {}
+            }
+        }
+        if facts.aes {
+            let block = self
+                .session
+                .encrypt(&Mechanism::AesEcb, key, &[0u8; 16])
+                .map_err(op("C_Encrypt (AES-ECB)"))?;
+            facts.check_value = Some([block[0], block[1], block[2]]);
+        }
+        Ok(facts)
     }
 
     /// A session (not persistent) secret-key object labelled `label` holding `key`: AES for

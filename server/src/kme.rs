@@ -57,6 +57,10 @@ impl ApiError {
     pub(crate) fn unavailable(message: impl Into<String>) -> Self {
         Self::new(StatusCode::SERVICE_UNAVAILABLE, message)
     }
+    /// Its message, for a caller that reports it in its own words.
+    pub(crate) fn message(self) -> String {
+        self.body.message
+    }
     pub(crate) fn detail(mut self, value: Value) -> Self {
         if let Value::Object(m) = value {
             self.body.details.get_or_insert_with(Vec::new).push(m);
@@ -461,8 +465,8 @@ impl Kme {
                 } => self.insufficient(master, &pool, needed_bits, available_bits),
                 other => ApiError::unavailable(format!("key pool error: {other}")),
             })?;
+        let ids: Vec<Uuid> = allocs.iter().map(|k| k.key_id).collect();
         if let Some(peer) = &remote {
-            let ids: Vec<Uuid> = allocs.iter().map(|k| k.key_id).collect();
             let remote_slaves: Vec<String> = slaves
                 .iter()
                 .filter(|s| self.sites.get(*s) != Some(&Site::Local))
@@ -482,7 +486,7 @@ impl Kme {
                 let p = self.pool.clone();
                 let _ = blocking(move || p.destroy(&ids)).await;
                 let (message, reason) = match fail {
-                    PeerFail::Conflict(m) => {
+                    PeerFail::Refused(m) => {
                         ("peer KME refused the reservation; no key was delivered", m)
                     }
                     PeerFail::Unreachable(m) => ("peer KME unreachable; no key was delivered", m),
@@ -491,6 +495,11 @@ impl Kme {
                     ApiError::unavailable(message).detail(json!({"peer": peer, "reason": reason}))
                 );
             }
+        }
+        // Slaves here whose keys go into an HSM: once the peer holds its share (should the
+        // HSM fail now, the peer's reservation expires unfetched).
+        if let Err(e) = self.deliver_into_hsms(&alloc.local_slaves, &ids).await {
+            return Err(ApiError::unavailable(format!("{e}; no key was delivered")));
         }
         self.check_watermark(&pool);
         self.monitor.event(Event::Requested {
@@ -614,8 +623,7 @@ impl Kme {
         self.set_link_up(peer, true);
         match resp.status() {
             s if s.is_success() => Ok(()),
-            StatusCode::CONFLICT => Err(PeerFail::Conflict(resp.text().await.unwrap_or_default())),
-            s => Err(PeerFail::Unreachable(format!(
+            s => Err(PeerFail::Refused(format!(
                 "peer answered {s}: {}",
                 resp.text().await.unwrap_or_default()
             ))),
@@ -745,6 +753,8 @@ impl Kme {
             keys: msg.keys,
         };
         let n = req.keys.len();
+        let req_ids: Vec<Uuid> = req.keys.iter().map(|k| k.key_id).collect();
+        let slaves = req.slaves.clone();
         let p = self.pool.clone();
         let r2 = req.clone();
         let mut reserved = blocking(move || p.reserve_exact(&r2)).await;
@@ -776,6 +786,9 @@ impl Kme {
                 other => (StatusCode::SERVICE_UNAVAILABLE, other.to_string()),
             })?;
         self.set_link_up(from, true);
+        self.deliver_into_hsms(&slaves, &req_ids)
+            .await
+            .map_err(|e| (StatusCode::SERVICE_UNAVAILABLE, e))?;
         self.monitor.event(Event::Reserved {
             peer: from.to_string(),
             number: n as u64,
@@ -811,9 +824,12 @@ pub(crate) async fn blocking<T: Send + 'static>(
         .map_err(|e| ApiError::unavailable(format!("key pool task failed: {e}")))
 }
 
+/// Why a peer KME did not reserve keys.
 pub(crate) enum PeerFail {
+    /// No answer (transport error, no link).
     Unreachable(String),
-    Conflict(String),
+    /// It answered with a refusal.
+    Refused(String),
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -18,6 +18,7 @@ mod entropy_feed;
 pub mod etsi;
 mod history;
 pub mod hsm;
+mod hsm_delivery;
 mod kme;
 mod limits;
 mod link;
@@ -382,7 +383,13 @@ async fn serve_in(
         sae_auth = tls::ClientAuth::Optional;
     }
     let sae_cfg = tls::server_config(&ca, &crls, chain.clone(), key.clone_key(), &min, sae_auth)?;
-    let sae_resolver: Arc<dyn tls::Resolver> = Arc::new(tls::SaeResolver(config.saes.clone()));
+    // An SAE whose keys go into an HSM never calls: no certificate or address is it.
+    let callers = config
+        .saes
+        .iter()
+        .filter(|s| s.kind == config::SaeKind::Etsi);
+    let sae_resolver: Arc<dyn tls::Resolver> =
+        Arc::new(tls::SaeResolver(callers.cloned().collect()));
     let sae_acceptor = tls::MtlsAcceptor::new(
         sae_cfg,
         sae_resolver,

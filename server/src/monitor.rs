@@ -56,6 +56,18 @@ pub enum Event {
         /// Why not.
         error: Option<String>,
     },
+    /// Keys for a pkcs11 SAE were created in its HSM's token (or the attempt failed, and the
+    /// request's keys were destroyed).
+    HsmDelivery {
+        /// The SAE.
+        sae: String,
+        /// The `[[hsm]]` name.
+        hsm: String,
+        /// Number of keys.
+        number: u64,
+        /// Why it failed.
+        error: Option<String>,
+    },
     /// A peer KME reserved keys here.
     Reserved {
         /// Peer KME.
@@ -168,6 +180,7 @@ impl Event {
                 | Self::SourceError { .. }
                 | Self::Channel { up: false, .. }
                 | Self::HsmReseed { ok: false, .. }
+                | Self::HsmDelivery { error: Some(_), .. }
         )
     }
 }
@@ -222,6 +235,8 @@ pub struct Monitor {
     insufficient: Mutex<std::collections::BTreeMap<String, u64>>,
     /// HSM reseeds by (HSM name, succeeded).
     reseeds: Mutex<std::collections::BTreeMap<(String, bool), u64>>,
+    /// Keys delivered into HSMs by (HSM name, succeeded).
+    hsm_keys: Mutex<std::collections::BTreeMap<(String, bool), u64>>,
     /// Latency histograms of the SAE listener (`crate::access`).
     pub(crate) access: crate::access::AccessMetrics,
     /// The dashboard's samples (`crate::history`).
@@ -237,6 +252,7 @@ impl Default for Monitor {
             events_total: AtomicU64::new(0),
             insufficient: Mutex::default(),
             reseeds: Mutex::default(),
+            hsm_keys: Mutex::default(),
             access: Default::default(),
             history: Default::default(),
             started: std::time::Instant::now(),
@@ -290,22 +306,39 @@ impl Monitor {
         *m.entry((hsm.to_string(), ok)).or_default() += 1;
     }
 
-    /// `qkd_kme_hsm_reseeds_total` for every configured HSM (`names`).
+    /// Counts keys delivered into an HSM (or not, `ok == false`).
+    pub(crate) fn hsm_delivered(&self, hsm: &str, ok: bool, keys: usize) {
+        let mut m = self.hsm_keys.lock().unwrap_or_else(|p| p.into_inner());
+        *m.entry((hsm.to_string(), ok)).or_default() += keys as u64;
+    }
+
+    /// `qkd_kme_hsm_reseeds_total` and `qkd_kme_hsm_keys_total` for every configured HSM
+    /// (`names`).
     pub(crate) fn hsm_prometheus(&self, kme: &str, names: &[&str]) -> String {
-        let m = self.reseeds.lock().unwrap_or_else(|p| p.into_inner());
         let mut s = String::new();
-        let _ = writeln!(
-            s,
-            "# HELP qkd_kme_hsm_reseeds_total HSM random-generator reseeds (C_SeedRandom), by outcome."
-        );
-        let _ = writeln!(s, "# TYPE qkd_kme_hsm_reseeds_total counter");
-        for name in names {
-            for (ok, outcome) in [(true, "ok"), (false, "failed")] {
-                let n = m.get(&(name.to_string(), ok)).copied().unwrap_or(0);
-                let _ = writeln!(
-                    s,
-                    "qkd_kme_hsm_reseeds_total{{kme=\"{kme}\",hsm=\"{name}\",outcome=\"{outcome}\"}} {n}"
-                );
+        for (metric, help, counts) in [
+            (
+                "qkd_kme_hsm_reseeds_total",
+                "HSM random-generator reseeds (C_SeedRandom), by outcome.",
+                &self.reseeds,
+            ),
+            (
+                "qkd_kme_hsm_keys_total",
+                "Keys of pkcs11 SAEs created in HSM tokens (failed: destroyed instead), by outcome.",
+                &self.hsm_keys,
+            ),
+        ] {
+            let m = counts.lock().unwrap_or_else(|p| p.into_inner());
+            let _ = writeln!(s, "# HELP {metric} {help}");
+            let _ = writeln!(s, "# TYPE {metric} counter");
+            for name in names {
+                for (ok, outcome) in [(true, "ok"), (false, "failed")] {
+                    let n = m.get(&(name.to_string(), ok)).copied().unwrap_or(0);
+                    let _ = writeln!(
+                        s,
+                        "{metric}{{kme=\"{kme}\",hsm=\"{name}\",outcome=\"{outcome}\"}} {n}"
+                    );
+                }
             }
         }
         s

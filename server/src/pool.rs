@@ -170,6 +170,9 @@ pub trait KeyPool: Send + Sync + 'static {
     fn destroy(&self, ids: &[Uuid]) -> Result<(), PoolError>;
     /// Destroys every key whose expiry is at or before `now_ms`; returns how many.
     fn expire(&self, now_ms: u64) -> Result<u64, PoolError>;
+    /// Records an operation of this KME's in the audit trail (the store's ledger), on `link`
+    /// (empty: none); never key material.
+    fn record(&self, link: &str, what: &str, outcome: Result<&str, &str>) -> Result<(), PoolError>;
 }
 
 /// [`KeyPool`] over the durable key store.
@@ -370,6 +373,12 @@ impl KeyPool for StorePool {
         self.store
             .expire(at(now_ms))
             .map(|n| n as u64)
+            .map_err(store_err)
+    }
+
+    fn record(&self, link: &str, what: &str, outcome: Result<&str, &str>) -> Result<(), PoolError> {
+        self.store
+            .record(&self.local_kme, link, what, outcome)
             .map_err(store_err)
     }
 }

@@ -353,6 +353,9 @@ impl fmt::Display for BlockId {
     }
 }
 
+/// Most bytes of the texts of one [`LedgerEvent::Recorded`].
+const MAX_RECORD_BYTES: usize = 4096;
+
 pub(crate) fn validate_name(what: &str, s: &str) -> Result<(), StoreError> {
     if s.is_empty() || s.len() > MAX_NAME_BYTES || s.chars().any(char::is_control) {
         return Err(StoreError::InvalidRequest(format!(
@@ -769,6 +772,16 @@ pub enum LedgerEvent {
         blocks: u64,
         /// Usable bits burned (never handed out).
         bits: u64,
+    },
+    /// Something the store's owner did outside the store that the audit trail must show, such
+    /// as a KME reseeding an HSM ([`Store::record`]). Never key material.
+    Recorded {
+        /// What was done.
+        what: String,
+        /// Whether it succeeded.
+        ok: bool,
+        /// How, or why it failed.
+        detail: String,
     },
 }
 
@@ -1348,6 +1361,45 @@ impl Store {
             actor: actor.to_owned(),
         })? {
             writer::OpResult::Count(n) => Ok(n),
+            _ => Err(StoreError::Closed),
+        }
+    }
+
+    /// Records an operation of the store's owner in the ledger, durably (a
+    /// [`LedgerEvent::Recorded`] by `actor` on `link`, which may be empty): what happened
+    /// outside the store that the audit trail must show. The texts are the caller's and must
+    /// never hold key material.
+    pub fn record(
+        &self,
+        actor: &str,
+        link: &str,
+        what: &str,
+        outcome: Result<&str, &str>,
+    ) -> Result<(), StoreError> {
+        validate_name("actor", actor)?;
+        if !link.is_empty() {
+            validate_name("link", link)?;
+        }
+        let (ok, detail) = match outcome {
+            Ok(d) => (true, d),
+            Err(d) => (false, d),
+        };
+        if what.len() + detail.len() > MAX_RECORD_BYTES {
+            return Err(StoreError::InvalidRequest(format!(
+                "a record's texts may hold {MAX_RECORD_BYTES} bytes, got {}",
+                what.len() + detail.len()
+            )));
+        }
+        match self.submit(writer::OpKind::Record {
+            actor: actor.to_owned(),
+            link: link.to_owned(),
+            event: LedgerEvent::Recorded {
+                what: what.to_owned(),
+                ok,
+                detail: detail.to_owned(),
+            },
+        })? {
+            writer::OpResult::Unit => Ok(()),
             _ => Err(StoreError::Closed),
         }
     }

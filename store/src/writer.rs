@@ -76,6 +76,12 @@ pub(crate) enum OpKind {
     },
     /// Burn every live key and every unused bit of some links (after a restore from a backup).
     Burn(BurnScope),
+    /// A ledger record of the owner's ([`crate::Store::record`]).
+    Record {
+        actor: String,
+        link: String,
+        event: LedgerEvent,
+    },
 }
 
 /// How [`open`] treats a rolled-back index.
@@ -911,6 +917,10 @@ impl State {
                         Ok(OpResult::Count(self.expire(&mut t, *now_ms, now)?))
                     }
                     OpKind::Burn(scope) => Ok(OpResult::Burned(self.burn(&mut t, scope, now)?)),
+                    OpKind::Record { actor, link, event } => {
+                        self.ledger(&mut t, now, actor, link, event.clone())?;
+                        Ok(OpResult::Unit)
+                    }
                 };
                 if let Some(slot) = results.get_mut(i) {
                     *slot = Some(r);

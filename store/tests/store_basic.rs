@@ -334,6 +334,51 @@ fn state_survives_reopen_and_ledger_matches_counts() {
 }
 
 #[test]
+fn owner_records_are_durable_ledger_entries_and_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    {
+        let store = Store::open_with(dir.path(), opts(8)).unwrap();
+        store
+            .record("KME_A", "KME_B", "reseed HSM main", Ok("32 bytes"))
+            .unwrap();
+        store
+            .record("KME_A", "", "reseed HSM spare", Err("PIN is incorrect"))
+            .unwrap();
+        let long = "x".repeat(5000);
+        assert!(matches!(
+            store.record("KME_A", "", "reseed", Err(&long)),
+            Err(StoreError::InvalidRequest(_))
+        ));
+        assert!(matches!(
+            store.record("", "", "reseed", Ok("")),
+            Err(StoreError::InvalidRequest(_))
+        ));
+    }
+    let store = Store::open_with(dir.path(), opts(9)).unwrap();
+    let ledger = store.ledger(0, 100).unwrap();
+    let recorded: Vec<_> = ledger
+        .iter()
+        .filter_map(|e| match &e.event {
+            LedgerEvent::Recorded { what, ok, detail } => Some((
+                e.actor.as_str(),
+                e.link.as_str(),
+                what.as_str(),
+                *ok,
+                detail.as_str(),
+            )),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(
+        recorded,
+        [
+            ("KME_A", "KME_B", "reseed HSM main", true, "32 bytes"),
+            ("KME_A", "", "reseed HSM spare", false, "PIN is incorrect"),
+        ]
+    );
+}
+
+#[test]
 fn spent_segments_are_deleted() {
     let dir = tempfile::tempdir().unwrap();
     let store = Store::open_with(

@@ -262,7 +262,7 @@ impl Kme {
                 drop(keys);
                 self.destroy_quietly(ids).await;
                 let why = match fail {
-                    PeerFail::Conflict(m) | PeerFail::Unreachable(m) => m,
+                    PeerFail::Refused(m) | PeerFail::Unreachable(m) => m,
                 };
                 return Err(Failure::at(link, format!("{next} did not reserve: {why}")));
             }
