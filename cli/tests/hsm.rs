@@ -372,6 +372,10 @@ fn keys_of_a_pkcs11_sae_are_created_in_the_token_with_the_masters_values() {
         ..SaeConfig::default()
     };
     b.saes = vec![pkcs11("SAE_H", "vault"), pkcs11("SAE_X", "locked")];
+    // KME_B's store KEK is sealed by the same token.
+    let sealed = d.join("KME_B.kek.sealed");
+    b.store.kek_hsm = Some("vault".into());
+    b.store.kek_sealed_file = Some(sealed.clone());
     let mut kmes = common::kmes::Kmes::new(tempfile::TempDir::new_in(d).unwrap(), cfgs);
     for f in [
         "ca.pem",
@@ -481,4 +485,42 @@ fn keys_of_a_pkcs11_sae_are_created_in_the_token_with_the_masters_values() {
     ] {
         assert!(audit.contains(line), "{line}:\n{audit}");
     }
+
+    // The sealed KEK: private, and the AES key wrap of 32 bytes (40 bytes).
+    use std::os::unix::fs::PermissionsExt;
+    let meta = std::fs::metadata(&sealed).unwrap();
+    assert_eq!(meta.permissions().mode() & 0o777, 0o600);
+    assert_eq!(meta.len(), 40);
+    // Restarted, KME_B unseals the same KEK and opens its store: it still serves SAE_H.
+    kmes.kill(1);
+    kmes.start(1);
+    let again = rt.block_on(async {
+        let t0 = std::time::Instant::now();
+        loop {
+            match master.enc_keys("SAE_H", &req(1)).await {
+                Ok(k) => break k,
+                Err(e) => assert!(
+                    t0.elapsed() < std::time::Duration::from_secs(20),
+                    "after the restart: {e}"
+                ),
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    });
+    assert!(show(&again.keys[0].key_ID).status.success());
+    // Without its sealed file the store is refused, not replaced by a new KEK.
+    kmes.kill(1);
+    std::fs::rename(&sealed, d.join("elsewhere")).unwrap();
+    let out = t
+        .command(env!("CARGO_BIN_EXE_qkd"))
+        .args(["serve", "--config"])
+        .arg(kmes.dir.path().join("KME_B.test.toml"))
+        .output()
+        .unwrap();
+    let all = text(&out);
+    assert!(!out.status.success(), "{all}");
+    assert!(
+        all.contains("KME_B.kek.sealed is missing but the store"),
+        "{all}"
+    );
 }

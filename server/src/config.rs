@@ -159,10 +159,18 @@ pub struct StoreConfig {
     /// An environment variable holding the KEK (hex or base64).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kek_env: Option<String>,
+    /// The `[[hsm]]` that seals the KEK: the KEK is made at the store's creation, wrapped by a
+    /// key that never leaves the token, and kept only wrapped, in `kek_sealed_file`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kek_hsm: Option<String>,
+    /// Where the sealed (wrapped) KEK is kept, with `kek_hsm`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kek_sealed_file: Option<PathBuf>,
 }
 
 impl StoreConfig {
-    /// The store options: encrypted when a KEK is configured.
+    /// The store options: encrypted when a KEK is configured. A KEK sealed by an HSM
+    /// (`kek_hsm`) is not read here but by `qkd serve` (`crate::sealing`).
     pub fn options(&self) -> Result<qkd_store::StoreOptions, ConfigError> {
         let kek = match (&self.kek_file, &self.kek_env) {
             (Some(_), Some(_)) => {
@@ -699,6 +707,9 @@ impl Config {
         fix(&mut self.tls.cert);
         fix(&mut self.tls.key);
         self.tls.crl.iter_mut().for_each(fix);
+        if let Some(f) = &mut self.store.kek_sealed_file {
+            fix(f);
+        }
         if let Some(f) = &mut self.store.kek_file {
             fix(f);
         }
@@ -868,7 +879,30 @@ impl Config {
             return bad("links are configured but peer_listen is not".into());
         }
         self.validate_network(&mut ids)?;
-        self.validate_hsms()
+        self.validate_hsms()?;
+        self.validate_sealing()
+    }
+
+    /// Checks `[store]`'s KEK sources: at most one, and `kek_hsm` with its file, naming an
+    /// `[[hsm]]`.
+    fn validate_sealing(&self) -> Result<(), ConfigError> {
+        let s = &self.store;
+        let bad = |m: &str| Err(ConfigError::Invalid(format!("store: {m}")));
+        let sources = [
+            s.kek_file.is_some(),
+            s.kek_env.is_some(),
+            s.kek_hsm.is_some(),
+        ];
+        if sources.iter().filter(|b| **b).count() > 1 {
+            return bad("set one of kek_file, kek_env and kek_hsm");
+        }
+        match (&s.kek_hsm, &s.kek_sealed_file) {
+            (Some(h), Some(_)) if self.hsms.iter().any(|x| &x.name == h) => Ok(()),
+            (Some(h), Some(_)) => bad(&format!("kek_hsm {h:?} is not an [[hsm]]")),
+            (Some(_), None) => bad("kek_hsm needs kek_sealed_file, where the sealed KEK is kept"),
+            (None, Some(_)) => bad("kek_sealed_file is only for kek_hsm"),
+            (None, None) => Ok(()),
+        }
     }
 
     /// Checks `[[hsm]]`: distinct names, a period of 0 to 9 minutes, one PIN source, a seed
@@ -1023,5 +1057,73 @@ impl ProcessingConfig {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Config;
+
+    /// A configuration with one `[[hsm]]` named `vault`, then `extra` (more TOML).
+    fn with(extra: &str) -> Result<(), String> {
+        let text = format!(
+            r#"kme_id = "KME_A"
+listen = "127.0.0.1:8443"
+[tls]
+ca = "/ca.pem"
+cert = "/a.pem"
+key = "/a.key"
+[[hsm]]
+name = "vault"
+module = "/usr/lib/softhsm/libsofthsm2.so"
+token = "t"
+pin_env = "PIN"
+seed_source = "os"
+{extra}"#
+        );
+        let c: Config = toml::from_str(&text).map_err(|e| e.to_string())?;
+        c.validate().map_err(|e| e.to_string())
+    }
+
+    #[test]
+    fn pkcs11_saes_and_a_sealed_kek_name_an_existing_hsm() {
+        assert_eq!(with(""), Ok(()));
+        let sae = |fields: &str| with(&format!("[[sae]]\nid = \"SAE_H\"\n{fields}"));
+        assert_eq!(sae("kind = \"pkcs11\"\nhsm = \"vault\""), Ok(()));
+        for (fields, error) in [
+            ("kind = \"pkcs11\"", "needs hsm"),
+            (
+                "kind = \"pkcs11\"\nhsm = \"nosuch\"",
+                "\"nosuch\" is not an [[hsm]]",
+            ),
+            ("hsm = \"vault\"", "hsm is only for kind = \"pkcs11\""),
+            (
+                "kind = \"pkcs11\"\nhsm = \"vault\"\nmatch = \"address\"\nvalue = \"10.0.0.1\"",
+                "remove match and value",
+            ),
+        ] {
+            let e = sae(fields).unwrap_err();
+            assert!(e.contains(error), "{fields}: {e}");
+        }
+        let store = |fields: &str| with(&format!("[store]\n{fields}"));
+        assert_eq!(
+            store("kek_hsm = \"vault\"\nkek_sealed_file = \"/kek.sealed\""),
+            Ok(())
+        );
+        for (fields, error) in [
+            ("kek_hsm = \"vault\"", "kek_hsm needs kek_sealed_file"),
+            ("kek_sealed_file = \"/kek.sealed\"", "only for kek_hsm"),
+            (
+                "kek_hsm = \"nosuch\"\nkek_sealed_file = \"/k\"",
+                "\"nosuch\" is not an [[hsm]]",
+            ),
+            (
+                "kek_hsm = \"vault\"\nkek_sealed_file = \"/k\"\nkek_env = \"K\"",
+                "set one of",
+            ),
+        ] {
+            let e = store(fields).unwrap_err();
+            assert!(e.contains(error), "{fields}: {e}");
+        }
     }
 }

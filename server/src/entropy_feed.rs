@@ -12,7 +12,7 @@ use qkd_core::rng::{OsRandom, RandomSource};
 use zeroize::Zeroizing;
 
 use crate::config::HsmConfig;
-use crate::hsm::{Hsm, read_pin};
+use crate::hsm::Hsm;
 use crate::kme::{Kme, blocking, now_ms};
 use crate::monitor::Event;
 use crate::pool::AllocRequest;
@@ -108,8 +108,7 @@ impl Kme {
 
 /// Opens `h`'s token, logs in and seeds it.
 fn seed_once(h: &HsmConfig, seed: &[u8]) -> Result<String, String> {
-    let pin = read_pin(h.pin_file.as_deref(), h.pin_env.as_deref()).map_err(|e| e.to_string())?;
-    let hsm = Hsm::open(&h.module, &h.token, h.user, &pin).map_err(|e| e.to_string())?;
+    let hsm = Hsm::open_configured(h).map_err(|e| e.to_string())?;
     hsm.seed_random(seed).map_err(|e| e.to_string())?;
     Ok(format!(
         "{} bytes from {} into token {:?}",

@@ -59,6 +59,13 @@ pub enum HsmError {
     },
 }
 
+fn several(label: &str) -> HsmError {
+    HsmError::Operation {
+        what: "finding the sealing key",
+        message: format!("several keys labelled {label:?}; expected one"),
+    }
+}
+
 fn op(what: &'static str) -> impl FnOnce(cryptoki::error::Error) -> HsmError {
     move |e| HsmError::Operation {
         what,
@@ -215,6 +222,12 @@ impl std::fmt::Debug for Hsm {
 }
 
 impl Hsm {
+    /// Opens the token of a configured `[[hsm]]`, with the PIN from its file or variable.
+    pub fn open_configured(h: &crate::config::HsmConfig) -> Result<Self, HsmError> {
+        let pin = read_pin(h.pin_file.as_deref(), h.pin_env.as_deref())?;
+        Self::open(&h.module, &h.token, h.user, &pin)
+    }
+
     /// Loads `module`, finds the token labelled `token` and logs in as `user` with `pin`.
     pub fn open(module: &Path, token: &str, user: HsmUser, pin: &str) -> Result<Self, HsmError> {
         let module_err = |message: String| HsmError::Module {
@@ -309,13 +322,7 @@ impl Hsm {
         ];
         template.extend(usage);
         template.push(Attribute::Value(key.to_vec()));
-        let created = self.session.create_object(&template);
-        if let Some(Attribute::Value(v)) = template.last_mut() {
-            zeroize::Zeroize::zeroize(v);
-        }
-        created
-            .map(|_| ())
-            .map_err(op("creating a secret-key object"))
+        self.create_wiping(&mut template).map(|_| ())
     }
 
     /// The secret-key objects labelled `label`.
@@ -384,6 +391,93 @@ impl Hsm {
         Ok(facts)
     }
 
+    /// Wraps `kek` (32 bytes) under the token's persistent AES-256 key labelled `label`
+    /// (AES key wrap with padding, RFC 5649), made first if the token has none: sensitive, not
+    /// extractable, only for wrapping. The result can be stored anywhere; only this token
+    /// unwraps it.
+    pub fn seal(&self, label: &str, kek: &[u8; 32]) -> Result<Vec<u8>, HsmError> {
+        let sealing = match self.secret_keys(label)?[..] {
+            [k] => k,
+            [] => self
+                .session
+                .generate_key(
+                    &Mechanism::AesKeyGen,
+                    &[
+                        Attribute::Token(true),
+                        Attribute::Private(true),
+                        Attribute::Sensitive(true),
+                        Attribute::Extractable(false),
+                        Attribute::Label(label.as_bytes().to_vec()),
+                        Attribute::ValueLen(32.into()),
+                        Attribute::Wrap(true),
+                        Attribute::Unwrap(true),
+                    ],
+                )
+                .map_err(op("generating the sealing key"))?,
+            _ => return Err(several(label)),
+        };
+        let plain = self.create_session_secret("qkd store kek", kek)?;
+        let wrapped = self
+            .session
+            .wrap_key(&Mechanism::AesKeyWrapPad, sealing, plain)
+            .map_err(op("C_WrapKey"));
+        let _ = self.session.destroy_object(plain);
+        wrapped
+    }
+
+    /// Unwraps what [`Hsm::seal`] made with the key labelled `label` into 32 bytes.
+    pub fn unseal(&self, label: &str, wrapped: &[u8]) -> Result<Zeroizing<[u8; 32]>, HsmError> {
+        let sealing = match self.secret_keys(label)?[..] {
+            [k] => k,
+            [] => {
+                return Err(HsmError::Operation {
+                    what: "finding the sealing key",
+                    message: format!("the token holds no key labelled {label:?}"),
+                });
+            }
+            _ => return Err(several(label)),
+        };
+        let plain = self
+            .session
+            .unwrap_key(
+                &Mechanism::AesKeyWrapPad,
+                sealing,
+                wrapped,
+                &[
+                    Attribute::Class(ObjectClass::SECRET_KEY),
+                    Attribute::KeyType(KeyType::GENERIC_SECRET),
+                    Attribute::Token(false),
+                    Attribute::Sensitive(false),
+                    Attribute::Extractable(true),
+                ],
+            )
+            .map_err(op("C_UnwrapKey (is this the token that sealed it?)"))?;
+        let value = self
+            .session
+            .get_attributes(plain, &[AttributeType::Value])
+            .map_err(op("reading the unwrapped key"));
+        let _ = self.session.destroy_object(plain);
+        let mut out = Zeroizing::new([0u8; 32]);
+        match value?.into_iter().next() {
+            Some(Attribute::Value(mut v)) if v.len() == 32 => {
+                out.copy_from_slice(&v);
+                zeroize::Zeroize::zeroize(&mut v);
+                Ok(out)
+            }
+            Some(Attribute::Value(mut v)) => {
+                zeroize::Zeroize::zeroize(&mut v);
+                Err(HsmError::Operation {
+                    what: "unsealing",
+                    message: "the unwrapped key is not 32 bytes".into(),
+                })
+            }
+            _ => Err(HsmError::Operation {
+                what: "unsealing",
+                message: "the token did not give the unwrapped value".into(),
+            }),
+        }
+    }
+
     /// A session (not persistent) secret-key object labelled `label` holding `key`: AES for
     /// 16, 24 or 32 bytes, else a generic secret; extractable, so it can be wrapped.
     fn create_session_secret(&self, label: &str, key: &[u8]) -> Result<ObjectHandle, HsmError> {
@@ -392,7 +486,7 @@ impl Hsm {
         } else {
             KeyType::GENERIC_SECRET
         };
-        let template = [
+        let mut template = [
             Attribute::Class(ObjectClass::SECRET_KEY),
             Attribute::KeyType(key_type),
             Attribute::Token(false),
@@ -401,9 +495,16 @@ impl Hsm {
             Attribute::Label(label.as_bytes().to_vec()),
             Attribute::Value(key.to_vec()),
         ];
-        self.session
-            .create_object(&template)
-            .map_err(op("creating a secret-key object"))
+        self.create_wiping(&mut template)
+    }
+
+    /// `C_CreateObject` from `template`, whose last attribute is the value: wiped afterwards.
+    fn create_wiping(&self, template: &mut [Attribute]) -> Result<ObjectHandle, HsmError> {
+        let created = self.session.create_object(template);
+        if let Some(Attribute::Value(v)) = template.last_mut() {
+            zeroize::Zeroize::zeroize(v);
+        }
+        created.map_err(op("creating a secret-key object"))
     }
 
     /// The checks of `qkd hsm test`, in order, each with its outcome: SeedRandom, random

@@ -11,7 +11,7 @@
 use uuid::Uuid;
 
 use crate::config::{HsmConfig, SaeKind};
-use crate::hsm::{Hsm, read_pin};
+use crate::hsm::Hsm;
 use crate::kme::{Kme, blocking};
 use crate::monitor::Event;
 use crate::pool::FetchedKey;
@@ -108,7 +108,10 @@ impl Kme {
                 tracing::warn!(error = %e, "destroying the keys of a failed HSM delivery");
             }
             for h in &hsms {
-                if let Err(e) = open(h).and_then(|t| destroy_all(&t, &labels)) {
+                if let Err(e) = Hsm::open_configured(h)
+                    .map_err(|e| e.to_string())
+                    .and_then(|t| destroy_all(&t, &labels))
+                {
                     tracing::warn!(hsm = h.name, error = %e, "removing keys of a failed delivery");
                 }
             }
@@ -117,16 +120,10 @@ impl Kme {
     }
 }
 
-/// Opens `h`'s token and logs in.
-fn open(h: &HsmConfig) -> Result<Hsm, String> {
-    let pin = read_pin(h.pin_file.as_deref(), h.pin_env.as_deref()).map_err(|e| e.to_string())?;
-    Hsm::open(&h.module, &h.token, h.user, &pin).map_err(|e| e.to_string())
-}
-
 /// Creates every key in `h`'s token, labelled with its key ID (CKA_ID: the ID's 16 bytes). All
 /// or nothing: on a refusal the keys created before it are destroyed again.
 fn import_all(h: &HsmConfig, keys: &[FetchedKey]) -> Result<(), String> {
-    let token = open(h)?;
+    let token = Hsm::open_configured(h).map_err(|e| e.to_string())?;
     for (i, k) in keys.iter().enumerate() {
         if let Err(e) = token.import_key(&k.id.to_string(), k.id.as_bytes(), &k.material) {
             let made: Vec<String> = keys[..i].iter().map(|k| k.id.to_string()).collect();

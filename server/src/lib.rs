@@ -28,6 +28,7 @@ mod policy;
 pub mod pool;
 mod procinfo;
 mod relay;
+mod sealing;
 pub mod sources;
 pub mod tls;
 
@@ -63,6 +64,9 @@ pub enum ServeError {
     /// The key pool could not be opened.
     #[error(transparent)]
     Pool(#[from] PoolError),
+    /// The store's sealed KEK could not be unsealed or made.
+    #[error(transparent)]
+    Sealing(#[from] sealing::SealingError),
     /// A listener could not be bound.
     #[error("cannot listen on {addr}: {source}")]
     Bind {
@@ -259,7 +263,11 @@ pub async fn serve(config: Config) -> Result<ServerHandle, ServeError> {
             d
         }
     };
-    let store = StorePool::open_with(&dir, &config.kme_id, config.store.options()?)?;
+    let mut options = config.store.options()?;
+    if let Some(kek) = sealing::sealed_kek(&config, &dir)? {
+        options.encryption = Some(kek);
+    }
+    let store = StorePool::open_with(&dir, &config.kme_id, options)?;
     let closed = store.closed();
     let mut handle = serve_in(config, store, &dir.join("links")).await?;
     handle.store_closed = Some(closed);

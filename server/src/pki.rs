@@ -89,11 +89,16 @@ fn write(path: &Path, bytes: &[u8], private: bool) -> Result<(), PkiError> {
         path: path.to_path_buf(),
         source,
     };
-    if !private {
-        return fs::write(path, bytes).map_err(io);
+    if private {
+        write_private(path, bytes).map_err(io)
+    } else {
+        fs::write(path, bytes).map_err(io)
     }
-    // A private key exists with mode 0600 from its first byte: written to a fresh temporary
-    // file created 0600, then renamed over the old one (whose mode may have been wider).
+}
+
+/// Writes a secret file that has mode 0600 from its first byte: a fresh temporary file created
+/// 0600, synced, then renamed over `path` (whose mode may have been wider).
+pub(crate) fn write_private(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let tmp = path.with_extension(format!("tmp-{}", std::process::id()));
@@ -102,10 +107,9 @@ fn write(path: &Path, bytes: &[u8], private: bool) -> Result<(), PkiError> {
         .write(true)
         .create_new(true)
         .mode(0o600)
-        .open(&tmp)
-        .map_err(io)?;
-    f.write_all(bytes).and_then(|()| f.sync_all()).map_err(io)?;
-    fs::rename(&tmp, path).map_err(io)
+        .open(&tmp)?;
+    f.write_all(bytes).and_then(|()| f.sync_all())?;
+    fs::rename(&tmp, path)
 }
 
 fn serial() -> Result<SerialNumber, PkiError> {
