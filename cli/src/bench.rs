@@ -93,7 +93,7 @@ fn reconcile(args: ReconcileArgs) -> anyhow::Result<()> {
             .with_context(|| format!("reading the grid file {}", path.display()))?;
         let configs = experiment::parse_grid(&text)
             .with_context(|| format!("parsing the grid file {}", path.display()))?;
-        let bar = (!args.json).then(|| ui::progress(configs.len() as u64, "configs"));
+        let bar = (!args.json).then(|| ui::progress(configs.len() as u64, "configs", None));
         for cfg in &configs {
             let r = experiment::run(cfg)?;
             match &bar {

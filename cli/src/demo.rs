@@ -77,19 +77,15 @@ fn embedded() -> anyhow::Result<(Entry, BitBlock, BitBlock)> {
 }
 
 /// Runs `qkd demo`.
-pub fn run(mut args: Args) -> anyhow::Result<()> {
+pub fn run(args: Args) -> anyhow::Result<()> {
     // The embedded pair holds 2^20 bits: four blocks of 2^18 unless told otherwise, each with a
     // 2^15-bit sample (at 2 % the finite-key length peaks near there: 0.35 of the raw bits
-    // against 0.21 with 2^12).
-    if args.dataset.is_none() {
-        if args.pipeline.block_bits == PipelineArgs::DEFAULT_BLOCK_BITS {
-            args.pipeline.block_bits = 1 << 18;
-        }
-        if args.pipeline.sample_bits == PipelineArgs::DEFAULT_SAMPLE_BITS {
-            args.pipeline.sample_bits = 1 << 15;
-        }
-    }
-    let cfg = args.pipeline.config()?;
+    // against 0.21 with 2^12). Explicit values always win.
+    let cfg = if args.dataset.is_none() {
+        args.pipeline.config_or(1 << 18, 1 << 15)?
+    } else {
+        args.pipeline.config()?
+    };
     let (entry, alice, bob) = match (&args.dataset, &args.name) {
         (Some(dir), Some(name)) => dataset::load_named(dir, name)
             .with_context(|| format!("loading pair '{name}' from {}", dir.display()))?,
@@ -106,7 +102,7 @@ pub fn run(mut args: Args) -> anyhow::Result<()> {
     if let Some(out) = &args.out {
         std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     }
-    let bar = ui::progress(blocks as u64, "pipeline");
+    let bar = ui::progress(blocks as u64, "pipeline", Some(cfg.block_bits));
     let mut reports = Vec::with_capacity(blocks);
     let summary = pipeline::process(&alice, &bob, &cfg, |r| {
         if let (Some(out), Some(key)) = (&args.out, &r.key) {
@@ -164,7 +160,8 @@ pub fn run(mut args: Args) -> anyhow::Result<()> {
         cfg.algorithm
     ))?;
     ui::print(report::blocks_table(&reports))?;
-    ui::print(report::summary_table(&summary))?;
+    let tail = (alice.len() - blocks * cfg.block_bits) as u64;
+    ui::print(report::summary_table(&summary, tail))?;
     if let Some(k) = &kme {
         ui::print(format!(
             "KME_A and KME_B as two `qkd serve` processes on loopback post-processed an INSECURE \

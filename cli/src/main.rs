@@ -52,7 +52,7 @@ enum Command {
     /// Development PKI: a CA, KME and SAE certificates, and KME configs.
     #[command(subcommand)]
     Pki(kme::PkiCommand),
-    /// HSMs over PKCS#11: check what works with a token.
+    /// HSMs over PKCS#11: check what works with a token, show a key object in it.
     #[command(subcommand)]
     Hsm(hsm::Command),
     /// An ETSI 014 client, as an encryptor would call the KME.

@@ -1,7 +1,7 @@
 //! `qkd process`: raw key pair in, final keys and block reports out.
 
 use std::fs::{self, File};
-use std::io::{BufReader, BufWriter, Write};
+use std::io::{BufReader, BufWriter, Read, Seek, SeekFrom, Write};
 use std::path::{Path, PathBuf};
 
 use anyhow::{Context, bail};
@@ -47,12 +47,14 @@ pub struct Args {
 /// Pipeline settings shared by `qkd process` and `qkd demo`.
 #[derive(Debug, Clone, clap::Args)]
 pub struct PipelineArgs {
-    /// Raw bits per block (a multiple of 8).
-    #[arg(long, default_value_t = Self::DEFAULT_BLOCK_BITS)]
-    pub block_bits: usize,
-    /// Bits per block disclosed for QBER estimation.
-    #[arg(long, default_value_t = Self::DEFAULT_SAMPLE_BITS)]
-    pub sample_bits: usize,
+    /// Raw bits per block (a multiple of 8) [default: 1048576; `qkd demo` on its embedded
+    /// pair: 262144].
+    #[arg(long)]
+    pub block_bits: Option<usize>,
+    /// Bits per block disclosed for QBER estimation [default: 16384; `qkd demo` on its
+    /// embedded pair: 32768].
+    #[arg(long)]
+    pub sample_bits: Option<usize>,
     /// Reconciliation: a Cascade variant, ldpc-blind[:F_START:F_END] or ldpc-oneway[:F].
     #[arg(long, default_value = "yanetal")]
     pub algorithm: String,
@@ -83,13 +85,22 @@ impl PipelineArgs {
     /// Default of `--sample-bits`.
     pub const DEFAULT_SAMPLE_BITS: usize = 1 << 14;
 
-    /// The core configuration.
+    /// The core configuration, with the usual defaults for what was not given.
     pub fn config(&self) -> anyhow::Result<PipelineConfig> {
+        self.config_or(Self::DEFAULT_BLOCK_BITS, Self::DEFAULT_SAMPLE_BITS)
+    }
+
+    /// The core configuration: `--block-bits` and `--sample-bits` when given, else these.
+    pub fn config_or(
+        &self,
+        block_bits: usize,
+        sample_bits: usize,
+    ) -> anyhow::Result<PipelineConfig> {
         let toeplitz = ToeplitzMethod::from_name(&self.toeplitz)
             .with_context(|| format!("unknown Toeplitz method '{}'", self.toeplitz))?;
         let cfg = PipelineConfig {
-            block_bits: self.block_bits,
-            sample_bits: self.sample_bits,
+            block_bits: self.block_bits.unwrap_or(block_bits),
+            sample_bits: self.sample_bits.unwrap_or(sample_bits),
             algorithm: self.algorithm.clone(),
             frame_bits: self.frame_bits,
             eps_sec: self.eps_sec,
@@ -114,16 +125,50 @@ pub fn write_key(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     f.sync_data()
 }
 
+/// Opens a raw key file and gives its length in bytes. A directory, or a text file of `0` and
+/// `1` characters (raw keys are binary, 8 bits per byte), is refused with what to do instead.
+fn open_raw_key(path: &Path, side: &str) -> anyhow::Result<(File, u64)> {
+    let mut f =
+        File::open(path).with_context(|| format!("opening {side}'s key {}", path.display()))?;
+    let meta = f.metadata()?;
+    if meta.is_dir() {
+        bail!(
+            "{side}'s key {} is a directory; give the raw key file itself",
+            path.display()
+        );
+    }
+    let mut head = Vec::with_capacity(4096);
+    (&mut f)
+        .take(4096)
+        .read_to_end(&mut head)
+        .with_context(|| format!("reading {side}'s key {}", path.display()))?;
+    if looks_like_bit_text(&head) {
+        bail!(
+            "{side}'s key {} looks like text of '0' and '1' characters; raw keys are binary, 8 \
+             bits per byte, bit i in bit i % 8 of byte i / 8 (convert with numpy: \
+             np.packbits(bits, bitorder=\"little\").tofile(path))",
+            path.display()
+        );
+    }
+    f.seek(SeekFrom::Start(0))?;
+    Ok((f, meta.len()))
+}
+
+/// Whether `head` (a file's first bytes) is only ASCII `0`, `1` and whitespace, with at least
+/// 8 digits: a random binary file starts so with negligible probability.
+fn looks_like_bit_text(head: &[u8]) -> bool {
+    let digits = head.iter().filter(|b| matches!(b, b'0' | b'1')).count();
+    digits >= 8
+        && head
+            .iter()
+            .all(|b| matches!(b, b'0' | b'1' | b' ' | b'\t' | b'\r' | b'\n' | b','))
+}
+
 /// Runs `qkd process`.
 pub fn run(args: Args) -> anyhow::Result<()> {
     let cfg = args.pipeline.config()?;
-    let open = |p: &PathBuf, side: &str| -> anyhow::Result<(File, u64)> {
-        let f = File::open(p).with_context(|| format!("opening {side}'s key {}", p.display()))?;
-        let len = f.metadata()?.len();
-        Ok((f, len))
-    };
-    let (fa, la) = open(&args.alice, "Alice")?;
-    let (fb, lb) = open(&args.bob, "Bob")?;
+    let (fa, la) = open_raw_key(&args.alice, "Alice")?;
+    let (fb, lb) = open_raw_key(&args.bob, "Bob")?;
     if la != lb {
         bail!("Alice's key has {la} bytes but Bob's has {lb}; they must be equal");
     }
@@ -154,7 +199,7 @@ pub fn run(args: Args) -> anyhow::Result<()> {
     let mut reports_file = BufWriter::new(
         File::create(args.out.join("reports.jsonl")).context("creating reports.jsonl")?,
     );
-    let bar = ui::progress(blocks, "process");
+    let bar = ui::progress(blocks, "process", Some(cfg.block_bits));
     let mut reports: Vec<BlockReport> = Vec::new();
     let out = args.out.clone();
     let summary = pipeline::process_stream(
@@ -215,5 +260,5 @@ pub fn print_run(s: &StreamSummary, reports: &[BlockReport], json: bool) -> anyh
     if reports.len() <= 32 {
         ui::print(report::blocks_table(reports))?;
     }
-    ui::print(report::summary_table(&s.summary))
+    ui::print(report::summary_table(&s.summary, s.ignored_tail_bits))
 }

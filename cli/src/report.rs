@@ -41,8 +41,9 @@ pub fn blocks_table(reports: &[BlockReport]) -> comfy_table::Table {
     t
 }
 
-/// The run's totals and per-stage throughput (raw bits over the stage's summed time).
-pub fn summary_table(s: &Summary) -> comfy_table::Table {
+/// The run's totals and per-stage throughput (raw bits over the stage's summed time), and the
+/// input bits left out when its end did not fill a block.
+pub fn summary_table(s: &Summary, ignored_tail_bits: u64) -> comfy_table::Table {
     let per = |secs: f64| {
         if secs > 0.0 {
             ui::rate(s.raw_bits as f64 / secs)
@@ -50,7 +51,7 @@ pub fn summary_table(s: &Summary) -> comfy_table::Table {
             "-".into()
         }
     };
-    let rows = vec![
+    let mut rows = vec![
         (
             "blocks (key / discarded / quarantined)".into(),
             format!(
@@ -75,10 +76,7 @@ pub fn summary_table(s: &Summary) -> comfy_table::Table {
             ),
         ),
         ("stage throughput: estimate".into(), per(s.times.estimate)),
-        (
-            "stage throughput: reconcile (Cascade)".into(),
-            per(s.times.reconcile),
-        ),
+        ("stage throughput: reconcile".into(), per(s.times.reconcile)),
         ("stage throughput: confirm".into(), per(s.times.confirm)),
         (
             "stage throughput: amplify (both sides)".into(),
@@ -91,5 +89,14 @@ pub fn summary_table(s: &Summary) -> comfy_table::Table {
             ui::rate(s.raw_bits_per_second),
         ),
     ];
+    if ignored_tail_bits > 0 {
+        rows.insert(
+            2,
+            (
+                "ignored tail bits".into(),
+                format!("{ignored_tail_bits} (the input's end, short of a whole block)"),
+            ),
+        );
+    }
     ui::table(["quantity", "value"], &rows)
 }

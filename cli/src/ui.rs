@@ -4,11 +4,24 @@ use comfy_table::{Table, presets::UTF8_FULL_CONDENSED};
 use indicatif::{ProgressBar, ProgressStyle};
 
 /// A progress bar on stderr for `len` steps (hidden when stderr is not a terminal).
-pub fn progress(len: u64, what: &str) -> ProgressBar {
+/// With `bits_per_step` (raw bits per step) the bar shows their rate, else steps per second;
+/// and the time left.
+pub fn progress(len: u64, what: &str, bits_per_step: Option<usize>) -> ProgressBar {
     let bar = ProgressBar::new(len);
-    let style = ProgressStyle::with_template("{msg:>12} [{bar:40}] {pos}/{len} {elapsed_precise}")
-        .unwrap_or_else(|_| ProgressStyle::default_bar())
-        .progress_chars("=> ");
+    let style = ProgressStyle::with_template(
+        "{msg:>12} [{bar:40}] {pos}/{len} {bit_rate} {elapsed_precise} ETA {eta}",
+    )
+    .unwrap_or_else(|_| ProgressStyle::default_bar())
+    .with_key(
+        "bit_rate",
+        move |s: &indicatif::ProgressState, w: &mut dyn std::fmt::Write| {
+            let _ = match bits_per_step {
+                Some(bits) => w.write_str(&rate(s.per_sec() * bits as f64)),
+                None => write!(w, "{:.2}/s", s.per_sec()),
+            };
+        },
+    )
+    .progress_chars("=> ");
     bar.set_style(style);
     bar.set_message(what.to_owned());
     bar

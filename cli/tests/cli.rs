@@ -146,6 +146,64 @@ fn process_writes_keys_reports_and_summary() {
     ]);
     assert!(!o.status.success());
     assert!(String::from_utf8_lossy(&o.stderr).contains("must be equal"));
+    // A text file of 0/1 characters and a directory are refused, saying what they are.
+    std::fs::write(
+        dir.path().join("bits.txt"),
+        "0110100111010001\n".repeat(100),
+    )
+    .unwrap();
+    for (bob, says) in [
+        (
+            dir.path().join("bits.txt"),
+            "looks like text of '0' and '1'",
+        ),
+        (dir.path().to_path_buf(), "is a directory"),
+    ] {
+        let o = qkd(&[
+            "process",
+            "--alice",
+            a.to_str().unwrap(),
+            "--bob",
+            bob.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ]);
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && err.contains(says), "{err}");
+    }
+    // The table says what the end of the input lost.
+    let table = ok(&[
+        "process",
+        "--alice",
+        a.to_str().unwrap(),
+        "--bob",
+        b.to_str().unwrap(),
+        "--out",
+        out.to_str().unwrap(),
+        "--block-bits",
+        "65536",
+        "--sample-bits",
+        "2048",
+    ]);
+    assert!(
+        table.contains("ignored tail bits")
+            && table.contains(&format!("{} (the input's end", 200000 - 3 * 65536)),
+        "{table}"
+    );
+}
+
+#[test]
+fn top_level_help_names_every_subcommand() {
+    let help = ok(&["--help"]);
+    for sub in [
+        "demo", "sim", "process", "amplify", "store", "audit", "serve", "pki", "hsm", "client",
+        "keyrate", "bench",
+    ] {
+        assert!(
+            help.lines().any(|l| l.trim_start().starts_with(sub)),
+            "{sub}:\n{help}"
+        );
+    }
 }
 
 #[test]
@@ -463,6 +521,21 @@ fn demo_keeps_an_explicit_sample_size_on_the_embedded_dataset() {
         assert_eq!(b["raw_bits"], 1 << 18);
     }
     assert!(v["kme"].is_null());
+    // Values equal to the general defaults are explicit too, and win.
+    let json = ok(&[
+        "demo",
+        "--json",
+        "--no-kme",
+        "--block-bits",
+        "1048576",
+        "--sample-bits",
+        "16384",
+    ]);
+    let v: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
+    let blocks = v["blocks"].as_array().unwrap();
+    assert_eq!(blocks.len(), 1);
+    assert_eq!(blocks[0]["raw_bits"], 1 << 20);
+    assert_eq!(blocks[0]["sample_bits"], 16384);
 }
 
 #[test]
