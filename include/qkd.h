@@ -31,6 +31,13 @@
 #include <stddef.h>
 #include <stdint.h>
 
+/* The version of this header; qkd_version() returns the library's. */
+#define QKD_VERSION_MAJOR 0
+#define QKD_VERSION_MINOR 1
+#define QKD_VERSION_PATCH 0
+#define QKD_VERSION_STRING "0.1.0"
+
+
 // Largest Toeplitz input accepted, in bits (2^30; qkd-core's `MAX_INPUT_BITS`, checked equal by
 // a test).
 #define QKD_TOEPLITZ_MAX_INPUT_BITS 1073741824

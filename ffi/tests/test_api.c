@@ -63,7 +63,8 @@ static qkd_block *block_of(const uint8_t *bytes, size_t len, size_t bits) {
 }
 
 static void test_version_and_messages(void) {
-    CHECK(qkd_version() != NULL && strcmp(qkd_version(), "0.1.0") == 0);
+    CHECK(qkd_version() != NULL && strcmp(qkd_version(), QKD_VERSION_STRING) == 0);
+    CHECK(QKD_VERSION_MAJOR == 0 && QKD_VERSION_MINOR == 1 && QKD_VERSION_PATCH == 0);
     CHECK(strcmp(qkd_result_message(QKD_OK), "success") == 0);
     for (unsigned code = 0; code <= QKD_ERR_IN_PROGRESS; code++) {
         const char *m = qkd_result_message(code);
