@@ -98,12 +98,14 @@ fn key(t: &TokenArgs, label: &str) -> anyhow::Result<()> {
     let facts = t.open()?.describe_key(label)?;
     let yes_no = |b: bool| if b { "yes" } else { "no" };
     ui::print(format!(
-        "label {label}\ntype {}\nbytes {}\npersistent {}\nsensitive {}\nextractable {}",
+        "label {label}\ntype {}\nbytes {}\npersistent {}\nsensitive {}\nextractable {}\n\
+         encrypts {}",
         if facts.aes { "AES" } else { "generic secret" },
         facts.bytes,
         yes_no(facts.persistent),
         yes_no(facts.sensitive),
         yes_no(facts.extractable),
+        yes_no(facts.encrypts),
     ))?;
     if let Some(kcv) = facts.check_value {
         ui::print(format!("kcv {:02x}{:02x}{:02x}", kcv[0], kcv[1], kcv[2]))?;

@@ -154,8 +154,8 @@ fn open_raw_key(path: &Path, side: &str) -> anyhow::Result<(File, u64)> {
     Ok((f, meta.len()))
 }
 
-/// Whether `head` (a file's first bytes) is only ASCII `0`, `1` and whitespace, with at least
-/// 8 digits: a random binary file starts so with negligible probability.
+/// Whether `head` (a file's first bytes) is only ASCII `0`, `1`, whitespace and commas, with at
+/// least 8 digits: a random binary file starts so with negligible probability.
 fn looks_like_bit_text(head: &[u8]) -> bool {
     let digits = head.iter().filter(|b| matches!(b, b'0' | b'1')).count();
     digits >= 8

@@ -104,22 +104,30 @@ fn process_writes_keys_reports_and_summary() {
     let out = dir.path().join("out");
     let a = dir.path().join("p.alice.bin");
     let b = dir.path().join("p.bob.bin");
-    let json = ok(&[
-        "process",
-        "--alice",
-        a.to_str().unwrap(),
-        "--bob",
-        b.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--block-bits",
-        "65536",
-        "--sample-bits",
-        "2048",
-        "--algorithm",
-        "yanetal",
-        "--json",
-    ]);
+    // `qkd process` of Alice's key and `bob`, then `extra`.
+    let process = |bob: &Path, extra: &[&str]| {
+        let mut args = vec![
+            "process",
+            "--alice",
+            a.to_str().unwrap(),
+            "--bob",
+            bob.to_str().unwrap(),
+            "--out",
+            out.to_str().unwrap(),
+        ];
+        args.extend(extra);
+        qkd(&args)
+    };
+    let sized = ["--block-bits", "65536", "--sample-bits", "2048"];
+    let stdout = |o: std::process::Output| {
+        let text = String::from_utf8(o.stdout).unwrap();
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        text
+    };
+    let json = stdout(process(
+        &b,
+        &[&sized[..], &["--algorithm", "yanetal", "--json"]].concat(),
+    ));
     let v: serde_json::Value = serde_json::from_str(json.trim()).unwrap();
     assert_eq!(v["blocks"], 3);
     assert_eq!(v["ignored_tail_bits"], 200000 - 3 * 65536);
@@ -133,58 +141,28 @@ fn process_writes_keys_reports_and_summary() {
             .ends_with(".key")
     });
     assert_eq!(keys.count() as u64, v["blocks_with_key"].as_u64().unwrap());
-    // Unequal inputs are refused before anything is processed.
+    // Unequal inputs, a text file of 0/1 characters and a directory are refused before
+    // anything is processed, saying what they are.
     std::fs::write(dir.path().join("short.bin"), [0u8; 100]).unwrap();
-    let o = qkd(&[
-        "process",
-        "--alice",
-        a.to_str().unwrap(),
-        "--bob",
-        dir.path().join("short.bin").to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-    ]);
-    assert!(!o.status.success());
-    assert!(String::from_utf8_lossy(&o.stderr).contains("must be equal"));
-    // A text file of 0/1 characters and a directory are refused, saying what they are.
     std::fs::write(
         dir.path().join("bits.txt"),
         "0110100111010001\n".repeat(100),
     )
     .unwrap();
     for (bob, says) in [
+        (dir.path().join("short.bin"), "must be equal"),
         (
             dir.path().join("bits.txt"),
             "looks like text of '0' and '1'",
         ),
         (dir.path().to_path_buf(), "is a directory"),
     ] {
-        let o = qkd(&[
-            "process",
-            "--alice",
-            a.to_str().unwrap(),
-            "--bob",
-            bob.to_str().unwrap(),
-            "--out",
-            out.to_str().unwrap(),
-        ]);
+        let o = process(&bob, &[]);
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(!o.status.success() && err.contains(says), "{err}");
     }
     // The table says what the end of the input lost.
-    let table = ok(&[
-        "process",
-        "--alice",
-        a.to_str().unwrap(),
-        "--bob",
-        b.to_str().unwrap(),
-        "--out",
-        out.to_str().unwrap(),
-        "--block-bits",
-        "65536",
-        "--sample-bits",
-        "2048",
-    ]);
+    let table = stdout(process(&b, &sized));
     assert!(
         table.contains("ignored tail bits")
             && table.contains(&format!("{} (the input's end", 200000 - 3 * 65536)),

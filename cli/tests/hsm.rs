@@ -432,6 +432,7 @@ fn keys_of_a_pkcs11_sae_are_created_in_the_token_with_the_masters_values() {
             "persistent yes",
             "sensitive yes",
             "extractable no",
+            "encrypts yes",
         ] {
             assert!(all.contains(line), "{line}:\n{all}");
         }
@@ -491,6 +492,20 @@ fn keys_of_a_pkcs11_sae_are_created_in_the_token_with_the_masters_values() {
     let meta = std::fs::metadata(&sealed).unwrap();
     assert_eq!(meta.permissions().mode() & 0o777, 0o600);
     assert_eq!(meta.len(), 40);
+    // The key that seals it stays in the token and only wraps.
+    let seal = show("qkd-store-seal-KME_B");
+    let all = text(&seal);
+    assert!(seal.status.success(), "{all}");
+    for line in [
+        "type AES",
+        "bytes 32",
+        "persistent yes",
+        "sensitive yes",
+        "extractable no",
+        "encrypts no",
+    ] {
+        assert!(all.contains(line), "{line}:\n{all}");
+    }
     // Restarted, KME_B unseals the same KEK and opens its store: it still serves SAE_H.
     kmes.kill(1);
     kmes.start(1);

@@ -172,13 +172,9 @@ impl StoreConfig {
     /// The store options: encrypted when a KEK is configured. A KEK sealed by an HSM
     /// (`kek_hsm`) is not read here but by `qkd serve` (`crate::sealing`).
     pub fn options(&self) -> Result<qkd_store::StoreOptions, ConfigError> {
+        // At most one source: `Config::validate` checks it.
         let kek = match (&self.kek_file, &self.kek_env) {
-            (Some(_), Some(_)) => {
-                return Err(ConfigError::Invalid(
-                    "store: set kek_file or kek_env, not both".into(),
-                ));
-            }
-            (Some(f), None) => Some(qkd_store::Kek::from_file(f)),
+            (Some(f), _) => Some(qkd_store::Kek::from_file(f)),
             (None, Some(v)) => Some(qkd_store::Kek::from_env(v)),
             (None, None) => None,
         }
@@ -1121,6 +1117,7 @@ seed_source = "os"
                 "kek_hsm = \"vault\"\nkek_sealed_file = \"/k\"\nkek_env = \"K\"",
                 "set one of",
             ),
+            ("kek_file = \"/kek\"\nkek_env = \"K\"", "set one of"),
         ] {
             let e = store(fields).unwrap_err();
             assert!(e.contains(error), "{fields}: {e}");

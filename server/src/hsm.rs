@@ -59,13 +59,6 @@ pub enum HsmError {
     },
 }
 
-fn several(label: &str) -> HsmError {
-    HsmError::Operation {
-        what: "finding the sealing key",
-        message: format!("several keys labelled {label:?}; expected one"),
-    }
-}
-
 fn op(what: &'static str) -> impl FnOnce(cryptoki::error::Error) -> HsmError {
     move |e| HsmError::Operation {
         what,
@@ -86,7 +79,9 @@ pub struct KeyFacts {
     pub extractable: bool,
     /// CKA_TOKEN: it lives beyond the session.
     pub persistent: bool,
-    /// The AES key check value (AES keys only).
+    /// CKA_ENCRYPT: it may encrypt (a sealing key only wraps).
+    pub encrypts: bool,
+    /// The AES key check value (AES keys that may encrypt only).
     pub check_value: Option<[u8; 3]>,
 }
 
@@ -368,6 +363,7 @@ impl Hsm {
                     AttributeType::Sensitive,
                     AttributeType::Extractable,
                     AttributeType::Token,
+                    AttributeType::Encrypt,
                 ],
             )
             .map_err(op("reading the key's attributes"))?;
@@ -378,10 +374,11 @@ impl Hsm {
                 Attribute::Sensitive(b) => facts.sensitive = b,
                 Attribute::Extractable(b) => facts.extractable = b,
                 Attribute::Token(b) => facts.persistent = b,
+                Attribute::Encrypt(b) => facts.encrypts = b,
                 _ => {}
             }
         }
-        if facts.aes {
+        if facts.aes && facts.encrypts {
             let block = self
                 .session
                 .encrypt(&Mechanism::AesEcb, key, &[0u8; 16])
@@ -396,9 +393,9 @@ impl Hsm {
     /// extractable, only for wrapping. The result can be stored anywhere; only this token
     /// unwraps it.
     pub fn seal(&self, label: &str, kek: &[u8; 32]) -> Result<Vec<u8>, HsmError> {
-        let sealing = match self.secret_keys(label)?[..] {
-            [k] => k,
-            [] => self
+        let sealing = match self.sealing_key(label)? {
+            Some(k) => k,
+            None => self
                 .session
                 .generate_key(
                     &Mechanism::AesKeyGen,
@@ -411,10 +408,13 @@ impl Hsm {
                         Attribute::ValueLen(32.into()),
                         Attribute::Wrap(true),
                         Attribute::Unwrap(true),
+                        Attribute::Encrypt(false),
+                        Attribute::Decrypt(false),
+                        Attribute::Sign(false),
+                        Attribute::Verify(false),
                     ],
                 )
                 .map_err(op("generating the sealing key"))?,
-            _ => return Err(several(label)),
         };
         let plain = self.create_session_secret("qkd store kek", kek)?;
         let wrapped = self
@@ -427,16 +427,12 @@ impl Hsm {
 
     /// Unwraps what [`Hsm::seal`] made with the key labelled `label` into 32 bytes.
     pub fn unseal(&self, label: &str, wrapped: &[u8]) -> Result<Zeroizing<[u8; 32]>, HsmError> {
-        let sealing = match self.secret_keys(label)?[..] {
-            [k] => k,
-            [] => {
-                return Err(HsmError::Operation {
-                    what: "finding the sealing key",
-                    message: format!("the token holds no key labelled {label:?}"),
-                });
-            }
-            _ => return Err(several(label)),
-        };
+        let sealing = self
+            .sealing_key(label)?
+            .ok_or_else(|| HsmError::Operation {
+                what: "finding the sealing key",
+                message: format!("the token holds no key labelled {label:?}"),
+            })?;
         let plain = self
             .session
             .unwrap_key(
@@ -457,23 +453,26 @@ impl Hsm {
             .get_attributes(plain, &[AttributeType::Value])
             .map_err(op("reading the unwrapped key"));
         let _ = self.session.destroy_object(plain);
-        let mut out = Zeroizing::new([0u8; 32]);
-        match value?.into_iter().next() {
-            Some(Attribute::Value(mut v)) if v.len() == 32 => {
-                out.copy_from_slice(&v);
-                zeroize::Zeroize::zeroize(&mut v);
-                Ok(out)
-            }
-            Some(Attribute::Value(mut v)) => {
-                zeroize::Zeroize::zeroize(&mut v);
-                Err(HsmError::Operation {
-                    what: "unsealing",
-                    message: "the unwrapped key is not 32 bytes".into(),
-                })
-            }
-            _ => Err(HsmError::Operation {
+        let value = match value?.into_iter().next() {
+            Some(Attribute::Value(v)) => Zeroizing::new(v),
+            _ => Zeroizing::new(Vec::new()),
+        };
+        <[u8; 32]>::try_from(value.as_slice())
+            .map(Zeroizing::new)
+            .map_err(|_| HsmError::Operation {
                 what: "unsealing",
-                message: "the token did not give the unwrapped value".into(),
+                message: format!("the token gave {} bytes, not 32", value.len()),
+            })
+    }
+
+    /// The one secret key labelled `label`, if any (several are an error: which seals?).
+    fn sealing_key(&self, label: &str) -> Result<Option<ObjectHandle>, HsmError> {
+        match self.secret_keys(label)?[..] {
+            [] => Ok(None),
+            [k] => Ok(Some(k)),
+            _ => Err(HsmError::Operation {
+                what: "finding the sealing key",
+                message: format!("several keys labelled {label:?}; expected one"),
             }),
         }
     }

@@ -4,7 +4,7 @@
 //! `kek_sealed_file` (0600). Each start unwraps it in the token; without the token (or its
 //! PIN) the store's key material cannot be read.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use qkd_core::rng::{OsRandom, RandomSource};
 use qkd_store::Kek;
@@ -59,8 +59,7 @@ pub fn sealed_kek(config: &Config, store_dir: &Path) -> Result<Option<Kek>, Seal
 
 /// A store already in `store_dir` was sealed by a file that is gone.
 fn refuse_existing_store(store_dir: &Path, file: &Path) -> Result<(), String> {
-    let index: PathBuf = store_dir.join("index.redb");
-    if index.exists() {
+    if store_dir.join("index.redb").exists() {
         return Err(format!(
             "{} is missing but the store {} exists; restore the sealed file (a new KEK would \
              not open the store)",
