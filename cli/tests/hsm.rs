@@ -315,6 +315,24 @@ fn kcv(key: &[u8]) -> String {
     block[..3].iter().map(|b| format!("{b:02x}")).collect()
 }
 
+/// Asserts that `qkd hsm key` showed a persistent AES-256 key that cannot leave the token, with
+/// `encrypts`; gives its output.
+fn locked_aes_256(out: Output, encrypts: &str) -> String {
+    let all = text(&out);
+    assert!(out.status.success(), "{all}");
+    for line in [
+        "type AES",
+        "bytes 32",
+        "persistent yes",
+        "sensitive yes",
+        "extractable no",
+        encrypts,
+    ] {
+        assert!(all.contains(line), "{line}:\n{all}");
+    }
+    all
+}
+
 #[test]
 fn keys_of_a_pkcs11_sae_are_created_in_the_token_with_the_masters_values() {
     use base64::Engine as _;
@@ -423,19 +441,7 @@ fn keys_of_a_pkcs11_sae_are_created_in_the_token_with_the_masters_values() {
         let value = base64::engine::general_purpose::STANDARD
             .decode(&k.key)
             .unwrap();
-        let out = show(&k.key_ID);
-        let all = text(&out);
-        assert!(out.status.success(), "{all}");
-        for line in [
-            "type AES",
-            "bytes 32",
-            "persistent yes",
-            "sensitive yes",
-            "extractable no",
-            "encrypts yes",
-        ] {
-            assert!(all.contains(line), "{line}:\n{all}");
-        }
+        let all = locked_aes_256(show(&k.key_ID), "encrypts yes");
         assert!(
             all.contains(&format!("kcv {}", kcv(&value))),
             "the token's key differs from the master's:\n{all}"
@@ -493,19 +499,7 @@ fn keys_of_a_pkcs11_sae_are_created_in_the_token_with_the_masters_values() {
     assert_eq!(meta.permissions().mode() & 0o777, 0o600);
     assert_eq!(meta.len(), 40);
     // The key that seals it stays in the token and only wraps.
-    let seal = show("qkd-store-seal-KME_B");
-    let all = text(&seal);
-    assert!(seal.status.success(), "{all}");
-    for line in [
-        "type AES",
-        "bytes 32",
-        "persistent yes",
-        "sensitive yes",
-        "extractable no",
-        "encrypts no",
-    ] {
-        assert!(all.contains(line), "{line}:\n{all}");
-    }
+    locked_aes_256(show("qkd-store-seal-KME_B"), "encrypts no");
     // Restarted, KME_B unseals the same KEK and opens its store: it still serves SAE_H.
     kmes.kill(1);
     kmes.start(1);
