@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
 # The C part of the test command (scripts/test.sh calls it).
 #
-# Builds libqkd.so and libqkd.a, fails when include/qkd.h is stale, checks that the header
-# compiles as C11 and as C++, renders the pkg-config file into two staging prefixes (static
-# only, shared only), then compiles the C tests (ffi/tests/*.c) and the examples
-# (ffi/examples/*.c) with gcc -std=c11 -Wall -Wextra -Werror through pkg-config and runs them:
+# Installs libqkd into a prefix with scripts/install-libqkd.sh (test profile) and checks the
+# install (SONAME, symlinks, stripped library, separate debug file, pkg-config file), fails when
+# include/qkd.h is stale, checks that the header compiles as C11 and as C++, then compiles the C
+# tests (ffi/tests/*.c) and the examples (ffi/examples/*.c) against the installed prefix with
+# gcc -std=c11 -Wall -Wextra -Werror through pkg-config, as a vendor would, and runs them:
 # linked statically under AddressSanitizer + UndefinedBehaviorSanitizer, and linked against the
-# shared library under valgrind (when installed; QKD_SKIP_VALGRIND=1 skips it).
+# shared library under valgrind (when installed; QKD_SKIP_VALGRIND=1 skips it). Last, the
+# CMake project of docs/c-guide.md (ffi/examples/cmake) builds and runs both ways.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -32,8 +34,21 @@ LIBDIR=$TARGET_DIR/debug
 WORK=$(mkdir -p "$TARGET_DIR/c-test" && cd "$TARGET_DIR/c-test" && pwd)
 rm -rf "${WORK:?}"/*
 
-step "build libqkd (cdylib + staticlib)"
-cargo build -p qkd-ffi --profile test --locked
+step "install libqkd into a prefix (scripts/install-libqkd.sh, test profile)"
+PREFIX=$WORK/prefix
+QKD_PROFILE=test scripts/install-libqkd.sh --keep-debug "$PREFIX"
+VERSION=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n1)
+LIB=$PREFIX/lib
+test "$(readlink "$LIB/libqkd.so")" = "libqkd.so.${VERSION%%.*}"
+test "$(readlink "$LIB/libqkd.so.${VERSION%%.*}")" = "libqkd.so.$VERSION"
+grep -q "Library soname: \[libqkd.so.${VERSION%%.*}\]" <<<"$(readelf -d "$LIB/libqkd.so.$VERSION")"
+sections=$(readelf -S "$LIB/libqkd.so.$VERSION")
+if grep -q '\.debug_' <<<"$sections"; then
+    echo "installed libqkd.so still has debug sections" >&2
+    exit 1
+fi
+grep -q '\.gnu_debuglink' <<<"$sections"
+grep -q '\.debug_line' <<<"$(readelf -S "$LIB/.debug/libqkd.so.$VERSION.debug")"
 
 step "include/qkd.h is current"
 cargo run -q --profile test -p qkd-ffi-gen-header --locked -- "$WORK/qkd.h"
@@ -43,25 +58,14 @@ if ! diff -u include/qkd.h "$WORK/qkd.h"; then
 fi
 
 step "header compiles as C11 and as C++"
-gcc -std=c11 -Wall -Wextra -Werror -pedantic -fsyntax-only -x c include/qkd.h
-g++ -std=c++17 -Wall -Wextra -Werror -pedantic -fsyntax-only -x c++ include/qkd.h
+gcc -std=c11 -Wall -Wextra -Werror -pedantic -fsyntax-only -x c "$PREFIX/include/qkd.h"
+g++ -std=c++17 -Wall -Wextra -Werror -pedantic -fsyntax-only -x c++ "$PREFIX/include/qkd.h"
 
 step "pkg-config file"
-VERSION=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n1)
-for kind in static shared; do
-    prefix=$WORK/prefix-$kind
-    mkdir -p "$prefix/lib/pkgconfig" "$prefix/include"
-    cp include/qkd.h "$prefix/include/"
-    if [ "$kind" = static ]; then
-        cp "$LIBDIR/libqkd.a" "$prefix/lib/"
-    else
-        cp "$LIBDIR/libqkd.so" "$prefix/lib/"
-    fi
-    sed -e "s|@PREFIX@|$prefix|" -e "s|@VERSION@|$VERSION|" ffi/qkd.pc.in \
-        >"$prefix/lib/pkgconfig/qkd.pc"
-done
-PKG_CONFIG_PATH=$WORK/prefix-static/lib/pkgconfig pkg-config --validate qkd
-test "$(PKG_CONFIG_PATH=$WORK/prefix-static/lib/pkgconfig pkg-config --modversion qkd)" = "$VERSION"
+export PKG_CONFIG_PATH=$LIB/pkgconfig
+pkg-config --validate qkd
+test "$(pkg-config --modversion qkd)" = "$VERSION"
+test "$(pkg-config --variable=libdir qkd)" = "$LIB"
 
 CFLAGS=(-std=c11 -Wall -Wextra -Werror -g -O1)
 SOURCES=(ffi/tests/*.c ffi/examples/*.c)
@@ -76,8 +80,15 @@ args_for() {
     esac
 }
 
+# Both link styles as docs/c-guide.md shows them; the static one names the archive, so the
+# shared library beside it must not be recorded as needed.
+expect_link() { # PROGRAM shared|static
+    local got=static
+    if grep -q 'NEEDED.*\[libqkd\.so' <<<"$(readelf -d "$1")"; then got=shared; fi
+    [ "$got" = "$2" ] || { echo "$1 links libqkd $got, expected $2" >&2; exit 1; }
+}
+
 step "C tests and examples, static, AddressSanitizer + UBSan"
-export PKG_CONFIG_PATH=$WORK/prefix-static/lib/pkgconfig
 export ASAN_OPTIONS=detect_leaks=1:abort_on_error=0:halt_on_error=1
 export UBSAN_OPTIONS=print_stacktrace=1:halt_on_error=1
 for src in "${SOURCES[@]}"; do
@@ -85,7 +96,8 @@ for src in "${SOURCES[@]}"; do
     # shellcheck disable=SC2046
     gcc "${CFLAGS[@]}" -fsanitize=address,undefined -fno-sanitize-recover=all \
         -fno-omit-frame-pointer $(pkg-config --cflags qkd) "$src" -o "$WORK/asan-$name" \
-        $(pkg-config --static --libs qkd)
+        -Wl,--as-needed "$LIB/libqkd.a" $(pkg-config --static --libs qkd)
+    expect_link "$WORK/asan-$name" static
     echo "--- $name (ASan)" >&2
     # shellcheck disable=SC2046
     "$WORK/asan-$name" $(args_for "$name")
@@ -93,12 +105,12 @@ done
 
 if command -v valgrind >/dev/null && [ "${QKD_SKIP_VALGRIND:-0}" != 1 ]; then
     step "C tests and examples, shared library, valgrind"
-    export PKG_CONFIG_PATH=$WORK/prefix-shared/lib/pkgconfig
     for src in "${SOURCES[@]}"; do
         name=$(basename "$src" .c)
         # shellcheck disable=SC2046
         gcc "${CFLAGS[@]}" $(pkg-config --cflags qkd) "$src" -o "$WORK/vg-$name" \
-            $(pkg-config --libs qkd) -Wl,-rpath,"$WORK/prefix-shared/lib"
+            $(pkg-config --libs qkd) -Wl,-rpath,"$LIB"
+        expect_link "$WORK/vg-$name" shared
         echo "--- $name (valgrind)" >&2
         # shellcheck disable=SC2046
         valgrind --quiet --error-exitcode=99 --leak-check=full --errors-for-leak-kinds=definite --show-possibly-lost=no \
@@ -107,5 +119,21 @@ if command -v valgrind >/dev/null && [ "${QKD_SKIP_VALGRIND:-0}" != 1 ]; then
 else
     step "valgrind not installed (or QKD_SKIP_VALGRIND=1): skipped"
 fi
+
+step "CMake project of the guide (ffi/examples/cmake), shared and static"
+CMAKE=$(command -v cmake || true)
+if [ -z "$CMAKE" ]; then
+    tools=$TARGET_DIR/tools/cmake-venv
+    [ -x "$tools/bin/cmake" ] || { python3 -m venv "$tools" && "$tools/bin/pip" install -q cmake; }
+    CMAKE=$tools/bin/cmake
+fi
+"$CMAKE" -S ffi/examples/cmake -B "$WORK/cmake" >/dev/null
+"$CMAKE" --build "$WORK/cmake" >/dev/null
+expect_link "$WORK/cmake/pipeline_shared" shared
+expect_link "$WORK/cmake/pipeline_static" static
+for kind in shared static; do
+    echo "--- pipeline_$kind (CMake)" >&2
+    "$WORK/cmake/pipeline_$kind" $(args_for pipeline) >/dev/null
+done
 
 step "C side passed"
