@@ -13,6 +13,8 @@ Raw sifted keys go in as numpy arrays, final keys come out. Submodules:
 - :mod:`qkd.store`: the durable key store (append, allocate, reserve, fetch, ledger).
 - :mod:`qkd.etsi`: ETSI GS QKD 014 client (mutual TLS).
 - :mod:`qkd.errors`: the exception hierarchy (:class:`QkdError` and subclasses).
+- :mod:`qkd.results`: the keys and value types of the dicts returned (``TypedDict``\ s);
+  reports stay plain dicts, so ``pandas.DataFrame(reports)`` takes them.
 
 Keys: a 1-D numpy ``uint8`` array holds a packed key, bit ``i`` in bit ``i % 8`` of byte
 ``i // 8`` (least significant first; unlike ``numpy.packbits``' default order), bits past the
@@ -24,12 +26,24 @@ the GIL.
 Key material handed to Python lives in ordinary numpy buffers: it is not zeroized when freed.
 """
 
-from . import amplify, cascade, entropy, errors, estimate, etsi, pipeline, session, store
+from . import (
+    amplify,
+    cascade,
+    entropy,
+    errors,
+    estimate,
+    etsi,
+    pipeline,
+    results,
+    session,
+    store,
+)
 from ._qkd import pack_bits, simulate, unpack_bits
 from .errors import (
     AuthenticationError,
     EtsiError,
     InputError,
+    InputWarning,
     ProtocolError,
     QkdError,
     StoreError,
@@ -46,6 +60,7 @@ __all__ = [
     "AuthenticationError",
     "EtsiError",
     "InputError",
+    "InputWarning",
     "ProtocolError",
     "QkdError",
     "StoreError",
@@ -57,6 +72,7 @@ __all__ = [
     "etsi",
     "pipeline",
     "pack_bits",
+    "results",
     "session",
     "simulate",
     "store",

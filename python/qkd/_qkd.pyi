@@ -8,12 +8,27 @@ from typing import Any, Final, Literal, TypeAlias
 import numpy as np
 import numpy.typing as npt
 
+from .results import (
+    AllocatedKey,
+    BlockInfo,
+    BlockReport,
+    BobStats,
+    EntropyReport,
+    MinEntropy,
+    PipelineSummary,
+    QberEstimate,
+    ReconcileStats,
+    SecretLength,
+    SimulationReport,
+)
+
 KeyIn: TypeAlias = npt.NDArray[np.uint8] | npt.NDArray[np.bool_] | bytes | bytearray
 KeyOut: TypeAlias = npt.NDArray[np.uint8] | npt.NDArray[np.bool_]
 Report: TypeAlias = dict[str, Any]
 BoundName: TypeAlias = Literal["hypergeometric", "serfling"]
 
 DEFAULT_FALSE_ALARM: Final[float]
+DEFAULT_ALGORITHM: Final[str]
 MAX_TOEPLITZ_INPUT_BITS: Final[int]
 
 def pack_bits(key: KeyIn, *, bits: int | None = None) -> npt.NDArray[np.uint8]: ...
@@ -30,7 +45,7 @@ def simulate(
     error_bad: float | None = None,
     burst_fraction: float | None = None,
     packed: bool = True,
-) -> tuple[KeyOut, KeyOut, Report]: ...
+) -> tuple[KeyOut, KeyOut, SimulationReport]: ...
 
 # estimation
 def qber_upper_bound(
@@ -48,7 +63,7 @@ def compare_sample(
     *,
     bits: int | None = None,
     packed: bool = True,
-) -> tuple[Report, KeyOut]: ...
+) -> tuple[QberEstimate, KeyOut]: ...
 def estimate_qber(
     alice: KeyIn,
     bob: KeyIn,
@@ -59,7 +74,7 @@ def estimate_qber(
     *,
     bits: int | None = None,
     packed: bool = True,
-) -> tuple[Report, KeyOut, KeyOut]: ...
+) -> tuple[QberEstimate, KeyOut, KeyOut]: ...
 
 # privacy amplification
 def toeplitz(
@@ -83,7 +98,7 @@ def secret_length(
     eps_sec: float = 1e-10,
     eps_cor: float = 1e-15,
     preparation_quality: float = 1.0,
-) -> Report: ...
+) -> SecretLength: ...
 def qber_rung(observed: float, max_qber: float = 0.11) -> tuple[float | None, int]: ...
 def decoy_secret_length_json(
     counts_json: str, leak_ec_bits: int, eps_sec: float = 1e-10, eps_cor: float = 1e-15
@@ -93,22 +108,22 @@ def decoy_typical_device_json() -> str: ...
 def binary_entropy(p: float) -> float: ...
 
 # entropy
-def assess(data: KeyIn, false_alarm: float = ..., *, bits: int | None = None) -> Report: ...
+def assess(data: KeyIn, false_alarm: float = ..., *, bits: int | None = None) -> EntropyReport: ...
 def shannon_entropy(data: KeyIn, *, bits: int | None = None) -> float: ...
-def min_entropy(data: KeyIn, *, bits: int | None = None) -> Report: ...
+def min_entropy(data: KeyIn, *, bits: int | None = None) -> MinEntropy: ...
 
 # Cascade
 def variants() -> list[str]: ...
 def reconcile(
     alice: KeyIn,
     bob: KeyIn,
-    algorithm: str = "option8",
+    algorithm: str | None = None,
     qber: float | None = None,
     seed: bytes | None = None,
     *,
     bits: int | None = None,
     packed: bool = True,
-) -> tuple[KeyOut, Report]: ...
+) -> tuple[KeyOut, ReconcileStats]: ...
 
 class Alice:
     def __init__(self, key: KeyIn, *, bits: int | None = None) -> None: ...
@@ -124,7 +139,7 @@ class Bob:
         self,
         key: KeyIn,
         qber: float,
-        algorithm: str = "option8",
+        algorithm: str | None = None,
         seed: bytes | None = None,
         *,
         bits: int | None = None,
@@ -135,7 +150,7 @@ class Bob:
     def done(self) -> bool: ...
     def key(self, *, packed: bool = True) -> KeyOut: ...
     @property
-    def stats(self) -> Report: ...
+    def stats(self) -> BobStats: ...
     def __len__(self) -> int: ...
 
 # pipeline
@@ -145,7 +160,7 @@ def process(
     *,
     block_bits: int = 1 << 20,
     sample_bits: int = 1 << 14,
-    algorithm: str = "yanetal",
+    algorithm: str | None = None,
     frame_bits: int = 1 << 16,
     eps_pe: float = 1e-10,
     eps_sec: float = 1e-10,
@@ -154,7 +169,7 @@ def process(
     toeplitz: str = "auto",
     bits: int | None = None,
     packed: bool = True,
-) -> tuple[list[KeyOut | None], list[Report], Report]: ...
+) -> tuple[list[KeyOut | None], list[BlockReport], PipelineSummary]: ...
 
 # sessions
 class Link:
@@ -163,7 +178,7 @@ class Link:
         psk: bytes,
         *,
         sample_bits: int = 1 << 14,
-        algorithm: str = "yanetal",
+        algorithm: str | None = None,
         frame_bits: int = 1 << 16,
         eps_pe: float = 1e-10,
         eps_sec: float = 1e-10,
@@ -186,7 +201,7 @@ class Session:
     def poll_transmit(self) -> bytes | None: ...
     @property
     def finished(self) -> bool: ...
-    def outcome(self, *, packed: bool = True) -> tuple[Report, KeyOut | None]: ...
+    def outcome(self, *, packed: bool = True) -> tuple[BlockReport, KeyOut | None]: ...
 
 class AliceSession(Session):
     def __init__(self, link: Link, block_id: str, raw: KeyIn, *, bits: int | None = None) -> None: ...
@@ -211,7 +226,7 @@ class Store:
         bits: int | None = None,
         qber: float | None = None,
         leaked_bits: int | None = None,
-    ) -> Report: ...
+    ) -> BlockInfo: ...
     def allocate(
         self,
         link: str,
@@ -222,13 +237,13 @@ class Store:
         *,
         ttl: float = 60.0,
         recipients: list[str] | None = None,
-    ) -> list[Report]: ...
+    ) -> list[AllocatedKey]: ...
     def reserve_exact(
         self,
         link: str,
         master: str,
         slaves: list[str],
-        keys: list[Report],
+        keys: list[AllocatedKey],
         recipients: list[str],
         *,
         ttl: float = 60.0,

@@ -11,6 +11,10 @@ says what was wrong and what was expected.
   authentication, or the link's authentication key pool is exhausted; no key is released.
 - :class:`StoreError`: the key store failed (I/O, corruption, unknown key ID).
 
+:class:`InputWarning` (a ``UserWarning``) flags input that is accepted but probably not what
+was meant: a ``uint8`` array of only 0 and 1 values (16 bytes or more) where packed key bytes
+are expected.
+
 Passing ``None`` or a value of the wrong Python type where a key is expected raises the
 ordinary ``TypeError``.
 """
@@ -22,6 +26,7 @@ __all__ = [
     "AuthenticationError",
     "StoreError",
     "EtsiError",
+    "InputWarning",
 ]
 
 
@@ -31,6 +36,10 @@ class QkdError(Exception):
 
 class InputError(QkdError, ValueError):
     """A bad argument: wrong dtype, wrong length or a parameter out of range."""
+
+
+class InputWarning(UserWarning):
+    """Input that is accepted but probably not what was meant (see the module doc)."""
 
 
 class ProtocolError(QkdError):

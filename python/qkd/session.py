@@ -24,13 +24,17 @@ from typing import Any, Literal
 
 from ._qkd import AliceSession, BobSession, Link, Session, block_id_of
 from .errors import ProtocolError, QkdError
+from .results import BlockReport
 
 __all__ = ["AliceSession", "BobSession", "Link", "Session", "block_id_of", "run_pair"]
 
 Direction = Literal["to_bob", "to_alice"]
 
 
-def _outcome(s: Session) -> tuple[dict[str, Any], Any] | QkdError:
+Outcome = tuple[BlockReport, Any] | QkdError
+
+
+def _outcome(s: Session) -> Outcome:
     if not s.finished:
         return ProtocolError(
             f"{s.side}'s session of block {s.block_id!r}: no message in flight and the session "
@@ -47,7 +51,7 @@ def run_pair(
     bob: Session,
     *,
     tap: Callable[[Direction, bytes], list[bytes]] | None = None,
-) -> tuple[tuple[dict[str, Any], Any] | QkdError, tuple[dict[str, Any], Any] | QkdError]:
+) -> tuple[Outcome, Outcome]:
     """Run two sessions of one block against each other in this process until neither has
     anything to send.
 

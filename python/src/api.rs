@@ -16,8 +16,8 @@ use qkd_core::rng::OsRandom;
 use qkd_core::sim::{BurstShape, ErrorModel, SimConfig, SimError};
 
 use crate::convert::{
-    input_error, key_from_py, key_to_py, protocol_error, qkd_error, report_to_py, seed32,
-    toeplitz_method,
+    count, count32, input_error, key_from_py, key_to_py, opt_size, protocol_error, qkd_error,
+    report_to_py, seed32, size, toeplitz_method,
 };
 
 /// Registers every function on the native module.
@@ -79,15 +79,6 @@ fn entropy_err(e: EntropyError) -> PyErr {
     input_error(e.to_string())
 }
 
-/// A size argument: a non-negative integer that fits the platform.
-fn size(name: &str, v: i64) -> PyResult<usize> {
-    usize::try_from(v).map_err(|_| {
-        input_error(format!(
-            "{name} = {v} is negative; expected an integer >= 0"
-        ))
-    })
-}
-
 fn parse_bound(bound: &str) -> PyResult<QberBound> {
     match bound.to_ascii_lowercase().as_str() {
         "hypergeometric" | "exact" => Ok(QberBound::Hypergeometric),
@@ -129,13 +120,14 @@ fn simulate<'py>(
     n: i64,
     qber: f64,
     model: &str,
-    seed: Option<u64>,
+    seed: Option<i64>,
     mean_burst_len: Option<f64>,
     error_bad: Option<f64>,
     burst_fraction: Option<f64>,
     packed: bool,
 ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>, Bound<'py, PyAny>)> {
     let n = size("n", n)?;
+    let seed = opt_size("seed", seed)?.map(|s| s as u64);
     let mut model: ErrorModel = model.parse().map_err(sim_err)?;
     let shaped = mean_burst_len.is_some() || error_bad.is_some() || burst_fraction.is_some();
     if shaped {
@@ -184,7 +176,8 @@ fn simulate<'py>(
 ///     InputError: sizes or eps out of range, an unknown bound.
 #[pyfunction]
 #[pyo3(signature = (n, k, errors, eps=1e-10, bound="hypergeometric"))]
-fn qber_upper_bound(n: u64, k: u64, errors: u64, eps: f64, bound: &str) -> PyResult<f64> {
+fn qber_upper_bound(n: i64, k: i64, errors: i64, eps: f64, bound: &str) -> PyResult<f64> {
+    let (n, k, errors) = (count("n", n)?, count("k", k)?, count("errors", errors)?);
     let bound = parse_bound(bound)?;
     estimate::qber_upper_bound(n, k, errors, eps, bound).map_err(estimate_err)
 }
@@ -233,10 +226,10 @@ fn disclose_sample<'py>(
     key: &Bound<'py, PyAny>,
     k: i64,
     seed: Option<&[u8]>,
-    bits: Option<usize>,
+    bits: Option<i64>,
     packed: bool,
 ) -> PyResult<(Bound<'py, PyBytes>, Bound<'py, PyAny>)> {
-    let key = key_from_py(key, bits, "key")?;
+    let key = key_from_py(key, opt_size("bits", bits)?, "key")?;
     let k = size("k", k)?;
     let seed = seed32(seed, "seed")?;
     let (msg, rest) = py
@@ -274,10 +267,10 @@ fn compare_sample<'py>(
     message: &[u8],
     eps: f64,
     bound: &str,
-    bits: Option<usize>,
+    bits: Option<i64>,
     packed: bool,
 ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
-    let key = key_from_py(key, bits, "key")?;
+    let key = key_from_py(key, opt_size("bits", bits)?, "key")?;
     let bound = parse_bound(bound)?;
     let msg = SampleMessage::from_bytes(message).map_err(estimate_err)?;
     let (est, rest) = py
@@ -305,11 +298,11 @@ fn estimate_qber<'py>(
     eps: f64,
     bound: &str,
     seed: Option<&[u8]>,
-    bits: Option<usize>,
+    bits: Option<i64>,
     packed: bool,
 ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>, Bound<'py, PyAny>)> {
-    let alice = key_from_py(alice, bits, "alice")?;
-    let bob = key_from_py(bob, bits, "bob")?;
+    let alice = key_from_py(alice, opt_size("bits", bits)?, "alice")?;
+    let bob = key_from_py(bob, opt_size("bits", bits)?, "bob")?;
     if alice.len() != bob.len() {
         return Err(input_error(format!(
             "alice has {} bits and bob {} bits; expected equal lengths",
@@ -364,14 +357,14 @@ fn toeplitz<'py>(
     x: &Bound<'py, PyAny>,
     seed: &Bound<'py, PyAny>,
     m: i64,
-    bits: Option<usize>,
-    seed_bits: Option<usize>,
+    bits: Option<i64>,
+    seed_bits: Option<i64>,
     method: &str,
     packed: bool,
 ) -> PyResult<Bound<'py, PyAny>> {
     let method = toeplitz_method(method)?;
-    let x = key_from_py(x, bits, "x")?;
-    let seed = key_from_py(seed, seed_bits, "seed")?;
+    let x = key_from_py(x, opt_size("bits", bits)?, "x")?;
+    let seed = key_from_py(seed, opt_size("seed_bits", seed_bits)?, "seed")?;
     let m = size("m", m)?;
     let y = py
         .detach(|| qkd_core::amplify::toeplitz_hash_with(method, &x, &seed, m))
@@ -381,8 +374,11 @@ fn toeplitz<'py>(
 
 /// Seed length in bits to hash n bits down to m bits: n + m - 1.
 #[pyfunction]
-fn seed_bits_needed(n: usize, m: usize) -> usize {
-    qkd_core::amplify::seed_bits_needed(n, m)
+fn seed_bits_needed(n: i64, m: i64) -> PyResult<usize> {
+    Ok(qkd_core::amplify::seed_bits_needed(
+        size("n", n)?,
+        size("m", m)?,
+    ))
 }
 
 /// Finite-key secret length of ideal-qubit BB84 (Tomamichel, Lim, Gisin, Renner, Nat. Commun.
@@ -446,17 +442,6 @@ fn secret_length<'py>(
     let out = report_to_py(py, &len)?;
     out.cast::<PyDict>()?.set_item("model", model.name())?;
     Ok(out)
-}
-
-/// A count argument: a non-negative integer.
-fn count(name: &str, v: i64) -> PyResult<u64> {
-    Ok(size(name, v)? as u64)
-}
-
-/// A count argument that fits 32 bits.
-fn count32(name: &str, v: i64) -> PyResult<u32> {
-    u32::try_from(size(name, v)?)
-        .map_err(|_| input_error(format!("{name} = {v} is too large; expected below 2^32")))
 }
 
 /// The tolerated QBER a block is sized for on the engine's default QBER ladder (rungs
@@ -534,8 +519,8 @@ fn binary_entropy(p: f64) -> f64 {
 // Entropy
 // ---------------------------------------------------------------------------------------------
 
-fn data_bytes(data: &Bound<'_, PyAny>, bits: Option<usize>) -> PyResult<Vec<u8>> {
-    let block = key_from_py(data, bits, "data")?;
+fn data_bytes(data: &Bound<'_, PyAny>, bits: Option<i64>) -> PyResult<Vec<u8>> {
+    let block = key_from_py(data, opt_size("bits", bits)?, "data")?;
     Ok(block.to_bytes().to_vec())
 }
 
@@ -559,7 +544,7 @@ fn assess<'py>(
     py: Python<'py>,
     data: &Bound<'py, PyAny>,
     false_alarm: f64,
-    bits: Option<usize>,
+    bits: Option<i64>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let bytes = data_bytes(data, bits)?;
     let config = AssessConfig { false_alarm };
@@ -574,7 +559,7 @@ fn assess<'py>(
 /// Plug-in Shannon entropy of the byte distribution of `data`, in bits per byte (0..8).
 #[pyfunction]
 #[pyo3(signature = (data, *, bits=None))]
-fn shannon_entropy(py: Python<'_>, data: &Bound<'_, PyAny>, bits: Option<usize>) -> PyResult<f64> {
+fn shannon_entropy(py: Python<'_>, data: &Bound<'_, PyAny>, bits: Option<i64>) -> PyResult<f64> {
     let bytes = data_bytes(data, bits)?;
     Ok(py.detach(|| entropy::shannon_entropy(&bytes)))
 }
@@ -588,7 +573,7 @@ fn shannon_entropy(py: Python<'_>, data: &Bound<'_, PyAny>, bits: Option<usize>)
 fn min_entropy<'py>(
     py: Python<'py>,
     data: &Bound<'py, PyAny>,
-    bits: Option<usize>,
+    bits: Option<i64>,
 ) -> PyResult<Bound<'py, PyAny>> {
     let bytes = data_bytes(data, bits)?;
     let est = py.detach(|| entropy::mcv_min_entropy(&bytes));
@@ -607,9 +592,9 @@ fn min_entropy<'py>(
 fn pack_bits<'py>(
     py: Python<'py>,
     key: &Bound<'py, PyAny>,
-    bits: Option<usize>,
+    bits: Option<i64>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let block: BitBlock = key_from_py(key, bits, "key")?;
+    let block: BitBlock = key_from_py(key, opt_size("bits", bits)?, "key")?;
     key_to_py(py, &block, true)
 }
 
@@ -620,8 +605,8 @@ fn pack_bits<'py>(
 fn unpack_bits<'py>(
     py: Python<'py>,
     key: &Bound<'py, PyAny>,
-    bits: Option<usize>,
+    bits: Option<i64>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let block: BitBlock = key_from_py(key, bits, "key")?;
+    let block: BitBlock = key_from_py(key, opt_size("bits", bits)?, "key")?;
     key_to_py(py, &block, false)
 }

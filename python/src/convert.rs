@@ -11,6 +11,7 @@ pyo3::import_exception!(qkd.errors, QkdError);
 pyo3::import_exception!(qkd.errors, InputError);
 pyo3::import_exception!(qkd.errors, ProtocolError);
 pyo3::import_exception!(qkd.errors, StoreError);
+pyo3::import_exception!(qkd.errors, InputWarning);
 
 /// The Toeplitz method called `name` ([`ToeplitzMethod::from_name`]), or an input error.
 pub fn toeplitz_method(name: &str) -> PyResult<qkd_core::amplify::ToeplitzMethod> {
@@ -35,6 +36,32 @@ pub fn protocol_error(msg: impl Into<String>) -> PyErr {
 /// A generic `qkd.errors.QkdError` with `msg`.
 pub fn qkd_error(msg: impl Into<String>) -> PyErr {
     QkdError::new_err(msg.into())
+}
+
+/// A size argument given as a Python int (`i64`, so a negative value gets here): the value, or
+/// an input error naming the argument.
+pub fn size(name: &str, v: i64) -> PyResult<usize> {
+    usize::try_from(v).map_err(|_| {
+        input_error(format!(
+            "{name} = {v} is negative; expected an integer >= 0"
+        ))
+    })
+}
+
+/// An optional size argument (`bits=None`), as [`size`].
+pub fn opt_size(name: &str, v: Option<i64>) -> PyResult<Option<usize>> {
+    v.map(|v| size(name, v)).transpose()
+}
+
+/// A count argument: a non-negative integer, as [`size`].
+pub fn count(name: &str, v: i64) -> PyResult<u64> {
+    Ok(size(name, v)? as u64)
+}
+
+/// A count argument that fits 32 bits.
+pub fn count32(name: &str, v: i64) -> PyResult<u32> {
+    u32::try_from(size(name, v)?)
+        .map_err(|_| input_error(format!("{name} = {v} is too large; expected below 2^32")))
 }
 
 /// Checks packed key bytes against a bit count: `ceil(bits / 8)` bytes, bits past `bits`
@@ -73,11 +100,25 @@ pub fn key_from_py(obj: &Bound<'_, PyAny>, bits: Option<usize>, what: &str) -> P
     }
     if let Ok(arr) = obj.cast::<PyArray1<u8>>() {
         let ro = arr.try_readonly()?;
-        return match ro.as_slice() {
-            Ok(s) => packed_block(s, bits, what),
+        let copy;
+        let bytes = match ro.as_slice() {
+            Ok(s) => s,
             // Non-contiguous (e.g. a strided view): one copy.
-            Err(_) => packed_block(&ro.as_array().to_vec(), bits, what),
+            Err(_) => {
+                copy = zeroize::Zeroizing::new(ro.as_array().to_vec());
+                copy.as_slice()
+            }
         };
+        if looks_one_bit_per_byte(bytes) {
+            let msg = format!(
+                "{what}: a uint8 array of only 0 and 1 values looks like one bit per element, \
+                 but uint8 keys are packed (8 bits per byte); pass arr.astype(bool) for one bit \
+                 per element"
+            );
+            let msg = std::ffi::CString::new(msg).map_err(|e| qkd_error(e.to_string()))?;
+            PyErr::warn(obj.py(), &obj.py().get_type::<InputWarning>(), &msg, 1)?;
+        }
+        return packed_block(bytes, bits, what);
     }
     if let Ok(arr) = obj.cast::<PyArray1<bool>>() {
         let ro = arr.try_readonly()?;
@@ -111,6 +152,18 @@ pub fn key_from_py(obj: &Bound<'_, PyAny>, bits: Option<usize>, what: &str) -> P
         "{what}: expected a numpy uint8 (packed) or bool array, got {}",
         obj.get_type().name()?
     )))
+}
+
+/// Shortest array [`looks_one_bit_per_byte`] judges: a packed random key of this many bytes has
+/// only 0 and 1 bytes with probability (2/256)^16 = 2^-112.
+const UNPACKED_CHECK_MIN_BYTES: usize = 16;
+
+/// Whether packed key bytes look like one bit per byte instead (`numpy.random.randint(0, 2,
+/// n, dtype=uint8)` passed where packed bytes are expected): at least
+/// [`UNPACKED_CHECK_MIN_BYTES`] bytes, every byte 0 or 1, some 1. Stops at the first other byte,
+/// so a packed key costs a byte or two.
+fn looks_one_bit_per_byte(bytes: &[u8]) -> bool {
+    bytes.len() >= UNPACKED_CHECK_MIN_BYTES && bytes.iter().all(|&b| b <= 1) && bytes.contains(&1)
 }
 
 fn packed_block(bytes: &[u8], bits: Option<usize>, what: &str) -> PyResult<BitBlock> {
@@ -237,6 +290,18 @@ mod tests {
         assert!(check_packed(&[0, 0], Some(17), "k").is_err());
         assert!(check_packed(&[], Some(1), "k").is_err());
         assert_eq!(check_packed(&[], Some(0), "k"), Ok(0));
+    }
+
+    #[test]
+    fn one_bit_per_byte_arrays_are_recognized() {
+        use super::looks_one_bit_per_byte as looks;
+        let bits: Vec<u8> = (0..64).map(|i| (i % 3 == 0) as u8).collect();
+        assert!(looks(&bits));
+        assert!(!looks(&bits[..15]), "too short to judge");
+        assert!(!looks(&[0; 64]), "all zero: the same key either way");
+        let mut packed = bits.clone();
+        packed[40] = 2;
+        assert!(!looks(&packed));
     }
 
     #[test]

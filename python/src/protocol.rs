@@ -10,8 +10,8 @@ use qkd_core::reconcile::cascade::{self, MIN_QBER, Params, Plan, Variant};
 use qkd_core::reconcile::loopback::LoopbackLink;
 
 use crate::convert::{
-    input_error, key_from_py, key_to_py, protocol_error, qkd_error, report_to_py, seed32,
-    toeplitz_method,
+    input_error, key_from_py, key_to_py, opt_size, protocol_error, qkd_error, report_to_py, seed32,
+    size, toeplitz_method,
 };
 
 /// Registers the classes and functions on the native module.
@@ -21,7 +21,14 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(reconcile, m)?)?;
     m.add_function(wrap_pyfunction!(variants, m)?)?;
     m.add_function(wrap_pyfunction!(process, m)?)?;
+    m.add("DEFAULT_ALGORITHM", default_algorithm())?;
     Ok(())
+}
+
+/// The Cascade variant used when `algorithm=None`: the engine's default, the one the pipeline,
+/// sessions, the C API and the KME use.
+pub(crate) fn default_algorithm() -> String {
+    PipelineConfig::default().algorithm
 }
 
 fn reconcile_err(e: ReconcileError) -> PyErr {
@@ -54,7 +61,7 @@ fn variant(name: &str) -> PyResult<Variant> {
 }
 
 fn plan(
-    algorithm: &str,
+    algorithm: Option<&str>,
     n: usize,
     qber: f64,
     seed: Option<&[u8]>,
@@ -66,7 +73,7 @@ fn plan(
         ))
     })?;
     let params = Params {
-        variant: variant(algorithm)?,
+        variant: variant(algorithm.unwrap_or(&default_algorithm()))?,
         n: n32,
         qber,
         seed: seed32(seed, "seed")?,
@@ -87,7 +94,8 @@ fn variants() -> Vec<String> {
 /// Args:
 ///     alice: Alice's key (packed uint8 or bool array, or bytes).
 ///     bob: Bob's key, same length.
-///     algorithm: Cascade variant (see `variants()`), default "option8".
+///     algorithm: Cascade variant (see `variants()`); None: `DEFAULT_ALGORITHM` ("yanetal"),
+///         the engine's default everywhere.
 ///     qber: QBER estimate that sets the block sizes, in (0, 0.5). None uses the error rate
 ///         actually present in the pair (simulation only: a real Bob does not know it).
 ///     seed: 32 public bytes for the shuffles, or None for fresh ones.
@@ -103,19 +111,19 @@ fn variants() -> Vec<String> {
 /// Raises:
 ///     InputError: keys of different lengths, an unknown algorithm, qber out of range.
 #[pyfunction]
-#[pyo3(signature = (alice, bob, algorithm="option8", qber=None, seed=None, *, bits=None, packed=true))]
+#[pyo3(signature = (alice, bob, algorithm=None, qber=None, seed=None, *, bits=None, packed=true))]
 fn reconcile<'py>(
     py: Python<'py>,
     alice: &Bound<'py, PyAny>,
     bob: &Bound<'py, PyAny>,
-    algorithm: &str,
+    algorithm: Option<&str>,
     qber: Option<f64>,
     seed: Option<&[u8]>,
-    bits: Option<usize>,
+    bits: Option<i64>,
     packed: bool,
 ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
-    let a = key_from_py(alice, bits, "alice")?;
-    let b = key_from_py(bob, bits, "bob")?;
+    let a = key_from_py(alice, opt_size("bits", bits)?, "alice")?;
+    let b = key_from_py(bob, opt_size("bits", bits)?, "bob")?;
     if a.len() != b.len() {
         return Err(input_error(format!(
             "alice has {} bits and bob {} bits; expected equal lengths",
@@ -133,6 +141,7 @@ fn reconcile<'py>(
         }
     };
     let plan = plan(algorithm, a.len(), qber, seed)?;
+    let plan_name = plan.params().variant.name.clone();
     let (report, key) = py
         .detach(|| {
             let mut alice = cascade::Alice::with_plan(a, plan.clone());
@@ -151,7 +160,7 @@ fn reconcile<'py>(
         d.del_item("bob")?;
     }
     d.set_item("efficiency", report.efficiency())?;
-    d.set_item("algorithm", algorithm)?;
+    d.set_item("algorithm", plan_name)?;
     d.set_item("qber", qber)?;
     Ok((key_to_py(py, &key, packed)?, stats))
 }
@@ -173,9 +182,9 @@ struct Alice {
 impl Alice {
     #[new]
     #[pyo3(signature = (key, *, bits=None))]
-    fn new(key: &Bound<'_, PyAny>, bits: Option<usize>) -> PyResult<Self> {
+    fn new(key: &Bound<'_, PyAny>, bits: Option<i64>) -> PyResult<Self> {
         Ok(Self {
-            inner: cascade::Alice::new(key_from_py(key, bits, "key")?),
+            inner: cascade::Alice::new(key_from_py(key, opt_size("bits", bits)?, "key")?),
         })
     }
 
@@ -230,7 +239,7 @@ impl Alice {
 /// Args:
 ///     key: Bob's key (packed uint8 or bool array, or bytes).
 ///     qber: QBER estimate in (0, 0.5); it sets the block sizes.
-///     algorithm: Cascade variant (see `variants()`), default "option8".
+///     algorithm: Cascade variant (see `variants()`); None: `DEFAULT_ALGORITHM`.
 ///     seed: 32 public bytes for the shuffles, or None for fresh ones (Alice learns them
 ///         from the first message).
 ///     bits: length of a packed key whose length is not a multiple of 8.
@@ -243,19 +252,19 @@ struct Bob {
 #[pymethods]
 impl Bob {
     #[new]
-    #[pyo3(signature = (key, qber, algorithm="option8", seed=None, *, bits=None))]
+    #[pyo3(signature = (key, qber, algorithm=None, seed=None, *, bits=None))]
     fn new(
         key: &Bound<'_, PyAny>,
         qber: f64,
-        algorithm: &str,
+        algorithm: Option<&str>,
         seed: Option<&[u8]>,
-        bits: Option<usize>,
+        bits: Option<i64>,
     ) -> PyResult<Self> {
-        let key = key_from_py(key, bits, "key")?;
+        let key = key_from_py(key, opt_size("bits", bits)?, "key")?;
         let plan = plan(algorithm, key.len(), qber, seed)?;
         Ok(Self {
+            algorithm: plan.params().variant.name.clone(),
             inner: cascade::Bob::new(plan, key).map_err(reconcile_err)?,
-            algorithm: algorithm.to_owned(),
         })
     }
 
@@ -319,7 +328,7 @@ impl Bob {
 ///         cut into blocks of block_bits bits (a shorter tail is dropped).
 ///     block_bits: raw bits per block, sample included (default 2^20).
 ///     sample_bits: bits disclosed per block to estimate the QBER (default 2^14).
-///     algorithm: Cascade variant (default "yanetal").
+///     algorithm: Cascade variant or LDPC (`ldpc-blind`, ...); None: `DEFAULT_ALGORITHM`.
 ///     frame_bits: bits per Cascade frame; a block's frames advance together and are confirmed
 ///         one by one, a failed frame being reconciled again (default 2^16; 0: one frame).
 ///     eps_pe, eps_sec, eps_cor: parameter-estimation, secrecy and correctness parameters.
@@ -340,36 +349,44 @@ impl Bob {
 ///     InputError: a bad setting or keys of different lengths.
 ///     ProtocolError: a stage failed on a block.
 #[pyfunction]
-#[pyo3(signature = (alice, bob, *, block_bits=1<<20, sample_bits=1<<14, algorithm="yanetal", frame_bits=1<<16, eps_pe=1e-10, eps_sec=1e-10, eps_cor=1e-15, max_qber=0.11, toeplitz="auto", bits=None, packed=true))]
+#[pyo3(signature = (alice, bob, *, block_bits=1<<20, sample_bits=1<<14, algorithm=None, frame_bits=1<<16, eps_pe=1e-10, eps_sec=1e-10, eps_cor=1e-15, max_qber=0.11, toeplitz="auto", bits=None, packed=true))]
 fn process<'py>(
     py: Python<'py>,
     alice: &Bound<'py, PyAny>,
     bob: &Bound<'py, PyAny>,
-    block_bits: usize,
-    sample_bits: usize,
-    algorithm: &str,
-    frame_bits: usize,
+    block_bits: i64,
+    sample_bits: i64,
+    algorithm: Option<&str>,
+    frame_bits: i64,
     eps_pe: f64,
     eps_sec: f64,
     eps_cor: f64,
     max_qber: f64,
     toeplitz: &str,
-    bits: Option<usize>,
+    bits: Option<i64>,
     packed: bool,
 ) -> PyResult<(Bound<'py, PyList>, Bound<'py, PyList>, Bound<'py, PyAny>)> {
-    let a: BitBlock = key_from_py(alice, bits, "alice")?;
-    let b: BitBlock = key_from_py(bob, bits, "bob")?;
+    let a: BitBlock = key_from_py(alice, opt_size("bits", bits)?, "alice")?;
+    let b: BitBlock = key_from_py(bob, opt_size("bits", bits)?, "bob")?;
     let toeplitz = toeplitz_method(toeplitz)?;
+    let block_bits = size("block_bits", block_bits)?;
     if block_bits == 0 {
         return Err(input_error(
             "block_bits = 0; expected a positive block size",
         ));
     }
+    if a.len() == b.len() && a.len() < block_bits {
+        return Err(input_error(format!(
+            "the keys have {} bits, fewer than one block (block_bits = {block_bits}); \
+             pass longer keys or a smaller block_bits",
+            a.len()
+        )));
+    }
     let cfg = PipelineConfig {
         block_bits,
-        sample_bits,
-        algorithm: algorithm.to_owned(),
-        frame_bits,
+        sample_bits: size("sample_bits", sample_bits)?,
+        algorithm: algorithm.map_or_else(default_algorithm, str::to_owned),
+        frame_bits: size("frame_bits", frame_bits)?,
         eps_pe,
         eps_sec,
         eps_cor,

@@ -13,9 +13,9 @@ use qkd_core::rng::OsRandom;
 use qkd_core::session::{self, Party, SessionError, SessionOutcome};
 
 use crate::convert::{
-    input_error, key_from_py, key_to_py, protocol_error, qkd_error, toeplitz_method,
+    input_error, key_from_py, key_to_py, opt_size, protocol_error, qkd_error, size, toeplitz_method,
 };
-use crate::protocol::flat_report;
+use crate::protocol::{default_algorithm, flat_report};
 
 pyo3::import_exception!(qkd.errors, AuthenticationError);
 
@@ -68,12 +68,12 @@ struct Link {
 #[pymethods]
 impl Link {
     #[new]
-    #[pyo3(signature = (psk, *, sample_bits=1<<14, algorithm="yanetal", frame_bits=1<<16, eps_pe=1e-10, eps_sec=1e-10, eps_cor=1e-15, max_qber=0.11, toeplitz="auto"))]
+    #[pyo3(signature = (psk, *, sample_bits=1<<14, algorithm=None, frame_bits=1<<16, eps_pe=1e-10, eps_sec=1e-10, eps_cor=1e-15, max_qber=0.11, toeplitz="auto"))]
     fn new(
         psk: &[u8],
-        sample_bits: usize,
-        algorithm: &str,
-        frame_bits: usize,
+        sample_bits: i64,
+        algorithm: Option<&str>,
+        frame_bits: i64,
         eps_pe: f64,
         eps_sec: f64,
         eps_cor: f64,
@@ -84,9 +84,9 @@ impl Link {
         let cfg = PipelineConfig {
             // Not used by a link: each session's raw block has its own length.
             block_bits: u32::MAX as usize,
-            sample_bits,
-            algorithm: algorithm.to_owned(),
-            frame_bits,
+            sample_bits: size("sample_bits", sample_bits)?,
+            algorithm: algorithm.map_or_else(default_algorithm, str::to_owned),
+            frame_bits: size("frame_bits", frame_bits)?,
             eps_pe,
             eps_sec,
             eps_cor,
@@ -289,9 +289,9 @@ impl AliceSession {
         link: &Link,
         block_id: &str,
         raw: &Bound<'_, PyAny>,
-        bits: Option<usize>,
+        bits: Option<i64>,
     ) -> PyResult<PyClassInitializer<Self>> {
-        let raw = key_from_py(raw, bits, "raw")?;
+        let raw = key_from_py(raw, opt_size("bits", bits)?, "raw")?;
         let party =
             session::AliceSession::new(Arc::clone(&link.inner), block_id, raw, Box::new(OsRandom))
                 .map_err(|e| session_err(&e))?;
@@ -313,9 +313,9 @@ impl BobSession {
         link: &Link,
         block_id: &str,
         raw: &Bound<'_, PyAny>,
-        bits: Option<usize>,
+        bits: Option<i64>,
     ) -> PyResult<PyClassInitializer<Self>> {
-        let raw = key_from_py(raw, bits, "raw")?;
+        let raw = key_from_py(raw, opt_size("bits", bits)?, "raw")?;
         let party = session::BobSession::new(Arc::clone(&link.inner), block_id, raw)
             .map_err(|e| session_err(&e))?;
         Ok(PyClassInitializer::from(Session::new(Box::new(party), "Bob")).add_subclass(Self))

@@ -10,7 +10,9 @@ use qkd_store::{
 };
 use uuid::Uuid;
 
-use crate::convert::{StoreError, input_error, key_from_py, key_to_py, report_to_py};
+use crate::convert::{
+    StoreError, count, count32, input_error, key_from_py, key_to_py, opt_size, report_to_py, size,
+};
 
 /// Registers the class on the native module.
 pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
@@ -131,18 +133,18 @@ impl Store {
         link: &str,
         block_id: &str,
         key: &Bound<'py, PyAny>,
-        bits: Option<usize>,
+        bits: Option<i64>,
         qber: Option<f64>,
-        leaked_bits: Option<u64>,
+        leaked_bits: Option<i64>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let key = key_from_py(key, bits, "key")?;
+        let key = key_from_py(key, opt_size("bits", bits)?, "key")?;
         let id = BlockId::new(block_id).map_err(store_err)?;
         let mut block = NewBlock::from_bits(link, id, &key);
         if let Some(q) = qber {
             block = block.qber(q);
         }
         if let Some(l) = leaked_bits {
-            block = block.leaked_bits(l);
+            block = block.leaked_bits(count("leaked_bits", l)?);
         }
         let store = self.get()?;
         let info = py.detach(|| store.append(block)).map_err(store_err)?;
@@ -175,11 +177,12 @@ impl Store {
         link: &str,
         master: &str,
         slaves: Vec<String>,
-        count: usize,
-        size_bits: u32,
+        count: i64,
+        size_bits: i64,
         ttl: f64,
         recipients: Option<Vec<String>>,
     ) -> PyResult<Bound<'py, PyAny>> {
+        let (count, size_bits) = (size("count", count)?, count32("size_bits", size_bits)?);
         let slaves: Vec<&str> = slaves.iter().map(String::as_str).collect();
         let mut req = AllocateRequest::new(link, master, &slaves, count, size_bits, expiry(ttl)?);
         if let Some(r) = &recipients {
@@ -311,12 +314,8 @@ impl Store {
     /// Up to `limit` ledger records from sequence number `start` on, as dicts (key IDs, never
     /// key bytes).
     #[pyo3(signature = (start=0, limit=1000))]
-    fn ledger<'py>(
-        &self,
-        py: Python<'py>,
-        start: u64,
-        limit: usize,
-    ) -> PyResult<Bound<'py, PyAny>> {
+    fn ledger<'py>(&self, py: Python<'py>, start: i64, limit: i64) -> PyResult<Bound<'py, PyAny>> {
+        let (start, limit) = (count("start", start)?, size("limit", limit)?);
         let entries = self.get()?.ledger(start, limit).map_err(store_err)?;
         report_to_py(py, &entries)
     }
