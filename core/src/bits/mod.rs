@@ -296,6 +296,18 @@ impl BitBlock {
         Ok(out)
     }
 
+    /// Positions of the one bits, ascending. Walks the words, so its cost follows the number of
+    /// ones rather than the length.
+    pub fn ones(&self) -> impl Iterator<Item = usize> + '_ {
+        self.words.iter().enumerate().flat_map(|(wi, &w)| {
+            std::iter::successors((w != 0).then_some(w), |&rest| {
+                let rest = rest & (rest - 1);
+                (rest != 0).then_some(rest)
+            })
+            .map(move |rest| wi * 64 + rest.trailing_zeros() as usize)
+        })
+    }
+
     /// Number of one bits.
     pub fn count_ones(&self) -> usize {
         kernels::best().popcount(&self.words) as usize

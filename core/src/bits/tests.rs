@@ -220,3 +220,16 @@ fn every_supported_backend_matches_portable() {
     assert!(tested >= 1);
     assert!(Backend::Portable.is_supported());
 }
+
+#[test]
+fn ones_lists_the_set_positions_in_order() {
+    let mut rng = ChaCha20Rng::seed_from_u64(41);
+    for len in [0, 1, 63, 64, 65, 1000] {
+        let b = random_block(&mut rng, len);
+        let want: Vec<usize> = (0..len).filter(|&i| b.get(i).unwrap()).collect();
+        assert_eq!(b.ones().collect::<Vec<_>>(), want, "len {len}");
+    }
+    let mut full = BitBlock::zeros(130);
+    (0..130).for_each(|i| full.set(i, true).unwrap());
+    assert_eq!(full.ones().count(), 130);
+}
