@@ -51,6 +51,9 @@ pub(crate) unsafe trait Lanes: Copy + Send + Sync + 'static {
     unsafe fn shr(self, k: u32) -> Self;
     /// Bit `i` set iff lane `i` is negative.
     unsafe fn sign_bits(self) -> u64;
+    /// Lane `i` is -1 if bit `i` of `bits` is set, else 0 (the inverse of
+    /// [`Lanes::sign_bits`] up to magnitudes).
+    unsafe fn from_sign_bits(bits: u64) -> Self;
     /// From `WIDTH` bytes.
     unsafe fn from_slice(bytes: &[i8]) -> Self;
 }
@@ -114,6 +117,14 @@ unsafe impl Lanes for Portable {
     #[inline(always)]
     unsafe fn sign_bits(self) -> u64 {
         u64::from(self.is_negative().to_bitmask())
+    }
+    #[inline(always)]
+    unsafe fn from_sign_bits(bits: u64) -> Self {
+        // Lane i holds byte i / 8 of `bits`, then tests its bit i % 8.
+        let b = (bits as u32).to_le_bytes();
+        let spread = wide::i8x32::new(std::array::from_fn(|i| b[i / 8] as i8));
+        let bit = wide::i8x32::new(std::array::from_fn(|i| (1u8 << (i % 8)) as i8));
+        (spread & bit).simd_eq(bit)
     }
     #[inline(always)]
     unsafe fn from_slice(bytes: &[i8]) -> Self {
@@ -216,6 +227,23 @@ mod x86 {
             u64::from(unsafe { _mm256_movemask_epi8(self.0) } as u32)
         }
         #[inline(always)]
+        unsafe fn from_sign_bits(bits: u64) -> Self {
+            // SAFETY: as above. Every 32-bit group holds `bits`; the shuffle gives lane i byte
+            // i / 8 (lanes 16-31 read bytes 2 and 3 of their 128-bit half), the compare tests
+            // bit i % 8.
+            unsafe {
+                let spread = _mm256_shuffle_epi8(
+                    _mm256_set1_epi32(bits as u32 as i32),
+                    _mm256_setr_epi8(
+                        0, 0, 0, 0, 0, 0, 0, 0, 1, 1, 1, 1, 1, 1, 1, 1, 2, 2, 2, 2, 2, 2, 2, 2, 3,
+                        3, 3, 3, 3, 3, 3, 3,
+                    ),
+                );
+                let bit = _mm256_set1_epi64x(0x8040_2010_0804_0201_u64 as i64);
+                Self(_mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit))
+            }
+        }
+        #[inline(always)]
         unsafe fn from_slice(bytes: &[i8]) -> Self {
             assert!(bytes.len() >= 32);
             // SAFETY: AVX2 present; `bytes` has 32 bytes (checked); unaligned load.
@@ -312,6 +340,11 @@ mod x86 {
         unsafe fn sign_bits(self) -> u64 {
             // SAFETY: as above.
             unsafe { _mm512_movepi8_mask(self.0) }
+        }
+        #[inline(always)]
+        unsafe fn from_sign_bits(bits: u64) -> Self {
+            // SAFETY: as above.
+            Self(unsafe { _mm512_movm_epi8(bits) })
         }
         #[inline(always)]
         unsafe fn from_slice(bytes: &[i8]) -> Self {
