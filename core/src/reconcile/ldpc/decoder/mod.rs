@@ -15,8 +15,9 @@
 //! are kept compressed, as min-sum allows: its two smallest scaled magnitudes and the position
 //! of the smallest (one vector each per check), and each message's sign as one bit per lane.
 //! That is 8 bytes per edge instead of a vector, which keeps a batch's working set within
-//! the last-level cache for longer codes (one-way decoding ran 1.4 to 1.5 times as fast,
-//! bit for bit the same). After every
+//! the last-level cache for longer codes (frames of 92 160 key bits, AVX-512: one-way
+//! reconciliation 1.07 to 1.3 times as fast, blind 1.2 to 1.4, bit for bit the same; measured
+//! against the uncompressed decoder in interleaved runs). After every
 //! iteration the hard decisions' syndrome is checked per frame; a frame that matches is kept as
 //! decoded at that iteration (its later iterations cannot change the result), and the batch
 //! stops when all its frames have matched or at the iteration limit.
