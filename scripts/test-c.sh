@@ -29,8 +29,6 @@ need g++ g++
 need pkg-config pkgconf
 
 TARGET_DIR=${CARGO_TARGET_DIR:-target}
-# The test profile (opt-level 2, debug assertions on) builds into target/debug.
-LIBDIR=$TARGET_DIR/debug
 WORK=$(mkdir -p "$TARGET_DIR/c-test" && cd "$TARGET_DIR/c-test" && pwd)
 rm -rf "${WORK:?}"/*
 
@@ -38,10 +36,11 @@ step "install libqkd into a prefix (scripts/install-libqkd.sh, test profile)"
 PREFIX=$WORK/prefix
 QKD_PROFILE=test scripts/install-libqkd.sh --keep-debug "$PREFIX"
 VERSION=$(sed -n 's/^version = "\(.*\)"$/\1/p' Cargo.toml | head -n1)
+MAJOR=${VERSION%%.*}
 LIB=$PREFIX/lib
-test "$(readlink "$LIB/libqkd.so")" = "libqkd.so.${VERSION%%.*}"
-test "$(readlink "$LIB/libqkd.so.${VERSION%%.*}")" = "libqkd.so.$VERSION"
-grep -q "Library soname: \[libqkd.so.${VERSION%%.*}\]" <<<"$(readelf -d "$LIB/libqkd.so.$VERSION")"
+test "$(readlink "$LIB/libqkd.so")" = "libqkd.so.$MAJOR"
+test "$(readlink "$LIB/libqkd.so.$MAJOR")" = "libqkd.so.$VERSION"
+grep -q "Library soname: \[libqkd.so.$MAJOR\]" <<<"$(readelf -d "$LIB/libqkd.so.$VERSION")"
 sections=$(readelf -S "$LIB/libqkd.so.$VERSION")
 if grep -q '\.debug_' <<<"$sections"; then
     echo "installed libqkd.so still has debug sections" >&2

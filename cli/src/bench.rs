@@ -29,7 +29,7 @@ pub struct ReconcileArgs {
     /// extra variant (see the core docs); or LDPC: ldpc-blind[:F_START:F_END] (blind, up to 3
     /// reveal rounds), ldpc-oneway[:F] (one syndrome). For LDPC, --block-bits picks the frame
     /// (4320, 11520, 46080 or 92160 key bits: the largest that fits).
-    #[arg(long, default_value = "yanetal", conflicts_with = "grid")]
+    #[arg(long, default_value = qkd_core::pipeline::DEFAULT_ALGORITHM, conflicts_with = "grid")]
     algorithm: String,
     /// True error rate of the simulated key pairs.
     #[arg(long, default_value_t = 0.02)]

@@ -55,7 +55,7 @@ pub struct LinkArgs {
     #[arg(long, default_value_t = 4)]
     in_flight: usize,
     /// Reconciliation: a Cascade variant, ldpc-blind[:F_START:F_END] or ldpc-oneway[:F].
-    #[arg(long, default_value = "yanetal")]
+    #[arg(long, default_value = qkd_core::pipeline::DEFAULT_ALGORITHM)]
     algorithm: String,
     /// Seed of the simulated raw blocks and authentication secret.
     #[arg(long, default_value_t = 1)]

@@ -56,7 +56,7 @@ pub struct PipelineArgs {
     #[arg(long)]
     pub sample_bits: Option<usize>,
     /// Reconciliation: a Cascade variant, ldpc-blind[:F_START:F_END] or ldpc-oneway[:F].
-    #[arg(long, default_value = "yanetal")]
+    #[arg(long, default_value = qkd_core::pipeline::DEFAULT_ALGORITHM)]
     pub algorithm: String,
     /// Bits per frame: a block's frames advance together and are confirmed one by one, a failed
     /// Cascade frame being reconciled again (0: the whole block is one frame). LDPC frames are

@@ -83,7 +83,7 @@ impl Default for PipelineConfig {
         Self {
             block_bits: 1 << 20,
             sample_bits: 1 << 14,
-            algorithm: "yanetal".into(),
+            algorithm: DEFAULT_ALGORITHM.into(),
             frame_bits: DEFAULT_FRAME_BITS,
             eps_pe: 1e-10,
             eps_sec: 1e-10,
@@ -93,6 +93,10 @@ impl Default for PipelineConfig {
         }
     }
 }
+
+/// The reconciliation algorithm when none is named: the Cascade variant the pipeline, sessions,
+/// the KME, the CLI, the C API and the Python module all default to.
+pub const DEFAULT_ALGORITHM: &str = "yanetal";
 
 /// Default Cascade frame: 2^16 bits. Measured at 2 % (`qkd process --frame-bits 0` against the
 /// default), blocks of 2^20 bits ran about twice as fast as one frame and blocks of 2^24 10 to 27
@@ -117,6 +121,16 @@ pub enum PipelineError {
         alice: u64,
         /// Bob's bits.
         bob: u64,
+    },
+    /// The inputs are shorter than one block: no block to process.
+    #[error(
+        "the keys have {bits} bits, fewer than one block (block_bits = {block_bits}); pass longer keys or a smaller block size"
+    )]
+    ShorterThanBlock {
+        /// Bits of each input.
+        bits: u64,
+        /// Bits per block.
+        block_bits: u64,
     },
     /// Reading an input failed.
     #[error("reading {side}'s input: {error}")]
@@ -557,8 +571,8 @@ impl Summary {
     }
 }
 
-/// Processes `alice` and `bob` (equal length) cut into `cfg.block_bits`-bit blocks (a shorter
-/// tail is dropped), in parallel over blocks; `on_block` sees every result in block order.
+/// Processes `alice` and `bob` (equal length, at least one block) cut into
+/// `cfg.block_bits`-bit blocks (a shorter tail is dropped), in parallel over blocks; `on_block` sees every result in block order.
 /// Public seeds come from the OS CSPRNG.
 pub fn process(
     alice: &BitBlock,
@@ -571,6 +585,12 @@ pub fn process(
         return Err(PipelineError::LengthMismatch {
             alice: alice.len() as u64,
             bob: bob.len() as u64,
+        });
+    }
+    if alice.len() < cfg.block_bits {
+        return Err(PipelineError::ShorterThanBlock {
+            bits: alice.len() as u64,
+            block_bits: cfg.block_bits as u64,
         });
     }
     let t0 = Instant::now();

@@ -26,12 +26,6 @@ use crate::buffer::{in_seed, in_slice, out_ref, write_bytes};
 use crate::handle::{self, Handle};
 use crate::result::{Error, FfiResult, guard, qkd_result};
 
-/// The variant used when the name passed is NULL: the engine's default, the one
-/// `qkd_core::pipeline::PipelineConfig::default()` uses ("yanetal" at this version).
-pub(crate) fn default_variant() -> String {
-    qkd_core::pipeline::PipelineConfig::default().algorithm
-}
-
 /// Alice's side of a Cascade run (holds the reference key, answers parity questions). Opaque;
 /// free with qkd_cascade_alice_free (zeroizes the key).
 #[derive(Debug)]
@@ -129,14 +123,14 @@ pub(crate) fn reconcile_error(e: ReconcileError) -> Error {
     Error::new(code, e.to_string())
 }
 
-/// The variant named by a C string (NULL: [`default_variant`]).
+/// The variant named by a C string (NULL: the engine's default,
+/// [`qkd_core::pipeline::DEFAULT_ALGORITHM`]).
 ///
 /// # Safety
 /// `name` must be NULL or a NUL-terminated string.
 unsafe fn variant(name: *const c_char) -> FfiResult<Variant> {
-    let default = default_variant();
     let name = if name.is_null() {
-        default.as_str()
+        qkd_core::pipeline::DEFAULT_ALGORITHM
     } else {
         // SAFETY: non-NULL and NUL-terminated by the caller's contract.
         unsafe { CStr::from_ptr(name) }

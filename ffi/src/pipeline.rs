@@ -224,7 +224,9 @@ fn pipeline_error(e: PipelineError) -> Error {
     let code = match e {
         PipelineError::LengthMismatch { .. } => qkd_result::QKD_ERR_LENGTH_MISMATCH,
         PipelineError::Rng(_) => qkd_result::QKD_ERR_RANDOM_SOURCE,
-        PipelineError::Config(_) => qkd_result::QKD_ERR_INVALID_ARGUMENT,
+        PipelineError::Config(_) | PipelineError::ShorterThanBlock { .. } => {
+            qkd_result::QKD_ERR_INVALID_ARGUMENT
+        }
         _ => qkd_result::QKD_ERR_INTERNAL,
     };
     Error::new(code, e.to_string())
@@ -239,7 +241,7 @@ pub(crate) unsafe fn core_config(
     block_bits: usize,
 ) -> FfiResult<PipelineConfig> {
     let algorithm = if c.variant.is_null() {
-        crate::cascade::default_variant()
+        qkd_core::pipeline::DEFAULT_ALGORITHM.to_owned()
     } else {
         // SAFETY: non-NULL and NUL-terminated by the caller's contract.
         unsafe { CStr::from_ptr(c.variant) }

@@ -16,8 +16,8 @@ use qkd_core::rng::OsRandom;
 use qkd_core::sim::{BurstShape, ErrorModel, SimConfig, SimError};
 
 use crate::convert::{
-    count, count32, input_error, key_from_py, key_to_py, opt_size, protocol_error, qkd_error,
-    report_to_py, seed32, size, toeplitz_method,
+    count, count32, input_error, key_arg, key_from_py, key_to_py, opt_size, protocol_error,
+    qkd_error, report_to_py, seed32, size, toeplitz_method,
 };
 
 /// Registers every function on the native module.
@@ -229,7 +229,7 @@ fn disclose_sample<'py>(
     bits: Option<i64>,
     packed: bool,
 ) -> PyResult<(Bound<'py, PyBytes>, Bound<'py, PyAny>)> {
-    let key = key_from_py(key, opt_size("bits", bits)?, "key")?;
+    let key = key_arg(key, bits, "key")?;
     let k = size("k", k)?;
     let seed = seed32(seed, "seed")?;
     let (msg, rest) = py
@@ -270,7 +270,7 @@ fn compare_sample<'py>(
     bits: Option<i64>,
     packed: bool,
 ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
-    let key = key_from_py(key, opt_size("bits", bits)?, "key")?;
+    let key = key_arg(key, bits, "key")?;
     let bound = parse_bound(bound)?;
     let msg = SampleMessage::from_bytes(message).map_err(estimate_err)?;
     let (est, rest) = py
@@ -301,8 +301,8 @@ fn estimate_qber<'py>(
     bits: Option<i64>,
     packed: bool,
 ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>, Bound<'py, PyAny>)> {
-    let alice = key_from_py(alice, opt_size("bits", bits)?, "alice")?;
-    let bob = key_from_py(bob, opt_size("bits", bits)?, "bob")?;
+    let alice = key_arg(alice, bits, "alice")?;
+    let bob = key_arg(bob, bits, "bob")?;
     if alice.len() != bob.len() {
         return Err(input_error(format!(
             "alice has {} bits and bob {} bits; expected equal lengths",
@@ -363,7 +363,7 @@ fn toeplitz<'py>(
     packed: bool,
 ) -> PyResult<Bound<'py, PyAny>> {
     let method = toeplitz_method(method)?;
-    let x = key_from_py(x, opt_size("bits", bits)?, "x")?;
+    let x = key_arg(x, bits, "x")?;
     let seed = key_from_py(seed, opt_size("seed_bits", seed_bits)?, "seed")?;
     let m = size("m", m)?;
     let y = py
@@ -520,7 +520,7 @@ fn binary_entropy(p: f64) -> f64 {
 // ---------------------------------------------------------------------------------------------
 
 fn data_bytes(data: &Bound<'_, PyAny>, bits: Option<i64>) -> PyResult<Vec<u8>> {
-    let block = key_from_py(data, opt_size("bits", bits)?, "data")?;
+    let block = key_arg(data, bits, "data")?;
     Ok(block.to_bytes().to_vec())
 }
 
@@ -594,7 +594,7 @@ fn pack_bits<'py>(
     key: &Bound<'py, PyAny>,
     bits: Option<i64>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let block: BitBlock = key_from_py(key, opt_size("bits", bits)?, "key")?;
+    let block: BitBlock = key_arg(key, bits, "key")?;
     key_to_py(py, &block, true)
 }
 
@@ -607,6 +607,6 @@ fn unpack_bits<'py>(
     key: &Bound<'py, PyAny>,
     bits: Option<i64>,
 ) -> PyResult<Bound<'py, PyAny>> {
-    let block: BitBlock = key_from_py(key, opt_size("bits", bits)?, "key")?;
+    let block: BitBlock = key_arg(key, bits, "key")?;
     key_to_py(py, &block, false)
 }

@@ -89,6 +89,12 @@ pub fn check_packed(bytes: &[u8], bits: Option<usize>, what: &str) -> Result<usi
     Ok(bits)
 }
 
+/// A key argument with its `bits=` argument as Python gave it: [`key_from_py`] after checking
+/// that `bits` is not negative.
+pub fn key_arg(obj: &Bound<'_, PyAny>, bits: Option<i64>, what: &str) -> PyResult<BitBlock> {
+    key_from_py(obj, opt_size("bits", bits)?, what)
+}
+
 /// Reads a key from Python: a 1-D numpy `uint8` array (packed, DESIGN §4 bit order), a 1-D
 /// numpy `bool` array (one element per bit), or `bytes`/`bytearray` (packed). `bits` gives the
 /// length of a packed key whose length is not a multiple of 8.

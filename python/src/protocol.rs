@@ -4,14 +4,14 @@
 use pyo3::prelude::*;
 use pyo3::types::{PyBytes, PyDict, PyList};
 use qkd_core::BitBlock;
-use qkd_core::pipeline::{self, PipelineConfig, PipelineError};
+use qkd_core::pipeline::{self, DEFAULT_ALGORITHM, PipelineConfig, PipelineError};
 use qkd_core::reconcile::ReconcileError;
 use qkd_core::reconcile::cascade::{self, MIN_QBER, Params, Plan, Variant};
 use qkd_core::reconcile::loopback::LoopbackLink;
 
 use crate::convert::{
-    input_error, key_from_py, key_to_py, opt_size, protocol_error, qkd_error, report_to_py, seed32,
-    size, toeplitz_method,
+    input_error, key_arg, key_to_py, protocol_error, qkd_error, report_to_py, seed32, size,
+    toeplitz_method,
 };
 
 /// Registers the classes and functions on the native module.
@@ -21,14 +21,13 @@ pub fn register(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(reconcile, m)?)?;
     m.add_function(wrap_pyfunction!(variants, m)?)?;
     m.add_function(wrap_pyfunction!(process, m)?)?;
-    m.add("DEFAULT_ALGORITHM", default_algorithm())?;
+    m.add("DEFAULT_ALGORITHM", DEFAULT_ALGORITHM)?;
     Ok(())
 }
 
-/// The Cascade variant used when `algorithm=None`: the engine's default, the one the pipeline,
-/// sessions, the C API and the KME use.
-pub(crate) fn default_algorithm() -> String {
-    PipelineConfig::default().algorithm
+/// The algorithm named by `algorithm=`, or the engine's default when it is None.
+pub(crate) fn algorithm_or_default(algorithm: Option<&str>) -> String {
+    algorithm.unwrap_or(DEFAULT_ALGORITHM).to_owned()
 }
 
 fn reconcile_err(e: ReconcileError) -> PyErr {
@@ -42,9 +41,9 @@ fn reconcile_err(e: ReconcileError) -> PyErr {
 
 fn pipeline_err(e: PipelineError) -> PyErr {
     match e {
-        PipelineError::Config(_) | PipelineError::LengthMismatch { .. } => {
-            input_error(e.to_string())
-        }
+        PipelineError::Config(_)
+        | PipelineError::LengthMismatch { .. }
+        | PipelineError::ShorterThanBlock { .. } => input_error(e.to_string()),
         PipelineError::Stage { .. } => protocol_error(e.to_string()),
         _ => qkd_error(e.to_string()),
     }
@@ -73,7 +72,7 @@ fn plan(
         ))
     })?;
     let params = Params {
-        variant: variant(algorithm.unwrap_or(&default_algorithm()))?,
+        variant: variant(algorithm.unwrap_or(DEFAULT_ALGORITHM))?,
         n: n32,
         qber,
         seed: seed32(seed, "seed")?,
@@ -122,8 +121,8 @@ fn reconcile<'py>(
     bits: Option<i64>,
     packed: bool,
 ) -> PyResult<(Bound<'py, PyAny>, Bound<'py, PyAny>)> {
-    let a = key_from_py(alice, opt_size("bits", bits)?, "alice")?;
-    let b = key_from_py(bob, opt_size("bits", bits)?, "bob")?;
+    let a = key_arg(alice, bits, "alice")?;
+    let b = key_arg(bob, bits, "bob")?;
     if a.len() != b.len() {
         return Err(input_error(format!(
             "alice has {} bits and bob {} bits; expected equal lengths",
@@ -184,7 +183,7 @@ impl Alice {
     #[pyo3(signature = (key, *, bits=None))]
     fn new(key: &Bound<'_, PyAny>, bits: Option<i64>) -> PyResult<Self> {
         Ok(Self {
-            inner: cascade::Alice::new(key_from_py(key, opt_size("bits", bits)?, "key")?),
+            inner: cascade::Alice::new(key_arg(key, bits, "key")?),
         })
     }
 
@@ -260,7 +259,7 @@ impl Bob {
         seed: Option<&[u8]>,
         bits: Option<i64>,
     ) -> PyResult<Self> {
-        let key = key_from_py(key, opt_size("bits", bits)?, "key")?;
+        let key = key_arg(key, bits, "key")?;
         let plan = plan(algorithm, key.len(), qber, seed)?;
         Ok(Self {
             algorithm: plan.params().variant.name.clone(),
@@ -366,8 +365,8 @@ fn process<'py>(
     bits: Option<i64>,
     packed: bool,
 ) -> PyResult<(Bound<'py, PyList>, Bound<'py, PyList>, Bound<'py, PyAny>)> {
-    let a: BitBlock = key_from_py(alice, opt_size("bits", bits)?, "alice")?;
-    let b: BitBlock = key_from_py(bob, opt_size("bits", bits)?, "bob")?;
+    let a: BitBlock = key_arg(alice, bits, "alice")?;
+    let b: BitBlock = key_arg(bob, bits, "bob")?;
     let toeplitz = toeplitz_method(toeplitz)?;
     let block_bits = size("block_bits", block_bits)?;
     if block_bits == 0 {
@@ -375,17 +374,10 @@ fn process<'py>(
             "block_bits = 0; expected a positive block size",
         ));
     }
-    if a.len() == b.len() && a.len() < block_bits {
-        return Err(input_error(format!(
-            "the keys have {} bits, fewer than one block (block_bits = {block_bits}); \
-             pass longer keys or a smaller block_bits",
-            a.len()
-        )));
-    }
     let cfg = PipelineConfig {
         block_bits,
         sample_bits: size("sample_bits", sample_bits)?,
-        algorithm: algorithm.map_or_else(default_algorithm, str::to_owned),
+        algorithm: algorithm_or_default(algorithm),
         frame_bits: size("frame_bits", frame_bits)?,
         eps_pe,
         eps_sec,

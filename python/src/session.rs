@@ -13,9 +13,9 @@ use qkd_core::rng::OsRandom;
 use qkd_core::session::{self, Party, SessionError, SessionOutcome};
 
 use crate::convert::{
-    input_error, key_from_py, key_to_py, opt_size, protocol_error, qkd_error, size, toeplitz_method,
+    input_error, key_arg, key_to_py, protocol_error, qkd_error, size, toeplitz_method,
 };
-use crate::protocol::{default_algorithm, flat_report};
+use crate::protocol::{algorithm_or_default, flat_report};
 
 pyo3::import_exception!(qkd.errors, AuthenticationError);
 
@@ -85,7 +85,7 @@ impl Link {
             // Not used by a link: each session's raw block has its own length.
             block_bits: u32::MAX as usize,
             sample_bits: size("sample_bits", sample_bits)?,
-            algorithm: algorithm.map_or_else(default_algorithm, str::to_owned),
+            algorithm: algorithm_or_default(algorithm),
             frame_bits: size("frame_bits", frame_bits)?,
             eps_pe,
             eps_sec,
@@ -291,7 +291,7 @@ impl AliceSession {
         raw: &Bound<'_, PyAny>,
         bits: Option<i64>,
     ) -> PyResult<PyClassInitializer<Self>> {
-        let raw = key_from_py(raw, opt_size("bits", bits)?, "raw")?;
+        let raw = key_arg(raw, bits, "raw")?;
         let party =
             session::AliceSession::new(Arc::clone(&link.inner), block_id, raw, Box::new(OsRandom))
                 .map_err(|e| session_err(&e))?;
@@ -315,7 +315,7 @@ impl BobSession {
         raw: &Bound<'_, PyAny>,
         bits: Option<i64>,
     ) -> PyResult<PyClassInitializer<Self>> {
-        let raw = key_from_py(raw, opt_size("bits", bits)?, "raw")?;
+        let raw = key_arg(raw, bits, "raw")?;
         let party = session::BobSession::new(Arc::clone(&link.inner), block_id, raw)
             .map_err(|e| session_err(&e))?;
         Ok(PyClassInitializer::from(Session::new(Box::new(party), "Bob")).add_subclass(Self))

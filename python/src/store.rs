@@ -11,7 +11,7 @@ use qkd_store::{
 use uuid::Uuid;
 
 use crate::convert::{
-    StoreError, count, count32, input_error, key_from_py, key_to_py, opt_size, report_to_py, size,
+    StoreError, count, count32, input_error, key_arg, key_to_py, report_to_py, size,
 };
 
 /// Registers the class on the native module.
@@ -137,7 +137,7 @@ impl Store {
         qber: Option<f64>,
         leaked_bits: Option<i64>,
     ) -> PyResult<Bound<'py, PyAny>> {
-        let key = key_from_py(key, opt_size("bits", bits)?, "key")?;
+        let key = key_arg(key, bits, "key")?;
         let id = BlockId::new(block_id).map_err(store_err)?;
         let mut block = NewBlock::from_bits(link, id, &key);
         if let Some(q) = qber {

@@ -57,7 +57,9 @@ def test_negative_integers_are_input_errors_that_name_the_argument(pair, tmp_pat
 
 def test_keys_shorter_than_one_block_raise(pair):
     a, b = pair
-    with pytest.raises(qkd.InputError, match=r"65536 bits, fewer than one block \(block_bits = 1048576\)"):
+    with pytest.raises(
+        qkd.InputError, match=r"65536 bits, fewer than one block \(block_bits = 1048576\)"
+    ):
         pipeline.process(a, b)
     # Exactly one block is fine.
     keys, reports, _ = pipeline.process(a, b, block_bits=len(a) * 8, sample_bits=1 << 12)

@@ -558,7 +558,7 @@ fn default_pp_sample_bits() -> usize {
     1 << 16
 }
 fn default_pp_algorithm() -> String {
-    "yanetal".into()
+    qkd_core::pipeline::DEFAULT_ALGORITHM.into()
 }
 fn default_pp_frame_bits() -> usize {
     qkd_core::pipeline::DEFAULT_FRAME_BITS

@@ -236,3 +236,23 @@ fn frames_are_confirmed_one_by_one_and_a_failed_frame_is_reconciled_again() {
     assert_eq!(rep.errors_corrected, rep.true_errors);
     assert_eq!(r.key.map(|k| k.len() as u64), Some(rep.final_bits));
 }
+
+#[test]
+fn keys_shorter_than_one_block_are_an_error() {
+    let p = simulate(1 << 14, 0.02, ErrorModel::IidExact, 8).unwrap();
+    let err = process(&p.alice, &p.bob, &cfg(1 << 15, 1 << 10), |_| Ok(())).unwrap_err();
+    assert!(
+        matches!(
+            err,
+            PipelineError::ShorterThanBlock {
+                bits: 16384,
+                block_bits: 32768
+            }
+        ),
+        "{err}"
+    );
+    assert!(
+        err.to_string()
+            .contains("16384 bits, fewer than one block (block_bits = 32768)")
+    );
+}

@@ -13,10 +13,10 @@
 //! density evolution (`scripts/ldpc-threshold.py`) puts this ensemble's belief-propagation
 //! threshold at f* = 1.114 for 100 rows (rate 0.5), 1.123 for 64 and 1.172 for 32 (rate
 //! 0.84). At 32 rows, five other profiles came out worse: more degree-2 columns
-//! (lambda_2 = 0.11 to 0.14, top degree 6 to 12) gave f* = 1.22 to 1.30, and a top degree of 20
-//! gave 1.27 to 1.32. Twelve more profiles, simulated with the min-sum decoder, all did worse
-//! than this one. Simulated at n = 51 200 with the sum-product reference decoder, the rate-0.84 code
-//! fails at QBER 1.9 % (f = 1.18), as density evolution predicts. Codes that reach f = 1.1 at
+//! (lambda_2 = 0.11 to 0.14, top degree 8 to 12) gave f* = 1.22 to 1.30, and a top degree of 20
+//! gave 1.27 to 1.32. Nineteen more profiles, simulated with the min-sum decoder, all did worse
+//! than this one. With the sum-product reference decoder at n = 51 200, the rate-0.84 code
+//! failed 3 of 4 frames at QBER 1.9 % (f = 1.18), as density evolution predicts. Codes that reach f = 1.1 at
 //! high rates need another ensemble: multi-edge or protograph codes with punctured high-degree
 //! nodes, as in 5G NR. The ensemble limits the efficiency, not the decoder.
 //!

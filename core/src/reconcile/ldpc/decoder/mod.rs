@@ -76,7 +76,8 @@ impl Scaling {
     /// low-degree checks want a factor nearer 1. Measured on the built-in mother codes at full
     /// length (z = 256, 64 frames at the QBER where f = 1.2 or 1.3, factors 0.5 to 0.9375):
     /// the rate-0.5 code (checks of 6.5 variables) decoded every frame at 0.8125 to 0.875 and
-    /// almost none at 0.75; every code of 8.8 or more variables per check did best at 0.75.
+    /// 4 of 64 at 0.75; every code of 8.8 or more variables per check did best at 0.75 (or
+    /// within a frame of it at 0.72).
     pub fn for_check_degree(mean_degree: f64) -> Self {
         if mean_degree < 8.0 {
             Self::SEVEN_EIGHTHS
@@ -410,12 +411,9 @@ unsafe fn decode_lanes<V: Lanes>(
             }
             synd.push(V::from_slice(&bytes));
         }
-        // The check-to-variable messages, compressed: per check the two smallest scaled
-        // magnitudes and the position of the smallest, per message its sign as one bit per
-        // lane. A message is the first magnitude, or the second at that position, signed.
-        let mut first: Vec<V> = vec![V::splat(0); m];
-        let mut second: Vec<V> = vec![V::splat(0); m];
-        let mut smallest_at: Vec<V> = vec![V::splat(0); m];
+        // The check-to-variable messages, compressed (module docs): magnitudes per check, one
+        // sign bit per lane per message.
+        let mut magnitudes: Vec<CheckMagnitudes<V>> = vec![CheckMagnitudes::<V>::zero(); m];
         let mut signs: Vec<u64> = vec![0; graph.vars.len()];
         let active: u64 = if frames.len() >= 64 {
             u64::MAX
@@ -440,14 +438,14 @@ unsafe fn decode_lanes<V: Lanes>(
         for iteration in 1..=params.max_iterations {
             for (check, (base, vars)) in graph.check_spans().enumerate() {
                 let check_signs = &mut signs[base..base + vars.len()];
-                let (old1, old2, old_at) = (first[check], second[check], smallest_at[check]);
+                let old = magnitudes[check];
                 // Pass 1: extrinsic inputs, their sign parity and two smallest magnitudes.
                 let mut parity = synd[check];
                 let (mut min1, mut min2) = (V::splat(127), V::splat(127));
                 let mut arg = zero;
                 for (k, &v) in vars.iter().enumerate() {
-                    let old = old1
-                        .select(old_at.eq(V::splat(k as i8)), old2)
+                    let old = old
+                        .of(k)
                         .negate_where_negative(V::from_sign_bits(check_signs[k]));
                     let tk = post[v as usize].subs(old).max(floor);
                     t[k] = tk;
@@ -458,15 +456,18 @@ unsafe fn decode_lanes<V: Lanes>(
                     min1 = a.min(min1);
                     arg = arg.select(smaller, V::splat(k as i8));
                 }
-                let (m1, m2) = (scale(min1), scale(min2));
-                (first[check], second[check], smallest_at[check]) = (m1, m2, arg);
+                let new = CheckMagnitudes {
+                    smallest: scale(min1),
+                    second: scale(min2),
+                    smallest_at: arg,
+                };
+                magnitudes[check] = new;
                 // Pass 2: new messages and posteriors.
                 for (k, &v) in vars.iter().enumerate() {
                     let tk = t[k];
-                    let mag = m1.select(arg.eq(V::splat(k as i8)), m2);
                     let sign = parity.xor(tk);
                     check_signs[k] = sign.sign_bits();
-                    post[v as usize] = tk.adds(mag.negate_where_negative(sign)).max(floor);
+                    post[v as usize] = tk.adds(new.of(k).negate_where_negative(sign)).max(floor);
                 }
             }
             // Which open lanes' hard decisions match their syndrome (stop looking once every
@@ -492,6 +493,46 @@ unsafe fn decode_lanes<V: Lanes>(
             }
         }
         out
+    }
+}
+
+/// A check's message magnitudes, per lane: min-sum sends the smallest scaled input magnitude to
+/// every variable but the one it came from, which gets the second smallest.
+#[derive(Clone, Copy)]
+struct CheckMagnitudes<V> {
+    smallest: V,
+    second: V,
+    /// Position (in the check) of the smallest input.
+    smallest_at: V,
+}
+
+impl<V: Lanes> CheckMagnitudes<V> {
+    /// No message yet.
+    ///
+    /// # Safety
+    /// The CPU must support `V`'s instructions.
+    #[inline(always)]
+    unsafe fn zero() -> Self {
+        // SAFETY: the caller guarantees V's instructions.
+        let z = unsafe { V::splat(0) };
+        Self {
+            smallest: z,
+            second: z,
+            smallest_at: z,
+        }
+    }
+
+    /// The magnitude of the message to the check's `k`-th variable.
+    ///
+    /// # Safety
+    /// The CPU must support `V`'s instructions.
+    #[inline(always)]
+    unsafe fn of(self, k: usize) -> V {
+        // SAFETY: the caller guarantees V's instructions.
+        unsafe {
+            self.smallest
+                .select(self.smallest_at.eq(V::splat(k as i8)), self.second)
+        }
     }
 }
 
