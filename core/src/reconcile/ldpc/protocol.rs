@@ -438,13 +438,13 @@ impl LdpcAlice {
             .par_iter()
             .zip(&padding)
             .map(|(key, pad)| {
-                let mut word = BitBlock::zeros(n);
-                for (bits, positions) in [(key, &plan.key_positions), (pad, &plan.punctured)] {
-                    for i in bits.ones() {
-                        word.set(positions[i], true)
-                            .map_err(|e| ReconcileError::BadParams(e.to_string()))?;
-                    }
-                }
+                // Straight into words: a checked `set` per bit cost 10-15 % of one-way
+                // throughput at QBER 8 % (interleaved runs).
+                let mut words = zeroize::Zeroizing::new(vec![0u64; n.div_ceil(64)]);
+                scatter(key, &plan.key_positions, &mut words);
+                scatter(pad, &plan.punctured, &mut words);
+                let word = BitBlock::from_words(std::mem::take(&mut *words), n)
+                    .map_err(|e| ReconcileError::BadParams(e.to_string()))?;
                 Ok(Parities::from_bits(graph.syndrome(&word)?.iter()))
             })
             .collect::<Result<Vec<_>, ReconcileError>>()?;
@@ -830,6 +830,13 @@ pub fn run_loopback(
         to_bob = alice.handle(LdpcMessage::decode(&wire)?)?;
     }
     Ok(t)
+}
+
+/// Sets bit `positions[i]` of `words` for every one bit `i` of `bits`.
+fn scatter(bits: &BitBlock, positions: &[usize], words: &mut [u64]) {
+    for v in bits.ones().map(|i| positions[i]) {
+        words[v / 64] |= 1 << (v % 64);
+    }
 }
 
 #[cfg(test)]
