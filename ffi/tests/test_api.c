@@ -646,7 +646,9 @@ static void test_pipeline(void) {
         cfg.variant = "ldpc-blind";
         cfg.frame_bits = 11520;
         CHECK_RC(qkd_pipeline_process_block(x, y, &cfg, &r, &key), QKD_OK);
-        CHECK(r.outcome == QKD_OUTCOME_KEY && r.residual_errors == 0 && r.dropped_frames == 0);
+        /* The sample's positions come from the OS CSPRNG: one that reads the QBER low may
+         * plan a frame Bob cannot decode, which is dropped and charged. */
+        CHECK(r.outcome == QKD_OUTCOME_KEY && r.residual_errors == 0 && r.dropped_frames < 8);
         CHECK(r.leak_alice_bits > 0 && r.errors_corrected > 0 && r.round_trips >= 1);
         qkd_block_free(key);
         key = NULL;

@@ -47,8 +47,11 @@ def test_process_reconciles_with_ldpc(algorithm):
     )
     for k, r in zip(keys, reports):
         assert r["outcome"] == "key" and r["residual_errors"] == 0 and k is not None
-        # 61440 bits after the sample hold 5 frames of 11520; the 3840-bit tail is charged.
-        assert r["dropped_frames"] == 0 and r["dropped_frame_bits"] == 3840
+        # 61440 bits after the sample hold 5 frames of 11520; the 3840-bit tail is charged,
+        # and so is every frame dropped (the sample positions come from the OS CSPRNG, so a
+        # sample that reads the QBER low can plan a frame above its code's threshold).
+        assert r["dropped_frames"] < 5
+        assert r["dropped_frame_bits"] == 3840 + 11520 * r["dropped_frames"]
         leak = r["leak_alice_bits"] + r["leak_bob_bits"] + r["dropped_frame_bits"]
         sl = amplify.secret_length(
             r["reconciled_bits"],

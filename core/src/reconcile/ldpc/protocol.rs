@@ -202,6 +202,7 @@ impl FramePlan {
                 scaling: Scaling::for_check_degree(
                     builtin(rows, params.z)?.graph.mean_check_degree(),
                 ),
+                stop_stalled: false,
             },
         })
     }
@@ -716,7 +717,13 @@ impl LdpcBob {
                 syndrome: &self.syndromes[f as usize],
             })
             .collect();
-        let out = decode(graph, self.plan.decoder, self.backend, &inputs)?;
+        // A frame that fails before the last round only costs more reveals: give stalled
+        // frames up early there.
+        let decoder = DecoderParams {
+            stop_stalled: self.disclosure.round < self.plan.rounds,
+            ..self.plan.decoder
+        };
+        let out = decode(graph, decoder, self.backend, &inputs)?;
         self.stats.iterations += out.iter().map(|d| u64::from(d.iterations)).sum::<u64>();
         // Each decoded frame's key bits, in parallel. A word that matches the syndrome but
         // contradicts a known (shortened or revealed) bit is not Alice's: treat it as undecoded.

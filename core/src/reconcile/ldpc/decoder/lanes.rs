@@ -54,6 +54,8 @@ pub(crate) unsafe trait Lanes: Copy + Send + Sync + 'static {
     /// Lane `i` is -1 if bit `i` of `bits` is set, else 0 (the inverse of
     /// [`Lanes::sign_bits`] up to magnitudes).
     unsafe fn from_sign_bits(bits: u64) -> Self;
+    /// The condition "lane `i`'s bit of `bits` is set".
+    unsafe fn mask_from_bits(bits: u64) -> Self::Mask;
     /// From `WIDTH` bytes.
     unsafe fn from_slice(bytes: &[i8]) -> Self;
 }
@@ -125,6 +127,11 @@ unsafe impl Lanes for Portable {
         let spread = wide::i8x32::new(std::array::from_fn(|i| b[i / 8] as i8));
         let bit = wide::i8x32::new(std::array::from_fn(|i| (1u8 << (i % 8)) as i8));
         (spread & bit).simd_eq(bit)
+    }
+    #[inline(always)]
+    unsafe fn mask_from_bits(bits: u64) -> Self::Mask {
+        // SAFETY: no CPU feature needed.
+        unsafe { Self::from_sign_bits(bits) }
     }
     #[inline(always)]
     unsafe fn from_slice(bytes: &[i8]) -> Self {
@@ -244,6 +251,11 @@ mod x86 {
             }
         }
         #[inline(always)]
+        unsafe fn mask_from_bits(bits: u64) -> __m256i {
+            // SAFETY: AVX2 present (trait contract).
+            unsafe { Self::from_sign_bits(bits).0 }
+        }
+        #[inline(always)]
         unsafe fn from_slice(bytes: &[i8]) -> Self {
             assert!(bytes.len() >= 32);
             // SAFETY: AVX2 present; `bytes` has 32 bytes (checked); unaligned load.
@@ -345,6 +357,10 @@ mod x86 {
         unsafe fn from_sign_bits(bits: u64) -> Self {
             // SAFETY: as above.
             Self(unsafe { _mm512_movm_epi8(bits) })
+        }
+        #[inline(always)]
+        unsafe fn mask_from_bits(bits: u64) -> __mmask64 {
+            bits
         }
         #[inline(always)]
         unsafe fn from_slice(bytes: &[i8]) -> Self {

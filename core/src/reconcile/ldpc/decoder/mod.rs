@@ -14,16 +14,25 @@
 //! Messages and posteriors are `i8`, saturated and clamped to `-127..=127`. A check's messages
 //! are kept compressed, as min-sum allows: its two smallest scaled magnitudes and the position
 //! of the smallest (one vector each per check), and each message's sign as one bit per lane.
-//! That is 8 bytes per edge instead of a vector, which keeps a batch's working set within
+//! That is 8 bytes per edge instead of a vector, which keeps a thread's working set within
 //! the last-level cache for longer codes (frames of 92 160 key bits, AVX-512: one-way
 //! reconciliation 1.07 to 1.3 times as fast, blind 1.2 to 1.4, bit for bit the same; measured
 //! against the uncompressed decoder in interleaved runs). After every
 //! iteration the hard decisions' syndrome is checked per frame; a frame that matches is kept as
-//! decoded at that iteration (its later iterations cannot change the result), and the batch
-//! stops when all its frames have matched or at the iteration limit.
+//! decoded at that iteration. With [`DecoderParams::stop_stalled`] a frame is also given up
+//! once the checks that pass 1 finds unsatisfied fell by less than a sixteenth over the last
+//! [`STALL_WINDOW`] iterations: on the built-in codes the frames that decode show a steady
+//! fall to the end, while those below the code's threshold level off at hundreds or thousands
+//! of unsatisfied checks and would otherwise run to the iteration limit. Giving them up costs
+//! one-way reconciliation frames (FER 0 to 1.2 % at QBER 1 %, frames of 92 160 bits, f = 1.35),
+//! so only the blind rounds before the last use it, where a failure means more reveals.
 //!
-//! One batch holds one lane per frame ([`lanes`]): 64 frames with AVX-512BW, 32 with AVX2 or
-//! the portable `wide` lanes; [`decode`] cuts the frames into batches and runs them on rayon.
+//! Each lane decodes one frame ([`lanes`]): 64 at once with AVX-512BW, 32 with AVX2 or the
+//! portable `wide` lanes. Lanes never mix, so a lane whose frame matched its syndrome, or
+//! reached the iteration limit, takes the next waiting frame at once: the lanes stay busy
+//! while their neighbours still decode, instead of idling until the slowest frame of a fixed
+//! batch is done, and a frame decodes exactly as it would alone. [`decode`] gives each rayon
+//! thread one share of the frames.
 //! [`reference`] holds a floating-point sum-product decoder the tests compare against.
 
 pub(crate) mod lanes;
@@ -112,10 +121,14 @@ impl Scaling {
 /// Decoder settings.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DecoderParams {
-    /// Most iterations per batch.
+    /// Most iterations per frame.
     pub max_iterations: u32,
     /// Min-sum normalization.
     pub scaling: Scaling,
+    /// Give up a frame early once its unsatisfied checks stop falling ([`STALL_WINDOW`]), for
+    /// attempts whose failure costs only more disclosure (blind rounds before the last).
+    #[serde(default)]
+    pub stop_stalled: bool,
 }
 
 impl Default for DecoderParams {
@@ -123,6 +136,7 @@ impl Default for DecoderParams {
         Self {
             max_iterations: 60,
             scaling: Scaling::THREE_QUARTERS,
+            stop_stalled: false,
         }
     }
 }
@@ -231,7 +245,7 @@ pub struct Frame<'a> {
 pub struct Decoded {
     /// The word found, `None` if none matched the syndrome within the iteration limit.
     pub word: Option<BitBlock>,
-    /// Iterations until the syndrome matched (the limit if it never did).
+    /// Iterations until the syndrome matched, or until the decoder gave up.
     pub iterations: u32,
 }
 
@@ -276,7 +290,7 @@ impl Backend {
             .unwrap_or(&Backend::Portable)
     }
 
-    /// Frames per batch.
+    /// Frames decoded at once per thread.
     pub fn width(self) -> usize {
         match self {
             Backend::Portable | Backend::Avx2 => 32,
@@ -293,8 +307,8 @@ impl Backend {
         }
     }
 
-    /// Decodes up to [`Backend::width`] frames in one batch.
-    fn decode_batch(
+    /// Decodes `frames` (any number) on this thread, [`Backend::width`] at a time.
+    fn decode_share(
         self,
         graph: &Graph,
         params: DecoderParams,
@@ -333,7 +347,7 @@ unsafe fn decode_avx512(
     unsafe { decode_lanes::<lanes::Avx512>(graph, params, frames) }
 }
 
-/// Decodes `frames` (any number) on `backend`, batches in parallel on the current rayon pool.
+/// Decodes `frames` (any number) on `backend`, in parallel shares on the current rayon pool.
 pub fn decode(
     graph: &Graph,
     params: DecoderParams,
@@ -358,23 +372,21 @@ pub fn decode(
             )));
         }
     }
-    let batches: Vec<&[Frame<'_>]> = frames.chunks(backend.width()).collect();
-    let decoded: Vec<Vec<Decoded>> = if batches.len() > 1 {
-        batches
-            .par_iter()
-            .map(|b| backend.decode_batch(graph, params, b))
-            .collect()
-    } else {
-        batches
-            .iter()
-            .map(|b| backend.decode_batch(graph, params, b))
-            .collect()
-    };
+    // One share of the frames per thread, unless fewer would fill every lane.
+    let shares = rayon::current_num_threads()
+        .min(frames.len().div_ceil(backend.width()))
+        .max(1);
+    let share = frames.len().div_ceil(shares).max(1);
+    let decoded: Vec<Vec<Decoded>> = frames
+        .par_chunks(share)
+        .map(|s| backend.decode_share(graph, params, s))
+        .collect();
     Ok(decoded.into_iter().flatten().collect())
 }
 
-/// The decoder proper, for one batch of at most `V::WIDTH` frames (lanes past the frames are
-/// a satisfied all-zero word).
+/// The decoder proper, for any number of frames on one thread: a frame occupies a lane until
+/// its syndrome matches or it reaches the iteration limit, and the lane then takes the next
+/// waiting frame (module docs).
 ///
 /// # Safety
 /// The CPU must support `V`'s instructions.
@@ -386,41 +398,22 @@ unsafe fn decode_lanes<V: Lanes>(
 ) -> Vec<Decoded> {
     let w = V::WIDTH;
     let (n, m) = (graph.n, graph.m());
-    debug_assert!(frames.len() <= w);
     // SAFETY: the caller guarantees V's instructions (every lane operation below).
     unsafe {
-        // Posteriors, lane-interleaved: variable v's lanes at llr[v].
-        let mut bytes = vec![KNOWN; w];
-        let mut post: Vec<V> = Vec::with_capacity(n);
-        for v in 0..n {
-            for (lane, f) in frames.iter().enumerate() {
-                bytes[lane] = f.llr[v].max(-127);
-            }
-            post.push(V::from_slice(&bytes));
-        }
-        // Syndrome per check as a sign bit per lane.
-        bytes.fill(0);
-        let mut synd: Vec<V> = Vec::with_capacity(m);
-        for c in 0..m {
-            for (lane, f) in frames.iter().enumerate() {
-                bytes[lane] = if f.syndrome.get(c).unwrap_or(false) {
-                    -128
-                } else {
-                    0
-                };
-            }
-            synd.push(V::from_slice(&bytes));
-        }
-        // The check-to-variable messages, compressed (module docs): magnitudes per check, one
-        // sign bit per lane per message.
-        let mut magnitudes: Vec<CheckMagnitudes<V>> = vec![CheckMagnitudes::<V>::zero(); m];
-        let mut signs: Vec<u64> = vec![0; graph.vars.len()];
-        let active: u64 = if frames.len() >= 64 {
-            u64::MAX
-        } else {
-            (1u64 << frames.len()) - 1
+        // Posteriors and syndromes, lane-interleaved: variable v's lanes at post[v], check c's
+        // syndrome bits as the signs of synd[c]. A lane without a frame holds the all-zero
+        // word, which matches its zero syndrome.
+        let mut state = LaneState {
+            post: vec![V::splat(KNOWN); n],
+            synd: vec![V::splat(0); m],
+            // The check-to-variable messages, compressed (module docs): magnitudes per check,
+            // one sign bit per lane per message.
+            magnitudes: vec![CheckMagnitudes::<V>::zero(); m],
+            signs: vec![0; graph.vars.len()],
         };
-        let mut done = 0u64;
+        // Per lane: the frame it decodes and the iterations that frame has had.
+        let mut lanes: Vec<Option<LaneFrame>> = vec![None; w];
+        let mut waiting = 0..frames.len();
         let mut out: Vec<Decoded> = frames
             .iter()
             .map(|_| Decoded {
@@ -435,19 +428,32 @@ unsafe fn decode_lanes<V: Lanes>(
             if sb == 0 { y } else { y.subs(x.shr(sb)) }
         };
         let mut t: Vec<V> = vec![zero; MAX_CHECK_DEGREE];
-        for iteration in 1..=params.max_iterations {
+        let mut unsatisfied_checks = LaneCounter::default();
+        loop {
+            let loads: Vec<(usize, usize)> = (0..w)
+                .filter(|&lane| lanes[lane].is_none())
+                .zip(waiting.by_ref())
+                .collect();
+            for &(lane, frame) in &loads {
+                lanes[lane] = Some(LaneFrame::new(frame));
+            }
+            state.load(frames, &loads);
+            let busy = busy_lanes(&lanes);
+            if busy == 0 {
+                break;
+            }
             for (check, (base, vars)) in graph.check_spans().enumerate() {
-                let check_signs = &mut signs[base..base + vars.len()];
-                let old = magnitudes[check];
+                let check_signs = &mut state.signs[base..base + vars.len()];
+                let old = state.magnitudes[check];
                 // Pass 1: extrinsic inputs, their sign parity and two smallest magnitudes.
-                let mut parity = synd[check];
+                let mut parity = state.synd[check];
                 let (mut min1, mut min2) = (V::splat(127), V::splat(127));
                 let mut arg = zero;
                 for (k, &v) in vars.iter().enumerate() {
                     let old = old
                         .of(k)
                         .negate_where_negative(V::from_sign_bits(check_signs[k]));
-                    let tk = post[v as usize].subs(old).max(floor);
+                    let tk = state.post[v as usize].subs(old).max(floor);
                     t[k] = tk;
                     parity = parity.xor(tk);
                     let a = tk.abs();
@@ -456,43 +462,236 @@ unsafe fn decode_lanes<V: Lanes>(
                     min1 = a.min(min1);
                     arg = arg.select(smaller, V::splat(k as i8));
                 }
+                unsatisfied_checks.add(parity.sign_bits());
                 let new = CheckMagnitudes {
                     smallest: scale(min1),
                     second: scale(min2),
                     smallest_at: arg,
                 };
-                magnitudes[check] = new;
+                state.magnitudes[check] = new;
                 // Pass 2: new messages and posteriors.
                 for (k, &v) in vars.iter().enumerate() {
                     let tk = t[k];
                     let sign = parity.xor(tk);
                     check_signs[k] = sign.sign_bits();
-                    post[v as usize] = tk.adds(new.of(k).negate_where_negative(sign)).max(floor);
+                    state.post[v as usize] =
+                        tk.adds(new.of(k).negate_where_negative(sign)).max(floor);
                 }
             }
-            // Which open lanes' hard decisions match their syndrome (stop looking once every
-            // open lane has failed a check).
-            let open = active & !done;
-            let mut unsatisfied = 0u64;
-            for (check, (_, vars)) in graph.check_spans().enumerate() {
-                let p = vars
-                    .iter()
-                    .fold(synd[check], |p, &v| p.xor(post[v as usize]));
-                unsatisfied |= p.sign_bits();
-                if unsatisfied & open == open {
-                    break;
+            // Each frame's progress, from the unsatisfied parities of pass 1.
+            let mut stalled = 0u64;
+            for (lane, f) in lanes.iter_mut().enumerate() {
+                if let Some(f) = f
+                    && f.iterated(unsatisfied_checks.count(lane))
+                    && params.stop_stalled
+                {
+                    stalled |= 1 << lane;
                 }
             }
-            let newly = open & !unsatisfied;
-            if newly != 0 {
-                harvest::<V>(&post, newly, iteration, &mut out);
-                done |= newly;
+            unsatisfied_checks = LaneCounter::default();
+            let matched = busy & !state.unsatisfied(graph, busy);
+            if matched != 0 {
+                for (lane, word) in state.harvest(matched) {
+                    let f = lanes[lane].take().expect("a busy lane");
+                    out[f.frame] = Decoded {
+                        word: BitBlock::from_words(word, n).ok(),
+                        iterations: f.iterations,
+                    };
+                }
             }
-            if done == active {
-                break;
+            // Frames at the limit, or stalled, stay undecoded; their lanes take the next
+            // frames.
+            for (k, lane) in lanes.iter_mut().enumerate() {
+                if let Some(f) =
+                    lane.filter(|f| stalled >> k & 1 == 1 || f.iterations >= params.max_iterations)
+                {
+                    out[f.frame].iterations = f.iterations;
+                    *lane = None;
+                }
             }
         }
         out
+    }
+}
+
+/// A frame is given up once its unsatisfied checks fell by less than `1 / STALL_DROP` over
+/// the last [`STALL_WINDOW`] iterations: the frames that decode show a steady fall (module
+/// docs).
+pub const STALL_WINDOW: usize = 5;
+/// See [`STALL_WINDOW`].
+pub const STALL_DROP: u32 = 16;
+/// The first iteration at which a frame may be given up as stalled.
+pub const STALL_FROM: u32 = 8;
+
+/// A lane's frame and its progress.
+#[derive(Debug, Clone, Copy)]
+struct LaneFrame {
+    frame: usize,
+    iterations: u32,
+    /// The checks its messages left unsatisfied in the last iterations, the latest at
+    /// `iterations % STALL_WINDOW`.
+    recent: [u32; STALL_WINDOW],
+}
+
+impl LaneFrame {
+    fn new(frame: usize) -> Self {
+        Self {
+            frame,
+            iterations: 0,
+            recent: [0; STALL_WINDOW],
+        }
+    }
+
+    /// One more iteration, which left `unsatisfied` checks; true if the frame stalled.
+    fn iterated(&mut self, unsatisfied: u32) -> bool {
+        self.iterations += 1;
+        let slot = self.iterations as usize % STALL_WINDOW;
+        let before = std::mem::replace(&mut self.recent[slot], unsatisfied);
+        self.iterations >= STALL_FROM && unsatisfied > before - before / STALL_DROP
+    }
+}
+
+/// A count per lane, bit-sliced: plane `i` holds bit `i` of every lane's count, so adding a
+/// mask of lanes is a few word operations.
+#[derive(Debug, Default)]
+struct LaneCounter {
+    planes: [u64; 32],
+}
+
+impl LaneCounter {
+    /// Adds one to the lanes set in `lanes`.
+    #[inline(always)]
+    fn add(&mut self, lanes: u64) {
+        let mut carry = lanes;
+        for plane in &mut self.planes {
+            if carry == 0 {
+                break;
+            }
+            let next = *plane & carry;
+            *plane ^= carry;
+            carry = next;
+        }
+    }
+
+    /// Lane `lane`'s count.
+    fn count(&self, lane: usize) -> u32 {
+        self.planes
+            .iter()
+            .enumerate()
+            .fold(0, |c, (i, p)| c | (((p >> lane) & 1) as u32) << i)
+    }
+}
+
+/// The bits of the lanes that hold a frame.
+fn busy_lanes(lanes: &[Option<LaneFrame>]) -> u64 {
+    lanes
+        .iter()
+        .enumerate()
+        .filter(|(_, l)| l.is_some())
+        .fold(0, |bits, (lane, _)| bits | 1 << lane)
+}
+
+/// Everything the decoder keeps per lane, lane-interleaved.
+struct LaneState<V> {
+    post: Vec<V>,
+    synd: Vec<V>,
+    magnitudes: Vec<CheckMagnitudes<V>>,
+    signs: Vec<u64>,
+}
+
+impl<V: Lanes> LaneState<V> {
+    /// Starts each `(lane, frame)` of `loads`: the frame's LLRs and syndrome, no messages.
+    ///
+    /// # Safety
+    /// The CPU must support `V`'s instructions.
+    #[inline(always)]
+    unsafe fn load(&mut self, frames: &[Frame<'_>], loads: &[(usize, usize)]) {
+        if loads.is_empty() {
+            return;
+        }
+        let bits = loads.iter().fold(0u64, |b, &(lane, _)| b | 1 << lane);
+        // SAFETY: the caller guarantees V's instructions.
+        unsafe {
+            let mask = V::mask_from_bits(bits);
+            let mut bytes = vec![0i8; V::WIDTH];
+            for (v, post) in self.post.iter_mut().enumerate() {
+                for &(lane, f) in loads {
+                    bytes[lane] = frames[f].llr[v].max(-127);
+                }
+                *post = post.select(mask, V::from_slice(&bytes));
+            }
+            for (c, synd) in self.synd.iter_mut().enumerate() {
+                for &(lane, f) in loads {
+                    bytes[lane] = if frames[f].syndrome.get(c).unwrap_or(false) {
+                        -128
+                    } else {
+                        0
+                    };
+                }
+                *synd = synd.select(mask, V::from_slice(&bytes));
+            }
+            let zero = CheckMagnitudes::<V>::zero();
+            for m in &mut self.magnitudes {
+                *m = CheckMagnitudes {
+                    smallest: m.smallest.select(mask, zero.smallest),
+                    second: m.second.select(mask, zero.second),
+                    smallest_at: m.smallest_at.select(mask, zero.smallest_at),
+                };
+            }
+        }
+        for s in &mut self.signs {
+            *s &= !bits;
+        }
+    }
+
+    /// The lanes among `open` whose hard decisions miss their syndrome somewhere (the search
+    /// stops once every open lane has missed a check).
+    ///
+    /// # Safety
+    /// The CPU must support `V`'s instructions.
+    #[inline(always)]
+    unsafe fn unsatisfied(&self, graph: &Graph, open: u64) -> u64 {
+        let mut unsatisfied = 0u64;
+        for (check, (_, vars)) in graph.check_spans().enumerate() {
+            // SAFETY: the caller guarantees V's instructions.
+            let p = vars.iter().fold(self.synd[check], |p, &v| unsafe {
+                p.xor(self.post[v as usize])
+            });
+            // SAFETY: as above.
+            unsatisfied |= unsafe { p.sign_bits() };
+            if unsatisfied & open == open {
+                break;
+            }
+        }
+        unsatisfied
+    }
+
+    /// The hard decisions of the lanes in `lanes`, as words, lane by lane.
+    ///
+    /// # Safety
+    /// The CPU must support `V`'s instructions.
+    #[inline(always)]
+    unsafe fn harvest(&self, lanes: u64) -> Vec<(usize, Vec<u64>)> {
+        let n = self.post.len();
+        let mut words: Vec<Option<Vec<u64>>> = (0..V::WIDTH)
+            .map(|lane| (lanes >> lane & 1 == 1).then(|| vec![0u64; n.div_ceil(64)]))
+            .collect();
+        for (v, &p) in self.post.iter().enumerate() {
+            // SAFETY: the caller guarantees V's instructions.
+            let mut rest = unsafe { p.sign_bits() } & lanes;
+            while rest != 0 {
+                let lane = rest.trailing_zeros() as usize;
+                if let Some(w) = &mut words[lane] {
+                    w[v / 64] |= 1 << (v % 64);
+                }
+                rest &= rest - 1;
+            }
+        }
+        words
+            .into_iter()
+            .enumerate()
+            .filter_map(|(lane, w)| w.map(|w| (lane, w)))
+            .collect()
     }
 }
 
@@ -532,37 +731,6 @@ impl<V: Lanes> CheckMagnitudes<V> {
         unsafe {
             self.smallest
                 .select(self.smallest_at.eq(V::splat(k as i8)), self.second)
-        }
-    }
-}
-
-/// Copies the hard decisions of the lanes in `lanes` into their outputs.
-///
-/// # Safety
-/// The CPU must support `V`'s instructions.
-#[inline(always)]
-unsafe fn harvest<V: Lanes>(post: &[V], lanes: u64, iteration: u32, out: &mut [Decoded]) {
-    let n = post.len();
-    let mut words: Vec<Option<Vec<u64>>> = (0..out.len())
-        .map(|lane| (lanes >> lane & 1 == 1).then(|| vec![0u64; n.div_ceil(64)]))
-        .collect();
-    for (v, &p) in post.iter().enumerate() {
-        // SAFETY: the caller guarantees V's instructions.
-        let mut rest = unsafe { p.sign_bits() } & lanes;
-        while rest != 0 {
-            let lane = rest.trailing_zeros() as usize;
-            if let Some(w) = &mut words[lane] {
-                w[v / 64] |= 1 << (v % 64);
-            }
-            rest &= rest - 1;
-        }
-    }
-    for (lane, w) in words.into_iter().enumerate() {
-        if let Some(w) = w {
-            out[lane] = Decoded {
-                word: BitBlock::from_words(w, n).ok(),
-                iterations: iteration,
-            };
         }
     }
 }

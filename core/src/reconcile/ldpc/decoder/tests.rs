@@ -66,6 +66,68 @@ fn every_backend_decodes_bit_for_bit_alike() {
 }
 
 #[test]
+fn a_frame_decodes_in_a_reused_lane_as_it_does_alone() {
+    // 40 frames on one thread: more than the 32 lanes of the portable backend, so lanes that
+    // finish take the waiting frames, mixed with some that fail at the limit.
+    let code = builtin(40, 64).unwrap();
+    let inputs: Vec<_> = (0..40)
+        .map(|i| frame(&code.graph, 0.023, 300 + i))
+        .collect();
+    let fs = frames(&inputs);
+    let params = DecoderParams::default();
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(1)
+        .build()
+        .unwrap();
+    let together = pool.install(|| decode(&code.graph, params, Backend::Portable, &fs).unwrap());
+    let failed = together.iter().filter(|d| d.word.is_none()).count();
+    assert!(failed > 0 && failed < fs.len(), "{failed} of 40 failed");
+    for (i, d) in together.iter().enumerate() {
+        let alone = decode(&code.graph, params, Backend::Portable, &fs[i..=i]).unwrap();
+        assert_eq!(alone, vec![d.clone()], "frame {i}");
+    }
+}
+
+#[test]
+fn stalled_frames_are_given_up_early_only_when_asked() {
+    // Rate 0.8 at 4 % (f = 0.83): below capacity, so no frame can decode.
+    let code = builtin(40, 64).unwrap();
+    let hopeless: Vec<_> = (0..8).map(|i| frame(&code.graph, 0.04, 500 + i)).collect();
+    let easy: Vec<_> = (0..8).map(|i| frame(&code.graph, 0.012, 600 + i)).collect();
+    let full = DecoderParams::default();
+    let early = DecoderParams {
+        stop_stalled: true,
+        ..full
+    };
+    let run = |p, inputs| decode(&code.graph, p, Backend::best(), &frames(inputs)).unwrap();
+    for d in run(full, &hopeless) {
+        assert_eq!((d.word, d.iterations), (None, full.max_iterations));
+    }
+    for d in run(early, &hopeless) {
+        assert!(
+            d.word.is_none() && d.iterations < full.max_iterations / 2,
+            "{d:?}"
+        );
+    }
+    // Frames that decode are not touched.
+    assert_eq!(run(early, &easy), run(full, &easy));
+    assert!(run(early, &easy).iter().all(|d| d.word.is_some()));
+}
+
+#[test]
+fn the_lane_counter_counts_per_lane() {
+    let mut c = LaneCounter::default();
+    for i in 0..1000u64 {
+        c.add(i | 1 << 63);
+    }
+    for lane in 0..63 {
+        let expected = (0..1000u64).filter(|i| i >> lane & 1 == 1).count() as u32;
+        assert_eq!(c.count(lane), expected, "lane {lane}");
+    }
+    assert_eq!(c.count(63), 1000);
+}
+
+#[test]
 fn min_sum_agrees_with_floating_point_sum_product() {
     let code = builtin(40, 24).unwrap();
     let graph = &code.graph;
