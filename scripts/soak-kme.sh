@@ -10,5 +10,5 @@ cd "$(dirname "$0")/.."
 kills=${1:-500}
 seed=${2:-$(date +%s)}
 echo "soak: $kills kills, seed $seed"
-QKD_SOAK_KILLS=$kills QKD_SOAK_SEED=$seed cargo test --locked -q -p qkd-cli --test two_sites \
-  sigkill_at_random_points -- --nocapture
+QKD_SOAK_KILLS=$kills QKD_SOAK_SEED=$seed cargo test --locked -q -p qkd-cli --test it \
+  two_sites::sigkill_at_random_points -- --nocapture

@@ -2,9 +2,13 @@
 //! SAE request (caller, route, the SAE named in the path, method, status, keys, key size, body
 //! size, latency; never key bytes), the latency histogram's counts by route and status, the
 //! build, uptime and process families, and an exposition a strict parser accepts.
+//!
+//! A binary of its own: it installs the process's global log subscriber and counts every
+//! access line, which the other tests (`tests/it`) would add to.
 
+#[path = "it/common/mod.rs"]
 mod common;
-#[path = "common/prom.rs"]
+#[path = "it/common/prom.rs"]
 mod prom;
 
 use std::io::Write;

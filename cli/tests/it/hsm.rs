@@ -5,8 +5,6 @@
 //! and the link key it took and each outcome in the audit trail; keys of a pkcs11 SAE are created
 //! in the token with the values the master got.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 
@@ -170,7 +168,7 @@ fn a_kme_reseeds_the_token_on_demand_and_on_schedule() {
     let t = Token::new();
     let lab = tempfile::tempdir().unwrap();
     let d = lab.path();
-    common::ok(&[
+    crate::common::ok(&[
         "pki",
         "init",
         d.to_str().unwrap(),
@@ -188,11 +186,11 @@ fn a_kme_reseeds_the_token_on_demand_and_on_schedule() {
         Config::load(&d.join("KME_B.toml")).unwrap(),
     ];
     let ports: Vec<(u16, u16)> = (0..2)
-        .map(|_| (common::free_port(), common::free_port()))
+        .map(|_| (crate::common::free_port(), crate::common::free_port()))
         .collect();
     pki::on_loopback(&mut cfgs, &ports, 4096, 4);
     let mut a = cfgs.swap_remove(0);
-    let monitor = std::net::SocketAddr::from(([127, 0, 0, 1], common::free_port()));
+    let monitor = std::net::SocketAddr::from(([127, 0, 0, 1], crate::common::free_port()));
     a.monitor_listen = Some(monitor);
     let hsm = |name: &str, pin: PathBuf, minutes: u8, source: &str| HsmConfig {
         name: name.into(),
@@ -210,7 +208,7 @@ fn a_kme_reseeds_the_token_on_demand_and_on_schedule() {
         hsm("badpin", t.pin_file("9999", 0o600), 0, "os"),
     ];
     let sae_port = a.listen.port();
-    let mut kmes = common::kmes::Kmes::new(tempfile::TempDir::new_in(d).unwrap(), vec![a]);
+    let mut kmes = crate::common::kmes::Kmes::new(tempfile::TempDir::new_in(d).unwrap(), vec![a]);
     // The KME's paths (store, PIN files) are absolute; its PKI is the lab's.
     for f in ["ca.pem", "KME_A.pem", "KME_A.key", "SAE_1.pem", "SAE_1.key"] {
         std::fs::copy(d.join(f), kmes.dir.path().join(f)).unwrap();
@@ -290,7 +288,7 @@ fn a_kme_reseeds_the_token_on_demand_and_on_schedule() {
         // The link key each reseed took is in the store's audit trail (read beside the
         // running KME), under hsm:main.
         let store = kmes.cfg[0].state_dir.clone().unwrap();
-        let audit = common::ok(&["audit", "--store", store.to_str().unwrap()]);
+        let audit = crate::common::ok(&["audit", "--store", store.to_str().unwrap()]);
         assert!(audit.matches("hsm:main").count() >= 3, "{audit}");
         // And each reseed's outcome.
         assert!(
@@ -342,7 +340,7 @@ fn keys_of_a_pkcs11_sae_are_created_in_the_token_with_the_masters_values() {
     let t = Token::new();
     let lab = tempfile::tempdir().unwrap();
     let d = lab.path();
-    common::ok(&[
+    crate::common::ok(&[
         "pki",
         "init",
         d.to_str().unwrap(),
@@ -362,11 +360,11 @@ fn keys_of_a_pkcs11_sae_are_created_in_the_token_with_the_masters_values() {
         Config::load(&d.join("KME_B.toml")).unwrap(),
     ];
     let ports: Vec<(u16, u16)> = (0..2)
-        .map(|_| (common::free_port(), common::free_port()))
+        .map(|_| (crate::common::free_port(), crate::common::free_port()))
         .collect();
     pki::on_loopback(&mut cfgs, &ports, 4096, 4);
     let b = &mut cfgs[1];
-    let monitor = std::net::SocketAddr::from(([127, 0, 0, 1], common::free_port()));
+    let monitor = std::net::SocketAddr::from(([127, 0, 0, 1], crate::common::free_port()));
     b.monitor_listen = Some(monitor);
     let hsm = |name: &str, pin: PathBuf| HsmConfig {
         name: name.into(),
@@ -394,7 +392,7 @@ fn keys_of_a_pkcs11_sae_are_created_in_the_token_with_the_masters_values() {
     let sealed = d.join("KME_B.kek.sealed");
     b.store.kek_hsm = Some("vault".into());
     b.store.kek_sealed_file = Some(sealed.clone());
-    let mut kmes = common::kmes::Kmes::new(tempfile::TempDir::new_in(d).unwrap(), cfgs);
+    let mut kmes = crate::common::kmes::Kmes::new(tempfile::TempDir::new_in(d).unwrap(), cfgs);
     for f in [
         "ca.pem",
         "KME_A.pem",
@@ -484,7 +482,7 @@ fn keys_of_a_pkcs11_sae_are_created_in_the_token_with_the_masters_values() {
         }
     });
     let store = kmes.cfg[1].state_dir.clone().unwrap();
-    let audit = common::ok(&["audit", "--store", store.to_str().unwrap()]);
+    let audit = crate::common::ok(&["audit", "--store", store.to_str().unwrap()]);
     for line in [
         "create 3 key(s) of SAE_H in HSM vault: ok (created)",
         "create 2 key(s) of SAE_X in HSM locked: FAILED",

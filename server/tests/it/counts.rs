@@ -2,11 +2,9 @@
 //! `BlockFilter::split` gives it), per side, in Status, `/metrics` and the dashboard's state,
 //! and a 503 for lack of key that names the pool, raises an event and counts.
 
-mod common;
-
 use std::net::SocketAddr;
 
-use common::*;
+use crate::common::*;
 use qkd_server::client::ClientError;
 use qkd_server::config::SourceConfig;
 use qkd_server::etsi::KeyRequest;

@@ -1,10 +1,8 @@
 //! Integration tests: real KMEs on loopback, generated certificates, real mTLS clients.
 
-mod common;
-
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use qkd_server::client::ClientError;
 use qkd_server::etsi::KeyRequest;
 use qkd_server::pool::LOCAL_POOL;

@@ -2,9 +2,7 @@
 //! certificates that a KME accepts (an SAE's client certificate, a KME's server certificate)
 //! and refuse a request whose signature does not verify.
 
-mod common;
-
-use common::{free_port, ok, qkd};
+use crate::common::{free_port, ok, qkd};
 
 use std::net::SocketAddr;
 use std::os::unix::fs::PermissionsExt;

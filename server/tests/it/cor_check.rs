@@ -2,12 +2,10 @@
 //! with equal bytes; different bytes under one name are refused at both, and every imported or
 //! refused file is overwritten with zeros before it is deleted.
 
-mod common;
-
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use qkd_server::ServerHandle;
 use qkd_server::etsi::KeyRequest;
 use uuid::Uuid;
@@ -15,7 +13,7 @@ use uuid::Uuid;
 /// Two KMEs whose link takes `.cor` files from `<lab>/<KME>/incoming/<PEER>`, polled every
 /// 50 ms.
 async fn cor_kmes() -> (Lab, ServerHandle, ServerHandle) {
-    let mut lab = common::cor_lab(50);
+    let mut lab = crate::common::cor_lab(50);
     lab.a.monitor_listen = Some(std::net::SocketAddr::from(([127, 0, 0, 1], free_port())));
     let a = qkd_server::serve(lab.a.clone()).await.unwrap();
     let b = qkd_server::serve(lab.b.clone()).await.unwrap();

@@ -2,11 +2,9 @@
 //! grace period is cut, and when shutdown returns the key store is closed (another open of the
 //! same directory succeeds instead of finding it locked), with the keys delivered before it.
 
-mod common;
-
 use std::sync::Arc;
 
-use common::*;
+use crate::common::*;
 use qkd_server::etsi::KeyRequest;
 use qkd_store::{OpenError, Store};
 use rustls::pki_types::ServerName;

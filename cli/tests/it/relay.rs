@@ -3,15 +3,13 @@
 //! takes keys for an SAE at the other. Afterwards no key delivered at the first KME is missing
 //! at the last one, and nothing is delivered twice.
 
-mod common;
-
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use common::kmes::Kmes;
-use common::load::{below, sae_load};
-use common::{free_port, ok};
+use crate::common::kmes::Kmes;
+use crate::common::load::{below, sae_load};
+use crate::common::{free_port, ok};
 use qkd_server::{Config, pki};
 
 /// KME_A - KME_B - KME_C, SAE_A at A and SAE_C at C; each link's key from a simulated source

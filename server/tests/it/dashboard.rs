@@ -5,17 +5,13 @@
 //! deploy/: the Grafana dashboard queries only metrics a live `/metrics` has, and the systemd
 //! unit passes `systemd-analyze verify`.
 
-mod common;
-#[path = "common/prom.rs"]
-mod prom;
-
 use std::collections::BTreeSet;
 use std::io::Read;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::*;
+use crate::common::*;
 use qkd_server::etsi::KeyRequest;
 use qkd_server::{ServerHandle, serve};
 use serde_json::Value;
@@ -357,7 +353,7 @@ async fn grafana_dashboard_queries_only_live_metric_names() {
 
     let (lab, a, b) = site().await;
     let live = monitor_get(&lab, &a, "/metrics").await;
-    let m = prom::parse(&live).unwrap_or_else(|e| panic!("{e}\n{live}"));
+    let m = crate::prom::parse(&live).unwrap_or_else(|e| panic!("{e}\n{live}"));
     let have = m.names();
     let missing: Vec<&String> = queried.iter().filter(|n| !have.contains(*n)).collect();
     assert!(missing.is_empty(), "not in /metrics: {missing:?}\n{live}");

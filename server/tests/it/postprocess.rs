@@ -1,11 +1,9 @@
 //! Two KMEs post-process simulated raw key between themselves over their peer listeners, and
 //! serve the same final keys over ETSI 014.
 
-mod common;
-
 use std::time::Duration;
 
-use common::wait_blocks;
+use crate::common::wait_blocks;
 use qkd_server::etsi::KeyRequest;
 use qkd_server::serve;
 
@@ -27,7 +25,7 @@ async fn enc_until(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_kmes_post_process_and_serve_the_same_keys() {
-    let mut lab = common::raw_lab();
+    let mut lab = crate::common::raw_lab();
     lab.a.monitor_listen = Some("127.0.0.1:0".parse().unwrap());
     let a = serve(lab.a.clone()).await.unwrap();
     let b = serve(lab.b.clone()).await.unwrap();
@@ -72,7 +70,7 @@ async fn two_kmes_post_process_and_serve_the_same_keys() {
     assert!(pp["auth_pool_bits"].as_u64().unwrap() > 0, "{pp}");
     // So do /metrics and the dashboard's state.
     let mon = format!("http://{}", a.monitor_addr.unwrap());
-    let http = common::raw_tls_client(&lab.path("ca.pem"), None);
+    let http = crate::common::raw_tls_client(&lab.path("ca.pem"), None);
     let metrics = http
         .get(format!("{mon}/metrics"))
         .send()
@@ -103,7 +101,7 @@ async fn two_kmes_post_process_and_serve_the_same_keys() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_peer_certificate_for_another_kme_is_refused() {
-    let mut lab = common::raw_lab();
+    let mut lab = crate::common::raw_lab();
     // KME_A dials its own peer listener: the certificate there names KME_A, not KME_B.
     lab.a.links[0].url = format!("https://127.0.0.1:{}", lab.a.peer_listen.unwrap().port());
     let a = serve(lab.a.clone()).await.unwrap();
@@ -124,7 +122,7 @@ async fn a_peer_certificate_for_another_kme_is_refused() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_raw_file_at_one_site_only_is_held_until_the_other_has_it() {
     use qkd_server::config::SourceConfig;
-    let mut lab = common::raw_lab();
+    let mut lab = crate::common::raw_lab();
     let raw_a = lab.path("raw-a");
     let raw_b = lab.path("raw-b");
     for (c, d) in [(&mut lab.a, &raw_a), (&mut lab.b, &raw_b)] {
@@ -175,7 +173,7 @@ async fn a_raw_file_at_one_site_only_is_held_until_the_other_has_it() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_qber_above_the_limit_raises_the_alarm_and_yields_no_key() {
     use qkd_server::config::SourceConfig;
-    let mut lab = common::raw_lab();
+    let mut lab = crate::common::raw_lab();
     for c in [&mut lab.a, &mut lab.b] {
         if let SourceConfig::SimulatedDevice { qber, .. } = &mut c.links[0].source {
             *qber = 0.15;

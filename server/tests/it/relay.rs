@@ -1,13 +1,9 @@
 //! Keys across several hops: real KMEs on loopback joined as a chain or a ring, master and
 //! slave SAEs at KMEs without a link of their own.
 
-mod common;
-#[path = "common/prom.rs"]
-mod prom;
-
 use std::net::SocketAddr;
 
-use common::*;
+use crate::common::*;
 use qkd_server::client::{Client, ClientError};
 use qkd_server::etsi::{KeyContainer, KeyRequest};
 use uuid::Uuid;
@@ -105,7 +101,7 @@ async fn keys_cross_two_hops_both_ways_and_status_is_the_minimum_over_the_path()
     // The middle node shows its per-hop consumption and the transit count.
     let ca = lab.path("ca.pem");
     let metrics = monitor_text(&ca, &b, "/metrics").await;
-    let exp = prom::parse(&metrics).unwrap();
+    let exp = crate::prom::parse(&metrics).unwrap();
     assert_eq!(
         exp.value(
             "qkd_kme_relayed_keys_total",

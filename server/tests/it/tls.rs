@@ -1,11 +1,9 @@
 //! TLS parameters of the SAE listener: TLS 1.3 with X25519MLKEM768 when the client offers it,
 //! TLS 1.2 accepted by default and refused when `min_version = "1.3"`.
 
-mod common;
-
 use std::sync::Arc;
 
-use common::*;
+use crate::common::*;
 use rustls::pki_types::ServerName;
 
 async fn handshake(

@@ -3,11 +3,9 @@
 //! one side serves is served by the other with the same bytes, and once both have settled
 //! their stores hold the same blocks.
 
-mod common;
-
-use common::free_port;
-use common::kmes::Kmes;
-use common::load::{below, sae_load};
+use crate::common::free_port;
+use crate::common::kmes::Kmes;
+use crate::common::load::{below, sae_load};
 
 use std::collections::BTreeMap;
 use std::net::SocketAddr;

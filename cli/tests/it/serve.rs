@@ -2,9 +2,7 @@
 //! its shutdown on SIGTERM or SIGINT (exit status 0, the key store closed and readable), and
 //! its store read by `qkd store status` and `qkd audit` while it runs.
 
-mod common;
-
-use common::{free_port, ok};
+use crate::common::{free_port, ok};
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

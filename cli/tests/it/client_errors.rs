@@ -2,9 +2,7 @@
 //! what went wrong and what to check (no debug dump, no OS message twice), and `qkd client
 //! check` reports the negotiated TLS version, key exchange and the KME ID.
 
-mod common;
-
-use common::free_port;
+use crate::common::free_port;
 
 use std::net::{SocketAddr, TcpListener};
 use std::path::Path;

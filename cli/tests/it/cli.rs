@@ -1,8 +1,6 @@
 //! End-to-end tests of the `qkd` binary.
 
-mod common;
-
-use common::{ok, qkd};
+use crate::common::{ok, qkd};
 
 use std::path::Path;
 

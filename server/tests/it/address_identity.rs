@@ -3,9 +3,7 @@
 //! certificate says (or no one), never its address; without such an SAE a client needs a
 //! certificate to complete the handshake.
 
-mod common;
-
-use common::*;
+use crate::common::*;
 use qkd_server::config::{Config, SaeConfig, SaeMatch};
 
 /// KME_A of the lab with one more SAE, `SAE_X`, recognised by the address `from`.

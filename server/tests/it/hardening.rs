@@ -3,12 +3,10 @@
 //! caps (slow headers, slow bodies, idle connections, too many connections or requests from
 //! one SAE) while a well-behaved SAE keeps being served.
 
-mod common;
-
 use std::sync::Arc;
 use std::time::Duration;
 
-use common::*;
+use crate::common::*;
 use qkd_server::etsi::KeyRequest;
 use rustls::pki_types::ServerName;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
