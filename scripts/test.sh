@@ -16,10 +16,7 @@ cargo clippy --workspace --all-targets --locked -- -D warnings
 step "cargo test"
 ./scripts/install-browser.sh
 ./scripts/install-softhsm.sh
-# Unit, integration and doc tests; the examples are not built here (clippy checked them, and
-# server-fuzz builds the one it runs), which saves a clean machine linking them.
-cargo test --workspace --locked --lib --bins --tests
-cargo test --workspace --locked --doc
+cargo test --workspace --locked
 
 step "libqkd: header freshness, C tests and examples under ASan/UBSan and valgrind"
 ./scripts/test-c.sh
