@@ -24,8 +24,9 @@
 //! [`STALL_WINDOW`] iterations: on the built-in codes the frames that decode show a steady
 //! fall to the end, while those below the code's threshold level off at hundreds or thousands
 //! of unsatisfied checks and would otherwise run to the iteration limit. Giving them up costs
-//! one-way reconciliation frames (FER 0 to 1.2 % at QBER 1 %, frames of 92 160 bits, f = 1.35),
-//! so only the blind rounds before the last use it, where a failure means more reveals.
+//! one-way reconciliation frames (trial rules raised its FER at QBER 1 %, frames of 92 160
+//! bits, f = 1.35, from 0 to 1.2-2.3 %), so only the blind rounds before the last use it,
+//! where a failure means more reveals.
 //!
 //! Each lane decodes one frame ([`lanes`]): 64 at once with AVX-512BW, 32 with AVX2 or the
 //! portable `wide` lanes. Lanes never mix, so a lane whose frame matched its syndrome, or
