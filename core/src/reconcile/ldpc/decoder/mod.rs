@@ -463,7 +463,9 @@ unsafe fn decode_lanes<V: Lanes>(
                     min1 = a.min(min1);
                     arg = arg.select(smaller, V::splat(k as i8));
                 }
-                unsatisfied_checks.add(parity.sign_bits());
+                if params.stop_stalled {
+                    unsatisfied_checks.add(parity.sign_bits());
+                }
                 let new = CheckMagnitudes {
                     smallest: scale(min1),
                     second: scale(min2),
@@ -479,14 +481,11 @@ unsafe fn decode_lanes<V: Lanes>(
                         tk.adds(new.of(k).negate_where_negative(sign)).max(floor);
                 }
             }
-            // Each frame's progress, from the unsatisfied parities of pass 1.
-            let mut stalled = 0u64;
+            // Each frame's progress, from the unsatisfied parities of pass 1 (counted only
+            // when stalled frames are given up).
             for (lane, f) in lanes.iter_mut().enumerate() {
-                if let Some(f) = f
-                    && f.iterated(unsatisfied_checks.count(lane))
-                    && params.stop_stalled
-                {
-                    stalled |= 1 << lane;
+                if let Some(f) = f {
+                    f.iterated(unsatisfied_checks.count(lane));
                 }
             }
             unsatisfied_checks = LaneCounter::default();
@@ -502,10 +501,10 @@ unsafe fn decode_lanes<V: Lanes>(
             }
             // Frames at the limit, or stalled, stay undecoded; their lanes take the next
             // frames.
-            for (k, lane) in lanes.iter_mut().enumerate() {
-                if let Some(f) =
-                    lane.filter(|f| stalled >> k & 1 == 1 || f.iterations >= params.max_iterations)
-                {
+            for lane in &mut lanes {
+                if let Some(f) = lane.filter(|f| {
+                    f.iterations >= params.max_iterations || (params.stop_stalled && f.stalled)
+                }) {
                     out[f.frame].iterations = f.iterations;
                     *lane = None;
                 }
@@ -532,6 +531,8 @@ struct LaneFrame {
     /// The checks its messages left unsatisfied in the last iterations, the latest at
     /// `iterations % STALL_WINDOW`.
     recent: [u32; STALL_WINDOW],
+    /// Set once the count fell too little over the window ([`STALL_WINDOW`]).
+    stalled: bool,
 }
 
 impl LaneFrame {
@@ -540,15 +541,16 @@ impl LaneFrame {
             frame,
             iterations: 0,
             recent: [0; STALL_WINDOW],
+            stalled: false,
         }
     }
 
-    /// One more iteration, which left `unsatisfied` checks; true if the frame stalled.
-    fn iterated(&mut self, unsatisfied: u32) -> bool {
+    /// One more iteration, which left `unsatisfied` checks.
+    fn iterated(&mut self, unsatisfied: u32) {
         self.iterations += 1;
         let slot = self.iterations as usize % STALL_WINDOW;
         let before = std::mem::replace(&mut self.recent[slot], unsatisfied);
-        self.iterations >= STALL_FROM && unsatisfied > before - before / STALL_DROP
+        self.stalled = self.iterations >= STALL_FROM && unsatisfied > before - before / STALL_DROP;
     }
 }
 
