@@ -451,6 +451,29 @@ fn gather_into(src: &[u64], positions: impl Iterator<Item = usize>, dst: &mut [u
     }
 }
 
+/// XORs bits `from..from + len` of `src` into bits `at..at + len` of `dst`, 64 at a time
+/// (the caller has checked both ranges).
+pub(crate) fn xor_bit_range(dst: &mut [u64], at: usize, src: &[u64], from: usize, len: usize) {
+    let mut done = 0;
+    while done < len {
+        let take = (len - done).min(64);
+        let (sw, sb) = ((from + done) / 64, (from + done) % 64);
+        let mut bits = src[sw] >> sb;
+        if sb != 0 && take > 64 - sb {
+            bits |= src[sw + 1] << (64 - sb);
+        }
+        if take < 64 {
+            bits &= (1 << take) - 1;
+        }
+        let (dw, db) = ((at + done) / 64, (at + done) % 64);
+        dst[dw] ^= bits << db;
+        if db != 0 && take > 64 - db {
+            dst[dw + 1] ^= bits >> (64 - db);
+        }
+        done += take;
+    }
+}
+
 /// Parity of bits `start..end` of `words` (caller has checked the range).
 pub(crate) fn range_parity(k: &kernels::Kernels, words: &[u64], start: usize, end: usize) -> bool {
     if start >= end {

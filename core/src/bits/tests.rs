@@ -1,6 +1,6 @@
 use super::kernels::{Backend, Kernels};
 use super::*;
-use rand::{Rng, SeedableRng};
+use rand::{Rng, RngExt, SeedableRng};
 use rand_chacha::ChaCha20Rng;
 
 fn random_block(rng: &mut ChaCha20Rng, len: usize) -> BitBlock {
@@ -232,4 +232,25 @@ fn ones_lists_the_set_positions_in_order() {
     let mut full = BitBlock::zeros(130);
     (0..130).for_each(|i| full.set(i, true).unwrap());
     assert_eq!(full.ones().count(), 130);
+}
+
+#[test]
+fn xor_bit_range_matches_a_bit_loop() {
+    let mut rng = ChaCha20Rng::seed_from_u64(11);
+    for _ in 0..400 {
+        let (src_len, dst_len) = (rng.random_range(1..400), rng.random_range(1..400));
+        let src = random_block(&mut rng, src_len);
+        let dst = random_block(&mut rng, dst_len);
+        let len = rng.random_range(0..=src_len.min(dst_len));
+        let from = rng.random_range(0..=src_len - len);
+        let at = rng.random_range(0..=dst_len - len);
+        let mut want = dst.clone();
+        for i in 0..len {
+            want.set(at + i, dst.bit(at + i) ^ src.bit(from + i))
+                .unwrap();
+        }
+        let mut got = dst.words().to_vec();
+        xor_bit_range(&mut got, at, src.words(), from, len);
+        assert_eq!(got, want.words(), "from {from} at {at} len {len}");
+    }
 }

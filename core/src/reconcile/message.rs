@@ -44,6 +44,15 @@ impl Parities {
         p
     }
 
+    /// The bits of a block, packed a word at a time (the layouts agree: bit `i` of a block is
+    /// bit `i % 8` of its byte `i / 8`).
+    pub fn from_block(bits: &crate::bits::BitBlock) -> Self {
+        Self {
+            count: bits.len() as u32,
+            bytes: bits.to_bytes().to_vec(),
+        }
+    }
+
     /// Empty, with room for `bits` bits.
     pub fn with_capacity(bits: usize) -> Self {
         Self {

@@ -227,6 +227,16 @@ fn messages_round_trip_through_the_encoding() {
     assert_eq!(p.bytes, vec![0xff, 0x01]);
     assert!(p.check(9).is_ok());
     assert!(p.check(8).is_err());
+    for len in [0, 1, 9, 64, 77, 130] {
+        let bits: Vec<bool> = (0..len).map(|i| i % 3 == 0 || i % 7 == 1).collect();
+        let block = Parities::from_block(&crate::bits::BitBlock::from_bools(&bits));
+        assert_eq!(
+            block,
+            Parities::from_bits(bits.iter().copied()),
+            "{len} bits"
+        );
+        assert!(block.check(len).is_ok());
+    }
     let bad = Parities {
         count: 9,
         bytes: vec![0xff, 0x03],

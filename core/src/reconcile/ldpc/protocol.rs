@@ -446,7 +446,7 @@ impl LdpcAlice {
                 scatter(pad, &plan.punctured, &mut words);
                 let word = BitBlock::from_words(std::mem::take(&mut *words), n)
                     .map_err(|e| ReconcileError::BadParams(e.to_string()))?;
-                Ok(Parities::from_bits(graph.syndrome(&word)?.iter()))
+                Ok(Parities::from_block(&graph.syndrome(&word)?))
             })
             .collect::<Result<Vec<_>, ReconcileError>>()?;
         let message = LdpcMessage::Syndromes {
@@ -733,9 +733,14 @@ impl LdpcBob {
             .map(|(&f, d)| {
                 let llr = &self.llrs[f as usize];
                 let agrees = |w: &BitBlock| {
-                    llr.iter()
-                        .zip(w.iter())
-                        .all(|(&l, bit)| l.unsigned_abs() != KNOWN as u8 || bit == (l < 0))
+                    w.words().iter().zip(llr.chunks(64)).all(|(&word, llr)| {
+                        let (known, ones) =
+                            llr.iter().enumerate().fold((0, 0), |(k, o), (i, &l)| {
+                                let bit = |b: bool| u64::from(b) << i;
+                                (k | bit(l.unsigned_abs() == KNOWN as u8), o | bit(l < 0))
+                            });
+                        (word ^ ones) & known == 0
+                    })
                 };
                 d.word
                     .filter(agrees)

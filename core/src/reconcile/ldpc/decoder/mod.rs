@@ -44,7 +44,7 @@ use serde::{Deserialize, Serialize};
 
 use self::lanes::{Lanes, Portable};
 use super::code::{BaseMatrix, lifted_vars};
-use crate::bits::BitBlock;
+use crate::bits::{BitBlock, xor_bit_range};
 use crate::reconcile::ReconcileError;
 
 /// LLR of a variable known to both sides (shortened).
@@ -151,6 +151,8 @@ pub struct Graph {
     n: usize,
     /// Check degree of each layer.
     degrees: Vec<usize>,
+    /// Each layer's `(block column, shift)` entries.
+    layers: Vec<Vec<(u32, u32)>>,
     /// The variables of every check, check after check.
     vars: Vec<u32>,
 }
@@ -176,6 +178,7 @@ impl Graph {
             n: base.n(),
             degrees: layers.iter().map(Vec::len).collect(),
             vars,
+            layers,
         })
     }
 
@@ -221,12 +224,17 @@ impl Graph {
                 expected: self.n,
             });
         }
-        let words = word.words();
-        let bit = |v: u32| (words[v as usize / 64] >> (v % 64)) & 1;
+        // Check `i` of layer `r` sees variable `c * z + (i + s) mod z` of each entry `(c, s)`:
+        // the layer's syndrome is the XOR of its blocks rotated by their shifts, a word at a
+        // time (a bit at a time cost a fifth of one-way reconciliation's time).
+        let (x, z) = (word.words(), self.z);
         let mut out = vec![0u64; self.m().div_ceil(64)];
-        for (row, (_, vars)) in self.check_spans().enumerate() {
-            let p = vars.iter().fold(0, |p, &v| p ^ bit(v));
-            out[row / 64] |= p << (row % 64);
+        for (r, layer) in self.layers.iter().enumerate() {
+            for &(c, s) in layer {
+                let (block, s) = (c as usize * z, s as usize);
+                xor_bit_range(&mut out, r * z, x, block + s, z - s);
+                xor_bit_range(&mut out, r * z + z - s, x, block, s);
+            }
         }
         BitBlock::from_words(out, self.m()).map_err(|e| ReconcileError::BadParams(e.to_string()))
     }

@@ -24,14 +24,23 @@ fn frames<'a>(inputs: &'a [(BitBlock, BitBlock, Vec<i8>)]) -> Vec<Frame<'a>> {
 
 #[test]
 fn syndrome_is_h_times_x() {
-    let code = builtin(40, 24).unwrap();
-    let (x, _) = noisy_pair(code.graph.n(), 0, 1);
-    let s = code.graph.syndrome(&x).unwrap();
-    for (c, vars) in code.graph.checks().enumerate() {
-        let p = vars.iter().fold(false, |p, &v| p ^ x.get(v).unwrap());
-        assert_eq!(s.get(c).unwrap(), p, "check {c}");
+    // Every lift: circulants of 24 bits straddle words, the others fill whole words.
+    for (rows, z) in [(40, 24), (13, 64), (64, 256), (10, 512)] {
+        let code = builtin(rows, z).unwrap();
+        let (x, _) = noisy_pair(code.graph.n(), 0, u64::from(z));
+        let s = code.graph.syndrome(&x).unwrap();
+        for (c, vars) in code.graph.checks().enumerate() {
+            let p = vars.iter().fold(false, |p, &v| p ^ x.get(v).unwrap());
+            assert_eq!(s.get(c).unwrap(), p, "rows {rows} z {z} check {c}");
+        }
     }
-    assert!(code.graph.syndrome(&BitBlock::zeros(5)).is_err());
+    assert!(
+        builtin(40, 24)
+            .unwrap()
+            .graph
+            .syndrome(&BitBlock::zeros(5))
+            .is_err()
+    );
 }
 
 #[test]
