@@ -1,9 +1,10 @@
-//! The lane vectors the min-sum decoder works on: one `i8` message per frame, `WIDTH` frames
-//! per vector, with the same arithmetic on every backend so that they decode bit for bit alike.
+//! The lane vectors the min-sum decoder works on: one `i8` message per check, `WIDTH`
+//! consecutive checks per vector, with the same arithmetic on every backend so that they
+//! decode bit for bit alike.
 //!
 //! - [`Portable`]: `wide::i8x32` (SSE2 on a baseline x86-64 build, NEON on aarch64).
-//! - [`Avx2`]: `__m256i`, 32 frames.
-//! - [`Avx512`]: `__m512i` with mask registers, 64 frames (AVX-512BW).
+//! - [`Avx2`]: `__m256i`, 32 checks.
+//! - [`Avx512`]: `__m512i` with mask registers, 64 checks (AVX-512BW).
 //!
 //! `wide` picks its instructions when the crate is compiled, so it cannot dispatch at run
 //! time; the AVX2 and AVX-512 lanes are therefore `std::arch` vectors, used only from
@@ -56,8 +57,10 @@ pub(crate) unsafe trait Lanes: Copy + Send + Sync + 'static {
     unsafe fn from_sign_bits(bits: u64) -> Self;
     /// The condition "lane `i`'s bit of `bits` is set".
     unsafe fn mask_from_bits(bits: u64) -> Self::Mask;
-    /// From `WIDTH` bytes.
+    /// From the first `WIDTH` bytes of `bytes` (lane `i` from byte `i`).
     unsafe fn from_slice(bytes: &[i8]) -> Self;
+    /// Into the first `WIDTH` bytes of `bytes` (lane `i` to byte `i`).
+    unsafe fn write_to(self, bytes: &mut [i8]);
 }
 
 /// The portable lanes.
@@ -138,6 +141,10 @@ unsafe impl Lanes for Portable {
         let mut a = [0i8; 32];
         a.copy_from_slice(&bytes[..32]);
         wide::i8x32::new(a)
+    }
+    #[inline(always)]
+    unsafe fn write_to(self, bytes: &mut [i8]) {
+        bytes[..32].copy_from_slice(&self.to_array());
     }
 }
 
@@ -261,6 +268,12 @@ mod x86 {
             // SAFETY: AVX2 present; `bytes` has 32 bytes (checked); unaligned load.
             Self(unsafe { _mm256_loadu_si256(bytes.as_ptr().cast()) })
         }
+        #[inline(always)]
+        unsafe fn write_to(self, bytes: &mut [i8]) {
+            assert!(bytes.len() >= 32);
+            // SAFETY: AVX2 present; `bytes` has room for 32 bytes (checked); unaligned store.
+            unsafe { _mm256_storeu_si256(bytes.as_mut_ptr().cast(), self.0) }
+        }
     }
 
     /// AVX-512BW lanes.
@@ -367,6 +380,13 @@ mod x86 {
             assert!(bytes.len() >= 64);
             // SAFETY: AVX-512F present; `bytes` has 64 bytes (checked); unaligned load.
             Self(unsafe { _mm512_loadu_si512(bytes.as_ptr().cast()) })
+        }
+        #[inline(always)]
+        unsafe fn write_to(self, bytes: &mut [i8]) {
+            assert!(bytes.len() >= 64);
+            // SAFETY: AVX-512F present; `bytes` has room for 64 bytes (checked); unaligned
+            // store.
+            unsafe { _mm512_storeu_si512(bytes.as_mut_ptr().cast(), self.0) }
         }
     }
 }

@@ -40,6 +40,17 @@ fn plans_hit_the_requested_efficiency() {
         for vars in graph.checks() {
             assert!(vars.iter().filter(|&&v| punct[v]).count() <= 1);
         }
+        // The key runs are the key positions, in order.
+        let expanded: Vec<usize> = plan
+            .key_runs
+            .iter()
+            .flat_map(|&(at, from, len)| {
+                assert_eq!(plan.key_positions[from], at);
+                at..at + len
+            })
+            .collect();
+        assert_eq!(expanded, plan.key_positions);
+        assert!(plan.key_runs.len() < plan.key_bits() / 4);
     }
     assert!(FramePlan::choose(&LdpcParams::one_way(64, 1.1), 0.3).is_err());
     assert!(FramePlan::choose(&LdpcParams::one_way(64, 0.9), 0.02).is_err());
