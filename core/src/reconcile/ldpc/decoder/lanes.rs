@@ -59,8 +59,11 @@ pub(crate) unsafe trait Lanes: Copy + Send + Sync + 'static {
     unsafe fn mask_from_bits(bits: u64) -> Self::Mask;
     /// From the first `WIDTH` bytes of `bytes` (lane `i` from byte `i`).
     unsafe fn from_slice(bytes: &[i8]) -> Self;
-    /// Into the first `WIDTH` bytes of `bytes` (lane `i` to byte `i`).
-    unsafe fn write_to(self, bytes: &mut [i8]);
+    /// From the `WIDTH` bytes at `p`, which must be readable (the decoder's inner loop, where
+    /// slicing cost a bounds check per load).
+    unsafe fn load(p: *const i8) -> Self;
+    /// Into the `WIDTH` bytes at `p`, which must be writable.
+    unsafe fn store(self, p: *mut i8);
 }
 
 /// The portable lanes.
@@ -143,8 +146,14 @@ unsafe impl Lanes for Portable {
         wide::i8x32::new(a)
     }
     #[inline(always)]
-    unsafe fn write_to(self, bytes: &mut [i8]) {
-        bytes[..32].copy_from_slice(&self.to_array());
+    unsafe fn load(p: *const i8) -> Self {
+        // SAFETY: the caller guarantees 32 readable bytes at `p`; unaligned read.
+        unsafe { p.cast::<Self>().read_unaligned() }
+    }
+    #[inline(always)]
+    unsafe fn store(self, p: *mut i8) {
+        // SAFETY: the caller guarantees 32 writable bytes at `p`; unaligned write.
+        unsafe { p.cast::<Self>().write_unaligned(self) }
     }
 }
 
@@ -269,10 +278,14 @@ mod x86 {
             Self(unsafe { _mm256_loadu_si256(bytes.as_ptr().cast()) })
         }
         #[inline(always)]
-        unsafe fn write_to(self, bytes: &mut [i8]) {
-            assert!(bytes.len() >= 32);
-            // SAFETY: AVX2 present; `bytes` has room for 32 bytes (checked); unaligned store.
-            unsafe { _mm256_storeu_si256(bytes.as_mut_ptr().cast(), self.0) }
+        unsafe fn load(p: *const i8) -> Self {
+            // SAFETY: AVX2 present; the caller guarantees 32 readable bytes at `p`.
+            Self(unsafe { _mm256_loadu_si256(p.cast()) })
+        }
+        #[inline(always)]
+        unsafe fn store(self, p: *mut i8) {
+            // SAFETY: AVX2 present; the caller guarantees 32 writable bytes at `p`.
+            unsafe { _mm256_storeu_si256(p.cast(), self.0) }
         }
     }
 
@@ -382,11 +395,14 @@ mod x86 {
             Self(unsafe { _mm512_loadu_si512(bytes.as_ptr().cast()) })
         }
         #[inline(always)]
-        unsafe fn write_to(self, bytes: &mut [i8]) {
-            assert!(bytes.len() >= 64);
-            // SAFETY: AVX-512F present; `bytes` has room for 64 bytes (checked); unaligned
-            // store.
-            unsafe { _mm512_storeu_si512(bytes.as_mut_ptr().cast(), self.0) }
+        unsafe fn load(p: *const i8) -> Self {
+            // SAFETY: AVX-512F present; the caller guarantees 64 readable bytes at `p`.
+            Self(unsafe { _mm512_loadu_si512(p.cast()) })
+        }
+        #[inline(always)]
+        unsafe fn store(self, p: *mut i8) {
+            // SAFETY: AVX-512F present; the caller guarantees 64 writable bytes at `p`.
+            unsafe { _mm512_storeu_si512(p.cast(), self.0) }
         }
     }
 }

@@ -378,8 +378,12 @@ fn decode_with<V: Lanes>(
     frames: &[Frame<'_>],
     one: FrameDecoder<V>,
 ) -> Vec<Decoded> {
+    // At most four pieces per thread, so that few workspaces are allocated and each serves
+    // many frames, while a thread that drew slow frames still gets help.
+    let piece = frames.len().div_ceil(4 * rayon::current_num_threads()).max(1);
     frames
         .par_iter()
+        .with_min_len(piece)
         .map_init(Workspace::<V>::default, |ws, f| one(graph, params, ws, f))
         .collect()
 }
@@ -519,6 +523,8 @@ struct Layout {
     chunks: usize,
     /// Bytes per block column in [`Workspace::post`]: `z` variables and a halo of `WIDTH`.
     stride: usize,
+    /// Bytes of [`Workspace::post`].
+    post_len: usize,
     /// Every chunk's variable offsets into `post`, chunk after chunk.
     offsets: Vec<usize>,
     /// Per layer, each entry's block column start in `post` and `shift mod valid`: the first
@@ -551,10 +557,14 @@ impl Layout {
                     .collect()
             })
             .collect();
+        let post_len = graph.n / z * stride;
+        // What the unchecked loads rely on.
+        assert!(offsets.iter().all(|&o| o + width <= post_len));
         Self {
             valid,
             chunks,
             stride,
+            post_len,
             offsets,
             wraps,
         }
@@ -563,6 +573,16 @@ impl Layout {
     /// The lanes that hold checks.
     fn valid_lanes(&self) -> u64 {
         low_bits(self.valid)
+    }
+}
+
+/// Repeats a block column's `z` variables cyclically after them, to its end.
+fn fill_halo(column: &mut [i8], z: usize) {
+    let mut filled = z;
+    while filled < column.len() {
+        let take = filled.min(column.len() - filled);
+        column.copy_within(..take, filled);
+        filled += take;
     }
 }
 
@@ -624,9 +644,7 @@ impl<V: Lanes> Workspace<V> {
             for (p, &l) in column.iter_mut().zip(llr) {
                 *p = l.max(-127);
             }
-            for j in 0..w {
-                column[z + j] = column[j % z];
-            }
+            fill_halo(column, z);
         }
         // SAFETY: the caller guarantees V's instructions.
         unsafe {
@@ -666,7 +684,11 @@ impl<V: Lanes> Workspace<V> {
         } = self;
         let valid_lanes = layout.valid_lanes();
         let mut unsatisfied = 0;
-        // SAFETY: the caller guarantees V's instructions (every lane operation below).
+        assert_eq!(post.len(), layout.post_len);
+        let at = post.as_mut_ptr();
+        let (synd, magnitudes, signs, t) = (&synd[..], &mut magnitudes[..], &mut signs[..], &mut t[..]);
+        // SAFETY: the caller guarantees V's instructions (every lane operation below); every
+        // offset is at least WIDTH bytes before the end of `post` (`Layout::new`).
         unsafe {
             let (zero, floor) = (V::splat(0), V::splat(-127));
             let (mut chunk, mut edge) = (0, 0);
@@ -684,7 +706,7 @@ impl<V: Lanes> Workspace<V> {
                         let old = old
                             .of(k)
                             .negate_where_negative(V::from_sign_bits(chunk_signs[k]));
-                        let tk = V::from_slice(&post[o..o + w]).subs(old).max(floor);
+                        let tk = V::load(at.add(o)).subs(old).max(floor);
                         t[k] = tk;
                         parity = parity.xor(tk);
                         let a = tk.abs();
@@ -709,26 +731,25 @@ impl<V: Lanes> Workspace<V> {
                         chunk_signs[k] = sign.sign_bits();
                         tk.adds(new.of(k).negate_where_negative(sign))
                             .max(floor)
-                            .write_to(&mut post[o..o + w]);
+                            .store(at.add(o));
                     }
                     chunk += 1;
                     edge += d;
                 }
                 // The chunk that ran past a column's end wrote its first `wrap` variables in
                 // the halo: move them home, then refresh the halo.
+                // (A column and its halo are the `stride = z + WIDTH` bytes from `start`.)
                 for &(start, wrap) in wraps {
-                    let column = &mut post[start..start + z + w];
+                    let column = at.add(start);
                     if z >= w {
-                        let halo = V::from_slice(&column[z..]);
-                        let head =
-                            V::from_slice(column).select(V::mask_from_bits(low_bits(wrap)), halo);
-                        head.write_to(column);
-                        head.write_to(&mut column[z..]);
+                        let halo = V::load(column.add(z));
+                        let head = V::load(column).select(V::mask_from_bits(low_bits(wrap)), halo);
+                        head.store(column);
+                        head.store(column.add(z));
                     } else {
+                        let column = std::slice::from_raw_parts_mut(column, z + w);
                         column.copy_within(z..z + wrap, 0);
-                        for j in 0..w {
-                            column[z + j] = column[j % z];
-                        }
+                        fill_halo(column, z);
                     }
                 }
             }
@@ -742,21 +763,23 @@ impl<V: Lanes> Workspace<V> {
     /// The CPU must support `V`'s instructions.
     #[inline(always)]
     unsafe fn matches(&self, graph: &Graph) -> bool {
-        let w = V::WIDTH;
         let valid_lanes = self.layout.valid_lanes();
         let mut offsets = self.layout.offsets.as_slice();
+        assert_eq!(self.post.len(), self.layout.post_len);
+        let at = self.post.as_ptr();
         let mut chunk = 0;
         for layer in &graph.layers {
             for _ in 0..self.layout.chunks {
                 let (these, rest) = offsets.split_at(layer.len());
-                // SAFETY: the caller guarantees V's instructions.
-                let missed = unsafe {
-                    let p = these.iter().fold(self.synd[chunk], |p, &o| {
-                        p.xor(V::from_slice(&self.post[o..o + w]))
-                    });
-                    p.sign_bits() & valid_lanes != 0
-                };
-                if missed {
+                let mut p = self.synd[chunk];
+                // (A loop, not a fold: a closure would not get the caller's target features.)
+                for &o in these {
+                    // SAFETY: the caller guarantees V's instructions; as in `iterate`, `o +
+                    // WIDTH <= post.len()`.
+                    p = unsafe { p.xor(V::load(at.add(o))) };
+                }
+                // SAFETY: as above.
+                if unsafe { p.sign_bits() } & valid_lanes != 0 {
                     return false;
                 }
                 offsets = rest;
