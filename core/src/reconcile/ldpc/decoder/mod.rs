@@ -89,14 +89,15 @@ impl Scaling {
 
     /// The normalization for checks of `mean_degree` variables on average. Min-sum
     /// overestimates a check's message magnitudes by more the more variables it has, so
-    /// low-degree checks want a factor nearer 1. Measured on the built-in mother codes at full
-    /// length (z = 256, 64 frames at the QBER where f = 1.2 or 1.3, factors 0.5 to 0.9375):
-    /// the rate-0.5 code (checks of 6.5 variables) decoded every frame at 0.8125 to 0.875 and
-    /// 4 of 64 at 0.75; every code of 8.8 or more variables per check did best at 0.75 (or
-    /// within a frame of it at 0.72).
+    /// low-degree checks want a factor nearer 1. Measured on the 21 built-in mother codes at
+    /// full length (z = 512, one-way, 16 frames with almost nothing punctured at f = 1.15 to
+    /// 1.3, factors 0.6875 to 0.90625; `examples/ldpc_frames.rs`): the three codes of 6.5 to
+    /// 8.8 variables per check (rates 0.5 to 0.6) decoded best at 0.8125 to 0.875 (at f = 1.2
+    /// all 16 frames, 16 and 15; at 0.75 none, none and 5), every code of 10 or more variables
+    /// per check best at 0.6875 to 0.75, and none of them anything at 0.8125.
     pub fn for_check_degree(mean_degree: f64) -> Self {
-        if mean_degree < 8.0 {
-            Self::SEVEN_EIGHTHS
+        if mean_degree < 9.5 {
+            Self::THIRTEEN_SIXTEENTHS
         } else {
             Self::THREE_QUARTERS
         }
@@ -380,7 +381,10 @@ fn decode_with<V: Lanes>(
 ) -> Vec<Decoded> {
     // At most four pieces per thread, so that few workspaces are allocated and each serves
     // many frames, while a thread that drew slow frames still gets help.
-    let piece = frames.len().div_ceil(4 * rayon::current_num_threads()).max(1);
+    let piece = frames
+        .len()
+        .div_ceil(4 * rayon::current_num_threads())
+        .max(1);
     frames
         .par_iter()
         .with_min_len(piece)
@@ -686,7 +690,8 @@ impl<V: Lanes> Workspace<V> {
         let mut unsatisfied = 0;
         assert_eq!(post.len(), layout.post_len);
         let at = post.as_mut_ptr();
-        let (synd, magnitudes, signs, t) = (&synd[..], &mut magnitudes[..], &mut signs[..], &mut t[..]);
+        let (synd, magnitudes, signs, t) =
+            (&synd[..], &mut magnitudes[..], &mut signs[..], &mut t[..]);
         // SAFETY: the caller guarantees V's instructions (every lane operation below); every
         // offset is at least WIDTH bytes before the end of `post` (`Layout::new`).
         unsafe {

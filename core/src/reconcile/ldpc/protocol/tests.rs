@@ -250,11 +250,11 @@ fn alice_refuses_reveals_for_frames_bob_already_decoded() {
 
 #[test]
 fn the_min_sum_normalization_follows_the_mother_code() {
-    // 8 % needs the rate-0.5 mother (checks of 6.5 variables), 1 % a high-rate one.
-    let low = FramePlan::choose(&LdpcParams::one_way(64, 1.2), 0.08).unwrap();
+    // 9 % needs the rate-0.5 mother (checks of 6.5 variables), 1 % a high-rate one.
+    let low = FramePlan::choose(&LdpcParams::one_way(64, 1.2), 0.09).unwrap();
     let high = FramePlan::choose(&LdpcParams::one_way(64, 1.2), 0.01).unwrap();
     assert_eq!(low.rows, 100);
-    assert_eq!(low.decoder.scaling, Scaling::SEVEN_EIGHTHS);
+    assert_eq!(low.decoder.scaling, Scaling::THIRTEEN_SIXTEENTHS);
     assert!(high.rows < 50, "{}", high.rows);
     assert_eq!(high.decoder.scaling, Scaling::THREE_QUARTERS);
     assert_eq!(
