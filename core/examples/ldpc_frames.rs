@@ -5,13 +5,13 @@
 //!
 //! ```text
 //! cargo run --release -p qkd-core --example ldpc_frames -- F (--qber Q | --rows R)
-//!     [--frames N] [--z Z] [--scaling A,B] [--reference]
+//!     [--frames N] [--z Z] [--iterations I] [--scaling A,B] [--plain] [--reference]
 //! ```
 //!
 //! `--rows R` picks the QBER at which the mother code of `R` block rows carries efficiency `F`
 //! with (almost) nothing punctured; `--scaling A,B` overrides the normalization
-//! `1 - 2^-A - 2^-B` (`B = 0`: none). Frames are seeded: the same arguments give the same
-//! counts.
+//! `1 - 2^-A - 2^-B` (`B = 0`: none); `--plain` turns self-correction off. Frames are seeded:
+//! the same arguments give the same counts.
 
 use qkd_core::bits::BitBlock;
 use qkd_core::reconcile::binary_entropy;
@@ -64,6 +64,8 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     };
     let params = DecoderParams {
         scaling,
+        self_correct: !args.iter().any(|a| a == "--plain"),
+        max_iterations: number("--iterations", f64::from(plan.decoder.max_iterations))? as u32,
         ..plan.decoder
     };
     let reference = args.iter().any(|a| a == "--reference");
@@ -98,6 +100,14 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }],
         )?;
         min_sum += usize::from(d[0].word.as_ref() == Some(&word));
+        if d[0].word.as_ref() != Some(&word) {
+            let what = if d[0].word.is_some() {
+                "a wrong word"
+            } else {
+                "no word"
+            };
+            println!("frame {i}: {what} after {} iterations", d[0].iterations);
+        }
         if reference {
             let real: Vec<f64> = llr
                 .iter()

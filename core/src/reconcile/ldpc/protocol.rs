@@ -212,7 +212,7 @@ impl FramePlan {
                 scaling: Scaling::for_check_degree(
                     builtin(rows, params.z)?.graph.mean_check_degree(),
                 ),
-                stop_stalled: false,
+                ..DecoderParams::default()
             },
         })
     }

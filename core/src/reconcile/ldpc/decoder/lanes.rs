@@ -57,6 +57,9 @@ pub(crate) unsafe trait Lanes: Copy + Send + Sync + 'static {
     unsafe fn from_sign_bits(bits: u64) -> Self;
     /// The condition "lane `i`'s bit of `bits` is set".
     unsafe fn mask_from_bits(bits: u64) -> Self::Mask;
+    /// Bit `i` set iff the condition holds in lane `i` (the inverse of
+    /// [`Lanes::mask_from_bits`]).
+    unsafe fn mask_bits(m: Self::Mask) -> u64;
     /// From the first `WIDTH` bytes of `bytes` (lane `i` from byte `i`).
     unsafe fn from_slice(bytes: &[i8]) -> Self;
     /// From the `WIDTH` bytes at `p`, which must be readable (the decoder's inner loop, where
@@ -138,6 +141,11 @@ unsafe impl Lanes for Portable {
     unsafe fn mask_from_bits(bits: u64) -> Self::Mask {
         // SAFETY: no CPU feature needed.
         unsafe { Self::from_sign_bits(bits) }
+    }
+    #[inline(always)]
+    unsafe fn mask_bits(m: Self::Mask) -> u64 {
+        // SAFETY: no CPU feature needed.
+        unsafe { m.sign_bits() }
     }
     #[inline(always)]
     unsafe fn from_slice(bytes: &[i8]) -> Self {
@@ -272,6 +280,11 @@ mod x86 {
             unsafe { Self::from_sign_bits(bits).0 }
         }
         #[inline(always)]
+        unsafe fn mask_bits(m: __m256i) -> u64 {
+            // SAFETY: as above.
+            unsafe { Self(m).sign_bits() }
+        }
+        #[inline(always)]
         unsafe fn from_slice(bytes: &[i8]) -> Self {
             assert!(bytes.len() >= 32);
             // SAFETY: AVX2 present; `bytes` has 32 bytes (checked); unaligned load.
@@ -387,6 +400,10 @@ mod x86 {
         #[inline(always)]
         unsafe fn mask_from_bits(bits: u64) -> __mmask64 {
             bits
+        }
+        #[inline(always)]
+        unsafe fn mask_bits(m: __mmask64) -> u64 {
+            m
         }
         #[inline(always)]
         unsafe fn from_slice(bytes: &[i8]) -> Self {

@@ -11,6 +11,16 @@
 //!    with `alpha = 1 - 2^-a - 2^-b` ([`Scaling`]);
 //! 3. `L_vj = t_j + R_j`.
 //!
+//! **Self-correction** ([`DecoderParams::self_correct`], on by default; Savin, "Self-corrected
+//! min-sum decoding of LDPC codes", ISIT 2008): a variable's input to a check is erased (0)
+//! when its sign differs from its last input to that check that was not erased, so that an
+//! oscillating variable stops pushing the check's messages. The erasure is of the input only:
+//! the posterior keeps `t_j`. On the built-in codes at full length it closes most of min-sum's
+//! gap to belief propagation: near the thresholds (one-way, z = 512, nothing punctured) the
+//! rate-0.5 code went from 9 to 24 of 24 frames at f = 1.15, the rate-0.8 one from 5 to 22 at
+//! f = 1.2; one-way reconciliation at f = 1.35 and QBER 4 % from a frame error rate of 39 %
+//! to 0.4 %.
+//!
 //! **Lanes** ([`lanes`]): the checks of a layer are `z` rows of circulants, so check `i + 1`
 //! sees, in every block column, the variable after the one check `i` sees (mod `z`). A vector
 //! of `WIDTH` lanes (64 with AVX-512BW, 32 with AVX2 or the portable `wide` lanes) therefore
@@ -89,14 +99,14 @@ impl Scaling {
 
     /// The normalization for checks of `mean_degree` variables on average. Min-sum
     /// overestimates a check's message magnitudes by more the more variables it has, so
-    /// low-degree checks want a factor nearer 1. Measured on the 21 built-in mother codes at
-    /// full length (z = 512, one-way, 16 frames with almost nothing punctured at f = 1.15 to
-    /// 1.3, factors 0.6875 to 0.90625; `examples/ldpc_frames.rs`): the three codes of 6.5 to
-    /// 8.8 variables per check (rates 0.5 to 0.6) decoded best at 0.8125 to 0.875 (at f = 1.2
-    /// all 16 frames, 16 and 15; at 0.75 none, none and 5), every code of 10 or more variables
-    /// per check best at 0.6875 to 0.75, and none of them anything at 0.8125.
+    /// low-degree checks want a factor nearer 1. Measured with self-correction on the 21
+    /// built-in mother codes at full length (z = 512, one-way, 16 frames with almost nothing
+    /// punctured, near each code's threshold: f = 1.15 to 1.3; factors 0.6875 to 0.875;
+    /// `examples/ldpc_frames.rs`): the codes of 6.5 to 15.6 variables per check (rates 0.5 to
+    /// 0.75) decoded most at 0.8125 (at f = 1.15, rate 0.5: 16 frames, none at 0.75; rate 0.64:
+    /// 10, 1 at 0.75), those of 17.6 or more at 0.75 (rate 0.84 at f = 1.2: 7, 2 at 0.8125).
     pub fn for_check_degree(mean_degree: f64) -> Self {
-        if mean_degree < 9.5 {
+        if mean_degree < 16.5 {
             Self::THIRTEEN_SIXTEENTHS
         } else {
             Self::THREE_QUARTERS
@@ -155,6 +165,9 @@ pub struct DecoderParams {
     /// attempts whose failure costs only more disclosure (blind rounds before the last).
     #[serde(default)]
     pub stop_stalled: bool,
+    /// Self-corrected min-sum (module docs).
+    #[serde(default = "yes")]
+    pub self_correct: bool,
 }
 
 impl Default for DecoderParams {
@@ -163,8 +176,13 @@ impl Default for DecoderParams {
             max_iterations: 60,
             scaling: Scaling::THREE_QUARTERS,
             stop_stalled: false,
+            self_correct: true,
         }
     }
+}
+
+fn yes() -> bool {
+    true
 }
 
 /// The parity-check matrix in the shape the decoder walks: block rows ("layers") of `z`
@@ -608,8 +626,13 @@ struct Workspace<V> {
     /// sign bit per lane per message.
     magnitudes: Vec<CheckMagnitudes<V>>,
     signs: Vec<u64>,
-    /// A chunk's extrinsic inputs.
+    /// Self-correction ([`DecoderParams::self_correct`]): per edge and lane, the sign of the
+    /// last input and whether it was not 0.
+    input_signs: Vec<u64>,
+    input_live: Vec<u64>,
+    /// A chunk's extrinsic posteriors, and its inputs to the check (the same unless erased).
     t: Vec<V>,
+    inputs: Vec<V>,
 }
 
 impl<V> Default for Workspace<V> {
@@ -620,7 +643,10 @@ impl<V> Default for Workspace<V> {
             synd: Vec::new(),
             magnitudes: Vec::new(),
             signs: Vec::new(),
+            input_signs: Vec::new(),
+            input_live: Vec::new(),
             t: Vec::new(),
+            inputs: Vec::new(),
         }
     }
 }
@@ -664,10 +690,14 @@ impl<V: Lanes> Workspace<V> {
                 self.synd.push(V::from_sign_bits(bits[0]));
             }
             self.t.resize(MAX_CHECK_DEGREE, V::splat(0));
+            self.inputs.resize(MAX_CHECK_DEGREE, V::splat(0));
         }
         // With no magnitudes yet the signs do not matter; they are all written in the first
         // iteration.
         self.signs.resize(self.layout.offsets.len(), 0);
+        self.input_signs.resize(self.layout.offsets.len(), 0);
+        self.input_live.clear();
+        self.input_live.resize(self.layout.offsets.len(), 0);
     }
 
     /// One layered iteration; returns the checks pass 1 found unsatisfied (counted only when
@@ -684,7 +714,10 @@ impl<V: Lanes> Workspace<V> {
             synd,
             magnitudes,
             signs,
+            input_signs,
+            input_live,
             t,
+            inputs,
         } = self;
         let valid_lanes = layout.valid_lanes();
         let mut unsatisfied = 0;
@@ -692,6 +725,8 @@ impl<V: Lanes> Workspace<V> {
         let at = post.as_mut_ptr();
         let (synd, magnitudes, signs, t) =
             (&synd[..], &mut magnitudes[..], &mut signs[..], &mut t[..]);
+        let (input_signs, input_live, inputs) =
+            (&mut input_signs[..], &mut input_live[..], &mut inputs[..]);
         // SAFETY: the caller guarantees V's instructions (every lane operation below); every
         // offset is at least WIDTH bytes before the end of `post` (`Layout::new`).
         unsafe {
@@ -702,6 +737,8 @@ impl<V: Lanes> Workspace<V> {
                 for _ in 0..layout.chunks {
                     let offsets = &layout.offsets[edge..edge + d];
                     let chunk_signs = &mut signs[edge..edge + d];
+                    let chunk_input_signs = &mut input_signs[edge..edge + d];
+                    let chunk_input_live = &mut input_live[edge..edge + d];
                     let old = magnitudes[chunk];
                     // Pass 1: extrinsic inputs, their sign parity and two smallest magnitudes.
                     let mut parity = synd[chunk];
@@ -711,8 +748,20 @@ impl<V: Lanes> Workspace<V> {
                         let old = old
                             .of(k)
                             .negate_where_negative(V::from_sign_bits(chunk_signs[k]));
-                        let tk = V::load(at.add(o)).subs(old).max(floor);
-                        t[k] = tk;
+                        let raw = V::load(at.add(o)).subs(old).max(floor);
+                        t[k] = raw;
+                        let tk = if params.self_correct {
+                            let s = raw.sign_bits();
+                            let flipped = (s ^ chunk_input_signs[k]) & chunk_input_live[k];
+                            let input = raw.select(V::mask_from_bits(flipped), zero);
+                            let zero_input = V::mask_bits(input.eq(zero));
+                            chunk_input_signs[k] = s & !flipped;
+                            chunk_input_live[k] = !zero_input;
+                            input
+                        } else {
+                            raw
+                        };
+                        inputs[k] = tk;
                         parity = parity.xor(tk);
                         let a = tk.abs();
                         let smaller = a.le(min1);
@@ -731,10 +780,9 @@ impl<V: Lanes> Workspace<V> {
                     magnitudes[chunk] = new;
                     // Pass 2: new messages and posteriors.
                     for (k, &o) in offsets.iter().enumerate() {
-                        let tk = t[k];
-                        let sign = parity.xor(tk);
+                        let sign = parity.xor(inputs[k]);
                         chunk_signs[k] = sign.sign_bits();
-                        tk.adds(new.of(k).negate_where_negative(sign))
+                        t[k].adds(new.of(k).negate_where_negative(sign))
                             .max(floor)
                             .store(at.add(o));
                     }

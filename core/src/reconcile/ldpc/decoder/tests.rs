@@ -235,3 +235,31 @@ fn bad_inputs_are_errors() {
     assert_eq!(channel_llr(0.02), 16);
     assert!((Scaling::THREE_QUARTERS.alpha() - 0.75).abs() < 1e-12);
 }
+
+#[test]
+fn self_correction_decodes_frames_plain_min_sum_cannot() {
+    // Rate 0.8 near its threshold: self-corrected min-sum decodes more frames, and every
+    // frame it decodes is Alice's.
+    let code = builtin(40, 64).unwrap();
+    let inputs: Vec<_> = (0..40)
+        .map(|i| frame(&code.graph, 0.026, 700 + i))
+        .collect();
+    let fs = frames(&inputs);
+    let corrected = DecoderParams::default();
+    let plain = DecoderParams {
+        self_correct: false,
+        ..corrected
+    };
+    let count = |p| {
+        let out = decode(&code.graph, p, Backend::best(), &fs).unwrap();
+        for (d, (x, _, _)) in out.iter().zip(&inputs) {
+            assert!(d.word.as_ref().is_none_or(|w| w == x));
+        }
+        out.iter().filter(|d| d.word.is_some()).count()
+    };
+    let (with, without) = (count(corrected), count(plain));
+    assert!(
+        with > without && with < inputs.len(),
+        "{with} vs {without} of 40"
+    );
+}
