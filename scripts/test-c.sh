@@ -69,11 +69,13 @@ test "$(pkg-config --variable=libdir qkd)" = "$LIB"
 CFLAGS=(-std=c11 -Wall -Wextra -Werror -g -O1)
 SOURCES=(ffi/tests/*.c ffi/examples/*.c)
 
-# Program name -> arguments (small sizes keep the sanitizer and valgrind runs short).
+# Program name -> arguments (small sizes keep the sanitizer and valgrind runs short). At
+# 100000 bits and QBER 4 % a sample that reads high leaves no key (4 of 30 runs): 3 % leaves
+# about 14 000 bits.
 args_for() {
     case "$1" in
         pipeline) echo "200000 0.03" ;;
-        cascade_two_party) echo "100000 0.04" ;;
+        cascade_two_party) echo "100000 0.03" ;;
         session) echo "131072 0.03 3" ;;
         *) echo "" ;;
     esac
