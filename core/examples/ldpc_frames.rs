@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! cargo run --release -p qkd-core --example ldpc_frames -- F (--qber Q | --rows R)
-//!     [--frames N] [--z Z] [--iterations I] [--scaling A,B] [--plain] [--reference]
+//!     [--frames N] [--first K] [--z Z] [--iterations I] [--scaling A,B] [--plain] [--reference]
 //! ```
 //!
 //! `--rows R` picks the QBER at which the mother code of `R` block rows carries efficiency `F`
@@ -38,8 +38,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             .unwrap_or(default))
     };
     let f: f64 = args.first().ok_or("give the efficiency F")?.parse()?;
-    let (frames, z) = (
+    let (frames, first, z) = (
         number("--frames", 16.0)? as usize,
+        number("--first", 0.0)? as usize,
         number("--z", 512.0)? as u32,
     );
     let key_bits = FramePlan::key_bits_for(z);
@@ -72,9 +73,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     let graph = &builtin(plan.rows, plan.z)?.graph;
     let (n, q) = (graph.n(), channel_llr(qber));
     let exact = ((1.0 - qber) / qber).ln();
-    let mut rng = SeededRandom::from_u64(99);
     let (mut min_sum, mut sum_prod) = (0, 0);
-    for i in 0..frames {
+    for i in first..first + frames {
+        let mut rng = SeededRandom::from_u64(99 + i as u64);
         // Alice's word: key bits in place, random punctured bits, zero shortened ones; Bob's
         // LLRs as `LdpcBob` sets them.
         let (x, y) = noisy_pair(key_bits, error_count(key_bits, qber), 1000 + i as u64);

@@ -9,7 +9,8 @@
 //! by Alice with fresh secret random bits, unknown to Bob: LLR 0) or shortened (zero, known to
 //! everyone: LLR [`KNOWN`]). Punctured positions are variables of every other staircase column
 //! (degree 2), so no check sees two of them: their columns of `H` have disjoint supports and are
-//! independent, which is what makes the count below exact. The plan picks the mother code and
+//! independent, which is what makes the count below exact. They are spread along the
+//! staircase's chains (`puncturable`), and revealed densest first. The plan picks the mother code and
 //! the number `p` of punctured bits from the QBER estimate so that the first attempt discloses
 //! `f_start * h(QBER) * key_bits` bits.
 //!
@@ -178,7 +179,8 @@ impl FramePlan {
         let m = rows as usize * z;
         let candidates = puncturable(rows, params.z);
         let p = m.saturating_sub(leak_start).min(d).min(candidates.len());
-        let punctured: Vec<usize> = candidates[..p].to_vec();
+        // Revealed last-chosen first, so that what stays punctured is always the most spread.
+        let punctured: Vec<usize> = candidates[..p].iter().rev().copied().collect();
         // Shortened: spread evenly over the columns after the staircase, which are never
         // punctured.
         let first_info = (rows as usize - 1) * z;
@@ -269,13 +271,46 @@ impl FramePlan {
     }
 }
 
-/// Variables of the even staircase columns (rows `2j`, `2j + 1`), spread over the columns.
+/// Variables of the even staircase columns (rows `2j`, `2j + 1`), in puncturing order.
+///
+/// The staircase's variables at one position `x` of their circulants form a chain (column `j`
+/// on rows `j` and `j + 1`, shift 0): flipping a run of consecutive ones changes two checks
+/// only, and when every other one is punctured the run costs the decoder just the channel
+/// evidence of the key bits between. Min-sum stuck on such runs: one-way at QBER 2 % and
+/// f = 1.6 (2183 of 23 040 syndrome bits punctured, ten in each of the first chains) left
+/// 2.5-3 % of the frames undecoded, two to six staircase bits wrong in one chain, two
+/// checks unsatisfied, where belief propagation decoded them all. So each chain is punctured
+/// level by level, one variable per chain per level, far from the chain's earlier ones
+/// ([`spread_order`]); the chains start at different columns, so the rows stay balanced.
 fn puncturable(rows: u32, z: u32) -> Vec<usize> {
     let z = z as usize;
     let cols: Vec<usize> = (0..rows as usize - 1).step_by(2).collect();
-    (0..z)
-        .flat_map(|x| cols.iter().map(move |&c| c * z + x))
-        .collect()
+    let orders: Vec<Vec<usize>> = (0..cols.len())
+        .map(|start| spread_order(cols.len(), start))
+        .collect();
+    let mut order = Vec::with_capacity(cols.len() * z);
+    for level in 0..cols.len() {
+        for x in 0..z {
+            order.push(cols[orders[x % cols.len()][level]] * z + x);
+        }
+    }
+    order
+}
+
+/// `0..len` from `start`, each next the farthest from all before it (the smallest on ties).
+fn spread_order(len: usize, start: usize) -> Vec<usize> {
+    let mut distance: Vec<usize> = (0..len).map(|i| i.abs_diff(start)).collect();
+    let mut order = vec![start];
+    while order.len() < len {
+        let next = (0..len)
+            .max_by_key(|&i| (distance[i], std::cmp::Reverse(i)))
+            .expect("len > 0");
+        order.push(next);
+        for (i, d) in distance.iter_mut().enumerate() {
+            *d = (*d).min(i.abs_diff(next));
+        }
+    }
+    order
 }
 
 /// Messages of the LDPC protocol.

@@ -232,6 +232,7 @@ fn bad_inputs_are_errors() {
     let err = decode(&odd, DecoderParams::default(), Backend::Portable, &f).unwrap_err();
     assert!(err.to_string().contains("multiple of 32"), "{err}");
     assert!((Scaling::THIRTEEN_SIXTEENTHS.alpha() - 0.8125).abs() < 1e-12);
+    assert!((Scaling::TWENTY_SEVEN_THIRTY_SECONDS.alpha() - 0.84375).abs() < 1e-12);
     assert_eq!(channel_llr(0.02), 16);
     assert!((Scaling::THREE_QUARTERS.alpha() - 0.75).abs() < 1e-12);
 }
