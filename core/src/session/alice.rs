@@ -175,7 +175,7 @@ impl AliceSession {
             self.core.end(discarded(self.core.report.clone(), why));
             return Ok(());
         }
-        let frames = FrameSet::new(&sifted, &self.core.link, est.observed_qber)?;
+        let frames = FrameSet::new(&sifted, &self.core.link, &est)?;
         drop(sifted);
         self.frames = Some(frames);
         self.start_round(self.core.link.shuffle_seed())

@@ -188,7 +188,7 @@ impl BobSession {
             self.core.end(discarded(self.core.report.clone(), why));
             return Ok(());
         }
-        self.frames = Some(FrameSet::new(&sifted, &self.core.link, est.observed_qber)?);
+        self.frames = Some(FrameSet::new(&sifted, &self.core.link, &est)?);
         self.start_round(shuffle_seed)
     }
 

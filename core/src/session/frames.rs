@@ -12,10 +12,28 @@ use std::sync::Arc;
 
 use super::{Link, SessionError};
 use crate::BitBlock;
+use crate::estimate::QberEstimate;
 use crate::pipeline::BlockReport;
 use crate::reconcile::cascade::Plan;
 use crate::reconcile::frames::{join_frames, split_frames};
 use crate::reconcile::ldpc::protocol::{FramePlan, LdpcParams};
+
+/// Standard deviations of the sample's error rate that blind LDPC's last attempt covers.
+const PLAN_SIGMAS: f64 = 3.0;
+
+/// The QBER reconciliation plans for, the sample's (at least one error in the sample: zero
+/// observed errors still needs a positive rate), and the highest blind LDPC plans to cover:
+/// [`PLAN_SIGMAS`] binomial standard deviations above it, `sqrt(q (1 - q) / k)` for a
+/// `k`-bit sample. Both sides compute them from the sample's size and error count. (The
+/// bound the secret length uses, `eps_pe`-sure, is far higher and would cost every block
+/// reveals it does not need.)
+fn planning_qber(estimate: &QberEstimate) -> (f64, f64) {
+    let k = estimate.k.max(1) as f64;
+    let q = estimate.observed_qber.max(1.0 / k).min(0.5);
+    let high = q + PLAN_SIGMAS * (q * (1.0 - q) / k).sqrt();
+    // `choose_bounded` wants the bound below 0.5; a plan at such rates is refused anyway.
+    (q, high.min(0.4999))
+}
 
 pub(super) struct FrameSet {
     frames: Vec<BitBlock>,
@@ -25,8 +43,9 @@ pub(super) struct FrameSet {
     /// Set once the frames that failed confirmation were retried (from the start for LDPC,
     /// which does not retry).
     retried: bool,
-    /// The QBER the reconciliation plans for.
+    /// The QBER the reconciliation plans for, and the highest it plans to cover (LDPC).
     plan_qber: f64,
+    plan_qber_high: f64,
     /// Bits after an LDPC block's whole frames, left out.
     tail_bits: usize,
     /// Bits of the frames that failed reconciliation (LDPC).
@@ -34,12 +53,12 @@ pub(super) struct FrameSet {
 }
 
 impl FrameSet {
-    /// The sifted key (sample removed) cut into the link's frames; `observed_qber` sets the
-    /// plans (zero observed errors still needs a positive rate).
+    /// The sifted key (sample removed) cut into the link's frames; the sample's estimate sets
+    /// the plans ([`planning_qber`]).
     pub(super) fn new(
         key: &BitBlock,
         link: &Link,
-        observed_qber: f64,
+        estimate: &QberEstimate,
     ) -> Result<Self, SessionError> {
         let cfg = link.config();
         let fixed = link.algorithm().fixed_frame_bits();
@@ -56,11 +75,13 @@ impl FrameSet {
                 )));
             }
         };
+        let (plan_qber, plan_qber_high) = planning_qber(estimate);
         Ok(Self {
             matched: vec![false; frames.len()],
             round: (0..frames.len()).collect(),
             retried: fixed.is_some(),
-            plan_qber: observed_qber.max(1.0 / cfg.sample_bits as f64).min(0.5),
+            plan_qber,
+            plan_qber_high,
             tail_bits: key.len() - frames.iter().map(BitBlock::len).sum::<usize>(),
             failed_bits: 0,
             frames,
@@ -100,7 +121,11 @@ impl FrameSet {
     /// The LDPC plan of the frames under `params`: both sides compute it from the sample's
     /// error count, which both know.
     pub(super) fn ldpc_plan(&self, params: &LdpcParams) -> Result<Arc<FramePlan>, SessionError> {
-        Ok(Arc::new(FramePlan::choose(params, self.plan_qber)?))
+        Ok(Arc::new(FramePlan::choose_bounded(
+            params,
+            self.plan_qber,
+            self.plan_qber_high,
+        )?))
     }
 
     /// Moves the round's frames out (to the Cascade parties).
@@ -201,5 +226,25 @@ impl FrameSet {
         }
         report.confirmed = report.dropped_frames == 0;
         (!kept.is_empty()).then(|| join_frames(&kept))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::estimate::Bound;
+
+    #[test]
+    fn plans_cover_three_standard_deviations_above_the_sample() {
+        // 328 errors in 2^14 bits: q = 0.020019531, sigma = 0.001094273 (worked out apart).
+        let est = QberEstimate::new(1 << 20, 1 << 14, 328, 1e-10, Bound::Serfling).unwrap();
+        let (q, high) = planning_qber(&est);
+        assert!((q - 0.020_019_531).abs() < 1e-9, "{q}");
+        assert!((high - 0.023_302_350).abs() < 1e-8, "{high}");
+        // No error in a 4096-bit sample: one error's rate, and its deviation above it.
+        let est = QberEstimate::new(1 << 16, 4096, 0, 1e-10, Bound::Serfling).unwrap();
+        let (q, high) = planning_qber(&est);
+        assert!((q - 1.0 / 4096.0).abs() < 1e-15, "{q}");
+        assert!((high - 0.000_976_473).abs() < 1e-8, "{high}");
     }
 }

@@ -70,7 +70,7 @@ impl LdpcParams {
     pub const NAME_FORMS: [&'static str; 2] = ["ldpc-blind[:F_START:F_END]", "ldpc-oneway[:F]"];
 
     /// The parameters an algorithm name stands for on codes of circulant `z`, `None` if it is
-    /// not an LDPC name: `ldpc-blind[:F_START:F_END]` (default 1.25 to 1.7, three reveal
+    /// not an LDPC name: `ldpc-blind[:F_START:F_END]` (default 1.15 to 1.45, three reveal
     /// rounds; `ldpc` is the same) or `ldpc-oneway[:F]` (default 1.5).
     pub fn parse(name: &str, z: u32) -> Option<Result<Self, ReconcileError>> {
         let mut parts = name.split(':');
@@ -94,11 +94,11 @@ impl LdpcParams {
             ("ldpc-oneway", []) => Ok(Self::one_way(z, 1.5)),
             ("ldpc-oneway", [f]) => Ok(Self::one_way(z, *f)),
             ("ldpc-oneway", _) => Err(bad()),
-            // F_END leaves room for a QBER estimate that is low: a block's sample of 4096 bits
-            // that read 0.85 % at a true 1 % lost 6 of 22 frames of 11 520 bits with 1.15 to
-            // 1.45, which reaches f 1.23-1.45 (QBER 1-8 %, 11 520-92 160-bit frames) when the
-            // estimate is exact, against 1.25-1.73 for these defaults.
-            (_, []) => Ok(Self::blind(z, 1.25, 1.7)),
+            // Sessions plan F_END at a bound three standard deviations above the sample's
+            // QBER (`FramePlan::choose_bounded`), which covers a sample that read low. With the
+            // estimate exact (frames of 92 160 bits, QBER 1-8 %) these reach f 1.23-1.39
+            // where 1.25 to 1.7 reached 1.25-1.42.
+            (_, []) => Ok(Self::blind(z, 1.15, 1.45)),
             (_, [a, b]) => Ok(Self::blind(z, *a, *b)),
             _ => Err(bad()),
         })
@@ -140,17 +140,33 @@ pub struct FramePlan {
 }
 
 impl FramePlan {
-    /// The plan for frames at QBER estimate `qber` (module docs).
+    /// The plan for frames at QBER estimate `qber` (module docs), known exactly.
     pub fn choose(params: &LdpcParams, qber: f64) -> Result<Self, ReconcileError> {
-        let valid = qber > 0.0 && qber < 0.5 && (1.0..=3.0).contains(&params.f_start);
+        Self::choose_bounded(params, qber, qber)
+    }
+
+    /// The plan for frames at QBER estimate `qber` that may be as high as `qber_high`: the
+    /// first attempt discloses `f_start * h(qber) * key_bits`; in blind mode the last covers
+    /// `f_end * h(qber_high) * key_bits`, so that a sample that read the QBER low costs reveals
+    /// rather than frames. One-way plans use `qber` alone (one attempt, at `f_start`).
+    pub fn choose_bounded(
+        params: &LdpcParams,
+        qber: f64,
+        qber_high: f64,
+    ) -> Result<Self, ReconcileError> {
+        let valid = qber > 0.0
+            && qber <= qber_high
+            && qber_high < 0.5
+            && (1.0..=3.0).contains(&params.f_start);
         if !valid
             || params.f_end < params.f_start
             || params.f_end > 3.0
             || params.rounds > MAX_REVEAL_ROUNDS
         {
             return Err(ReconcileError::BadParams(format!(
-                "LDPC plan for QBER {qber} with {params:?}: expected 0 < QBER < 0.5, \
-                 1 <= f_start <= f_end <= 3 and at most {MAX_REVEAL_ROUNDS} rounds"
+                "LDPC plan for QBER {qber} (at most {qber_high}) with {params:?}: expected \
+                 0 < QBER <= its bound < 0.5, 1 <= f_start <= f_end <= 3 and at most \
+                 {MAX_REVEAL_ROUNDS} rounds"
             )));
         }
         let z = params.z as usize;
@@ -158,8 +174,13 @@ impl FramePlan {
         let key_bits = Self::key_bits_for(params.z);
         let d = n - key_bits;
         let h = binary_entropy(qber);
+        let h_end = if params.rounds == 0 {
+            h
+        } else {
+            binary_entropy(qber_high)
+        };
         let leak_start = (params.f_start * h * key_bits as f64).ceil() as usize;
-        let leak_end = (params.f_end * h * key_bits as f64).ceil() as usize;
+        let leak_end = (params.f_end * h_end * key_bits as f64).ceil() as usize;
         // The highest-rate mother whose syndrome covers the last attempt, else the lowest-rate
         // one if it still covers the first.
         let available = |r: u32| builtin(r, params.z).is_ok();

@@ -58,6 +58,27 @@ fn plans_hit_the_requested_efficiency() {
 }
 
 #[test]
+fn blind_plans_cover_the_bound_and_one_way_plans_the_estimate() {
+    let (q, high) = (0.02, 0.025);
+    let k = FramePlan::key_bits_for(64) as f64;
+    let blind = LdpcParams::blind(64, 1.15, 1.45);
+    let plan = FramePlan::choose_bounded(&blind, q, high).unwrap();
+    let first = plan.leak_after(0) as f64 / (k * binary_entropy(q));
+    assert!((first - 1.15).abs() < 0.01, "{first}");
+    let last = plan.leak_after(plan.rounds) as f64 / (k * binary_entropy(high));
+    assert!(last >= 1.45, "{last}");
+    let unbounded = FramePlan::choose(&blind, q).unwrap();
+    assert!(unbounded.leak_after(unbounded.rounds) < plan.leak_after(plan.rounds));
+    let one_way = LdpcParams::one_way(64, 1.35);
+    assert_eq!(
+        FramePlan::choose_bounded(&one_way, q, high).unwrap(),
+        FramePlan::choose(&one_way, q).unwrap()
+    );
+    let err = FramePlan::choose_bounded(&blind, q, 0.01).unwrap_err();
+    assert!(err.to_string().contains("bound"), "{err}");
+}
+
+#[test]
 fn punctured_bits_are_spread_along_each_staircase_chain() {
     // QBER 2 %, f = 1.6: 45 rows, 2183 of 23 040 syndrome bits punctured at z = 512.
     let z = 512;
