@@ -32,7 +32,7 @@ fn planning_qber(estimate: &QberEstimate) -> (f64, f64) {
     let q = estimate.observed_qber.max(1.0 / k).min(0.5);
     let high = q + PLAN_SIGMAS * (q * (1.0 - q) / k).sqrt();
     // `choose_bounded` wants the bound below 0.5; a plan at such rates is refused anyway.
-    (q, high.min(0.4999))
+    (q, high.min(0.4999).max(q))
 }
 
 pub(super) struct FrameSet {

@@ -10,9 +10,11 @@
 //! everyone: LLR [`KNOWN`]). Punctured positions are variables of every other staircase column
 //! (degree 2), so no check sees two of them: their columns of `H` have disjoint supports and are
 //! independent, which is what makes the count below exact. They are spread along the
-//! staircase's chains (`puncturable`), and revealed densest first. The plan picks the mother code and
-//! the number `p` of punctured bits from the QBER estimate so that the first attempt discloses
-//! `f_start * h(QBER) * key_bits` bits.
+//! staircase's chains (`puncturable`), and revealed densest first. The plan picks the mother
+//! code and the number `p` of punctured bits from the QBER estimate so that the first attempt
+//! discloses `f_start * h(QBER) * key_bits` bits, and, in blind mode, the last one (every
+//! punctured bit revealed) at least `f_end * h(QBER bound) * key_bits`
+//! ([`FramePlan::choose_bounded`]).
 //!
 //! **Leakage** (docs/security.md, section 11): Alice's syndrome is `m` bits, but `p` of them are
 //! masked by her secret punctured bits, so it tells Eve at most `m - p` bits about the key;

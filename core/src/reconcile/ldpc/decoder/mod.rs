@@ -42,8 +42,8 @@
 //! of the smallest, and each message's sign as one bit. After every iteration the hard
 //! decisions' syndrome is checked, stopping at the first check that fails; a frame that
 //! matches is decoded at that iteration. With [`DecoderParams::stop_stalled`] a frame is also
-//! given up once the checks that pass 1 finds unsatisfied fell by less than a sixteenth over the last
-//! [`STALL_WINDOW`] iterations: on the built-in codes the frames that decode show a steady
+//! given up once the checks that pass 1 finds unsatisfied fell by less than a sixteenth over
+//! the last [`STALL_WINDOW`] iterations: on the built-in codes the frames that decode show a steady
 //! fall to the end, while those below the code's threshold level off at hundreds or thousands
 //! of unsatisfied checks and would otherwise run to the iteration limit. Giving them up costs
 //! one-way reconciliation frames (trial rules raised its FER at QBER 1 %, frames of 92 160
