@@ -106,9 +106,10 @@ impl Scaling {
     /// f = 1.2 to 1.5, factors 0.75 to 0.9375; `examples/ldpc_frames.rs`): the codes of 6.5 to
     /// 15.5 variables per check (rates 0.5 to 0.75) lost at most one frame of 512 at 0.84375
     /// where 0.8125 lost up to 8 (QBER 8 %, f = 1.25: 504 decoded against 511; 8.5 %,
-    /// f = 1.3: 507 against 512) and 0.75 most of them (9 of 512 decoded at 8 %, f = 1.3); those of 17.6 and 20
-    /// decoded as well or better at 0.8125 (QBER 3 %, f = 1.25: 512 against 510 at 0.75); those
-    /// of 22.6 or more as well or better at 0.75 (QBER 1 %, f = 1.25: 18 against 10).
+    /// f = 1.3: 507 against 512) and 0.75 most of them (at 8 %, f = 1.25: none decoded; f =
+    /// 1.35: 52); those of 17.6 and 20 decoded as well or better at 0.8125 (QBER 3 %, f =
+    /// 1.25: 512 against 510 at 0.75); those of 22.6 or more as well or better at 0.75 (QBER
+    /// 1 %, f = 1.25: 18 against 10).
     pub fn for_check_degree(mean_degree: f64) -> Self {
         if mean_degree < 16.5 {
             Self::TWENTY_SEVEN_THIRTY_SECONDS

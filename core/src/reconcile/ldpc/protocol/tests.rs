@@ -85,6 +85,8 @@ fn punctured_bits_are_spread_along_each_staircase_chain() {
     let plan = FramePlan::choose(&LdpcParams::one_way(z, 1.6), 0.02).unwrap();
     let (p, chains) = (plan.punctured.len(), z as usize);
     assert!(p > 4 * chains, "{p}");
+    // Only the even staircase columns are punctured.
+    let even = (plan.rows as usize - 1).div_ceil(2);
     // Whatever a blind round revealed, what stays punctured (a suffix) has at most one more
     // variable in any chain than in another, and those of one chain are far apart.
     for kept in [p, p - 1000, chains + 7, 3] {
@@ -95,8 +97,7 @@ fn punctured_bits_are_spread_along_each_staircase_chain() {
         let counts: Vec<usize> = by_chain.iter().map(Vec::len).collect();
         let (lo, hi) = (counts.iter().min().unwrap(), counts.iter().max().unwrap());
         assert!(hi - lo <= 1, "kept {kept}: {lo}..{hi} per chain");
-        // Even staircase columns only, a third of the best spacing at least (below).
-        let even = (plan.rows as usize - 1).div_ceil(2);
+        // A third of the best spacing at least (`spread_orders_keep_every_prefix_apart`).
         let gap = 2 * ((even - 1) / (3 * hi.saturating_sub(1).max(1))).max(1);
         for columns in &mut by_chain {
             columns.sort_unstable();
